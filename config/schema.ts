@@ -1,0 +1,293 @@
+/**
+ * The one typed configuration of the stack, and the table that describes every field.
+ *
+ * The table drives everything else: the defaults, the environment variable names, the
+ * parsing of environment strings, the validation and the README's configuration table
+ * (`npm run docs:config`). Adding a field means adding it to `StackConfig` and to
+ * `FIELDS`; a test fails if the two disagree.
+ */
+
+/** Labels as Kubernetes takes them (`key: value`). */
+export type Labels = { readonly [key: string]: string };
+
+/** What Envoy does with an upgrade when Redis cannot be asked. */
+export type RedisFailureMode = 'open' | 'closed';
+
+/** Scheme of the NLB (AWS Load Balancer Controller `aws-load-balancer-scheme`). */
+export type NlbScheme = 'internet-facing' | 'internal';
+
+export interface StackConfig {
+  readonly clusterName: string;
+  readonly region: string;
+  readonly namespace: string;
+  readonly createNamespace: boolean;
+  readonly maxConnectionsPerPod: number;
+  readonly rateLimitPerMinute: number;
+  readonly envoyReplicas: number;
+  readonly envoyConcurrency: number;
+  readonly redisReplicas: number;
+  readonly backendServiceName: string;
+  readonly backendPort: number;
+  readonly backendSelector: Labels;
+  readonly backendHealthCheckPath: string;
+  readonly deploySampleBackend: boolean;
+  readonly sampleBackendReplicas: number;
+  readonly envoyImage: string;
+  readonly redisImage: string;
+  readonly sampleBackendImage: string;
+  readonly leaseTtlSeconds: number;
+  readonly renewIntervalSeconds: number;
+  readonly idleTimeoutSeconds: number;
+  readonly maxStreamDurationSeconds: number;
+  readonly redisFailureMode: RedisFailureMode;
+  readonly hashTag: string;
+  readonly hostsCacheMs: number;
+  readonly redisConnectTimeoutMs: number;
+  readonly redisReadTimeoutMs: number;
+  readonly limitAllRequests: boolean;
+  readonly connectionInventory: boolean;
+  readonly externalRedisHost: string;
+  readonly externalRedisPort: number;
+  readonly externalRedisTls: boolean;
+  readonly externalRedisPasswordSecret: string;
+  readonly nlbScheme: NlbScheme;
+  readonly nlbProxyProtocol: boolean;
+  readonly exposeMetricsOnNlb: boolean;
+  readonly grafanaDashboard: boolean;
+  readonly serviceMonitor: boolean;
+  readonly remoteStateBucket: string;
+  readonly remoteStateKey: string;
+  readonly remoteStateRegion: string;
+  readonly remoteStateLockfile: boolean;
+}
+
+export type FieldKind =
+  | 'integer'
+  | 'boolean'
+  | 'string'
+  | 'enum'
+  | 'labels'
+  | 'image'
+  | 'dns1123Label';
+
+export interface FieldSpec {
+  readonly key: keyof StackConfig;
+  readonly kind: FieldKind;
+  readonly default: StackConfig[keyof StackConfig];
+  readonly description: string;
+  /** Smallest accepted integer (inclusive). */
+  readonly min?: number;
+  /** Largest accepted integer (inclusive). */
+  readonly max?: number;
+  /** Accepted values of an `enum` field. */
+  readonly values?: readonly string[];
+  /** A `string`/`dns1123Label` field that may be empty (meaning "off"/"derived"). */
+  readonly optional?: boolean;
+  /** Extra check for `string` fields: a pattern and what it means. */
+  readonly pattern?: { readonly re: RegExp; readonly says: string };
+}
+
+/** Prefix of every environment variable the stack reads. */
+export const ENV_PREFIX = 'WS_ADMISSION_';
+
+/** Environment variable naming the JSON config file (not a field itself). */
+export const CONFIG_FILE_ENV = `${ENV_PREFIX}CONFIG`;
+
+/** Margin added to `idleTimeoutSeconds + renewIntervalSeconds` for the lease TTL invariant. */
+export const LEASE_MARGIN_SECONDS = 5;
+
+/** The sliding window of the global rate limit (the limit is "per minute"). */
+export const RATE_WINDOW_MS = 60_000;
+
+export const FIELDS: readonly FieldSpec[] = [
+  {
+    key: 'clusterName', kind: 'string', default: 'ws-eks',
+    description: 'Name of the existing EKS cluster to deploy into (`data.aws_eks_cluster`).',
+    pattern: { re: /^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$/, says: 'an EKS cluster name (letters, digits, "-" and "_", 1-100 characters, starting with a letter or digit)' },
+  },
+  {
+    key: 'region', kind: 'string', default: 'us-east-1',
+    description: 'AWS region of the cluster (aws provider).',
+    pattern: { re: /^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$/, says: 'an AWS region such as "eu-west-1"' },
+  },
+  {
+    key: 'namespace', kind: 'dns1123Label', default: 'ws-admission',
+    description: 'Kubernetes namespace of every resource of the stack.',
+  },
+  {
+    key: 'createNamespace', kind: 'boolean', default: true,
+    description: 'Create the namespace (false: it must already exist).',
+  },
+  {
+    key: 'maxConnectionsPerPod', kind: 'integer', default: 2, min: 1,
+    description: 'Open WebSockets allowed per backend pod, across all Envoy proxies.',
+  },
+  {
+    key: 'rateLimitPerMinute', kind: 'integer', default: 60, min: 0,
+    description: 'WebSocket upgrades allowed in any rolling 60 s window, across all proxies (0 = no rate limit).',
+  },
+  {
+    key: 'envoyReplicas', kind: 'integer', default: 2, min: 1,
+    description: 'Envoy proxy replicas behind the NLB.',
+  },
+  {
+    key: 'envoyConcurrency', kind: 'integer', default: 2, min: 1, max: 64,
+    description: 'Envoy worker threads per proxy (`--concurrency`); each worker holds its own Redis connection.',
+  },
+  {
+    key: 'redisReplicas', kind: 'integer', default: 1, min: 1, max: 1,
+    description: 'Replicas of the in-cluster Redis. Only 1: for a replicated Redis use ElastiCache via `externalRedisHost`.',
+  },
+  {
+    key: 'backendServiceName', kind: 'dns1123Label', default: 'ws-backend',
+    description: 'Name of the headless Service the stack creates for the backend pods (Envoy resolves it with STRICT_DNS).',
+  },
+  {
+    key: 'backendPort', kind: 'integer', default: 8080, min: 1, max: 65535,
+    description: 'Container port of the WebSocket backend pods.',
+  },
+  {
+    key: 'backendSelector', kind: 'labels', default: { 'app.kubernetes.io/name': 'ws-echo' },
+    description: 'Labels selecting the backend pods (env: `k=v,k2=v2`).',
+  },
+  {
+    key: 'backendHealthCheckPath', kind: 'string', default: '/',
+    description: 'HTTP path of Envoy\'s active health check on each backend pod.',
+    pattern: { re: /^\/[\x21-\x7e]*$/, says: 'an absolute HTTP path starting with "/" without spaces' },
+  },
+  {
+    key: 'deploySampleBackend', kind: 'boolean', default: true,
+    description: 'Deploy a small WebSocket echo backend labelled with `backendSelector`, so a default deploy works end to end.',
+  },
+  {
+    key: 'sampleBackendReplicas', kind: 'integer', default: 3, min: 1,
+    description: 'Replicas of the sample echo backend.',
+  },
+  {
+    key: 'envoyImage', kind: 'image', default: 'ws-envoy-lua:1.36.2-1',
+    description: 'The custom Envoy image with luasocket/luasec (`envoy/Dockerfile`); push it to a registry the cluster can pull from.',
+  },
+  {
+    key: 'redisImage', kind: 'image', default: 'redis:7.4.2-alpine',
+    description: 'Image of the in-cluster Redis.',
+  },
+  {
+    key: 'sampleBackendImage', kind: 'image', default: 'jmalloc/echo-server:v0.3.7',
+    description: 'Image of the sample WebSocket echo backend (listens on `$PORT`).',
+  },
+  {
+    key: 'leaseTtlSeconds', kind: 'integer', default: 360, min: 1,
+    description: `Expiry of a connection's slot lease without renewal. Must be at least idleTimeoutSeconds + renewIntervalSeconds + ${LEASE_MARGIN_SECONDS}.`,
+  },
+  {
+    key: 'renewIntervalSeconds', kind: 'integer', default: 30, min: 1,
+    description: 'The filter renews a lease on traffic at most this often.',
+  },
+  {
+    key: 'idleTimeoutSeconds', kind: 'integer', default: 300, min: 1,
+    description: 'Envoy closes a WebSocket without traffic in either direction for this long (stream idle timeout).',
+  },
+  {
+    key: 'maxStreamDurationSeconds', kind: 'integer', default: 3600, min: 1,
+    description: 'Envoy closes any WebSocket after this long (`max_stream_duration`), bounding every lease.',
+  },
+  {
+    key: 'redisFailureMode', kind: 'enum', default: 'open', values: ['open', 'closed'],
+    description: 'When Redis is unavailable: `open` admits (and counts it), `closed` answers 503.',
+  },
+  {
+    key: 'hashTag', kind: 'string', default: 'ws',
+    description: 'Redis key hash tag without braces; every key is `{<hashTag>}:...` so one call hits one shard.',
+    pattern: { re: /^[A-Za-z0-9_.:-]{1,32}$/, says: '1-32 characters of letters, digits, "_", ".", ":" or "-" (no braces)' },
+  },
+  {
+    key: 'hostsCacheMs', kind: 'integer', default: 1000, min: 100, max: 60000,
+    description: 'How long a worker caches the healthy backend host list (ms).',
+  },
+  {
+    key: 'redisConnectTimeoutMs', kind: 'integer', default: 200, min: 1, max: 10000,
+    description: 'Redis connect timeout of the filter (ms); a blocked call stalls a whole Envoy worker.',
+  },
+  {
+    key: 'redisReadTimeoutMs', kind: 'integer', default: 200, min: 1, max: 10000,
+    description: 'Redis read timeout of the filter (ms).',
+  },
+  {
+    key: 'limitAllRequests', kind: 'boolean', default: false,
+    description: 'Also rate-limit plain HTTP requests, not only WebSocket upgrades.',
+  },
+  {
+    key: 'connectionInventory', kind: 'boolean', default: false,
+    description: 'Keep a `{ws}:conn:<id>` hash per connection in Redis (for debugging; one more pipelined write).',
+  },
+  {
+    key: 'externalRedisHost', kind: 'string', default: '', optional: true,
+    description: 'Use this Redis (e.g. an ElastiCache primary endpoint) instead of the in-cluster one; empty = deploy Redis in the cluster.',
+    pattern: { re: /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/, says: 'a DNS name or IPv4 address' },
+  },
+  {
+    key: 'externalRedisPort', kind: 'integer', default: 6379, min: 1, max: 65535,
+    description: 'Port of the external Redis.',
+  },
+  {
+    key: 'externalRedisTls', kind: 'boolean', default: false,
+    description: 'TLS to the external Redis (ElastiCache in-transit encryption).',
+  },
+  {
+    key: 'externalRedisPasswordSecret', kind: 'dns1123Label', default: '', optional: true,
+    description: 'Existing Secret (key `password`) holding the external Redis AUTH token; empty = no AUTH.',
+  },
+  {
+    key: 'nlbScheme', kind: 'enum', default: 'internet-facing', values: ['internet-facing', 'internal'],
+    description: 'Scheme of the NLB.',
+  },
+  {
+    key: 'nlbProxyProtocol', kind: 'boolean', default: false,
+    description: 'Enable proxy protocol v2 on the NLB and Envoy, so Envoy sees client addresses (IP targets otherwise show the NLB\'s address).',
+  },
+  {
+    key: 'exposeMetricsOnNlb', kind: 'boolean', default: false,
+    description: 'Also publish the metrics listener (port 9901) on the NLB. Off: reach it with `kubectl port-forward`.',
+  },
+  {
+    key: 'grafanaDashboard', kind: 'boolean', default: true,
+    description: 'Create the Grafana dashboard ConfigMap (picked up by the Grafana sidecar).',
+  },
+  {
+    key: 'serviceMonitor', kind: 'boolean', default: false,
+    description: 'Create a Prometheus Operator ServiceMonitor (needs its CRDs in the cluster).',
+  },
+  {
+    key: 'remoteStateBucket', kind: 'string', default: '', optional: true,
+    description: 'S3 bucket for the Terraform state (S3 backend with `use_lockfile`); empty = local state.',
+    pattern: { re: /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, says: 'an S3 bucket name (3-63 lower-case letters, digits, "." or "-")' },
+  },
+  {
+    key: 'remoteStateKey', kind: 'string', default: 'ws-envoy-admission/terraform.tfstate',
+    description: 'Object key of the state in the bucket.',
+    pattern: { re: /^[^/\s][^\s]{0,1023}$/, says: 'an S3 object key without spaces, not starting with "/"' },
+  },
+  {
+    key: 'remoteStateRegion', kind: 'string', default: '', optional: true,
+    description: 'Region of the state bucket; empty = `region`.',
+    pattern: { re: /^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$/, says: 'an AWS region such as "eu-west-1"' },
+  },
+  {
+    key: 'remoteStateLockfile', kind: 'boolean', default: true,
+    description: 'Lock the S3 state with a lock file next to it (`use_lockfile`, Terraform 1.10+).',
+  },
+];
+
+/** `maxConnectionsPerPod` -> `WS_ADMISSION_MAX_CONNECTIONS_PER_POD`. */
+export function envName(key: string): string {
+  return ENV_PREFIX + key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+/** The defaults, straight from the table. */
+export function defaults(): StackConfig {
+  const out: Record<string, unknown> = {};
+  for (const f of FIELDS) {
+    out[f.key] = typeof f.default === 'object' ? { ...f.default } : f.default;
+  }
+  return out as unknown as StackConfig;
+}

@@ -1,0 +1,191 @@
+import { FIELDS, FieldSpec, LEASE_MARGIN_SECONDS, StackConfig } from './schema';
+
+/**
+ * Thrown for a configuration the stack refuses. `problems` holds one line per fault
+ * (all faults are reported at once); `message` joins them.
+ */
+export class ConfigError extends Error {
+  public readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(
+      problems.length === 1
+        ? `Invalid configuration: ${problems[0]}`
+        : `Invalid configuration (${problems.length} problems):\n- ${problems.join('\n- ')}`,
+    );
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+
+// Docker reference grammar (distribution/reference), reduced to what a pod spec takes:
+// [registry[:port]/]path[:tag][@sha256:digest]
+const COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+const DOMAIN = '(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*(?::[0-9]+)?';
+const IMAGE_REF = new RegExp(
+  `^(?:${DOMAIN}/)?${COMPONENT}(?:/${COMPONENT})*(?::([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(sha256:[a-f0-9]{64}))?$`,
+);
+
+/** Shows a value the way it was written: strings quoted, the rest as JSON. */
+export function show(value: unknown): string {
+  return JSON.stringify(value) ?? String(value);
+}
+
+/** `null` when `value` is a DNS-1123 label, else what is wrong with it. */
+export function dns1123LabelProblem(value: string): string | null {
+  if (value.length === 0) return 'must not be empty';
+  if (value.length > 63) return `must be at most 63 characters (has ${value.length})`;
+  if (!DNS1123_LABEL.test(value)) {
+    return 'must be a DNS-1123 label (lower-case letters, digits and "-", starting and ending with a letter or digit)';
+  }
+  return null;
+}
+
+/** `null` when `ref` is a pinned image reference, else what is wrong with it. */
+export function imageProblem(ref: string): string | null {
+  const m = IMAGE_REF.exec(ref);
+  if (!m) return 'must be an image reference like "registry.example.com/team/app:1.2.3" or "app@sha256:<64 hex>"';
+  const tag = m[1];
+  const digest = m[2];
+  if (!tag && !digest) return 'must be pinned with a tag or an @sha256 digest (an untagged image means "latest")';
+  if (tag === 'latest' && !digest) return 'must not use the "latest" tag (it moves; pin a version or a digest)';
+  return null;
+}
+
+/** `null` when the labels are valid Kubernetes selector labels, else the problem. */
+export function labelsProblem(labels: Record<string, unknown>): string | null {
+  const keys = Object.keys(labels);
+  if (keys.length === 0) return 'must hold at least one label';
+  for (const key of keys) {
+    const value = labels[key];
+    const slash = key.lastIndexOf('/');
+    const prefix = slash >= 0 ? key.slice(0, slash) : '';
+    const name = slash >= 0 ? key.slice(slash + 1) : key;
+    if (slash >= 0 && (prefix.length === 0 || prefix.length > 253 || !DNS1123_SUBDOMAIN.test(prefix))) {
+      return `has a label key ${show(key)} whose prefix is not a DNS subdomain`;
+    }
+    if (name.length === 0 || name.length > 63 || !LABEL_NAME.test(name)) {
+      return `has an invalid label key ${show(key)} (name part: 1-63 letters, digits, "-", "_", ".")`;
+    }
+    if (typeof value !== 'string') return `has a non-string value for label ${show(key)}`;
+    if (value.length > 63 || (value.length > 0 && !LABEL_NAME.test(value))) {
+      return `has an invalid value ${show(value)} for label ${show(key)} (0-63 letters, digits, "-", "_", ".")`;
+    }
+  }
+  return null;
+}
+
+function integerProblem(f: FieldSpec, value: number): string | null {
+  const min = f.min ?? Number.MIN_SAFE_INTEGER;
+  const max = f.max ?? Number.MAX_SAFE_INTEGER;
+  const range =
+    f.max !== undefined ? `between ${min} and ${max}` : min === 1 ? 'a positive integer' : `an integer of at least ${min}`;
+  if (!Number.isSafeInteger(value)) {
+    return `${f.key} must be ${f.max !== undefined ? `an integer ${range}` : range}, got ${show(value)}. Fix: use a whole number such as ${show(f.default)}.`;
+  }
+  if (value < min || value > max) {
+    return `${f.key} must be ${f.max !== undefined ? `an integer ${range}` : range}, got ${value}. Fix: use a value ${f.max !== undefined ? range : `of at least ${min}`} (default ${show(f.default)}).`;
+  }
+  return null;
+}
+
+/** Checks one field's value; returns the problem line or null. */
+export function fieldProblem(f: FieldSpec, value: unknown): string | null {
+  switch (f.kind) {
+    case 'integer':
+      if (typeof value !== 'number') return `${f.key} must be a number, got ${show(value)}. Fix: write it without quotes, e.g. ${show(f.default)}.`;
+      return integerProblem(f, value);
+    case 'boolean':
+      if (typeof value !== 'boolean') return `${f.key} must be true or false, got ${show(value)}.`;
+      return null;
+    case 'enum':
+      if (typeof value !== 'string' || !(f.values ?? []).includes(value)) {
+        return `${f.key} must be one of ${(f.values ?? []).map((v) => show(v)).join(', ')}, got ${show(value)}.`;
+      }
+      return null;
+    case 'labels': {
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+        return `${f.key} must be an object of label names to values, got ${show(value)}. Fix: e.g. ${show(f.default)}.`;
+      }
+      const p = labelsProblem(value as Record<string, unknown>);
+      return p ? `${f.key} ${p}, got ${show(value)}.` : null;
+    }
+    case 'image': {
+      if (typeof value !== 'string') return `${f.key} must be a string, got ${show(value)}.`;
+      const p = imageProblem(value);
+      return p ? `${f.key} ${p}, got ${show(value)}.` : null;
+    }
+    case 'dns1123Label': {
+      if (typeof value !== 'string') return `${f.key} must be a string, got ${show(value)}.`;
+      if (value === '' && f.optional) return null;
+      const p = dns1123LabelProblem(value);
+      return p ? `${f.key} ${p}, got ${show(value)}. Fix: e.g. ${show(f.default || 'my-name')}.` : null;
+    }
+    case 'string': {
+      if (typeof value !== 'string') return `${f.key} must be a string, got ${show(value)}.`;
+      if (value === '' && f.optional) return null;
+      if (value === '') return `${f.key} must not be empty. Fix: e.g. ${show(f.default)}.`;
+      if (f.pattern && !f.pattern.re.test(value)) return `${f.key} must be ${f.pattern.says}, got ${show(value)}.`;
+      return null;
+    }
+  }
+}
+
+/** Rules that tie fields together. */
+export function crossFieldProblems(c: StackConfig): string[] {
+  const out: string[] = [];
+  const need = c.idleTimeoutSeconds + c.renewIntervalSeconds + LEASE_MARGIN_SECONDS;
+  if (c.leaseTtlSeconds < need) {
+    out.push(
+      `leaseTtlSeconds must be at least idleTimeoutSeconds + renewIntervalSeconds + ${LEASE_MARGIN_SECONDS} ` +
+        `(${c.idleTimeoutSeconds} + ${c.renewIntervalSeconds} + ${LEASE_MARGIN_SECONDS} = ${need}), got ${c.leaseTtlSeconds}: ` +
+        `a live but quiet connection's lease would expire and its slot be handed out twice. ` +
+        `Fix: raise leaseTtlSeconds to ${need} or more, or lower idleTimeoutSeconds / renewIntervalSeconds.`,
+    );
+  }
+  if (c.renewIntervalSeconds >= c.idleTimeoutSeconds) {
+    out.push(
+      `renewIntervalSeconds must be less than idleTimeoutSeconds (${c.idleTimeoutSeconds}), got ${c.renewIntervalSeconds}. ` +
+        `Fix: renew several times per idle timeout, e.g. renewIntervalSeconds = ${Math.max(1, Math.floor(c.idleTimeoutSeconds / 10))}.`,
+    );
+  }
+  if (c.redisReadTimeoutMs + c.redisConnectTimeoutMs >= c.hostsCacheMs * 10) {
+    // Not a correctness rule, but a worker blocked this long on Redis stalls every stream it owns.
+    out.push(
+      `redisConnectTimeoutMs + redisReadTimeoutMs must stay below 10 x hostsCacheMs (${c.hostsCacheMs * 10}), got ${c.redisConnectTimeoutMs + c.redisReadTimeoutMs}. ` +
+        'Fix: keep the Redis timeouts tight (a blocked call stalls the whole Envoy worker).',
+    );
+  }
+  if (c.externalRedisHost === '' && (c.externalRedisTls || c.externalRedisPasswordSecret !== '')) {
+    out.push(
+      `externalRedisTls / externalRedisPasswordSecret apply only to an external Redis, but externalRedisHost is empty. ` +
+        'Fix: set externalRedisHost, or leave those two at their defaults for the in-cluster Redis.',
+    );
+  }
+  return out;
+}
+
+/** Validates a complete config; throws `ConfigError` listing every problem. */
+export function validateConfig(c: StackConfig): StackConfig {
+  const problems: string[] = [];
+  for (const f of FIELDS) {
+    const p = redisReplicasProblem(f, c[f.key]) ?? fieldProblem(f, c[f.key]);
+    if (p) problems.push(p);
+  }
+  if (problems.length === 0) problems.push(...crossFieldProblems(c));
+  if (problems.length > 0) throw new ConfigError(problems);
+  return c;
+}
+
+function redisReplicasProblem(f: FieldSpec, value: unknown): string | null {
+  if (f.key !== 'redisReplicas' || typeof value !== 'number' || value <= 1) return null;
+  return (
+    `redisReplicas must be 1 for the in-cluster Redis, got ${value}: independent Redis pods behind one Service ` +
+    'would each hold part of the admission state and the limits would no longer hold. ' +
+    'Fix: keep redisReplicas = 1, or use a replicated Redis (ElastiCache replication group / cluster mode) ' +
+    'by setting externalRedisHost (and externalRedisPort, externalRedisTls, externalRedisPasswordSecret).'
+  );
+}

@@ -1,0 +1,235 @@
+import {
+  AccessLog,
+  Bootstrap,
+  Cluster,
+  Duration,
+  HttpConnectionManagerConfig,
+  Listener,
+  LuaPerRouteConfig,
+  TYPE_URLS,
+} from './types';
+
+/** Ports and names shared with the stack, the filter and the tooling (docs/internals.md). */
+export const PUBLIC_LISTENER = 'public';
+export const PUBLIC_PORT = 8080;
+export const METRICS_LISTENER = 'metrics';
+export const METRICS_PORT = 9901;
+export const ADMIN_ADDRESS = '127.0.0.1';
+export const ADMIN_PORT = 9000;
+export const BACKEND_CLUSTER = 'backend';
+export const ADMIN_CLUSTER = 'envoy_admin';
+export const CONFIG_DIR = '/etc/envoy';
+export const LUA_DIR = `${CONFIG_DIR}/lua`;
+export const FILTER_LUA = `${LUA_DIR}/filter.lua`;
+export const METRICS_LUA = `${LUA_DIR}/metrics.lua`;
+
+export interface EnvoyBootstrapProps {
+  /** DNS name of the headless Service of the backend pods (STRICT_DNS resolves every pod). */
+  readonly backendHost: string;
+  /** Container port of the backend pods. */
+  readonly backendPort: number;
+  /**
+   * Path of the active HTTP health check on each backend pod.
+   * @default '/'
+   */
+  readonly healthCheckPath?: string;
+  /** Stream idle timeout: a WebSocket without traffic for this long is closed. */
+  readonly idleTimeoutSeconds: number;
+  /** Hard cap on a WebSocket's life (`max_stream_duration`). */
+  readonly maxStreamDurationSeconds: number;
+  /**
+   * Expect a proxy protocol header on the public listener (NLB with proxy protocol v2).
+   * @default false
+   */
+  readonly proxyProtocol?: boolean;
+}
+
+const LUA_FILTER = 'envoy.filters.http.lua';
+const ROUTER = { name: 'envoy.filters.http.router', typed_config: { '@type': TYPE_URLS.router } } as const;
+const LUA_OFF: { [LUA_FILTER]: LuaPerRouteConfig } = {
+  [LUA_FILTER]: { '@type': TYPE_URLS.luaPerRoute, disabled: true },
+};
+const STDOUT_LOG: AccessLog = {
+  name: 'envoy.access_loggers.stdout',
+  typed_config: { '@type': TYPE_URLS.stdoutAccessLog },
+};
+
+function seconds(n: number): Duration {
+  if (!Number.isFinite(n) || n < 0) throw new Error(`a duration must be a non-negative number of seconds, got ${n}`);
+  return `${n}s`;
+}
+
+function socket(address: string, port: number) {
+  return { socket_address: { address, port_value: port } };
+}
+
+function publicListener(p: EnvoyBootstrapProps): Listener {
+  const idle = seconds(p.idleTimeoutSeconds);
+  const maxStream = seconds(p.maxStreamDurationSeconds);
+  const hcm: HttpConnectionManagerConfig = {
+    '@type': TYPE_URLS.httpConnectionManager,
+    stat_prefix: PUBLIC_LISTENER,
+    codec_type: 'AUTO',
+    // The NLB forwards TCP, so the peer is the client (proxy protocol) or the NLB itself;
+    // either way Envoy is the edge: it sets X-Forwarded-For and trusts none it receives.
+    use_remote_address: true,
+    xff_num_trusted_hops: 0,
+    stream_idle_timeout: idle,
+    // Headers must arrive promptly; a slowloris must not hold a worker's stream.
+    request_timeout: '30s',
+    common_http_protocol_options: { idle_timeout: idle, max_stream_duration: maxStream },
+    upgrade_configs: [{ upgrade_type: 'websocket' }],
+    route_config: {
+      name: PUBLIC_LISTENER,
+      virtual_hosts: [
+        {
+          name: BACKEND_CLUSTER,
+          domains: ['*'],
+          routes: [
+            {
+              match: { prefix: '/' },
+              route: {
+                cluster: BACKEND_CLUSTER,
+                // 0s: no upstream response timeout, a WebSocket lives until idle or max duration.
+                timeout: '0s',
+                idle_timeout: idle,
+                max_stream_duration: { max_stream_duration: maxStream },
+              },
+            },
+          ],
+        },
+      ],
+    },
+    http_filters: [
+      { name: LUA_FILTER, typed_config: { '@type': TYPE_URLS.lua, default_source_code: { filename: FILTER_LUA } } },
+      ROUTER,
+    ],
+    access_log: [STDOUT_LOG],
+  };
+  return {
+    name: PUBLIC_LISTENER,
+    address: socket('0.0.0.0', PUBLIC_PORT),
+    ...(p.proxyProtocol
+      ? {
+          listener_filters: [
+            { name: 'envoy.filters.listener.proxy_protocol', typed_config: { '@type': TYPE_URLS.proxyProtocol } },
+          ],
+        }
+      : {}),
+    filter_chains: [{ filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: hcm }] }],
+  };
+}
+
+function metricsListener(): Listener {
+  const hcm: HttpConnectionManagerConfig = {
+    '@type': TYPE_URLS.httpConnectionManager,
+    stat_prefix: METRICS_LISTENER,
+    codec_type: 'AUTO',
+    request_timeout: '10s',
+    route_config: {
+      name: METRICS_LISTENER,
+      virtual_hosts: [
+        {
+          name: METRICS_LISTENER,
+          domains: ['*'],
+          routes: [
+            {
+              // metrics.lua answers this itself (respond); reaching the router means it did not.
+              name: 'metrics',
+              match: { path: '/metrics' },
+              direct_response: { status: 503, body: { inline_string: 'metrics filter did not answer\n' } },
+            },
+            {
+              name: 'envoy_stats',
+              match: { path: '/stats/prometheus' },
+              route: { cluster: ADMIN_CLUSTER, timeout: '10s' },
+              typed_per_filter_config: LUA_OFF,
+            },
+            {
+              name: 'ready',
+              match: { path: '/ready' },
+              route: { cluster: ADMIN_CLUSTER, timeout: '2s' },
+              typed_per_filter_config: LUA_OFF,
+            },
+            {
+              name: 'not_found',
+              match: { prefix: '/' },
+              direct_response: { status: 404 },
+              typed_per_filter_config: LUA_OFF,
+            },
+          ],
+        },
+      ],
+    },
+    http_filters: [
+      { name: LUA_FILTER, typed_config: { '@type': TYPE_URLS.lua, default_source_code: { filename: METRICS_LUA } } },
+      ROUTER,
+    ],
+  };
+  return {
+    name: METRICS_LISTENER,
+    address: socket('0.0.0.0', METRICS_PORT),
+    filter_chains: [{ filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: hcm }] }],
+  };
+}
+
+function backendCluster(p: EnvoyBootstrapProps): Cluster {
+  return {
+    name: BACKEND_CLUSTER,
+    // STRICT_DNS on a headless Service: one host per ready backend pod, named ip:port.
+    type: 'STRICT_DNS',
+    connect_timeout: '2s',
+    lb_policy: 'LEAST_REQUEST',
+    dns_lookup_family: 'V4_ONLY',
+    dns_refresh_rate: '5s',
+    respect_dns_ttl: false,
+    // A pod that left the Service must leave the host list now, not when it fails a check.
+    ignore_health_on_host_removal: true,
+    // The filter offers only healthy hosts; a new pod waits for its first passing check.
+    common_lb_config: { ignore_new_hosts_until_first_hc: true },
+    health_checks: [
+      {
+        timeout: '1s',
+        interval: '5s',
+        no_traffic_interval: '5s',
+        unhealthy_threshold: 2,
+        healthy_threshold: 1,
+        http_health_check: { path: p.healthCheckPath ?? '/' },
+      },
+    ],
+    load_assignment: {
+      cluster_name: BACKEND_CLUSTER,
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: socket(p.backendHost, p.backendPort) } }] }],
+    },
+  };
+}
+
+function adminCluster(): Cluster {
+  return {
+    name: ADMIN_CLUSTER,
+    type: 'STATIC',
+    connect_timeout: '1s',
+    load_assignment: {
+      cluster_name: ADMIN_CLUSTER,
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: socket(ADMIN_ADDRESS, ADMIN_PORT) } }] }],
+    },
+  };
+}
+
+/** The whole Envoy bootstrap of one proxy. */
+export function buildEnvoyBootstrap(p: EnvoyBootstrapProps): Bootstrap {
+  if (!/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(p.backendHost)) {
+    throw new Error(`backendHost must be a DNS name, got ${JSON.stringify(p.backendHost)}; pass the headless Service's FQDN`);
+  }
+  if (!Number.isInteger(p.backendPort) || p.backendPort < 1 || p.backendPort > 65535) {
+    throw new Error(`backendPort must be an integer between 1 and 65535, got ${p.backendPort}`);
+  }
+  return {
+    // Admin answers on loopback only: it can change runtime state and must never be public.
+    admin: { address: socket(ADMIN_ADDRESS, ADMIN_PORT) },
+    static_resources: {
+      listeners: [publicListener(p), metricsListener()],
+      clusters: [backendCluster(p), adminCluster()],
+    },
+  };
+}

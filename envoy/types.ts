@@ -1,0 +1,215 @@
+/**
+ * The subset of the Envoy v3 API the stack writes, as TypeScript types.
+ * Field names are the proto field names (snake_case) so the objects serialise 1:1.
+ *
+ * @see https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/bootstrap/v3/bootstrap.proto
+ */
+
+/** A protobuf Duration in its JSON/YAML form, e.g. `"300s"`, `"0.250s"`. */
+export type Duration = `${number}s`;
+
+export const TYPE_URLS = {
+  httpConnectionManager:
+    'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+  lua: 'type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua',
+  luaPerRoute: 'type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute',
+  router: 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router',
+  proxyProtocol: 'type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol',
+  stdoutAccessLog: 'type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog',
+} as const;
+
+/** config.core.v3.SocketAddress */
+export interface SocketAddress {
+  readonly address: string;
+  readonly port_value: number;
+  readonly protocol?: 'TCP' | 'UDP';
+}
+
+/** config.core.v3.Address */
+export interface Address {
+  readonly socket_address: SocketAddress;
+}
+
+/** config.core.v3.DataSource (only the file form). */
+export interface DataSource {
+  readonly filename: string;
+}
+
+/** extensions.filters.http.lua.v3.Lua */
+export interface LuaFilterConfig {
+  readonly '@type': typeof TYPE_URLS.lua;
+  readonly default_source_code: DataSource;
+  readonly stat_prefix?: string;
+}
+
+/** extensions.filters.http.lua.v3.LuaPerRoute */
+export interface LuaPerRouteConfig {
+  readonly '@type': typeof TYPE_URLS.luaPerRoute;
+  readonly disabled: true;
+}
+
+/** extensions.filters.http.router.v3.Router */
+export interface RouterConfig {
+  readonly '@type': typeof TYPE_URLS.router;
+}
+
+/** extensions.filters.network.http_connection_manager.v3.HttpFilter */
+export type HttpFilter =
+  | { readonly name: 'envoy.filters.http.lua'; readonly typed_config: LuaFilterConfig }
+  | { readonly name: 'envoy.filters.http.router'; readonly typed_config: RouterConfig };
+
+/** config.route.v3.RouteMatch (prefix or exact path). */
+export type RouteMatch = { readonly prefix: string } | { readonly path: string };
+
+/** config.route.v3.RouteAction.MaxStreamDuration */
+export interface MaxStreamDuration {
+  readonly max_stream_duration: Duration;
+}
+
+/** config.route.v3.RouteAction */
+export interface RouteAction {
+  readonly cluster: string;
+  /** Upstream response timeout; `0s` disables it (needed for long-lived WebSockets). */
+  readonly timeout?: Duration;
+  /** Per-route stream idle timeout (overrides the HCM's `stream_idle_timeout`). */
+  readonly idle_timeout?: Duration;
+  readonly max_stream_duration?: MaxStreamDuration;
+}
+
+/** config.route.v3.DirectResponseAction */
+export interface DirectResponseAction {
+  readonly status: number;
+  readonly body?: { readonly inline_string: string };
+}
+
+/** config.route.v3.Route */
+export type Route = {
+  readonly name?: string;
+  readonly match: RouteMatch;
+  readonly typed_per_filter_config?: { readonly [filterName: string]: LuaPerRouteConfig };
+} & ({ readonly route: RouteAction } | { readonly direct_response: DirectResponseAction });
+
+/** config.route.v3.VirtualHost */
+export interface VirtualHost {
+  readonly name: string;
+  readonly domains: readonly string[];
+  readonly routes: readonly Route[];
+}
+
+/** config.route.v3.RouteConfiguration */
+export interface RouteConfiguration {
+  readonly name: string;
+  readonly virtual_hosts: readonly VirtualHost[];
+}
+
+/** HttpConnectionManager.UpgradeConfig */
+export interface UpgradeConfig {
+  readonly upgrade_type: 'websocket';
+}
+
+/** config.core.v3.HttpProtocolOptions */
+export interface HttpProtocolOptions {
+  /** Connection idle timeout (no active streams). */
+  readonly idle_timeout?: Duration;
+  readonly max_stream_duration?: Duration;
+}
+
+/** extensions.access_loggers.stream.v3.StdoutAccessLog */
+export interface AccessLog {
+  readonly name: 'envoy.access_loggers.stdout';
+  readonly typed_config: { readonly '@type': typeof TYPE_URLS.stdoutAccessLog };
+}
+
+/** extensions.filters.network.http_connection_manager.v3.HttpConnectionManager */
+export interface HttpConnectionManagerConfig {
+  readonly '@type': typeof TYPE_URLS.httpConnectionManager;
+  readonly stat_prefix: string;
+  readonly codec_type: 'AUTO' | 'HTTP1' | 'HTTP2';
+  readonly use_remote_address?: boolean;
+  readonly xff_num_trusted_hops?: number;
+  readonly skip_xff_append?: boolean;
+  readonly stream_idle_timeout?: Duration;
+  readonly request_timeout?: Duration;
+  readonly common_http_protocol_options?: HttpProtocolOptions;
+  readonly upgrade_configs?: readonly UpgradeConfig[];
+  readonly route_config: RouteConfiguration;
+  readonly http_filters: readonly HttpFilter[];
+  readonly access_log?: readonly AccessLog[];
+}
+
+/** config.listener.v3.Filter (network filter) */
+export interface NetworkFilter {
+  readonly name: 'envoy.filters.network.http_connection_manager';
+  readonly typed_config: HttpConnectionManagerConfig;
+}
+
+/** config.listener.v3.ListenerFilter */
+export interface ListenerFilter {
+  readonly name: 'envoy.filters.listener.proxy_protocol';
+  readonly typed_config: { readonly '@type': typeof TYPE_URLS.proxyProtocol };
+}
+
+/** config.listener.v3.FilterChain */
+export interface FilterChain {
+  readonly filters: readonly NetworkFilter[];
+}
+
+/** config.listener.v3.Listener */
+export interface Listener {
+  readonly name: string;
+  readonly address: Address;
+  readonly listener_filters?: readonly ListenerFilter[];
+  readonly filter_chains: readonly FilterChain[];
+}
+
+/** config.core.v3.HealthCheck (HTTP only) */
+export interface HealthCheck {
+  readonly timeout: Duration;
+  readonly interval: Duration;
+  readonly unhealthy_threshold: number;
+  readonly healthy_threshold: number;
+  readonly no_traffic_interval?: Duration;
+  readonly http_health_check: { readonly path: string };
+}
+
+/** config.endpoint.v3.ClusterLoadAssignment */
+export interface ClusterLoadAssignment {
+  readonly cluster_name: string;
+  readonly endpoints: ReadonlyArray<{
+    readonly lb_endpoints: ReadonlyArray<{ readonly endpoint: { readonly address: Address } }>;
+  }>;
+}
+
+/** config.cluster.v3.Cluster */
+export interface Cluster {
+  readonly name: string;
+  readonly type: 'STATIC' | 'STRICT_DNS' | 'LOGICAL_DNS';
+  readonly connect_timeout: Duration;
+  readonly lb_policy?: 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'RANDOM';
+  readonly dns_lookup_family?: 'V4_ONLY' | 'V6_ONLY' | 'AUTO' | 'V4_PREFERRED' | 'ALL';
+  readonly dns_refresh_rate?: Duration;
+  readonly respect_dns_ttl?: boolean;
+  /** Remove a host gone from DNS at once, even while it still passes health checks. */
+  readonly ignore_health_on_host_removal?: boolean;
+  readonly common_lb_config?: {
+    /** New hosts take no traffic until their first health check passed. */
+    readonly ignore_new_hosts_until_first_hc?: boolean;
+  };
+  readonly health_checks?: readonly HealthCheck[];
+  readonly load_assignment: ClusterLoadAssignment;
+}
+
+/** config.bootstrap.v3.Admin */
+export interface Admin {
+  readonly address: Address;
+  readonly access_log?: readonly AccessLog[];
+}
+
+/** config.bootstrap.v3.Bootstrap (static resources only) */
+export interface Bootstrap {
+  readonly admin: Admin;
+  readonly static_resources: {
+    readonly listeners: readonly Listener[];
+    readonly clusters: readonly Cluster[];
+  };
+}
