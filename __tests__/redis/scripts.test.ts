@@ -1,0 +1,361 @@
+import Redis from 'ioredis';
+import { startRedis, RedisServer } from '../support/redis-server';
+import { AdmitRequest, Scripts } from './support/scripts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let server: RedisServer;
+let redis: Redis;
+let s: Scripts;
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = new Redis({ host: server.host, port: server.port, lazyConnect: true, maxRetriesPerRequest: 0 });
+  await redis.connect();
+  s = await Scripts.load(redis, 'ws');
+});
+afterAll(async () => {
+  redis.disconnect();
+  await server.stop();
+});
+beforeEach(async () => { await redis.flushall(); });
+
+const base: AdmitRequest = { rateLimit: 10, windowMs: 60000, maxPerPod: 2, ttlMs: 30000, id: 'x', pods: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'] };
+const [P1, P2, P3] = base.pods;
+const admit = (over: Partial<AdmitRequest>) => s.admit({ ...base, ...over });
+const stats = async () => {
+  const h = await redis.hgetall(s.keys.stats);
+  return Object.fromEntries(Object.entries(h).map(([k, v]) => [k, Number(v)]));
+};
+/** Everything the scripts keep, to show that a refusal changed nothing. */
+const state = async () => {
+  const keys = (await redis.keys('*')).filter((k) => k !== s.keys.stats).sort();
+  const out: Record<string, unknown> = {};
+  for (const k of keys) {
+    const type = await redis.type(k);
+    out[k] = type === 'zset' ? await redis.zrange(k, 0, -1, 'WITHSCORES') : (await redis.smembers(k)).sort();
+  }
+  return out;
+};
+
+describe('admit.lua replies', () => {
+  test('ADMITTED: lease, window entry, index, counter, reply fields', async () => {
+    const before = await s.nowMs();
+    const r = await admit({ id: 'envoy-a|0|1|ab' });
+    const after = await s.nowMs();
+    expect(r).toEqual({ status: 'ADMITTED', pod: P1, activeOnPod: 1, retryAfterMs: 0, rateRemaining: 9 });
+    const expiry = Number(await redis.zscore(s.keys.pod(P1), 'envoy-a|0|1|ab'));
+    expect(expiry).toBeGreaterThanOrEqual(before + 30000);
+    expect(expiry).toBeLessThanOrEqual(after + 30000);
+    const admittedAt = Number(await redis.zscore(s.keys.rate, 'envoy-a|0|1|ab'));
+    expect(admittedAt).toBeGreaterThanOrEqual(before);
+    expect(admittedAt).toBeLessThanOrEqual(after);
+    expect(await redis.smembers(s.keys.pods)).toEqual([P1]);
+    expect(await stats()).toEqual({ admitted: 1 });
+    // The lease set outlives its newest lease by 60 s; the window by one window.
+    const pttl = await redis.pttl(s.keys.pod(P1));
+    expect(pttl).toBeGreaterThan(89000);
+    expect(pttl).toBeLessThanOrEqual(90000);
+    expect(await redis.pttl(s.keys.rate)).toBeGreaterThan(59000);
+    // Small sets stay in the compact encoding (memory per lease).
+    expect(await redis.object('ENCODING', s.keys.pod(P1))).toBe('listpack');
+  });
+
+  test('rate limit 0 disables it: rateRemaining -1, no window key', async () => {
+    const r = await admit({ rateLimit: 0, id: 'c1' });
+    expect(r).toEqual({ status: 'ADMITTED', pod: P1, activeOnPod: 1, retryAfterMs: 0, rateRemaining: -1 });
+    expect(await redis.exists(s.keys.rate)).toBe(0);
+  });
+
+  test('least-loaded candidate wins; ties go to the first in the given order', async () => {
+    const order = [];
+    for (let i = 0; i < 4; i++) order.push((await admit({ id: `c${i}`, maxPerPod: 3 })).pod);
+    expect(order).toEqual([P1, P2, P3, P1]); // P1:2 P2:1 P3:1
+    const r = await admit({ id: 'c4', maxPerPod: 3, pods: [P1, P3, P2] });
+    expect(r.pod).toBe(P3); // P3 and P2 tie at 1, P3 comes first here
+    expect(r.activeOnPod).toBe(2);
+    expect((await admit({ id: 'c5', maxPerPod: 3, pods: [P3, P1, P2] })).pod).toBe(P2);
+  });
+
+  test('a pod at the limit is skipped even when it comes first', async () => {
+    await admit({ id: 'a', pods: [P1] });
+    await admit({ id: 'b', pods: [P1] });
+    const r = await admit({ id: 'c', pods: [P1, P2] });
+    expect(r).toMatchObject({ status: 'ADMITTED', pod: P2, activeOnPod: 1 });
+  });
+
+  test('FULL: every candidate at the limit; retryAfterMs = earliest expiry among them; nothing consumed', async () => {
+    await admit({ id: 'a', pods: [P1], ttlMs: 20000 });
+    await admit({ id: 'b', pods: [P1], ttlMs: 30000 });
+    await admit({ id: 'c', pods: [P2], ttlMs: 9000 });
+    await admit({ id: 'd', pods: [P2], ttlMs: 40000 });
+    const before = await state();
+    const t0 = await s.nowMs();
+    const r = await admit({ id: 'e', pods: [P1, P2] });
+    expect(r.status).toBe('FULL');
+    expect(r.pod).toBe('');
+    expect(r.activeOnPod).toBe(0);
+    expect(r.retryAfterMs).toBeGreaterThan(8500);
+    expect(r.retryAfterMs).toBeLessThanOrEqual(9000);
+    expect(r.rateRemaining).toBe(6); // 4 of 10 used, the refusal took none
+    expect(Number(await redis.zscore(s.keys.pod(P2), 'c')) - t0).toBeGreaterThanOrEqual(r.retryAfterMs);
+    expect(await state()).toEqual(before);
+    expect(await stats()).toEqual({ admitted: 4, rejected_capacity: 1 });
+  });
+
+  test('FULL with no candidates at all: retryAfterMs 0 (no hint)', async () => {
+    const r = await admit({ pods: [] });
+    expect(r).toEqual({ status: 'FULL', pod: '', activeOnPod: 0, retryAfterMs: 0, rateRemaining: 10 });
+    expect(await stats()).toEqual({ rejected_capacity: 1 });
+  });
+
+  test('RATE_LIMITED: retryAfterMs = time until the oldest entry leaves the window; nothing consumed', async () => {
+    const t0 = await s.nowMs();
+    await admit({ id: 'a', rateLimit: 2, windowMs: 5000 });
+    await sleep(30);
+    await admit({ id: 'b', rateLimit: 2, windowMs: 5000 });
+    const before = await state();
+    const r = await admit({ id: 'c', rateLimit: 2, windowMs: 5000 });
+    const t1 = await s.nowMs();
+    expect(r.status).toBe('RATE_LIMITED');
+    expect(r.pod).toBe('');
+    expect(r.activeOnPod).toBe(0);
+    expect(r.rateRemaining).toBe(0);
+    const oldest = Number(await redis.zscore(s.keys.rate, 'a'));
+    expect(oldest).toBeGreaterThanOrEqual(t0);
+    expect(r.retryAfterMs).toBeGreaterThanOrEqual(oldest + 5000 - t1);
+    expect(r.retryAfterMs).toBeLessThanOrEqual(5000);
+    expect(await state()).toEqual(before);
+    expect(await stats()).toEqual({ admitted: 2, rejected_rate_limited: 1 });
+  });
+
+  test('the rate limit is checked before capacity', async () => {
+    await admit({ id: 'a', rateLimit: 1, maxPerPod: 1, pods: [P1] });
+    expect((await admit({ id: 'b', rateLimit: 1, maxPerPod: 1, pods: [P1] })).status).toBe('RATE_LIMITED');
+  });
+
+  test('after the limit is lowered, the wait is for the entry that brings the count under it', async () => {
+    for (const id of ['a', 'b', 'c', 'd']) { await admit({ id, rateLimit: 4, windowMs: 10000, maxPerPod: 9 }); await sleep(5); }
+    const r = await admit({ id: 'e', rateLimit: 2, windowMs: 10000, maxPerPod: 9 });
+    const now = await s.nowMs();
+    const third = Number(await redis.zscore(s.keys.rate, 'c')); // a, b, c must leave
+    expect(r.status).toBe('RATE_LIMITED');
+    expect(r.retryAfterMs).toBeGreaterThanOrEqual(third + 10000 - now);
+    expect(r.retryAfterMs).toBeLessThanOrEqual(third + 10000 - now + 50);
+  });
+});
+
+describe('time edges (short windows and TTLs, real waiting)', () => {
+  test('window edge: refused until exactly retryAfterMs has passed, then admitted', async () => {
+    const w = { rateLimit: 2, windowMs: 400, maxPerPod: 99 };
+    await admit({ ...w, id: 'a' });
+    await sleep(60);
+    await admit({ ...w, id: 'b' });
+    const r = await admit({ ...w, id: 'c' });
+    expect(r.status).toBe('RATE_LIMITED');
+    const oldest = Number(await redis.zscore(s.keys.rate, 'a'));
+    // just inside the window: still refused
+    while ((await s.nowMs()) < oldest + 400 - 40) await sleep(5);
+    expect((await admit({ ...w, id: 'd' })).status).toBe('RATE_LIMITED');
+    // the instant the oldest entry is 400 ms old it no longer counts
+    while ((await s.nowMs()) < oldest + 400) await sleep(2);
+    const ok = await admit({ ...w, id: 'e' });
+    expect(ok).toMatchObject({ status: 'ADMITTED', rateRemaining: 0 });
+    // the trimmed entry is gone from the set
+    expect(await redis.zscore(s.keys.rate, 'a')).toBeNull();
+    expect(await redis.zcard(s.keys.rate)).toBe(2);
+  });
+
+  test('an expired lease frees its slot and is counted as expired', async () => {
+    await admit({ id: 'a', maxPerPod: 1, ttlMs: 150, pods: [P1] });
+    expect((await admit({ id: 'b', maxPerPod: 1, ttlMs: 150, pods: [P1] })).status).toBe('FULL');
+    await sleep(200);
+    const r = await admit({ id: 'b', maxPerPod: 1, ttlMs: 150, pods: [P1] });
+    expect(r).toMatchObject({ status: 'ADMITTED', pod: P1, activeOnPod: 1 });
+    expect(await redis.zrange(s.keys.pod(P1), 0, -1)).toEqual(['b']);
+    expect(await stats()).toMatchObject({ admitted: 2, rejected_capacity: 1, expired: 1 });
+    expect(await redis.smembers(s.keys.pods)).toEqual([P1]);
+  });
+
+  test('expired leases are pruned before counting on every candidate visited', async () => {
+    await admit({ id: 'a', ttlMs: 100, pods: [P1] });
+    await admit({ id: 'b', ttlMs: 100, pods: [P1] });
+    await admit({ id: 'c', ttlMs: 60000, pods: [P2] });
+    await admit({ id: 'd', ttlMs: 60000, pods: [P2] });
+    await sleep(150);
+    const r = await admit({ id: 'e', pods: [P2, P1, P3] });
+    expect(r).toMatchObject({ status: 'ADMITTED', pod: P1, activeOnPod: 1 });
+    expect(await stats()).toMatchObject({ expired: 2 });
+  });
+
+  test('large per-pod limits (more leases than one fetch) are counted exactly', async () => {
+    const big = { maxPerPod: 12, pods: [P1] };
+    for (let i = 0; i < 5; i++) await admit({ ...big, id: `old${i}`, ttlMs: 100, rateLimit: 0 });
+    for (let i = 0; i < 7; i++) await admit({ ...big, id: `new${i}`, ttlMs: 60000, rateLimit: 0 });
+    expect((await admit({ ...big, id: 'over', rateLimit: 0 })).status).toBe('FULL');
+    await sleep(150);
+    const r = await admit({ ...big, id: 'n8', rateLimit: 0 });
+    expect(r).toMatchObject({ status: 'ADMITTED', activeOnPod: 8 });
+    for (let i = 9; i <= 12; i++) expect((await admit({ ...big, id: `n${i}`, rateLimit: 0 })).activeOnPod).toBe(i);
+    const full = await admit({ ...big, id: 'n13', rateLimit: 0 });
+    expect(full.status).toBe('FULL');
+    expect(full.retryAfterMs).toBeGreaterThan(29000); // n8..n12 took the default 30 s TTL
+    expect(full.retryAfterMs).toBeLessThanOrEqual(30000);
+    expect(await stats()).toMatchObject({ expired: 5 });
+  });
+
+  test('a FULL hint after pruning points at the earliest live lease', async () => {
+    await admit({ id: 'a', ttlMs: 100, pods: [P1], maxPerPod: 1 });
+    await admit({ id: 'b', ttlMs: 100, pods: [P1], maxPerPod: 2 });
+    await sleep(150);
+    // two leases expired, two live ones
+    await redis.zadd(s.keys.pod(P1), (await s.nowMs()) + 5000, 'c', (await s.nowMs()) + 7000, 'd');
+    const r = await admit({ id: 'e', pods: [P1], maxPerPod: 2 });
+    expect(r.status).toBe('FULL');
+    expect(r.retryAfterMs).toBeGreaterThan(4500);
+    expect(r.retryAfterMs).toBeLessThanOrEqual(5000);
+    expect(await redis.zcard(s.keys.pod(P1))).toBe(2);
+  });
+});
+
+describe('renew.lua', () => {
+  test('renews a live lease: new expiry from Redis TIME, key lifetime extended', async () => {
+    await admit({ id: 'a', ttlMs: 1000, pods: [P1] });
+    const t0 = await s.nowMs();
+    expect(await s.renew('a', P1, 50000)).toBe(1);
+    const exp = Number(await redis.zscore(s.keys.pod(P1), 'a'));
+    expect(exp).toBeGreaterThanOrEqual(t0 + 50000);
+    expect(exp).toBeLessThan(t0 + 50100);
+    expect(await redis.pttl(s.keys.pod(P1))).toBeGreaterThan(109000);
+  });
+
+  test('returns 0 for an unknown lease and after expiry (and does not resurrect it)', async () => {
+    expect(await s.renew('nobody', P1, 1000)).toBe(0);
+    await admit({ id: 'a', ttlMs: 100, pods: [P1] });
+    await sleep(150);
+    expect(await s.renew('a', P1, 1000)).toBe(0);
+    // left in place for admit/snapshot/reregister to prune and count
+    expect(await redis.zcard(s.keys.pod(P1))).toBe(1);
+    expect(Number(await redis.zscore(s.keys.pod(P1), 'a'))).toBeLessThanOrEqual(await s.nowMs());
+  });
+});
+
+describe('release.lua', () => {
+  test('1 then 0; counts only real removals; index follows the set', async () => {
+    await admit({ id: 'a', pods: [P1] });
+    await admit({ id: 'b', pods: [P1] });
+    expect(await s.release('a', P1)).toBe(1);
+    expect(await s.release('a', P1)).toBe(0);
+    expect(await redis.smembers(s.keys.pods)).toEqual([P1]); // b still there
+    expect(await s.release('b', P1)).toBe(1);
+    expect(await redis.exists(s.keys.pod(P1))).toBe(0);
+    expect(await redis.smembers(s.keys.pods)).toEqual([]);
+    expect(await s.release('zz', P2)).toBe(0);
+    expect(await stats()).toEqual({ admitted: 2, released: 2 });
+  });
+
+  test('a released slot is free again at once', async () => {
+    await admit({ id: 'a', pods: [P1], maxPerPod: 1 });
+    expect((await admit({ id: 'b', pods: [P1], maxPerPod: 1 })).status).toBe('FULL');
+    await s.release('a', P1);
+    expect((await admit({ id: 'b', pods: [P1], maxPerPod: 1 })).status).toBe('ADMITTED');
+  });
+});
+
+describe('reregister.lua', () => {
+  test('after Redis lost its state: renew 0, reregister puts the lease and the index back', async () => {
+    await admit({ id: 'a', pods: [P1] });
+    await redis.flushall();
+    expect(await s.renew('a', P1, 30000)).toBe(0);
+    expect(await s.reregister('a', P1, 30000)).toBe(1);
+    expect(await redis.smembers(s.keys.pods)).toEqual([P1]);
+    expect(await stats()).toEqual({ reregistered: 1 });
+    expect(await s.renew('a', P1, 30000)).toBe(1);
+  });
+
+  test('ignores the per-pod limit; new admissions wait until the count fits', async () => {
+    await admit({ id: 'a', pods: [P1] });
+    await admit({ id: 'b', pods: [P1] });
+    expect(await s.reregister('c', P1, 30000)).toBe(3);
+    expect((await admit({ id: 'd', pods: [P1] })).status).toBe('FULL');
+    await s.release('a', P1);
+    expect((await admit({ id: 'd', pods: [P1] })).status).toBe('FULL'); // 2 live, limit 2
+    await s.release('b', P1);
+    expect((await admit({ id: 'd', pods: [P1] })).status).toBe('ADMITTED');
+  });
+
+  test('prunes expired leases first and counts them', async () => {
+    await admit({ id: 'a', ttlMs: 100, pods: [P1] });
+    await sleep(150);
+    expect(await s.reregister('a', P1, 30000)).toBe(1);
+    expect(await stats()).toMatchObject({ expired: 1, reregistered: 1 });
+  });
+});
+
+describe('snapshot.lua (metrics path: SMEMBERS index, then the script)', () => {
+  test('per-pod and per-proxy live counts, stats, window usage; prunes and cleans the index', async () => {
+    await admit({ id: 'envoy-a|0|1|x', pods: [P1] });
+    await admit({ id: 'envoy-b|1|1|y', pods: [P1] });
+    await admit({ id: 'envoy-a|1|2|z', pods: [P2] });
+    await admit({ id: 'legacy-id', pods: [P3] });
+    await admit({ id: 'envoy-b|0|9|q', pods: [P3], ttlMs: 100 });
+    await admit({ id: 'envoy-c|0|1|q', pods: ['10.0.0.9:8080'], ttlMs: 100 });
+    await admit({ id: 'full', pods: [P1] }); // refused
+    await sleep(150);
+    const snap = await s.snapshot(60000);
+    expect(snap.windowUsed).toBe(6);
+    expect(snap.pods).toEqual({ [P1]: 2, [P2]: 1, [P3]: 1, '10.0.0.9:8080': 0 });
+    expect(snap.proxies).toEqual({ 'envoy-a': 2, 'envoy-b': 1, unknown: 1 });
+    expect(snap.stats).toEqual({ admitted: 6, rejected_capacity: 1, expired: 2 });
+    expect(Math.abs(snap.nowMs - (await s.nowMs()))).toBeLessThan(100);
+    // the pod whose only lease expired left the index
+    expect((await redis.smembers(s.keys.pods)).sort()).toEqual([P1, P2, P3]);
+    // a second scrape counts nothing twice
+    expect((await s.snapshot(60000)).stats.expired).toBe(2);
+  });
+
+  test('window usage only counts the last window; an empty deployment snapshots empty', async () => {
+    expect(await s.snapshot(1000)).toMatchObject({ windowUsed: 0, stats: {}, pods: {}, proxies: {} });
+    await admit({ id: 'a', windowMs: 200 });
+    expect((await s.snapshot(200)).windowUsed).toBe(1);
+    await sleep(250);
+    expect((await s.snapshot(200)).windowUsed).toBe(0);
+  });
+});
+
+describe('bad input is refused with a clear error', () => {
+  const k = () => s.keys;
+  const good = ['10', '60000', '2', '30000', 'id', P1];
+  const admitRaw = (args: string[], pods = [P1]) => s.raw('admit', [k().rate, k().stats, k().pods, ...pods.map(k().pod)], args);
+  test.each([
+    [['x', '60000', '2', '30000', 'id', P1], "ARGV[1] rate limit must be an integer >= 0, got 'x'"],
+    [['-1', '60000', '2', '30000', 'id', P1], "ARGV[1] rate limit must be an integer >= 0, got '-1'"],
+    [['1e3', '60000', '2', '30000', 'id', P1], "ARGV[1] rate limit must be an integer >= 0, got '1e3'"],
+    [['10', '0', '2', '30000', 'id', P1], "ARGV[2] window ms must be an integer >= 1, got '0'"],
+    [['10', '60000', '0', '30000', 'id', P1], "ARGV[3] max connections per pod must be an integer >= 1, got '0'"],
+    [['10', '60000', '2', '1.5', 'id', P1], "ARGV[4] lease TTL ms must be an integer >= 1, got '1.5'"],
+    [['10', '60000', '2', '30000', '', P1], 'ARGV[5] connection id must not be empty'],
+    [['10', '60000', '2', '30000', 'id'], 'expected 3+n KEYS and 5+n ARGV for n candidate pods, got 4 KEYS and 5 ARGV'],
+    [[...good, P2], 'expected 3+n KEYS and 5+n ARGV for n candidate pods, got 4 KEYS and 7 ARGV'],
+  ])('admit %j', async (args, message) => {
+    await expect(admitRaw(args)).rejects.toThrow(`ERR admit.lua: ${message}`);
+    expect(await redis.dbsize()).toBe(0);
+  });
+
+  test('admit: a lease key that does not belong to its pod id', async () => {
+    await expect(s.raw('admit', [k().rate, k().stats, k().pods, k().pod(P2)], good))
+      .rejects.toThrow(`ERR admit.lua: KEYS[4] '{ws}:pod:${P2}' is not the lease set of pod ARGV[6] '${P1}'`);
+  });
+
+  test('release, renew, reregister, snapshot', async () => {
+    await expect(s.raw('release', [k().pod(P1), k().stats], ['a', P1])).rejects.toThrow('ERR release.lua: expected 3 KEYS and 2 ARGV, got 2 KEYS and 2 ARGV');
+    await expect(s.raw('release', [k().pod(P1), k().stats, k().pods], ['', P1])).rejects.toThrow('ERR release.lua: ARGV[1] connection id must not be empty');
+    await expect(s.raw('release', [k().pod(P1), k().stats, k().pods], ['a', P2])).rejects.toThrow(`ERR release.lua: KEYS[1] '{ws}:pod:${P1}' is not the lease set of pod ARGV[2] '${P2}'`);
+    await expect(s.raw('renew', [k().pod(P1)], ['a', 'soon'])).rejects.toThrow("ERR renew.lua: ARGV[2] lease TTL ms must be an integer >= 1, got 'soon'");
+    await expect(s.raw('renew', [k().pod(P1)], ['a'])).rejects.toThrow('ERR renew.lua: expected 1 KEYS and 2 ARGV, got 1 KEYS and 1 ARGV');
+    await expect(s.raw('reregister', [k().pod(P1), k().stats, k().pods], ['a', P1, '0'])).rejects.toThrow("ERR reregister.lua: ARGV[3] lease TTL ms must be an integer >= 1, got '0'");
+    await expect(s.raw('snapshot', [k().rate, k().stats, k().pods, k().pod(P1)], ['1000'])).rejects.toThrow('ERR snapshot.lua: expected 3+n KEYS and 1+n ARGV for n pods, got 4 KEYS and 1 ARGV');
+    await expect(s.raw('snapshot', [k().rate, k().stats, k().pods], ['-5'])).rejects.toThrow("ERR snapshot.lua: ARGV[1] window ms must be an integer >= 1, got '-5'");
+    expect(await redis.dbsize()).toBe(0);
+  });
+});
