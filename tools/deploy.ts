@@ -1,0 +1,253 @@
+/**
+ * `npm run deploy` / `npm run destroy`: checked deploys of the CDK for Terraform app.
+ *
+ * deploy:  prerequisites -> cdktf deploy -> rollouts ready -> NLB hostname -> DNS ->
+ *          HTTP through the NLB -> one WebSocket upgrade (101) -> outputs
+ * destroy: prerequisites -> cdktf destroy -> the LoadBalancer Service is gone
+ *
+ * Every wait has a timeout; a failure exits non-zero and names the failing step.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { parseArgs } from 'util';
+import { ConsoleReporter, Reporter } from './lib/progress';
+import { CheckResult, PREREQUISITE_NAMES, Target, checkPrerequisites } from './lib/prereqs';
+import { NodeProcessRunner, ProcessRunner, formatCommand } from './lib/process';
+import { DEFAULT_NAMESPACE, cdktfOutDir, chooseStack, findOutput, readOutputsFile, synthesizedStacks } from './lib/stack-info';
+import { NetProbes, VerifyContext, realProbes, waitForDns, waitForHttp, waitForLoadBalancer, waitForRollouts, waitForWebSocket } from './lib/verify';
+import { Clock, WaitTimeoutError, realClock, waitFor, notYet, done } from './lib/wait';
+
+export interface DeployDeps {
+  readonly runner: ProcessRunner;
+  readonly probes: NetProbes;
+  readonly reporter: Reporter;
+  readonly clock: Clock;
+  readonly env: NodeJS.ProcessEnv;
+  /** The repository root (where cdktf.json is). */
+  readonly projectDir: string;
+  readonly out: { write(s: string): unknown };
+}
+
+export interface DeployOptions {
+  readonly mode: 'deploy' | 'destroy';
+  readonly stack?: string;
+  readonly target: Target;
+  readonly namespace?: string;
+  readonly timeoutMs: number;
+  readonly intervalMs?: number;
+  readonly healthPath: string;
+  readonly wsPath: string;
+  /** Only run the prerequisite checks. */
+  readonly checkOnly: boolean;
+  readonly skipVerify: boolean;
+}
+
+/** A step that failed; the message already says which and why. */
+export class StepFailed extends Error {
+  constructor(readonly step: string, message: string) {
+    super(message);
+    this.name = 'StepFailed';
+  }
+}
+
+const USAGE = `usage: npm run deploy  -- [options]
+       npm run destroy -- [options]
+
+  --cluster NAME       EKS cluster (default $WS_CLUSTER_NAME)
+  --region REGION      AWS region (default $AWS_REGION / $AWS_DEFAULT_REGION)
+  --image REF          the custom Envoy image (default $WS_ENVOY_IMAGE)
+  --stack NAME         the cdktf stack (default: the only stack the app synthesizes)
+  --namespace NS       where the stack deploys (default: the stack output, else ${DEFAULT_NAMESPACE})
+  --timeout SECONDS    limit for each wait (default 600)
+  --health-path PATH   HTTP path checked through the NLB (default /)
+  --ws-path PATH       WebSocket path checked through the NLB (default /)
+  --check              only check the prerequisites
+  --skip-verify        deploy without the checks after it
+`;
+
+export function parseDeployArgs(argv: readonly string[], env: NodeJS.ProcessEnv, mode: 'deploy' | 'destroy'): DeployOptions & { help: boolean } {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      cluster: { type: 'string' },
+      region: { type: 'string' },
+      image: { type: 'string' },
+      stack: { type: 'string' },
+      namespace: { type: 'string', short: 'n' },
+      timeout: { type: 'string', default: '600' },
+      'health-path': { type: 'string', default: '/' },
+      'ws-path': { type: 'string', default: '/' },
+      check: { type: 'boolean', default: false },
+      'skip-verify': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  const timeout = Number(values.timeout);
+  if (!Number.isFinite(timeout) || timeout <= 0) throw new Error(`--timeout must be a positive number of seconds, got ${values.timeout}`);
+  for (const k of ['health-path', 'ws-path'] as const) {
+    if (!values[k]!.startsWith('/')) throw new Error(`--${k} must start with /, got ${values[k]}`);
+  }
+  return {
+    mode,
+    stack: values.stack,
+    target: {
+      clusterName: values.cluster ?? env.WS_CLUSTER_NAME,
+      region: values.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION,
+      envoyImage: values.image ?? env.WS_ENVOY_IMAGE,
+    },
+    namespace: values.namespace ?? env.WS_NAMESPACE,
+    timeoutMs: timeout * 1000,
+    healthPath: values['health-path']!,
+    wsPath: values['ws-path']!,
+    checkOnly: Boolean(values.check),
+    skipVerify: Boolean(values['skip-verify']),
+    help: Boolean(values.help),
+  };
+}
+
+function cdktfBin(projectDir: string): string {
+  const local = path.join(projectDir, 'node_modules', '.bin', 'cdktf');
+  return fs.existsSync(local) ? local : 'cdktf';
+}
+
+function reportChecks(reporter: Reporter, results: readonly CheckResult[]): CheckResult[] {
+  const failedChecks: CheckResult[] = [];
+  for (const r of results) {
+    if (r.ok) reporter.ok(`${r.name}: ${r.detail}`);
+    else if (r.skipped) reporter.skip(`${r.name}: ${r.detail}`);
+    else {
+      reporter.fail(`${r.name}: ${r.detail}`);
+      if (r.fix) reporter.info(`  fix: ${r.fix}`);
+      failedChecks.push(r);
+    }
+  }
+  return failedChecks;
+}
+
+/** Runs deploy or destroy; answers the exit code. */
+export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<number> {
+  const { reporter } = deps;
+  const env: NodeJS.ProcessEnv = { ...deps.env, CHECKPOINT_DISABLE: '1' };
+  try {
+    // 1. Prerequisites: all of them, so one run lists everything that is missing.
+    reporter.step('Checking prerequisites');
+    const needed = opts.mode === 'destroy' ? PREREQUISITE_NAMES.filter((n) => n !== 'Envoy image') : PREREQUISITE_NAMES;
+    const results = await checkPrerequisites(deps.runner, opts.target, env, needed);
+    const failedChecks = reportChecks(reporter, results);
+    if (failedChecks.length) {
+      const missing = failedChecks.filter((r) => !r.skipped).map((r) => r.name);
+      throw new StepFailed('prerequisites', `${missing.length} prerequisite${missing.length === 1 ? '' : 's'} missing: ${missing.join(', ')}`);
+    }
+    if (opts.checkOnly) {
+      reporter.info('all prerequisites are met');
+      return 0;
+    }
+
+    // 2. Synthesize, to know the stack and to fail on a bad config before touching AWS.
+    reporter.step('Synthesizing the app (cdktf synth)');
+    const cdktf = cdktfBin(deps.projectDir);
+    const synth = await deps.runner.run(cdktf, ['synth'], { env, cwd: deps.projectDir, inherit: true });
+    if (synth.code !== 0) throw new StepFailed('synth', `cdktf synth failed (exit ${synth.code}); the configuration error is printed above`);
+    const stack = chooseStack(opts.stack, synthesizedStacks(deps.projectDir, cdktfOutDir(deps.projectDir)));
+    reporter.ok(`stack ${stack}`);
+
+    // 3. cdktf deploy/destroy, output streamed as it comes.
+    const outputsFile = path.join(os.tmpdir(), `ws-admission-outputs-${process.pid}.json`);
+    const args = opts.mode === 'deploy'
+      ? ['deploy', stack, '--auto-approve', '--outputs-file', outputsFile]
+      : ['destroy', stack, '--auto-approve'];
+    reporter.step(`Running ${formatCommand('cdktf', args)}`);
+    const applied = await deps.runner.run(cdktf, args, { env, cwd: deps.projectDir, inherit: true });
+    if (applied.code !== 0) throw new StepFailed(opts.mode, `cdktf ${opts.mode} failed (exit ${applied.code}); terraform's error is printed above`);
+    const outputs = opts.mode === 'deploy' ? readOutputsFile(outputsFile, stack) : {};
+    const namespace = opts.namespace ?? findOutput(outputs, 'namespace') ?? DEFAULT_NAMESPACE;
+
+    const ctx: VerifyContext = { runner: deps.runner, probes: deps.probes, reporter, clock: deps.clock, env, timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs };
+    if (opts.mode === 'destroy') {
+      if (!opts.skipVerify) {
+        reporter.step('Waiting for the load balancer to be released');
+        await step('destroy verification', () => waitFor(`the LoadBalancer Service in ${namespace} to be deleted (the controller deletes the NLB then)`, async () => {
+          const r = await deps.runner.run('kubectl', ['get', 'services', '-n', namespace, '-o', 'json', '--request-timeout=15s'], { env, timeoutMs: 30000 });
+          if (r.code !== 0 && /NotFound|not found/i.test(r.stderr)) return done(true);
+          if (r.code !== 0) return notYet(r.stderr.trim());
+          const items = (JSON.parse(r.stdout) as { items: Array<{ spec?: { type?: string }; metadata: { name: string } }> }).items;
+          const lbs = items.filter((s) => s.spec?.type === 'LoadBalancer');
+          return lbs.length ? notYet(`still there: ${lbs.map((s) => s.metadata.name).join(', ')}`) : done(true);
+        }, { timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, clock: deps.clock, onProgress: (e, d) => reporter.progress('load balancer deletion', e, d) }));
+        reporter.ok('no LoadBalancer Service left');
+      }
+      reporter.step('Destroyed');
+      return 0;
+    }
+
+    if (!opts.skipVerify) {
+      reporter.step(`Waiting for the rollouts in namespace ${namespace}`);
+      const rolled = await step('rollouts', () => waitForRollouts(ctx, namespace));
+      for (const r of rolled) reporter.ok(r);
+
+      reporter.step('Waiting for the NLB');
+      const host = findOutput(outputs, 'loadBalancerHostname', 'lbHostname', 'nlbHostname', 'loadBalancerDns', 'nlbDnsName')
+        ?? (await step('NLB hostname', () => waitForLoadBalancer(ctx, namespace)));
+      reporter.ok(`hostname ${host}`);
+      const addrs = await step('DNS', () => waitForDns(ctx, host));
+      reporter.ok(`resolves to ${addrs.join(', ')}`);
+
+      reporter.step('Checking traffic through the NLB');
+      const status = await step('HTTP health check', () => waitForHttp(ctx, `http://${host}${opts.healthPath}`));
+      reporter.ok(`GET http://${host}${opts.healthPath} answered ${status}`);
+      await step('WebSocket upgrade', () => waitForWebSocket(ctx, `ws://${host}${opts.wsPath}`));
+      reporter.ok(`WebSocket upgrade at ws://${host}${opts.wsPath} answered 101 (closed again at once)`);
+    }
+
+    reporter.step('Outputs');
+    const entries = Object.entries(outputs);
+    if (entries.length === 0) reporter.info('(the stack has no outputs, or cdktf wrote none)');
+    const w = Math.max(0, ...entries.map(([k]) => k.length));
+    for (const [k, v] of entries) deps.out.write(`    ${k.padEnd(w)}  ${typeof v === 'string' ? v : JSON.stringify(v)}\n`);
+    fs.rmSync(outputsFile, { force: true });
+    return 0;
+  } catch (err) {
+    const stepName = err instanceof StepFailed ? err.step : 'unexpected error';
+    const message = err instanceof Error ? err.message : String(err);
+    deps.out.write(`\n${opts.mode} failed at step "${stepName}": ${message}\n`);
+    return 1;
+  }
+}
+
+/** Runs one wait and turns its timeout (or any error) into a StepFailed naming the step. */
+async function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof StepFailed) throw err;
+    if (err instanceof WaitTimeoutError) throw new StepFailed(name, err.message);
+    throw new StepFailed(name, err instanceof Error ? err.message : String(err));
+  }
+}
+
+export async function main(argv: readonly string[], mode: 'deploy' | 'destroy'): Promise<number> {
+  let opts: ReturnType<typeof parseDeployArgs>;
+  try {
+    opts = parseDeployArgs(argv, process.env, mode);
+  } catch (err) {
+    process.stderr.write(`${mode}: ${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
+    return 2;
+  }
+  if (opts.help) { process.stdout.write(USAGE); return 0; }
+  return runDeploy(opts, {
+    runner: new NodeProcessRunner(),
+    probes: realProbes,
+    reporter: new ConsoleReporter(process.stdout),
+    clock: realClock,
+    env: process.env,
+    projectDir: path.resolve(__dirname, '..'),
+    out: process.stdout,
+  });
+}
+
+if (require.main === module) {
+  const mode = process.argv.includes('--destroy') ? 'destroy' : 'deploy';
+  main(process.argv.slice(2).filter((a) => a !== '--destroy'), mode).then((code) => process.exit(code));
+}
