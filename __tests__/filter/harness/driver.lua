@@ -1,0 +1,225 @@
+-- One Envoy worker (one Lua state) driven over stdin/stdout by the jest tests.
+--
+-- Usage: luajit driver.lua <script.lua>   (filter.lua or metrics.lua)
+-- Environment: WS_LUA_DIR, WS_STATE_DIR, POD_NAME, as in the Envoy container.
+--
+-- Protocol: one command per stdin line, a Lua table literal (written by
+-- harness/worker.ts, trusted test input); one JSON reply per stdout line.
+--   {op="hosts", cluster="backend", admin="envoy_admin", hosts={{"10.0.0.1:8080","healthy"},...}, admin_down=false}
+--   {op="request", sid="s1", headers={{":method","GET"},...}, remote="203.0.113.9:5000", protocol="HTTP/1.1"}
+--   {op="response", sid="s1", headers={{":status","101"}}}
+--   {op="data", sid="s1", dir="request"|"response", bytes=N}    -- one body chunk
+--   {op="end", sid="s1", dir="request"|"response"}               -- end of stream in that direction
+--   {op="reset", sid="s1"}                                        -- stream reset: coroutines abandoned
+--   {op="logs"}  {op="bench", ...}  {op="exit"}
+package.path = arg[0]:gsub("[^/]+$", "") .. "?.lua;" .. package.path
+local api = require("envoy_api")
+local json = require("json_out")
+
+local script = assert(arg[1], "usage: luajit driver.lua <script.lua>")
+
+local logs = {}
+local admin = { cluster = "backend", name = "envoy_admin", hosts = {}, down = false, calls = 0 }
+
+-- The admin /clusters text output (docs/root/operations/admin.rst "/clusters"): one
+-- "<cluster>::<host>::<stat>::<value>" line per fact, other clusters included.
+local function clusters_body()
+  local out = {
+    "version_info::static",
+    admin.name .. "::observability_name::" .. admin.name,
+    admin.name .. "::default_priority::max_connections::1024",
+    admin.name .. "::added_via_api::false",
+    admin.name .. "::127.0.0.1:9000::cx_active::1",
+    admin.name .. "::127.0.0.1:9000::health_flags::healthy",
+    admin.cluster .. "::observability_name::" .. admin.cluster,
+    admin.cluster .. "::outlier::success_rate_average::-1",
+    admin.cluster .. "::default_priority::max_connections::1024",
+    admin.cluster .. "::added_via_api::false",
+  }
+  for _, h in ipairs(admin.hosts) do
+    local addr, flags = h[1], h[2]
+    out[#out + 1] = admin.cluster .. "::" .. addr .. "::cx_active::0"
+    out[#out + 1] = admin.cluster .. "::" .. addr .. "::rq_total::0"
+    out[#out + 1] = admin.cluster .. "::" .. addr .. "::hostname::backend"
+    out[#out + 1] = admin.cluster .. "::" .. addr .. "::health_flags::" .. flags
+    out[#out + 1] = admin.cluster .. "::" .. addr .. "::weight::1"
+    out[#out + 1] = admin.cluster .. "::" .. addr .. "::success_rate::-1"
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+local env = {
+  clusters = {},
+  log = function(level, msg)
+    logs[#logs + 1] = { level = level, msg = msg }
+    if os.getenv("HARNESS_VERBOSE") then io.stderr:write("[" .. level .. "] " .. msg .. "\n") end
+  end,
+}
+local function install_clusters()
+  env.clusters = {}
+  env.clusters[admin.name] = function(headers)
+    admin.calls = admin.calls + 1
+    if admin.down then
+      -- What Envoy's async client hands back when the upstream cannot be reached.
+      return { [":status"] = "503" }, "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+    end
+    if headers[":path"] == "/clusters" then
+      return { [":status"] = "200", ["content-type"] = "text/plain; charset=UTF-8" }, clusters_body()
+    end
+    return { [":status"] = "404" }, "invalid path. "
+  end
+  env.clusters[admin.cluster] = function() return { [":status"] = "200" }, "" end
+end
+install_clusters()
+
+local filter = api.load_script(script)
+
+local streams = {}
+
+-- Runs (or resumes) one direction's coroutine until it waits for body data, responds,
+-- returns or fails; httpCall yields are served in place.
+local function drive(stream, dir, ...)
+  local side = stream[dir]
+  local co = side.co
+  local ok, what, payload = coroutine.resume(co, ...)
+  while true do
+    if not ok then
+      side.state = "error"
+      side.error = tostring(what)
+      env.log("err", "script error: " .. tostring(what))
+      side.headers_passed = true
+      return
+    end
+    if coroutine.status(co) == "dead" then
+      side.state = "done"
+      side.headers_passed = true
+      return
+    end
+    if what == "http_call" then
+      ok, what, payload = coroutine.resume(co, payload())
+    elseif what == "body_chunk" then
+      side.state = "waiting_body"
+      return
+    elseif what == "respond" then
+      side.state = "responded"
+      stream.local_reply = payload
+      return
+    else
+      ok, what = false, "unexpected yield " .. tostring(what)
+    end
+  end
+end
+
+local function describe(stream, dir)
+  local side = stream[dir]
+  local r = { state = side.state, error = side.error, headers = api.header_list(side.headers) }
+  if dir == "request" then
+    r.override = stream.override
+    r.metadata = stream.metadata
+    if stream.local_reply then
+      local hs = {}
+      for k, v in pairs(stream.local_reply.headers) do hs[k] = v end
+      r.reply = { headers = hs, body = stream.local_reply.body }
+    end
+  end
+  return r
+end
+
+local function new_side(stream, dir, headers)
+  local side = { state = "new", headers_passed = false }
+  stream[dir] = side
+  side.headers = api.headers(headers, function() return side.headers_passed end)
+  local h = api.handle(stream, dir, env)
+  local fn = dir == "request" and filter.envoy_on_request or filter.envoy_on_response
+  if not fn then
+    side.state = "done"
+    side.headers_passed = true
+    return
+  end
+  side.co = coroutine.create(fn)
+  drive(stream, dir, h)
+end
+
+local ops = {}
+
+function ops.hosts(c)
+  admin.cluster = c.cluster or admin.cluster
+  admin.name = c.admin or admin.name
+  admin.hosts = c.hosts or {}
+  admin.down = c.admin_down or false
+  install_clusters()
+  return { ok = true }
+end
+
+function ops.request(c)
+  local stream = { metadata = {}, remote = c.remote or "203.0.113.9:40000", protocol = c.protocol }
+  streams[c.sid] = stream
+  new_side(stream, "request", c.headers)
+  return describe(stream, "request")
+end
+
+function ops.response(c)
+  local stream = assert(streams[c.sid], "unknown stream " .. tostring(c.sid))
+  if stream.reset then return { state = "reset" } end
+  new_side(stream, "response", c.headers)
+  return describe(stream, "response")
+end
+
+local function feed(c, chunk)
+  local stream = assert(streams[c.sid], "unknown stream " .. tostring(c.sid))
+  if stream.reset then return { state = "reset" } end
+  local side = stream[c.dir]
+  if not side then return { state = "absent" } end
+  if side.state == "waiting_body" then drive(stream, c.dir, chunk) end
+  return describe(stream, c.dir)
+end
+
+function ops.data(c) return feed(c, string.rep("x", c.bytes or 16)) end
+ops["end"] = function(c) return feed(c, nil) end
+
+-- A reset: Envoy never resumes the coroutines again (source: resumeCoroutine checks
+-- on_reset_called_). We drop them; nothing after a bodyChunks() loop runs.
+function ops.reset(c)
+  local stream = streams[c.sid]
+  if stream then
+    stream.reset = true
+    if stream.request then stream.request.co = nil end
+    if stream.response then stream.response.co = nil end
+  end
+  streams[c.sid] = nil
+  collectgarbage()
+  return { ok = true }
+end
+
+function ops.logs()
+  local l = logs
+  logs = {}
+  return { logs = l, admin_calls = admin.calls }
+end
+
+function ops.bench(c)
+  return require("bench").run(c, { api = api, filter = filter, env = env, new_side = new_side,
+    streams = streams, describe = describe, drive = drive })
+end
+
+function ops.exit() os.exit(0) end
+
+io.stdout:setvbuf("no")
+io.stdout:write(json.encode({ ready = true }), "\n")
+for line in io.lines() do
+  local chunk, perr = loadstring("return " .. line)
+  local reply
+  if not chunk then
+    reply = { error = "bad command: " .. tostring(perr) }
+  else
+    setfenv(chunk, {})
+    local okc, cmd = pcall(chunk)
+    if not okc or type(cmd) ~= "table" or not ops[cmd.op] then
+      reply = { error = "bad command: " .. line:sub(1, 200) }
+    else
+      local okr, r = pcall(ops[cmd.op], cmd)
+      reply = okr and r or { error = tostring(r) }
+    end
+  end
+  io.stdout:write(json.encode(reply), "\n")
+end

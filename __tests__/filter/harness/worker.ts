@@ -1,0 +1,253 @@
+import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as readline from 'readline';
+
+/** Repository root (this file is __tests__/filter/harness/worker.ts). */
+export const ROOT = path.resolve(__dirname, '..', '..', '..');
+const DRIVER = path.join(__dirname, 'driver.lua');
+
+/** The fields of the generated settings.lua (docs/internals.md, "settings.lua"). */
+export interface Settings {
+  backend_cluster: string;
+  admin_cluster: string;
+  hosts_cache_ms: number;
+  rate_limit: number;
+  rate_window_ms: number;
+  max_connections_per_pod: number;
+  lease_ttl_ms: number;
+  renew_interval_ms: number;
+  redis_host: string;
+  redis_port: number;
+  redis_password_file: string;
+  redis_tls: boolean;
+  redis_connect_timeout_ms: number;
+  redis_read_timeout_ms: number;
+  failure_mode: 'open' | 'closed';
+  hash_tag: string;
+  limit_all_requests: boolean;
+  connection_inventory: boolean;
+  metrics_path: string;
+}
+
+export function defaultSettings(redisPort: number, overrides: Partial<Settings> = {}): Settings {
+  return {
+    backend_cluster: 'backend',
+    admin_cluster: 'envoy_admin',
+    hosts_cache_ms: 1000,
+    rate_limit: 0,
+    rate_window_ms: 60000,
+    max_connections_per_pod: 2,
+    lease_ttl_ms: 3000,
+    renew_interval_ms: 500,
+    redis_host: '127.0.0.1',
+    redis_port: redisPort,
+    redis_password_file: '',
+    redis_tls: false,
+    redis_connect_timeout_ms: 200,
+    redis_read_timeout_ms: 200,
+    failure_mode: 'open',
+    hash_tag: 'ws',
+    limit_all_requests: false,
+    connection_inventory: false,
+    metrics_path: '/metrics',
+    ...overrides,
+  };
+}
+
+/** A Lua literal for a JS value (strings byte-escaped, so any input stays on one line). */
+export function toLua(v: unknown): string {
+  if (v === null || v === undefined) return 'nil';
+  if (typeof v === 'boolean') return v ? 'true' : 'false';
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v)) throw new Error(`cannot encode ${v}`);
+    return String(v);
+  }
+  if (typeof v === 'string') {
+    let out = '"';
+    for (const b of Buffer.from(v, 'utf8')) {
+      if (b >= 0x20 && b < 0x7f && b !== 0x22 && b !== 0x5c) out += String.fromCharCode(b);
+      else out += '\\' + String(b).padStart(3, '0');
+    }
+    return out + '"';
+  }
+  if (Array.isArray(v)) return '{' + v.map(toLua).join(',') + '}';
+  if (typeof v === 'object') {
+    return '{' + Object.entries(v as Record<string, unknown>)
+      .filter(([, x]) => x !== undefined)
+      .map(([k, x]) => `[${toLua(k)}]=${toLua(x)}`).join(',') + '}';
+  }
+  throw new Error(`cannot encode ${typeof v}`);
+}
+
+/** settings.lua text for a settings object, or for any raw table (bad-config tests). */
+export function settingsLua(s: Record<string, unknown>): string {
+  const lines = Object.entries(s).map(([k, v]) => `  ${k} = ${toLua(v)},`);
+  return `-- generated for a test\nreturn {\n${lines.join('\n')}\n}\n`;
+}
+
+/**
+ * A directory laid out like /etc/envoy/lua in the container: every lua/envoy/*.lua and
+ * lua/redis/*.lua by base name (a duplicate base name is refused, as the stack does),
+ * plus settings.lua.
+ */
+export function makeLuaDir(settings: Record<string, unknown> | string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-lua-'));
+  for (const sub of ['lua/envoy', 'lua/redis']) {
+    const src = path.join(ROOT, sub);
+    for (const f of fs.readdirSync(src).filter((n) => n.endsWith('.lua'))) {
+      const dst = path.join(dir, f);
+      if (fs.existsSync(dst)) throw new Error(`duplicate Lua base name ${f} in lua/envoy and lua/redis`);
+      fs.copyFileSync(path.join(src, f), dst);
+    }
+  }
+  fs.writeFileSync(path.join(dir, 'settings.lua'), typeof settings === 'string' ? settings : settingsLua(settings));
+  return dir;
+}
+
+export function makeStateDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'ws-state-'));
+}
+
+export type HeaderList = Array<[string, string]>;
+
+export interface SideResult {
+  state: 'new' | 'waiting_body' | 'done' | 'responded' | 'error' | 'reset' | 'absent';
+  error?: string;
+  headers: HeaderList;
+  override?: { host: string; strict: boolean };
+  metadata?: Record<string, Record<string, unknown>>;
+  reply?: { headers: Record<string, string>; body?: string };
+}
+
+export interface LogLine { level: string; msg: string }
+
+export const UPGRADE: HeaderList = [
+  [':method', 'GET'], [':path', '/ws'], [':authority', 'example.test'], [':scheme', 'http'],
+  ['connection', 'Upgrade'], ['upgrade', 'websocket'],
+  ['sec-websocket-version', '13'], ['sec-websocket-key', 'dGhlIHNhbXBsZSBub25jZQ=='],
+];
+
+export const PLAIN: HeaderList = [
+  [':method', 'GET'], [':path', '/'], [':authority', 'example.test'], [':scheme', 'http'],
+];
+
+/** One Envoy worker: a luajit process running the harness driver with one script. */
+export class Worker {
+  private readonly proc: ChildProcessWithoutNullStreams;
+  private readonly lines: readline.Interface;
+  private readonly waiting: Array<(line: string) => void> = [];
+  private readonly buffered: string[] = [];
+  private seq = 0;
+  stderr = '';
+  exited = false;
+
+  private constructor(proc: ChildProcessWithoutNullStreams) {
+    this.proc = proc;
+    this.lines = readline.createInterface({ input: proc.stdout });
+    this.lines.on('line', (l) => {
+      const w = this.waiting.shift();
+      if (w) w(l); else this.buffered.push(l);
+    });
+    proc.stderr.on('data', (d) => { this.stderr += d.toString(); });
+    proc.on('exit', () => {
+      this.exited = true;
+      for (const w of this.waiting.splice(0)) w(JSON.stringify({ error: `worker exited: ${this.stderr}` }));
+    });
+  }
+
+  static async start(opts: {
+    luaDir: string; stateDir: string; podName?: string; script?: 'filter.lua' | 'metrics.lua';
+    hosts?: Array<[string, string]>; adminDown?: boolean;
+  }): Promise<Worker> {
+    const script = path.join(opts.luaDir, opts.script ?? 'filter.lua');
+    const proc = spawn('luajit', [DRIVER, script], {
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        WS_LUA_DIR: opts.luaDir,
+        WS_STATE_DIR: opts.stateDir,
+        POD_NAME: opts.podName ?? 'envoy-test-0',
+        HARNESS_VERBOSE: process.env.HARNESS_VERBOSE ?? '',
+      },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const w = new Worker(proc);
+    const ready = JSON.parse(await w.nextLine());
+    if (!ready.ready) throw new Error(`driver did not start: ${JSON.stringify(ready)} ${w.stderr}`);
+    if (opts.hosts) await w.setHosts(opts.hosts, opts.adminDown);
+    return w;
+  }
+
+  private nextLine(): Promise<string> {
+    const b = this.buffered.shift();
+    if (b !== undefined) return Promise.resolve(b);
+    if (this.exited) return Promise.resolve(JSON.stringify({ error: `worker exited: ${this.stderr}` }));
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  /** Sends one command; commands are answered in order. */
+  async send<T = any>(cmd: Record<string, unknown>): Promise<T> {
+    if (this.exited) throw new Error(`worker exited: ${this.stderr}`);
+    this.proc.stdin.write(toLua(cmd) + '\n');
+    const r = JSON.parse(await this.nextLine());
+    if (r && r.error && typeof r.error === 'string' && Object.keys(r).length === 1) {
+      throw new Error(`driver: ${r.error}`);
+    }
+    return r as T;
+  }
+
+  setHosts(hosts: Array<[string, string]>, adminDown = false) {
+    return this.send({ op: 'hosts', cluster: 'backend', admin: 'envoy_admin', hosts, admin_down: adminDown });
+  }
+
+  newSid(): string { this.seq += 1; return `s${this.seq}`; }
+
+  request(headers: HeaderList, sid = this.newSid(), remote?: string): Promise<SideResult & { sid: string }> {
+    return this.send<SideResult>({ op: 'request', sid, headers, remote }).then((r) => ({ ...r, sid }));
+  }
+
+  response(sid: string, status: string, extra: HeaderList = []): Promise<SideResult> {
+    return this.send({ op: 'response', sid, headers: [[':status', status], ...extra] });
+  }
+
+  data(sid: string, dir: 'request' | 'response', bytes = 32): Promise<SideResult> {
+    return this.send({ op: 'data', sid, dir, bytes });
+  }
+
+  end(sid: string, dir: 'request' | 'response'): Promise<SideResult> {
+    return this.send({ op: 'end', sid, dir });
+  }
+
+  reset(sid: string) { return this.send({ op: 'reset', sid }); }
+
+  async logs(): Promise<{ logs: LogLine[]; admin_calls: number }> { return this.send({ op: 'logs' }); }
+
+  /** SIGKILL (a crashed proxy) or a clean exit. */
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    if (this.exited) return;
+    await new Promise<void>((resolve) => {
+      this.proc.once('exit', () => resolve());
+      this.proc.kill(signal);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.exited) return;
+    this.proc.stdin.end();
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => { this.proc.kill('SIGKILL'); }, 2000);
+      this.proc.once('exit', () => { clearTimeout(t); resolve(); });
+    });
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A full admitted WebSocket: request admitted, 101 answered. Returns the stream id and pod. */
+export async function openSocket(w: Worker, headers: HeaderList = UPGRADE): Promise<{ sid: string; pod?: string; req: SideResult }> {
+  const req = await w.request(headers);
+  if (req.state === 'responded' || !req.override) return { sid: req.sid, req };
+  await w.response(req.sid, '101');
+  return { sid: req.sid, pod: req.override.host, req };
+}

@@ -1,0 +1,473 @@
+-- WebSocket admission: the HTTP Lua filter of the public listener.
+--
+-- Behaviour, responses, failure modes and the Envoy API facts this file relies on:
+-- docs/filter.md. Redis side: lua/redis/ (admit, release, renew, reregister).
+--
+-- Envoy runs one copy of this file per worker thread (one Lua state each), so every
+-- `local` below is per worker: the Redis connection, the host cache, the
+-- "rate limited until" cache and the table of live connections.
+-- https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/lua_filter
+-- ("All Lua environments are per worker thread").
+
+local DIR = os.getenv("WS_LUA_DIR") or "/etc/envoy/lua"
+package.path = DIR .. "/?.lua;" .. package.path
+
+local settings_loader = require("settings_loader")
+local hosts = require("hosts")
+local worker_stats = require("worker_stats")
+
+-- Dynamic metadata namespace for {connection_id, pod}: visible to access logs as
+-- %DYNAMIC_METADATA(ws.admission:pod)% and to envoy_on_response of the same stream.
+local NS = "ws.admission"
+local ADMIN_TIMEOUT_MS = 250   -- httpCall to the loopback admin
+local REDIS_BACKOFF_MS = 500   -- after a Redis failure, skip Redis this long (fail per mode)
+local LOG_EVERY_MS = 1000      -- at most one warning of a kind per worker per second
+local MAX_CONN_ID = 200
+
+-------------------------------------------------------------------------------
+-- Load time (once per worker): settings, identity, modules.
+-------------------------------------------------------------------------------
+
+local load_errors = {}
+local S, errs, partial = settings_loader.load(DIR .. "/settings.lua")
+if not S then
+  for _, e in ipairs(errs) do load_errors[#load_errors + 1] = e end
+end
+-- When settings are refused we still honour a valid failure_mode (default: open).
+local FAILURE_MODE = (S and S.failure_mode)
+  or (partial and (partial.failure_mode == "closed" or partial.failure_mode == "open") and partial.failure_mode)
+  or "open"
+
+local socket_ok, socket = pcall(require, "socket")
+local resp_ok, resp = pcall(require, "resp")
+if not socket_ok then load_errors[#load_errors + 1] = "luasocket is not available: " .. tostring(socket) end
+if not resp_ok then load_errors[#load_errors + 1] = "resp.lua failed to load: " .. tostring(resp) end
+
+local function now_ms()
+  if socket_ok then return socket.gettime() * 1000 end
+  return os.time() * 1000
+end
+
+local function random_bytes(n)
+  local f = io.open("/dev/urandom", "rb")
+  if not f then return nil end
+  local b = f:read(n)
+  f:close()
+  return b
+end
+
+local function hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
+
+do
+  local seed = random_bytes(4)
+  local n = now_ms()
+  if seed then n = n + seed:byte(1) * 16777216 + seed:byte(2) * 65536 + seed:byte(3) * 256 + seed:byte(4) end
+  math.randomseed(n % 2147483647)
+end
+
+-- Proxy id: POD_NAME (downward API), else the host name; a DNS-1123 name, so it can
+-- never contain the `|` that separates the parts of a connection id.
+local function proxy_id()
+  local p = os.getenv("POD_NAME")
+  if (not p or p == "") and socket_ok then p = socket.dns.gethostname() end
+  p = (p or "unknown"):lower():gsub("[^a-z0-9.-]", "-"):sub(1, 63)
+  if p == "" then p = "unknown" end
+  return p
+end
+
+local PROXY = proxy_id()
+-- Worker token: Envoy does not tell a Lua state which worker it runs on, so each
+-- worker names itself with 6 random hex digits at load time (docs/filter.md).
+local WORKER = hex(random_bytes(3) or string.char(math.random(0, 255), math.random(0, 255), math.random(0, 255)))
+local STATE_DIR = os.getenv("WS_STATE_DIR") or "/var/run/ws-admission"
+local stats = worker_stats.writer(STATE_DIR, PROXY, WORKER, now_ms, 1000)
+
+local TAG, K_RATE, K_STATS, K_PODS, K_POD, K_CONN
+local client
+if S then
+  TAG = "{" .. S.hash_tag .. "}"
+  K_RATE, K_STATS, K_PODS = TAG .. ":rate", TAG .. ":stats", TAG .. ":pods"
+  K_POD, K_CONN = TAG .. ":pod:", TAG .. ":conn:"
+  if resp_ok and socket_ok then
+    client = resp.new({
+      host = S.redis_host, port = S.redis_port, password_file = S.redis_password_file,
+      tls = S.redis_tls, connect_timeout_ms = S.redis_connect_timeout_ms,
+      read_timeout_ms = S.redis_read_timeout_ms, scripts_dir = DIR,
+    })
+  end
+end
+local READY = S ~= nil and client ~= nil and #load_errors == 0
+
+-------------------------------------------------------------------------------
+-- Per-worker state.
+-------------------------------------------------------------------------------
+
+local redis_down_until = 0   -- skip Redis until then (after a failure)
+local rate_limited_until = 0 -- refuse upgrades without Redis until then
+local host_cache = { list = nil, at = -math.huge }
+local conn_counter = 0
+local live = {}              -- connection id -> { pod, last_renew, last_seen, connect }
+local live_count = 0
+local admissions_since_sweep = 0
+local last_log = {}
+
+local function log_limited(h, kind, level, msg)
+  local now = now_ms()
+  if (last_log[kind] or -math.huge) + LOG_EVERY_MS > now then return end
+  last_log[kind] = now
+  if level == "err" then h:logErr(msg) elseif level == "warn" then h:logWarn(msg) else h:logInfo(msg) end
+end
+
+local function valid_conn_id(id)
+  return type(id) == "string" and #id <= MAX_CONN_ID
+    and id:match("^[a-z0-9.-]+|%x+|%d+|%x+$") ~= nil
+end
+
+local function new_conn_id()
+  conn_counter = conn_counter + 1
+  return PROXY .. "|" .. WORKER .. "|" .. conn_counter .. "|" .. string.format("%06x", math.random(0, 0xffffff))
+end
+
+-------------------------------------------------------------------------------
+-- Request inspection.
+-------------------------------------------------------------------------------
+
+-- True when a comma-separated header value has `token` (lower-case) as one element.
+local function has_token(value, token)
+  if not value then return false end
+  for part in value:gmatch("[^,]+") do
+    if part:match("^[ \t]*(.-)[ \t]*$"):lower() == token then return true end
+  end
+  return false
+end
+
+-- A WebSocket upgrade as Envoy's HTTP connection manager sees one: HTTP/1.1
+-- `Connection: upgrade` + `Upgrade: websocket` (tokens, any case), or an HTTP/2
+-- extended CONNECT with `:protocol websocket` (RFC 8441). `Upgrade: websocket`
+-- without the Connection token is not an upgrade for Envoy either: passed through.
+local function websocket_kind(hdrs)
+  if has_token(hdrs:get("connection"), "upgrade") and has_token(hdrs:get("upgrade"), "websocket") then
+    return "h1"
+  end
+  if hdrs:get(":method") == "CONNECT" and (hdrs:get(":protocol") or ""):lower() == "websocket" then
+    return "h2"
+  end
+  return nil
+end
+
+-- Headers no client may send: our own namespace, and the one header that can pick
+-- an upstream host by itself (original destination clusters).
+local function strip_internal(hdrs)
+  local drop
+  for k, _ in pairs(hdrs) do
+    local lk = k:lower()
+    if lk:sub(1, 5) == "x-ws-" or lk == "x-envoy-original-dst-host" then
+      drop = drop or {}
+      drop[#drop + 1] = k
+    end
+  end
+  -- Removal only after the iteration completed (the Lua filter forbids modifying
+  -- headers during pairs(), see the header object's __pairs() in the Envoy docs).
+  if drop then
+    for _, k in ipairs(drop) do hdrs:remove(k) end
+  end
+end
+
+-------------------------------------------------------------------------------
+-- Candidates: healthy hosts of the backend cluster, from the admin host list.
+-------------------------------------------------------------------------------
+
+local function candidates(h)
+  local now = now_ms()
+  if host_cache.list and now - host_cache.at < S.hosts_cache_ms then return host_cache.list end
+  local ok, rh, body = pcall(h.httpCall, h, S.admin_cluster, {
+    [":method"] = "GET", [":path"] = "/clusters", [":authority"] = S.admin_cluster,
+  }, nil, ADMIN_TIMEOUT_MS)
+  if ok and rh and rh[":status"] == "200" and body then
+    local list, rejected = hosts.parse_clusters(body, S.backend_cluster)
+    if rejected > 0 then
+      log_limited(h, "bad_host", "warn", "ws-admission: ignored " .. rejected .. " host(s) of cluster "
+        .. S.backend_cluster .. " that are not ip:port")
+    end
+    host_cache.list, host_cache.at = list, now
+    return list
+  end
+  log_limited(h, "admin", "warn", "ws-admission: admin host list unavailable ("
+    .. (ok and tostring(rh and rh[":status"]) or tostring(rh)) .. "); using the cached list")
+  -- Keep serving the last good list; retry on the next request after a short pause.
+  if host_cache.list then host_cache.at = now - S.hosts_cache_ms + 200 end
+  return host_cache.list or {}
+end
+
+-------------------------------------------------------------------------------
+-- Redis calls.
+-------------------------------------------------------------------------------
+
+local function redis_failed(h, what, err)
+  stats:inc("redis_errors_total")
+  redis_down_until = now_ms() + REDIS_BACKOFF_MS
+  log_limited(h, "redis", "warn", "ws-admission: redis " .. what .. " failed: " .. tostring(err))
+end
+
+-- Runs script entries; returns replies, or nil after counting and logging a failure.
+-- A Redis error reply to one of our scripts counts as a failure too.
+local function run(h, what, entries)
+  if now_ms() < redis_down_until then return nil end
+  local replies, err = client:run(entries)
+  if not replies then
+    redis_failed(h, what, err)
+    return nil
+  end
+  for i = 1, #replies do
+    if resp.is_error(replies[i]) then
+      redis_failed(h, what, replies[i].err)
+      return nil
+    end
+  end
+  return replies
+end
+
+local function reregister(h, id, c)
+  local r = run(h, "reregister", { {
+    script = "reregister", keys = { K_POD .. c.pod, K_STATS, K_PODS },
+    args = { id, c.pod, S.lease_ttl_ms },
+  } })
+  if r then
+    log_limited(h, "rereg", "info", "ws-admission: lease of " .. id .. " on " .. c.pod
+      .. " was gone (expired or Redis lost state); re-registered, pod now has " .. tostring(r[1]))
+  end
+end
+
+-- Renews the lease of a live connection when renew_interval_ms has passed since the
+-- last renewal; called on data in either direction.
+local function touch(h, id)
+  local c = live[id]
+  if not c then return end
+  local now = now_ms()
+  c.last_seen = now
+  if now - c.last_renew < S.renew_interval_ms then return end
+  c.last_renew = now
+  local entries = { { script = "renew", keys = { K_POD .. c.pod }, args = { id, S.lease_ttl_ms } } }
+  if S.connection_inventory then
+    entries[2] = { "PEXPIRE", K_CONN .. id, S.lease_ttl_ms }
+  end
+  local r = run(h, "renew", entries)
+  if r and r[1] == 0 then reregister(h, id, c) end
+  stats:maybe_flush()
+end
+
+local function release(h, id)
+  local c = live[id]
+  if not c then return end
+  live[id] = nil
+  live_count = live_count - 1
+  local entries = { { script = "release", keys = { K_POD .. c.pod, K_STATS, K_PODS }, args = { id, c.pod } } }
+  if S.connection_inventory then entries[2] = { "DEL", K_CONN .. id } end
+  -- A failed release is not retried: the lease expires by itself after lease_ttl_ms.
+  run(h, "release", entries)
+  stats:maybe_flush()
+end
+
+-- Drops local entries of streams that were reset (no envoy_on_response end ever
+-- came); their leases have expired in Redis by now.
+local function sweep()
+  local cutoff = now_ms() - 2 * S.lease_ttl_ms
+  for id, c in pairs(live) do
+    if c.last_seen < cutoff then
+      live[id] = nil
+      live_count = live_count - 1
+    end
+  end
+end
+
+-------------------------------------------------------------------------------
+-- Responses.
+-------------------------------------------------------------------------------
+
+local function seconds(ms) return tostring(math.max(1, math.ceil(ms / 1000))) end
+
+local function refuse_rate_limited(h, retry_ms)
+  local s = seconds(retry_ms)
+  h:respond({
+    [":status"] = "429", ["retry-after"] = s, ["ratelimit-limit"] = tostring(S.rate_limit),
+    ["ratelimit-remaining"] = "0", ["ratelimit-reset"] = s,
+    ["content-type"] = "text/plain", ["x-ws-admission"] = "rate_limited",
+  }, "too many WebSocket upgrades, retry later\n")
+end
+
+local function refuse_unavailable(h, reason, retry_ms, body)
+  h:respond({
+    [":status"] = "503", ["retry-after"] = seconds(retry_ms),
+    ["content-type"] = "text/plain", ["x-ws-admission"] = reason,
+  }, body)
+end
+
+-- Redis unavailable (or the filter unusable): route normally, or refuse, by config.
+local function fail(h, is_upgrade)
+  if FAILURE_MODE == "closed" then
+    stats:inc("rejected_redis_unavailable_total")
+    refuse_unavailable(h, "redis_unavailable", 1000, "admission control unavailable, retry later\n")
+  else
+    if is_upgrade then stats:inc("fail_open_total") end
+  end
+end
+
+-------------------------------------------------------------------------------
+-- Non-WebSocket requests when limit_all_requests is on: rate limit only.
+-------------------------------------------------------------------------------
+
+local function limit_plain_request(h)
+  local now = now_ms()
+  if S.rate_limit == 0 then return end
+  if now < rate_limited_until then
+    stats:inc("rate_limited_cached_total")
+    return refuse_rate_limited(h, rate_limited_until - now)
+  end
+  local r = run(h, "request_rate", { {
+    script = "request_rate", keys = { K_RATE, K_STATS },
+    args = { S.rate_limit, S.rate_window_ms, new_conn_id() },
+  } })
+  if not r then return fail(h, false) end
+  local status, retry_ms = r[1][1], tonumber(r[1][2]) or 1000
+  if status == "RATE_LIMITED" then
+    rate_limited_until = now + retry_ms
+    return refuse_rate_limited(h, retry_ms)
+  end
+end
+
+-------------------------------------------------------------------------------
+-- Entry points.
+-------------------------------------------------------------------------------
+
+local load_logged = false
+
+function envoy_on_request(h)
+  local hdrs = h:headers()
+  strip_internal(hdrs)
+  if not READY then
+    if not load_logged then
+      load_logged = true
+      for _, e in ipairs(load_errors) do h:logErr("ws-admission: " .. e) end
+      h:logErr("ws-admission: filter disabled on this worker; failing " .. FAILURE_MODE)
+    end
+    if websocket_kind(hdrs) then fail(h, true) end
+    stats:maybe_flush()
+    return
+  end
+
+  local kind = websocket_kind(hdrs)
+  if not kind then
+    if S.limit_all_requests then limit_plain_request(h) end
+    stats:maybe_flush()
+    return
+  end
+
+  local now = now_ms()
+  if S.rate_limit > 0 and now < rate_limited_until then
+    stats:inc("rate_limited_cached_total")
+    return refuse_rate_limited(h, rate_limited_until - now)
+  end
+  if now < redis_down_until then return fail(h, true) end
+
+  local pods = candidates(h)
+  if #pods == 0 then
+    log_limited(h, "nohost", "warn", "ws-admission: no healthy host in cluster " .. S.backend_cluster)
+    return refuse_unavailable(h, "no_backend", 1000, "no backend available\n")
+  end
+
+  local id = new_conn_id()
+  if not valid_conn_id(id) then
+    h:logErr("ws-admission: generated connection id failed validation: " .. id)
+    return fail(h, true)
+  end
+  local keys = { K_RATE, K_STATS, K_PODS }
+  local args = { S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id }
+  for i = 1, #pods do
+    keys[3 + i] = K_POD .. pods[i]
+    args[5 + i] = pods[i]
+  end
+  local entries = { { script = "admit", keys = keys, args = args } }
+  local client_addr
+  if S.connection_inventory then
+    client_addr = h:streamInfo():downstreamRemoteAddress() or ""
+    if #client_addr > 64 or client_addr:find("[^%w%.:%[%]]") then client_addr = "invalid" end
+    local ikeys = { K_CONN .. id }
+    local iargs = { id, S.lease_ttl_ms, PROXY, client_addr }
+    for i = 1, #pods do
+      ikeys[1 + i] = K_POD .. pods[i]
+      iargs[4 + i] = pods[i]
+    end
+    entries[2] = { script = "conn_inventory", keys = ikeys, args = iargs }
+  end
+
+  local r = run(h, "admit", entries)
+  if not r then return fail(h, true) end
+  local a = r[1]
+  local status = type(a) == "table" and a[1]
+  if status == "ADMITTED" then
+    local pod = a[2]
+    -- Only a pod we offered may come back (defence in depth: the value goes to Envoy).
+    local offered = false
+    for i = 1, #pods do if pods[i] == pod then offered = true break end end
+    if not offered then
+      redis_failed(h, "admit", "admit returned a pod that was not a candidate: " .. tostring(pod))
+      return fail(h, true)
+    end
+    -- https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/lua_filter
+    -- setUpstreamOverrideHost(host, strict): strict => Envoy answers 503 itself if the
+    -- host is gone; envoy_on_response then sees a non-101 status and releases.
+    h:setUpstreamOverrideHost(pod, true)
+    local c = { pod = pod, last_renew = now, last_seen = now, kind = kind }
+    live[id] = c
+    live_count = live_count + 1
+    h:streamInfo():dynamicMetadata():set(NS, "connection_id", id)
+    h:streamInfo():dynamicMetadata():set(NS, "pod", pod)
+    admissions_since_sweep = admissions_since_sweep + 1
+    if admissions_since_sweep >= 256 then
+      admissions_since_sweep = 0
+      sweep()
+    end
+    stats:maybe_flush()
+    -- Client -> server data of the upgraded stream arrives as request body chunks:
+    -- renew on it too. If the stream is reset, Envoy never resumes this coroutine.
+    for _ in h:bodyChunks() do
+      touch(h, id)
+    end
+    return
+  elseif status == "RATE_LIMITED" then
+    local retry_ms = tonumber(a[4]) or 1000
+    rate_limited_until = now + retry_ms
+    return refuse_rate_limited(h, retry_ms)
+  elseif status == "FULL" then
+    local retry_ms = tonumber(a[4]) or 0
+    if retry_ms <= 0 then retry_ms = 1000 end
+    return refuse_unavailable(h, "capacity", retry_ms, "all backends are at their connection limit, retry later\n")
+  end
+  redis_failed(h, "admit", "unexpected reply")
+  return fail(h, true)
+end
+
+function envoy_on_response(h)
+  if not READY then return end
+  local md = h:streamInfo():dynamicMetadata():get(NS)
+  local id = md and md.connection_id
+  local c = id and live[id]
+  if not c then
+    stats:maybe_flush()
+    return
+  end
+  local status = h:headers():get(":status")
+  -- An HTTP/2 extended CONNECT WebSocket is accepted with 200, an HTTP/1.1 one with 101.
+  local upgraded = status == "101" or (c.kind == "h2" and status == "200")
+  if not upgraded then
+    release(h, id)
+    return
+  end
+  -- Server -> client data: Envoy suspends the script between chunks and resumes it
+  -- per chunk (bodyChunks(), Envoy docs). On a reset the coroutine is abandoned and
+  -- the code after the loop never runs: the lease then expires after lease_ttl_ms.
+  for _ in h:bodyChunks() do
+    touch(h, id)
+  end
+  release(h, id)
+end

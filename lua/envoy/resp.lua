@@ -1,0 +1,309 @@
+-- A small RESP2 client over luasocket, one per Envoy worker (one per Lua state).
+--
+-- Why our own: the filter needs exactly one persistent connection per worker with
+-- millisecond timeouts, AUTH from a file, EVALSHA with a NOSCRIPT fallback and
+-- pipelining; no Redis library is in the Envoy image and RESP2 is small.
+--
+-- Blocking: luasocket calls block the Envoy worker thread while they wait. The
+-- caller keeps that bounded with tight timeouts (settings.redis_*_timeout_ms), one
+-- round trip per decision and a back-off after a failure (see filter.lua).
+--
+-- Errors: a transport problem (connect, write, read, timeout, protocol) closes the
+-- socket and returns nil, message; the next call reconnects. A Redis error reply is
+-- not a transport problem: it comes back as a value for which resp.is_error() is true.
+local socket = require("socket")
+
+local M = {}
+
+local ErrorReply = {}
+ErrorReply.__index = ErrorReply
+ErrorReply.__tostring = function(e) return e.err end
+
+--- True when a reply is a Redis error reply ("-ERR ...", "-NOSCRIPT ...").
+function M.is_error(v)
+  return getmetatable(v) == ErrorReply
+end
+
+local function error_reply(msg)
+  return setmetatable({ err = msg }, ErrorReply)
+end
+
+local Client = {}
+Client.__index = Client
+
+local function arg_string(a)
+  local t = type(a)
+  if t == "string" then return a end
+  if t == "number" then
+    if a == math.floor(a) and a >= -2^53 and a <= 2^53 then
+      return string.format("%d", a)
+    end
+    return string.format("%.17g", a)
+  end
+  if t == "boolean" then return a and "1" or "0" end
+  error("resp: cannot send a " .. t .. " argument")
+end
+
+--- Encodes one command (an array of arguments) as a RESP2 array of bulk strings.
+function M.encode(cmd)
+  local parts = { "*" .. #cmd .. "\r\n" }
+  for i = 1, #cmd do
+    local s = arg_string(cmd[i])
+    parts[#parts + 1] = "$" .. #s .. "\r\n" .. s .. "\r\n"
+  end
+  return table.concat(parts)
+end
+
+--- Creates a client. Nothing is connected until the first call.
+-- opts: host, port, password_file ("" = no AUTH), tls (boolean),
+--       connect_timeout_ms, read_timeout_ms, scripts_dir (where <name>.lua Redis scripts live)
+function M.new(opts)
+  return setmetatable({
+    host = opts.host,
+    port = opts.port,
+    password_file = opts.password_file or "",
+    tls = opts.tls or false,
+    connect_timeout = (opts.connect_timeout_ms or 100) / 1000,
+    read_timeout = (opts.read_timeout_ms or 100) / 1000,
+    scripts_dir = opts.scripts_dir,
+    sock = nil,
+    sources = {},   -- script name -> source text (read once per worker)
+    shas = {},      -- script name -> SHA1 returned by SCRIPT LOAD on this server
+    connects = 0,   -- successful connects (a reconnect after an error counts again)
+  }, Client)
+end
+
+function Client:close()
+  if self.sock then
+    pcall(self.sock.close, self.sock)
+    self.sock = nil
+  end
+end
+
+local function read_password(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, "cannot read redis_password_file " .. path .. ": " .. tostring(err) end
+  local s = f:read("*a") or ""
+  f:close()
+  -- A Secret mounted from a file often ends with a newline; it is not part of the password.
+  s = s:gsub("[\r\n]+$", "")
+  return s
+end
+
+-- Reads one reply. Returns value, or nil + transport error.
+local function read_reply(sock)
+  local line, err = sock:receive("*l")
+  if not line then return nil, err end
+  local kind, rest = line:sub(1, 1), line:sub(2)
+  if kind == "+" then
+    return rest
+  elseif kind == "-" then
+    return error_reply(rest)
+  elseif kind == ":" then
+    local n = tonumber(rest)
+    if not n then return nil, "protocol error: bad integer " .. rest end
+    return n
+  elseif kind == "$" then
+    local n = tonumber(rest)
+    if not n then return nil, "protocol error: bad bulk length " .. rest end
+    if n < 0 then return false end -- nil bulk string
+    local data, rerr = sock:receive(n + 2)
+    if not data then return nil, rerr end
+    return data:sub(1, n)
+  elseif kind == "*" then
+    local n = tonumber(rest)
+    if not n then return nil, "protocol error: bad array length " .. rest end
+    if n < 0 then return false end
+    local arr = {}
+    for i = 1, n do
+      local v, verr = read_reply(sock)
+      if v == nil then return nil, verr end
+      arr[i] = v
+    end
+    return arr
+  end
+  return nil, "protocol error: unexpected reply type " .. kind
+end
+
+function Client:connect()
+  if self.sock then return true end
+  local sock = socket.tcp()
+  sock:settimeout(self.connect_timeout)
+  local ok, err = sock:connect(self.host, self.port)
+  if not ok then
+    sock:close()
+    return nil, "connect " .. tostring(self.host) .. ":" .. tostring(self.port) .. ": " .. tostring(err)
+  end
+  sock:setoption("tcp-nodelay", true)
+  sock:setoption("keepalive", true)
+  if self.tls then
+    -- luasec; verified against the system CA bundle, with SNI (ElastiCache in-transit encryption).
+    local ssl = require("ssl")
+    local wrapped, werr = ssl.wrap(sock, {
+      mode = "client",
+      protocol = "any",
+      options = { "all", "no_sslv2", "no_sslv3", "no_tlsv1" },
+      verify = "peer",
+      cafile = "/etc/ssl/certs/ca-certificates.crt",
+    })
+    if not wrapped then
+      sock:close()
+      return nil, "tls wrap: " .. tostring(werr)
+    end
+    wrapped:sni(self.host)
+    wrapped:settimeout(self.connect_timeout)
+    local hok, herr = wrapped:dohandshake()
+    if not hok then
+      wrapped:close()
+      return nil, "tls handshake: " .. tostring(herr)
+    end
+    sock = wrapped
+  end
+  sock:settimeout(self.read_timeout)
+  self.sock = sock
+  if self.password_file ~= "" then
+    local password, perr = read_password(self.password_file)
+    if not password then
+      self:close()
+      return nil, perr
+    end
+    local r, aerr = self:_roundtrip({ { "AUTH", password } })
+    if not r then return nil, aerr end
+    if M.is_error(r[1]) then
+      self:close()
+      return nil, "AUTH failed: " .. r[1].err
+    end
+  end
+  self.connects = self.connects + 1
+  -- Scripts are cached per server: after a reconnect the server may be a new (empty) one.
+  -- We keep the SHAs (they depend only on the text) and rely on NOSCRIPT to reload.
+  return true
+end
+
+-- Sends the commands in one write and reads as many replies. Transport failure closes.
+function Client:_roundtrip(cmds)
+  local buf = {}
+  for i = 1, #cmds do buf[i] = M.encode(cmds[i]) end
+  local ok, err = self.sock:send(table.concat(buf))
+  if not ok then
+    self:close()
+    return nil, "send: " .. tostring(err)
+  end
+  local replies = {}
+  for i = 1, #cmds do
+    local v, rerr = read_reply(self.sock)
+    if v == nil then
+      self:close()
+      return nil, "receive: " .. tostring(rerr)
+    end
+    replies[i] = v
+  end
+  return replies
+end
+
+--- Sends commands pipelined (one write, then all replies) and returns the replies.
+-- A stale connection (the server restarted, or closed an idle connection) is detected
+-- here; the pipeline is then retried once on a fresh connection when `retry_once` is set.
+-- Returns replies (error replies included as values), or nil + transport error.
+function Client:pipeline(cmds, retry_once)
+  local fresh = self.sock == nil
+  local ok, err = self:connect()
+  if not ok then return nil, err end
+  local replies, rerr = self:_roundtrip(cmds)
+  if replies then return replies end
+  if retry_once and not fresh then
+    ok, err = self:connect()
+    if not ok then return nil, err end
+    return self:_roundtrip(cmds)
+  end
+  return nil, rerr
+end
+
+--- One command. Returns the reply (maybe an error reply) or nil + transport error.
+function Client:call(...)
+  local r, err = self:pipeline({ { ... } }, true)
+  if not r then return nil, err end
+  return r[1]
+end
+
+function Client:_source(name)
+  local src = self.sources[name]
+  if src then return src end
+  local path = self.scripts_dir .. "/" .. name .. ".lua"
+  local f, err = io.open(path, "rb")
+  if not f then return nil, "cannot read Redis script " .. path .. ": " .. tostring(err) end
+  src = f:read("*a")
+  f:close()
+  self.sources[name] = src
+  return src
+end
+
+--- SCRIPT LOAD of a named script (from scripts_dir); caches and returns its SHA1.
+function Client:load_script(name)
+  local src, err = self:_source(name)
+  if not src then return nil, err end
+  local sha, lerr = self:call("SCRIPT", "LOAD", src)
+  if sha == nil then return nil, lerr end
+  if M.is_error(sha) then return nil, "SCRIPT LOAD " .. name .. ": " .. sha.err end
+  self.shas[name] = sha
+  return sha
+end
+
+local function is_noscript(v)
+  return M.is_error(v) and v.err:sub(1, 8) == "NOSCRIPT"
+end
+
+-- Builds the wire command for one pipeline entry.
+-- An entry is either { script = name, keys = {...}, args = {...} } or a raw command array.
+local function build(self, entry)
+  if not entry.script then return entry end
+  local cmd = { "EVALSHA", self.shas[entry.script], #entry.keys }
+  for i = 1, #entry.keys do cmd[#cmd + 1] = entry.keys[i] end
+  for i = 1, #entry.args do cmd[#cmd + 1] = entry.args[i] end
+  return cmd
+end
+
+--- Runs a pipeline of script calls and raw commands in one round trip.
+-- Scripts not yet loaded on this worker are loaded first (SCRIPT LOAD, once per worker
+-- and server). When a reply is NOSCRIPT (Redis restarted empty or SCRIPT FLUSH), the
+-- scripts are loaded again and the entries from the first NOSCRIPT on are sent again:
+-- a NOSCRIPT entry did not run, and later entries may depend on it (e.g. the inventory
+-- write that follows admit), so they are repeated; all such later entries are idempotent.
+function Client:run(entries)
+  for _, e in ipairs(entries) do
+    if e.script and not self.shas[e.script] then
+      local ok, err = self:load_script(e.script)
+      if not ok then return nil, err end
+    end
+  end
+  local cmds = {}
+  for i, e in ipairs(entries) do cmds[i] = build(self, e) end
+  local replies, err = self:pipeline(cmds, true)
+  if not replies then return nil, err end
+  local first
+  for i = 1, #replies do
+    if is_noscript(replies[i]) then first = i; break end
+  end
+  if not first then return replies end
+  for i = first, #entries do
+    if entries[i].script then
+      local ok, lerr = self:load_script(entries[i].script)
+      if not ok then return nil, lerr end
+    end
+  end
+  local again = {}
+  for i = first, #entries do again[#again + 1] = build(self, entries[i]) end
+  local r2, err2 = self:pipeline(again, false)
+  if not r2 then return nil, err2 end
+  for i = first, #entries do replies[i] = r2[i - first + 1] end
+  return replies
+end
+
+--- EVALSHA of one named script. Returns the reply (maybe an error reply) or nil + error.
+function Client:script(name, keys, args)
+  local r, err = self:run({ { script = name, keys = keys, args = args } })
+  if not r then return nil, err end
+  return r[1]
+end
+
+return M

@@ -1,0 +1,99 @@
+-- Loads and checks the generated settings.lua (docs/internals.md, "settings.lua").
+--
+-- The file is `return { ... }`, written by the stack from its typed config. It is run
+-- with an empty environment (it is data, not code: no globals, no require). Every field
+-- of the contract must be present with the right type and a sane value, and no other
+-- field may appear, so a drift between the stack and the filter is a clear error naming
+-- the field instead of a silent default.
+local M = {}
+
+local function is_int(v) return type(v) == "number" and v == math.floor(v) and v > -2^53 and v < 2^53 end
+
+-- field -> { type, check(value) -> ok, what is accepted }
+local FIELDS = {
+  backend_cluster = { "string", function(v) return v:match("^[%w_.:-]+$") ~= nil end, "a non-empty Envoy cluster name" },
+  admin_cluster = { "string", function(v) return v:match("^[%w_.:-]+$") ~= nil end, "a non-empty Envoy cluster name" },
+  hosts_cache_ms = { "integer", function(v) return v >= 0 and v <= 60000 end, "an integer from 0 to 60000" },
+  rate_limit = { "integer", function(v) return v >= 0 end, "an integer >= 0 (0 = no rate limit)" },
+  rate_window_ms = { "integer", function(v) return v >= 1 end, "a positive integer" },
+  max_connections_per_pod = { "integer", function(v) return v >= 1 end, "a positive integer" },
+  lease_ttl_ms = { "integer", function(v) return v >= 1 end, "a positive integer" },
+  renew_interval_ms = { "integer", function(v) return v >= 1 end, "a positive integer" },
+  redis_host = { "string", function(v) return v ~= "" and not v:find("[%s%c]") end, "a host name or address" },
+  redis_port = { "integer", function(v) return v >= 1 and v <= 65535 end, "an integer from 1 to 65535" },
+  redis_password_file = { "string", function() return true end, "a file path or \"\"" },
+  redis_tls = { "boolean" },
+  redis_connect_timeout_ms = { "integer", function(v) return v >= 1 and v <= 10000 end, "an integer from 1 to 10000" },
+  redis_read_timeout_ms = { "integer", function(v) return v >= 1 and v <= 10000 end, "an integer from 1 to 10000" },
+  failure_mode = { "string", function(v) return v == "open" or v == "closed" end, "\"open\" or \"closed\"" },
+  hash_tag = { "string", function(v) return v:match("^[%w_.:-]+$") ~= nil and #v <= 64 end,
+    "1-64 characters of letters, digits, _ . : - (no braces)" },
+  limit_all_requests = { "boolean" },
+  connection_inventory = { "boolean" },
+  metrics_path = { "string", function(v) return v:sub(1, 1) == "/" and not v:find("[%s%c?#]") end, "a path starting with /" },
+}
+
+M.FIELDS = FIELDS
+
+local function describe(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  return tostring(v)
+end
+
+--- Checks a settings table. Returns the table, or nil and a list of messages, each
+-- naming the field, the bad value and what would be accepted.
+function M.check(t)
+  local errs = {}
+  if type(t) ~= "table" then
+    return nil, { "settings.lua must return a table, got " .. type(t) }
+  end
+  local names = {}
+  for name in pairs(FIELDS) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local spec, v = FIELDS[name], t[name]
+    local want = spec[1]
+    if v == nil then
+      errs[#errs + 1] = "settings." .. name .. " is missing (want " .. want .. ")"
+    elseif (want == "integer" and not is_int(v)) or (want ~= "integer" and type(v) ~= want) then
+      errs[#errs + 1] = "settings." .. name .. " must be " .. (spec[3] or want) .. " (" .. want .. "), got " .. type(v) .. " " .. describe(v)
+    elseif spec[2] and not spec[2](v) then
+      errs[#errs + 1] = "settings." .. name .. " must be " .. spec[3] .. ", got " .. describe(v)
+    end
+  end
+  local unknown = {}
+  for k in pairs(t) do
+    if type(k) ~= "string" or not FIELDS[k] then unknown[#unknown + 1] = tostring(k) end
+  end
+  table.sort(unknown)
+  for _, k in ipairs(unknown) do
+    errs[#errs + 1] = "settings." .. k .. " is not a known field (see docs/internals.md)"
+  end
+  if #errs == 0 then
+    if t.renew_interval_ms >= t.lease_ttl_ms then
+      errs[#errs + 1] = "settings.renew_interval_ms must be below lease_ttl_ms (" .. t.lease_ttl_ms .. "), got " .. t.renew_interval_ms
+    end
+  end
+  if #errs > 0 then return nil, errs end
+  return t
+end
+
+--- Loads `path` (settings.lua). Returns settings, or nil, messages, partial
+-- (the raw table when it could be read, so a caller can still honour a valid
+-- failure_mode while refusing the rest).
+function M.load(path)
+  local f, ferr = io.open(path, "rb")
+  if not f then return nil, { "cannot read settings file " .. path .. ": " .. tostring(ferr) } end
+  local src = f:read("*a")
+  f:close()
+  local chunk, perr = loadstring(src, "=" .. path)
+  if not chunk then return nil, { "settings file " .. path .. " does not parse: " .. tostring(perr) } end
+  setfenv(chunk, {})
+  local ok, t = pcall(chunk)
+  if not ok then return nil, { "settings file " .. path .. " failed to run: " .. tostring(t) } end
+  local s, errs = M.check(t)
+  if not s then return nil, errs, type(t) == "table" and t or nil end
+  return s
+end
+
+return M
