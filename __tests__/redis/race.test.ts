@@ -1,0 +1,123 @@
+import * as fs from 'fs';
+import Redis from 'ioredis';
+import { startRedis, RedisServer } from '../support/redis-server';
+import { Scripts } from './support/scripts';
+import { buildWorker, recordCommands, replaySortedSets, runWorkers } from './support/workers';
+import type { WorkerConfig, WorkerResult } from './support/race-worker';
+
+/*
+ * Separate OS processes race for 5 pods with 2 slots each. The audit does not trust
+ * the scripts' replies: MONITOR logs every command Redis executes (script-internal
+ * ones included) in execution order, and replaying the lease-set writes rebuilds
+ * every state each set went through.
+ */
+const PODS = ['10.1.0.1:8080', '10.1.0.2:8080', '10.1.0.3:8080', '10.1.0.4:8080', '10.1.0.5:8080'];
+const PROCS = 10;
+
+let server: RedisServer;
+let redis: Redis;
+let s: Scripts;
+let worker: { entry: string; dir: string };
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = new Redis({ host: server.host, port: server.port, lazyConnect: true });
+  await redis.connect();
+  s = await Scripts.load(redis, 'race');
+  worker = buildWorker();
+});
+afterAll(async () => {
+  redis.disconnect();
+  await server.stop();
+  fs.rmSync(worker.dir, { recursive: true, force: true });
+});
+beforeEach(async () => { await redis.flushall(); });
+
+const cfg = (i: number, over: Partial<WorkerConfig>): WorkerConfig => ({
+  port: server.port, tag: 'race', shas: s.shas, proxy: `envoy-${i}`, mode: 'hold', loops: 4,
+  pods: PODS, maxPerPod: 2, rateLimit: 0, windowMs: 60000, ttlMs: 60000, ...over,
+});
+const isLeaseKey = (k: string) => k.startsWith('{race}:pod:');
+const sum = (rs: WorkerResult[], f: (r: WorkerResult) => number) => rs.reduce((a, r) => a + f(r), 0);
+
+test('hundreds of concurrent attempts from 10 processes: exactly 10 admitted, never 3 on a pod', async () => {
+  const rec = await recordCommands(server.port);
+  const results = await runWorkers(worker.entry, Array.from({ length: PROCS }, (_, i) => cfg(i, { mode: 'hold', loops: 4, attempts: 10 })));
+  const log = await rec.stop();
+
+  expect(results).toHaveLength(PROCS);
+  expect(results.flatMap((r) => r.errors)).toEqual([]);
+  expect(sum(results, (r) => r.attempts)).toBe(400);
+  const admitted = results.flatMap((r) => r.admitted);
+  expect(admitted).toHaveLength(10);
+  expect(sum(results, (r) => r.refused.FULL ?? 0)).toBe(390);
+
+  // Audit from Redis' own execution log.
+  const { max, final } = replaySortedSets(log, isLeaseKey);
+  expect([...max.keys()].sort()).toEqual(PODS.map(s.keys.pod).sort());
+  for (const [key, m] of max) expect({ key, max: m }).toEqual({ key, max: 2 });
+  // ... and it matches the live state and what the processes were told.
+  for (const pod of PODS) {
+    const members = (await redis.zrange(s.keys.pod(pod), 0, -1)).sort();
+    expect(members).toEqual([...(final.get(s.keys.pod(pod)) ?? [])].sort());
+    expect(members).toEqual(admitted.filter((a) => a.pod === pod).map((a) => a.id).sort());
+  }
+  expect((await redis.smembers(s.keys.pods)).sort()).toEqual([...PODS].sort());
+  expect(await redis.hgetall(s.keys.stats)).toEqual({ admitted: '10', rejected_capacity: '390' });
+});
+
+test('churn (acquire, hold 1-5 ms, release) from 10 processes stays within limits and ends with zero leases', async () => {
+  const rec = await recordCommands(server.port);
+  const results = await runWorkers(worker.entry, Array.from({ length: PROCS }, (_, i) => cfg(i, { mode: 'churn', loops: 3, durationMs: 1500, holdMs: [1, 5] })));
+  const log = await rec.stop();
+
+  expect(results).toHaveLength(PROCS);
+  expect(results.flatMap((r) => r.errors)).toEqual([]);
+  const admitted = sum(results, (r) => r.admitted.length);
+  const full = sum(results, (r) => r.refused.FULL ?? 0);
+  // There was real contention: more takers than the 10 slots, many times over.
+  expect(admitted).toBeGreaterThan(100);
+  expect(full).toBeGreaterThan(100);
+  // Every lease handed out was still there when its holder gave it back.
+  expect(results.flatMap((r) => r.releaseLost)).toEqual([]);
+  expect(sum(results, (r) => r.releasedOk)).toBe(admitted);
+
+  const { max, final } = replaySortedSets(log, isLeaseKey);
+  expect(max.size).toBe(5);
+  for (const [key, m] of max) {
+    expect(m).toBeLessThanOrEqual(2);
+    expect(final.get(key)).toEqual([]);
+  }
+  // The scripts' own view agrees: no reply ever reported more than 2 on a pod.
+  expect(Math.max(...results.flatMap((r) => r.admitted.map((a) => a.activeOnPod)))).toBeLessThanOrEqual(2);
+  for (const pod of PODS) expect(await redis.exists(s.keys.pod(pod))).toBe(0);
+  expect(await redis.scard(s.keys.pods)).toBe(0);
+  const st = await redis.hgetall(s.keys.stats);
+  expect(Number(st.admitted)).toBe(admitted);
+  expect(Number(st.released)).toBe(admitted);
+  expect(Number(st.rejected_capacity)).toBe(full);
+});
+
+test('a proxy killed while holding leases: its slots come back within the lease TTL', async () => {
+  const ttlMs = 400;
+  // One process takes all 10 slots and is killed with SIGKILL (no release ever runs).
+  const results = await runWorkers(worker.entry, [cfg(0, { mode: 'churn', loops: 10, durationMs: 60000, holdMs: [60000, 60000], ttlMs })], {
+    onRunning: async (children) => {
+      const deadline = Date.now() + 5000;
+      while ((await Promise.all(PODS.map((p) => redis.zcard(s.keys.pod(p))))).reduce((a, b) => a + b) < 10) {
+        if (Date.now() > deadline) throw new Error('the worker did not take all 10 slots');
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      children[0].kill('SIGKILL');
+    },
+  });
+  expect(results).toEqual([]); // killed: no report
+  const killedAt = await s.nowMs();
+  const req = { rateLimit: 0, windowMs: 60000, maxPerPod: 2, ttlMs, pods: PODS };
+  expect((await s.admit({ ...req, id: 'after-kill|0|0|0' })).status).toBe('FULL');
+  const latestExpiry = Math.max(...(await Promise.all(PODS.map(async (p) => Number((await redis.zrange(s.keys.pod(p), -1, -1, 'WITHSCORES'))[1])))));
+  expect(latestExpiry - killedAt).toBeLessThanOrEqual(ttlMs);
+  while ((await s.nowMs()) <= latestExpiry) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 10; i++) expect((await s.admit({ ...req, id: `new|0|${i}|0` })).status).toBe('ADMITTED');
+  expect(Number(await redis.hget(s.keys.stats, 'expired'))).toBe(10);
+});

@@ -1,0 +1,144 @@
+import { spawn, ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as ts from 'typescript';
+import Redis from 'ioredis';
+import type { WorkerConfig, WorkerResult } from './race-worker';
+
+const REPO = path.resolve(__dirname, '..', '..', '..');
+
+/**
+ * Transpiles race-worker.ts and its one import to plain JS in a temp dir (no
+ * ts-node here; compiled *.js stay out of the repo) and returns the entry file.
+ */
+export function buildWorker(): { entry: string; dir: string } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-race-'));
+  for (const name of ['race-worker', 'scripts']) {
+    const src = fs.readFileSync(path.join(__dirname, `${name}.ts`), 'utf8');
+    const out = ts.transpileModule(src, {
+      compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
+    });
+    fs.writeFileSync(path.join(dir, `${name}.js`), out.outputText);
+  }
+  return { entry: path.join(dir, 'race-worker.js'), dir };
+}
+
+/**
+ * Starts one OS process per config, waits until every one is connected, releases
+ * them together and collects their results. Each process is killed on timeout.
+ */
+export async function runWorkers(entry: string, configs: readonly WorkerConfig[], opts: {
+  timeoutMs?: number;
+  onStarted?: () => void | Promise<void>;
+  /** Called with the child processes once all are running (e.g. to kill one). */
+  onRunning?: (children: ChildProcess[]) => void | Promise<void>;
+} = {}): Promise<WorkerResult[]> {
+  const children = configs.map((cfg) => spawn(process.execPath, [entry, JSON.stringify(cfg)], {
+    env: { ...process.env, NODE_PATH: path.join(REPO, 'node_modules') },
+    stdio: ['pipe', 'pipe', 'inherit'],
+  }));
+  const outputs = children.map(() => '');
+  const ready = children.map((c, i) => new Promise<void>((resolve, reject) => {
+    c.stdout!.on('data', (d: Buffer) => {
+      outputs[i] += d.toString();
+      if (outputs[i].includes('READY\n')) resolve();
+    });
+    c.once('exit', (code) => reject(new Error(`worker ${i} exited with ${code} before READY`)));
+  }));
+  const exits = children.map((c) => new Promise<number | null>((resolve) => {
+    if (c.exitCode !== null) resolve(c.exitCode);
+    else c.once('exit', (code) => resolve(code));
+  }));
+  const timer = setTimeout(() => children.forEach((c) => c.kill('SIGKILL')), opts.timeoutMs ?? 20000);
+  try {
+    await Promise.all(ready);
+    await opts.onStarted?.();
+    for (const c of children) c.stdin!.write('go\n');
+    await opts.onRunning?.(children);
+    await Promise.all(exits);
+  } finally {
+    clearTimeout(timer);
+    children.forEach((c) => { if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL'); });
+  }
+  return outputs.map((o) => {
+    const line = o.split('\n').find((l) => l.startsWith('{'));
+    return line ? (JSON.parse(line) as WorkerResult) : undefined;
+  }).filter((r): r is WorkerResult => r !== undefined);
+}
+
+/** One command Redis executed, in execution order (MONITOR). */
+export interface Executed {
+  readonly time: number;
+  readonly args: string[];
+  readonly fromScript: boolean;
+}
+
+/**
+ * Records every command Redis executes, including the ones scripts run (MONITOR
+ * reports them with source "lua"), in the server's own execution order. Replaying
+ * that log reconstructs every state a key went through, which a poller sampling
+ * ZCARD cannot.
+ */
+export async function recordCommands(port: number): Promise<{ stop(): Promise<Executed[]> }> {
+  const control = new Redis({ host: '127.0.0.1', port, lazyConnect: true });
+  await control.connect();
+  const monitor = await control.monitor();
+  const log: Executed[] = [];
+  const marker = `audit-end-${process.pid}-${Date.now()}`;
+  let done: () => void;
+  const finished = new Promise<void>((r) => { done = r; });
+  monitor.on('monitor', (time: string, args: string[], source: string) => {
+    if (args[0]?.toLowerCase() === 'echo' && args[1] === marker) done();
+    else log.push({ time: Number(time), args, fromScript: source === 'lua' });
+  });
+  return {
+    async stop() {
+      const pinger = new Redis({ host: '127.0.0.1', port });
+      await pinger.echo(marker);
+      await finished;
+      pinger.disconnect();
+      monitor.disconnect();
+      control.disconnect();
+      return log;
+    },
+  };
+}
+
+/**
+ * Replays the sorted-set commands of the log (ZADD / ZREM / ZREMRANGEBYSCORE /
+ * DEL, the only ones the scripts use on lease sets) and returns, per key, the
+ * largest number of members it ever held and its final members.
+ */
+export function replaySortedSets(log: readonly Executed[], keyFilter: (key: string) => boolean) {
+  const sets = new Map<string, Map<string, number>>();
+  const max = new Map<string, number>();
+  for (const { args } of log) {
+    const cmd = args[0].toUpperCase();
+    const key = args[1];
+    if (key === undefined || !keyFilter(key)) continue;
+    const set = sets.get(key) ?? new Map<string, number>();
+    sets.set(key, set);
+    if (cmd === 'ZADD') {
+      let i = 2;
+      while (i < args.length && /^(NX|XX|GT|LT|CH)$/i.test(args[i])) i++;
+      for (; i + 1 < args.length; i += 2) set.set(args[i + 1], Number(args[i]));
+    } else if (cmd === 'ZREM') {
+      for (const m of args.slice(2)) set.delete(m);
+    } else if (cmd === 'ZREMRANGEBYSCORE') {
+      const bound = (v: string, dflt: number) => (v === '-inf' ? -Infinity : v === '+inf' ? Infinity : v.startsWith('(') ? dflt : Number(v));
+      if (args[2].startsWith('(') || args[3].startsWith('(')) throw new Error(`replay: exclusive bounds not handled: ${args.join(' ')}`);
+      const lo = bound(args[2], 0);
+      const hi = bound(args[3], 0);
+      for (const [m, sc] of [...set]) if (sc >= lo && sc <= hi) set.delete(m);
+    } else if (cmd === 'DEL' || cmd === 'UNLINK') {
+      set.clear();
+    } else if (/^(PEXPIRE|EXPIRE|ZRANGE|ZCARD|ZSCORE|ZCOUNT|ZRANGEBYSCORE|EXISTS|TYPE)$/.test(cmd)) {
+      continue;
+    } else {
+      throw new Error(`replay: unexpected command on ${key}: ${args.join(' ')}`);
+    }
+    max.set(key, Math.max(max.get(key) ?? 0, set.size));
+  }
+  return { max, final: new Map([...sets].map(([k, v]) => [k, [...v.keys()]])) };
+}
