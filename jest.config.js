@@ -4,6 +4,10 @@ module.exports = {
   roots: ['<rootDir>/__tests__'],
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true }] },
+  // `tsc` compiles in place (main.js beside main.ts): resolve the .ts source first so a
+  // stale compiled file never shadows the code under test.
+  moduleFileExtensions: ['ts', 'js', 'json', 'node'],
+  modulePathIgnorePatterns: ['<rootDir>/cdktf.out/'],
   snapshotResolver: undefined,
   testTimeout: 60000,
 };

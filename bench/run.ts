@@ -1,0 +1,58 @@
+import * as fs from 'fs';
+import * as path from 'path';
+
+/**
+ * `npm run bench`: runs every benchmark part that exists (synth here; Redis and filter
+ * parts are written by other parts of the project and may be missing), prints all
+ * numbers and writes bench-results/latest.json.
+ */
+const ROOT = path.resolve(__dirname, '..');
+const PARTS = ['synth', 'redis', 'filter'] as const;
+
+type Part = { run?: () => Promise<Record<string, unknown>> };
+
+async function runPart(name: string): Promise<unknown> {
+  const compiled = path.join(__dirname, `${name}.js`);
+  const source = path.join(__dirname, `${name}.ts`);
+  if (!fs.existsSync(compiled)) {
+    return fs.existsSync(source) ? { status: 'not compiled', hint: 'run tsc first (npm run bench compiles)' } : 'not present';
+  }
+  let mod: Part;
+  try {
+    mod = (await import(compiled)) as Part;
+  } catch (e) {
+    return { status: 'failed to load', error: (e as Error).message };
+  }
+  if (typeof mod.run !== 'function') return { status: 'no run() export' };
+  const start = Date.now();
+  try {
+    const result = await mod.run();
+    return { ...result, wallSeconds: Math.round((Date.now() - start) / 100) / 10 };
+  } catch (e) {
+    return { status: 'failed', error: (e as Error).message };
+  }
+}
+
+async function main(): Promise<void> {
+  const results: Record<string, unknown> = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: require('os').cpus().length,
+  };
+  for (const part of PARTS) {
+    process.stdout.write(`== ${part}\n`);
+    results[part] = await runPart(part);
+    process.stdout.write(JSON.stringify(results[part], null, 2) + '\n');
+  }
+  const dir = path.join(ROOT, 'bench-results');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'latest.json'), JSON.stringify(results, null, 2) + '\n');
+  process.stdout.write(`wrote ${path.relative(ROOT, path.join(dir, 'latest.json'))}\n`);
+}
+
+if (require.main === module) {
+  main().catch((e: Error) => {
+    process.stderr.write(`${e.stack ?? e.message}\n`);
+    process.exit(1);
+  });
+}

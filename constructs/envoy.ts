@@ -1,0 +1,211 @@
+import { DeploymentV1 } from '@cdktf/provider-kubernetes/lib/deployment-v1';
+import { PodDisruptionBudgetV1 } from '@cdktf/provider-kubernetes/lib/pod-disruption-budget-v1';
+import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
+import { Construct } from 'constructs';
+import { imageProblem } from '../config/validate';
+import { REDIS_PASSWORD_FILE } from '../config/settings';
+import { CONFIG_DIR, LUA_DIR, METRICS_PORT, PUBLIC_PORT } from '../envoy/bootstrap';
+import { FilterConfig } from './filter-config';
+import { ENVOY_SELECTOR, NAMES, componentLabels } from './names';
+import { ResourceSpec, containerSecurityContext, podSecurityContext, resources } from './security';
+
+/** uid/gid of the `envoy` user in the envoyproxy/envoy images. */
+const ENVOY_UID = 101;
+/** Shared state between the public filter's workers and metrics.lua (docs/internals.md). */
+export const STATE_DIR = '/var/run/ws-admission';
+
+export interface RedisPasswordSource {
+  /** Secret name. */
+  readonly secretName: string;
+  /** Key in the Secret holding the password. */
+  readonly key: string;
+}
+
+export interface EnvoyProxyProps {
+  readonly namespace: string;
+  /** The custom Envoy image (luasocket/luasec for LuaJIT), pinned. */
+  readonly image: string;
+  /** The ConfigMap with envoy.yaml, settings.lua and the Lua files. */
+  readonly config: FilterConfig;
+  /**
+   * Replicas.
+   * @default 2
+   */
+  readonly replicas?: number;
+  /**
+   * Worker threads per Envoy (`--concurrency`).
+   * @default 2
+   */
+  readonly concurrency?: number;
+  /**
+   * Secret holding the Redis password, mounted as /etc/ws-redis/password.
+   * @default - no password file (Redis without AUTH)
+   */
+  readonly redisPassword?: RedisPasswordSource;
+  /**
+   * Container resources.
+   * @default - 250m/128Mi requested, 1 CPU/256Mi limit
+   */
+  readonly resources?: ResourceSpec;
+  /**
+   * Seconds Envoy keeps running after the pod is told to stop, so the NLB deregisters it
+   * before its listeners close.
+   * @default 15
+   */
+  readonly preStopSleepSeconds?: number;
+}
+
+/**
+ * The Envoy fleet: Deployment (config checksum on the pod template, probes on the
+ * metrics listener, zone and host spread, restricted security context, Prometheus
+ * scrape annotations), a PodDisruptionBudget, and a ClusterIP Service
+ * `ws-envoy-metrics` for the metrics listener (port-forward, ServiceMonitor).
+ */
+export class EnvoyProxy extends Construct {
+  public readonly replicas: number;
+  public readonly concurrency: number;
+  /** Labels the Envoy pods carry and every selector uses. */
+  public readonly selector: { readonly [key: string]: string };
+  public readonly deployment: DeploymentV1;
+  public readonly pdb: PodDisruptionBudgetV1;
+  public readonly metricsService: ServiceV1;
+
+  constructor(scope: Construct, id: string, props: EnvoyProxyProps) {
+    super(scope, id);
+    this.replicas = props.replicas ?? 2;
+    this.concurrency = props.concurrency ?? 2;
+    for (const [field, value] of [['replicas', this.replicas], ['concurrency', this.concurrency]] as const) {
+      if (!Number.isSafeInteger(value) || value < 1) {
+        throw new Error(`EnvoyProxy: ${field} must be a positive integer, got ${value}; use 1 or more`);
+      }
+    }
+    const imageErr = imageProblem(props.image);
+    if (imageErr) throw new Error(`EnvoyProxy: image ${imageErr}, got ${JSON.stringify(props.image)}`);
+    const preStop = props.preStopSleepSeconds ?? 15;
+
+    this.selector = ENVOY_SELECTOR;
+    const labels = { ...componentLabels(NAMES.envoy, 'proxy'), ...ENVOY_SELECTOR };
+    const metadata = { name: NAMES.envoy, namespace: props.namespace, labels };
+
+    const volumes = [
+      {
+        name: 'config',
+        configMap: {
+          name: props.config.name,
+          defaultMode: '0444',
+          items: props.config.items.map((i) => ({ key: i.key, path: i.path })),
+        },
+      },
+      { name: 'state', emptyDir: { sizeLimit: '16Mi' } },
+      { name: 'tmp', emptyDir: { sizeLimit: '64Mi' } },
+      ...(props.redisPassword
+        ? [
+            {
+              name: 'redis-auth',
+              secret: {
+                secretName: props.redisPassword.secretName,
+                defaultMode: '0400',
+                items: [{ key: props.redisPassword.key, path: 'password' }],
+              },
+            },
+          ]
+        : []),
+    ];
+    const mounts = [
+      { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
+      { name: 'state', mountPath: STATE_DIR },
+      { name: 'tmp', mountPath: '/tmp' },
+      ...(props.redisPassword ? [{ name: 'redis-auth', mountPath: REDIS_PASSWORD_FILE.replace(/\/[^/]+$/, ''), readOnly: true }] : []),
+    ];
+    const probe = { httpGet: { path: '/ready', port: String(METRICS_PORT) } };
+
+    this.deployment = new DeploymentV1(this, 'deployment', {
+      metadata,
+      spec: {
+        replicas: String(this.replicas),
+        selector: { matchLabels: ENVOY_SELECTOR },
+        strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: '1', maxUnavailable: '0' } },
+        template: {
+          metadata: {
+            labels,
+            annotations: {
+              // Any change of envoy.yaml, settings.lua or a Lua file rolls the pods.
+              'checksum/config': props.config.checksum,
+              'prometheus.io/scrape': 'true',
+              'prometheus.io/port': String(METRICS_PORT),
+              'prometheus.io/path': '/metrics',
+            },
+          },
+          spec: {
+            automountServiceAccountToken: false,
+            enableServiceLinks: false,
+            terminationGracePeriodSeconds: preStop + 30,
+            securityContext: podSecurityContext(ENVOY_UID),
+            topologySpreadConstraint: [
+              {
+                maxSkew: 1,
+                topologyKey: 'topology.kubernetes.io/zone',
+                whenUnsatisfiable: 'ScheduleAnyway',
+                labelSelector: [{ matchLabels: ENVOY_SELECTOR }],
+              },
+              {
+                maxSkew: 1,
+                topologyKey: 'kubernetes.io/hostname',
+                whenUnsatisfiable: 'ScheduleAnyway',
+                labelSelector: [{ matchLabels: ENVOY_SELECTOR }],
+              },
+            ],
+            container: [
+              {
+                name: 'envoy',
+                image: props.image,
+                command: ['envoy'],
+                args: [
+                  '-c', `${CONFIG_DIR}/envoy.yaml`,
+                  '--concurrency', String(this.concurrency),
+                  // No shared memory for hot restart: Kubernetes replaces pods instead.
+                  '--disable-hot-restart',
+                  '--log-level', 'info',
+                ],
+                port: [
+                  { name: 'http', containerPort: PUBLIC_PORT, protocol: 'TCP' },
+                  { name: 'metrics', containerPort: METRICS_PORT, protocol: 'TCP' },
+                ],
+                env: [
+                  { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+                  { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+                  { name: 'WS_LUA_DIR', value: LUA_DIR },
+                  { name: 'WS_STATE_DIR', value: STATE_DIR },
+                ],
+                resources: resources(
+                  props.resources ?? { cpuRequest: '250m', memoryRequest: '128Mi', cpuLimit: '1', memoryLimit: '256Mi' },
+                ),
+                securityContext: containerSecurityContext(),
+                readinessProbe: { ...probe, periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 2 },
+                livenessProbe: { ...probe, initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 2, failureThreshold: 3 },
+                lifecycle: { preStop: [{ exec: { command: ['sleep', String(preStop)] } }] },
+                volumeMount: mounts,
+              },
+            ],
+            volume: volumes,
+          },
+        },
+      },
+      dependsOn: [props.config.configMap],
+    });
+
+    this.pdb = new PodDisruptionBudgetV1(this, 'pdb', {
+      metadata: { name: NAMES.envoyPdb, namespace: props.namespace, labels },
+      spec: { maxUnavailable: '1', selector: { matchLabels: ENVOY_SELECTOR } },
+    });
+
+    this.metricsService = new ServiceV1(this, 'metrics-service', {
+      metadata: { name: NAMES.envoyMetrics, namespace: props.namespace, labels },
+      spec: {
+        type: 'ClusterIP',
+        selector: ENVOY_SELECTOR,
+        port: [{ name: 'metrics', port: METRICS_PORT, targetPort: 'metrics', protocol: 'TCP' }],
+      },
+    });
+  }
+}

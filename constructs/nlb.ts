@@ -1,0 +1,88 @@
+import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
+import { Fn } from 'cdktf';
+import { Construct } from 'constructs';
+import { NlbScheme } from '../config/schema';
+import { METRICS_PORT } from '../envoy/bootstrap';
+import { NAMES, componentLabels } from './names';
+
+const ANNOTATION = 'service.beta.kubernetes.io/aws-load-balancer';
+
+export interface NlbProps {
+  readonly namespace: string;
+  /** Labels of the Envoy pods. */
+  readonly selector: { readonly [key: string]: string };
+  /**
+   * Scheme of the NLB.
+   * @default 'internet-facing'
+   */
+  readonly scheme?: NlbScheme;
+  /**
+   * Send proxy protocol v2 to Envoy (Envoy must expect it on the public listener).
+   * @default false
+   */
+  readonly proxyProtocol?: boolean;
+  /**
+   * Also publish the metrics listener (9901) on the NLB.
+   * @default false
+   */
+  readonly exposeMetrics?: boolean;
+  /**
+   * Seconds the NLB keeps a deregistering target's connections (WebSockets) alive.
+   * @default 30
+   */
+  readonly deregistrationDelaySeconds?: number;
+}
+
+/**
+ * The public entry: a Service of type LoadBalancer reconciled by the AWS Load Balancer
+ * Controller into an NLB with IP targets (straight to the Envoy pods), cross-zone load
+ * balancing, and an HTTP health check on Envoy's `/ready` (metrics listener).
+ * @see https://kubernetes-sigs.github.io/aws-load-balancer-controller/latest/guide/service/annotations/
+ */
+export class Nlb extends Construct {
+  public readonly service: ServiceV1;
+  /** DNS name of the NLB, or "" until it exists. */
+  public readonly hostname: string;
+  public readonly annotations: { readonly [key: string]: string };
+
+  constructor(scope: Construct, id: string, props: NlbProps) {
+    super(scope, id);
+    const delay = props.deregistrationDelaySeconds ?? 30;
+    if (!Number.isInteger(delay) || delay < 0 || delay > 3600) {
+      throw new Error(`Nlb: deregistrationDelaySeconds must be an integer between 0 and 3600, got ${delay}`);
+    }
+    this.annotations = {
+      [`${ANNOTATION}-type`]: 'external',
+      [`${ANNOTATION}-nlb-target-type`]: 'ip',
+      [`${ANNOTATION}-scheme`]: props.scheme ?? 'internet-facing',
+      [`${ANNOTATION}-attributes`]: 'load_balancing.cross_zone.enabled=true',
+      [`${ANNOTATION}-target-group-attributes`]: `deregistration_delay.timeout_seconds=${delay}`,
+      [`${ANNOTATION}-healthcheck-protocol`]: 'HTTP',
+      [`${ANNOTATION}-healthcheck-port`]: String(METRICS_PORT),
+      [`${ANNOTATION}-healthcheck-path`]: '/ready',
+      [`${ANNOTATION}-healthcheck-interval`]: '10',
+      [`${ANNOTATION}-healthcheck-timeout`]: '5',
+      [`${ANNOTATION}-healthcheck-healthy-threshold`]: '2',
+      [`${ANNOTATION}-healthcheck-unhealthy-threshold`]: '2',
+      ...(props.proxyProtocol ? { [`${ANNOTATION}-proxy-protocol`]: '*' } : {}),
+    };
+    this.service = new ServiceV1(this, 'service', {
+      metadata: {
+        name: NAMES.nlb,
+        namespace: props.namespace,
+        labels: componentLabels(NAMES.envoy, 'proxy'),
+        annotations: this.annotations,
+      },
+      spec: {
+        type: 'LoadBalancer',
+        selector: { ...props.selector },
+        port: [
+          { name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' },
+          ...(props.exposeMetrics ? [{ name: 'metrics', port: METRICS_PORT, targetPort: 'metrics', protocol: 'TCP' }] : []),
+        ],
+      },
+      waitForLoadBalancer: true,
+    });
+    this.hostname = Fn.try([this.service.status.get(0).loadBalancer.get(0).ingress.get(0).hostname, '']);
+  }
+}

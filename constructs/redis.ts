@@ -1,0 +1,187 @@
+import { DeploymentV1 } from '@cdktf/provider-kubernetes/lib/deployment-v1';
+import { NetworkPolicyV1 } from '@cdktf/provider-kubernetes/lib/network-policy-v1';
+import { SecretV1 } from '@cdktf/provider-kubernetes/lib/secret-v1';
+import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
+import { Password } from '@cdktf/provider-random/lib/password';
+import { Construct } from 'constructs';
+import { imageProblem } from '../config/validate';
+import { NAMES, REDIS_SELECTOR, componentLabels } from './names';
+import { ResourceSpec, containerSecurityContext, podSecurityContext, resources } from './security';
+
+export const REDIS_PORT = 6379;
+/** uid/gid of the `redis` user in the official images. */
+const REDIS_UID = 999;
+
+export interface RedisProps {
+  /** Namespace of every object. */
+  readonly namespace: string;
+  /** Pinned image reference (tag or digest). */
+  readonly image: string;
+  /** Labels of the only pods allowed to connect (the Envoy pods). */
+  readonly clientSelector: { readonly [key: string]: string };
+  /**
+   * Replicas. Only 1 is accepted: independent Redis pods behind one Service would split
+   * the admission state.
+   * @default 1
+   */
+  readonly replicas?: number;
+  /**
+   * Redis `maxmemory`. With `noeviction`, a full Redis answers errors (the filter's
+   * failure mode applies) instead of silently evicting live leases.
+   * @default '192mb'
+   */
+  readonly maxMemory?: string;
+  /**
+   * Container resources.
+   * @default - 100m/256Mi requested, 1 CPU/256Mi limit
+   */
+  readonly resources?: ResourceSpec;
+}
+
+/**
+ * The in-cluster Redis that holds the admission state: Deployment (1 replica, no
+ * persistence: leases are short-lived and re-registered by renewals after a restart),
+ * Service, a generated password in a Secret, and a NetworkPolicy that lets only the
+ * Envoy pods reach port 6379.
+ *
+ * The password never appears in the pod spec: the Secret carries a complete
+ * `redis.conf` (with `requirepass`) mounted as a file, and the probe reads it through
+ * `REDISCLI_AUTH` from a secretKeyRef.
+ */
+export class Redis extends Construct {
+  public readonly serviceName: string;
+  public readonly host: string;
+  public readonly port = REDIS_PORT;
+  /** Secret holding `password` (for clients) and `redis.conf` (for the server). */
+  public readonly secretName: string;
+  public readonly replicas: number;
+  public readonly deployment: DeploymentV1;
+  public readonly service: ServiceV1;
+  public readonly secret: SecretV1;
+  public readonly networkPolicy: NetworkPolicyV1;
+
+  constructor(scope: Construct, id: string, props: RedisProps) {
+    super(scope, id);
+    this.replicas = props.replicas ?? 1;
+    if (this.replicas !== 1) {
+      throw new Error(
+        `Redis: replicas must be 1, got ${this.replicas}; for a replicated Redis use ElastiCache and set externalRedisHost`,
+      );
+    }
+    const imageErr = imageProblem(props.image);
+    if (imageErr) throw new Error(`Redis: image ${imageErr}, got ${JSON.stringify(props.image)}`);
+
+    const labels = { ...componentLabels(NAMES.redis, 'state'), ...REDIS_SELECTOR };
+    const metadata = { name: NAMES.redis, namespace: props.namespace, labels };
+    this.serviceName = NAMES.redis;
+    this.secretName = NAMES.redisSecret;
+    this.host = `${NAMES.redis}.${props.namespace}.svc.cluster.local`;
+
+    // Alphanumeric only: the value goes into redis.conf unquoted and into a file read by Lua.
+    const password = new Password(this, 'password', { length: 40, special: false });
+
+    const redisConf = [
+      `port ${REDIS_PORT}`,
+      'bind 0.0.0.0',
+      'protected-mode yes',
+      `maxmemory ${props.maxMemory ?? '192mb'}`,
+      'maxmemory-policy noeviction',
+      // No persistence: the filter re-registers live leases on renewal after a restart.
+      'save ""',
+      'appendonly no',
+      'dir /data',
+      `requirepass ${password.result}`,
+      '',
+    ].join('\n');
+
+    this.secret = new SecretV1(this, 'secret', {
+      metadata: { name: NAMES.redisSecret, namespace: props.namespace, labels },
+      type: 'Opaque',
+      data: { password: password.result, 'redis.conf': redisConf },
+    });
+
+    this.deployment = new DeploymentV1(this, 'deployment', {
+      metadata,
+      spec: {
+        replicas: String(this.replicas),
+        // Recreate: two Redis pods must never serve at once (two states).
+        strategy: { type: 'Recreate' },
+        selector: { matchLabels: REDIS_SELECTOR },
+        template: {
+          metadata: { labels },
+          spec: {
+            automountServiceAccountToken: false,
+            enableServiceLinks: false,
+            securityContext: podSecurityContext(REDIS_UID),
+            container: [
+              {
+                name: 'redis',
+                image: props.image,
+                command: ['redis-server'],
+                args: ['/etc/redis/redis.conf'],
+                port: [{ name: 'redis', containerPort: REDIS_PORT, protocol: 'TCP' }],
+                env: [
+                  { name: 'REDISCLI_AUTH', valueFrom: { secretKeyRef: { name: NAMES.redisSecret, key: 'password' } } },
+                ],
+                resources: resources(
+                  props.resources ?? { cpuRequest: '100m', memoryRequest: '256Mi', cpuLimit: '1', memoryLimit: '256Mi' },
+                ),
+                securityContext: containerSecurityContext(),
+                readinessProbe: {
+                  exec: { command: ['sh', '-c', 'redis-cli -h 127.0.0.1 ping | grep -q PONG'] },
+                  periodSeconds: 5,
+                  timeoutSeconds: 2,
+                  failureThreshold: 3,
+                },
+                livenessProbe: {
+                  tcpSocket: [{ port: String(REDIS_PORT) }],
+                  initialDelaySeconds: 10,
+                  periodSeconds: 10,
+                  timeoutSeconds: 2,
+                  failureThreshold: 3,
+                },
+                volumeMount: [
+                  { name: 'config', mountPath: '/etc/redis', readOnly: true },
+                  { name: 'data', mountPath: '/data' },
+                ],
+              },
+            ],
+            volume: [
+              {
+                name: 'config',
+                secret: { secretName: NAMES.redisSecret, defaultMode: '0400', items: [{ key: 'redis.conf', path: 'redis.conf' }] },
+              },
+              { name: 'data', emptyDir: { sizeLimit: '256Mi' } },
+            ],
+          },
+        },
+      },
+      dependsOn: [this.secret],
+    });
+
+    this.service = new ServiceV1(this, 'service', {
+      metadata,
+      spec: {
+        type: 'ClusterIP',
+        selector: REDIS_SELECTOR,
+        port: [{ name: 'redis', port: REDIS_PORT, targetPort: 'redis', protocol: 'TCP' }],
+      },
+    });
+
+    // Enforced only where the CNI implements NetworkPolicy (EKS: VPC CNI with network
+    // policy enabled, or Calico/Cilium).
+    this.networkPolicy = new NetworkPolicyV1(this, 'network-policy', {
+      metadata: { name: NAMES.redisPolicy, namespace: props.namespace, labels },
+      spec: {
+        podSelector: { matchLabels: REDIS_SELECTOR },
+        policyTypes: ['Ingress'],
+        ingress: [
+          {
+            from: [{ podSelector: { matchLabels: { ...props.clientSelector } } }],
+            ports: [{ port: String(REDIS_PORT), protocol: 'TCP' }],
+          },
+        ],
+      },
+    });
+  }
+}

@@ -1,0 +1,175 @@
+import { NamespaceV1 } from '@cdktf/provider-kubernetes/lib/namespace-v1';
+import { TerraformOutput, TerraformStack } from 'cdktf';
+import { Construct } from 'constructs';
+import { StackConfig } from '../config/schema';
+import { RedisEndpoint, renderSettingsLua } from '../config/settings';
+import { validateConfig } from '../config/validate';
+import { buildEnvoyBootstrap, METRICS_PORT } from '../envoy/bootstrap';
+import { bootstrapToYaml } from '../envoy/yaml';
+import { BackendService } from './backend-service';
+import { EksProviders } from './eks-providers';
+import { EnvoyProxy, RedisPasswordSource } from './envoy';
+import { FilterConfig } from './filter-config';
+import { NAMES, PART_OF } from './names';
+import { Nlb } from './nlb';
+import { Redis } from './redis';
+import { configureRemoteState } from './remote-state';
+import { SampleBackend } from './sample-backend';
+
+/** Name of the stack: `cdktf.out/stacks/ws-envoy-admission/cdk.tf.json`. */
+export const STACK_NAME = 'ws-envoy-admission';
+
+export interface WsAdmissionStackProps {
+  /** The resolved configuration (see `loadConfig`). */
+  readonly config: StackConfig;
+  /**
+   * Directories whose `*.lua` files go into the Envoy ConfigMap.
+   * @default - lua/envoy and lua/redis of this repository
+   */
+  readonly luaDirs?: readonly string[];
+}
+
+/**
+ * The whole deployment: providers from the EKS cluster, Redis (or an external one),
+ * the backend's headless Service, the optional sample backend, the Envoy fleet with its
+ * generated config, the NLB, and the outputs.
+ */
+export class WsAdmissionStack extends TerraformStack {
+  public readonly config: StackConfig;
+  public readonly providers: EksProviders;
+  public readonly redis?: Redis;
+  public readonly backend: BackendService;
+  public readonly filterConfig: FilterConfig;
+  public readonly envoy: EnvoyProxy;
+  public readonly nlb: Nlb;
+
+  constructor(scope: Construct, id: string, props: WsAdmissionStackProps) {
+    super(scope, id);
+    const c = validateConfig(props.config);
+    this.config = c;
+
+    configureRemoteState(this, {
+      bucket: c.remoteStateBucket,
+      key: c.remoteStateKey,
+      region: c.remoteStateRegion || c.region,
+      lockfile: c.remoteStateLockfile,
+    });
+    this.providers = new EksProviders(this, 'eks', { clusterName: c.clusterName, region: c.region });
+
+    // With createNamespace, referencing the resource's name orders everything after it.
+    const namespace = c.createNamespace
+      ? new NamespaceV1(this, 'ns', {
+          metadata: { name: c.namespace, labels: { 'app.kubernetes.io/part-of': PART_OF } },
+        }).metadata.name
+      : c.namespace;
+
+    let redisEndpoint: RedisEndpoint;
+    let redisPassword: RedisPasswordSource | undefined;
+    if (c.externalRedisHost === '') {
+      this.redis = new Redis(this, 'redis', {
+        namespace,
+        image: c.redisImage,
+        replicas: c.redisReplicas,
+        clientSelector: { 'app.kubernetes.io/name': NAMES.envoy, 'app.kubernetes.io/part-of': PART_OF },
+      });
+      redisEndpoint = { host: `${NAMES.redis}.${c.namespace}.svc.cluster.local`, port: this.redis.port, tls: false, auth: true };
+      redisPassword = { secretName: this.redis.secretName, key: 'password' };
+    } else {
+      redisEndpoint = {
+        host: c.externalRedisHost,
+        port: c.externalRedisPort,
+        tls: c.externalRedisTls,
+        auth: c.externalRedisPasswordSecret !== '',
+      };
+      redisPassword = c.externalRedisPasswordSecret !== '' ? { secretName: c.externalRedisPasswordSecret, key: 'password' } : undefined;
+    }
+
+    this.backend = new BackendService(this, 'backend-service', {
+      namespace,
+      name: c.backendServiceName,
+      selector: c.backendSelector,
+      port: c.backendPort,
+    });
+    if (c.deploySampleBackend) {
+      new SampleBackend(this, 'sample-backend', {
+        namespace,
+        image: c.sampleBackendImage,
+        labels: c.backendSelector,
+        port: c.backendPort,
+        replicas: c.sampleBackendReplicas,
+        healthCheckPath: c.backendHealthCheckPath,
+      });
+    }
+
+    const bootstrap = buildEnvoyBootstrap({
+      // The plain string (not the namespace token): envoy.yaml must be known at synth time.
+      backendHost: `${c.backendServiceName}.${c.namespace}.svc.cluster.local`,
+      backendPort: c.backendPort,
+      healthCheckPath: c.backendHealthCheckPath,
+      idleTimeoutSeconds: c.idleTimeoutSeconds,
+      maxStreamDurationSeconds: c.maxStreamDurationSeconds,
+      proxyProtocol: c.nlbProxyProtocol,
+    });
+    this.filterConfig = new FilterConfig(this, 'filter-config', {
+      namespace,
+      envoyYaml: bootstrapToYaml(bootstrap),
+      settingsLua: renderSettingsLua(c, redisEndpoint),
+      luaDirs: props.luaDirs,
+    });
+    this.envoy = new EnvoyProxy(this, 'envoy', {
+      namespace,
+      image: c.envoyImage,
+      config: this.filterConfig,
+      replicas: c.envoyReplicas,
+      concurrency: c.envoyConcurrency,
+      redisPassword,
+    });
+    this.nlb = new Nlb(this, 'nlb', {
+      namespace,
+      selector: this.envoy.selector,
+      scheme: c.nlbScheme,
+      proxyProtocol: c.nlbProxyProtocol,
+      exposeMetrics: c.exposeMetricsOnNlb,
+    });
+
+    // --- MONITORING (constructs/monitoring.ts, owned by the monitoring engineer) -------------
+    // Instantiate here when c.grafanaDashboard || c.serviceMonitor, e.g.
+    //   new Monitoring(this, 'monitoring', { namespace, grafanaDashboard: c.grafanaDashboard,
+    //     serviceMonitor: c.serviceMonitor, selector: this.envoy.selector,
+    //     metricsService: NAMES.envoyMetrics, metricsPort: 'metrics' });
+    // ------------------------------------------------------------------------------------------
+
+    this.outputs(c, redisEndpoint);
+  }
+
+  private outputs(c: StackConfig, redis: RedisEndpoint): void {
+    new TerraformOutput(this, 'load_balancer_hostname', {
+      description: 'DNS name of the NLB in front of Envoy ("" until the AWS Load Balancer Controller has created it).',
+      value: this.nlb.hostname,
+    });
+    new TerraformOutput(this, 'websocket_url', {
+      description: 'WebSocket URL through the NLB (port 80, plain ws://; terminate TLS in front if needed).',
+      value: `ws://${this.nlb.hostname}/`,
+    });
+    new TerraformOutput(this, 'namespace', {
+      description: 'Kubernetes namespace of the stack.',
+      value: c.namespace,
+    });
+    new TerraformOutput(this, 'redis_service', {
+      description: 'Redis endpoint the Envoy filter uses (host:port).',
+      value: `${redis.host}:${redis.port}`,
+    });
+    new TerraformOutput(this, 'redis_password_secret', {
+      description: 'Secret holding the Redis password (key "password"); the value itself is never an output.',
+      value: this.redis ? this.redis.secretName : c.externalRedisPasswordSecret,
+    });
+    new TerraformOutput(this, 'metrics_port_forward', {
+      description: 'Command that makes the Prometheus metrics of one Envoy reachable on localhost:9901/metrics.',
+      value: `kubectl -n ${c.namespace} port-forward svc/${NAMES.envoyMetrics} ${METRICS_PORT}:${METRICS_PORT}`,
+    });
+    new TerraformOutput(this, 'state_backend', {
+      description: 'Where the Terraform state of this stack lives.',
+      value: c.remoteStateBucket === '' ? 'local' : `s3://${c.remoteStateBucket}/${c.remoteStateKey}`,
+    });
+  }
+}
