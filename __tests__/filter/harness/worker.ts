@@ -251,3 +251,60 @@ export async function openSocket(w: Worker, headers: HeaderList = UPGRADE): Prom
   await w.response(req.sid, '101');
   return { sid: req.sid, pod: req.override.host, req };
 }
+
+export const HOSTS: Array<[string, string]> = [
+  ['10.0.0.1:8080', 'healthy'],
+  ['10.0.0.2:8080', 'healthy'],
+  ['10.0.0.3:8080', '/failed_active_hc'],
+];
+
+/** Starts workers for one test file and stops them all at the end. */
+export class Fleet {
+  private readonly workers: Worker[] = [];
+  readonly stateDir = makeStateDir();
+
+  constructor(private readonly redisPort: number) {}
+
+  async worker(overrides: Partial<Settings> = {}, opts: {
+    podName?: string; hosts?: Array<[string, string]>; script?: 'filter.lua' | 'metrics.lua';
+    settings?: Record<string, unknown> | string;
+  } = {}): Promise<Worker> {
+    const luaDir = makeLuaDir(opts.settings ?? { ...defaultSettings(this.redisPort, overrides) });
+    const w = await Worker.start({
+      luaDir, stateDir: this.stateDir, podName: opts.podName, script: opts.script, hosts: opts.hosts ?? HOSTS,
+    });
+    this.workers.push(w);
+    return w;
+  }
+
+  async closeAll(): Promise<void> {
+    await Promise.all(this.workers.splice(0).map((w) => w.close()));
+  }
+}
+
+/** Redis server time in ms (the scripts' clock). */
+export function redisNowMs(cli: (...a: string[]) => string): number {
+  const [s, us] = cli('TIME').split('\n').map(Number);
+  return s * 1000 + Math.floor(us / 1000);
+}
+
+/** Live (unexpired) leases of one pod. */
+export function liveLeases(cli: (...a: string[]) => string, pod: string, tag = 'ws'): string[] {
+  const now = redisNowMs(cli);
+  const out = cli('ZRANGEBYSCORE', `{${tag}}:pod:${pod}`, `(${now}`, '+inf');
+  return out === '' ? [] : out.split('\n');
+}
+
+/** Calls of one Redis command so far (INFO commandstats). */
+export function commandCalls(cli: (...a: string[]) => string, cmd: string): number {
+  const m = cli('INFO', 'commandstats').match(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`));
+  return m ? Number(m[1]) : 0;
+}
+
+export function statsHash(cli: (...a: string[]) => string, tag = 'ws'): Record<string, number> {
+  const flat = cli('HGETALL', `{${tag}}:stats`);
+  const parts = flat === '' ? [] : flat.split('\n');
+  const out: Record<string, number> = {};
+  for (let i = 0; i + 1 < parts.length; i += 2) out[parts[i]] = Number(parts[i + 1]);
+  return out;
+}

@@ -1,0 +1,209 @@
+// The public filter (lua/envoy/filter.lua) run unchanged under LuaJIT + luasocket in the
+// harness's reproduction of Envoy's Lua stream-handle API, against a real redis-server.
+import { startRedis, RedisServer } from '../support/redis-server';
+import {
+  Fleet, UPGRADE, PLAIN, HeaderList, openSocket, sleep, liveLeases, commandCalls, statsHash, redisNowMs,
+} from './harness/worker';
+
+let redis: RedisServer;
+let fleet: Fleet;
+
+beforeAll(async () => { redis = await startRedis(); });
+afterAll(async () => { await redis.stop(); });
+beforeEach(() => { redis.cli('FLUSHALL'); fleet = new Fleet(redis.port); });
+afterEach(async () => { await fleet.closeAll(); });
+
+describe('admission', () => {
+  it('admits onto the least-loaded healthy pod, pins it strictly and records {connection_id, pod}', async () => {
+    const w = await fleet.worker({ max_connections_per_pod: 2 });
+    const pods: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await w.request(UPGRADE);
+      expect(r.state).toBe('waiting_body'); // admitted; now watching client->server data
+      expect(r.override?.strict).toBe(true);
+      const md = r.metadata?.['ws.admission'] as { connection_id: string; pod: string };
+      expect(md.pod).toBe(r.override?.host);
+      expect(md.connection_id).toMatch(/^envoy-test-0\|[0-9a-f]{6}\|\d+\|[0-9a-f]{6}$/);
+      pods.push(r.override!.host);
+      await w.response(r.sid, '101');
+    }
+    // Least loaded first, ties to the first listed; the unhealthy 10.0.0.3 is never offered.
+    expect(pods).toEqual(['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.1:8080', '10.0.0.2:8080']);
+    expect(liveLeases(redis.cli, '10.0.0.1:8080')).toHaveLength(2);
+    expect(liveLeases(redis.cli, '10.0.0.2:8080')).toHaveLength(2);
+    expect(redis.cli('EXISTS', '{ws}:pod:10.0.0.3:8080')).toBe('0');
+  });
+
+  it('answers 503 with Retry-After when every healthy pod is full, and consumes nothing', async () => {
+    const w = await fleet.worker({ max_connections_per_pod: 1, lease_ttl_ms: 5000 });
+    await openSocket(w);
+    await openSocket(w);
+    const r = await w.request(UPGRADE);
+    expect(r.state).toBe('responded');
+    expect(r.override).toBeUndefined();
+    expect(r.reply?.headers[':status']).toBe('503');
+    expect(r.reply?.headers['x-ws-admission']).toBe('capacity');
+    const retry = Number(r.reply?.headers['retry-after']);
+    expect(retry).toBeGreaterThanOrEqual(1);
+    expect(retry).toBeLessThanOrEqual(5); // the earliest lease expiry, rounded up
+    expect(statsHash(redis.cli)).toMatchObject({ admitted: 2, rejected_capacity: 1 });
+  });
+
+  it('answers 429 with Retry-After and RateLimit-* headers, then refuses from the worker cache without Redis', async () => {
+    const w = await fleet.worker({ rate_limit: 2, rate_window_ms: 1500, max_connections_per_pod: 100 });
+    await openSocket(w);
+    await openSocket(w);
+    const r = await w.request(UPGRADE);
+    expect(r.reply?.headers[':status']).toBe('429');
+    const h = r.reply!.headers;
+    expect(Number(h['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(Number(h['retry-after'])).toBeLessThanOrEqual(2);
+    expect(h['ratelimit-limit']).toBe('2');
+    expect(h['ratelimit-remaining']).toBe('0');
+    expect(h['ratelimit-reset']).toBe(h['retry-after']);
+    expect(h['x-ws-admission']).toBe('rate_limited');
+
+    const before = commandCalls(redis.cli, 'evalsha');
+    for (let i = 0; i < 20; i++) {
+      const again = await w.request(UPGRADE);
+      expect(again.reply?.headers[':status']).toBe('429');
+    }
+    expect(commandCalls(redis.cli, 'evalsha')).toBe(before); // the flood never reached Redis
+
+    await sleep(1600); // the window has moved on
+    const later = await w.request(UPGRADE);
+    expect(later.override).toBeDefined();
+  });
+
+  it('releases the lease when the backend does not upgrade (non-101), e.g. strict override 503', async () => {
+    const w = await fleet.worker();
+    for (const status of ['403', '503', '200']) {
+      const r = await w.request(UPGRADE);
+      expect(liveLeases(redis.cli, r.override!.host)).toHaveLength(1);
+      const resp = await w.response(r.sid, status);
+      expect(resp.state).toBe('done');
+      expect(liveLeases(redis.cli, r.override!.host)).toHaveLength(0);
+    }
+    expect(statsHash(redis.cli)).toMatchObject({ admitted: 3, released: 3 });
+  });
+
+  it('keeps the lease while the socket is open and releases it at the normal end of the stream', async () => {
+    const w = await fleet.worker();
+    const s = await openSocket(w);
+    await w.data(s.sid, 'response');
+    await w.data(s.sid, 'request');
+    expect(liveLeases(redis.cli, s.pod!)).toHaveLength(1);
+    await w.end(s.sid, 'request'); // client half: nothing released yet
+    expect(liveLeases(redis.cli, s.pod!)).toHaveLength(1);
+    const end = await w.end(s.sid, 'response');
+    expect(end.state).toBe('done');
+    expect(liveLeases(redis.cli, s.pod!)).toHaveLength(0);
+    expect(statsHash(redis.cli).released).toBe(1);
+  });
+
+  it('renews on data in either direction: a busy socket keeps its slot past several lease TTLs, an idle one expires', async () => {
+    const ttl = 900;
+    const w = await fleet.worker({ lease_ttl_ms: ttl, renew_interval_ms: 250, max_connections_per_pod: 5 });
+    const down = await openSocket(w); // server -> client traffic only
+    const up = await openSocket(w);   // client -> server traffic only
+    const idle = await openSocket(w);
+    const ids = (s: { req: { metadata?: Record<string, Record<string, unknown>> } }) =>
+      s.req.metadata!['ws.admission'].connection_id as string;
+    const calls0 = commandCalls(redis.cli, 'evalsha');
+    let chunks = 0;
+    const t0 = Date.now();
+    while (Date.now() - t0 < 4 * ttl) {
+      chunks += 2;
+      await w.data(down.sid, 'response');
+      await w.data(up.sid, 'request');
+      await sleep(100);
+    }
+    const live = [...liveLeases(redis.cli, '10.0.0.1:8080'), ...liveLeases(redis.cli, '10.0.0.2:8080')];
+    expect(live).toContain(ids(down));
+    expect(live).toContain(ids(up));
+    expect(live).not.toContain(ids(idle));
+    // Renewals are rate limited: about one per renew interval per socket, not one per chunk.
+    const renewals = commandCalls(redis.cli, 'evalsha') - calls0;
+    expect(renewals).toBeLessThanOrEqual(2 * (Math.ceil((Date.now() - t0) / 250) + 1));
+    expect(renewals).toBeLessThan(chunks / 2);
+  });
+
+  it('a reset stream never releases (the coroutine is abandoned); its slot comes back after the lease TTL', async () => {
+    const ttl = 800;
+    const w1 = await fleet.worker({ lease_ttl_ms: ttl, renew_interval_ms: 200, max_connections_per_pod: 1 },
+      { hosts: [['10.0.0.1:8080', 'healthy']] });
+    const s = await openSocket(w1);
+    await w1.data(s.sid, 'response');
+    await w1.reset(s.sid);
+    expect((await w1.request(UPGRADE)).reply?.headers[':status']).toBe('503');
+    expect(liveLeases(redis.cli, '10.0.0.1:8080')).toHaveLength(1);
+    await sleep(ttl + 100);
+    const again = await w1.request(UPGRADE);
+    expect(again.override?.host).toBe('10.0.0.1:8080');
+    expect(statsHash(redis.cli)).toMatchObject({ expired: 1 });
+    expect(statsHash(redis.cli).released ?? 0).toBe(0);
+  });
+
+  it('accepts an HTTP/2 extended CONNECT WebSocket (RFC 8441): 200 is its upgrade answer', async () => {
+    const w = await fleet.worker();
+    const h2: HeaderList = [[':method', 'CONNECT'], [':protocol', 'websocket'], [':path', '/ws'],
+      [':authority', 'example.test'], [':scheme', 'https']];
+    const r = await w.request(h2);
+    expect(r.override).toBeDefined();
+    const resp = await w.response(r.sid, '200');
+    expect(resp.state).toBe('waiting_body');
+    expect(liveLeases(redis.cli, r.override!.host)).toHaveLength(1);
+  });
+});
+
+describe('non-WebSocket requests', () => {
+  it('pass through untouched, without a Redis call, unless limit_all_requests', async () => {
+    const w = await fleet.worker({ rate_limit: 1 });
+    const before = commandCalls(redis.cli, 'evalsha') + commandCalls(redis.cli, 'script|load');
+    for (let i = 0; i < 5; i++) {
+      const r = await w.request(PLAIN);
+      expect(r.state).toBe('done');
+      expect(r.headers).toEqual(PLAIN);
+      expect(r.override).toBeUndefined();
+    }
+    expect(commandCalls(redis.cli, 'evalsha') + commandCalls(redis.cli, 'script|load')).toBe(before);
+  });
+
+  it('with limit_all_requests share the global rate window with upgrades', async () => {
+    const w = await fleet.worker({ rate_limit: 3, rate_window_ms: 5000, limit_all_requests: true });
+    expect((await w.request(PLAIN)).state).toBe('done');
+    expect((await w.request(PLAIN)).state).toBe('done');
+    expect((await w.request(UPGRADE)).override).toBeDefined();
+    const r = await w.request(PLAIN);
+    expect(r.reply?.headers[':status']).toBe('429');
+    expect(r.reply?.headers['ratelimit-limit']).toBe('3');
+    expect(redis.cli('ZCARD', '{ws}:rate')).toBe('3');
+  });
+});
+
+describe('connection inventory', () => {
+  it('writes {ws}:conn:<id> (pod, proxy, client, start) with the admission, renews its expiry and deletes it on release', async () => {
+    const w = await fleet.worker({ connection_inventory: true, max_connections_per_pod: 1, lease_ttl_ms: 5000 },
+      { podName: 'envoy-inv-1' });
+    const s = await openSocket(w);
+    const id = s.req.metadata!['ws.admission'].connection_id as string;
+    const key = `{ws}:conn:${id}`;
+    const [pod, proxy, client, start] = redis.cli('HMGET', key, 'pod', 'proxy', 'client', 'start_ms').split('\n');
+    expect(pod).toBe(s.pod);
+    expect(proxy).toBe('envoy-inv-1');
+    expect(client).toBe('203.0.113.9:40000');
+    expect(Math.abs(Number(start) - redisNowMs(redis.cli))).toBeLessThan(5000);
+    const pttl = Number(redis.cli('PTTL', key));
+    expect(pttl).toBeGreaterThan(0);
+    expect(pttl).toBeLessThanOrEqual(5000);
+
+    // A refused attempt leaves no inventory entry.
+    await openSocket(w);
+    const refused = await w.request(UPGRADE);
+    expect(refused.reply?.headers[':status']).toBe('503');
+    expect(redis.cli('--scan', '--pattern', '{ws}:conn:*').split('\n')).toHaveLength(2);
+
+    await w.end(s.sid, 'response');
+    expect(redis.cli('EXISTS', key)).toBe('0');
+  });
+});
