@@ -11,6 +11,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { parseArgs } from 'util';
+import { loadConfig } from '../config/load';
 import { ConsoleReporter, Reporter } from './lib/progress';
 import { CheckResult, PREREQUISITE_NAMES, Target, checkPrerequisites } from './lib/prereqs';
 import { NodeProcessRunner, ProcessRunner, formatCommand } from './lib/process';
@@ -54,11 +55,15 @@ export class StepFailed extends Error {
 const USAGE = `usage: npm run deploy  -- [options]
        npm run destroy -- [options]
 
-  --cluster NAME       EKS cluster (default $WS_CLUSTER_NAME)
-  --region REGION      AWS region (default $AWS_REGION / $AWS_DEFAULT_REGION)
-  --image REF          the custom Envoy image (default $WS_ENVOY_IMAGE)
+  --cluster NAME       EKS cluster (default: clusterName of the config)
+  --region REGION      AWS region (default: region of the config)
+  --image REF          the custom Envoy image (default: envoyImage of the config)
   --stack NAME         the cdktf stack (default: the only stack the app synthesizes)
-  --namespace NS       where the stack deploys (default: the stack output, else ${DEFAULT_NAMESPACE})
+  --namespace NS       where the stack deploys (default: namespace of the config)
+
+The config is the stack's: defaults < the JSON file in $WS_ADMISSION_CONFIG <
+WS_ADMISSION_* variables (see README, Configuration); flags here only override
+what the checks and waits look at, not what is deployed.
   --timeout SECONDS    limit for each wait (default 600)
   --health-path PATH   HTTP path checked through the NLB (default /)
   --ws-path PATH       WebSocket path checked through the NLB (default /)
@@ -66,7 +71,15 @@ const USAGE = `usage: npm run deploy  -- [options]
   --skip-verify        deploy without the checks after it
 `;
 
-export function parseDeployArgs(argv: readonly string[], env: NodeJS.ProcessEnv, mode: 'deploy' | 'destroy'): DeployOptions & { help: boolean } {
+/** The part of the stack's typed config the checks need. */
+export interface ConfigView {
+  readonly clusterName?: string;
+  readonly region?: string;
+  readonly namespace?: string;
+  readonly envoyImage?: string;
+}
+
+export function parseDeployArgs(argv: readonly string[], config: ConfigView, mode: 'deploy' | 'destroy'): DeployOptions & { help: boolean } {
   const { values } = parseArgs({
     args: [...argv],
     options: {
@@ -93,11 +106,11 @@ export function parseDeployArgs(argv: readonly string[], env: NodeJS.ProcessEnv,
     mode,
     stack: values.stack,
     target: {
-      clusterName: values.cluster ?? env.WS_CLUSTER_NAME,
-      region: values.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION,
-      envoyImage: values.image ?? env.WS_ENVOY_IMAGE,
+      clusterName: values.cluster ?? config.clusterName,
+      region: values.region ?? config.region,
+      envoyImage: values.image ?? config.envoyImage,
     },
-    namespace: values.namespace ?? env.WS_NAMESPACE,
+    namespace: values.namespace ?? config.namespace,
     timeoutMs: timeout * 1000,
     healthPath: values['health-path']!,
     wsPath: values['ws-path']!,
@@ -228,9 +241,16 @@ async function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
 }
 
 export async function main(argv: readonly string[], mode: 'deploy' | 'destroy'): Promise<number> {
+  let config: ConfigView;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    process.stderr.write(`${mode} failed at step "configuration": ${err instanceof Error ? err.message : String(err)}\n`);
+    return 2;
+  }
   let opts: ReturnType<typeof parseDeployArgs>;
   try {
-    opts = parseDeployArgs(argv, process.env, mode);
+    opts = parseDeployArgs(argv, config, mode);
   } catch (err) {
     process.stderr.write(`${mode}: ${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
     return 2;

@@ -44,8 +44,8 @@ const USAGE = `usage: npm run metrics -- [--url URL | --port-forward [--namespac
 
   --url URL          metrics endpoint (default http://127.0.0.1:9901/metrics)
   --port-forward     start "kubectl port-forward" to the Envoy deployment's port 9901, stop it on exit
-  --namespace NS     Kubernetes namespace (default $WS_NAMESPACE or ${DEFAULT_NAMESPACE})
-  --target KIND/NAME what to port-forward to (default $WS_ENVOY_TARGET or ${DEFAULT_ENVOY_TARGET})
+  --namespace NS     Kubernetes namespace (default $WS_ADMISSION_NAMESPACE or ${DEFAULT_NAMESPACE})
+  --target KIND/NAME what to port-forward to (default ${DEFAULT_ENVOY_TARGET})
   --once             one scrape, print, exit (exit 1 if the endpoint is unreachable)
   --json             machine-readable output (one JSON document per scrape)
   --interval S       seconds between refreshes (default 2)
@@ -91,8 +91,8 @@ export function parseMetricsArgs(argv: readonly string[], env: NodeJS.ProcessEnv
   return {
     url: values.url,
     portForward: Boolean(values['port-forward']),
-    namespace: values.namespace ?? env.WS_NAMESPACE ?? DEFAULT_NAMESPACE,
-    target: values.target ?? env.WS_ENVOY_TARGET ?? DEFAULT_ENVOY_TARGET,
+    namespace: values.namespace ?? env.WS_ADMISSION_NAMESPACE ?? DEFAULT_NAMESPACE,
+    target: values.target ?? DEFAULT_ENVOY_TARGET,
     once: Boolean(values.once),
     json: Boolean(values.json),
     interval,

@@ -137,7 +137,7 @@ export function renderScreen(snap: MetricsSnapshot | undefined, opts: RenderOpti
   const when = snap ? new Date(snap.at).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '';
   push(`ws-admission · ${opts.source}`, '1');
   if (when) push(`scraped ${when}${opts.intervalSeconds ? ` · refresh every ${opts.intervalSeconds} s · Ctrl-C to quit` : ''}`);
-  if (opts.error) push(`! ${opts.error}`, '31');
+  if (opts.error) push(`! ${opts.error}${snap ? ' (showing the last good scrape)' : ''}`, '31');
   if (!snap) {
     push('no data yet');
     return finish();
@@ -183,7 +183,7 @@ export function renderScreen(snap: MetricsSnapshot | undefined, opts: RenderOpti
   });
   if (snap.pods.length) {
     const total = snap.pods.reduce((a, p) => a + p.active, 0);
-    push(`  total ${total} open${max !== undefined ? ` of ${max * snap.pods.length} slots on ${snap.pods.length} pods with leases` : ''}`);
+    push(`  total ${total} open${max !== undefined ? ` of ${max * snap.pods.length} slots on ${snap.pods.length} pods` : ''}`);
   }
   if (snap.proxies.length) {
     push('');
@@ -201,7 +201,7 @@ export function renderScreen(snap: MetricsSnapshot | undefined, opts: RenderOpti
   for (const r of REJECT_REASONS) row(`refused: ${r}`, snap.rejected[r], rates?.rejected[r], (snap.rejected[r] ?? 0) > 0 ? '33' : undefined);
   row('released', snap.released, rates?.released);
   row('expired (lease not renewed)', snap.expired, rates?.expired);
-  if (!rates) push('  (rates need two scrapes; they appear from the second refresh on)');
+  if (!rates && !opts.error) push('  (rates need two scrapes; they appear from the second refresh on)');
 
   return finish();
 }

@@ -92,7 +92,7 @@ const CHECKS: readonly Check[] = [
     name: 'cluster name and region',
     async run(ctx) {
       const missing = [!ctx.target.clusterName && 'cluster name', !ctx.target.region && 'AWS region'].filter(Boolean);
-      if (missing.length) return { ok: false, detail: `no ${missing.join(' and no ')} given`, fix: 'pass --cluster NAME --region REGION, or set WS_CLUSTER_NAME and AWS_REGION' };
+      if (missing.length) return { ok: false, detail: `no ${missing.join(' and no ')} given`, fix: 'set clusterName and region in the config (WS_ADMISSION_CLUSTER_NAME, WS_ADMISSION_REGION) or pass --cluster/--region' };
       return { ok: true, detail: `${ctx.target.clusterName} in ${ctx.target.region}` };
     },
   },
@@ -146,7 +146,7 @@ const CHECKS: readonly Check[] = [
     name: 'Envoy image',
     async run(ctx) {
       const image = ctx.target.envoyImage;
-      if (!image) return { ok: false, detail: 'no Envoy image given', fix: 'pass --image REF or set WS_ENVOY_IMAGE (build it with `npm run image:push`)' };
+      if (!image) return { ok: false, detail: 'no Envoy image given', fix: 'set envoyImage in the config (WS_ADMISSION_ENVOY_IMAGE) and build it with `npm run image:push`' };
       const ecr = parseEcrImage(image);
       if (ecr) {
         const id = ecr.digest ? `imageDigest=${ecr.digest}` : `imageTag=${ecr.tag ?? 'latest'}`;

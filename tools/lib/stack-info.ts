@@ -1,12 +1,14 @@
 import * as fs from 'fs';
 import * as path from 'path';
+import { defaults } from '../../config/schema';
+import { NAMES } from '../../constructs/names';
 
 /**
- * Defaults for where the stack puts things in the cluster. Overridable by flags and
- * by WS_NAMESPACE / WS_ENVOY_TARGET; the deploy command prefers the stack's outputs.
+ * Where the stack puts things by default (from the typed config's defaults and the
+ * stack's object names); the commands take the loaded config and flags over these.
  */
-export const DEFAULT_NAMESPACE = 'ws-admission';
-export const DEFAULT_ENVOY_TARGET = 'deployment/envoy';
+export const DEFAULT_NAMESPACE = defaults().namespace;
+export const DEFAULT_ENVOY_TARGET = `deployment/${NAMES.envoy}`;
 
 /** The stack names cdktf synthesized, from cdktf.out/manifest.json. */
 export function synthesizedStacks(projectDir: string, outDir = 'cdktf.out'): string[] {

@@ -1,0 +1,200 @@
+import * as fs from 'fs';
+import * as http from 'http';
+import { AddressInfo } from 'net';
+import * as path from 'path';
+import { MetricsDeps, fetchText, runMetrics } from '../../tools/metrics';
+import { ratesBetween, renderScreen, snapshotFrom } from '../../tools/lib/metrics-view';
+import { parseExposition } from '../../tools/lib/prometheus';
+import { FakeClock, FakeRunner } from './fakes';
+
+const RECORDED = fs.readFileSync(path.join(__dirname, 'fixtures', 'metrics-recorded.txt'), 'utf8');
+const AT = Date.UTC(2026, 10, 26, 5, 30, 0);
+
+function serve(bodies: string[], status = 200): Promise<{ url: string; close: () => Promise<void>; hits: () => number }> {
+  let hits = 0;
+  const server = http.createServer((_req, res) => {
+    const body = bodies[Math.min(hits, bodies.length - 1)];
+    hits++;
+    res.writeHead(status, { 'content-type': 'text/plain; version=0.0.4' });
+    res.end(body);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
+    const port = (server.address() as AddressInfo).port;
+    resolve({ url: `http://127.0.0.1:${port}/metrics`, hits: () => hits, close: () => new Promise((r) => server.close(() => r())) });
+  }));
+}
+
+function capture(isTTY = false, columns?: number): { out: MetricsDeps['out']; err: MetricsDeps['err']; text: () => string; errText: () => string } {
+  let o = '';
+  let e = '';
+  return {
+    out: { write: (s: string) => { o += s; return true; }, isTTY, columns },
+    err: { write: (s: string) => { e += s; return true; } },
+    text: () => o,
+    errText: () => e,
+  };
+}
+
+function deps(c: ReturnType<typeof capture>, over: Partial<MetricsDeps> = {}): MetricsDeps {
+  return { fetchText, runner: new FakeRunner(), out: c.out, err: c.err, clock: new FakeClock(AT), stopSignal: new Promise(() => undefined), env: {}, ...over };
+}
+
+describe('metrics view', () => {
+  const snap = snapshotFrom(parseExposition(RECORDED), AT);
+
+  it('reads every metric of the contract from a recorded endpoint', () => {
+    expect(snap).toMatchObject({
+      pods: [{ pod: '10.0.1.23:8080', active: 2 }, { pod: '10.0.2.7:8080', active: 1 }, { pod: '10.0.3.112:8080', active: 0 }],
+      proxies: [{ proxy: 'envoy-7d9f8b6c4-kx2lp', active: 2 }, { proxy: 'envoy-7d9f8b6c4-q8z5n', active: 1 }],
+      maxConnectionsPerPod: 2, admitted: 148, rejected: { rate_limited: 12, capacity: 5, redis_unavailable: 0 },
+      released: 139, expired: 6, rateWindowUsed: 17, rateLimit: 60, rateWindowSeconds: 60, redisUp: 1, redisErrors: 1, failOpen: 1,
+      reportingProxies: ['envoy-7d9f8b6c4-kx2lp'],
+    });
+  });
+
+  it('renders the screen (snapshot, 80 columns)', () => {
+    expect(renderScreen(snap, { width: 80, source: 'http://127.0.0.1:9901/metrics', intervalSeconds: 2 })).toMatchSnapshot();
+  });
+
+  it.each([40, 60, 80, 132, 200])('keeps every line within %i columns', (width) => {
+    const screen = renderScreen(snap, { width, source: 'deployment/ws-envoy (port-forward http://127.0.0.1:40123/metrics)', intervalSeconds: 2 });
+    for (const line of screen.split('\n')) expect([...line].length).toBeLessThanOrEqual(width);
+    expect(screen).toContain('10.0.1.23:8080');
+  });
+
+  it('computes per-minute rates from counter deltas, and none across a counter reset', () => {
+    const later = snapshotFrom(parseExposition(RECORDED
+      .replace('ws_admission_admitted_total 148', 'ws_admission_admitted_total 154')
+      .replace('{reason="rate_limited"} 12', '{reason="rate_limited"} 14')
+      .replace('ws_admission_released_total 139', 'ws_admission_released_total 100')), AT + 10000);
+    const r = ratesBetween(snap, later);
+    expect(r.admitted).toBeCloseTo(36);
+    expect(r.rejected.rate_limited).toBeCloseTo(12);
+    expect(r.rejected.capacity).toBe(0);
+    expect(r.released).toBeUndefined();
+    const screen = renderScreen(later, { width: 80, source: 'x', rates: r });
+    expect(screen).toMatch(/admitted\s+154\s+36\.0/);
+    expect(screen).toMatch(/released\s+100\s+-/);
+  });
+
+  it('says so when Redis is down', () => {
+    const down = snapshotFrom(parseExposition(RECORDED.replace('ws_admission_redis_up 1', 'ws_admission_redis_up 0')), AT);
+    const screen = renderScreen(down, { width: 100, source: 'x' });
+    expect(screen).toContain('Redis DOWN');
+    expect(screen).toContain('Redis-held numbers below are absent or stale');
+  });
+
+  it('colours only when asked, after fitting', () => {
+    expect(renderScreen(snap, { width: 80, source: 'x' })).not.toContain('\x1b[');
+    expect(renderScreen(snap, { width: 80, source: 'x', color: true })).toContain('\x1b[33m');
+  });
+});
+
+describe('npm run metrics', () => {
+  it('--once prints one screen from a live endpoint', async () => {
+    const srv = await serve([RECORDED]);
+    const c = capture();
+    const code = await runMetrics(['--once', '--url', srv.url, '--width', '80'], deps(c));
+    await srv.close();
+    expect(code).toBe(0);
+    expect(c.text()).toContain(`ws-admission · ${srv.url}`);
+    expect(c.text()).toContain('  10.0.1.23:8080  [');
+    expect(c.text()).not.toContain('\x1b[');
+  });
+
+  it('--once --json prints one JSON document', async () => {
+    const srv = await serve([RECORDED]);
+    const c = capture();
+    const code = await runMetrics(['--once', '--json', '--url', srv.url], deps(c));
+    await srv.close();
+    expect(code).toBe(0);
+    const doc = JSON.parse(c.text());
+    expect(doc.pods).toHaveLength(3);
+    expect(doc.at).toBe('2026-11-26T05:30:00.000Z');
+    expect(doc.ratesPerMinute).toBeNull();
+  });
+
+  it('does not crash on an empty endpoint', async () => {
+    const srv = await serve(['']);
+    const c = capture();
+    const code = await runMetrics(['--once', '--url', srv.url], deps(c));
+    await srv.close();
+    expect(code).toBe(1);
+    expect(c.text()).toContain('no ws_admission_* metrics in the response: is this the metrics listener (:9901/metrics)?');
+  });
+
+  it('does not crash on an unreachable endpoint', async () => {
+    const srv = await serve(['']);
+    await srv.close();
+    const c = capture();
+    const code = await runMetrics(['--once', '--url', srv.url], deps(c));
+    expect(code).toBe(1);
+    expect(c.errText()).toBe(`metrics: cannot reach ${srv.url}: ECONNREFUSED\n`);
+  });
+
+  it('reports an HTTP error status', async () => {
+    const srv = await serve(['no healthy upstream'], 503);
+    const c = capture();
+    const code = await runMetrics(['--once', '--url', srv.url], deps(c));
+    await srv.close();
+    expect(code).toBe(1);
+    expect(c.errText()).toBe(`metrics: ${srv.url} answered HTTP 503: no healthy upstream\n`);
+  });
+
+  it('refreshes in place on a terminal, with rates from the second screen on, and keeps going when the endpoint drops', async () => {
+    const later = RECORDED.replace('ws_admission_admitted_total 148', 'ws_admission_admitted_total 149');
+    const srv = await serve([RECORDED, later]);
+    const c = capture(true, 72);
+    let stop!: () => void;
+    const stopSignal = new Promise<void>((r) => { stop = r; });
+    const clock = new FakeClock(AT);
+    let fetches = 0;
+    const fetchOrFail = async (url: string, t: number): Promise<string> => {
+      fetches++;
+      if (fetches === 3) throw new Error(`cannot reach ${url}: ECONNREFUSED`);
+      if (fetches === 4) stop();
+      return fetchText(url, t);
+    };
+    const code = await runMetrics(['--url', srv.url, '--interval', '2'], deps(c, { clock, stopSignal, fetchText: fetchOrFail }));
+    await srv.close();
+    expect(code).toBe(0);
+    const screens = c.text().split('\x1b[H\x1b[2J').slice(1);
+    expect(screens).toHaveLength(4);
+    expect(screens[0]).toContain('(rates need two scrapes');
+    expect(screens[1]).toMatch(/admitted\s+149\s+30\.0/);
+    expect(screens[2]).toContain(`! cannot reach ${srv.url}: ECONNREFUSED`);
+    expect(screens[2]).not.toContain('rates need two scrapes');
+    expect(screens[2]).toContain('10.0.1.23:8080');
+    for (const s of screens) for (const line of s.replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, '').split('\n')) expect([...line].length).toBeLessThanOrEqual(72);
+    expect(c.text().startsWith('\x1b[?25l')).toBe(true);
+    expect(c.text().endsWith('\x1b[?25h')).toBe(true);
+  });
+
+  it('--port-forward starts kubectl port-forward to the Envoy deployment and stops it on exit', async () => {
+    const srv = await serve([RECORDED]);
+    const runner = new FakeRunner();
+    runner.startOutput = `Forwarding from ${srv.url.replace('http://', '').replace('/metrics', '')} -> 9901\n`;
+    const c = capture();
+    const code = await runMetrics(['--once', '--port-forward', '--namespace', 'ws-admission'], deps(c, { runner }));
+    await srv.close();
+    expect(code).toBe(0);
+    expect(runner.started).toEqual([{ cmd: 'kubectl', args: ['port-forward', '--namespace', 'ws-admission', 'deployment/ws-envoy', ':9901'], stopped: true }]);
+    expect(c.text()).toContain('deployment/ws-envoy (port-forward');
+  });
+
+  it('explains a port-forward that fails', async () => {
+    const runner = new FakeRunner();
+    runner.startOutput = 'error: services "ws-envoy" not found\n';
+    const c = capture();
+    const code = await runMetrics(['--once', '--port-forward'], deps(c, { runner }));
+    expect(code).toBe(1);
+    expect(c.errText()).toContain('metrics: kubectl port-forward to deployment/ws-envoy in namespace ws-admission failed');
+  });
+
+  it('refuses bad flags with usage', async () => {
+    const c = capture();
+    expect(await runMetrics(['--interval', '0'], deps(c))).toBe(2);
+    expect(c.errText()).toContain('--interval must be a number of seconds >= 0.2, got 0');
+    expect(c.errText()).toContain('usage: npm run metrics');
+  });
+});
