@@ -1,0 +1,187 @@
+// Faults: crashed proxies, Redis down / hanging / restarted empty, script cache flushed.
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { startRedis, RedisServer, freePort } from '../support/redis-server';
+import {
+  Fleet, UPGRADE, PLAIN, openSocket, sleep, liveLeases, statsHash,
+} from './harness/worker';
+
+const PASSWORD = 'test-secret-0fa1';
+let redis: RedisServer;
+let fleet: Fleet;
+let passwordFile: string;
+
+beforeAll(async () => {
+  redis = await startRedis({ password: PASSWORD });
+  passwordFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ws-secret-')), 'password');
+  fs.writeFileSync(passwordFile, PASSWORD + '\n', { mode: 0o400 }); // a Secret file often ends with \n
+});
+afterAll(async () => { await redis.stop(); });
+beforeEach(() => { redis.cli('FLUSHALL'); fleet = new Fleet(redis.port); });
+afterEach(async () => { await fleet.closeAll(); });
+
+const ONE_POD: Array<[string, string]> = [['10.0.0.1:8080', 'healthy']];
+const TWO_PODS: Array<[string, string]> = [['10.0.0.1:8080', 'healthy'], ['10.0.0.2:8080', 'healthy']];
+
+/** Counters the workers wrote under WS_STATE_DIR, summed over workers. */
+function workerCounters(dir: string): Record<string, number> {
+  const sum: Record<string, number> = {};
+  for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.counters'))) {
+    for (const line of fs.readFileSync(path.join(dir, f), 'utf8').split('\n')) {
+      const [k, v] = line.split(' ');
+      if (k && v !== undefined && /^\d+$/.test(v)) sum[k] = (sum[k] ?? 0) + Number(v);
+    }
+  }
+  return sum;
+}
+
+describe('proxy crash', () => {
+  it('a proxy killed while holding leases gives its slots back within the lease TTL', async () => {
+    const ttl = 1000;
+    const s = { redis_password_file: passwordFile, lease_ttl_ms: ttl, renew_interval_ms: 300, max_connections_per_pod: 1 };
+    const a = await fleet.worker(s, { podName: 'envoy-a', hosts: TWO_PODS });
+    const b = await fleet.worker(s, { podName: 'envoy-b', hosts: TWO_PODS });
+    await openSocket(a);
+    await openSocket(a);
+    expect((await b.request(UPGRADE)).reply?.headers[':status']).toBe('503');
+    await a.kill('SIGKILL');
+    const killedAt = Date.now();
+    let admitted = 0;
+    while (admitted < 2 && Date.now() - killedAt < ttl + 1000) {
+      const r = await b.request(UPGRADE);
+      if (r.override) admitted += 1;
+      else await sleep(50);
+    }
+    expect(admitted).toBe(2);
+    expect(Date.now() - killedAt).toBeLessThan(ttl + 300);
+    expect(statsHash(redis.cli).expired).toBe(2);
+  });
+});
+
+describe('Redis unavailable', () => {
+  it('fails open: routes without an override, counted per worker', async () => {
+    const w = await fleet.worker({ redis_password_file: passwordFile, failure_mode: 'open' }, { hosts: ONE_POD });
+    expect((await w.request(UPGRADE)).override).toBeDefined(); // connected and working
+    await redis.stop();
+    try {
+      for (let i = 0; i < 5; i++) {
+        const r = await w.request(UPGRADE);
+        expect(r.state).toBe('done');
+        expect(r.override).toBeUndefined();
+        expect(r.reply).toBeUndefined();
+      }
+    } finally {
+      await redis.restart();
+    }
+    // Counter files are rewritten at most about once a second, on the next event.
+    await sleep(1050);
+    await w.request(PLAIN);
+    const c = workerCounters(fleet.stateDir);
+    expect(c.fail_open_total).toBe(5);
+    expect(c.redis_errors_total).toBeGreaterThanOrEqual(1);
+    expect(c.redis_errors_total).toBeLessThanOrEqual(2); // then the worker backs off instead of retrying per request
+    const { logs } = await w.logs();
+    expect(logs.some((l) => l.level === 'warn' && /redis admit failed/.test(l.msg))).toBe(true);
+    // past the back-off: Redis is used again
+    expect((await w.request(UPGRADE)).override).toBeDefined();
+  });
+
+  it('fails closed: 503 with Retry-After, counted as redis_unavailable', async () => {
+    const w = await fleet.worker({ redis_password_file: passwordFile, failure_mode: 'closed' }, { hosts: ONE_POD });
+    await redis.stop();
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = await w.request(UPGRADE);
+        expect(r.reply?.headers[':status']).toBe('503');
+        expect(r.reply?.headers['x-ws-admission']).toBe('redis_unavailable');
+        expect(r.reply?.headers['retry-after']).toBe('1');
+      }
+    } finally {
+      await redis.restart();
+    }
+    await sleep(1050);
+    await w.request(PLAIN);
+    expect(workerCounters(fleet.stateDir).rejected_redis_unavailable_total).toBe(3);
+  });
+
+  it('a Redis that accepts but never answers costs at most the read timeout per attempt', async () => {
+    const port = await freePort();
+    const held: net.Socket[] = [];
+    const srv = net.createServer((sock) => { held.push(sock); }); // accepts, never answers
+    await new Promise<void>((r) => srv.listen(port, '127.0.0.1', () => r()));
+    try {
+      const fl = new Fleet(port);
+      const w = await fl.worker({ redis_read_timeout_ms: 150, failure_mode: 'open' }, { hosts: ONE_POD });
+      const t0 = Date.now();
+      const r = await w.request(UPGRADE);
+      const first = Date.now() - t0;
+      expect(r.override).toBeUndefined();
+      expect(first).toBeGreaterThanOrEqual(140);
+      expect(first).toBeLessThan(150 * 2 + 250); // one retry on a fresh connection at most
+      const t1 = Date.now();
+      await w.request(UPGRADE); // backing off: no Redis call at all
+      expect(Date.now() - t1).toBeLessThan(100);
+      await fl.closeAll();
+    } finally {
+      held.forEach((s) => s.destroy());
+      srv.close();
+    }
+  });
+
+  it('a wrong password fails per failure_mode with a clear log line', async () => {
+    const bad = path.join(path.dirname(passwordFile), 'wrong');
+    fs.writeFileSync(bad, 'not-the-password');
+    const w = await fleet.worker({ redis_password_file: bad, failure_mode: 'closed' }, { hosts: ONE_POD });
+    const r = await w.request(UPGRADE);
+    expect(r.reply?.headers[':status']).toBe('503');
+    const { logs } = await w.logs();
+    expect(logs.map((l) => l.msg).join('\n')).toMatch(/AUTH failed/);
+  });
+});
+
+describe('Redis restarted empty', () => {
+  it('reconnects and reloads the scripts without a restart; open connections re-register within one renew interval', async () => {
+    const renew = 400;
+    const s = {
+      redis_password_file: passwordFile, lease_ttl_ms: 2000, renew_interval_ms: renew, max_connections_per_pod: 1,
+    };
+    const w = await fleet.worker(s, { hosts: TWO_PODS });
+    const a = await openSocket(w);
+    const b = await openSocket(w);
+    const idOf = (x: { req: { metadata?: Record<string, Record<string, unknown>> } }) =>
+      x.req.metadata!['ws.admission'].connection_id as string;
+    expect((await w.request(UPGRADE)).reply?.headers[':status']).toBe('503');
+
+    await redis.restart(); // SIGKILL, then an empty server on the same port
+    expect(redis.cli('DBSIZE')).toBe('0');
+    const restartedAt = Date.now();
+    let back = false;
+    while (!back && Date.now() - restartedAt < renew + 1000) {
+      await w.data(a.sid, 'response');
+      await w.data(b.sid, 'request');
+      const live = [...liveLeases(redis.cli, '10.0.0.1:8080'), ...liveLeases(redis.cli, '10.0.0.2:8080')];
+      back = live.includes(idOf(a)) && live.includes(idOf(b));
+      if (!back) await sleep(25);
+    }
+    expect(back).toBe(true);
+    expect(Date.now() - restartedAt).toBeLessThanOrEqual(renew + 250);
+    expect(statsHash(redis.cli).reregistered).toBe(2);
+    // The counts are the truth again: both pods are full.
+    expect((await w.request(UPGRADE)).reply?.headers[':status']).toBe('503');
+    await w.end(a.sid, 'response');
+    expect((await w.request(UPGRADE)).override?.host).toBe(a.pod);
+  });
+
+  it('SCRIPT FLUSH is survived through the NOSCRIPT fallback', async () => {
+    const w = await fleet.worker({ redis_password_file: passwordFile, max_connections_per_pod: 10 }, { hosts: ONE_POD });
+    expect((await w.request(UPGRADE)).override).toBeDefined();
+    redis.cli('SCRIPT', 'FLUSH');
+    expect((await w.request(UPGRADE)).override).toBeDefined();
+    expect(statsHash(redis.cli).admitted).toBe(2);
+    const { logs } = await w.logs();
+    expect(logs.filter((l) => l.level === 'warn' || l.level === 'err')).toEqual([]);
+  });
+});
+
