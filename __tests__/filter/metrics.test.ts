@@ -1,0 +1,155 @@
+// lua/envoy/metrics.lua (the metrics listener's Lua filter): its output must parse
+// with the Prometheus project's own text-format parser (python3-prometheus-client,
+// prometheus_client.parser.text_string_to_metric_families) and match Redis state.
+import { spawnSync } from 'child_process';
+import { startRedis, RedisServer } from '../support/redis-server';
+import { Fleet, UPGRADE, PLAIN, openSocket, sleep, liveLeases, statsHash, Worker } from './harness/worker';
+
+const PYTHON = '/usr/bin/python3';
+const PARSE = `
+import json, sys
+try:
+    from prometheus_client.parser import text_string_to_metric_families
+except ImportError:
+    sys.stderr.write("python3-prometheus-client is missing: apt-get install python3-prometheus-client\\n")
+    sys.exit(3)
+out = []
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        out.append({"family": fam.name, "type": fam.type, "name": s.name, "labels": s.labels, "value": s.value})
+print(json.dumps(out))
+`;
+
+interface Sample { family: string; type: string; name: string; labels: Record<string, string>; value: number }
+
+function parse(text: string): Sample[] {
+  const r = spawnSync(PYTHON, ['-c', PARSE], { input: text, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`prometheus parser failed (${r.status}): ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+function value(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
+  const s = samples.find((x) => x.name === name
+    && Object.keys(labels).length === Object.keys(x.labels).length
+    && Object.entries(labels).every(([k, v]) => x.labels[k] === v));
+  return s?.value;
+}
+
+let redis: RedisServer;
+let fleet: Fleet;
+
+beforeAll(async () => { redis = await startRedis(); });
+afterAll(async () => { await redis.stop(); });
+beforeEach(() => { redis.cli('FLUSHALL'); fleet = new Fleet(redis.port); });
+afterEach(async () => { await fleet.closeAll(); });
+
+async function scrape(m: Worker): Promise<{ text: string; samples: Sample[]; status: string; type: string }> {
+  const r = await m.request([[':method', 'GET'], [':path', '/metrics'], [':authority', 'localhost:9901']]);
+  expect(r.state).toBe('responded');
+  const text = r.reply!.body ?? '';
+  return { text, samples: parse(text), status: r.reply!.headers[':status'], type: r.reply!.headers['content-type'] };
+}
+
+const settings = { max_connections_per_pod: 2, lease_ttl_ms: 800, renew_interval_ms: 200, rate_limit: 8, rate_window_ms: 60000 };
+
+describe('metrics endpoint', () => {
+  it('parses with the Prometheus text parser, has HELP and TYPE for every family, and matches Redis', async () => {
+    const a = await fleet.worker(settings, { podName: 'envoy-a' });
+    const b = await fleet.worker(settings, { podName: 'envoy-b' });
+    const m = await fleet.worker(settings, { podName: 'envoy-a', script: 'metrics.lua' });
+    const kept = [await openSocket(a), await openSocket(a), await openSocket(b)];
+    const released = await openSocket(b);
+    await b.end(released.sid, 'response');
+    const dropped = await openSocket(a);
+    await a.reset(dropped.sid);          // will expire
+    const full = await b.request(UPGRADE); // 2 pods x 2: full now
+    expect(full.reply?.headers[':status']).toBe('503');
+    // Wait until `dropped` has expired, keeping the others alive with traffic.
+    const owner = [a, a, b];
+    const t0 = Date.now();
+    while (Date.now() - t0 < 1000) {
+      for (let i = 0; i < kept.length; i++) await owner[i].data(kept[i].sid, 'response');
+      await sleep(50);
+    }
+    // The rate limit (8) is not reached yet: 5 admitted.
+    const { text, samples, status, type } = await scrape(m);
+    expect(status).toBe('200');
+    expect(type).toBe('text/plain; version=0.0.4; charset=utf-8');
+
+    // Every sample belongs to a family declared with HELP and TYPE.
+    const helps = new Set([...text.matchAll(/^# HELP (\S+) /gm)].map((x) => x[1]));
+    const types = new Map([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((x) => [x[1], x[2]]));
+    for (const line of text.split('\n').filter((l) => l && !l.startsWith('#'))) {
+      const name = line.split(/[{ ]/)[0];
+      expect(types.has(name)).toBe(true);
+      expect(helps.has(name)).toBe(true);
+      if (name.endsWith('_total')) expect(types.get(name)).toBe('counter');
+    }
+
+    // Numbers = Redis state (the scrape prunes expired leases first).
+    const st = statsHash(redis.cli);
+    for (const pod of ['10.0.0.1:8080', '10.0.0.2:8080']) {
+      const live = liveLeases(redis.cli, pod).length;
+      expect(value(samples, 'ws_admission_active_connections', { pod })).toBe(live);
+    }
+    expect((value(samples, 'ws_admission_active_connections', { pod: '10.0.0.1:8080' }) ?? 0)
+      + (value(samples, 'ws_admission_active_connections', { pod: '10.0.0.2:8080' }) ?? 0)).toBe(3);
+    expect(value(samples, 'ws_admission_active_connections_by_proxy', { proxy: 'envoy-a' })).toBe(2);
+    expect(value(samples, 'ws_admission_active_connections_by_proxy', { proxy: 'envoy-b' })).toBe(1);
+    expect(value(samples, 'ws_admission_admitted_total')).toBe(st.admitted);
+    expect(st.admitted).toBe(5);
+    expect(value(samples, 'ws_admission_released_total')).toBe(1);
+    expect(value(samples, 'ws_admission_expired_total')).toBe(1);
+    expect(value(samples, 'ws_admission_rejected_total', { reason: 'capacity' })).toBe(1);
+    expect(value(samples, 'ws_admission_rejected_total', { reason: 'rate_limited' })).toBe(0);
+    expect(value(samples, 'ws_admission_rate_window_used')).toBe(Number(redis.cli('ZCARD', '{ws}:rate')));
+    expect(value(samples, 'ws_admission_rate_window_used')).toBe(5);
+    expect(value(samples, 'ws_admission_rate_limit')).toBe(8);
+    expect(value(samples, 'ws_admission_rate_window_seconds')).toBe(60);
+    expect(value(samples, 'ws_admission_max_connections_per_pod')).toBe(2);
+    expect(value(samples, 'ws_admission_redis_up')).toBe(1);
+  });
+
+  it('when Redis is down: redis_up 0, Redis-held numbers omitted, per-worker counters still served', async () => {
+    const a = await fleet.worker({ ...settings, failure_mode: 'open' }, { podName: 'envoy-a' });
+    const m = await fleet.worker(settings, { podName: 'envoy-a', script: 'metrics.lua' });
+    await openSocket(a);
+    await redis.stop();
+    try {
+      await a.request(UPGRADE); // fail open, counted
+      await a.request(UPGRADE);
+      await sleep(1050);
+      await a.request(PLAIN);   // the counter file is rewritten on the next event after ~1 s
+      const { samples } = await scrape(m);
+      expect(value(samples, 'ws_admission_redis_up')).toBe(0);
+      for (const gone of ['ws_admission_active_connections', 'ws_admission_active_connections_by_proxy',
+        'ws_admission_admitted_total', 'ws_admission_released_total', 'ws_admission_expired_total',
+        'ws_admission_rate_window_used']) {
+        expect(samples.filter((s) => s.name === gone)).toEqual([]);
+      }
+      expect(samples.filter((s) => s.name === 'ws_admission_rejected_total' && s.labels.reason !== 'redis_unavailable'))
+        .toEqual([]);
+      const fo = samples.filter((s) => s.name === 'ws_admission_fail_open_total');
+      expect(fo).toHaveLength(1);
+      expect(fo[0].labels.proxy).toBe('envoy-a');
+      expect(fo[0].labels.worker).toMatch(/^[0-9a-f]{6}$/);
+      expect(fo[0].value).toBe(2);
+      const errs = samples.find((s) => s.name === 'ws_admission_redis_errors_total');
+      expect(errs?.value).toBeGreaterThanOrEqual(1);
+      expect(value(samples, 'ws_admission_rate_limit')).toBe(8); // configuration is always known
+    } finally {
+      await redis.restart();
+    }
+  });
+
+  it('serves only the metrics path: other paths pass through to their routes; POST is refused', async () => {
+    const m = await fleet.worker(settings, { script: 'metrics.lua' });
+    const other = await m.request([[':method', 'GET'], [':path', '/stats/prometheus']]);
+    expect(other.state).toBe('done');
+    expect(other.reply).toBeUndefined();
+    const withQuery = await m.request([[':method', 'GET'], [':path', '/metrics?x=1']]);
+    expect(withQuery.reply?.headers[':status']).toBe('200');
+    const post = await m.request([[':method', 'POST'], [':path', '/metrics']]);
+    expect(post.reply?.headers[':status']).toBe('405');
+  });
+});
