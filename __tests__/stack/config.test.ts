@@ -1,0 +1,278 @@
+import * as path from 'path';
+import { loadConfig } from '../../config/load';
+import { FIELDS, StackConfig, defaults, envName } from '../../config/schema';
+import { ConfigError, imageProblem, validateConfig } from '../../config/validate';
+import { FIXTURES } from './support/synth';
+
+const file = (name: string) => path.join(FIXTURES, 'config', name);
+const load = (env: Record<string, string> = {}, extra: { file?: string; overrides?: Partial<StackConfig> } = {}) =>
+  loadConfig({ env, ...extra });
+const bad = (overrides: Record<string, unknown>) => () => validateConfig({ ...defaults(), ...overrides } as StackConfig);
+
+describe('defaults', () => {
+  it('carry the seed values', () => {
+    const c = load();
+    expect(c.maxConnectionsPerPod).toBe(2);
+    expect(c.rateLimitPerMinute).toBe(60);
+    expect(c.redisReplicas).toBe(1);
+    expect(c.envoyReplicas).toBe(2);
+  });
+
+  it('are valid and pinned', () => {
+    const c = load();
+    expect(validateConfig(c)).toEqual(c);
+    expect(c.envoyImage).toBe('ws-envoy-lua:1.36.2-1');
+    expect(c.leaseTtlSeconds).toBeGreaterThanOrEqual(c.idleTimeoutSeconds + c.renewIntervalSeconds + 5);
+    expect(c.remoteStateBucket).toBe('');
+  });
+
+  it('describe every field of StackConfig exactly once', () => {
+    const keys = FIELDS.map((f) => f.key);
+    expect(new Set(keys).size).toBe(keys.length);
+    expect(Object.keys(defaults()).sort()).toEqual([...keys].sort());
+    for (const f of FIELDS) expect(f.description.length).toBeGreaterThan(10);
+  });
+
+  it('derive environment names from the keys', () => {
+    expect(envName('maxConnectionsPerPod')).toBe('WS_ADMISSION_MAX_CONNECTIONS_PER_POD');
+    expect(envName('nlbScheme')).toBe('WS_ADMISSION_NLB_SCHEME');
+  });
+});
+
+describe('precedence: defaults < file < env < overrides', () => {
+  it('reads the file named by WS_ADMISSION_CONFIG', () => {
+    const c = load({ WS_ADMISSION_CONFIG: file('good.json') });
+    expect(c.maxConnectionsPerPod).toBe(4);
+    expect(c.envoyReplicas).toBe(3);
+    expect(c.namespace).toBe('from-file');
+    expect(c.backendSelector).toEqual({ app: 'chat' });
+    expect(c.rateLimitPerMinute).toBe(60);
+  });
+
+  it('lets the environment win over the file, and overrides over both', () => {
+    const c = load(
+      {
+        WS_ADMISSION_CONFIG: file('good.json'),
+        WS_ADMISSION_MAX_CONNECTIONS_PER_POD: '7',
+        WS_ADMISSION_LIMIT_ALL_REQUESTS: 'true',
+        WS_ADMISSION_BACKEND_SELECTOR: 'app=chat, tier=ws',
+        WS_ADMISSION_NLB_SCHEME: 'internal',
+      },
+      { overrides: { envoyReplicas: 5 } },
+    );
+    expect(c.maxConnectionsPerPod).toBe(7);
+    expect(c.limitAllRequests).toBe(true);
+    expect(c.backendSelector).toEqual({ app: 'chat', tier: 'ws' });
+    expect(c.nlbScheme).toBe('internal');
+    expect(c.envoyReplicas).toBe(5);
+    expect(c.namespace).toBe('from-file');
+  });
+
+  it('takes an explicit file option', () => {
+    expect(loadConfig({ file: file('good.json'), env: {} }).envoyReplicas).toBe(3);
+  });
+
+  it('ignores variables without the prefix', () => {
+    expect(load({ WS_LUA_DIR: '/x', MAX_CONNECTIONS_PER_POD: '9' }).maxConnectionsPerPod).toBe(2);
+  });
+});
+
+describe('refused sources', () => {
+  it('an unknown key in the file, with a suggestion', () => {
+    expect(() => load({}, { file: file('unknown-key.json') })).toThrow(
+      /config file ".*unknown-key.json" has an unknown key "maxConnectionPerPod"\. Fix: did you mean "maxConnectionsPerPod"\?/,
+    );
+  });
+  it('an unknown key without a close match', () => {
+    expect(() => load({ WS_ADMISSION_FLUX_CAPACITOR: '1' })).toThrow(
+      /environment variable WS_ADMISSION_FLUX_CAPACITOR is not a known setting\. Fix: remove it/,
+    );
+  });
+  it('an unknown environment variable, with a suggestion', () => {
+    expect(() => load({ WS_ADMISSION_MAX_CONNECTION_PER_POD: '3' })).toThrow(
+      /environment variable WS_ADMISSION_MAX_CONNECTION_PER_POD is not a known setting\. Fix: did you mean "WS_ADMISSION_MAX_CONNECTIONS_PER_POD"\?/,
+    );
+  });
+  it('a file that cannot be read', () => {
+    expect(() => load({ WS_ADMISSION_CONFIG: file('missing.json') })).toThrow(
+      /config file ".*missing.json" cannot be read .*Fix: check the path in WS_ADMISSION_CONFIG/,
+    );
+  });
+  it('a file that is not JSON', () => {
+    expect(() => load({}, { file: file('bad-json.json') })).toThrow(/config file ".*bad-json.json" is not valid JSON/);
+  });
+  it('a file that is not an object', () => {
+    expect(() => load({}, { file: file('not-object.json') })).toThrow(
+      /config file ".*not-object.json" must hold a JSON object of field names to values, got \[1,2\]/,
+    );
+  });
+  it('a quoted number in the file', () => {
+    expect(() => load({}, { file: file('wrong-type.json') })).toThrow(
+      'maxConnectionsPerPod must be a number, got "4". Fix: write it without quotes, e.g. 2.',
+    );
+  });
+  it('a non-integer environment value', () => {
+    expect(() => load({ WS_ADMISSION_ENVOY_REPLICAS: 'two' })).toThrow(
+      'envoyReplicas must be an integer, got "two" (from WS_ADMISSION_ENVOY_REPLICAS). Fix: e.g. WS_ADMISSION_ENVOY_REPLICAS=2.',
+    );
+    expect(() => load({ WS_ADMISSION_ENVOY_REPLICAS: '1.5' })).toThrow(/envoyReplicas must be an integer, got "1.5"/);
+  });
+  it('a non-boolean environment value', () => {
+    expect(() => load({ WS_ADMISSION_DEPLOY_SAMPLE_BACKEND: 'maybe' })).toThrow(
+      'deploySampleBackend must be true or false, got "maybe" (from WS_ADMISSION_DEPLOY_SAMPLE_BACKEND).',
+    );
+  });
+  it('labels not written as key=value', () => {
+    expect(() => load({ WS_ADMISSION_BACKEND_SELECTOR: 'app' })).toThrow(
+      'backendSelector must be written as key=value[,key=value], got "app" (from WS_ADMISSION_BACKEND_SELECTOR).',
+    );
+  });
+  it('reports every problem at once', () => {
+    let err: unknown;
+    try {
+      load({ WS_ADMISSION_ENVOY_REPLICAS: 'x', WS_ADMISSION_NOPE: '1' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).problems).toHaveLength(2);
+    expect((err as ConfigError).message).toMatch(/^Invalid configuration \(2 problems\):\n- /);
+  });
+});
+
+describe('limits must be integers and positive', () => {
+  it.each([
+    ['maxConnectionsPerPod', 0, 'maxConnectionsPerPod must be a positive integer, got 0. Fix: use a value of at least 1 (default 2).'],
+    ['maxConnectionsPerPod', -1, 'maxConnectionsPerPod must be a positive integer, got -1.'],
+    ['maxConnectionsPerPod', 1.5, 'maxConnectionsPerPod must be a positive integer, got 1.5. Fix: use a whole number such as 2.'],
+    ['envoyReplicas', 0, 'envoyReplicas must be a positive integer, got 0.'],
+    ['rateLimitPerMinute', -5, 'rateLimitPerMinute must be an integer of at least 0, got -5.'],
+    ['backendPort', 70000, 'backendPort must be an integer between 1 and 65535, got 70000.'],
+    ['envoyConcurrency', 65, 'envoyConcurrency must be an integer between 1 and 64, got 65.'],
+    ['leaseTtlSeconds', Number.NaN, 'leaseTtlSeconds must be a positive integer, got null.'],
+  ])('%s = %p', (key, value, message) => {
+    expect(bad({ [key]: value })).toThrow(message);
+  });
+
+  it('accepts rateLimitPerMinute 0 (no rate limit)', () => {
+    expect(validateConfig({ ...defaults(), rateLimitPerMinute: 0 }).rateLimitPerMinute).toBe(0);
+  });
+});
+
+describe('redisReplicas', () => {
+  it('refuses more than one in-cluster Redis and points at ElastiCache', () => {
+    expect(bad({ redisReplicas: 3 })).toThrow(
+      /redisReplicas must be 1 for the in-cluster Redis, got 3: independent Redis pods behind one Service .*Fix: .*ElastiCache.*externalRedisHost/,
+    );
+  });
+  it('refuses zero', () => {
+    expect(bad({ redisReplicas: 0 })).toThrow('redisReplicas must be an integer between 1 and 1, got 0.');
+  });
+});
+
+describe('names', () => {
+  it.each([
+    ['namespace', '', 'namespace must not be empty, got "".'],
+    ['namespace', 'Bad_NS', 'namespace must be a DNS-1123 label (lower-case letters, digits and "-", starting and ending with a letter or digit), got "Bad_NS". Fix: e.g. "ws-admission".'],
+    ['namespace', 'a'.repeat(64), 'namespace must be at most 63 characters (has 64)'],
+    ['backendServiceName', '-backend', 'backendServiceName must be a DNS-1123 label'],
+    ['externalRedisPasswordSecret', 'Secret!', 'externalRedisPasswordSecret must be a DNS-1123 label'],
+    ['namespace', 42, 'namespace must be a string, got 42.'],
+  ])('%s = %p', (key, value, message) => {
+    expect(bad({ [key]: value })).toThrow(message);
+  });
+
+  it.each([
+    ['clusterName', '', 'clusterName must not be empty. Fix: e.g. "ws-eks".'],
+    ['clusterName', 'my cluster', 'clusterName must be an EKS cluster name'],
+    ['region', 'mars-north-1x', 'region must be an AWS region such as "eu-west-1", got "mars-north-1x".'],
+    ['hashTag', '{ws}', 'hashTag must be 1-32 characters of letters, digits, "_", ".", ":" or "-" (no braces), got "{ws}".'],
+    ['backendHealthCheckPath', 'healthz', 'backendHealthCheckPath must be an absolute HTTP path starting with "/" without spaces, got "healthz".'],
+    ['remoteStateBucket', 'Bad_Bucket', 'remoteStateBucket must be an S3 bucket name'],
+    ['remoteStateKey', '/abs/key', 'remoteStateKey must be an S3 object key without spaces, not starting with "/"'],
+    ['externalRedisHost', 'bad host', 'externalRedisHost must be a DNS name or IPv4 address, got "bad host".'],
+    ['region', false, 'region must be a string, got false.'],
+  ])('%s = %p', (key, value, message) => {
+    expect(bad({ [key]: value })).toThrow(message);
+  });
+});
+
+describe('images must be pinned references', () => {
+  it.each([
+    ['redis', 'must be pinned with a tag or an @sha256 digest'],
+    ['redis:latest', 'must not use the "latest" tag'],
+    ['Redis:7.4', 'must be an image reference like'],
+    ['redis:7.4@sha256:123', 'must be an image reference like'],
+    ['', 'must be an image reference like'],
+  ])('refuses %p', (ref, problem) => {
+    expect(bad({ redisImage: ref })).toThrow(`redisImage ${problem}`);
+  });
+
+  it('refuses a non-string', () => {
+    expect(bad({ envoyImage: 7 })).toThrow('envoyImage must be a string, got 7.');
+  });
+
+  it.each([
+    'redis:7.4.2-alpine',
+    'ws-envoy-lua:1.36.2-1',
+    '123456789012.dkr.ecr.eu-west-1.amazonaws.com/ws-envoy-lua:1.36.2-1',
+    'localhost:5000/team/app:v1',
+    'redis@sha256:' + 'b'.repeat(64),
+    'redis:latest@sha256:' + 'b'.repeat(64),
+  ])('accepts %p', (ref) => {
+    expect(imageProblem(ref)).toBeNull();
+  });
+});
+
+describe('labels', () => {
+  it.each([
+    [[], 'backendSelector must be an object of label names to values, got [].'],
+    [{}, 'backendSelector must hold at least one label, got {}.'],
+    [{ 'bad key!': 'x' }, 'backendSelector has an invalid label key "bad key!"'],
+    [{ 'Bad_Prefix/app': 'x' }, 'backendSelector has a label key "Bad_Prefix/app" whose prefix is not a DNS subdomain'],
+    [{ app: 'not valid!' }, 'backendSelector has an invalid value "not valid!" for label "app"'],
+    [{ app: 3 }, 'backendSelector has a non-string value for label "app"'],
+  ])('refuses %p', (labels, message) => {
+    expect(bad({ backendSelector: labels })).toThrow(message);
+  });
+});
+
+describe('enums and booleans', () => {
+  it('refuses an unknown failure mode', () => {
+    expect(bad({ redisFailureMode: 'maybe' })).toThrow('redisFailureMode must be one of "open", "closed", got "maybe".');
+  });
+  it('refuses an unknown NLB scheme', () => {
+    expect(bad({ nlbScheme: 'public' })).toThrow('nlbScheme must be one of "internet-facing", "internal", got "public".');
+  });
+  it('refuses a non-boolean', () => {
+    expect(bad({ createNamespace: 'yes' })).toThrow('createNamespace must be true or false, got "yes".');
+  });
+});
+
+describe('rules across fields', () => {
+  it('refuses a lease TTL shorter than idle timeout + renew interval + margin, with the fix', () => {
+    expect(bad({ leaseTtlSeconds: 330, idleTimeoutSeconds: 300, renewIntervalSeconds: 30 })).toThrow(
+      'leaseTtlSeconds must be at least idleTimeoutSeconds + renewIntervalSeconds + 5 (300 + 30 + 5 = 335), got 330: ' +
+        "a live but quiet connection's lease would expire and its slot be handed out twice. " +
+        'Fix: raise leaseTtlSeconds to 335 or more, or lower idleTimeoutSeconds / renewIntervalSeconds.',
+    );
+  });
+  it('accepts exactly the minimum', () => {
+    expect(() => bad({ leaseTtlSeconds: 335, idleTimeoutSeconds: 300, renewIntervalSeconds: 30 })()).not.toThrow();
+  });
+  it('refuses a renew interval not below the idle timeout', () => {
+    expect(bad({ renewIntervalSeconds: 300, idleTimeoutSeconds: 300, leaseTtlSeconds: 1000 })).toThrow(
+      'renewIntervalSeconds must be less than idleTimeoutSeconds (300), got 300. Fix: renew several times per idle timeout, e.g. renewIntervalSeconds = 30.',
+    );
+  });
+  it('refuses Redis timeouts that would stall a worker for many cache periods', () => {
+    expect(bad({ hostsCacheMs: 100, redisConnectTimeoutMs: 600, redisReadTimeoutMs: 600 })).toThrow(
+      'redisConnectTimeoutMs + redisReadTimeoutMs must stay below 10 x hostsCacheMs (1000), got 1200.',
+    );
+  });
+  it('refuses external Redis options without externalRedisHost', () => {
+    expect(bad({ externalRedisTls: true })).toThrow(
+      'externalRedisTls / externalRedisPasswordSecret apply only to an external Redis, but externalRedisHost is empty.',
+    );
+  });
+});

@@ -1,0 +1,128 @@
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { luaReturnTable, luaString } from '../../config/lua';
+import { defaults } from '../../config/schema';
+import { filterSettings, renderSettingsLua } from '../../config/settings';
+import { ROOT } from './support/synth';
+
+/** Runs Lua source through LuaJIT: `chunk` must evaluate to a value; returns what `emit` prints. */
+function luajit(script: string): string {
+  return execFileSync('luajit', ['-e', script], { encoding: 'utf8' });
+}
+
+/** Loads `text` as a chunk with an empty environment (as the filter does) and prints key\ttype\tvalue lines. */
+function evalTable(text: string): Record<string, { type: string; value: string }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'settings-'));
+  const file = path.join(dir, 'settings.lua');
+  fs.writeFileSync(file, text);
+  const out = luajit(`
+    local f = assert(io.open(${luaString(file)}, "rb")); local src = f:read("*a"); f:close()
+    local chunk = assert(loadstring(src, "=settings.lua")); setfenv(chunk, {})
+    local t = chunk()
+    local keys = {}; for k in pairs(t) do keys[#keys + 1] = k end; table.sort(keys)
+    for _, k in ipairs(keys) do
+      local v = t[k]
+      local shown = type(v) == "string" and string.format("%q", v) or tostring(v)
+      io.write(k, "\\t", type(v), "\\t", shown:gsub("\\n", "n"), "\\n")
+    end`);
+  const rows: Record<string, { type: string; value: string }> = {};
+  for (const line of out.trim().split('\n')) {
+    const [k, type, value] = line.split('\t');
+    rows[k] = { type, value };
+  }
+  return rows;
+}
+
+const REDIS = { host: 'ws-redis.ws-admission.svc.cluster.local', port: 6379, tls: false, auth: true };
+
+describe('Lua literal writer', () => {
+  it('escapes strings so LuaJIT reads back the same bytes', () => {
+    const nasty = 'quote " backslash \\ newline \n tab \t nul \0 bell \x07 del \x7f then 1 digit ü ]] [[ --';
+    const out = luajit(`io.write(${luaString(nasty)})`);
+    expect(out).toBe(nasty);
+  });
+
+  it('writes a control byte followed by a digit unambiguously', () => {
+    expect(luaString('\x01' + '2')).toBe('"\\0012"');
+    expect(luajit(`io.write(#${luaString('\x012')})`)).toBe('2');
+  });
+
+  it('refuses floats, NaN and unsafe integers', () => {
+    expect(() => luaReturnTable([['rate_limit', 1.5]])).toThrow('settings field rate_limit must be a string, a boolean or a safe integer, got 1.5');
+    expect(() => luaReturnTable([['x', Number.NaN]])).toThrow('settings field x must be a string, a boolean or a safe integer, got null');
+    expect(() => luaReturnTable([['x', 2 ** 60]])).toThrow('settings field x must be a string, a boolean or a safe integer');
+  });
+
+  it('refuses keys that are not identifiers, keywords and duplicates', () => {
+    expect(() => luaReturnTable([['bad-key', 1]])).toThrow('settings field name "bad-key" is not a Lua identifier');
+    expect(() => luaReturnTable([['end', 1]])).toThrow('settings field name "end" is not a Lua identifier');
+    expect(() => luaReturnTable([['a', 1], ['a', 2]])).toThrow('settings field a is given twice');
+  });
+});
+
+describe('settings.lua', () => {
+  const text = renderSettingsLua(defaults(), REDIS);
+
+  it('has exactly the fields of docs/internals.md', () => {
+    const doc = fs.readFileSync(path.join(ROOT, 'docs', 'internals.md'), 'utf8');
+    const section = doc.slice(doc.indexOf('## settings.lua'), doc.indexOf('## Envoy names'));
+    const documented = [...section.matchAll(/^\| `([a-z_]+)` \|/gm)].map((m) => m[1]).sort();
+    expect(documented.length).toBeGreaterThan(10);
+    expect(filterSettings(defaults(), REDIS).map(([k]) => k).sort()).toEqual(documented);
+  });
+
+  it('parses with LuaJIT in an empty environment and returns the configured values', () => {
+    const t = evalTable(text);
+    expect(Object.keys(t)).toHaveLength(19);
+    expect(t.max_connections_per_pod).toEqual({ type: 'number', value: '2' });
+    expect(t.rate_limit).toEqual({ type: 'number', value: '60' });
+    expect(t.rate_window_ms).toEqual({ type: 'number', value: '60000' });
+    expect(t.lease_ttl_ms).toEqual({ type: 'number', value: '360000' });
+    expect(t.renew_interval_ms).toEqual({ type: 'number', value: '30000' });
+    expect(t.redis_host).toEqual({ type: 'string', value: '"ws-redis.ws-admission.svc.cluster.local"' });
+    expect(t.redis_port).toEqual({ type: 'number', value: '6379' });
+    expect(t.redis_password_file).toEqual({ type: 'string', value: '"/etc/ws-redis/password"' });
+    expect(t.redis_tls).toEqual({ type: 'boolean', value: 'false' });
+    expect(t.failure_mode).toEqual({ type: 'string', value: '"open"' });
+    expect(t.hash_tag).toEqual({ type: 'string', value: '"ws"' });
+    expect(t.backend_cluster).toEqual({ type: 'string', value: '"backend"' });
+    expect(t.admin_cluster).toEqual({ type: 'string', value: '"envoy_admin"' });
+    expect(t.metrics_path).toEqual({ type: 'string', value: '"/metrics"' });
+    expect(t.limit_all_requests).toEqual({ type: 'boolean', value: 'false' });
+    expect(t.connection_inventory).toEqual({ type: 'boolean', value: 'false' });
+  });
+
+  it('carries changed limits and an external Redis without AUTH', () => {
+    const c = {
+      ...defaults(),
+      maxConnectionsPerPod: 9,
+      rateLimitPerMinute: 0,
+      redisFailureMode: 'closed' as const,
+      limitAllRequests: true,
+      hashTag: 'chat:1',
+    };
+    const t = evalTable(renderSettingsLua(c, { host: '10.0.0.5', port: 6380, tls: true, auth: false }));
+    expect(t.max_connections_per_pod.value).toBe('9');
+    expect(t.rate_limit.value).toBe('0');
+    expect(t.failure_mode.value).toBe('"closed"');
+    expect(t.limit_all_requests.value).toBe('true');
+    expect(t.hash_tag.value).toBe('"chat:1"');
+    expect(t.redis_password_file.value).toBe('""');
+    expect(t.redis_tls.value).toBe('true');
+    expect(t.redis_port.value).toBe('6380');
+  });
+
+  const loader = path.join(ROOT, 'lua', 'envoy', 'settings_loader.lua');
+  (fs.existsSync(loader) ? it : it.skip)("passes the filter's own settings check (lua/envoy/settings_loader.lua)", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'settings-'));
+    fs.writeFileSync(path.join(dir, 'settings.lua'), text);
+    const out = luajit(`
+      package.path = ${luaString(path.join(ROOT, 'lua', 'envoy', '?.lua'))} .. ";" .. package.path
+      local M = require("settings_loader")
+      local s, errs = M.load(${luaString(path.join(dir, 'settings.lua'))})
+      io.write(s and "ok" or table.concat(errs, "; "))`);
+    expect(out).toBe('ok');
+  });
+});

@@ -1,0 +1,353 @@
+import { Testing } from 'cdktf';
+import { DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
+import { EVERYTHING_CHANGED, Json, byName, resources, synth } from './support/synth';
+
+const LBC = 'service.beta.kubernetes.io/aws-load-balancer';
+
+/**
+ * The default deploy with the repository's own lua/ files. Lua contents and the checksum
+ * are masked in the snapshot (the filter's authors change them; the precise tests below
+ * use fixtures), so the snapshot pins the resources, names and file list.
+ */
+describe('default profile (repository lua/)', () => {
+  const { json } = synth({}, DEFAULT_LUA_DIRS);
+  const cm = byName(json, 'kubernetes_config_map_v1', 'ws-envoy-config');
+
+  it('matches the snapshot', () => {
+    const masked = JSON.parse(JSON.stringify(json));
+    const maskedCm = byName(masked, 'kubernetes_config_map_v1', 'ws-envoy-config');
+    for (const key of Object.keys(maskedCm.data)) {
+      if (key.endsWith('.lua') && key !== 'settings.lua') maskedCm.data[key] = '<lua source>';
+    }
+    byName(masked, 'kubernetes_deployment_v1', 'ws-envoy').spec.template.metadata.annotations['checksum/config'] = '<sha256>';
+    expect(masked).toMatchSnapshot();
+  });
+
+  it('ships the filter and metrics entry points that envoy.yaml loads', () => {
+    expect(cm.data['filter.lua']).toMatch(/envoy_on_request/);
+    expect(cm.data['metrics.lua']).toBeDefined();
+    expect(cm.data['envoy.yaml']).toContain('filename: /etc/envoy/lua/filter.lua');
+    expect(cm.data['envoy.yaml']).toContain('filename: /etc/envoy/lua/metrics.lua');
+  });
+});
+
+describe('default profile', () => {
+  const { text, json } = synth();
+  const envoy = byName(json, 'kubernetes_deployment_v1', 'ws-envoy');
+  const pod = envoy.spec.template.spec;
+  const container = pod.container[0];
+
+  // (Testing.toBeValidTerraform needs `terraform init` with provider downloads: not here.)
+  it('has no backend block (local state)', () => {
+    expect(json.terraform.backend).toBeUndefined();
+    expect(Object.keys(json.terraform.required_providers).sort()).toEqual(['aws', 'helm', 'kubernetes', 'random']);
+  });
+
+  it('looks up the EKS cluster and configures the providers from it', () => {
+    expect(Testing.toHaveDataSourceWithProperties(text, 'aws_eks_cluster', { name: 'ws-eks' })).toBe(true);
+    expect(Testing.toHaveDataSourceWithProperties(text, 'aws_eks_cluster_auth', { name: 'ws-eks' })).toBe(true);
+    expect(json.provider.aws[0].region).toBe('us-east-1');
+    const k8s = json.provider.kubernetes[0];
+    expect(k8s.host).toMatch(/^\$\{data\.aws_eks_cluster\.[^.]+\.endpoint\}$/);
+    expect(k8s.cluster_ca_certificate).toMatch(/^\$\{base64decode\(data\.aws_eks_cluster\.[^.]+\.certificate_authority\[0\]\.data\)\}$/);
+    expect(k8s.token).toMatch(/^\$\{data\.aws_eks_cluster_auth\.[^.]+\.token\}$/);
+    expect(json.provider.helm[0].kubernetes).toEqual(k8s);
+  });
+
+  it('creates the namespace and puts everything in it', () => {
+    expect(Testing.toHaveResourceWithProperties(text, 'kubernetes_namespace_v1', { metadata: { name: 'ws-admission' } })).toBe(true);
+    for (const type of ['kubernetes_deployment_v1', 'kubernetes_service_v1', 'kubernetes_config_map_v1', 'kubernetes_secret_v1']) {
+      for (const r of resources(json, type)) expect(r.metadata.namespace).toBe('${kubernetes_namespace_v1.ns.metadata[0].name}');
+    }
+  });
+
+  it('runs two Envoy replicas of the pinned custom image with the config file and concurrency', () => {
+    expect(envoy.spec.replicas).toBe('2');
+    expect(container.image).toBe('ws-envoy-lua:1.36.2-1');
+    expect(container.command).toEqual(['envoy']);
+    expect(container.args).toEqual(['-c', '/etc/envoy/envoy.yaml', '--concurrency', '2', '--disable-hot-restart', '--log-level', 'info']);
+    expect(envoy.spec.strategy).toEqual({ type: 'RollingUpdate', rolling_update: { max_surge: '1', max_unavailable: '0' } });
+  });
+
+  it('gives Envoy its identity, Lua and state directories through the environment', () => {
+    expect(container.env).toEqual([
+      { name: 'POD_NAME', value_from: { field_ref: { field_path: 'metadata.name' } } },
+      { name: 'POD_NAMESPACE', value_from: { field_ref: { field_path: 'metadata.namespace' } } },
+      { name: 'WS_LUA_DIR', value: '/etc/envoy/lua' },
+      { name: 'WS_STATE_DIR', value: '/var/run/ws-admission' },
+    ]);
+  });
+
+  it('mounts the Redis password as /etc/ws-redis/password (mode 0400), state and tmp as emptyDirs', () => {
+    expect(pod.volume.find((v: Json) => v.name === 'redis-auth')).toEqual({
+      name: 'redis-auth',
+      secret: { secret_name: 'ws-redis-auth', default_mode: '0400', items: [{ key: 'password', path: 'password' }] },
+    });
+    expect(container.volume_mount).toEqual([
+      { name: 'config', mount_path: '/etc/envoy', read_only: true },
+      { name: 'state', mount_path: '/var/run/ws-admission' },
+      { name: 'tmp', mount_path: '/tmp' },
+      { name: 'redis-auth', mount_path: '/etc/ws-redis', read_only: true },
+    ]);
+    expect(pod.volume.find((v: Json) => v.name === 'state').empty_dir).toBeDefined();
+  });
+
+  it('probes readiness and liveness on the metrics listener /ready', () => {
+    expect(container.readiness_probe.http_get).toEqual({ path: '/ready', port: '9901' });
+    expect(container.liveness_probe.http_get).toEqual({ path: '/ready', port: '9901' });
+    expect(container.port).toEqual([
+      { name: 'http', container_port: 8080, protocol: 'TCP' },
+      { name: 'metrics', container_port: 9901, protocol: 'TCP' },
+    ]);
+  });
+
+  it('runs every pod restricted: non-root, read-only root, no escalation, no capabilities, RuntimeDefault seccomp', () => {
+    for (const d of resources(json, 'kubernetes_deployment_v1')) {
+      const spec = d.spec.template.spec;
+      expect(spec.security_context).toMatchObject({ run_as_non_root: true, seccomp_profile: { type: 'RuntimeDefault' } });
+      expect(spec.automount_service_account_token).toBe(false);
+      for (const c of spec.container) {
+        expect(c.security_context).toEqual({
+          run_as_non_root: true,
+          allow_privilege_escalation: false,
+          privileged: false,
+          read_only_root_filesystem: true,
+          capabilities: { drop: ['ALL'] },
+          seccomp_profile: { type: 'RuntimeDefault' },
+        });
+        expect(c.resources.requests.cpu).toBeDefined();
+        expect(c.resources.limits.memory).toBeDefined();
+        expect(c.readiness_probe).toBeDefined();
+        expect(c.liveness_probe).toBeDefined();
+      }
+    }
+  });
+
+  it('spreads Envoy over zones and hosts and keeps a PDB', () => {
+    expect(pod.topology_spread_constraint.map((t: Json) => t.topology_key)).toEqual(['topology.kubernetes.io/zone', 'kubernetes.io/hostname']);
+    for (const t of pod.topology_spread_constraint) {
+      expect(t.label_selector).toEqual([{ match_labels: { 'app.kubernetes.io/name': 'ws-envoy', 'app.kubernetes.io/part-of': 'ws-admission' } }]);
+      expect(t.max_skew).toBe(1);
+    }
+    expect(byName(json, 'kubernetes_pod_disruption_budget_v1', 'ws-envoy').spec).toEqual({
+      max_unavailable: '1',
+      selector: { match_labels: { 'app.kubernetes.io/name': 'ws-envoy', 'app.kubernetes.io/part-of': 'ws-admission' } },
+    });
+  });
+
+  it('annotates Envoy pods for Prometheus and with the config checksum', () => {
+    const a = envoy.spec.template.metadata.annotations;
+    expect(a['prometheus.io/scrape']).toBe('true');
+    expect(a['prometheus.io/port']).toBe('9901');
+    expect(a['prometheus.io/path']).toBe('/metrics');
+    expect(a['checksum/config']).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('deploys Redis with one replica, its config from the Secret and no persistence', () => {
+    const redis = byName(json, 'kubernetes_deployment_v1', 'ws-redis');
+    expect(redis.spec.replicas).toBe('1');
+    expect(redis.spec.strategy).toEqual({ type: 'Recreate' });
+    const c = redis.spec.template.spec.container[0];
+    expect(c.image).toBe('redis:7.4.2-alpine');
+    expect(c.command).toEqual(['redis-server']);
+    expect(c.args).toEqual(['/etc/redis/redis.conf']);
+    expect(JSON.stringify(c)).not.toMatch(/random_password/);
+    expect(c.env).toEqual([{ name: 'REDISCLI_AUTH', value_from: { secret_key_ref: { name: 'ws-redis-auth', key: 'password' } } }]);
+    expect(c.readiness_probe.exec.command).toEqual(['sh', '-c', 'redis-cli -h 127.0.0.1 ping | grep -q PONG']);
+    expect(c.liveness_probe.tcp_socket).toEqual([{ port: '6379' }]);
+    expect(redis.spec.template.spec.security_context.run_as_user).toBe('999');
+    expect(redis.spec.template.spec.volume.map((v: Json) => v.name)).toEqual(['config', 'data']);
+  });
+
+  it('generates the Redis password and keeps it in the Secret only', () => {
+    expect(Testing.toHaveResourceWithProperties(text, 'random_password', { length: 40, special: false })).toBe(true);
+    const secret = byName(json, 'kubernetes_secret_v1', 'ws-redis-auth');
+    expect(secret.data.password).toMatch(/^\$\{random_password\.[^.]+\.result\}$/);
+    expect(secret.data['redis.conf']).toContain('requirepass ${random_password.');
+    expect(secret.data['redis.conf']).toContain('save ""');
+    expect(secret.data['redis.conf']).toContain('maxmemory-policy noeviction');
+  });
+
+  it('lets only the Envoy pods reach Redis on 6379', () => {
+    const np = byName(json, 'kubernetes_network_policy_v1', 'ws-redis-envoy-only');
+    expect(np.spec).toEqual({
+      pod_selector: { match_labels: { 'app.kubernetes.io/name': 'ws-redis', 'app.kubernetes.io/part-of': 'ws-admission' } },
+      policy_types: ['Ingress'],
+      ingress: [
+        {
+          from: [{ pod_selector: { match_labels: { 'app.kubernetes.io/name': 'ws-envoy', 'app.kubernetes.io/part-of': 'ws-admission' } } }],
+          ports: [{ port: '6379', protocol: 'TCP' }],
+        },
+      ],
+    });
+    const envoyLabels = envoy.spec.template.metadata.labels;
+    for (const [k, v] of Object.entries(np.spec.ingress[0].from[0].pod_selector.match_labels)) expect(envoyLabels[k]).toBe(v);
+  });
+
+  it('exposes Redis as a ClusterIP Service on 6379', () => {
+    expect(byName(json, 'kubernetes_service_v1', 'ws-redis').spec).toMatchObject({
+      type: 'ClusterIP',
+      port: [{ name: 'redis', port: 6379, target_port: 'redis', protocol: 'TCP' }],
+    });
+  });
+
+  it('creates a headless Service over the backend pods', () => {
+    expect(byName(json, 'kubernetes_service_v1', 'ws-backend').spec).toEqual({
+      cluster_ip: 'None',
+      publish_not_ready_addresses: false,
+      selector: { 'app.kubernetes.io/name': 'ws-echo' },
+      port: [{ name: 'ws', port: 8080, target_port: '8080', protocol: 'TCP' }],
+    });
+  });
+
+  it('deploys the sample echo backend: 3 pinned replicas the headless Service selects', () => {
+    const echo = byName(json, 'kubernetes_deployment_v1', 'ws-echo');
+    expect(echo.spec.replicas).toBe('3');
+    expect(echo.spec.template.spec.container[0].image).toBe('jmalloc/echo-server:v0.3.7');
+    expect(echo.spec.template.metadata.labels['app.kubernetes.io/name']).toBe('ws-echo');
+    expect(echo.spec.template.spec.container[0].env).toEqual([{ name: 'PORT', value: '8080' }]);
+  });
+
+  it('puts Envoy behind an internet-facing NLB with IP targets, cross-zone and a /ready health check', () => {
+    const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
+    expect(nlb.wait_for_load_balancer).toBe(true);
+    expect(nlb.spec.type).toBe('LoadBalancer');
+    expect(nlb.spec.port).toEqual([{ name: 'http', port: 80, target_port: 'http', protocol: 'TCP' }]);
+    expect(nlb.metadata.annotations).toEqual({
+      [`${LBC}-type`]: 'external',
+      [`${LBC}-nlb-target-type`]: 'ip',
+      [`${LBC}-scheme`]: 'internet-facing',
+      [`${LBC}-attributes`]: 'load_balancing.cross_zone.enabled=true',
+      [`${LBC}-target-group-attributes`]: 'deregistration_delay.timeout_seconds=30',
+      [`${LBC}-healthcheck-protocol`]: 'HTTP',
+      [`${LBC}-healthcheck-port`]: '9901',
+      [`${LBC}-healthcheck-path`]: '/ready',
+      [`${LBC}-healthcheck-interval`]: '10',
+      [`${LBC}-healthcheck-timeout`]: '5',
+      [`${LBC}-healthcheck-healthy-threshold`]: '2',
+      [`${LBC}-healthcheck-unhealthy-threshold`]: '2',
+    });
+  });
+
+  it('serves metrics on a ClusterIP Service, not on the NLB', () => {
+    expect(byName(json, 'kubernetes_service_v1', 'ws-envoy-metrics').spec).toMatchObject({
+      type: 'ClusterIP',
+      port: [{ name: 'metrics', port: 9901, target_port: 'metrics', protocol: 'TCP' }],
+    });
+  });
+
+  it('has described outputs, null-safe on the NLB hostname', () => {
+    expect(Object.keys(json.output).sort()).toEqual(
+      ['load_balancer_hostname', 'metrics_port_forward', 'namespace', 'redis_password_secret', 'redis_service', 'state_backend', 'websocket_url'].sort(),
+    );
+    for (const o of Object.values(json.output) as Json[]) expect(o.description.length).toBeGreaterThan(10);
+    expect(json.output.load_balancer_hostname.value).toMatch(/^\$\{try\(kubernetes_service_v1\.[^.]+\.status\[0\]\.load_balancer\[0\]\.ingress\[0\]\.hostname, ""\)\}$/);
+    expect(json.output.websocket_url.value).toMatch(/^ws:\/\/\$\{try\(.*\)\}\/$/);
+    expect(json.output.redis_service.value).toBe('ws-redis.ws-admission.svc.cluster.local:6379');
+    expect(json.output.metrics_port_forward.value).toBe('kubectl -n ws-admission port-forward svc/ws-envoy-metrics 9901:9901');
+    expect(json.output.state_backend.value).toBe('local');
+  });
+
+  it('passes the limits to the filter through settings.lua', () => {
+    const settings = byName(json, 'kubernetes_config_map_v1', 'ws-envoy-config').data['settings.lua'];
+    expect(settings).toContain('max_connections_per_pod = 2,');
+    expect(settings).toContain('rate_limit = 60,');
+    expect(settings).toContain('redis_host = "ws-redis.ws-admission.svc.cluster.local",');
+  });
+});
+
+describe('every option changed', () => {
+  const { text, json } = synth(EVERYTHING_CHANGED);
+  const envoy = byName(json, 'kubernetes_deployment_v1', 'ws-envoy');
+  const cm = byName(json, 'kubernetes_config_map_v1', 'ws-envoy-config');
+
+  it('matches the snapshot', () => {
+    expect(json).toMatchSnapshot();
+  });
+
+  it('uses the S3 backend without the lock file when asked', () => {
+    expect(json.terraform.backend).toEqual({
+      s3: { bucket: 'acme-tfstate', key: 'realtime/ws.tfstate', region: 'eu-central-1', encrypt: true },
+    });
+    expect(json.output.state_backend.value).toBe('s3://acme-tfstate/realtime/ws.tfstate');
+  });
+
+  it('uses an existing namespace, the other cluster and region', () => {
+    expect(resources(json, 'kubernetes_namespace_v1')).toHaveLength(0);
+    expect(envoy.metadata.namespace).toBe('realtime');
+    expect(Testing.toHaveDataSourceWithProperties(text, 'aws_eks_cluster', { name: 'prod-eks' })).toBe(true);
+    expect(json.provider.aws[0].region).toBe('eu-west-1');
+  });
+
+  it('uses the external Redis: no Redis of its own, the given Secret, TLS in settings.lua', () => {
+    expect(resources(json, 'random_password')).toHaveLength(0);
+    expect(resources(json, 'kubernetes_network_policy_v1')).toHaveLength(0);
+    expect(resources(json, 'kubernetes_deployment_v1').map((d: Json) => d.metadata.name)).toEqual(['ws-envoy']);
+    expect(envoy.spec.template.spec.volume.find((v: Json) => v.name === 'redis-auth').secret.secret_name).toBe('elasticache-auth');
+    const s = cm.data['settings.lua'];
+    expect(s).toContain('redis_host = "master.chat.abc123.euw1.cache.amazonaws.com",');
+    expect(s).toContain('redis_port = 6380,');
+    expect(s).toContain('redis_tls = true,');
+    expect(s).toContain('failure_mode = "closed",');
+    expect(s).toContain('hash_tag = "chat",');
+    expect(s).toContain('lease_ttl_ms = 200000,');
+    expect(s).toContain('renew_interval_ms = 15000,');
+    expect(s).toContain('hosts_cache_ms = 2000,');
+    expect(s).toContain('limit_all_requests = true,');
+    expect(s).toContain('connection_inventory = true,');
+    expect(json.output.redis_service.value).toBe('master.chat.abc123.euw1.cache.amazonaws.com:6380');
+  });
+
+  it('scales Envoy and its workers', () => {
+    expect(envoy.spec.replicas).toBe('4');
+    expect(envoy.spec.template.spec.container[0].args).toContain('4');
+    expect(envoy.spec.template.spec.container[0].image).toBe('123456789012.dkr.ecr.eu-west-1.amazonaws.com/ws-envoy-lua:1.36.2-7');
+  });
+
+  it('points Envoy at the renamed backend Service and health path, without the sample backend', () => {
+    const yaml = cm.data['envoy.yaml'];
+    expect(yaml).toContain('address: chat-backend.realtime.svc.cluster.local');
+    expect(yaml).toContain('port_value: 9000');
+    expect(yaml).toContain('path: /healthz');
+    expect(yaml).toContain('stream_idle_timeout: 120s');
+    expect(yaml).toContain('max_stream_duration: 7200s');
+    expect(yaml).toContain('envoy.filters.listener.proxy_protocol');
+    expect(byName(json, 'kubernetes_service_v1', 'chat-backend').spec.selector).toEqual({ app: 'chat', tier: 'ws' });
+    expect(resources(json, 'kubernetes_deployment_v1').some((d: Json) => d.metadata.name === 'ws-echo')).toBe(false);
+  });
+
+  it('makes the NLB internal, with proxy protocol and the metrics port', () => {
+    const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
+    expect(nlb.metadata.annotations[`${LBC}-scheme`]).toBe('internal');
+    expect(nlb.metadata.annotations[`${LBC}-proxy-protocol`]).toBe('*');
+    expect(nlb.spec.port.map((p: Json) => p.port)).toEqual([80, 9901]);
+  });
+});
+
+describe('remote state', () => {
+  it('uses the S3 backend with use_lockfile, in the cluster region by default', () => {
+    const { json } = synth({ remoteStateBucket: 'acme-tfstate' });
+    expect(json.terraform.backend).toEqual({
+      s3: { bucket: 'acme-tfstate', key: 'ws-envoy-admission/terraform.tfstate', region: 'us-east-1', encrypt: true, use_lockfile: true },
+    });
+  });
+});
+
+describe('options one by one', () => {
+  it('deploySampleBackend=false leaves the backend to the user', () => {
+    const { json } = synth({ deploySampleBackend: false });
+    expect(resources(json, 'kubernetes_deployment_v1').map((d: Json) => d.metadata.name).sort()).toEqual(['ws-envoy', 'ws-redis']);
+    expect(byName(json, 'kubernetes_service_v1', 'ws-backend')).toBeDefined();
+  });
+
+  it('an external Redis without a password Secret mounts no password and says so in settings.lua', () => {
+    const { json } = synth({ externalRedisHost: 'redis.example.internal' });
+    const envoy = byName(json, 'kubernetes_deployment_v1', 'ws-envoy');
+    expect(envoy.spec.template.spec.volume.map((v: Json) => v.name)).toEqual(['config', 'state', 'tmp']);
+    expect(byName(json, 'kubernetes_config_map_v1', 'ws-envoy-config').data['settings.lua']).toContain('redis_password_file = "",');
+  });
+
+  it('the stack validates the config it is given', () => {
+    expect(() => synth({ maxConnectionsPerPod: 0 })).toThrow('maxConnectionsPerPod must be a positive integer, got 0.');
+  });
+});
