@@ -55,7 +55,8 @@ function M.encode(cmd)
 end
 
 --- Creates a client. Nothing is connected until the first call.
--- opts: host, port, password_file ("" = no AUTH), tls (boolean),
+-- opts: host, port, password_file ("" = no AUTH), tls (boolean), ca_file (TLS trust;
+--       default WS_REDIS_CA_FILE, else the system bundle),
 --       connect_timeout_ms, read_timeout_ms, scripts_dir (where <name>.lua Redis scripts live)
 function M.new(opts)
   return setmetatable({
@@ -63,6 +64,7 @@ function M.new(opts)
     port = opts.port,
     password_file = opts.password_file or "",
     tls = opts.tls or false,
+    ca_file = opts.ca_file or os.getenv("WS_REDIS_CA_FILE") or "/etc/ssl/certs/ca-certificates.crt",
     connect_timeout = (opts.connect_timeout_ms or 100) / 1000,
     read_timeout = (opts.read_timeout_ms or 100) / 1000,
     scripts_dir = opts.scripts_dir,
@@ -125,6 +127,29 @@ local function read_reply(sock)
   return nil, "protocol error: unexpected reply type " .. kind
 end
 
+-- RFC 6125-style check of the server certificate against the name we connected to:
+-- subjectAltName dNSName (exact, or a "*." wildcard for one left-most label) or
+-- iPAddress; luasec verifies the chain only, not the name.
+local function cert_matches(cert, host)
+  local ok, ext = pcall(cert.extensions, cert)
+  local san = ok and ext and ext["2.5.29.17"]
+  if not san then return false end
+  host = host:lower()
+  for _, ip in ipairs(san.iPAddress or {}) do
+    if ip == host then return true end
+  end
+  for _, dns in ipairs(san.dNSName or {}) do
+    dns = dns:lower()
+    if dns == host then return true end
+    if dns:sub(1, 2) == "*." then
+      local rest = host:match("^[^.]+(%..+)$")
+      if rest and rest == dns:sub(2) then return true end
+    end
+  end
+  return false
+end
+M.cert_matches = cert_matches
+
 function Client:connect()
   if self.sock then return true end
   local sock = socket.tcp()
@@ -137,14 +162,15 @@ function Client:connect()
   sock:setoption("tcp-nodelay", true)
   sock:setoption("keepalive", true)
   if self.tls then
-    -- luasec; verified against the system CA bundle, with SNI (ElastiCache in-transit encryption).
+    -- luasec: chain verified against the CA bundle (the system's, or WS_REDIS_CA_FILE),
+    -- SNI = redis_host, then the name checked against the certificate's subjectAltName.
     local ssl = require("ssl")
     local wrapped, werr = ssl.wrap(sock, {
       mode = "client",
       protocol = "any",
       options = { "all", "no_sslv2", "no_sslv3", "no_tlsv1" },
       verify = "peer",
-      cafile = "/etc/ssl/certs/ca-certificates.crt",
+      cafile = self.ca_file,
     })
     if not wrapped then
       sock:close()
@@ -156,6 +182,11 @@ function Client:connect()
     if not hok then
       wrapped:close()
       return nil, "tls handshake: " .. tostring(herr)
+    end
+    local cert = wrapped:getpeercertificate()
+    if not cert or not cert_matches(cert, self.host) then
+      wrapped:close()
+      return nil, "tls: the server certificate does not name " .. tostring(self.host)
     end
     sock = wrapped
   end

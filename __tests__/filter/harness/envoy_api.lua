@@ -145,9 +145,9 @@ function M.header_list(h)
   return out
 end
 
--- Envoy's LuaJIT is built with LUAJIT_ENABLE_LUA52COMPAT, so pairs() honours __pairs
--- (the docs' `for key, value in pairs(headers)`). Debian's luajit is not; scripts
--- loaded by the harness get this pairs instead.
+-- The docs' `for key, value in pairs(headers)` needs a pairs() that honours __pairs
+-- (LuaJIT's 5.2-compatibility build option). Debian's luajit is built without it, so
+-- scripts loaded by the harness get this pairs instead.
 function M.pairs52(t)
   local mt = getmetatable(t)
   if mt and mt.__pairs then return mt.__pairs(t) end

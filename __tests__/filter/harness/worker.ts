@@ -159,7 +159,7 @@ export class Worker {
 
   static async start(opts: {
     luaDir: string; stateDir: string; podName?: string; script?: 'filter.lua' | 'metrics.lua';
-    hosts?: Array<[string, string]>; adminDown?: boolean;
+    hosts?: Array<[string, string]>; adminDown?: boolean; env?: Record<string, string>;
   }): Promise<Worker> {
     const script = path.join(opts.luaDir, opts.script ?? 'filter.lua');
     const proc = spawn('luajit', [DRIVER, script], {
@@ -169,6 +169,7 @@ export class Worker {
         WS_STATE_DIR: opts.stateDir,
         POD_NAME: opts.podName ?? 'envoy-test-0',
         HARNESS_VERBOSE: process.env.HARNESS_VERBOSE ?? '',
+        ...opts.env,
       },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
@@ -267,11 +268,12 @@ export class Fleet {
 
   async worker(overrides: Partial<Settings> = {}, opts: {
     podName?: string; hosts?: Array<[string, string]>; script?: 'filter.lua' | 'metrics.lua';
-    settings?: Record<string, unknown> | string;
+    settings?: Record<string, unknown> | string; env?: Record<string, string>;
   } = {}): Promise<Worker> {
     const luaDir = makeLuaDir(opts.settings ?? { ...defaultSettings(this.redisPort, overrides) });
     const w = await Worker.start({
       luaDir, stateDir: this.stateDir, podName: opts.podName, script: opts.script, hosts: opts.hosts ?? HOSTS,
+      env: opts.env,
     });
     this.workers.push(w);
     return w;
