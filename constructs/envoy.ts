@@ -69,6 +69,8 @@ export class EnvoyProxy extends Construct {
   public readonly deployment: DeploymentV1;
   public readonly pdb: PodDisruptionBudgetV1;
   public readonly metricsService: ServiceV1;
+  /** Labels of the `ws-envoy-metrics` Service (unique to it: a ServiceMonitor selects on them). */
+  public readonly metricsServiceLabels: { readonly [key: string]: string };
 
   constructor(scope: Construct, id: string, props: EnvoyProxyProps) {
     super(scope, id);
@@ -199,8 +201,9 @@ export class EnvoyProxy extends Construct {
       spec: { maxUnavailable: '1', selector: { matchLabels: ENVOY_SELECTOR } },
     });
 
+    this.metricsServiceLabels = componentLabels(NAMES.envoy, 'metrics');
     this.metricsService = new ServiceV1(this, 'metrics-service', {
-      metadata: { name: NAMES.envoyMetrics, namespace: props.namespace, labels },
+      metadata: { name: NAMES.envoyMetrics, namespace: props.namespace, labels: this.metricsServiceLabels },
       spec: {
         type: 'ClusterIP',
         selector: ENVOY_SELECTOR,

@@ -70,7 +70,7 @@ export class Nlb extends Construct {
       metadata: {
         name: NAMES.nlb,
         namespace: props.namespace,
-        labels: componentLabels(NAMES.envoy, 'proxy'),
+        labels: componentLabels(NAMES.envoy, 'load-balancer'),
         annotations: this.annotations,
       },
       spec: {

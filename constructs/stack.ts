@@ -132,11 +132,16 @@ export class WsAdmissionStack extends TerraformStack {
       exposeMetrics: c.exposeMetricsOnNlb,
     });
 
-    // --- MONITORING (constructs/monitoring.ts, owned by the monitoring engineer) -------------
-    // Instantiate here when c.grafanaDashboard || c.serviceMonitor, e.g.
-    //   new Monitoring(this, 'monitoring', { namespace, grafanaDashboard: c.grafanaDashboard,
-    //     serviceMonitor: c.serviceMonitor, selector: this.envoy.selector,
-    //     metricsService: NAMES.envoyMetrics, metricsPort: 'metrics' });
+    // --- MONITORING: spot for constructs/monitoring.ts (wired by its owner) --------------------
+    // if (c.grafanaDashboard || c.serviceMonitor) {
+    //   new Monitoring(this, 'monitoring', {
+    //     namespace,
+    //     envoyServiceLabels: this.envoy.metricsServiceLabels, // only ws-envoy-metrics has them
+    //     metricsPortName: 'metrics',
+    //     dashboard: c.grafanaDashboard,
+    //     serviceMonitor: c.serviceMonitor,
+    //   });
+    // }
     // ------------------------------------------------------------------------------------------
 
     this.outputs(c, redisEndpoint);

@@ -236,6 +236,15 @@ describe('default profile', () => {
     });
   });
 
+  it('labels the metrics Service uniquely, so a ServiceMonitor selects only it', () => {
+    const labels = byName(json, 'kubernetes_service_v1', 'ws-envoy-metrics').metadata.labels;
+    expect(labels['app.kubernetes.io/component']).toBe('metrics');
+    const matching = resources(json, 'kubernetes_service_v1').filter((svc: Json) =>
+      Object.entries(labels).every(([k, v]) => svc.metadata.labels?.[k] === v),
+    );
+    expect(matching.map((svc: Json) => svc.metadata.name)).toEqual(['ws-envoy-metrics']);
+  });
+
   it('has described outputs, null-safe on the NLB hostname', () => {
     expect(Object.keys(json.output).sort()).toEqual(
       ['load_balancer_hostname', 'metrics_port_forward', 'namespace', 'redis_password_secret', 'redis_service', 'state_backend', 'websocket_url'].sort(),
