@@ -17,6 +17,8 @@ export interface RunOptions {
   readonly timeoutMs?: number;
   /** Stream the command's output to our stdout/stderr as it runs (still captured). @default false */
   readonly inherit?: boolean;
+  /** Written to the command's stdin, which is then closed (secrets go here, never in argv). @default - no stdin */
+  readonly input?: string;
 }
 
 /** A command that keeps running (kubectl port-forward) until we stop it. */
@@ -45,10 +47,14 @@ export class NodeProcessRunner implements ProcessRunner {
       let timedOut = false;
       let child: ChildProcess;
       try {
-        child = spawn(cmd, [...args], { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+        child = spawn(cmd, [...args], { env: opts.env ?? process.env, cwd: opts.cwd, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
       } catch (err) {
         resolve({ code: 127, stdout: '', stderr: String(err), notFound: true });
         return;
+      }
+      if (opts.input !== undefined) {
+        child.stdin?.on('error', () => undefined);
+        child.stdin?.end(opts.input);
       }
       const timer = opts.timeoutMs ? setTimeout(() => { timedOut = true; child.kill('SIGTERM'); }, opts.timeoutMs) : undefined;
       child.stdout?.on('data', (d: Buffer) => { stdout += d.toString(); if (opts.inherit) process.stdout.write(d); });

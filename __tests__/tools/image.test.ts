@@ -1,0 +1,76 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import { ImageError, parseImageArgs, pushImage } from '../../tools/image';
+import { FakeRunner, fail, ok } from './fakes';
+
+const IMAGE = '123456789012.dkr.ecr.eu-west-1.amazonaws.com/ws-envoy-lua:1.36.2-1';
+const DOCKERFILE = fs.readFileSync(path.join(__dirname, '..', '..', 'envoy', 'Dockerfile'), 'utf8');
+
+function runner(): FakeRunner {
+  return new FakeRunner()
+    .on('docker buildx version', ok('github.com/docker/buildx v0.17.1'))
+    .on('aws --version', ok('aws-cli/2.17.0'))
+    .on('aws ecr get-login-password', ok('s3cr3t-token\n'))
+    .on('docker login', ok('Login Succeeded'))
+    .on('aws ecr describe-repositories', ok({ repositories: [{ repositoryName: 'ws-envoy-lua' }] }))
+    .on('docker buildx build', ok(''));
+}
+
+describe('npm run image:push', () => {
+  const opts = { image: IMAGE, platforms: 'linux/amd64,linux/arm64', createRepository: false, dryRun: false };
+
+  it('logs in with the password on stdin, then builds both platforms and pushes', async () => {
+    const r = runner();
+    const calls: Array<{ line: string; input?: string }> = [];
+    const orig = r.run.bind(r);
+    r.run = async (cmd, args, o) => { calls.push({ line: [cmd, ...args].join(' '), input: o?.input }); return orig(cmd, args, o); };
+    await pushImage(opts, r, '/repo', () => undefined);
+    const login = calls.find((c) => c.line.startsWith('docker login'))!;
+    expect(login.line).toBe('docker login --username AWS --password-stdin 123456789012.dkr.ecr.eu-west-1.amazonaws.com');
+    expect(login.input).toBe('s3cr3t-token');
+    expect(calls.every((c) => !c.line.includes('s3cr3t'))).toBe(true);
+    expect(calls[calls.length - 1].line).toBe(`docker buildx build --platform linux/amd64,linux/arm64 --file envoy/Dockerfile --tag ${IMAGE} --provenance=false --push .`);
+  });
+
+  it('refuses an image that is not in ECR', async () => {
+    await expect(pushImage({ ...opts, image: 'ws-envoy-lua:1.36.2-1' }, runner(), '/repo', () => undefined))
+      .rejects.toThrow('image must be an ECR reference with a tag (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG), got "ws-envoy-lua:1.36.2-1"');
+  });
+
+  it('says how to create a missing repository, and creates it when asked', async () => {
+    const missing = () => runner().on('aws ecr describe-repositories', fail('An error occurred (RepositoryNotFoundException) when calling the DescribeRepositories operation', 254));
+    await expect(pushImage(opts, missing(), '/repo', () => undefined)).rejects.toThrow(/the ECR repository ws-envoy-lua does not exist in eu-west-1; create it with `aws ecr create-repository --repository-name ws-envoy-lua/);
+    const r = missing().on('aws ecr create-repository', ok({}));
+    await pushImage({ ...opts, createRepository: true }, r, '/repo', () => undefined);
+    expect(r.commandLines()).toContain('aws ecr create-repository --repository-name ws-envoy-lua --region eu-west-1 --image-tag-mutability IMMUTABLE --image-scanning-configuration scanOnPush=true --output json');
+  });
+
+  it('names a missing docker buildx', async () => {
+    const r = runner().on('docker buildx version', { code: 127, notFound: true });
+    const err = await pushImage(opts, r, '/repo', () => undefined).catch((e: ImageError) => e);
+    expect(err).toBeInstanceOf(ImageError);
+    expect((err as ImageError).step).toBe('prerequisites');
+    expect((err as ImageError).message).toBe('docker is not installed (not on PATH): Docker with the buildx plugin builds the multi-arch image');
+  });
+
+  it('takes the config image by default', () => {
+    expect(parseImageArgs([], IMAGE).image).toBe(IMAGE);
+    expect(parseImageArgs(['--platforms', 'linux/arm64'], IMAGE).platforms).toBe('linux/arm64');
+  });
+});
+
+describe('envoy/Dockerfile', () => {
+  it('pins the Envoy base to the version of the default image tag', () => {
+    expect(DOCKERFILE).toMatch(/^ARG ENVOY_IMAGE=envoyproxy\/envoy:v1\.36\.2$/m);
+  });
+  it('builds luasocket and luasec against LuaJIT headers and checks they load', () => {
+    expect(DOCKERFILE).toContain('LUA_INCDIR=/usr/include/luajit-2.1');
+    expect(DOCKERFILE).toMatch(/luajit -e 'local s = require\("socket"\); local ssl = require\("ssl"\)/);
+  });
+  it('runs as a fixed non-root user and sets the Lua search paths', () => {
+    const final = DOCKERFILE.slice(DOCKERFILE.lastIndexOf('\nFROM '));
+    expect(final).toMatch(/^USER 10101:10101$/m);
+    expect(final).toContain('LUA_CPATH="/usr/local/lib/lua/5.1/?.so;;"');
+    expect(final).not.toMatch(/apt-get install/);
+  });
+});

@@ -1,0 +1,40 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import { parse } from 'yaml';
+import { lintWorkflows, loadActionlint, unpinnedActions } from '../../tools/lint-workflows';
+
+const DIR = path.join(__dirname, '..', '..', '.github', 'workflows');
+
+// These lint the files; no workflow runs here.
+describe('GitHub workflows', () => {
+  it('pass actionlint and pin every action to a commit SHA', async () => {
+    const findings = await lintWorkflows(DIR);
+    expect(findings.map((f) => `${path.basename(f.file)}:${f.line}: ${f.message}`)).toEqual([]);
+  });
+
+  it('the linter does catch mistakes (it is not a no-op)', async () => {
+    const lint = loadActionlint();
+    const bad = 'on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n';
+    const found = await lint(bad, 'bad.yml');
+    expect(found.some((f) => f.message.includes('"nope"'))).toBe(true);
+    expect(unpinnedActions('x.yml', 'jobs:\n  a:\n    steps:\n      - uses: actions/checkout@v5\n')).toEqual([
+      { file: 'x.yml', line: 4, column: 1, kind: 'pin', message: 'action "actions/checkout@v5" is not pinned to a full commit SHA' },
+    ]);
+  });
+
+  it('the PR workflow plans with OIDC, one comment per PR, concurrency per PR', () => {
+    const wf = parse(fs.readFileSync(path.join(DIR, 'pr.yml'), 'utf8'));
+    expect(wf.on.pull_request).toBeDefined();
+    expect(wf.concurrency).toEqual({ group: 'plan-${{ github.event.pull_request.number }}', 'cancel-in-progress': true });
+    const plan = wf.jobs.plan;
+    expect(plan.permissions).toEqual({ 'id-token': 'write', contents: 'read', 'pull-requests': 'write' });
+    const aws = plan.steps.find((s: { uses?: string }) => s.uses?.startsWith('aws-actions/configure-aws-credentials@'));
+    expect(aws.with['role-to-assume']).toBe('${{ vars.AWS_PLAN_ROLE_ARN }}');
+    const runs = plan.steps.map((s: { run?: string }) => s.run ?? '').join('\n');
+    for (const cmd of ['terraform init', 'terraform validate', 'terraform plan', 'terraform show -no-color tfplan', 'tools/plan-comment.js']) expect(runs).toContain(cmd);
+    expect(plan.steps.some((s: { uses?: string }) => s.uses?.startsWith('actions/upload-artifact@'))).toBe(true);
+    expect(plan.steps.some((s: { uses?: string }) => s.uses?.startsWith('actions/github-script@'))).toBe(true);
+    const test = wf.jobs.test.steps.map((s: { run?: string }) => s.run ?? '').join('\n');
+    for (const cmd of ['redis-server redis-tools luajit lua-socket lua-sec', 'npm ci', 'tsc --noEmit', 'npm test', 'npm run synth']) expect(test).toContain(cmd);
+  });
+});

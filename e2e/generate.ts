@@ -1,0 +1,101 @@
+/**
+ * Writes what e2e/docker-compose.yml mounts, with the same generators the stack uses:
+ *
+ *   .e2e/envoy/envoy.yaml          buildEnvoyBootstrap + bootstrapToYaml (envoy/)
+ *   .e2e/envoy/lua/settings.lua    renderSettingsLua (config/settings.ts)
+ *   .e2e/envoy/lua/<name>.lua      collectLuaFiles(lua/envoy, lua/redis), as the ConfigMap holds them
+ *   .e2e/redis/password            a random Redis password (Envoy reads it, Redis requires it)
+ *   .e2e/expect.json               the limits, for e2e/check.ts
+ *
+ * Limits are small so the check can reach them quickly: 2 connections per pod,
+ * 10 upgrades per 60 s window, short leases.
+ */
+import { randomBytes } from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { defaults, StackConfig } from '../config/schema';
+import { validateConfig } from '../config/validate';
+import { renderSettingsLua } from '../config/settings';
+import { buildEnvoyBootstrap } from '../envoy/bootstrap';
+import { bootstrapToYaml } from '../envoy/yaml';
+import { DEFAULT_LUA_DIRS, collectLuaFiles } from '../constructs/filter-config';
+
+/** Compose service names, as DNS names inside the compose network. */
+export const E2E_HOSTS = { redis: 'redis', backend: 'backend' } as const;
+export const E2E_BACKEND_REPLICAS = 3;
+export const E2E_BACKEND_PORT = 8080;
+
+export interface Expectations {
+  readonly maxConnectionsPerPod: number;
+  readonly rateLimitPerMinute: number;
+  readonly rateWindowSeconds: number;
+  readonly backendReplicas: number;
+  readonly leaseTtlSeconds: number;
+  /** Public listeners of the two proxies on the host, and their metrics endpoints. */
+  readonly proxies: ReadonlyArray<{ readonly name: string; readonly ws: string; readonly metrics: string }>;
+}
+
+export function e2eConfig(): StackConfig {
+  return validateConfig({
+    ...defaults(),
+    maxConnectionsPerPod: 2,
+    rateLimitPerMinute: 10,
+    idleTimeoutSeconds: 20,
+    renewIntervalSeconds: 5,
+    leaseTtlSeconds: 30,
+    maxStreamDurationSeconds: 300,
+    backendPort: E2E_BACKEND_PORT,
+    redisFailureMode: 'open',
+  });
+}
+
+/** Writes every file into `outDir` (default `.e2e` at the repository root); answers the paths written. */
+export function generate(outDir: string): string[] {
+  const c = e2eConfig();
+  const written: string[] = [];
+  const write = (rel: string, text: string, mode = 0o644): void => {
+    const p = path.join(outDir, rel);
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    fs.writeFileSync(p, text, { mode });
+    fs.chmodSync(p, mode);
+    written.push(rel);
+  };
+
+  fs.rmSync(path.join(outDir, 'envoy'), { recursive: true, force: true });
+  const bootstrap = buildEnvoyBootstrap({
+    backendHost: E2E_HOSTS.backend,
+    backendPort: c.backendPort,
+    healthCheckPath: c.backendHealthCheckPath,
+    idleTimeoutSeconds: c.idleTimeoutSeconds,
+    maxStreamDurationSeconds: c.maxStreamDurationSeconds,
+  });
+  write('envoy/envoy.yaml', bootstrapToYaml(bootstrap));
+  write('envoy/lua/settings.lua', renderSettingsLua(c, { host: E2E_HOSTS.redis, port: 6379, tls: false, auth: true }));
+  for (const f of collectLuaFiles(DEFAULT_LUA_DIRS)) write(`envoy/lua/${f.name}`, f.content);
+
+  // Kept across runs so a running Redis and a regenerated config agree. Readable by
+  // the non-root Envoy user through the bind mount: this is a local test kit.
+  const pw = path.join(outDir, 'redis', 'password');
+  if (!fs.existsSync(pw)) write('redis/password', randomBytes(24).toString('hex'));
+  else written.push('redis/password');
+
+  const expect: Expectations = {
+    maxConnectionsPerPod: c.maxConnectionsPerPod,
+    rateLimitPerMinute: c.rateLimitPerMinute,
+    rateWindowSeconds: 60,
+    backendReplicas: E2E_BACKEND_REPLICAS,
+    leaseTtlSeconds: c.leaseTtlSeconds,
+    proxies: [
+      { name: 'envoy-a', ws: 'ws://127.0.0.1:18080/', metrics: 'http://127.0.0.1:19901/metrics' },
+      { name: 'envoy-b', ws: 'ws://127.0.0.1:18081/', metrics: 'http://127.0.0.1:19902/metrics' },
+    ],
+  };
+  write('expect.json', JSON.stringify(expect, null, 2) + '\n');
+  return written;
+}
+
+if (require.main === module) {
+  const out = path.resolve(__dirname, '..', '.e2e');
+  const files = generate(out);
+  process.stdout.write(`wrote ${files.length} files to ${path.relative(process.cwd(), out) || '.'}:\n${files.map((f) => `  ${f}`).join('\n')}\n`);
+}
