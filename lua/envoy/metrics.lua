@@ -4,8 +4,8 @@
 -- Its own Lua state (a second Lua filter, on the metrics listener), so it shares
 -- nothing in memory with the public filter's workers. Its sources:
 --  * Redis, read at scrape time (SMEMBERS of the pod index, then snapshot.lua):
---    per-pod and per-proxy live leases, admitted/rejected/released/expired/reregistered
---    counters, rate window usage. When Redis cannot be read these are OMITTED (never
+--    per-pod and per-proxy live leases, admitted/rejected/released/expired counters,
+--    rate window usage. When Redis cannot be read these are OMITTED (never
 --    stale values) and ws_admission_redis_up is 0.
 --  * the settings (limits): always.
 --  * per-worker counter files of the public filter (worker_stats.lua) under
@@ -115,13 +115,16 @@ local function render(h)
   end
 
   o:family("ws_admission_rejected_total", "counter",
-    "Upgrades refused, by reason. rate_limited and capacity come from Redis (all proxies);"
-    .. " redis_unavailable is counted per worker of this proxy (labels proxy, worker).")
+    "Upgrades refused, by reason. Series with only {reason} are refusals made by Redis (all proxies);"
+    .. " series with {reason,proxy,worker} are refusals this proxy's workers made without Redis:"
+    .. " redis_unavailable, and rate_limited answered from the worker's rate-limit cache.")
   if snap then
     o:sample("ws_admission_rejected_total", { "reason", "rate_limited" }, snap.stats.rejected_rate_limited)
     o:sample("ws_admission_rejected_total", { "reason", "capacity" }, snap.stats.rejected_capacity)
   end
   for _, f in ipairs(files) do
+    o:sample("ws_admission_rejected_total", { "reason", "rate_limited", "proxy", f.proxy, "worker", f.worker },
+      f.counts.rate_limited_cached_total)
     o:sample("ws_admission_rejected_total", { "reason", "redis_unavailable", "proxy", f.proxy, "worker", f.worker },
       f.counts.rejected_redis_unavailable_total)
   end
@@ -131,9 +134,6 @@ local function render(h)
     o:sample("ws_admission_released_total", nil, snap.stats.released)
     o:family("ws_admission_expired_total", "counter", "Leases that expired without renewal (reset streams, crashed proxies).")
     o:sample("ws_admission_expired_total", nil, snap.stats.expired)
-    o:family("ws_admission_reregistered_total", "counter",
-      "Leases put back for open connections after Redis had lost them (renew answered 0).")
-    o:sample("ws_admission_reregistered_total", nil, snap.stats.reregistered)
     o:family("ws_admission_rate_window_used", "gauge", "Upgrades admitted in the current sliding rate window.")
     o:sample("ws_admission_rate_window_used", nil, snap.window_used)
   end
@@ -154,12 +154,6 @@ local function render(h)
   o:family("ws_admission_fail_open_total", "counter", "Upgrades routed without admission because Redis was unavailable, per worker.")
   for _, f in ipairs(files) do
     o:sample("ws_admission_fail_open_total", { "proxy", f.proxy, "worker", f.worker }, f.counts.fail_open_total)
-  end
-  o:family("ws_admission_rate_limited_cached_total", "counter",
-    "Upgrades refused with 429 from the worker's rate-limit cache, without a Redis call, per worker.")
-  for _, f in ipairs(files) do
-    o:sample("ws_admission_rate_limited_cached_total", { "proxy", f.proxy, "worker", f.worker },
-      f.counts.rate_limited_cached_total)
   end
   return o:text()
 end
