@@ -56,7 +56,8 @@ describe('admit.lua replies', () => {
     const pttl = await redis.pttl(s.keys.pod(P1));
     expect(pttl).toBeGreaterThan(89000);
     expect(pttl).toBeLessThanOrEqual(90000);
-    expect(await redis.pttl(s.keys.rate)).toBeGreaterThan(59000);
+    // The window needs no TTL: trimmed on each admission, it never exceeds the limit.
+    expect(await redis.pttl(s.keys.rate)).toBe(-1);
     // Small sets stay in the compact encoding (memory per lease).
     expect(await redis.object('ENCODING', s.keys.pod(P1))).toBe('listpack');
   });
@@ -204,17 +205,34 @@ describe('time edges (short windows and TTLs, real waiting)', () => {
     expect(await stats()).toMatchObject({ expired: 5 });
   });
 
-  test('a FULL hint after pruning points at the earliest live lease', async () => {
+  test('FULL hint: when the maxPer-th newest lease expires (a slot frees there unless renewed)', async () => {
     await admit({ id: 'a', ttlMs: 100, pods: [P1], maxPerPod: 1 });
     await admit({ id: 'b', ttlMs: 100, pods: [P1], maxPerPod: 2 });
     await sleep(150);
-    // two leases expired, two live ones
-    await redis.zadd(s.keys.pod(P1), (await s.nowMs()) + 5000, 'c', (await s.nowMs()) + 7000, 'd');
-    const r = await admit({ id: 'e', pods: [P1], maxPerPod: 2 });
+    // two leases expired, two live ones, plus an over-limit third (re-registered)
+    const now = await s.nowMs();
+    await redis.zadd(s.keys.pod(P1), now + 5000, 'c', now + 7000, 'd', now + 9000, 'e');
+    const r = await admit({ id: 'f', pods: [P1], maxPerPod: 2 });
     expect(r.status).toBe('FULL');
-    expect(r.retryAfterMs).toBeGreaterThan(4500);
-    expect(r.retryAfterMs).toBeLessThanOrEqual(5000);
-    expect(await redis.zcard(s.keys.pod(P1))).toBe(2);
+    expect(r.retryAfterMs).toBeGreaterThan(6500); // d: then only e is live
+    expect(r.retryAfterMs).toBeLessThanOrEqual(7000);
+    expect(await redis.zcard(s.keys.pod(P1))).toBe(3);
+    expect(await stats()).toMatchObject({ expired: 2, rejected_capacity: 1 });
+  });
+
+  test('large limits: a pod proven full by its maxPer-th newest lease is refused without pruning', async () => {
+    const now = await s.nowMs();
+    const members: (string | number)[] = [now - 10, 'old'];
+    for (let i = 0; i < 12; i++) members.push(now + 20000 + i, `m${i}`);
+    await redis.zadd(s.keys.pod(P1), ...members);
+    const r = await admit({ id: 'x', pods: [P1], maxPerPod: 12 });
+    expect(r.status).toBe('FULL');
+    expect(r.retryAfterMs).toBeGreaterThan(19500);
+    expect(r.retryAfterMs).toBeLessThanOrEqual(20000);
+    // the expired lease cannot change a refusal; the next count (here the snapshot) prunes it
+    expect(await redis.zcard(s.keys.pod(P1))).toBe(13);
+    expect((await s.snapshot(1000, [P1])).pods[P1]).toBe(12);
+    expect(await stats()).toMatchObject({ expired: 1 });
   });
 });
 
