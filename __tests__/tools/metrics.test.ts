@@ -56,6 +56,12 @@ describe('metrics view', () => {
     expect(renderScreen(snap, { width: 80, source: 'http://127.0.0.1:9901/metrics', intervalSeconds: 2 })).toMatchSnapshot();
   });
 
+  it.each(['metrics-harness.txt', 'metrics-harness-redis-down.txt'])('renders the output recorded from the data-plane harness (%s)', (file) => {
+    // Recorded by __tests__/tools/metrics-harness.test.ts (RECORD_METRICS=...): lua/envoy/metrics.lua under LuaJIT.
+    const text = fs.readFileSync(path.join(__dirname, 'fixtures', file), 'utf8');
+    expect(renderScreen(snapshotFrom(parseExposition(text), AT), { width: 80, source: 'http://127.0.0.1:9901/metrics' })).toMatchSnapshot();
+  });
+
   it.each([40, 60, 80, 132, 200])('keeps every line within %i columns', (width) => {
     const screen = renderScreen(snap, { width, source: 'deployment/ws-envoy (port-forward http://127.0.0.1:40123/metrics)', intervalSeconds: 2 });
     for (const line of screen.split('\n')) expect([...line].length).toBeLessThanOrEqual(width);
@@ -65,7 +71,7 @@ describe('metrics view', () => {
   it('computes per-minute rates from counter deltas, and none across a counter reset', () => {
     const later = snapshotFrom(parseExposition(RECORDED
       .replace('ws_admission_admitted_total 148', 'ws_admission_admitted_total 154')
-      .replace('{reason="rate_limited"} 12', '{reason="rate_limited"} 14')
+      .replace('{reason="rate_limited"} 9', '{reason="rate_limited"} 11')
       .replace('ws_admission_released_total 139', 'ws_admission_released_total 100')), AT + 10000);
     const r = ratesBetween(snap, later);
     expect(r.admitted).toBeCloseTo(36);
@@ -81,7 +87,7 @@ describe('metrics view', () => {
     const down = snapshotFrom(parseExposition(RECORDED.replace('ws_admission_redis_up 1', 'ws_admission_redis_up 0')), AT);
     const screen = renderScreen(down, { width: 100, source: 'x' });
     expect(screen).toContain('Redis DOWN');
-    expect(screen).toContain('Redis-held numbers below are absent or stale');
+    expect(screen).toContain('Redis-held numbers missing or stale');
   });
 
   it('colours only when asked, after fitting', () => {

@@ -46,7 +46,7 @@ export function snapshotFrom(families: readonly MetricFamily[], at: number): Met
   const rejected: Partial<Record<RejectReason, number>> = {};
   for (const r of REJECT_REASONS) if (rejectedBy.has(r)) rejected[r] = rejectedBy.get(r);
   const reporting = new Set<string>();
-  for (const n of [METRICS.redisErrors, METRICS.failOpen]) for (const x of s.all(n)) if (x.labels.proxy) reporting.add(x.labels.proxy);
+  for (const n of [METRICS.redisErrors, METRICS.failOpen, METRICS.rejected]) for (const x of s.all(n)) if (x.labels.proxy) reporting.add(x.labels.proxy);
   return {
     at,
     pods,
@@ -60,8 +60,8 @@ export function snapshotFrom(families: readonly MetricFamily[], at: number): Met
     rateLimit: s.scalar(METRICS.rateLimit),
     rateWindowSeconds: s.scalar(METRICS.rateWindowSeconds),
     redisUp: s.scalar(METRICS.redisUp),
-    redisErrors: s.scalar(METRICS.redisErrors),
-    failOpen: s.scalar(METRICS.failOpen),
+    redisErrors: s.has(METRICS.redisErrors) ? s.scalar(METRICS.redisErrors) ?? 0 : undefined,
+    failOpen: s.has(METRICS.failOpen) ? s.scalar(METRICS.failOpen) ?? 0 : undefined,
     reportingProxies: [...reporting].sort(byNatural),
     seriesCount: s.names.filter((n) => n.startsWith('ws_admission_')).reduce((a, n) => a + s.all(n).length, 0),
   };
@@ -154,8 +154,8 @@ export function renderScreen(snap: MetricsSnapshot | undefined, opts: RenderOpti
   const redisState = up === undefined ? 'unknown' : up >= 1 ? 'UP' : 'DOWN';
   push(`Redis ${redisState}   errors ${fmt(snap.redisErrors)} (${rate(rates?.redisErrors)}/min)   fail-open admissions ${fmt(snap.failOpen)} (${rate(rates?.failOpen)}/min)`,
     up === undefined ? undefined : up >= 1 ? '32' : '31');
-  if (up !== undefined && up < 1) push('  Redis is unreachable from this proxy: Redis-held numbers below are absent or stale.', '31');
-  if (snap.reportingProxies.length) push(`  per-worker counters from proxy ${snap.reportingProxies.join(', ')}`);
+  if (up !== undefined && up < 1) push('  Redis unreachable from this proxy: Redis-held numbers missing or stale', '31');
+  if (snap.reportingProxies.length) push(`  per-worker counters (errors, fail-open, refusals made without Redis) from proxy ${snap.reportingProxies.join(', ')} only`);
 
   push('');
   const limit = snap.rateLimit;

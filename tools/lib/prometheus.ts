@@ -67,6 +67,9 @@ export class SampleSet {
 
   get names(): string[] { return [...this.byName.keys()]; }
 
+  /** True when the family was declared, even with no series (e.g. a per-worker counter nobody incremented yet). */
+  has(name: string): boolean { return this.byName.has(name); }
+
   all(name: string): readonly Sample[] { return this.byName.get(name) ?? []; }
 
   /** The value of a metric without labels (or the sum over its series), undefined if absent. */
