@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { parser as promql } from '@prometheus-io/lezer-promql';
 import { Testing } from 'cdktf';
 import { Monitoring } from '../../constructs/monitoring';
 import { EXPORTED_METRICS } from '../../tools/lib/metrics-contract';
@@ -53,6 +54,18 @@ describe('Grafana dashboard', () => {
   it('shows every exported metric somewhere', () => {
     const all = queries(dash).join('\n');
     for (const m of EXPORTED_METRICS) expect({ m, used: new RegExp(`\\b${m}\\b`).test(all) }).toEqual({ m, used: true });
+  });
+
+  it('every query is valid PromQL (the Prometheus project\'s own grammar)', () => {
+    for (const q of queries(dash)) {
+      // Grafana substitutes its variables before Prometheus sees the query.
+      // label_values(metric, label) is Grafana's: its first argument must be a PromQL selector.
+      const lv = /^label_values\((.+), *\w+\)$/.exec(q);
+      const concrete = (lv ? lv[1] : q).replace(/\$__rate_interval/g, '1m').replace(/\$namespace/g, '.*');
+      const errors: string[] = [];
+      promql.parse(concrete).iterate({ enter: (n) => { if (n.type.isError) errors.push(`at ${n.from}: ${concrete.slice(Math.max(0, n.from - 20), n.from + 20)}`); } });
+      expect({ q, errors }).toEqual({ q, errors: [] });
+    }
   });
 
   it('uses rate() only on counters and never on gauges', () => {
