@@ -44,6 +44,14 @@ async function main(): Promise<void> {
     results[part] = await runPart(part);
     process.stdout.write(JSON.stringify(results[part], null, 2) + '\n');
   }
+  const synth = results.synth as { app?: { medianMs: number }; floor?: { medianMs: number }; ratio?: number; targetRatio?: number; cli?: { medianMs: number } | string };
+  if (synth && synth.app && synth.floor) {
+    const cli = typeof synth.cli === 'object' ? `${synth.cli.medianMs} ms` : String(synth.cli);
+    process.stdout.write(
+      `== summary\nsynth: app ${synth.app.medianMs} ms vs floor ${synth.floor.medianMs} ms = ${synth.ratio}x ` +
+        `(target <= ${synth.targetRatio}x); npx cdktf synth ${cli}\n`,
+    );
+  }
   const dir = path.join(ROOT, 'bench-results');
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'latest.json'), JSON.stringify(results, null, 2) + '\n');

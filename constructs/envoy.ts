@@ -9,8 +9,8 @@ import { FilterConfig } from './filter-config';
 import { ENVOY_SELECTOR, NAMES, componentLabels } from './names';
 import { ResourceSpec, containerSecurityContext, podSecurityContext, resources } from './security';
 
-/** uid/gid of the `envoy` user in the envoyproxy/envoy images. */
-const ENVOY_UID = 101;
+/** uid/gid of the non-root user of our Envoy image (envoy/Dockerfile, `USER 10101:10101`). */
+const ENVOY_UID = 10101;
 /** Shared state between the public filter's workers and metrics.lua (docs/internals.md). */
 export const STATE_DIR = '/var/run/ws-admission';
 

@@ -92,6 +92,10 @@ describe('default profile', () => {
     expect(pod.volume.find((v: Json) => v.name === 'state').empty_dir).toBeDefined();
   });
 
+  it("runs Envoy as the image's non-root user, group-owning the mounted Secret", () => {
+    expect(pod.security_context).toMatchObject({ run_as_user: '10101', run_as_group: '10101', fs_group: '10101' });
+  });
+
   it('probes readiness and liveness on the metrics listener /ready', () => {
     expect(container.readiness_probe.http_get).toEqual({ path: '/ready', port: '9901' });
     expect(container.liveness_probe.http_get).toEqual({ path: '/ready', port: '9901' });
