@@ -34,7 +34,17 @@ describe('GitHub workflows', () => {
     for (const cmd of ['terraform init', 'terraform validate', 'terraform plan', 'terraform show -no-color tfplan', 'tools/plan-comment.js']) expect(runs).toContain(cmd);
     expect(plan.steps.some((s: { uses?: string }) => s.uses?.startsWith('actions/upload-artifact@'))).toBe(true);
     expect(plan.steps.some((s: { uses?: string }) => s.uses?.startsWith('actions/github-script@'))).toBe(true);
+    expect(wf.jobs.plan.if).toBe('github.event.pull_request.head.repo.full_name == github.repository');
     const test = wf.jobs.test.steps.map((s: { run?: string }) => s.run ?? '').join('\n');
     for (const cmd of ['redis-server redis-tools luajit lua-socket lua-sec', 'npm ci', 'tsc --noEmit', 'npm test', 'npm run synth']) expect(test).toContain(cmd);
+  });
+
+  it('the e2e workflow runs the compose kit on demand or with the e2e label', () => {
+    const wf = parse(fs.readFileSync(path.join(DIR, 'e2e.yml'), 'utf8'));
+    expect(Object.keys(wf.on)).toEqual(['workflow_dispatch', 'pull_request']);
+    expect(wf.jobs.e2e.if).toContain("contains(github.event.pull_request.labels.*.name, 'e2e')");
+    const runs = wf.jobs.e2e.steps.map((s: { run?: string }) => s.run ?? '').join('\n');
+    for (const cmd of ['npm run e2e:generate', 'docker compose up --detach --build --wait', 'npm run e2e:check', 'docker compose down']) expect(runs).toContain(cmd);
+    expect(wf.jobs.e2e.env.COMPOSE_FILE).toBe('e2e/docker-compose.yml');
   });
 });
