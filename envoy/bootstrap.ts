@@ -5,6 +5,7 @@ import {
   Duration,
   HttpConnectionManagerConfig,
   Listener,
+  ListenerFilter,
   LuaPerRouteConfig,
   TYPE_URLS,
 } from './types';
@@ -38,7 +39,9 @@ export interface EnvoyBootstrapProps {
   /** Hard cap on a WebSocket's life (`max_stream_duration`). */
   readonly maxStreamDurationSeconds: number;
   /**
-   * Expect a proxy protocol header on the public listener (NLB with proxy protocol v2).
+   * Expect a proxy protocol header (NLB with proxy protocol v2): required on the public
+   * listener; optional on the metrics listener, because the NLB's health checks carry
+   * the header while kubelet probes and Prometheus scrapes do not.
    * @default false
    */
   readonly proxyProtocol?: boolean;
@@ -109,18 +112,22 @@ function publicListener(p: EnvoyBootstrapProps): Listener {
   return {
     name: PUBLIC_LISTENER,
     address: socket('0.0.0.0', PUBLIC_PORT),
-    ...(p.proxyProtocol
-      ? {
-          listener_filters: [
-            { name: 'envoy.filters.listener.proxy_protocol', typed_config: { '@type': TYPE_URLS.proxyProtocol } },
-          ],
-        }
-      : {}),
+    ...(p.proxyProtocol ? { listener_filters: [proxyProtocolFilter(false)] } : {}),
     filter_chains: [{ filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: hcm }] }],
   };
 }
 
-function metricsListener(): Listener {
+function proxyProtocolFilter(optional: boolean): ListenerFilter {
+  return {
+    name: 'envoy.filters.listener.proxy_protocol',
+    typed_config: {
+      '@type': TYPE_URLS.proxyProtocol,
+      ...(optional ? { allow_requests_without_proxy_protocol: true } : {}),
+    },
+  };
+}
+
+function metricsListener(p: EnvoyBootstrapProps): Listener {
   const hcm: HttpConnectionManagerConfig = {
     '@type': TYPE_URLS.httpConnectionManager,
     stat_prefix: METRICS_LISTENER,
@@ -169,6 +176,7 @@ function metricsListener(): Listener {
   return {
     name: METRICS_LISTENER,
     address: socket('0.0.0.0', METRICS_PORT),
+    ...(p.proxyProtocol ? { listener_filters: [proxyProtocolFilter(true)] } : {}),
     filter_chains: [{ filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: hcm }] }],
   };
 }
@@ -228,7 +236,7 @@ export function buildEnvoyBootstrap(p: EnvoyBootstrapProps): Bootstrap {
     // Admin answers on loopback only: it can change runtime state and must never be public.
     admin: { address: socket(ADMIN_ADDRESS, ADMIN_PORT) },
     static_resources: {
-      listeners: [publicListener(p), metricsListener()],
+      listeners: [publicListener(p), metricsListener(p)],
       clusters: [backendCluster(p), adminCluster()],
     },
   };

@@ -146,7 +146,11 @@ export interface NetworkFilter {
 /** config.listener.v3.ListenerFilter */
 export interface ListenerFilter {
   readonly name: 'envoy.filters.listener.proxy_protocol';
-  readonly typed_config: { readonly '@type': typeof TYPE_URLS.proxyProtocol };
+  readonly typed_config: {
+    readonly '@type': typeof TYPE_URLS.proxyProtocol;
+    /** Also accept connections without the header (against the standard). */
+    readonly allow_requests_without_proxy_protocol?: boolean;
+  };
 }
 
 /** config.listener.v3.FilterChain */

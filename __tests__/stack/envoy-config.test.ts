@@ -104,6 +104,14 @@ describe('envoy.yaml', () => {
     expect(pub.listener_filters).toEqual([
       { name: 'envoy.filters.listener.proxy_protocol', typed_config: { '@type': TYPE_URLS.proxyProtocol } },
     ]);
+    // NLB health checks to 9901 carry the header; kubelet probes and scrapes do not.
+    expect(listener(o, 'metrics').listener_filters).toEqual([
+      {
+        name: 'envoy.filters.listener.proxy_protocol',
+        typed_config: { '@type': TYPE_URLS.proxyProtocol, allow_requests_without_proxy_protocol: true },
+      },
+    ]);
+    expect(listener(b, 'metrics').listener_filters).toBeUndefined();
     expect(TYPE_URLS.proxyProtocol).toBe('type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol');
     expect(hcmOf(pub).stream_idle_timeout).toBe('60s');
     expect(hcmOf(pub).route_config.virtual_hosts[0].routes[0].route.max_stream_duration).toEqual({ max_stream_duration: '600s' });
