@@ -5,7 +5,7 @@ import { spawnSync } from 'child_process';
 import { startRedis, RedisServer } from '../support/redis-server';
 import { Fleet, UPGRADE, PLAIN, openSocket, sleep, liveLeases, statsHash, Worker } from './harness/worker';
 
-const PYTHON = '/usr/bin/python3';
+const PYTHON = process.env.TEST_PROM_PYTHON ?? '/usr/bin/python3';
 const PARSE = `
 import json, sys
 try:
@@ -22,8 +22,25 @@ print(json.dumps(out))
 
 interface Sample { family: string; type: string; name: string; labels: Record<string, string>; value: number }
 
+// The npm parser already in package.json; used only when the Python one is not installed
+// (CI should install python3-prometheus-client: the Prometheus project's own parser).
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const parseNpm: (t: string) => Array<{ name: string; type: string; metrics: Array<{ value: string; labels?: Record<string, string> }> }>
+  = require('parse-prometheus-text-format');
+
+let warned = false;
 function parse(text: string): Sample[] {
   const r = spawnSync(PYTHON, ['-c', PARSE], { input: text, encoding: 'utf8' });
+  if (r.status === 3 || (r.error && (r.error as NodeJS.ErrnoException).code === 'ENOENT')) {
+    if (!warned) {
+      warned = true;
+      // eslint-disable-next-line no-console
+      console.warn('python3-prometheus-client not installed; parsing with parse-prometheus-text-format instead');
+    }
+    return parseNpm(text).flatMap((f) => f.metrics.map((m) => ({
+      family: f.name, type: f.type.toLowerCase(), name: f.name, labels: m.labels ?? {}, value: Number(m.value),
+    })));
+  }
   if (r.status !== 0) throw new Error(`prometheus parser failed (${r.status}): ${r.stderr}`);
   return JSON.parse(r.stdout);
 }
