@@ -20,6 +20,7 @@ function defaultText(f: FieldSpec): string {
 function typeText(f: FieldSpec): string {
   switch (f.kind) {
     case 'integer':
+      if (f.max !== undefined && f.min === f.max) return `integer (only ${f.max})`;
       return f.max !== undefined ? `integer ${f.min ?? ''}..${f.max}` : `integer ≥ ${f.min ?? 0}`;
     case 'enum':
       return (f.values ?? []).map((v) => `\`${v}\``).join(' \\| ');

@@ -1,3 +1,4 @@
+import { createHash } from 'crypto';
 import { DeploymentV1 } from '@cdktf/provider-kubernetes/lib/deployment-v1';
 import { NetworkPolicyV1 } from '@cdktf/provider-kubernetes/lib/network-policy-v1';
 import { SecretV1 } from '@cdktf/provider-kubernetes/lib/secret-v1';
@@ -80,7 +81,7 @@ export class Redis extends Construct {
     // Alphanumeric only: the value goes into redis.conf unquoted and into a file read by Lua.
     const password = new Password(this, 'password', { length: 40, special: false });
 
-    const redisConf = [
+    const redisConfLines = (requirepass: string) => [
       `port ${REDIS_PORT}`,
       'bind 0.0.0.0',
       'protected-mode yes',
@@ -90,9 +91,13 @@ export class Redis extends Construct {
       'save ""',
       'appendonly no',
       'dir /data',
-      `requirepass ${password.result}`,
+      `requirepass ${requirepass}`,
       '',
     ].join('\n');
+    const redisConf = redisConfLines(password.result);
+    // Hash of the settings (the password itself is a Terraform value, and stable):
+    // a changed redis.conf rolls the Redis pod.
+    const confChecksum = createHash('sha256').update(redisConfLines('<password>')).digest('hex');
 
     this.secret = new SecretV1(this, 'secret', {
       metadata: { name: NAMES.redisSecret, namespace: props.namespace, labels },
@@ -108,7 +113,10 @@ export class Redis extends Construct {
         strategy: { type: 'Recreate' },
         selector: { matchLabels: REDIS_SELECTOR },
         template: {
-          metadata: { labels },
+          metadata: {
+            labels,
+            annotations: { 'checksum/config': confChecksum },
+          },
           spec: {
             automountServiceAccountToken: false,
             enableServiceLinks: false,

@@ -1,4 +1,5 @@
-import { Testing } from 'cdktf';
+import { TerraformStack, Testing } from 'cdktf';
+import { Redis } from '../../constructs/redis';
 import { DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
 import { EVERYTHING_CHANGED, Json, byName, resources, synth } from './support/synth';
 
@@ -161,6 +162,19 @@ describe('default profile', () => {
     expect(c.liveness_probe.tcp_socket).toEqual([{ port: '6379' }]);
     expect(redis.spec.template.spec.security_context.run_as_user).toBe('999');
     expect(redis.spec.template.spec.volume.map((v: Json) => v.name)).toEqual(['config', 'data']);
+    expect(redis.spec.template.metadata.annotations['checksum/config']).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('rolls Redis when its settings change', () => {
+    const sum = (j: Json) => byName(j, 'kubernetes_deployment_v1', 'ws-redis').spec.template.metadata.annotations['checksum/config'];
+    const { stack } = synth();
+    expect(sum(json)).toBe(sum(JSON.parse(Testing.synth(stack))));
+    const other = new Redis(new TerraformStack(Testing.app(), 'x'), 'r', {
+      namespace: 'ws-admission', image: 'redis:7.4.2-alpine', clientSelector: { a: 'b' }, maxMemory: '512mb',
+    });
+    expect(other.deployment).toBeDefined();
+    const otherJson = JSON.parse(Testing.synth(other.node.scope as TerraformStack));
+    expect(sum(otherJson)).not.toBe(sum(json));
   });
 
   it('generates the Redis password and keeps it in the Secret only', () => {
