@@ -148,7 +148,7 @@ export const FIELDS: readonly FieldSpec[] = [
   },
   {
     key: 'backendSelector', kind: 'labels', default: { 'app.kubernetes.io/name': 'ws-echo' },
-    description: 'Labels selecting the backend pods (env: `k=v,k2=v2`).',
+    description: 'Labels selecting the backend pods, which must run in `namespace` (env: `k=v,k2=v2`).',
   },
   {
     key: 'backendHealthCheckPath', kind: 'string', default: '/',

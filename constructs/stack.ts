@@ -59,7 +59,16 @@ export class WsAdmissionStack extends TerraformStack {
     // With createNamespace, referencing the resource's name orders everything after it.
     const namespace = c.createNamespace
       ? new NamespaceV1(this, 'ns', {
-          metadata: { name: c.namespace, labels: { 'app.kubernetes.io/part-of': PART_OF } },
+          metadata: {
+            name: c.namespace,
+            labels: {
+              'app.kubernetes.io/part-of': PART_OF,
+              // Every pod of the stack meets "restricted"; warn (not enforce) because the
+              // user's backend pods live in this namespace too (the Service selects here).
+              'pod-security.kubernetes.io/warn': 'restricted',
+              'pod-security.kubernetes.io/audit': 'restricted',
+            },
+          },
         }).metadata.name
       : c.namespace;
 

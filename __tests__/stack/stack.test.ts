@@ -57,6 +57,10 @@ describe('default profile', () => {
 
   it('creates the namespace and puts everything in it', () => {
     expect(Testing.toHaveResourceWithProperties(text, 'kubernetes_namespace_v1', { metadata: { name: 'ws-admission' } })).toBe(true);
+    expect(resources(json, 'kubernetes_namespace_v1')[0].metadata.labels).toMatchObject({
+      'pod-security.kubernetes.io/warn': 'restricted',
+      'pod-security.kubernetes.io/audit': 'restricted',
+    });
     for (const type of ['kubernetes_deployment_v1', 'kubernetes_service_v1', 'kubernetes_config_map_v1', 'kubernetes_secret_v1']) {
       for (const r of resources(json, type)) expect(r.metadata.namespace).toBe('${kubernetes_namespace_v1.ns.metadata[0].name}');
     }
