@@ -53,10 +53,12 @@ function M.run(c, ctx)
   local pods = c.pods
   local tag = "{" .. S.hash_tag .. "}"
 
-  -- Bare EVALSHA admit.lua (same keys and arguments as the filter sends), then release.
+  -- Interleaved, so both measurements see the same machine noise: per iteration one
+  -- bare EVALSHA admit.lua (same keys and arguments as the filter sends) and one full
+  -- decision through filter.lua, each followed by an untimed release.
   local keys = { tag .. ":rate", tag .. ":stats", tag .. ":pods" }
   for i, p in ipairs(pods) do keys[3 + i] = tag .. ":pod:" .. p end
-  local bare = {}
+  local bare, full = {}, {}
   for i = 1, warm + n do
     local id = "bench|000000|" .. i .. "|abcdef"
     local args = { S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id }
@@ -67,15 +69,11 @@ function M.run(c, ctx)
     assert(type(r) == "table" and r[1] == "ADMITTED", "bare admit did not admit: " .. tostring(r and (r.err or r[1])))
     client:script("release", { tag .. ":pod:" .. r[2], tag .. ":stats", tag .. ":pods" }, { id, r[2] })
     if i > warm then bare[#bare + 1] = dt end
-  end
 
-  -- The full decision through filter.lua.
-  local full = {}
-  for i = 1, warm + n do
-    local dt, stream, what = decide(ctx)
+    local fdt, stream, what = decide(ctx)
     assert(what == "body_chunk" and stream.override, "decision did not admit")
     release(ctx, stream)
-    if i > warm then full[#full + 1] = dt end
+    if i > warm then full[#full + 1] = fdt end
   end
 
   local d, b = percentiles(full), percentiles(bare)
