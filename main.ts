@@ -1,8 +1,16 @@
 import { App } from 'cdktf';
 import { loadConfig } from './config/load';
+import { ConfigError } from './config/validate';
 import { STACK_NAME, WsAdmissionStack } from './constructs/stack';
 
 // Wiring only: configuration is read from defaults < $WS_ADMISSION_CONFIG < WS_ADMISSION_* env.
-const app = new App();
-new WsAdmissionStack(app, STACK_NAME, { config: loadConfig() });
-app.synth();
+try {
+  const app = new App();
+  new WsAdmissionStack(app, STACK_NAME, { config: loadConfig() });
+  app.synth();
+} catch (e) {
+  // A refused configuration is the user's to fix: print the problems, not a stack trace.
+  if (!(e instanceof ConfigError)) throw e;
+  process.stderr.write(`${e.message}\n`);
+  process.exit(1);
+}

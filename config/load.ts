@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { CONFIG_FILE_ENV, ENV_PREFIX, FIELDS, FieldSpec, StackConfig, defaults, envName } from './schema';
-import { ConfigError, show, validateConfig } from './validate';
+import { ConfigError, configProblems, show } from './validate';
 
 export interface LoadConfigOptions {
   /**
@@ -39,8 +39,10 @@ export function loadConfig(options: LoadConfigOptions = {}): StackConfig {
   if (file !== undefined) Object.assign(merged, readConfigFile(file, problems));
   Object.assign(merged, readEnv(env, problems));
   Object.assign(merged, options.overrides ?? {});
+  // Report the source problems and the value problems together, in one go.
+  problems.push(...configProblems(merged as unknown as StackConfig));
   if (problems.length > 0) throw new ConfigError(problems);
-  return validateConfig(merged as unknown as StackConfig);
+  return merged as unknown as StackConfig;
 }
 
 function readConfigFile(file: string, problems: string[]): Record<string, unknown> {

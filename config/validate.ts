@@ -168,14 +168,21 @@ export function crossFieldProblems(c: StackConfig): string[] {
   return out;
 }
 
-/** Validates a complete config; throws `ConfigError` listing every problem. */
-export function validateConfig(c: StackConfig): StackConfig {
+/** Every problem of a complete config (field by field, then across fields). */
+export function configProblems(c: StackConfig): string[] {
   const problems: string[] = [];
   for (const f of FIELDS) {
     const p = redisReplicasProblem(f, c[f.key]) ?? fieldProblem(f, c[f.key]);
     if (p) problems.push(p);
   }
+  // Cross-field rules only make sense once every field is well-formed.
   if (problems.length === 0) problems.push(...crossFieldProblems(c));
+  return problems;
+}
+
+/** Validates a complete config; throws `ConfigError` listing every problem. */
+export function validateConfig(c: StackConfig): StackConfig {
+  const problems = configProblems(c);
   if (problems.length > 0) throw new ConfigError(problems);
   return c;
 }

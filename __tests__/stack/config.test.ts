@@ -130,13 +130,14 @@ describe('refused sources', () => {
   it('reports every problem at once', () => {
     let err: unknown;
     try {
-      load({ WS_ADMISSION_ENVOY_REPLICAS: 'x', WS_ADMISSION_NOPE: '1' });
+      load({ WS_ADMISSION_ENVOY_REPLICAS: 'x', WS_ADMISSION_NOPE: '1', WS_ADMISSION_MAX_CONNECTIONS_PER_POD: '0' });
     } catch (e) {
       err = e;
     }
     expect(err).toBeInstanceOf(ConfigError);
-    expect((err as ConfigError).problems).toHaveLength(2);
-    expect((err as ConfigError).message).toMatch(/^Invalid configuration \(2 problems\):\n- /);
+    expect((err as ConfigError).problems).toHaveLength(3);
+    expect((err as ConfigError).message).toMatch(/^Invalid configuration \(3 problems\):\n- /);
+    expect((err as ConfigError).message).toContain('- maxConnectionsPerPod must be a positive integer, got 0.');
   });
 });
 
