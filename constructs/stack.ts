@@ -182,7 +182,7 @@ export class WsAdmissionStack extends TerraformStack {
       value: `kubectl -n ${c.namespace} port-forward svc/${NAMES.envoyMetrics} ${METRICS_PORT}:${METRICS_PORT}`,
     });
     new TerraformOutput(this, 'state_backend', {
-      description: 'Where the Terraform state of this stack lives.',
+      description: 'Where the Terraform state lives ("local" or s3://bucket/key); README.md, "Remote state", shows how to bootstrap the bucket.',
       value: c.remoteStateBucket === '' ? 'local' : `s3://${c.remoteStateBucket}/${c.remoteStateKey}`,
     });
   }
