@@ -44,7 +44,13 @@ export function snapshotFrom(families: readonly MetricFamily[], at: number): Met
   const proxies = [...s.byLabel(METRICS.activeConnectionsByProxy, 'proxy')].map(([proxy, active]) => ({ proxy, active })).sort((a, b) => byNatural(a.proxy, b.proxy));
   const rejectedBy = s.byLabel(METRICS.rejected, 'reason');
   const rejected: Partial<Record<RejectReason, number>> = {};
-  for (const r of REJECT_REASONS) if (rejectedBy.has(r)) rejected[r] = rejectedBy.get(r);
+  // A declared family without a series for a reason means none counted yet (per-worker series
+  // appear lazily), unless Redis is down: then the Redis-held series are missing, not zero.
+  const redisReadable = s.scalar(METRICS.redisUp) !== 0;
+  for (const r of REJECT_REASONS) {
+    if (rejectedBy.has(r)) rejected[r] = rejectedBy.get(r);
+    else if (s.has(METRICS.rejected) && redisReadable) rejected[r] = 0;
+  }
   const reporting = new Set<string>();
   for (const n of [METRICS.redisErrors, METRICS.failOpen, METRICS.rejected]) for (const x of s.all(n)) if (x.labels.proxy) reporting.add(x.labels.proxy);
   return {
