@@ -42,6 +42,12 @@ export interface DeployOptions {
   /** Only run the prerequisite checks. */
   readonly checkOnly: boolean;
   readonly skipVerify: boolean;
+  /**
+   * The NLB is internal (config nlbScheme): its address is only reachable from inside
+   * the VPC, so the traffic checks run only when asked (--verify-internal).
+   */
+  readonly internalNlb?: boolean;
+  readonly verifyInternal?: boolean;
 }
 
 /** A step that failed; the message already says which and why. */
@@ -69,6 +75,8 @@ what the checks and waits look at, not what is deployed.
   --ws-path PATH       WebSocket path checked through the NLB (default /)
   --check              only check the prerequisites
   --skip-verify        deploy without the checks after it
+  --verify-internal    run the traffic checks even though the NLB is internal
+                       (only works from inside the VPC)
 `;
 
 /** The part of the stack's typed config the checks need. */
@@ -77,6 +85,7 @@ export interface ConfigView {
   readonly region?: string;
   readonly namespace?: string;
   readonly envoyImage?: string;
+  readonly nlbScheme?: string;
 }
 
 export function parseDeployArgs(argv: readonly string[], config: ConfigView, mode: 'deploy' | 'destroy'): DeployOptions & { help: boolean } {
@@ -93,6 +102,7 @@ export function parseDeployArgs(argv: readonly string[], config: ConfigView, mod
       'ws-path': { type: 'string', default: '/' },
       check: { type: 'boolean', default: false },
       'skip-verify': { type: 'boolean', default: false },
+      'verify-internal': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -116,6 +126,8 @@ export function parseDeployArgs(argv: readonly string[], config: ConfigView, mod
     wsPath: values['ws-path']!,
     checkOnly: Boolean(values.check),
     skipVerify: Boolean(values['skip-verify']),
+    internalNlb: config.nlbScheme === 'internal',
+    verifyInternal: Boolean(values['verify-internal']),
     help: Boolean(values.help),
   };
 }
@@ -207,11 +219,15 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
       const addrs = await step('DNS', () => waitForDns(ctx, host));
       reporter.ok(`resolves to ${addrs.join(', ')}`);
 
-      reporter.step('Checking traffic through the NLB');
-      const status = await step('HTTP health check', () => waitForHttp(ctx, `http://${host}${opts.healthPath}`));
-      reporter.ok(`GET http://${host}${opts.healthPath} answered ${status}`);
-      await step('WebSocket upgrade', () => waitForWebSocket(ctx, `ws://${host}${opts.wsPath}`));
-      reporter.ok(`WebSocket upgrade at ws://${host}${opts.wsPath} answered 101 (closed again at once)`);
+      if (opts.internalNlb && !opts.verifyInternal) {
+        reporter.skip('traffic checks: the NLB is internal (nlbScheme), reachable only from inside the VPC; rerun there with --verify-internal');
+      } else {
+        reporter.step('Checking traffic through the NLB');
+        const status = await step('HTTP health check', () => waitForHttp(ctx, `http://${host}${opts.healthPath}`));
+        reporter.ok(`GET http://${host}${opts.healthPath} answered ${status}`);
+        await step('WebSocket upgrade', () => waitForWebSocket(ctx, `ws://${host}${opts.wsPath}`));
+        reporter.ok(`WebSocket upgrade at ws://${host}${opts.wsPath} answered 101 (closed again at once)`);
+      }
     }
 
     reporter.step('Outputs');

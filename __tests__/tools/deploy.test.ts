@@ -235,6 +235,15 @@ describe('npm run deploy', () => {
     expect(out.trim()).toBe('deploy failed at step "deploy": cdktf deploy failed (exit 1); terraform\'s error is printed above');
   });
 
+  it('skips the traffic checks for an internal NLB unless asked', async () => {
+    const net = probes();
+    const reporter = new MemoryReporter();
+    const code = await runDeploy(opts({ internalNlb: true }), { runner: deployingRunner(), probes: net, reporter, clock: new FakeClock(), env: {}, projectDir: dir, out: { write: () => undefined } });
+    expect(code).toBe(0);
+    expect(net.calls.filter((c) => !c.startsWith('dns'))).toEqual([]);
+    expect(reporter.lines).toContain('skip traffic checks: the NLB is internal (nlbScheme), reachable only from inside the VPC; rerun there with --verify-internal');
+  });
+
   it('--check only runs the checks', async () => {
     const runner = healthyRunner();
     const code = await runDeploy(opts({ checkOnly: true }), { runner, probes: probes(), reporter: new MemoryReporter(), clock: new FakeClock(), env: {}, projectDir: dir, out: { write: () => undefined } });
@@ -264,6 +273,8 @@ describe('deploy arguments', () => {
     expect(o.target).toEqual({ clusterName: 'prod', region: 'us-east-1', envoyImage: 'ws-envoy-lua:1.36.2-1' });
     expect(o.timeoutMs).toBe(120000);
     expect(o.namespace).toBe('ws-admission');
+    expect(o.internalNlb).toBe(false);
+    expect(parseDeployArgs(['--verify-internal'], { ...config, nlbScheme: 'internal' }, 'deploy')).toMatchObject({ internalNlb: true, verifyInternal: true });
   });
   it('refuses bad values with the flag and the value', () => {
     expect(() => parseDeployArgs(['--timeout=-3'], config, 'deploy')).toThrow('--timeout must be a positive number of seconds, got -3');
