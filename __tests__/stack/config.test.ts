@@ -68,6 +68,13 @@ describe('precedence: defaults < file < env < overrides', () => {
     expect(c.namespace).toBe('from-file');
   });
 
+  it('loads the example in config/example.json', () => {
+    const c = loadConfig({ file: path.join(__dirname, '..', '..', 'config', 'example.json'), env: {} });
+    expect(c.clusterName).toBe('prod-eks');
+    expect(c.deploySampleBackend).toBe(false);
+    expect(c.remoteStateBucket).toBe('my-org-tfstate-ws-admission');
+  });
+
   it('takes an explicit file option', () => {
     expect(loadConfig({ file: file('good.json'), env: {} }).envoyReplicas).toBe(3);
   });
