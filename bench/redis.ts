@@ -1,0 +1,286 @@
+/**
+ * Redis half of `npm run bench`: server-side cost of admit.lua relative to plain
+ * INCR (redis-benchmark, 50 clients, no pipelining, same Redis, same run) and
+ * Redis memory per live connection (MEMORY USAGE across 10,000 leases).
+ *
+ * Run alone: `npx tsc && node bench/redis.js` (or import { run } from bench/run.ts).
+ * Environment: BENCH_REDIS_REQUESTS (default 40000 per measurement),
+ * BENCH_REDIS_ROUNDS (default 5; the median round is reported).
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import Redis from 'ioredis';
+import { startRedis } from '../__tests__/support/redis-server';
+
+const LUA_DIR = path.resolve(__dirname, '..', 'lua', 'redis');
+const TAG = '{b}';
+const PODS = ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'];
+
+/** One redis-benchmark measurement of one command line. */
+export interface Throughput {
+  readonly rps: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+}
+
+interface Scenario {
+  readonly name: string;
+  readonly what: string;
+  /** Expected admit.lua status, checked once before measuring. */
+  readonly expect?: 'ADMITTED' | 'FULL' | 'RATE_LIMITED';
+  readonly args: (sha: string) => string[];
+}
+
+function benchmark(port: number, requests: number, args: string[]): Throughput {
+  const r = spawnSync('redis-benchmark', ['-h', '127.0.0.1', '-p', String(port), '-c', '50', '-n', String(requests),
+    '-r', '100000000', '--csv', ...args], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`redis-benchmark failed: ${r.stderr || r.stdout}`);
+  const row = r.stdout.trim().split('\n').pop() ?? '';
+  const cols = row.split('","').map((c) => c.replace(/"/g, ''));
+  const rps = Number(cols[1]);
+  if (!Number.isFinite(rps) || rps <= 0) throw new Error(`cannot parse redis-benchmark output: ${r.stdout}`);
+  return { rps, p50Ms: Number(cols[4]), p99Ms: Number(cols[6]) };
+}
+
+/** CPU seconds (user + system) the redis-server process has used so far (INFO cpu). */
+async function serverCpu(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  const get = (k: string) => Number(new RegExp(`${k}:([0-9.]+)`).exec(info)![1]);
+  return get('used_cpu_user') + get('used_cpu_sys');
+}
+
+/** Server CPU time per call of `command` since the last CONFIG RESETSTAT (INFO commandstats). */
+async function usecPerCall(redis: Redis, command: string): Promise<number> {
+  const m = new RegExp(`cmdstat_${command}:calls=(\\d+),usec=(\\d+)`).exec(await redis.info('commandstats'));
+  return m ? Number(m[2]) / Number(m[1]) : NaN;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/**
+ * admit.lua argument lists. `__rand_int__` is replaced by redis-benchmark with an
+ * independent random 12-digit number per occurrence and per request (-r 1e8).
+ * "Fresh" lease sets get a random part in the key prefix, so every request sees
+ * three brand-new, empty candidate sets while the pod ids stay well-formed (the
+ * script checks that a lease key ends in ':pod:' + its pod id). On one Redis the
+ * hash tag does not matter; on a cluster these keys would be refused.
+ */
+function admitArgs(sha: string, leaseKeys: string[], pods: string[], o: { limit: number; windowMs: number; maxPerPod: number; ttlMs: number }): string[] {
+  return ['EVALSHA', sha, String(3 + leaseKeys.length), `${TAG}:rate`, `${TAG}:stats`, `${TAG}:pods`, ...leaseKeys,
+    String(o.limit), String(o.windowMs), String(o.maxPerPod), String(o.ttlMs), 'envoy-bench|0|__rand_int__|0', ...pods];
+}
+const fresh = (pod: string) => `${TAG}:f__rand_int__:pod:${pod}`;
+const fixed = (pod: string) => `${TAG}:pod:${pod}`;
+// The rate limit is on in the admit scenarios (as in production) but never binds.
+// A 2 ms window at benchmark rates (~20-40k/s) keeps the window set at 40-80
+// entries, the size production's default 60 per minute gives it (a compact
+// listpack); a long window would benchmark a set of 10^5 entries instead.
+const RATE = { limit: 100000000, windowMs: 2 };
+
+const SCENARIOS: Scenario[] = [
+  { name: 'incr', what: 'INCR of one key (the reference)', args: () => ['INCR', `${TAG}:counter`] },
+  {
+    name: 'admitFresh', expect: 'ADMITTED',
+    what: 'ADMITTED, 3 candidate pods on fresh (empty) lease sets, rate limit on; the first empty candidate wins at once',
+    args: (sha) => admitArgs(sha, PODS.map(fresh), PODS, { ...RATE, maxPerPod: 2, ttlMs: 30000 }),
+  },
+  {
+    name: 'admitScan3', expect: 'ADMITTED',
+    what: 'ADMITTED after inspecting all 3 candidates: two hold 1 live lease each, the third is fresh and wins; rate limit on',
+    args: (sha) => admitArgs(sha, [fixed(PODS[0]), fixed(PODS[1]), fresh(PODS[2])], PODS, { ...RATE, maxPerPod: 2, ttlMs: 30000 }),
+  },
+  {
+    name: 'admitNoRateLimit', expect: 'ADMITTED',
+    what: 'as admitFresh with the rate limit off (ARGV[1] = 0)',
+    args: (sha) => admitArgs(sha, PODS.map(fresh), PODS, { limit: 0, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
+  },
+  {
+    name: 'refuseFull', expect: 'FULL',
+    what: 'FULL: 3 candidate pods with 2 of 2 live leases each, rate limit on (60 per 60 s, 1 used)',
+    args: (sha) => admitArgs(sha, PODS.map((p) => `${TAG}:full:pod:${p}`), PODS, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
+  },
+  {
+    name: 'refuseRateLimited', expect: 'RATE_LIMITED',
+    what: 'RATE_LIMITED: window already holds the limit (60 per 60 s)',
+    args: (sha) => ['EVALSHA', sha, '6', `${TAG}:rl:rate`, `${TAG}:stats`, `${TAG}:pods`, ...PODS.map(fixed), '60', '60000', '2', '30000', 'envoy-bench|0|__rand_int__|0', ...PODS],
+  },
+];
+
+async function prepare(redis: Redis, sha: string): Promise<void> {
+  const long = String(3600 * 1000);
+  // admitScan3: one long-lived lease on each of the first two pods (they never win
+  // again: the fresh third candidate always has fewer).
+  for (const [i, p] of PODS.slice(0, 2).entries()) {
+    await redis.evalsha(sha, 4, `${TAG}:rate`, `${TAG}:stats`, `${TAG}:pods`, fixed(p), '0', '1000', '1', long, `envoy-prep|0|${i}|0`, p);
+  }
+  // refuseFull: 2 live leases on each of 3 pods, one window entry of 60.
+  for (const p of PODS) {
+    for (let i = 0; i < 2; i++) {
+      await redis.evalsha(sha, 4, `${TAG}:full:rate`, `${TAG}:stats`, `${TAG}:pods`, `${TAG}:full:pod:${p}`, '0', '1000', '2', long, `envoy-prep|1|${p}${i}|0`, p);
+    }
+  }
+  await redis.zadd(`${TAG}:full:rate`, Date.now(), 'envoy-prep|2|0|0');
+  // refuseRateLimited: the window holds the limit.
+  for (let i = 0; i < 60; i++) {
+    await redis.evalsha(sha, 4, `${TAG}:rl:rate`, `${TAG}:stats`, `${TAG}:pods`, `${TAG}:rl:pod:x`, '60', '60000', '1000', '1000', `envoy-prep|3|${i}|0`, 'x');
+  }
+}
+
+async function checkScenario(redis: Redis, s: Scenario, sha: string): Promise<void> {
+  if (!s.expect) return;
+  const argv = s.args(sha).slice(1).map((a) => a.replace(/__rand_int__/g, String(Math.floor(Math.random() * 1e12)).padStart(12, '0')));
+  // refuseFull uses its own window key so the 60-limit is not exhausted by other scenarios
+  if (s.name === 'refuseFull') argv[2] = `${TAG}:full:rate`;
+  const reply = (await redis.call('EVALSHA', ...argv)) as unknown[];
+  if (reply[0] !== s.expect) throw new Error(`bench scenario ${s.name}: expected ${s.expect}, got ${JSON.stringify(reply)}`);
+}
+
+/** Bytes of Redis memory per live lease, with the stack's default shape (2 per pod). */
+async function memoryPerLease(redis: Redis, sha: string, leases: number, perPod: number) {
+  await redis.flushall();
+  const before = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
+  const pods = Math.ceil(leases / perPod);
+  const tag = '{ws}';
+  const podId = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:8080`;
+  // Connection ids as the filter makes them: <proxy>|<worker>|<counter base36>|<random base36>,
+  // with a Kubernetes Deployment pod name as the proxy id.
+  const idOf = (n: number) => `envoy-6f7c9d8b5d-x7k2p|${n % 4}|${n.toString(36)}|${((n * 7919) % 46656).toString(36)}`;
+  let n = 0;
+  const pipe = redis.pipeline();
+  for (let p = 0; p < pods; p++) {
+    for (let j = 0; j < perPod && n < leases; j++, n++) {
+      pipe.evalsha(sha, 4, `${tag}:rate`, `${tag}:stats`, `${tag}:pods`, `${tag}:pod:${podId(p)}`, '0', '60000', String(perPod), '3600000', idOf(n), podId(p));
+    }
+  }
+  const replies = await pipe.exec();
+  const admitted = (replies ?? []).filter(([e, r]) => !e && (r as unknown[])[0] === 'ADMITTED').length;
+  if (admitted !== leases) throw new Error(`memory bench: ${admitted} of ${leases} admitted`);
+  const after = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
+  let keyBytes = 0;
+  const encodings = new Set<string>();
+  const usage = redis.pipeline();
+  for (let p = 0; p < pods; p++) usage.memory('USAGE', `${tag}:pod:${podId(p)}`, 'SAMPLES', '0');
+  usage.memory('USAGE', `${tag}:pods`, 'SAMPLES', '0');
+  for (const [, r] of (await usage.exec()) ?? []) keyBytes += Number(r);
+  const enc = redis.pipeline();
+  for (let p = 0; p < Math.min(pods, 10); p++) enc.object('ENCODING', `${tag}:pod:${podId(p)}`);
+  for (const [, r] of (await enc.exec()) ?? []) encodings.add(String(r));
+  const sampleId = idOf(leases - 1);
+  await redis.flushall();
+  return {
+    leases, pods, perPod, sampleConnectionId: sampleId, connectionIdBytes: sampleId.length,
+    leaseSetEncoding: [...encodings].join(','),
+    memoryUsageBytesPerLease: Math.round((keyBytes / leases) * 10) / 10,
+    usedMemoryDeltaBytesPerLease: Math.round(((after - before) / leases) * 10) / 10,
+  };
+}
+
+export async function run(): Promise<Record<string, unknown>> {
+  const requests = Number(process.env.BENCH_REDIS_REQUESTS ?? 40000);
+  const rounds = Number(process.env.BENCH_REDIS_ROUNDS ?? 5);
+  const server = await startRedis();
+  const redis = new Redis({ host: server.host, port: server.port, lazyConnect: true });
+  try {
+    await redis.connect();
+    const sha = String(await redis.script('LOAD', fs.readFileSync(path.join(LUA_DIR, 'admit.lua'), 'utf8')));
+    await prepare(redis, sha);
+    // The refuseFull scenario reads its own window; point it there.
+    const scenarios = SCENARIOS.map((s) => s.name !== 'refuseFull' ? s : {
+      ...s, args: (h: string) => { const a = s.args(h); a[3] = `${TAG}:full:rate`; return a; },
+    });
+    for (const s of scenarios) await checkScenario(redis, s, sha);
+
+    // This machine is shared and noisy, so every scenario is measured between two
+    // INCR runs and its ratio taken against their mean; rounds interleave all
+    // scenarios and the median round is reported. Server CPU per call (INFO
+    // commandstats) is reported too: it does not depend on the client or the load.
+    const ratios: Record<string, number[]> = {};
+    const samples: Record<string, Throughput[]> = {};
+    const usec: Record<string, number[]> = {};
+    const cpu: Record<string, number[]> = {};
+    const measure = async (name: string, args: string[], command: string) => {
+      await redis.config('RESETSTAT');
+      const cpu0 = await serverCpu(redis);
+      const t = benchmark(server.port, requests, args);
+      (cpu[name] ??= []).push(((await serverCpu(redis)) - cpu0) * 1e6 / requests);
+      (usec[name] ??= []).push(await usecPerCall(redis, command));
+      (samples[name] ??= []).push(t);
+      return t.rps;
+    };
+    const incrRun = () => measure('incr', SCENARIOS[0].args(sha), 'incr');
+    for (let round = 0; round < rounds; round++) {
+      let before = await incrRun();
+      for (const s of scenarios.slice(1)) {
+        const rps = await measure(s.name, s.args(sha), 'evalsha');
+        const after = await incrRun();
+        (ratios[s.name] ??= []).push(rps / ((before + after) / 2));
+        before = after;
+      }
+    }
+    const round3 = (x: number) => Math.round(x * 1000) / 1000;
+    const throughput: Record<string, unknown> = {};
+    const incr = median(samples.incr.map((t) => t.rps));
+    const incrCpu = median(cpu.incr);
+    for (const s of scenarios) {
+      throughput[s.name] = {
+        what: s.what, rps: Math.round(median(samples[s.name].map((t) => t.rps))),
+        ratioToIncr: s.name === 'incr' ? 1 : round3(median(ratios[s.name])),
+        roundRatios: (ratios[s.name] ?? []).map(round3),
+        cpuRatioToIncr: round3(incrCpu / median(cpu[s.name])),
+        serverUsecPerCall: Math.round(median(usec[s.name]) * 100) / 100,
+        // CPU the server spent per request, network I/O included: what bounds
+        // throughput once Redis is the bottleneck, and not skewed by other load.
+        serverCpuUsPerRequest: Math.round(median(cpu[s.name]) * 100) / 100,
+        p50Ms: median(samples[s.name].map((t) => t.p50Ms)), p99Ms: median(samples[s.name].map((t) => t.p99Ms)),
+      };
+    }
+    // Correctness under load: the refusal scenarios stayed refusals.
+    const stats = await redis.hgetall(`${TAG}:stats`);
+
+    const memory = await memoryPerLease(redis, sha, 10000, 2);
+    const memoryLargePods = await memoryPerLease(redis, sha, 10000, 100);
+    const info = /redis_version:(\S+)/.exec(await redis.info('server'))?.[1];
+    return {
+      redisVersion: info,
+      method: `redis-benchmark -c 50 -P 1 -n ${requests} per run; each scenario between two INCR runs, ratio to their mean; median of ${rounds} interleaved rounds; one redis-server`,
+      incrRps: Math.round(incr),
+      admitRps: (throughput.admitScan3 as { rps: number }).rps,
+      admitRatio: (throughput.admitScan3 as { ratioToIncr: number }).ratioToIncr,
+      admitFreshRatio: (throughput.admitFresh as { ratioToIncr: number }).ratioToIncr,
+      refuseRps: (throughput.refuseFull as { rps: number }).rps,
+      refuseRatio: (throughput.refuseFull as { ratioToIncr: number }).ratioToIncr,
+      throughput,
+      statsAfterLoad: stats,
+      memoryPerLease: memory,
+      memoryPerLease100PerPod: memoryLargePods,
+      targets: { admitRatio: 0.45, refuseRatio: 0.8, bytesPerLease: 150 },
+    };
+  } finally {
+    redis.disconnect();
+    await server.stop();
+  }
+}
+
+function report(r: Record<string, unknown>): string {
+  const lines = [`Redis ${r.redisVersion}: ${r.method}`];
+  for (const [name, t] of Object.entries(r.throughput as Record<string, { what: string; rps: number; ratioToIncr: number; cpuRatioToIncr: number; serverUsecPerCall: number; serverCpuUsPerRequest: number; p50Ms: number; p99Ms: number; roundRatios: number[] }>)) {
+    lines.push(`  ${name.padEnd(18)} ${String(t.rps).padStart(7)} ops/s  ${t.ratioToIncr.toFixed(3)}x INCR  (server CPU ${t.serverCpuUsPerRequest} us/req, ${t.cpuRatioToIncr.toFixed(3)}x; command ${t.serverUsecPerCall} us)  p50 ${t.p50Ms} ms p99 ${t.p99Ms} ms`
+      + (t.roundRatios.length ? `  rounds ${t.roundRatios.join(' ')}` : ''));
+    lines.push(`  ${''.padEnd(18)} ${t.what}`);
+  }
+  for (const key of ['memoryPerLease', 'memoryPerLease100PerPod']) {
+    const m = r[key] as Record<string, unknown>;
+    lines.push(`  memory: ${m.leases} leases on ${m.pods} pods (${m.perPod} per pod, ${m.leaseSetEncoding}), id ${m.connectionIdBytes} B ('${m.sampleConnectionId}'):`
+      + ` MEMORY USAGE ${m.memoryUsageBytesPerLease} B/lease, used_memory delta ${m.usedMemoryDeltaBytesPerLease} B/lease`);
+  }
+  lines.push(`  targets: admit >= 0.45x (${r.admitRatio}), refuse >= 0.8x (${r.refuseRatio}), < 150 B/lease`);
+  return lines.join('\n');
+}
+
+if (require.main === module) {
+  run().then((r) => {
+    console.log(report(r));
+    if (process.argv.includes('--json')) console.log(JSON.stringify(r, null, 2));
+  }, (e) => { console.error(e); process.exit(1); });
+}
