@@ -10,7 +10,7 @@ import { BackendService } from './backend-service';
 import { EksProviders } from './eks-providers';
 import { EnvoyProxy, RedisPasswordSource } from './envoy';
 import { FilterConfig } from './filter-config';
-import { NAMES, PART_OF } from './names';
+import { ENVOY_SELECTOR, NAMES, PART_OF } from './names';
 import { Nlb } from './nlb';
 import { Redis } from './redis';
 import { configureRemoteState } from './remote-state';
@@ -79,7 +79,7 @@ export class WsAdmissionStack extends TerraformStack {
         namespace,
         image: c.redisImage,
         replicas: c.redisReplicas,
-        clientSelector: { 'app.kubernetes.io/name': NAMES.envoy, 'app.kubernetes.io/part-of': PART_OF },
+        clientSelector: ENVOY_SELECTOR,
       });
       redisEndpoint = { host: `${NAMES.redis}.${c.namespace}.svc.cluster.local`, port: this.redis.port, tls: false, auth: true };
       redisPassword = { secretName: this.redis.secretName, key: 'password' };
