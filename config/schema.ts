@@ -55,6 +55,7 @@ export interface StackConfig {
   readonly exposeMetricsOnNlb: boolean;
   readonly grafanaDashboard: boolean;
   readonly serviceMonitor: boolean;
+  readonly serviceMonitorLabels: Labels;
   readonly remoteStateBucket: string;
   readonly remoteStateKey: string;
   readonly remoteStateRegion: string;
@@ -81,7 +82,7 @@ export interface FieldSpec {
   readonly max?: number;
   /** Accepted values of an `enum` field. */
   readonly values?: readonly string[];
-  /** A `string`/`dns1123Label` field that may be empty (meaning "off"/"derived"). */
+  /** A `string`/`dns1123Label`/`labels` field that may be empty (meaning "off"/"derived"/"none"). */
   readonly optional?: boolean;
   /** Extra check for `string` fields: a pattern and what it means. */
   readonly pattern?: { readonly re: RegExp; readonly says: string };
@@ -256,6 +257,10 @@ export const FIELDS: readonly FieldSpec[] = [
   {
     key: 'serviceMonitor', kind: 'boolean', default: false,
     description: 'Create a Prometheus Operator ServiceMonitor (needs its CRDs in the cluster).',
+  },
+  {
+    key: 'serviceMonitorLabels', kind: 'labels', default: {}, optional: true,
+    description: 'Extra labels on the ServiceMonitor, for a Prometheus whose selector wants them (kube-prometheus-stack: `release=<helm release>`).',
   },
   {
     key: 'remoteStateBucket', kind: 'string', default: '', optional: true,

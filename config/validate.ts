@@ -110,6 +110,7 @@ export function fieldProblem(f: FieldSpec, value: unknown): string | null {
       if (typeof value !== 'object' || value === null || Array.isArray(value)) {
         return `${f.key} must be an object of label names to values, got ${show(value)}. Fix: e.g. ${show(f.default)}.`;
       }
+      if (f.optional && Object.keys(value as object).length === 0) return null;
       const p = labelsProblem(value as Record<string, unknown>);
       return p ? `${f.key} ${p}, got ${show(value)}.` : null;
     }

@@ -10,6 +10,7 @@ import { BackendService } from './backend-service';
 import { EksProviders } from './eks-providers';
 import { EnvoyProxy, RedisPasswordSource } from './envoy';
 import { FilterConfig } from './filter-config';
+import { Monitoring } from './monitoring';
 import { ENVOY_SELECTOR, NAMES, PART_OF } from './names';
 import { Nlb } from './nlb';
 import { Redis } from './redis';
@@ -141,17 +142,16 @@ export class WsAdmissionStack extends TerraformStack {
       exposeMetrics: c.exposeMetricsOnNlb,
     });
 
-    // --- MONITORING: spot for constructs/monitoring.ts (wired by its owner) --------------------
-    // if (c.grafanaDashboard || c.serviceMonitor) {
-    //   new Monitoring(this, 'monitoring', {
-    //     namespace,
-    //     envoyServiceLabels: this.envoy.metricsServiceLabels, // only ws-envoy-metrics has them
-    //     metricsPortName: 'metrics',
-    //     dashboard: c.grafanaDashboard,
-    //     serviceMonitor: c.serviceMonitor,
-    //   });
-    // }
-    // ------------------------------------------------------------------------------------------
+    if (c.grafanaDashboard || c.serviceMonitor) {
+      new Monitoring(this, 'monitoring', {
+        namespace,
+        envoyServiceLabels: this.envoy.metricsServiceLabels, // only ws-envoy-metrics has them
+        metricsPortName: 'metrics',
+        dashboard: c.grafanaDashboard,
+        serviceMonitor: c.serviceMonitor,
+        serviceMonitorLabels: c.serviceMonitorLabels,
+      });
+    }
 
     this.outputs(c, redisEndpoint);
   }

@@ -21,7 +21,16 @@ describe('default profile (repository lua/)', () => {
       if (key.endsWith('.lua') && key !== 'settings.lua') maskedCm.data[key] = '<lua source>';
     }
     byName(masked, 'kubernetes_deployment_v1', 'ws-envoy').spec.template.metadata.annotations['checksum/config'] = '<sha256>';
+    // The dashboard JSON has its own tests (__tests__/tools/monitoring.test.ts).
+    byName(masked, 'kubernetes_config_map_v1', 'ws-admission-dashboard').data['ws-admission.json'] = '<dashboard json>';
     expect(masked).toMatchSnapshot();
+  });
+
+  it('ships the Grafana dashboard for the sidecar, and no ServiceMonitor by default', () => {
+    const dash = byName(json, 'kubernetes_config_map_v1', 'ws-admission-dashboard');
+    expect(dash.metadata.labels.grafana_dashboard).toBe('1');
+    expect(JSON.parse(dash.data['ws-admission.json']).uid).toBe('ws-admission');
+    expect(resources(json, 'kubernetes_manifest')).toHaveLength(0);
   });
 
   it('ships the filter and metrics entry points that envoy.yaml loads', () => {
@@ -294,6 +303,17 @@ describe('every option changed', () => {
 
   it('matches the snapshot', () => {
     expect(json).toMatchSnapshot();
+  });
+
+  it('creates a ServiceMonitor on the metrics Service, with the extra labels, and no dashboard', () => {
+    const sm = resources(json, 'kubernetes_manifest');
+    expect(sm).toHaveLength(1);
+    const m = (sm[0] as Json).manifest;
+    expect(m.kind).toBe('ServiceMonitor');
+    expect(m.metadata.labels.release).toBe('kube-prometheus-stack');
+    expect(m.spec.selector.matchLabels['app.kubernetes.io/component']).toBe('metrics');
+    expect(m.spec.endpoints[0]).toMatchObject({ port: 'metrics', path: '/metrics' });
+    expect(resources(json, 'kubernetes_config_map_v1').map((r) => r.metadata.name)).not.toContain('ws-admission-dashboard');
   });
 
   it('uses the S3 backend without the lock file when asked', () => {

@@ -98,6 +98,7 @@ export const EVERYTHING_CHANGED: StackConfig = {
   exposeMetricsOnNlb: true,
   grafanaDashboard: false,
   serviceMonitor: true,
+  serviceMonitorLabels: { release: 'kube-prometheus-stack' },
   remoteStateBucket: 'acme-tfstate',
   remoteStateKey: 'realtime/ws.tfstate',
   remoteStateRegion: 'eu-central-1',
