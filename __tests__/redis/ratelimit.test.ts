@@ -63,7 +63,7 @@ test(`8 processes over ~5 windows: never more than ${LIMIT} in any rolling ${WIN
 
   // The limit is reached: the first LIMIT admissions come at once, and each slot
   // is reused promptly once its entry leaves the window (demand never stopped).
-  const SLACK_MS = 60; // scheduling on a busy 2-CPU runner, not script behaviour
+  const SLACK_MS = 100; // scheduling on a busy 2-CPU runner, not script behaviour
   expect(t.length).toBeGreaterThanOrEqual(LIMIT);
   expect(t[LIMIT - 1] - startMs).toBeLessThan(SLACK_MS * 2);
   const late = [];
