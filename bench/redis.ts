@@ -4,7 +4,7 @@
  * Redis memory per live connection (MEMORY USAGE across 10,000 leases).
  *
  * Run alone: `npx tsc && node bench/redis.js` (or import { run } from bench/run.ts).
- * Environment: BENCH_REDIS_REQUESTS (default 40000 per measurement),
+ * Environment: BENCH_REDIS_REQUESTS (default 30000 per measurement),
  * BENCH_REDIS_ROUNDS (default 5; the median round is reported).
  */
 import { spawnSync } from 'child_process';
@@ -106,6 +106,11 @@ const SCENARIOS: Scenario[] = [
     args: (sha) => admitArgs(sha, PODS.map((p) => `${TAG}:full:pod:${p}`), PODS, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000, rateKey: `${TAG}:full:rate` }),
   },
   {
+    name: 'refuseFullNoRateLimit', expect: 'FULL',
+    what: 'as refuseFull with the rate limit off (ARGV[1] = 0)',
+    args: (sha) => admitArgs(sha, PODS.map((p) => `${TAG}:full:pod:${p}`), PODS, { limit: 0, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
+  },
+  {
     name: 'refuseRateLimited', expect: 'RATE_LIMITED',
     what: 'RATE_LIMITED: window already holds the limit (60 per 60 s)',
     args: (sha) => admitArgs(sha, PODS.map(fixed), PODS, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000, rateKey: `${TAG}:rl:rate` }),
@@ -184,7 +189,7 @@ async function memoryPerLease(redis: Redis, sha: string, leases: number, perPod:
 }
 
 export async function run(): Promise<Record<string, unknown>> {
-  const requests = Number(process.env.BENCH_REDIS_REQUESTS ?? 40000);
+  const requests = Number(process.env.BENCH_REDIS_REQUESTS ?? 30000);
   const rounds = Number(process.env.BENCH_REDIS_ROUNDS ?? 5);
   const server = await startRedis();
   const redis = new Redis({ host: server.host, port: server.port, lazyConnect: true });
