@@ -218,8 +218,26 @@ describe('time edges (short windows and TTLs, real waiting)', () => {
     expect(r.status).toBe('FULL');
     expect(r.retryAfterMs).toBeGreaterThan(6500); // d: then only e is live
     expect(r.retryAfterMs).toBeLessThanOrEqual(7000);
-    expect(await redis.zcard(s.keys.pod(P1))).toBe(3);
+    // A pod proven full is not pruned: its expired leases cannot change a refusal.
+    // The next call that counts it (here the snapshot) prunes and counts them.
+    expect(await redis.zcard(s.keys.pod(P1))).toBe(5);
+    expect((await s.snapshot(1000, [P1])).pods[P1]).toBe(3);
     expect(await stats()).toMatchObject({ expired: 2, rejected_capacity: 1 });
+  });
+
+  test('a pod whose maxPer-th newest lease expired is pruned and counted exactly', async () => {
+    const now = await s.nowMs();
+    await redis.zadd(s.keys.pod(P1), now - 50, 'old1', now - 20, 'old2', now + 9000, 'live');
+    const r = await admit({ id: 'x', pods: [P1], maxPerPod: 2 });
+    expect(r).toMatchObject({ status: 'ADMITTED', pod: P1, activeOnPod: 2 });
+    expect((await redis.zrange(s.keys.pod(P1), 0, -1)).sort()).toEqual(['live', 'x']);
+    expect(await stats()).toMatchObject({ expired: 2 });
+    // fewer leases than the limit, one of them expired: counted live, pruned
+    await redis.zadd(s.keys.pod(P2), now - 50, 'gone', now + 9000, 'here');
+    const r2 = await admit({ id: 'y', pods: [P2, P3], maxPerPod: 3 });
+    expect(r2).toMatchObject({ status: 'ADMITTED', pod: P3, activeOnPod: 1 });
+    expect((await redis.zrange(s.keys.pod(P2), 0, -1))).toEqual(['here']);
+    expect(await stats()).toMatchObject({ expired: 3 });
   });
 
   test('large limits: a pod proven full by its maxPer-th newest lease is refused without pruning', async () => {

@@ -11,14 +11,15 @@
 -- Written for Redis 6.x/7.x: no shebang (script flags need 7.0), every key in
 -- KEYS, so it runs unchanged on a cluster shard.
 --
--- This is the hot path, benchmarked against INCR (bench/redis.ts). Measured with
--- callgrind on Redis 7.0: the fixed cost of an EVALSHA with 14 arguments is ~6x an
--- INCR, each redis.call costs about as much again, and each number formatted
--- (a score in a reply, a Lua number passed as an argument) costs a third of that.
--- Hence: one call per candidate, numbers formatted only where needed, and a
--- trusted caller: admit does not check that KEYS[3+i] is the lease set of
--- ARGV[5+i] (that check alone cost 6% of the refusal path; the other scripts do
--- check it).
+-- This is the hot path, benchmarked against INCR (bench/redis.ts). Measured on
+-- Redis 7.0 (callgrind and in-script loops): the fixed cost of an EVALSHA with 14
+-- arguments is ~6x an INCR; a cheap redis.call costs 0.3-0.5 us; every score in a
+-- reply costs ~0.65 us (printf "%.17g"), and every Lua *number* passed to
+-- redis.call ~1 us (twice a Lua tostring()). Hence: one call per candidate in the
+-- common cases, scores fetched only where a decision needs them, arguments passed
+-- as strings, and a trusted caller: admit does not check that KEYS[3+i] is the
+-- lease set of ARGV[5+i] (that check alone cost 6% of the refusal path; the other
+-- scripts do check it).
 local call = redis.call
 local tonumber = tonumber
 local nkeys, nargs = #KEYS, #ARGV
@@ -45,8 +46,14 @@ if id == '' then return redis.error_reply('ERR admit.lua: ARGV[5] connection id 
 -- by itself, but only after metrics had time to prune (and count) its leases.
 local KEY_MARGIN_MS = 60000
 
+local tostring = tostring
 local t = call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+-- The same instant as a string, from TIME's own digits (no number formatting):
+-- seconds .. first 3 digits of the zero-padded microseconds.
+local us = t[2]
+if #us < 6 then us = string.rep('0', 6 - #us) .. us end
+local nowS = t[1] .. string.sub(us, 1, 3)
 
 -- 1. Rate limit, checked first so a flood is refused without touching any pod.
 -- An entry counts while its score > now - window. Entries that left the window
@@ -59,7 +66,7 @@ if limit > 0 then
   card = call('ZCARD', KEYS[1])
   local used = card
   if card >= limit then
-    local live = '(' .. (now - window)
+    local live = '(' .. tostring(now - window)
     used = call('ZCOUNT', KEYS[1], live, '+inf')
     if used >= limit then
       -- One more fits once the (used-limit)th live entry (0-based; used > limit
@@ -77,61 +84,42 @@ end
 -- 2. Candidates, in the given order. A pod is full when at least maxPer of its
 -- leases are live; its "slot frees" time is the expiry of its maxPer-th newest
 -- lease (rank card-maxPer): then it holds maxPer-1 live leases unless renewed.
--- The FULL hint is the earliest such time among the candidates.
---  * maxPer <= 8 (the usual case): ZRANGE 0..maxPer WITHSCORES fetches up to
---    maxPer+1 leases in expiry order, which alone gives the live count, whether
---    anything expired, and the hint;
---  * larger limits: the maxPer-th newest lease alone proves a pod full; a pod with
---    room is then counted exactly.
+-- The FULL hint is the earliest such time among the candidates. So the first
+-- probe of each candidate is that one lease (one score): live -> full, with its
+-- hint, in one call. Otherwise the pod has room and is counted exactly:
+--  * fewer than maxPer leases: ZCARD, and ZCOUNT of the live ones if any
+--    (integers, no scores), pruning only if some have expired;
+--  * the maxPer-th newest lease has expired: prune, then ZCARD.
 -- Expired leases are pruned whenever they could change the decision. A pod proven
 -- full is not pruned (nothing it holds can change a refusal); the next call that
 -- counts it, reregister.lua or the metrics snapshot prunes and counts them.
+local nth = '-' .. ARGV[3]
 local best, bestCount = 0, maxPer
 local expired = 0
 local hint -- earliest "slot frees" time among full candidates
 for i = 1, n do
   local key = KEYS[3 + i]
-  local c, frees
-  local exact = false -- set when the fetch could not settle the count
-  if maxPer <= 8 then
-    local r = call('ZRANGE', key, '0', ARGV[3], 'WITHSCORES')
-    local k = #r / 2
-    local e = 0
-    local s = k > 0 and tonumber(r[2])
-    while s and s <= now do
-      e = e + 1
-      s = e < k and tonumber(r[2 * e + 2])
-    end
-    if k <= maxPer then -- the whole set
-      if e > 0 then expired = expired + call('ZREMRANGEBYSCORE', key, '-inf', now) end
-      c = k - e
-      frees = s -- c >= maxPer only when e == 0, and then s is the first score
-    elseif e == 0 then -- more than maxPer live leases (re-registered): full
-      c, frees = k, tonumber(call('ZRANGE', key, '-' .. ARGV[3], '-' .. ARGV[3], 'WITHSCORES')[2])
+  local c
+  local r = call('ZRANGE', key, nth, nth, 'WITHSCORES')
+  if r[2] then
+    local s = tonumber(r[2])
+    if s > now then
+      c = maxPer
+      if not hint or s < hint then hint = s end
     else
-      exact = true
+      -- It and every older lease have expired: after pruning, fewer than maxPer.
+      expired = expired + call('ZREMRANGEBYSCORE', key, '-inf', nowS)
+      c = call('ZCARD', key)
     end
   else
-    local r = call('ZRANGE', key, '-' .. ARGV[3], '-' .. ARGV[3], 'WITHSCORES')
-    local s = r[2] and tonumber(r[2])
-    if s and s > now then
-      c, frees = maxPer, s
-    elseif s then
-      exact = true
-    else
-      c = call('ZCARD', key)
-      if c > 0 then exact = true end
+    c = call('ZCARD', key)
+    if c > 0 then
+      local live = call('ZCOUNT', key, '(' .. nowS, '+inf')
+      if live < c then expired = expired + call('ZREMRANGEBYSCORE', key, '-inf', nowS) end
+      c = live
     end
   end
-  if exact then
-    local removed = call('ZREMRANGEBYSCORE', key, '-inf', now)
-    expired = expired + removed
-    if c then c = c - removed else c = call('ZCARD', key) end
-    if c >= maxPer then frees = tonumber(call('ZRANGE', key, '-' .. ARGV[3], '-' .. ARGV[3], 'WITHSCORES')[2]) end
-  end
-  if c >= maxPer then
-    if not hint or frees < hint then hint = frees end
-  elseif c < bestCount then
+  if c < maxPer and c < bestCount then
     best, bestCount = i, c
     -- Nothing beats an empty pod and ties go to the first: the decision is made.
     -- Later candidates are left as they are (no count of theirs can matter).
@@ -140,7 +128,7 @@ for i = 1, n do
 end
 
 if best == 0 then
-  if expired > 0 then call('HINCRBY', KEYS[2], 'expired', expired) end
+  if expired > 0 then call('HINCRBY', KEYS[2], 'expired', tostring(expired)) end
   call('HINCRBY', KEYS[2], 'rejected_capacity', '1')
   local retry = 0
   if hint then retry = math.max(1, hint - now) end
@@ -149,8 +137,8 @@ end
 
 -- 3. Admit: lease on the chosen pod, window entry, counters.
 local key, pod = KEYS[3 + best], ARGV[5 + best]
-local active = bestCount + call('ZADD', key, now + ttl, id)
-call('PEXPIRE', key, ttl + KEY_MARGIN_MS)
+local active = bestCount + call('ZADD', key, tostring(now + ttl), id)
+call('PEXPIRE', key, tostring(ttl + KEY_MARGIN_MS))
 -- The index holds every pod with a non-empty lease set: a pod enters it when its
 -- set goes from empty to non-empty (here and in reregister.lua) and leaves it when
 -- a script sees the set empty, so a pod that already had leases is already in it.
@@ -162,11 +150,11 @@ if limit > 0 then
   -- set needs no TTL: trimmed on every admission, it never holds more than
   -- `limit` entries (a few hundred bytes), and one admission later it is current.
   if card > 0 then
-    rateRemaining = limit - (card - call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window))
+    rateRemaining = limit - (card - call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tostring(now - window)))
   end
-  call('ZADD', KEYS[1], now, id)
+  call('ZADD', KEYS[1], nowS, id)
   rateRemaining = rateRemaining - 1
 end
-if expired > 0 then call('HINCRBY', KEYS[2], 'expired', expired) end
+if expired > 0 then call('HINCRBY', KEYS[2], 'expired', tostring(expired)) end
 call('HINCRBY', KEYS[2], 'admitted', '1')
 return { 'ADMITTED', pod, active, 0, rateRemaining }
