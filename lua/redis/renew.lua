@@ -19,7 +19,8 @@ if not score then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if tonumber(score) <= now then return 0 end
-redis.call('ZADD', KEYS[1], now + ttl, id)
+-- Strings, not Lua numbers: Redis 7.0 formats a number argument with printf (~1 us).
+redis.call('ZADD', KEYS[1], tostring(now + ttl), id)
 -- Same key lifetime rule as admit.lua (newest expiry + 60 s).
-redis.call('PEXPIRE', KEYS[1], ttl + 60000)
+redis.call('PEXPIRE', KEYS[1], tostring(ttl + 60000))
 return 1

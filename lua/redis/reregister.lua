@@ -21,10 +21,10 @@ end
 local ttl = tonumber(ttlArg)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expired = redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-if expired > 0 then redis.call('HINCRBY', KEYS[2], 'expired', expired) end
-redis.call('ZADD', key, now + ttl, id)
-redis.call('PEXPIRE', key, ttl + 60000)
+local expired = redis.call('ZREMRANGEBYSCORE', key, '-inf', tostring(now))
+if expired > 0 then redis.call('HINCRBY', KEYS[2], 'expired', tostring(expired)) end
+redis.call('ZADD', key, tostring(now + ttl), id)
+redis.call('PEXPIRE', key, tostring(ttl + 60000))
 redis.call('SADD', KEYS[3], pod)
 redis.call('HINCRBY', KEYS[2], 'reregistered', 1)
 return redis.call('ZCARD', key)

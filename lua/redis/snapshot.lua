@@ -28,13 +28,14 @@ end
 local call = redis.call
 local t = call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local windowUsed = call('ZCOUNT', KEYS[1], '(' .. (now - tonumber(winArg)), '+inf')
+local nowS = tostring(now) -- one string for every pod (number arguments cost ~1 us each)
+local windowUsed = call('ZCOUNT', KEYS[1], '(' .. tostring(now - tonumber(winArg)), '+inf')
 
 local pods, proxies, byProxy = {}, {}, {}
 local expired = 0
 for i = 1, n do
   local key, pod = KEYS[3 + i], ARGV[1 + i]
-  expired = expired + call('ZREMRANGEBYSCORE', key, '-inf', now)
+  expired = expired + call('ZREMRANGEBYSCORE', key, '-inf', nowS)
   local members = call('ZRANGE', key, 0, -1)
   if #members == 0 then call('SREM', KEYS[3], pod) end
   pods[#pods + 1] = pod
@@ -51,7 +52,7 @@ for i = 1, n do
     byProxy[proxy] = c + 1
   end
 end
-if expired > 0 then call('HINCRBY', KEYS[2], 'expired', expired) end
+if expired > 0 then call('HINCRBY', KEYS[2], 'expired', tostring(expired)) end
 local byProxyFlat = {}
 for _, proxy in ipairs(proxies) do
   byProxyFlat[#byProxyFlat + 1] = proxy
