@@ -87,8 +87,8 @@ end
 -- The FULL hint is the earliest such time among the candidates. So the first
 -- probe of each candidate is that one lease (one score): live -> full, with its
 -- hint, in one call. Otherwise the pod has room and is counted exactly:
---  * fewer than maxPer leases: ZCARD, and ZCOUNT of the live ones if any
---    (integers, no scores), pruning only if some have expired;
+--  * fewer than maxPer leases: fetched with their scores (maxPer <= 8), else ZCARD
+--    and ZCOUNT of the live ones; pruned only if some have expired;
 --  * the maxPer-th newest lease has expired: prune, then ZCARD.
 -- Expired leases are pruned whenever they could change the decision. A pod proven
 -- full is not pruned (nothing it holds can change a refusal); the next call that
@@ -111,6 +111,13 @@ for i = 1, n do
       expired = expired + call('ZREMRANGEBYSCORE', key, '-inf', nowS)
       c = call('ZCARD', key)
     end
+  elseif maxPer <= 8 then
+    -- Fewer than maxPer leases: fetch them all (at most 7 scores), count the live.
+    local all = call('ZRANGE', key, '0', '-1', 'WITHSCORES')
+    local k, e = #all / 2, 0
+    while e < k and tonumber(all[2 * e + 2]) <= now do e = e + 1 end
+    if e > 0 then expired = expired + call('ZREMRANGEBYSCORE', key, '-inf', nowS) end
+    c = k - e
   else
     c = call('ZCARD', key)
     if c > 0 then
