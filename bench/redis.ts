@@ -172,22 +172,32 @@ async function memoryPerLease(redis: Redis, sha: string, leases: number, perPod:
   // tables are allocated while it runs) before reading used_memory.
   await new Promise((r) => setTimeout(r, 500));
   const after = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
-  let keyBytes = 0;
+  let leaseSetBytes = 0;
   const encodings = new Set<string>();
   const usage = redis.pipeline();
   for (let p = 0; p < pods; p++) usage.memory('USAGE', `${tag}:pod:${podId(p)}`, 'SAMPLES', '0');
-  usage.memory('USAGE', `${tag}:pods`, 'SAMPLES', '0');
-  for (const [, r] of (await usage.exec()) ?? []) keyBytes += Number(r);
+  for (const [, r] of (await usage.exec()) ?? []) leaseSetBytes += Number(r);
+  const indexBytes = Number(await redis.memory('USAGE', `${tag}:pods`, 'SAMPLES', '0'));
+  // Keyspace bookkeeping MEMORY USAGE leaves out: the expires dict (every lease
+  // set has a TTL) and the dicts' bucket arrays.
+  const statsFlat = (await redis.call('MEMORY', 'STATS')) as unknown[];
+  const db0 = statsFlat[statsFlat.indexOf('db.0') + 1] as unknown[];
+  const dbStat = (k: string) => Number(db0[db0.indexOf(k) + 1]);
   const enc = redis.pipeline();
   for (let p = 0; p < Math.min(pods, 10); p++) enc.object('ENCODING', `${tag}:pod:${podId(p)}`);
   for (const [, r] of (await enc.exec()) ?? []) encodings.add(String(r));
   const sampleId = idOf(leases - 1);
+  const per = (bytes: number) => Math.round((bytes / leases) * 10) / 10;
   await redis.flushall();
   return {
     leases, pods, perPod, sampleConnectionId: sampleId, connectionIdBytes: sampleId.length,
     leaseSetEncoding: [...encodings].join(','),
-    memoryUsageBytesPerLease: Math.round((keyBytes / leases) * 10) / 10,
-    usedMemoryDeltaBytesPerLease: Math.round(((after - before) / leases) * 10) / 10,
+    memoryUsageBytesPerLease: per(leaseSetBytes + indexBytes),
+    breakdownBytesPerLease: {
+      leaseSets: per(leaseSetBytes), podIndex: per(indexBytes),
+      mainDictOverhead: per(dbStat('overhead.hashtable.main')), expiresDict: per(dbStat('overhead.hashtable.expires')),
+    },
+    usedMemoryDeltaBytesPerLease: per(after - before),
   };
 }
 
@@ -341,7 +351,8 @@ function report(r: Record<string, unknown>): string {
   for (const key of ['memoryPerLease', 'memoryPerLease100PerPod']) {
     const m = r[key] as Record<string, unknown>;
     lines.push(`  memory: ${m.leases} leases on ${m.pods} pods (${m.perPod} per pod, ${m.leaseSetEncoding}), id ${m.connectionIdBytes} B ('${m.sampleConnectionId}'):`
-      + ` MEMORY USAGE ${m.memoryUsageBytesPerLease} B/lease, used_memory delta ${m.usedMemoryDeltaBytesPerLease} B/lease`);
+      + ` MEMORY USAGE ${m.memoryUsageBytesPerLease} B/lease (lease sets + index), used_memory delta ${m.usedMemoryDeltaBytesPerLease} B/lease`
+      + ` (${Object.entries(m.breakdownBytesPerLease as Record<string, number>).map(([k, v]) => `${k} ${v}`).join(', ')})`);
   }
   if (r.userInstructionsPerRequest) {
     lines.push('  user-space instructions per request (callgrind): ' + Object.entries(r.userInstructionsPerRequest as Record<string, { perRequest: number; xIncr: number }>)
