@@ -3,6 +3,7 @@ import * as path from 'path';
 import { ConfigMapV1 } from '@cdktf/provider-kubernetes/lib/config-map-v1';
 import { Manifest } from '@cdktf/provider-kubernetes/lib/manifest';
 import { Construct } from 'constructs';
+import { escapeTerraformTemplate } from './filter-config';
 
 /** The dashboard shipped with the repository. */
 export const DASHBOARD_FILE = path.join(__dirname, '..', 'dashboards', 'ws-admission.json');
@@ -102,7 +103,9 @@ export class Monitoring extends Construct {
           labels: { ...labels, grafana_dashboard: '1' },
           annotations: props.dashboardFolder ? { grafana_folder: props.dashboardFolder } : undefined,
         },
-        data: { 'ws-admission.json': json },
+        // Grafana's own `${datasource}` variables would otherwise be read by Terraform as
+        // interpolations (and fail the plan); escaped, Terraform writes them as is.
+        data: { 'ws-admission.json': escapeTerraformTemplate(json) },
       });
     }
 

@@ -1,7 +1,9 @@
+import * as fs from 'fs';
 import { TerraformStack, Testing } from 'cdktf';
 import { Redis } from '../../constructs/redis';
 import { DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
-import { EVERYTHING_CHANGED, Json, byName, resources, synth } from './support/synth';
+import { DASHBOARD_FILE } from '../../constructs/monitoring';
+import { EVERYTHING_CHANGED, Json, byName, resources, synth, unescapeTemplate } from './support/synth';
 
 const LBC = 'service.beta.kubernetes.io/aws-load-balancer';
 
@@ -31,6 +33,20 @@ describe('default profile (repository lua/)', () => {
     expect(dash.metadata.labels.grafana_dashboard).toBe('1');
     expect(JSON.parse(dash.data['ws-admission.json']).uid).toBe('ws-admission');
     expect(resources(json, 'kubernetes_manifest')).toHaveLength(0);
+  });
+
+  it('leaves Terraform no template it did not mean: every ${ is a reference of the stack, every %{ escaped', () => {
+    // Terraform reads every JSON string as a template. Grafana's `${datasource}` (dashboard)
+    // or a Lua `${...}` reaching Terraform unescaped fails the plan ("Invalid reference").
+    const text = JSON.stringify(json);
+    const interpolations = text.match(/(?<!\$)\$\{[^}]*\}/g) ?? [];
+    for (const i of interpolations) {
+      expect(i).toMatch(/^\$\{(data\.aws_eks_cluster|kubernetes_[a-z0-9_]+\.|random_password\.|try\(kubernetes_service_v1\.|base64decode\(data\.aws_eks_cluster\.)/);
+    }
+    expect(text.match(/(?<!%)%\{/g)).toBeNull();
+    const dash = byName(json, 'kubernetes_config_map_v1', 'ws-admission-dashboard').data['ws-admission.json'];
+    expect(dash).toContain('"uid":"$${datasource}"');
+    expect(unescapeTemplate(dash)).toBe(JSON.stringify(JSON.parse(fs.readFileSync(DASHBOARD_FILE, 'utf8'))));
   });
 
   it('ships the filter and metrics entry points that envoy.yaml loads', () => {
