@@ -11,7 +11,9 @@ function cell(text: string): string {
 
 function defaultText(f: FieldSpec): string {
   if (f.kind === 'labels') {
-    return '`' + Object.entries(f.default as Record<string, string>).map(([k, v]) => `${k}=${v}`).join(',') + '`';
+    const pairs = Object.entries(f.default as Record<string, string>).map(([k, v]) => `${k}=${v}`);
+    // An empty code span renders as two stray backticks.
+    return pairs.length === 0 ? '(none)' : '`' + pairs.join(',') + '`';
   }
   if (f.default === '') return '(empty)';
   return '`' + String(f.default) + '`';
@@ -23,7 +25,8 @@ function typeText(f: FieldSpec): string {
       if (f.max !== undefined && f.min === f.max) return `integer (only ${f.max})`;
       return f.max !== undefined ? `integer ${f.min ?? ''}..${f.max}` : `integer ≥ ${f.min ?? 0}`;
     case 'enum':
-      return (f.values ?? []).map((v) => `\`${v}\``).join(' \\| ');
+      // A plain "|": cell() escapes it once for the table (escaping here too gave "\\|").
+      return (f.values ?? []).map((v) => `\`${v}\``).join(' | ');
     case 'labels':
       return 'labels';
     case 'image':

@@ -15,6 +15,17 @@ describe('README configuration table', () => {
     expect(table.split('\n')).toHaveLength(FIELDS.length + 2);
   });
 
+  it('escapes a "|" inside a cell exactly once and writes no empty code span', () => {
+    const table = renderConfigTable();
+    const row = (key: string) => table.split('\n').find((l) => l.startsWith(`| \`${key}\` |`)) ?? '';
+    expect(row('redisFailureMode')).toContain('| `open` \\| `closed` |');
+    expect(table).not.toContain('\\\\|');
+    // Every row splits into exactly the five columns of the header.
+    for (const line of table.split('\n')) expect(line.split(/(?<!\\)\|/).length).toBe(7);
+    expect(row('serviceMonitorLabels')).toContain('| (none) |');
+    expect(table).not.toContain('``');
+  });
+
   it('refuses a README without the markers', () => {
     expect(() => withConfigTable('# no table here\n')).toThrow(
       `README.md must contain ${TABLE_START} followed by ${TABLE_END}; add both markers where the table belongs`,
