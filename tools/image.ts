@@ -37,8 +37,9 @@ export async function pushImage(o: ImageOptions, runner: ProcessRunner, projectD
   if (!ecr || !ecr.tag) {
     throw new ImageError('image', `image must be an ECR reference with a tag (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG), got ${JSON.stringify(o.image)}; set envoyImage in the config or pass --image`);
   }
+  const base = o.envoyBase === undefined ? undefined : splitPinnedBase(o.envoyBase);
   const build = ['buildx', 'build', '--platform', o.platforms, '--file', path.join('envoy', 'Dockerfile'), '--tag', o.image,
-    ...(o.envoyBase ? ['--build-arg', `ENVOY_IMAGE=${o.envoyBase}`] : []), '--provenance=false', '--push', '.'];
+    ...(base ? ['--build-arg', `ENVOY_IMAGE=${base.image}`, '--build-arg', `ENVOY_DIGEST=${base.digest}`] : []), '--provenance=false', '--push', '.'];
   if (o.dryRun) {
     log(`aws ecr get-login-password --region ${ecr.region} | docker login --username AWS --password-stdin ${ecr.registry}`);
     log(formatCommand('aws', ['ecr', 'describe-repositories', '--repository-names', ecr.repository, '--region', ecr.region]));
@@ -78,6 +79,19 @@ export async function pushImage(o: ImageOptions, runner: ProcessRunner, projectD
   log(`==> Pushed ${o.image} (${o.platforms})`);
 }
 
+/**
+ * The Dockerfile takes its base as ENVOY_IMAGE (name:tag) and ENVOY_DIGEST (sha256:…),
+ * so another base must come with its digest: `envoyproxy/envoy:v1.36.3@sha256:…`.
+ */
+export function splitPinnedBase(ref: string): { image: string; digest: string } {
+  const m = /^([^@\s]+:[^@:/\s]+)@(sha256:[a-f0-9]{64})$/.exec(ref);
+  if (!m) {
+    throw new ImageError('image', `--envoy-base must be NAME:TAG@sha256:DIGEST (the Dockerfile pins its base by digest), got ${JSON.stringify(ref)}; `
+      + 'the digest is the first line of `docker buildx imagetools inspect NAME:TAG`');
+  }
+  return { image: m[1], digest: m[2] };
+}
+
 export function parseImageArgs(argv: readonly string[], defaultImage: string | undefined): ImageOptions {
   const { values } = parseArgs({
     args: [...argv],
@@ -92,6 +106,7 @@ export function parseImageArgs(argv: readonly string[], defaultImage: string | u
   });
   const image = values.image ?? defaultImage;
   if (!image) throw new Error('no image given: set envoyImage in the config or pass --image');
+  if (values['envoy-base'] !== undefined) splitPinnedBase(values['envoy-base']);
   return { image, platforms: values.platforms!, envoyBase: values['envoy-base'], createRepository: Boolean(values['create-repository']), dryRun: Boolean(values['dry-run']) };
 }
 

@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { ImageError, parseImageArgs, pushImage } from '../../tools/image';
+import { ImageError, parseImageArgs, pushImage, splitPinnedBase } from '../../tools/image';
 import { FakeRunner, fail, ok } from './fakes';
 
 const IMAGE = '123456789012.dkr.ecr.eu-west-1.amazonaws.com/ws-envoy-lua:1.36.2-1';
@@ -53,6 +53,17 @@ describe('npm run image:push', () => {
     expect((err as ImageError).message).toBe('docker is not installed (not on PATH): Docker with the buildx plugin builds the multi-arch image');
   });
 
+  it('passes another Envoy base as image and digest, and refuses one without a digest', async () => {
+    const base = 'envoyproxy/envoy:v1.36.3@sha256:' + 'a'.repeat(64);
+    expect(splitPinnedBase(base)).toEqual({ image: 'envoyproxy/envoy:v1.36.3', digest: 'sha256:' + 'a'.repeat(64) });
+    const r = runner();
+    await pushImage({ ...opts, envoyBase: base }, r, '/repo', () => undefined);
+    const build = r.commandLines()[r.commandLines().length - 1];
+    expect(build).toContain('--build-arg ENVOY_IMAGE=envoyproxy/envoy:v1.36.3 --build-arg ENVOY_DIGEST=sha256:' + 'a'.repeat(64));
+    expect(() => parseImageArgs(['--envoy-base', 'envoyproxy/envoy:v1.36.3'], IMAGE))
+      .toThrow('--envoy-base must be NAME:TAG@sha256:DIGEST (the Dockerfile pins its base by digest), got "envoyproxy/envoy:v1.36.3"');
+  });
+
   it('takes the config image by default', () => {
     expect(parseImageArgs([], IMAGE).image).toBe(IMAGE);
     expect(parseImageArgs(['--platforms', 'linux/arm64'], IMAGE).platforms).toBe('linux/arm64');
@@ -62,6 +73,18 @@ describe('npm run image:push', () => {
 describe('envoy/Dockerfile', () => {
   it('pins the Envoy base to the version of the default image tag', () => {
     expect(DOCKERFILE).toMatch(/^ARG ENVOY_IMAGE=envoyproxy\/envoy:v1\.36\.2$/m);
+  });
+  it('pins both stages to the base by digest, and no unpinned syntax frontend', () => {
+    expect(DOCKERFILE).toMatch(/^ARG ENVOY_DIGEST=sha256:[a-f0-9]{64}$/m);
+    const froms = DOCKERFILE.split('\n').filter((l) => l.startsWith('FROM '));
+    expect(froms).toEqual(['FROM ${ENVOY_IMAGE}@${ENVOY_DIGEST} AS builder', 'FROM ${ENVOY_IMAGE}@${ENVOY_DIGEST}']);
+    expect(DOCKERFILE).not.toMatch(/^# syntax=/m);
+  });
+  it('checks in the builder that the envoy binary exports every Lua symbol the modules need', () => {
+    const builder = DOCKERFILE.slice(0, DOCKERFILE.lastIndexOf('\nFROM '));
+    expect(builder).toContain('nm -D --undefined-only');
+    expect(builder).toContain('nm -D --defined-only /usr/local/bin/envoy');
+    expect(builder).toContain('comm -23 /tmp/needed.syms /tmp/exported.syms');
   });
   it('builds luasocket and luasec against LuaJIT headers and checks they load', () => {
     expect(DOCKERFILE).toContain('LUA_INCDIR=/usr/include/luajit-2.1');
