@@ -117,7 +117,7 @@ export const FIELDS: readonly FieldSpec[] = [
   },
   {
     key: 'createNamespace', kind: 'boolean', default: true,
-    description: 'Create the namespace (false: it must already exist).',
+    description: 'Create the namespace, labelled `elbv2.k8s.aws/pod-readiness-gate-inject=enabled` so an Envoy rollout waits for healthy NLB targets (false: it must already exist; give it that label).',
   },
   {
     key: 'maxConnectionsPerPod', kind: 'integer', default: 2, min: 1,

@@ -17,6 +17,9 @@ import { Redis } from './redis';
 import { configureRemoteState } from './remote-state';
 import { SampleBackend } from './sample-backend';
 
+/** Namespace label that makes the AWS Load Balancer Controller inject NLB target-health readiness gates. */
+export const POD_READINESS_GATE_LABEL = 'elbv2.k8s.aws/pod-readiness-gate-inject';
+
 /** Name of the stack: `cdktf.out/stacks/ws-envoy-admission/cdk.tf.json`. */
 export const STACK_NAME = 'ws-envoy-admission';
 
@@ -68,6 +71,11 @@ export class WsAdmissionStack extends TerraformStack {
               // user's backend pods live in this namespace too (the Service selects here).
               'pod-security.kubernetes.io/warn': 'restricted',
               'pod-security.kubernetes.io/audit': 'restricted',
+              // The NLB sends to pod IPs: without the controller's readiness gate a rollout
+              // (every config change) can stop old Envoys before the new ones are healthy
+              // targets, leaving the NLB no healthy target for a minute or two.
+              // @see https://kubernetes-sigs.github.io/aws-load-balancer-controller/latest/deploy/pod_readiness_gate/
+              [POD_READINESS_GATE_LABEL]: 'enabled',
             },
           },
         }).metadata.name

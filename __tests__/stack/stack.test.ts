@@ -85,6 +85,8 @@ describe('default profile', () => {
     expect(resources(json, 'kubernetes_namespace_v1')[0].metadata.labels).toMatchObject({
       'pod-security.kubernetes.io/warn': 'restricted',
       'pod-security.kubernetes.io/audit': 'restricted',
+      // IP targets: a rollout waits until the new Envoys are healthy NLB targets.
+      'elbv2.k8s.aws/pod-readiness-gate-inject': 'enabled',
     });
     for (const type of ['kubernetes_deployment_v1', 'kubernetes_service_v1', 'kubernetes_config_map_v1', 'kubernetes_secret_v1']) {
       for (const r of resources(json, type)) expect(r.metadata.namespace).toBe('${kubernetes_namespace_v1.ns.metadata[0].name}');
