@@ -19,7 +19,10 @@ describe('admission', () => {
     const pods: string[] = [];
     for (let i = 0; i < 4; i++) {
       const r = await w.request(UPGRADE);
-      expect(r.state).toBe('waiting_body'); // admitted; now watching client->server data
+      expect(r.passed).toBe(true); // the upgrade goes on to the router, never held
+      // Admitted; now watching client->server data -- except the first, whose decision
+      // fetched the host list (httpCall) and which must return so Envoy passes it on.
+      expect(r.state).toBe(i === 0 ? 'done' : 'waiting_body');
       expect(r.override?.strict).toBe(true);
       const md = r.metadata?.['ws.admission'] as { connection_id: string; pod: string };
       expect(md.pod).toBe(r.override?.host);
@@ -126,6 +129,40 @@ describe('admission', () => {
     const renewals = commandCalls(redis.cli, 'evalsha') - calls0;
     expect(renewals).toBeLessThanOrEqual(2 * (Math.ceil((Date.now() - t0) / 250) + 1));
     expect(renewals).toBeLessThan(chunks / 2);
+  });
+
+  it('an upgrade whose decision fetched the host list is not held back, and renews on server->client data', async () => {
+    // Envoy continues the request headers after an httpCall() only if the script returns;
+    // waiting in bodyChunks() then would stall the upgrade (the client sends nothing before
+    // its 101). The harness refuses a response to a held request, so openSocket() fails then.
+    const ttl = 900;
+    const w = await fleet.worker({ lease_ttl_ms: ttl, renew_interval_ms: 250, hosts_cache_ms: 300, max_connections_per_pod: 5 });
+    const cold = await w.request(UPGRADE);            // empty cache: admin call in this stream
+    expect(cold.override).toBeDefined();
+    expect(cold.passed).toBe(true);
+    expect(cold.state).toBe('done');
+    const warm = await w.request(UPGRADE);            // cached list: no yield before the decision
+    expect(warm.passed).toBe(true);
+    expect(warm.state).toBe('waiting_body');
+    await sleep(350);
+    const refresh = await w.request(UPGRADE);         // stale list: admin call again
+    expect(refresh.passed).toBe(true);
+    expect(refresh.state).toBe('done');
+    expect((await w.logs()).admin_calls).toBe(2);
+    for (const s of [cold, warm, refresh]) expect((await w.response(s.sid, '101')).state).toBe('waiting_body');
+
+    const id = (r: { metadata?: Record<string, Record<string, unknown>> }) => r.metadata!['ws.admission'].connection_id as string;
+    const t0 = Date.now();
+    while (Date.now() - t0 < 3 * ttl) {
+      await w.data(cold.sid, 'response');    // server -> client keeps the one-way stream
+      await w.data(warm.sid, 'request');     // client -> server keeps the two-way stream
+      await w.data(refresh.sid, 'request');  // not seen by the script: this one lapses
+      await sleep(100);
+    }
+    const live = [...liveLeases(redis.cli, '10.0.0.1:8080'), ...liveLeases(redis.cli, '10.0.0.2:8080')];
+    expect(live).toContain(id(cold));
+    expect(live).toContain(id(warm));
+    expect(live).not.toContain(id(refresh));
   });
 
   it('a reset stream never releases (the coroutine is abandoned); its slot comes back after the lease TTL', async () => {

@@ -177,9 +177,11 @@ end
 -- Candidates: healthy hosts of the backend cluster, from the admin host list.
 -------------------------------------------------------------------------------
 
+-- Returns the list, and true when this call went to the admin (the script yielded in
+-- httpCall(); see envoy_on_request for why that matters).
 local function candidates(h)
   local now = now_ms()
-  if host_cache.list and now - host_cache.at < S.hosts_cache_ms then return host_cache.list end
+  if host_cache.list and now - host_cache.at < S.hosts_cache_ms then return host_cache.list, false end
   local ok, rh, body = pcall(h.httpCall, h, S.admin_cluster, {
     [":method"] = "GET", [":path"] = "/clusters", [":authority"] = S.admin_cluster,
   }, nil, ADMIN_TIMEOUT_MS)
@@ -190,13 +192,13 @@ local function candidates(h)
         .. S.backend_cluster .. " that are not ip:port")
     end
     host_cache.list, host_cache.at = list, now
-    return list
+    return list, true
   end
   log_limited(h, "admin", "warn", "ws-admission: admin host list unavailable ("
     .. (ok and tostring(rh and rh[":status"]) or tostring(rh)) .. "); using the cached list")
   -- Keep serving the last good list; retry on the next request after a short pause.
   if host_cache.list then host_cache.at = now - S.hosts_cache_ms + 200 end
-  return host_cache.list or {}
+  return host_cache.list or {}, true
 end
 
 -------------------------------------------------------------------------------
@@ -369,7 +371,7 @@ function envoy_on_request(h)
   end
   if now < redis_down_until then return fail(h, true) end
 
-  local pods = candidates(h)
+  local pods, yielded = candidates(h)
   if #pods == 0 then
     log_limited(h, "nohost", "warn", "ws-admission: no healthy host in cluster " .. S.backend_cluster)
     return refuse_unavailable(h, "no_backend", 1000, "no backend available\n")
@@ -417,7 +419,7 @@ function envoy_on_request(h)
     -- setUpstreamOverrideHost(host, strict): strict => Envoy answers 503 itself if the
     -- host is gone; envoy_on_response then sees a non-101 status and releases.
     h:setUpstreamOverrideHost(pod, true)
-    local c = { pod = pod, last_renew = now, last_seen = now, kind = kind }
+    local c = { pod = pod, last_renew = now, last_seen = now, kind = kind, one_way = yielded }
     live[id] = c
     live_count = live_count + 1
     h:streamInfo():dynamicMetadata():set(NS, "connection_id", id)
@@ -428,8 +430,20 @@ function envoy_on_request(h)
       sweep()
     end
     stats:maybe_flush()
+    if yielded then
+      -- This stream waited in httpCall() (host list refresh). Envoy passes the request
+      -- headers on after an httpCall() only when the script then returns: the resumed
+      -- coroutine is checked for state Running, and waiting for a body chunk is not
+      -- (lua_filter.cc, StreamHandleWrapper::onSuccess -> continueIteration()). Iterating
+      -- bodyChunks() here would hold the upgrade until the client sends data, which a
+      -- WebSocket client never does before its 101. So this stream renews on
+      -- server -> client data only (docs/filter.md, "one-way streams").
+      return
+    end
     -- Client -> server data of the upgraded stream arrives as request body chunks:
-    -- renew on it too. If the stream is reset, Envoy never resumes this coroutine.
+    -- renew on it too. Headers were passed on when the coroutine first waited for a
+    -- chunk (StreamHandleWrapper::start answers Continue for WaitForBodyChunk).
+    -- If the stream is reset, Envoy never resumes this coroutine.
     for _ in h:bodyChunks() do
       touch(h, id)
     end

@@ -35,6 +35,9 @@ local function decide(ctx)
   while ok and what == "http_call" do ok, what, payload = coroutine.resume(co, payload()) end
   local dt = gettime() - t0
   if not ok then error("envoy_on_request failed: " .. tostring(what)) end
+  -- An admitted stream waits for client data, or (when this decision refreshed the host
+  -- list) returns at once: docs/filter.md "one-way streams".
+  if coroutine.status(co) == "dead" then what = "returned" end
   return dt, stream, what
 end
 
@@ -71,7 +74,7 @@ function M.run(c, ctx)
     if i > warm then bare[#bare + 1] = dt end
 
     local fdt, stream, what = decide(ctx)
-    assert(what == "body_chunk" and stream.override, "decision did not admit")
+    assert((what == "body_chunk" or what == "returned") and stream.override, "decision did not admit")
     release(ctx, stream)
     if i > warm then full[#full + 1] = fdt end
   end

@@ -78,12 +78,29 @@ local streams = {}
 
 -- Runs (or resumes) one direction's coroutine until it waits for body data, responds,
 -- returns or fails; httpCall yields are served in place.
+--
+-- When the headers are passed on to the next filter (side.headers_passed) follows
+-- Envoy's StreamHandleWrapper (source: lua_filter.cc):
+--  * start() (decodeHeaders/encodeHeaders) answers StopIteration while the script waits
+--    in httpCall(), body() or after respond(), and Continue otherwise -- also when it
+--    waits for a body chunk: bodyChunks() does not hold the headers back.
+--  * onSuccess() of an httpCall() resumes the script and calls continueIteration() only
+--    if the script then returned (state Running). If it waits for a body chunk instead,
+--    nothing is continued: the headers stay held until the next data frame arrives
+--    (onData() answers Continue, passing headers and data together).
+--  * onData() answers StopIterationAndWatermark while an httpCall() is pending, and
+--    Continue when the script returned or waits for the next chunk.
+-- So "waited for a body chunk" passes the headers on unless an httpCall() happened
+-- since this event started the script.
 local function drive(stream, dir, ...)
   local side = stream[dir]
   local co = side.co
+  local http_called = false
   local ok, what, payload = coroutine.resume(co, ...)
   while true do
     if not ok then
+      -- source: Filter::scriptError() logs, counts and drops both stream wrappers; the
+      -- stream continues without the script.
       side.state = "error"
       side.error = tostring(what)
       env.log("err", "script error: " .. tostring(what))
@@ -96,9 +113,11 @@ local function drive(stream, dir, ...)
       return
     end
     if what == "http_call" then
+      http_called = true
       ok, what, payload = coroutine.resume(co, payload())
     elseif what == "body_chunk" then
       side.state = "waiting_body"
+      if not http_called then side.headers_passed = true end
       return
     elseif what == "respond" then
       side.state = "responded"
@@ -112,7 +131,8 @@ end
 
 local function describe(stream, dir)
   local side = stream[dir]
-  local r = { state = side.state, error = side.error, headers = api.header_list(side.headers) }
+  local r = { state = side.state, error = side.error, headers = api.header_list(side.headers),
+    passed = side.headers_passed }
   if dir == "request" then
     r.override = stream.override
     r.metadata = stream.metadata
@@ -161,6 +181,12 @@ end
 function ops.response(c)
   local stream = assert(streams[c.sid], "unknown stream " .. tostring(c.sid))
   if stream.reset then return { state = "reset" } end
+  -- No upstream response can exist for a request whose headers never reached the router
+  -- (held by the script); the test asked for something Envoy cannot produce.
+  local rq = stream.request
+  if rq and not rq.headers_passed and rq.state ~= "responded" then
+    error("request headers were never passed on to the router (held by the Lua script): no upstream response possible")
+  end
   new_side(stream, "response", c.headers)
   return describe(stream, "response")
 end

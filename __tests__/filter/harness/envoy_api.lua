@@ -15,8 +15,10 @@
 --  * a stream reset abandons both coroutines: they are never resumed again, so code
 --    after a bodyChunks() loop never runs. (source: resumeCoroutine() checks
 --    on_reset_called_ and returns without resuming)
---  * headers may be modified only until they are passed on (the coroutine first
---    yields for body data, or returns). (docs: "headers()")
+--  * headers may be modified only until they are passed on: the coroutine returns, or
+--    first waits for a body chunk -- except after an httpCall() in the same event, when
+--    they stay held until data arrives (source: StreamHandleWrapper::start/onSuccess/
+--    onData; see drive() in driver.lua). (docs: "headers()")
 --  * respond() only in the request flow and only before the headers were passed on;
 --    the script is not resumed after it. (docs: "respond()")
 --  * one Lua state per worker: the driver process is one worker; run several
@@ -180,9 +182,10 @@ function M.handle(stream, dir, env)
 
   -- docs: "bodyChunks()": an iterator over chunks as they arrive; Envoy suspends the
   -- script between chunks and does not buffer them. Returns nil at end of stream.
+  -- Whether the headers are passed on while the script waits here depends on what came
+  -- before (after an httpCall() they stay held): modelled in driver.lua's drive().
   function h:bodyChunks()
     return function()
-      side.headers_passed = true
       local chunk = coroutine.yield("body_chunk")
       if chunk == nil then return nil end
       return M.buffer(chunk)

@@ -114,6 +114,8 @@ export type HeaderList = Array<[string, string]>;
 
 export interface SideResult {
   state: 'new' | 'waiting_body' | 'done' | 'responded' | 'error' | 'reset' | 'absent';
+  /** The headers were passed on to the next filter (router / downstream), per Envoy's rules. */
+  passed?: boolean;
   error?: string;
   headers: HeaderList;
   override?: { host: string; strict: boolean };

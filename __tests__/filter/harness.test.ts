@@ -1,0 +1,63 @@
+// The harness itself: its model of when Envoy passes request headers on (and so whether
+// an upgrade reaches the router at all) must match StreamHandleWrapper in
+// source/extensions/filters/http/lua/lua_filter.cc -- start(), onSuccess(), onData().
+import * as fs from 'fs';
+import * as path from 'path';
+import { Worker, makeLuaDir, makeStateDir, defaultSettings, PLAIN, HOSTS } from './harness/worker';
+
+const SCRIPT = `
+function envoy_on_request(h)
+  local mode = h:headers():get("x-mode")
+  if mode == "call-then-chunks" or mode == "call-then-return" then
+    h:httpCall("envoy_admin", { [":method"] = "GET", [":path"] = "/clusters", [":authority"] = "a" }, nil, 100)
+  end
+  if mode == "call-then-return" then return end
+  for _ in h:bodyChunks() do
+    if mode == "chunk-then-call" then
+      h:httpCall("envoy_admin", { [":method"] = "GET", [":path"] = "/clusters", [":authority"] = "a" }, nil, 100)
+    end
+  end
+end
+`;
+
+let w: Worker;
+beforeAll(async () => {
+  const dir = makeLuaDir({ ...defaultSettings(6379) });
+  fs.writeFileSync(path.join(dir, 'probe.lua'), SCRIPT);
+  w = await Worker.start({ luaDir: dir, stateDir: makeStateDir(), script: 'probe.lua' as 'filter.lua', hosts: HOSTS });
+});
+afterAll(async () => { await w.close(); });
+
+const req = (mode: string) => w.request([...PLAIN, ['x-mode', mode]]);
+
+describe('harness: when Envoy passes the request headers on', () => {
+  it('waiting in bodyChunks() right away: passed on (start() answers Continue)', async () => {
+    const r = await req('chunks');
+    expect(r.state).toBe('waiting_body');
+    expect(r.passed).toBe(true);
+    expect((await w.response(r.sid, '200')).state).toBe('done');
+  });
+
+  it('httpCall() then return: passed on (onSuccess() calls continueIteration())', async () => {
+    const r = await req('call-then-return');
+    expect(r.state).toBe('done');
+    expect(r.passed).toBe(true);
+  });
+
+  it('httpCall() then bodyChunks(): held until the first data frame (onData() answers Continue)', async () => {
+    const r = await req('call-then-chunks');
+    expect(r.state).toBe('waiting_body');
+    expect(r.passed).toBe(false);
+    await expect(w.response(r.sid, '101')).rejects.toThrow(/never passed on to the router/);
+    const d = await w.data(r.sid, 'request');
+    expect(d.passed).toBe(true);
+  });
+
+  it('httpCall() while streaming chunks does not un-pass headers already passed', async () => {
+    const r = await req('chunk-then-call');
+    expect(r.passed).toBe(true);
+    const d = await w.data(r.sid, 'request');
+    expect(d.state).toBe('waiting_body');
+    expect(d.passed).toBe(true);
+  });
+});
