@@ -144,14 +144,15 @@ export async function runMetrics(argv: readonly string[], deps: MetricsDeps): Pr
   }
   const source = args.portForward ? `${args.target} (port-forward ${url})` : url;
   const tty = Boolean(deps.out.isTTY);
-  const width = args.width ?? (tty ? deps.out.columns : undefined) ?? 100;
+  // Read at every refresh: a resized terminal gets a screen of its new width.
+  const widthNow = (): number => args.width ?? (tty ? deps.out.columns : undefined) ?? 100;
   const color = args.color && tty;
 
   try {
     if (args.once) {
       try {
         const snap = await scrape(deps, url);
-        deps.out.write(args.json ? `${JSON.stringify(toJson(snap), null, 2)}\n` : renderScreen(snap, { width, source, color }));
+        deps.out.write(args.json ? `${JSON.stringify(toJson(snap), null, 2)}\n` : renderScreen(snap, { width: widthNow(), source, color }));
         return snap.seriesCount === 0 ? 1 : 0;
       } catch (err) {
         const msg = describe(err);
@@ -177,7 +178,7 @@ export async function runMetrics(argv: readonly string[], deps: MetricsDeps): Pr
       if (args.json) {
         deps.out.write(`${JSON.stringify(snap ? toJson(snap, rates) : { error, source })}\n`);
       } else {
-        const screen = renderScreen(snap ?? prev, { width, source, color, rates: snap ? rates : undefined, error: error ?? undefined, intervalSeconds: args.interval });
+        const screen = renderScreen(snap ?? prev, { width: widthNow(), source, color, rates: snap ? rates : undefined, error: error ?? undefined, intervalSeconds: args.interval });
         deps.out.write(tty ? `\x1b[H\x1b[2J${screen}` : `${screen}\n`);
       }
       if (snap) prev = snap;

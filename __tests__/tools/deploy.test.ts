@@ -58,6 +58,13 @@ describe('prerequisite checks', () => {
     expect(res.find((x) => x.name === 'EKS cluster')).toMatchObject({ skipped: true });
   });
 
+  it('does not report missing credentials twice: the ECR image check is skipped then', async () => {
+    const r = healthyRunner().on('aws sts get-caller-identity', fail('The SSO session associated with this profile has expired', 255));
+    const res = await checkPrerequisites(r, TARGET, {});
+    expect(res.find((x) => x.name === 'Envoy image')).toMatchObject({ ok: false, skipped: true, detail: 'not checked: needs AWS credentials' });
+    expect(r.commandLines().some((l) => l.startsWith('aws ecr describe-images'))).toBe(false);
+  });
+
   it('says when the cluster does not exist or is not ACTIVE', async () => {
     const missing = healthyRunner().on('aws eks describe-cluster', fail('An error occurred (ResourceNotFoundException) when calling the DescribeCluster operation: No cluster found for name: ws-eks.', 254));
     expect((await checkPrerequisites(missing, TARGET, {})).find((x) => x.name === 'EKS cluster')!.detail).toBe('cluster "ws-eks" does not exist in eu-west-1');

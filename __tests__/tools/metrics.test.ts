@@ -176,6 +176,27 @@ describe('npm run metrics', () => {
     expect(c.text().endsWith('\x1b[?25h')).toBe(true);
   });
 
+  it('follows a terminal that is resized between refreshes, down to a narrow one', async () => {
+    const srv = await serve([RECORDED]);
+    const c = capture(true, 100);
+    const out = c.out as { columns?: number };
+    let stop!: () => void;
+    const stopSignal = new Promise<void>((r) => { stop = r; });
+    let fetches = 0;
+    const fetchAndResize = async (url: string, t: number): Promise<string> => {
+      fetches++;
+      if (fetches === 2) out.columns = 24;
+      if (fetches === 3) stop();
+      return fetchText(url, t);
+    };
+    await runMetrics(['--url', srv.url], deps(c, { stopSignal, fetchText: fetchAndResize }));
+    await srv.close();
+    const screens = c.text().split('\x1b[H\x1b[2J').slice(1).map((s) => s.replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, ''));
+    expect(screens.length).toBeGreaterThanOrEqual(2);
+    expect(Math.max(...screens[0].split('\n').map((l) => [...l].length))).toBeGreaterThan(24);
+    for (const s of screens.slice(1)) for (const line of s.split('\n')) expect([...line].length).toBeLessThanOrEqual(24);
+  });
+
   it('--port-forward starts kubectl port-forward to the Envoy deployment and stops it on exit', async () => {
     const srv = await serve([RECORDED]);
     const runner = new FakeRunner();

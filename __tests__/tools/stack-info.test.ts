@@ -4,7 +4,7 @@ import * as path from 'path';
 import { chooseStack, cdktfOutDir, findOutput, readOutputsFile, synthesizedStacks } from '../../tools/lib/stack-info';
 import { parseMetricsArgs } from '../../tools/metrics';
 import { parseImageArgs } from '../../tools/image';
-import { formatCommand, NodeProcessRunner } from '../../tools/lib/process';
+import { formatCommand, KILL_GRACE_MS, NodeProcessRunner } from '../../tools/lib/process';
 
 describe('stack info', () => {
   let dir: string;
@@ -57,6 +57,13 @@ describe('process runner', () => {
     expect(await r.run(process.execPath, ['-e', 'process.stdout.write("hi"); process.stderr.write("err"); process.exit(3)'])).toMatchObject({ code: 3, stdout: 'hi', stderr: 'err', notFound: false });
     expect(await r.run(process.execPath, ['-e', 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(s.toUpperCase()))'], { input: 'secret' })).toMatchObject({ code: 0, stdout: 'SECRET' });
     expect(await r.run(process.execPath, ['-e', 'setTimeout(() => {}, 10000)'], { timeoutMs: 200 })).toMatchObject({ code: 124 });
+  });
+  it('kills a timed-out command that ignores SIGTERM, and answers 124 all the same', async () => {
+    const r = new NodeProcessRunner();
+    const t0 = Date.now();
+    const res = await r.run(process.execPath, ['-e', 'process.on("SIGTERM", () => {}); console.log("up"); setInterval(() => {}, 1000)'], { timeoutMs: 300 });
+    expect(res).toMatchObject({ code: 124, notFound: false });
+    expect(Date.now() - t0).toBeLessThan(300 + 2 * KILL_GRACE_MS + 2000);
   });
   it('waits for a long-running command to print a line, and stops it', async () => {
     const r = new NodeProcessRunner();

@@ -27,6 +27,15 @@ describe('waitFor', () => {
       .rejects.toThrow('(last seen: getaddrinfo ENOTFOUND x)');
   });
 
+  it('ends at its deadline when one check hangs, saying so', async () => {
+    let n = 0;
+    const p = waitFor('an HTTP answer (< 500) from http://nlb/', () => (++n === 1 ? Promise.resolve(notYet('HTTP 503')) : new Promise<never>(() => undefined)),
+      { timeoutMs: 300, intervalMs: 50 });
+    await expect(p).rejects.toThrow(WaitTimeoutError);
+    await expect(p).rejects.toThrow('timed out after 0 s waiting for an HTTP answer (< 500) from http://nlb/ (last seen: HTTP 503; then a check did not answer within the time left)');
+    expect(n).toBe(2);
+  });
+
   it('formats durations for people', () => {
     expect(formatDuration(5000)).toBe('5 s');
     expect(formatDuration(600000)).toBe('10 min');

@@ -109,7 +109,8 @@ export interface RenderOptions {
   readonly error?: string;
 }
 
-const MIN_WIDTH = 40;
+// Narrower than this nothing useful fits; --width refuses less than 20.
+const MIN_WIDTH = 20;
 
 function fmt(n: number | undefined, digits = 0): string {
   if (n === undefined || Number.isNaN(n)) return '-';

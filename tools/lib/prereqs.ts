@@ -149,6 +149,9 @@ const CHECKS: readonly Check[] = [
       if (!image) return { ok: false, detail: 'no Envoy image given', fix: 'set envoyImage in the config (WS_ADMISSION_ENVOY_IMAGE) and build it with `npm run image:push`' };
       const ecr = parseEcrImage(image);
       if (ecr) {
+        // Looking into ECR needs the credentials; don't report their absence a second time.
+        const creds = ctx.results.get('AWS credentials');
+        if (creds && !creds.ok && !creds.skipped) return { ok: false, skipped: true, detail: 'not checked: needs AWS credentials' };
         const id = ecr.digest ? `imageDigest=${ecr.digest}` : `imageTag=${ecr.tag ?? 'latest'}`;
         const args = ['ecr', 'describe-images', '--repository-name', ecr.repository, '--image-ids', id, '--region', ecr.region, '--output', 'json'];
         const r = await run(ctx, 'aws', args);

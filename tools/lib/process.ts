@@ -38,6 +38,9 @@ export interface ProcessRunner {
   start(cmd: string, args: readonly string[], opts?: RunOptions): LongRunning;
 }
 
+/** How long a timed-out command gets after SIGTERM (and again after SIGKILL). */
+export const KILL_GRACE_MS = 2000;
+
 /** The real thing: child_process.spawn, no shell (arguments are never re-parsed). */
 export class NodeProcessRunner implements ProcessRunner {
   run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
@@ -56,16 +59,32 @@ export class NodeProcessRunner implements ProcessRunner {
         child.stdin?.on('error', () => undefined);
         child.stdin?.end(opts.input);
       }
-      const timer = opts.timeoutMs ? setTimeout(() => { timedOut = true; child.kill('SIGTERM'); }, opts.timeoutMs) : undefined;
+      // On timeout: SIGTERM, then SIGKILL after a grace period; answer 124 even if the
+      // child's output pipes stay open (a grandchild holding them), so no caller hangs.
+      let killer: NodeJS.Timeout | undefined;
+      let finished = false;
+      const finish = (r: RunResult): void => {
+        if (finished) return;
+        finished = true;
+        if (timer) clearTimeout(timer);
+        if (killer) clearTimeout(killer);
+        resolve(r);
+      };
+      const timer = opts.timeoutMs ? setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGTERM');
+        killer = setTimeout(() => {
+          child.kill('SIGKILL');
+          killer = setTimeout(() => finish({ code: 124, stdout, stderr, notFound: false }), KILL_GRACE_MS);
+        }, KILL_GRACE_MS);
+      }, opts.timeoutMs) : undefined;
       child.stdout?.on('data', (d: Buffer) => { stdout += d.toString(); if (opts.inherit) process.stdout.write(d); });
       child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); if (opts.inherit) process.stderr.write(d); });
       child.on('error', (err: NodeJS.ErrnoException) => {
-        if (timer) clearTimeout(timer);
-        resolve({ code: 127, stdout, stderr: stderr + err.message, notFound: err.code === 'ENOENT' });
+        finish({ code: 127, stdout, stderr: stderr + err.message, notFound: err.code === 'ENOENT' });
       });
       child.on('close', (code, signal) => {
-        if (timer) clearTimeout(timer);
-        resolve({ code: timedOut ? 124 : code ?? (signal ? 128 : 1), stdout, stderr, notFound: false });
+        finish({ code: timedOut ? 124 : code ?? (signal ? 128 : 1), stdout, stderr, notFound: false });
       });
     });
   }

@@ -44,10 +44,22 @@ export async function waitFor<T>(what: string, probe: () => Promise<ProbeResult<
   let last = '';
   for (;;) {
     let r: ProbeResult<T>;
+    // One try may not outlast the wait: a probe that hangs (a stuck connection, a
+    // command that never exits) ends the wait at its deadline like any other "not yet".
+    const remaining = Math.max(0, opts.timeoutMs - (clock.now() - start));
+    let guard: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'deadline'>((resolve) => { guard = setTimeout(() => resolve('deadline'), remaining); guard.unref?.(); });
     try {
-      r = await probe();
+      const first = await Promise.race([probe(), deadline]);
+      if (first === 'deadline') {
+        throw new WaitTimeoutError(what, opts.timeoutMs, `${last ? `${last}; then ` : ''}a check did not answer within the time left`);
+      }
+      r = first;
     } catch (err) {
+      if (err instanceof WaitTimeoutError) throw err;
       r = notYet(err instanceof Error ? err.message : String(err));
+    } finally {
+      clearTimeout(guard);
     }
     if (r.done) return r.value;
     last = r.detail;
