@@ -9,3 +9,5 @@ export * from './sample-backend';
 export * from './nlb';
 export * from './remote-state';
 export * from './stack';
+export * from './monitoring';
+export * from './ecr';

@@ -1,3 +1,5 @@
+import * as fs from 'fs';
+import * as path from 'path';
 import { Testing, TerraformStack } from 'cdktf';
 import { BackendService } from '../../constructs/backend-service';
 import { EksProviders } from '../../constructs/eks-providers';
@@ -74,5 +76,14 @@ describe('construct props are validated', () => {
     expect(() => new Nlb(stack(), 'n', { namespace: 'ns', selector: { a: 'b' }, deregistrationDelaySeconds: 4000 })).toThrow(
       'Nlb: deregistrationDelaySeconds must be an integer between 0 and 3600, got 4000',
     );
+  });
+});
+
+describe('constructs/index.ts', () => {
+  it('re-exports every construct file', () => {
+    const dir = path.resolve(__dirname, '..', '..', 'constructs');
+    const index = fs.readFileSync(path.join(dir, 'index.ts'), 'utf8');
+    const files = fs.readdirSync(dir).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts') && f !== 'index.ts');
+    for (const f of files) expect(index).toContain(`export * from './${f.replace(/\.ts$/, '')}';`);
   });
 });
