@@ -1,4 +1,5 @@
 import { FIELDS, FieldSpec, LEASE_MARGIN_SECONDS, StackConfig } from './schema';
+import { NAMES, componentLabels, selectorLabels } from '../constructs/names';
 
 /**
  * Thrown for a configuration the stack refuses. `problems` holds one line per fault
@@ -165,6 +166,26 @@ export function crossFieldProblems(c: StackConfig): string[] {
       `externalRedisTls / externalRedisPasswordSecret apply only to an external Redis, but externalRedisHost is empty. ` +
         'Fix: set externalRedisHost, or leave those two at their defaults for the in-cluster Redis.',
     );
+  }
+  // The stack's own Services: a backend Service of the same name would make the apply fail
+  // half-way ("already exists") or, worse, replace one of them.
+  const ownServices = [NAMES.redis, NAMES.nlb, NAMES.envoyMetrics];
+  if ((ownServices as readonly string[]).includes(c.backendServiceName)) {
+    out.push(
+      `backendServiceName must not be the name of a Service the stack creates itself (${ownServices.map((n) => show(n)).join(', ')}), ` +
+        `got ${show(c.backendServiceName)}. Fix: choose another name, e.g. "ws-backend".`,
+    );
+  }
+  // Envoy would offer its own pods (or Redis) as WebSocket backends.
+  for (const [what, name, component] of [['Envoy', NAMES.envoy, 'proxy'], ['Redis', NAMES.redis, 'state']] as const) {
+    const podLabels: { [k: string]: string } = { ...componentLabels(name, component), ...selectorLabels(name) };
+    const sel = Object.entries(c.backendSelector);
+    if (sel.length > 0 && sel.every(([k, v]) => podLabels[k] === v)) {
+      out.push(
+        `backendSelector must not select the stack's own ${what} pods, got ${show(c.backendSelector)}. ` +
+          'Fix: use labels that only the WebSocket backend pods carry, e.g. {"app.kubernetes.io/name":"ws-echo"}.',
+      );
+    }
   }
   return out;
 }

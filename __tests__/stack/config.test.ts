@@ -278,6 +278,24 @@ describe('rules across fields', () => {
       'redisConnectTimeoutMs + redisReadTimeoutMs must stay below 10 x hostsCacheMs (1000), got 1200.',
     );
   });
+  it('refuses a backend Service named like one of the stack\'s own Services', () => {
+    for (const name of ['ws-redis', 'ws-envoy-nlb', 'ws-envoy-metrics']) {
+      expect(bad({ backendServiceName: name })).toThrow(
+        'backendServiceName must not be the name of a Service the stack creates itself ("ws-redis", "ws-envoy-nlb", "ws-envoy-metrics"), ' +
+          `got "${name}". Fix: choose another name, e.g. "ws-backend".`,
+      );
+    }
+  });
+  it('refuses a backend selector that picks the Envoy or Redis pods', () => {
+    expect(bad({ backendSelector: { 'app.kubernetes.io/part-of': 'ws-admission' } })).toThrow(
+      'backendSelector must not select the stack\'s own Envoy pods, got {"app.kubernetes.io/part-of":"ws-admission"}. ' +
+        'Fix: use labels that only the WebSocket backend pods carry, e.g. {"app.kubernetes.io/name":"ws-echo"}.',
+    );
+    expect(bad({ backendSelector: { 'app.kubernetes.io/name': 'ws-redis' } })).toThrow(
+      'backendSelector must not select the stack\'s own Redis pods, got {"app.kubernetes.io/name":"ws-redis"}.',
+    );
+    expect(() => bad({ backendSelector: { 'app.kubernetes.io/part-of': 'ws-admission', app: 'chat' } })()).not.toThrow();
+  });
   it('refuses external Redis options without externalRedisHost', () => {
     expect(bad({ externalRedisTls: true })).toThrow(
       'externalRedisTls / externalRedisPasswordSecret apply only to an external Redis, but externalRedisHost is empty.',
