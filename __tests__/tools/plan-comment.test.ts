@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { GITHUB_COMMENT_LIMIT, commentMarker, formatPlanComment, resourceChanges, summarizePlan, toDiffSyntax } from '../../tools/lib/plan-comment';
+import { GITHUB_COMMENT_LIMIT, commentMarker, formatPlanComment, planFailureHints, resourceChanges, summarizePlan, toDiffSyntax } from '../../tools/lib/plan-comment';
 import { runPlanComment } from '../../tools/plan-comment';
 
 const PLAN = fs.readFileSync(path.join(__dirname, 'fixtures', 'plan.txt'), 'utf8');
@@ -55,6 +55,22 @@ describe('plan comment', () => {
     expect(text).toContain('### ❌ Terraform plan failed · `s`');
     expect(text).toContain('<details open><summary>Error output (3 lines)</summary>');
     expect(text).toContain('```text\nError: Unauthorized');
+  });
+
+  it('says what to do about the usual plan failures (cluster access, endpoint, state bucket)', () => {
+    const unauthorized = 'Planning failed.\n\nError: Unauthorized\n\n  with kubernetes_secret_v1.redis_secret_08F02769,\n';
+    expect(planFailureHints(unauthorized)).toEqual([expect.stringContaining('add an EKS access entry for the role')]);
+    const forbidden = 'Error: secrets "ws-redis" is forbidden: User "arn:aws:sts::1:assumed-role/plan/x" cannot get resource "secrets" in API group "" in the namespace "ws-admission"';
+    expect(planFailureHints(forbidden)).toEqual([expect.stringContaining('`AmazonEKSViewPolicy` excludes Secrets')]);
+    const unreachable = 'Error: Get "https://ABC.gr7.eu-west-1.eks.amazonaws.com/api/v1/namespaces/ws-admission": dial tcp 10.0.1.5:443: i/o timeout';
+    expect(planFailureHints(unreachable)).toEqual([expect.stringContaining('repository variable `PLAN_RUNNER`')]);
+    const lock = 'Error: Error acquiring the state lock\n\nError message: operation error S3: PutObject, https response error StatusCode: 403, api error AccessDenied';
+    expect(planFailureHints(lock)).toEqual([expect.stringContaining('`.tflock` key')]);
+    expect(planFailureHints('Error: Unsupported argument')).toEqual([]);
+    const text = formatPlanComment({ plan: forbidden, stack: 's', outcome: 'failure' });
+    expect(text).toContain('- The plan role is known to the cluster but may not read everything');
+    expect(text).toContain('Setup: docs/operations.md, "CI: plans on pull requests".');
+    expect(formatPlanComment({ plan: 'Error: Unsupported argument', stack: 's', outcome: 'failure' })).not.toContain('Setup:');
   });
 
   it('uses a longer fence when the plan itself contains one', () => {

@@ -39,6 +39,16 @@ describe('GitHub workflows', () => {
     for (const cmd of ['redis-server redis-tools luajit lua-socket lua-sec', 'npm ci', 'tsc --noEmit', 'npm test', 'npm run synth']) expect(test).toContain(cmd);
   });
 
+  it('the test job installs every package .ci/run installs, and the plan job can move to a runner that reaches the cluster', () => {
+    const wf = parse(fs.readFileSync(path.join(DIR, 'pr.yml'), 'utf8'));
+    const ci = fs.readFileSync(path.join(DIR, '..', '..', '.ci', 'run'), 'utf8');
+    const ciPackages = /^APT_PACKAGES=\(([^)]*)\)$/m.exec(ci)![1].trim().split(/\s+/);
+    const install = wf.jobs.test.steps.map((s: { run?: string }) => s.run ?? '').join('\n').split('\n').find((l: string) => l.includes('apt-get install'))!;
+    for (const p of ciPackages) expect(install.split(/\s+/)).toContain(p);
+    expect(wf.jobs.plan['runs-on']).toBe("${{ vars.PLAN_RUNNER || 'ubuntu-24.04' }}");
+    expect(wf.jobs.plan.env).toEqual({ TF_IN_AUTOMATION: '1', TF_INPUT: '0' });
+  });
+
   it('the e2e workflow runs the compose kit on demand or with the e2e label', () => {
     const wf = parse(fs.readFileSync(path.join(DIR, 'e2e.yml'), 'utf8'));
     expect(Object.keys(wf.on)).toEqual(['workflow_dispatch', 'pull_request']);

@@ -59,6 +59,39 @@ export function toDiffSyntax(plan: string): string {
     .join('\n');
 }
 
+/**
+ * What to do about the failures a plan job typically hits, recognised by terraform's
+ * and the providers' own wording. The plan reads live objects in the cluster (the
+ * Kubernetes provider refreshes every resource), so cluster access is the usual cause.
+ */
+const FAILURE_HINTS: ReadonlyArray<{ readonly test: RegExp; readonly hint: string }> = [
+  {
+    test: /not authorized to perform: eks:DescribeCluster|eks:DescribeCluster.*AccessDenied|AccessDenied.*eks:DescribeCluster/i,
+    hint: 'The plan role may not read the cluster: allow `eks:DescribeCluster` on it in the role\'s IAM policy.',
+  },
+  {
+    test: /^\s*(Error: )?Unauthorized\b|the server has asked for the client to provide credentials/im,
+    hint: 'The cluster does not know the plan role: add an EKS access entry for the role (`aws eks create-access-entry`) and associate a read policy with it.',
+  },
+  {
+    test: /is forbidden: User .* cannot (get|list|watch) resource/i,
+    hint: 'The plan role is known to the cluster but may not read everything the stack manages. `AmazonEKSViewPolicy` excludes Secrets (the stack has one); associate `AmazonEKSAdminViewPolicy` instead, or bind a Kubernetes group with read access to Secrets in the namespace.',
+  },
+  {
+    test: /dial tcp [^\n]*(i\/o timeout|connection refused|no route to host)|no such host|Kubernetes cluster unreachable|context deadline exceeded/i,
+    hint: 'The runner cannot reach the cluster\'s API endpoint. A private endpoint (or `publicAccessCidrs` that leave GitHub\'s runners out) needs the plan job on a runner inside the network: set the repository variable `PLAN_RUNNER` to its label.',
+  },
+  {
+    test: /Error acquiring the state lock|Error loading state|Failed to get existing workspaces|error (reading|writing) [^\n]*S3|S3[^\n]*AccessDenied|AccessDenied[^\n]*s3/i,
+    hint: 'The state bucket refused the plan role: it needs `s3:ListBucket` on the bucket, `s3:GetObject` on the state key, and `s3:PutObject`/`s3:DeleteObject` on the `.tflock` key (`use_lockfile`).',
+  },
+];
+
+/** Hints for a failed plan's output, in a fixed order, each at most once. */
+export function planFailureHints(output: string): string[] {
+  return FAILURE_HINTS.filter((h) => h.test.test(output)).map((h) => h.hint);
+}
+
 export interface CommentInput {
   /** `terraform show -no-color` output, or the error output when the plan failed. */
   readonly plan: string;
@@ -93,6 +126,8 @@ export function formatPlanComment(input: CommentInput): string {
 
   if (input.outcome === 'failure') {
     head.push(`### ❌ Terraform plan failed · \`${input.stack}\``, '', where ? `${where}\n` : '', 'The plan could not be made; the error output is below.');
+    const hints = planFailureHints(input.plan);
+    if (hints.length) head.push('', ...hints.map((h) => `- ${h}`), '', 'Setup: docs/operations.md, "CI: plans on pull requests".');
   } else {
     const title = summary?.noChanges ? 'no changes' : summary ? `${summary.add} to add, ${summary.change} to change, ${summary.destroy} to destroy` : 'summary not found';
     const icon = summary?.destroy ? '⚠️' : '📋';
