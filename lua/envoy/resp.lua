@@ -15,6 +15,9 @@ local socket = require("socket")
 
 local M = {}
 
+-- After a failed connect, the Redis name is resolved again at most this often.
+local RESOLVE_RETRY_S = 5
+
 local ErrorReply = {}
 ErrorReply.__index = ErrorReply
 ErrorReply.__tostring = function(e) return e.err end
@@ -72,6 +75,8 @@ function M.new(opts)
     sources = {},   -- script name -> source text (read once per worker)
     shas = {},      -- script name -> SHA1 returned by SCRIPT LOAD on this server
     connects = 0,   -- successful connects (a reconnect after an error counts again)
+    resolves = 0,   -- name resolutions (see _address)
+    addr = nil, addr_at = nil, addr_failed = false, resolve_err = nil,
   }, Client)
 end
 
@@ -134,7 +139,7 @@ local function cert_matches(cert, host)
   local ok, ext = pcall(cert.extensions, cert)
   local san = ok and ext and ext["2.5.29.17"]
   if not san then return false end
-  host = host:lower()
+  host = host:lower():gsub("%.$", "") -- a fully qualified "name." is the same name
   for _, ip in ipairs(san.iPAddress or {}) do
     if ip == host then return true end
   end
@@ -150,15 +155,53 @@ local function cert_matches(cert, host)
 end
 M.cert_matches = cert_matches
 
+local function is_ip_literal(h)
+  return h:match("^%d+%.%d+%.%d+%.%d+$") ~= nil or h:find(":", 1, true) ~= nil
+end
+
+-- The address to connect to. Name resolution (getaddrinfo) blocks the worker and no
+-- socket timeout bounds it -- in Kubernetes a `*.svc.cluster.local` name is first tried
+-- with every search domain (ndots:5) -- so a name is resolved once per worker and the
+-- address reused for every reconnect; only after a failed connect is it resolved
+-- again, at most every RESOLVE_RETRY_S (a Service IP is stable; a replaced pod IP is
+-- picked up then). If resolving fails, the last good address is kept.
+function Client:_address()
+  if is_ip_literal(self.host) then return self.host end
+  local now = socket.gettime()
+  if self.addr and not (self.addr_failed and now - self.addr_at >= RESOLVE_RETRY_S) then
+    return self.addr
+  end
+  if not self.addr and self.addr_at and now - self.addr_at < RESOLVE_RETRY_S / 5 then
+    return nil, "resolve " .. self.host .. ": " .. tostring(self.resolve_err) .. " (retrying shortly)"
+  end
+  self.addr_at = now
+  self.resolves = self.resolves + 1
+  -- getaddrinfo, not toip (IPv4 only): an IPv6-only cluster resolves too; the first
+  -- answer is the resolver's preferred one.
+  local list, err = socket.dns.getaddrinfo(self.host)
+  local ip = type(list) == "table" and list[1] and list[1].addr
+  if ip then
+    self.addr, self.addr_failed = ip, false
+    return ip
+  end
+  self.resolve_err = err
+  if self.addr then return self.addr end
+  return nil, "resolve " .. self.host .. ": " .. tostring(err)
+end
+
 function Client:connect()
   if self.sock then return true end
+  local addr, aerr = self:_address()
+  if not addr then return nil, aerr end
   local sock = socket.tcp()
   sock:settimeout(self.connect_timeout)
-  local ok, err = sock:connect(self.host, self.port)
+  local ok, err = sock:connect(addr, self.port)
   if not ok then
     sock:close()
+    self.addr_failed = true
     return nil, "connect " .. tostring(self.host) .. ":" .. tostring(self.port) .. ": " .. tostring(err)
   end
+  self.addr_failed = false
   sock:setoption("tcp-nodelay", true)
   sock:setoption("keepalive", true)
   if self.tls then
@@ -176,7 +219,7 @@ function Client:connect()
       sock:close()
       return nil, "tls wrap: " .. tostring(werr)
     end
-    wrapped:sni(self.host)
+    wrapped:sni((self.host:gsub("%.$", "")))
     wrapped:settimeout(self.connect_timeout)
     local hok, herr = wrapped:dohandshake()
     if not hok then

@@ -1,0 +1,55 @@
+// lua/envoy/resp.lua on its own, under LuaJIT + luasocket against a real redis-server.
+import { execFileSync } from 'child_process';
+import * as path from 'path';
+import { startRedis, RedisServer } from '../support/redis-server';
+import { ROOT } from './harness/worker';
+
+let redis: RedisServer;
+beforeAll(async () => { redis = await startRedis(); });
+afterAll(async () => { await redis.stop(); });
+
+/** Runs a Lua snippet with lua/envoy on package.path; returns its stdout. */
+function lua(code: string): string {
+  const prelude = `package.path = ${JSON.stringify(path.join(ROOT, 'lua/envoy') + '/?.lua;')} .. package.path\n`;
+  return execFileSync('luajit', ['-e', prelude + code], { encoding: 'utf8', timeout: 20000 });
+}
+
+describe('resp.lua name resolution (blocking, unbounded by socket timeouts)', () => {
+  it('resolves the Redis name once per worker: a reconnect reuses the address', () => {
+    const out = lua(`
+      local resp = require("resp")
+      local c = resp.new({ host = "localhost", port = ${redis.port}, connect_timeout_ms = 200, read_timeout_ms = 200 })
+      assert(c:call("CLIENT", "SETNAME", "resolve-test") == "OK")
+      local id = c:call("CLIENT", "ID")
+      local killer = resp.new({ host = "127.0.0.1", port = ${redis.port}, connect_timeout_ms = 200, read_timeout_ms = 200 })
+      assert(killer:call("CLIENT", "KILL", "ID", tostring(id)) == 1)
+      assert(c:call("PING") == "PONG")   -- stale socket noticed, reconnected
+      print(c.connects .. " " .. c.resolves .. " " .. killer.resolves)
+    `);
+    expect(out.trim()).toBe('2 1 0'); // two connects, one lookup; an IP literal is never resolved
+  });
+
+  it('after failed connects, resolves again at most every few seconds', () => {
+    const out = lua(`
+      local resp = require("resp")
+      local c = resp.new({ host = "localhost", port = 1, connect_timeout_ms = 50, read_timeout_ms = 50 })
+      for i = 1, 5 do assert(c:call("PING") == nil) end
+      print(c.resolves)
+    `);
+    expect(out.trim()).toBe('1');
+  });
+});
+
+describe('resp.lua certificate name check', () => {
+  it('matches subjectAltName names and IPs; a fully qualified "name." is the same name', () => {
+    const out = lua(`
+      local resp = require("resp")
+      local cert = { extensions = function() return { ["2.5.29.17"] = {
+        dNSName = { "ws-redis.ns.svc.cluster.local", "*.redis.test" }, iPAddress = { "10.0.0.9" } } } end }
+      local function m(h) return resp.cert_matches(cert, h) and "y" or "n" end
+      print(m("ws-redis.ns.svc.cluster.local") .. m("ws-redis.ns.svc.cluster.local.") .. m("WS-Redis.ns.svc.cluster.local")
+        .. m("a.redis.test") .. m("a.b.redis.test") .. m("10.0.0.9") .. m("other.ns.svc.cluster.local"))
+    `);
+    expect(out.trim()).toBe('yyyynyn');
+  });
+});
