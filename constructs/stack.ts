@@ -170,7 +170,7 @@ export class WsAdmissionStack extends TerraformStack {
       value: this.nlb.hostname,
     });
     new TerraformOutput(this, 'websocket_url', {
-      description: 'WebSocket URL through the NLB (port 80, plain ws://; terminate TLS in front if needed).',
+      description: 'WebSocket URL through the NLB (port 80, plain ws://; terminate TLS in front if needed); "ws:///" until the NLB has a hostname.',
       value: `ws://${this.nlb.hostname}/`,
     });
     new TerraformOutput(this, 'namespace', {

@@ -301,6 +301,8 @@ describe('default profile', () => {
     for (const o of Object.values(json.output) as Json[]) expect(o.description.length).toBeGreaterThan(10);
     expect(json.output.load_balancer_hostname.value).toMatch(/^\$\{try\(kubernetes_service_v1\.[^.]+\.status\[0\]\.load_balancer\[0\]\.ingress\[0\]\.hostname, ""\)\}$/);
     expect(json.output.websocket_url.value).toMatch(/^ws:\/\/\$\{try\(.*\)\}\/$/);
+    // Never null: before the controller has made the NLB, the URL has no host, and says so.
+    expect(json.output.websocket_url.description).toContain('"ws:///" until the NLB has a hostname');
     expect(json.output.redis_service.value).toBe('ws-redis.ws-admission.svc.cluster.local:6379');
     expect(json.output.metrics_port_forward.value).toBe('kubectl -n ws-admission port-forward svc/ws-envoy-metrics 9901:9901');
     expect(json.output.state_backend.value).toBe('local');
