@@ -56,7 +56,10 @@ export function collectLuaFiles(dirs: readonly string[]): LuaFile[] {
       byName.set(entry.name, { name: entry.name, source, content: fs.readFileSync(source, 'utf8') });
     }
   }
-  return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+  // Code-point order, not localeCompare: the order becomes the volume's `items`, and a
+  // machine with another locale must not synthesize a different Deployment (a plan diff
+  // that rolls every Envoy pod).
+  return [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 /**

@@ -12,6 +12,14 @@ describe('collectLuaFiles', () => {
     expect(collectLuaFiles(FIXTURE_LUA_DIRS).map((f) => f.name)).toEqual(['admit.lua', 'filter.lua', 'metrics.lua']);
   });
 
+  it('sorts by code point, whatever the locale (the order is the volume items order)', () => {
+    const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'lua-order-'));
+    for (const n of ['b.lua', 'B.lua', 'a_b.lua', 'a.lua', 'a-b.lua']) fs.writeFileSync(path.join(dir, n), '-- x\n');
+    // localeCompare (ICU, en) gives a_b.lua, a-b.lua, a.lua, b.lua, B.lua here.
+    expect(collectLuaFiles([dir]).map((f) => f.name)).toEqual(['B.lua', 'a-b.lua', 'a.lua', 'a_b.lua', 'b.lua']);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   it('treats a missing directory as empty', () => {
     expect(collectLuaFiles([path.join(FIXTURES, 'nope')])).toEqual([]);
   });
