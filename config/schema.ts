@@ -186,7 +186,7 @@ export const FIELDS: readonly FieldSpec[] = [
   },
   {
     key: 'idleTimeoutSeconds', kind: 'integer', default: 300, min: 1,
-    description: 'Envoy closes a WebSocket without traffic in either direction for this long (stream idle timeout).',
+    description: 'Envoy closes a WebSocket without traffic in either direction for this long (stream idle timeout). Keep it below the NLB\'s TCP idle timeout (350 s unless raised on its listener), or the NLB silently drops quiet connections first.',
   },
   {
     key: 'maxStreamDurationSeconds', kind: 'integer', default: 3600, min: 1,
