@@ -136,7 +136,7 @@ describe('admission', () => {
     // waiting in bodyChunks() then would stall the upgrade (the client sends nothing before
     // its 101). The harness refuses a response to a held request, so openSocket() fails then.
     const ttl = 900;
-    const w = await fleet.worker({ lease_ttl_ms: ttl, renew_interval_ms: 250, hosts_cache_ms: 300, max_connections_per_pod: 5 });
+    const w = await fleet.worker({ lease_ttl_ms: ttl, renew_interval_ms: 250, hosts_cache_ms: 1000, max_connections_per_pod: 5 });
     const cold = await w.request(UPGRADE);            // empty cache: admin call in this stream
     expect(cold.override).toBeDefined();
     expect(cold.passed).toBe(true);
@@ -144,7 +144,7 @@ describe('admission', () => {
     const warm = await w.request(UPGRADE);            // cached list: no yield before the decision
     expect(warm.passed).toBe(true);
     expect(warm.state).toBe('waiting_body');
-    await sleep(350);
+    await sleep(1050);
     const refresh = await w.request(UPGRADE);         // stale list: admin call again
     expect(refresh.passed).toBe(true);
     expect(refresh.state).toBe('done');
