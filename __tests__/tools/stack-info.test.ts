@@ -72,6 +72,8 @@ describe('process runner', () => {
     await p.stop();
     const dead = r.start(process.execPath, ['-e', 'console.error("error: no such deployment"); process.exit(1)']);
     await expect(dead.waitForOutput(/Forwarding/, 5000)).rejects.toThrow('exited (code 1) before it was ready: error: no such deployment');
+    const missing = r.start('definitely-not-installed-ws-admission', ['port-forward']);
+    await expect(missing.waitForOutput(/Forwarding/, 5000)).rejects.toThrow('exited (code 127) before it was ready: definitely-not-installed-ws-admission is not installed (not on PATH)');
   });
   it('quotes commands for messages', () => {
     expect(formatCommand('aws', ['ecr', 'describe-images', '--image-ids', 'imageTag=1.0'])).toBe('aws ecr describe-images --image-ids imageTag=1.0');

@@ -94,7 +94,7 @@ export class NodeProcessRunner implements ProcessRunner {
     let out = '';
     let err = '';
     const exited = new Promise<number>((resolve) => {
-      child.on('error', (e) => { err += e.message; resolve(127); });
+      child.on('error', (e: NodeJS.ErrnoException) => { err += e.code === 'ENOENT' ? `${cmd} is not installed (not on PATH)` : e.message; resolve(127); });
       child.on('close', (code) => resolve(code ?? 1));
     });
     child.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
