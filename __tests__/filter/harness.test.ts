@@ -13,9 +13,15 @@ function envoy_on_request(h)
   end
   if mode == "call-then-return" then return end
   for _ in h:bodyChunks() do
+    if mode == "chunk-error" then error("boom") end
     if mode == "chunk-then-call" then
       h:httpCall("envoy_admin", { [":method"] = "GET", [":path"] = "/clusters", [":authority"] = "a" }, nil, 100)
     end
+  end
+end
+function envoy_on_response(h)
+  if h:headers():get("x-loop") then
+    for _ in h:bodyChunks() do end
   end
 end
 `;
@@ -51,6 +57,17 @@ describe('harness: when Envoy passes the request headers on', () => {
     await expect(w.response(r.sid, '101')).rejects.toThrow(/never passed on to the router/);
     const d = await w.data(r.sid, 'request');
     expect(d.passed).toBe(true);
+  });
+
+  it('a script error in one flow drops both coroutines (Filter::scriptError resets both wrappers)', async () => {
+    const r = await req('chunk-error');
+    const resp = await w.response(r.sid, '101', [['x-loop', '1']]);
+    expect(resp.state).toBe('waiting_body');
+    const d = await w.data(r.sid, 'request');
+    expect(d.state).toBe('error');
+    const after = await w.data(r.sid, 'response');
+    expect(after.state).toBe('error');
+    expect(after.error).toMatch(/dropped by a script error in the request flow/);
   });
 
   it('httpCall() while streaming chunks does not un-pass headers already passed', async () => {

@@ -105,6 +105,14 @@ local function drive(stream, dir, ...)
       side.error = tostring(what)
       env.log("err", "script error: " .. tostring(what))
       side.headers_passed = true
+      -- Both directions' wrappers go: the other coroutine is never resumed either.
+      local other = stream[dir == "request" and "response" or "request"]
+      if other and other.co and other.state == "waiting_body" then
+        other.co = nil
+        other.state = "error"
+        other.error = "dropped by a script error in the " .. dir .. " flow"
+        other.headers_passed = true
+      end
       return
     end
     if coroutine.status(co) == "dead" then

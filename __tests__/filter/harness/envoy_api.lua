@@ -217,7 +217,10 @@ function M.handle(stream, dir, env)
   function h:respond(headers, body)
     if dir ~= "request" then error("respond() is only valid in the request flow", 2) end
     if side.headers_passed then error("respond() not permitted after the headers were passed on", 2) end
-    assert(type(headers) == "table" and headers[":status"], "respond: headers must set :status")
+    assert(type(headers) == "table", "respond: headers must be a table")
+    -- source: luaRespond raises ":status must be between 200-599"
+    local st = tonumber(headers[":status"])
+    if not st or st < 200 or st >= 600 or st % 1 ~= 0 then error(":status must be between 200-599", 2) end
     coroutine.yield("respond", { headers = deepcopy(headers), body = body })
     error("respond(): the script must not be resumed")
   end
