@@ -165,6 +165,20 @@ describe('admission', () => {
     expect(live).not.toContain(id(refresh));
   });
 
+  it('connection ids stay unique across workers of one proxy started at the same instant', async () => {
+    // Same POD_NAME, started together: the worker token comes from /dev/urandom, not the clock.
+    const ws = await Promise.all([0, 1, 2, 3, 4, 5].map(() => fleet.worker({ max_connections_per_pod: 100 })));
+    const ids: string[] = [];
+    for (const w of ws) {
+      for (let i = 0; i < 3; i++) {
+        const r = await w.request(UPGRADE);
+        ids.push(r.metadata!['ws.admission'].connection_id as string);
+      }
+    }
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(new Set(ids.map((id) => id.split('|')[1])).size).toBe(ws.length); // one token per worker
+  });
+
   it('a reset stream never releases (the coroutine is abandoned); its slot comes back after the lease TTL', async () => {
     const ttl = 800;
     const w1 = await fleet.worker({ lease_ttl_ms: ttl, renew_interval_ms: 200, max_connections_per_pod: 1 },
