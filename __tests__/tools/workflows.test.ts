@@ -49,6 +49,20 @@ describe('GitHub workflows', () => {
     expect(wf.jobs.plan.env).toEqual({ TF_IN_AUTOMATION: '1', TF_INPUT: '0' });
   });
 
+  it('the plan job names missing repository variables, and a failing init reaches the comment like a failing plan', () => {
+    const wf = parse(fs.readFileSync(path.join(DIR, 'pr.yml'), 'utf8'));
+    const steps = wf.jobs.plan.steps as Array<{ id?: string; name?: string; run?: string; env?: Record<string, string>; if?: string }>;
+    const check = steps.find((s) => s.name === 'Check the repository settings')!;
+    expect(check.env).toEqual({ ROLE: '${{ vars.AWS_PLAN_ROLE_ARN }}', REGION: '${{ vars.AWS_REGION }}', CONFIG_JSON: '${{ vars.WS_ADMISSION_CONFIG_JSON }}' });
+    for (const v of ['AWS_PLAN_ROLE_ARN', 'AWS_REGION', 'WS_ADMISSION_CONFIG_JSON']) expect(check.run).toContain(`missing="$missing ${v}"`);
+    expect(steps.indexOf(check)).toBeLessThan(steps.findIndex((s) => s.id === 'synth'));
+    const plan = steps.find((s) => s.id === 'plan')!;
+    for (const cmd of ['terraform init', 'terraform validate', 'terraform plan']) expect(plan.run).toContain(`step ${cmd}`);
+    expect(plan.run).toContain('echo "outcome=failure" >> "$GITHUB_OUTPUT"');
+    expect(plan.run).toContain('rm -f tfplan');
+    expect(steps.find((s) => s.name === 'Format the comment')!.if).toBe("always() && steps.plan.outputs.outcome != ''");
+  });
+
   it('the e2e workflow runs the compose kit on demand or with the e2e label', () => {
     const wf = parse(fs.readFileSync(path.join(DIR, 'e2e.yml'), 'utf8'));
     expect(Object.keys(wf.on)).toEqual(['workflow_dispatch', 'pull_request']);
