@@ -187,6 +187,8 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
     const applied = await deps.runner.run(cdktf, args, { env, cwd: deps.projectDir, inherit: true });
     if (applied.code !== 0) throw new StepFailed(opts.mode, `cdktf ${opts.mode} failed (exit ${applied.code}); terraform's error is printed above`);
     const outputs = opts.mode === 'deploy' ? readOutputsFile(outputsFile, stack) : {};
+    // Read once; a later failing step must not leave the file behind in the temp dir.
+    fs.rmSync(outputsFile, { force: true });
     const namespace = opts.namespace ?? findOutput(outputs, 'namespace') ?? DEFAULT_NAMESPACE;
 
     const ctx: VerifyContext = { runner: deps.runner, probes: deps.probes, reporter, clock: deps.clock, env, timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs };
@@ -235,7 +237,6 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
     if (entries.length === 0) reporter.info('(the stack has no outputs, or cdktf wrote none)');
     const w = Math.max(0, ...entries.map(([k]) => k.length));
     for (const [k, v] of entries) deps.out.write(`    ${k.padEnd(w)}  ${typeof v === 'string' ? v : JSON.stringify(v)}\n`);
-    fs.rmSync(outputsFile, { force: true });
     return 0;
   } catch (err) {
     const stepName = err instanceof StepFailed ? err.step : 'unexpected error';
