@@ -195,13 +195,17 @@ describe('admission', () => {
     expect(statsHash(redis.cli).released ?? 0).toBe(0);
   });
 
-  it('accepts an HTTP/2 extended CONNECT WebSocket (RFC 8441): 200 is its upgrade answer', async () => {
+  it('accepts an HTTP/2 extended CONNECT WebSocket (RFC 8441), which the filter sees as an H1 upgrade answered 101', async () => {
     const w = await fleet.worker();
     const h2: HeaderList = [[':method', 'CONNECT'], [':protocol', 'websocket'], [':path', '/ws'],
       [':authority', 'example.test'], [':scheme', 'https']];
     const r = await w.request(h2);
     expect(r.override).toBeDefined();
-    const resp = await w.response(r.sid, '200');
+    // Envoy's HTTP/2 codec rewrote it before the filters (transformUpgradeRequestFromH2toH1).
+    expect(r.headers).toContainEqual([':method', 'GET']);
+    expect(r.headers).toContainEqual(['upgrade', 'websocket']);
+    // The downstream's 200 is made from the 101 the filters see (transformUpgradeResponseFromH1toH2).
+    const resp = await w.response(r.sid, '101');
     expect(resp.state).toBe('waiting_body');
     expect(liveLeases(redis.cli, r.override!.host)).toHaveLength(1);
   });

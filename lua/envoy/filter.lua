@@ -143,7 +143,9 @@ end
 
 -- A WebSocket upgrade as Envoy's HTTP connection manager sees one: HTTP/1.1
 -- `Connection: upgrade` + `Upgrade: websocket` (tokens, any case), or an HTTP/2
--- extended CONNECT with `:protocol websocket` (RFC 8441). `Upgrade: websocket`
+-- extended CONNECT with `:protocol websocket` (RFC 8441) -- which Envoy's HTTP/2 codec
+-- normally rewrites into the HTTP/1.1 form before the filters, its 200 seen as 101
+-- (docs/filter.md); the raw form is kept as a fallback. `Upgrade: websocket`
 -- without the Connection token is not an upgrade for Envoy either: passed through.
 local function websocket_kind(hdrs)
   if has_token(hdrs:get("connection"), "upgrade") and has_token(hdrs:get("upgrade"), "websocket") then
@@ -471,7 +473,8 @@ function envoy_on_response(h)
     return
   end
   local status = h:headers():get(":status")
-  -- An HTTP/2 extended CONNECT WebSocket is accepted with 200, an HTTP/1.1 one with 101.
+  -- Upgraded: 101 (also what the filters see for an HTTP/2 extended CONNECT), or 200 for
+  -- the raw extended CONNECT form.
   local upgraded = status == "101" or (c.kind == "h2" and status == "200")
   if not upgraded then
     release(h, id)

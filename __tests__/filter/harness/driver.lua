@@ -179,10 +179,33 @@ function ops.hosts(c)
   return { ok = true }
 end
 
+-- An HTTP/2 (or /3) extended CONNECT (RFC 8441: :method CONNECT + :protocol) reaches the
+-- filter chain as an HTTP/1 upgrade: the server codec rewrites it before decodeHeaders
+-- (source: http2/codec_impl.cc ServerStreamImpl::decodeHeaders ->
+-- Utility::transformUpgradeRequestFromH2toH1: :method GET, upgrade = :protocol,
+-- connection = upgrade, :protocol removed). Its success is likewise seen as 101 by the
+-- filters and turned into 200 only when encoded downstream
+-- (transformUpgradeResponseFromH1toH2 in ServerStreamImpl::encodeHeaders).
+local function h2_upgrade_to_h1(list)
+  local method, proto
+  for _, kv in ipairs(list or {}) do
+    if kv[1] == ":method" then method = kv[2] elseif kv[1] == ":protocol" then proto = kv[2] end
+  end
+  if method ~= "CONNECT" or not proto then return list end
+  local out = {}
+  for _, kv in ipairs(list) do
+    if kv[1] == ":method" then out[#out + 1] = { ":method", "GET" }
+    elseif kv[1] ~= ":protocol" then out[#out + 1] = kv end
+  end
+  out[#out + 1] = { "upgrade", proto }
+  out[#out + 1] = { "connection", "upgrade" }
+  return out
+end
+
 function ops.request(c)
   local stream = { metadata = {}, remote = c.remote or "203.0.113.9:40000", protocol = c.protocol }
   streams[c.sid] = stream
-  new_side(stream, "request", c.headers)
+  new_side(stream, "request", h2_upgrade_to_h1(c.headers))
   return describe(stream, "request")
 end
 
