@@ -165,6 +165,22 @@ describe('admission', () => {
     expect(live).not.toContain(id(refresh));
   });
 
+  it('a one-way stream whose lease lapsed is still re-registered when its server speaks again (not swept)', async () => {
+    const ttl = 300;
+    const w = await fleet.worker({ lease_ttl_ms: ttl, renew_interval_ms: 100, hosts_cache_ms: 60000, max_connections_per_pod: 1000 });
+    const oneWay = await openSocket(w);                  // fetched the host list: one-way
+    expect(oneWay.req.state).toBe('done');
+    const id = oneWay.req.metadata!['ws.admission'].connection_id as string;
+    await sleep(2 * ttl + 200);                         // no server data: lapsed, older than 2 TTLs
+    for (let i = 0; i < 256; i++) {                     // the 256th admission sweeps the worker's table
+      const r = await w.request(UPGRADE);
+      await w.response(r.sid, '500');
+    }
+    expect(liveLeases(redis.cli, oneWay.pod!)).not.toContain(id);
+    await w.data(oneWay.sid, 'response');               // server -> client: renew answers 0, re-register
+    expect(liveLeases(redis.cli, oneWay.pod!)).toContain(id);
+  });
+
   it('connection ids stay unique across workers of one proxy started at the same instant', async () => {
     // Same POD_NAME, started together: the worker token comes from /dev/urandom, not the clock.
     const ws = await Promise.all([0, 1, 2, 3, 4, 5].map(() => fleet.worker({ max_connections_per_pod: 100 })));

@@ -23,6 +23,10 @@ local ADMIN_TIMEOUT_MS = 250   -- httpCall to the loopback admin
 local REDIS_BACKOFF_MS = 500   -- after a Redis failure, skip Redis this long (fail per mode)
 local LOG_EVERY_MS = 1000      -- at most one warning of a kind per worker per second
 local MAX_CONN_ID = 200
+-- How long the worker remembers a one-way stream (see envoy_on_request) without seeing
+-- its data. Its client may keep it open while talking (unseen) for any time; when its
+-- server speaks again, the lease (lapsed by then) must still be re-registered.
+local ONE_WAY_KEEP_MS = 3600 * 1000
 
 -------------------------------------------------------------------------------
 -- Load time (once per worker): settings, identity, modules.
@@ -273,11 +277,14 @@ local function release(h, id)
 end
 
 -- Drops local entries of streams that were reset (no envoy_on_response end ever
--- came); their leases have expired in Redis by now.
+-- came); their leases have expired in Redis by now. A two-way stream that is open has
+-- carried data within the idle timeout (< lease TTL); a one-way stream may be open and
+-- busy in the direction we cannot see, so it is kept much longer.
 local function sweep()
-  local cutoff = now_ms() - 2 * S.lease_ttl_ms
+  local now = now_ms()
+  local cutoff, one_way_cutoff = now - 2 * S.lease_ttl_ms, now - math.max(ONE_WAY_KEEP_MS, 2 * S.lease_ttl_ms)
   for id, c in pairs(live) do
-    if c.last_seen < cutoff then
+    if c.last_seen < (c.one_way and one_way_cutoff or cutoff) then
       live[id] = nil
       live_count = live_count - 1
     end
