@@ -53,3 +53,47 @@ describe('resp.lua certificate name check', () => {
     expect(out.trim()).toBe('yyyynyn');
   });
 });
+
+describe('resp.lua read timeout', () => {
+  it('bounds a whole round trip, not each piece of a reply dribbled out slowly', async () => {
+    // A fake Redis that answers any command with a 5-element array, one element every 150 ms.
+    const net = await import('net');
+    const { spawn } = await import('child_process');
+    const server = net.createServer((sock) => {
+      sock.once('data', () => {
+        const parts = ['*5\r\n', ':1\r\n', ':2\r\n', ':3\r\n', ':4\r\n', ':5\r\n'];
+        let i = 0;
+        const tick = () => { if (i < parts.length && !sock.destroyed) { sock.write(parts[i++]); setTimeout(tick, 150); } };
+        tick();
+      });
+      sock.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const prelude = `package.path = ${JSON.stringify(path.join(ROOT, 'lua/envoy') + '/?.lua;')} .. package.path\n`;
+      const code = prelude + `
+        local socket = require("socket")
+        local c = require("resp").new({ host = "127.0.0.1", port = ${port}, connect_timeout_ms = 200, read_timeout_ms = 200 })
+        local t0 = socket.gettime()
+        local r, err = c:call("PING")
+        print(string.format("%d %s", (socket.gettime() - t0) * 1000, tostring(r == nil and err)))
+      `;
+      const out = await new Promise<string>((resolve) => {
+        const p = spawn('luajit', ['-e', code]);
+        let s = '';
+        p.stdout.on('data', (d) => { s += d; });
+        p.on('exit', () => resolve(s));
+      });
+      const [ms, ...rest] = out.trim().split(' ');
+      const err = rest.join(' ');
+      expect(err).toMatch(/timeout/);
+      // One 200 ms read timeout for the round trip (the retry on a fresh connection is
+      // skipped: the connection was fresh), not 200 ms per element (~750 ms).
+      expect(Number(ms)).toBeGreaterThanOrEqual(150);
+      expect(Number(ms)).toBeLessThan(450);
+    } finally {
+      server.close();
+    }
+  });
+});

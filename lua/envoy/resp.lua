@@ -97,9 +97,20 @@ local function read_password(path)
   return s
 end
 
+-- One receive that ends by `deadline` (socket.gettime() seconds): luasocket's timeout
+-- bounds each wait, not a whole reply, so a server that dribbles a reply out piece by
+-- piece could otherwise hold the worker for a read timeout per piece.
+local gettime = socket.gettime
+local function recv(sock, pattern, deadline)
+  local left = deadline - gettime()
+  if left <= 0 then return nil, "timeout" end
+  sock:settimeout(left)
+  return sock:receive(pattern)
+end
+
 -- Reads one reply. Returns value, or nil + transport error.
-local function read_reply(sock)
-  local line, err = sock:receive("*l")
+local function read_reply(sock, deadline)
+  local line, err = recv(sock, "*l", deadline)
   if not line then return nil, err end
   local kind, rest = line:sub(1, 1), line:sub(2)
   if kind == "+" then
@@ -114,7 +125,7 @@ local function read_reply(sock)
     local n = tonumber(rest)
     if not n then return nil, "protocol error: bad bulk length " .. rest end
     if n < 0 then return false end -- nil bulk string
-    local data, rerr = sock:receive(n + 2)
+    local data, rerr = recv(sock, n + 2, deadline)
     if not data then return nil, rerr end
     return data:sub(1, n)
   elseif kind == "*" then
@@ -123,7 +134,7 @@ local function read_reply(sock)
     if n < 0 then return false end
     local arr = {}
     for i = 1, n do
-      local v, verr = read_reply(sock)
+      local v, verr = read_reply(sock, deadline)
       if v == nil then return nil, verr end
       arr[i] = v
     end
@@ -258,6 +269,9 @@ end
 function Client:_roundtrip(cmds)
   local buf = {}
   for i = 1, #cmds do buf[i] = M.encode(cmds[i]) end
+  -- The whole round trip (write, then every reply) ends within one read timeout.
+  local deadline = gettime() + self.read_timeout
+  self.sock:settimeout(self.read_timeout)
   local ok, err = self.sock:send(table.concat(buf))
   if not ok then
     self:close()
@@ -265,7 +279,7 @@ function Client:_roundtrip(cmds)
   end
   local replies = {}
   for i = 1, #cmds do
-    local v, rerr = read_reply(self.sock)
+    local v, rerr = read_reply(self.sock, deadline)
     if v == nil then
       self:close()
       return nil, "receive: " .. tostring(rerr)
