@@ -165,6 +165,32 @@ describe('admission', () => {
     expect(live).not.toContain(id(refresh));
   });
 
+  it('one host-list fetch at a time per worker: upgrades arriving meanwhile use the previous list and stay two-way', async () => {
+    const w = await fleet.worker({ hosts_cache_ms: 1000, max_connections_per_pod: 100 });
+    await openSocket(w);                                   // cold: fetch #1
+    await sleep(1050);                                     // the list is stale now
+    const a = await w.requestDeferred(UPGRADE);            // fetch #2 in flight...
+    expect(a.state).toBe('waiting_http');
+    expect(a.passed).toBe(false);
+    const b = await w.request(UPGRADE);                    // ...meanwhile: no second fetch, no yield
+    expect(b.override).toBeDefined();
+    expect(b.state).toBe('waiting_body');
+    expect((await w.logs()).admin_calls).toBe(1);          // only the cold fetch has been answered
+    const done = await w.httpComplete(a.sid);
+    expect(done.override).toBeDefined();
+    expect(done.passed).toBe(true);
+    expect(done.state).toBe('done');
+    // A fetch whose stream was reset never completes: the next one may start after the admin timeout.
+    await sleep(1050);
+    const c = await w.requestDeferred(UPGRADE);
+    await w.reset(c.sid);
+    expect((await w.request(UPGRADE)).state).toBe('waiting_body'); // the reset fetch still counts as in flight
+    await sleep(400);
+    const d = await w.request(UPGRADE);
+    expect(d.state).toBe('done');                          // fetched itself
+    expect((await w.logs()).admin_calls).toBe(3);          // cold, a, d (c's call never completed)
+  });
+
   it('a one-way stream whose lease lapsed is still re-registered when its server speaks again (not swept)', async () => {
     const ttl = 300;
     const w = await fleet.worker({ lease_ttl_ms: ttl, renew_interval_ms: 100, hosts_cache_ms: 60000, max_connections_per_pod: 1000 });

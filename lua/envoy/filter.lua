@@ -188,9 +188,20 @@ end
 local function candidates(h)
   local now = now_ms()
   if host_cache.list and now - host_cache.at < S.hosts_cache_ms then return host_cache.list, false end
+  -- One fetch at a time per worker: while one stream waits in httpCall(), Envoy runs the
+  -- worker's other streams; those use the previous list rather than fetching (and
+  -- yielding, which would make them one-way) too. A fetch whose stream was reset never
+  -- resumes, so "in flight" ends after the admin timeout regardless.
+  if host_cache.list and host_cache.fetching_since
+    and now - host_cache.fetching_since < ADMIN_TIMEOUT_MS + 50 then
+    return host_cache.list, false
+  end
+  host_cache.fetching_since = now
   local ok, rh, body = pcall(h.httpCall, h, S.admin_cluster, {
     [":method"] = "GET", [":path"] = "/clusters", [":authority"] = S.admin_cluster,
   }, nil, ADMIN_TIMEOUT_MS)
+  host_cache.fetching_since = nil
+  now = now_ms()
   if ok and rh and rh[":status"] == "200" and body then
     local list, rejected = hosts.parse_clusters(body, S.backend_cluster)
     if rejected > 0 then

@@ -6,7 +6,9 @@
 -- Protocol: one command per stdin line, a Lua table literal (written by
 -- harness/worker.ts, trusted test input); one JSON reply per stdout line.
 --   {op="hosts", cluster="backend", admin="envoy_admin", hosts={{"10.0.0.1:8080","healthy"},...}, admin_down=false}
---   {op="request", sid="s1", headers={{":method","GET"},...}, remote="203.0.113.9:5000", protocol="HTTP/1.1"}
+--   {op="request", sid="s1", headers={{":method","GET"},...}, remote="203.0.113.9:5000", protocol="HTTP/1.1",
+--    defer_http=true}                                              -- httpCall() stays pending until:
+--   {op="http_complete", sid="s1"}
 --   {op="response", sid="s1", headers={{":status","101"}}}
 --   {op="data", sid="s1", dir="request"|"response", bytes=N}    -- one body chunk
 --   {op="end", sid="s1", dir="request"|"response"}               -- end of stream in that direction
@@ -95,7 +97,8 @@ local streams = {}
 local function drive(stream, dir, ...)
   local side = stream[dir]
   local co = side.co
-  local http_called = false
+  local http_called = side.resume_after_http or false
+  side.resume_after_http = nil
   local ok, what, payload = coroutine.resume(co, ...)
   while true do
     if not ok then
@@ -122,6 +125,13 @@ local function drive(stream, dir, ...)
     end
     if what == "http_call" then
       http_called = true
+      if stream.defer_http then
+        -- The call stays pending until the test completes it (op http_complete): in
+        -- Envoy other streams of the worker run meanwhile.
+        side.state = "waiting_http"
+        side.pending_http = payload
+        return
+      end
       ok, what, payload = coroutine.resume(co, payload())
     elseif what == "body_chunk" then
       side.state = "waiting_body"
@@ -203,9 +213,25 @@ local function h2_upgrade_to_h1(list)
 end
 
 function ops.request(c)
-  local stream = { metadata = {}, remote = c.remote or "203.0.113.9:40000", protocol = c.protocol }
+  local stream = { metadata = {}, remote = c.remote or "203.0.113.9:40000", protocol = c.protocol,
+    defer_http = c.defer_http }
   streams[c.sid] = stream
   new_side(stream, "request", h2_upgrade_to_h1(c.headers))
+  return describe(stream, "request")
+end
+
+-- Completes a request's pending httpCall() (requests sent with defer_http): Envoy's
+-- onSuccess() resumes the script; see drive() for what happens to the headers then.
+function ops.http_complete(c)
+  local stream = assert(streams[c.sid], "unknown stream " .. tostring(c.sid))
+  if stream.reset then return { state = "reset" } end
+  local side = stream.request
+  if not side or side.state ~= "waiting_http" then error("no pending httpCall on " .. tostring(c.sid)) end
+  local call = side.pending_http
+  side.pending_http = nil
+  side.resume_after_http = true
+  side.state = "running"
+  drive(stream, "request", call())
   return describe(stream, "request")
 end
 

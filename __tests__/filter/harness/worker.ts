@@ -113,7 +113,7 @@ export function makeStateDir(): string {
 export type HeaderList = Array<[string, string]>;
 
 export interface SideResult {
-  state: 'new' | 'waiting_body' | 'done' | 'responded' | 'error' | 'reset' | 'absent';
+  state: 'new' | 'waiting_body' | 'waiting_http' | 'done' | 'responded' | 'error' | 'reset' | 'absent';
   /** The headers were passed on to the next filter (router / downstream), per Envoy's rules. */
   passed?: boolean;
   error?: string;
@@ -208,6 +208,15 @@ export class Worker {
 
   request(headers: HeaderList, sid = this.newSid(), remote?: string): Promise<SideResult & { sid: string }> {
     return this.send<SideResult>({ op: 'request', sid, headers, remote }).then((r) => ({ ...r, sid }));
+  }
+
+  /** A request whose httpCall() stays pending (other streams run meanwhile) until httpComplete(). */
+  requestDeferred(headers: HeaderList, sid = this.newSid()): Promise<SideResult & { sid: string }> {
+    return this.send<SideResult>({ op: 'request', sid, headers, defer_http: true }).then((r) => ({ ...r, sid }));
+  }
+
+  httpComplete(sid: string): Promise<SideResult> {
+    return this.send({ op: 'http_complete', sid });
   }
 
   response(sid: string, status: string, extra: HeaderList = []): Promise<SideResult> {
