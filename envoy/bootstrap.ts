@@ -153,10 +153,13 @@ function metricsListener(p: EnvoyBootstrapProps): Listener {
               typed_per_filter_config: LUA_OFF,
             },
             {
+              // metrics.lua answers GET/HEAD itself: admin's /ready status and body, after
+              // refreshing the host list file the public filter reads (docs/filter.md). The
+              // route to admin /ready stays for what it passes on (other methods, or a
+              // metrics.lua that failed), so readiness never depends on the Lua filter.
               name: 'ready',
               match: { path: '/ready' },
               route: { cluster: ADMIN_CLUSTER, timeout: '2s' },
-              typed_per_filter_config: LUA_OFF,
             },
             {
               name: 'not_found',

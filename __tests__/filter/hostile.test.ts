@@ -2,6 +2,8 @@
 // Every command Redis executes (including those inside scripts) is captured with
 // MONITOR and every key-like argument is checked against the key schema.
 import { spawn, ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
 import { startRedis, RedisServer } from '../support/redis-server';
 import { Fleet, UPGRADE, HeaderList, sleep } from './harness/worker';
 
@@ -143,6 +145,26 @@ describe('hostile requests', () => {
     expect(r).toMatchObject({ override: { host: '10.0.0.2:8080' } });
     const { logs } = await w.logs();
     expect(logs.map((l) => l.msg).join('\n')).toMatch(/ignored 4 host\(s\) of cluster backend that are not ip:port/);
+    checkEverythingRedisSaw();
+  });
+
+  it('hostile lines in the host list file (WS_STATE_DIR/hosts) are skipped (logged), never used as keys', async () => {
+    const w = await fleet.worker({ max_connections_per_pod: 10 });
+    const hostile = [
+      'evil}:{ws}:stats', '999.1.1.1:80', '10.0.0.1:0', '10.0.0.99', '10.0.0.2:8080 x-ws',
+      '1.2.3.4:80\r', '[::1]:80:{ws}', '6.6.6.6:080', '10.0.0.2:8080\u0000evil',
+    ];
+    const lines = ['ws-admission-hosts 1', `written_ms ${Date.now()}`, 'cluster backend',
+      ...hostile.map((h) => `host ${h}`), 'host 10.0.0.2:8080', 'evil line', `end ${hostile.length + 2}`];
+    fs.writeFileSync(path.join(fleet.stateDir, 'hosts'), lines.join('\n') + '\n');
+    for (let i = 0; i < 3; i++) {
+      const r = await w.request(UPGRADE);
+      expect(r.override?.host).toBe('10.0.0.2:8080');
+      expect(r.state).toBe('waiting_body'); // from the file: no admin call
+    }
+    const { logs, admin_calls } = await w.logs();
+    expect(admin_calls).toBe(0);
+    expect(logs.map((l) => l.msg).join('\n')).toMatch(/ignored 10 line\(s\) of \S+\/hosts that are not a valid host/);
     checkEverythingRedisSaw();
   });
 });

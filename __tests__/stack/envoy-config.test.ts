@@ -65,7 +65,7 @@ describe('envoy.yaml', () => {
     expect(filters[1].typed_config['@type']).toBe('type.googleapis.com/envoy.extensions.filters.http.router.v3.Router');
   });
 
-  it('serves /metrics from metrics.lua and /stats/prometheus and /ready from admin on 9901', () => {
+  it('serves /metrics and /ready through metrics.lua and /stats/prometheus from admin on 9901', () => {
     const m = listener(b, 'metrics');
     expect(m.address.socket_address).toEqual({ address: '0.0.0.0', port_value: 9901 });
     const hcm = hcmOf(m);
@@ -74,13 +74,15 @@ describe('envoy.yaml', () => {
     const byPath = (p: string) => routes.find((r: Json) => r.match.path === p);
     expect(byPath('/metrics').direct_response.status).toBe(503);
     expect(byPath('/metrics').typed_per_filter_config).toBeUndefined();
-    for (const p of ['/stats/prometheus', '/ready']) {
-      expect(byPath(p).route.cluster).toBe('envoy_admin');
-      expect(byPath(p).typed_per_filter_config['envoy.filters.http.lua']).toEqual({
-        '@type': 'type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute',
-        disabled: true,
-      });
-    }
+    expect(byPath('/stats/prometheus').route.cluster).toBe('envoy_admin');
+    expect(byPath('/stats/prometheus').typed_per_filter_config['envoy.filters.http.lua']).toEqual({
+      '@type': 'type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute',
+      disabled: true,
+    });
+    // /ready reaches metrics.lua (it answers from admin /ready and refreshes the host list
+    // file); what it passes on still goes to admin /ready, so readiness stays Envoy's.
+    expect(byPath('/ready').typed_per_filter_config).toBeUndefined();
+    expect(byPath('/ready').route).toEqual({ cluster: 'envoy_admin', timeout: '2s' });
     expect(routes[routes.length - 1]).toMatchObject({ match: { prefix: '/' }, direct_response: { status: 404 } });
     expect(hcm.upgrade_configs).toBeUndefined();
   });

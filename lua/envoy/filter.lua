@@ -27,6 +27,13 @@ local MAX_CONN_ID = 200
 -- its data. Its client may keep it open while talking (unseen) for any time; when its
 -- server speaks again, the lease (lapsed by then) must still be re-registered.
 local ONE_WAY_KEEP_MS = 3600 * 1000
+-- The host list file written by metrics.lua (hosts.lua, "The host list file") is used
+-- while younger than max(HOSTS_FILE_MIN_AGE_MS, 3 x hosts_cache_ms): the kubelet probes
+-- GET /ready every 5 s (readiness; liveness every 10 s), so a fresh file is at most ~5 s
+-- old and this bound tolerates one missed probe. Older (or missing) -> admin httpCall.
+local HOSTS_FILE_MIN_AGE_MS = 10000
+-- A file stamped this far in the future is stale too (the wall clock was stepped back).
+local HOSTS_FILE_FUTURE_MS = 1000
 
 -------------------------------------------------------------------------------
 -- Load time (once per worker): settings, identity, modules.
@@ -84,7 +91,14 @@ local PROXY = proxy_id()
 -- worker names itself with 6 random hex digits at load time (docs/filter.md).
 local WORKER = hex(random_bytes(3) or string.char(math.random(0, 255), math.random(0, 255), math.random(0, 255)))
 local STATE_DIR = os.getenv("WS_STATE_DIR") or "/var/run/ws-admission"
+-- one_way_streams_total is this file's counter; worker_stats writes every name in NAMES.
+do
+  local known = false
+  for _, n in ipairs(worker_stats.NAMES) do if n == "one_way_streams_total" then known = true end end
+  if not known then worker_stats.NAMES[#worker_stats.NAMES + 1] = "one_way_streams_total" end
+end
 local stats = worker_stats.writer(STATE_DIR, PROXY, WORKER, now_ms, 1000)
+local HOSTS_FILE = STATE_DIR .. "/hosts"
 
 local TAG, K_RATE, K_STATS, K_PODS, K_POD, K_CONN
 local client
@@ -108,7 +122,7 @@ local READY = S ~= nil and client ~= nil and #load_errors == 0
 
 local redis_down_until = 0   -- skip Redis until then (after a failure)
 local rate_limited_until = 0 -- refuse upgrades without Redis until then
-local host_cache = { list = nil, at = -math.huge }
+local host_cache = { list = nil, at = -math.huge, file_ok = nil }
 local conn_counter = 0
 local live = {}              -- connection id -> { pod, last_renew, last_seen, connect }
 local live_count = 0
@@ -183,11 +197,50 @@ end
 -- Candidates: healthy hosts of the backend cluster, from the admin host list.
 -------------------------------------------------------------------------------
 
+-- The host list file (written by metrics.lua on every /ready probe): list and nil when it
+-- is usable, else nil and why not. A small local read: no network, no yield.
+local function hosts_from_file(h, now)
+  local list, written_ms, rejected = hosts.read_file(HOSTS_FILE, S.backend_cluster)
+  if not list then return nil, written_ms end
+  local age = now - written_ms
+  local max_age = math.max(HOSTS_FILE_MIN_AGE_MS, 3 * S.hosts_cache_ms)
+  if age > max_age or age < -HOSTS_FILE_FUTURE_MS then
+    return nil, string.format("stale (written %d ms ago, limit %d ms)", age, max_age)
+  end
+  if rejected > 0 then
+    log_limited(h, "bad_host_file", "warn", "ws-admission: ignored " .. rejected .. " line(s) of "
+      .. HOSTS_FILE .. " that are not a valid host")
+  end
+  return list
+end
+
 -- Returns the list, and true when this call went to the admin (the script yielded in
 -- httpCall(); see envoy_on_request for why that matters).
+--
+-- Steady state: the per-worker cache, refreshed every hosts_cache_ms from the host list
+-- file that metrics.lua keeps fresh; no httpCall, so the upgrade stays two-way. Only
+-- when the file is missing or stale does the worker fetch the list itself (the stream
+-- becomes one-way, counted in one_way_streams_total).
 local function candidates(h)
   local now = now_ms()
   if host_cache.list and now - host_cache.at < S.hosts_cache_ms then return host_cache.list, false end
+  local flist, why = hosts_from_file(h, now)
+  if flist then
+    if host_cache.file_ok == false then
+      h:logInfo("ws-admission: host list file " .. HOSTS_FILE .. " is fresh again; no more admin calls on the request path")
+    end
+    host_cache.file_ok = true
+    host_cache.list, host_cache.at = flist, now
+    return flist, false
+  end
+  if host_cache.file_ok ~= false then
+    -- Logged once per change. Missing is normal until the first probe reached metrics.lua
+    -- (and without probes, e.g. outside Kubernetes, it never comes): info, not a warning.
+    local msg = "ws-admission: host list file " .. HOSTS_FILE .. " unusable (" .. tostring(why)
+      .. "); fetching the host list from the admin on the request path (those upgrades are one-way)"
+    if why == "missing" then h:logInfo(msg) else h:logWarn(msg) end
+  end
+  host_cache.file_ok = false
   -- One fetch at a time per worker: while one stream waits in httpCall(), Envoy runs the
   -- worker's other streams; those use the previous list rather than fetching (and
   -- yielding, which would make them one-way) too. A fetch whose stream was reset never
@@ -440,6 +493,7 @@ function envoy_on_request(h)
     -- host is gone; envoy_on_response then sees a non-101 status and releases.
     h:setUpstreamOverrideHost(pod, true)
     local c = { pod = pod, last_renew = now, last_seen = now, kind = kind, one_way = yielded }
+    if yielded then stats:inc("one_way_streams_total") end
     live[id] = c
     live_count = live_count + 1
     h:streamInfo():dynamicMetadata():set(NS, "connection_id", id)

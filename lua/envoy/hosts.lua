@@ -67,4 +67,85 @@ function M.parse_clusters(body, cluster)
   return healthy, rejected
 end
 
+-------------------------------------------------------------------------------
+-- The host list file: `$WS_STATE_DIR/hosts`, written by metrics.lua (the metrics
+-- listener's Lua state, refreshed on every GET /ready probe and /metrics scrape) and
+-- read by every worker of the public filter, so that in steady state no upgrade waits in
+-- an httpCall() for the host list (docs/filter.md, "Host list"). Format, one fact a line:
+--   ws-admission-hosts 1
+--   written_ms <ms since the epoch, the writer's wall clock>
+--   cluster <backend cluster name>
+--   host <ip:port>            (zero or more, in Envoy's order)
+--   end <number of host lines>
+-- The reader trusts nothing in it: the header, cluster and `end` lines must match, and
+-- every host is checked by valid_pod again (a bad one is skipped and counted).
+-------------------------------------------------------------------------------
+
+M.FILE_MAGIC = "ws-admission-hosts 1"
+M.MAX_FILE_BYTES = 1024 * 1024 -- 10000 hosts of 47 characters fit with room to spare
+
+--- The file's text for `list` (already valid pod ids) of `cluster`, written at `written_ms`.
+function M.format_file(list, cluster, written_ms)
+  local lines = { M.FILE_MAGIC, string.format("written_ms %d", written_ms), "cluster " .. cluster }
+  for _, p in ipairs(list) do lines[#lines + 1] = "host " .. p end
+  lines[#lines + 1] = "end " .. #list
+  return table.concat(lines, "\n") .. "\n"
+end
+
+--- Parses the file's text. Returns list, written_ms, rejected; or nil and a reason.
+function M.parse_file(text, cluster)
+  if type(text) ~= "string" then return nil, "missing" end
+  if #text > M.MAX_FILE_BYTES then return nil, "too large" end
+  local lines = {}
+  for line in text:gmatch("[^\n]+") do lines[#lines + 1] = line end
+  if lines[1] ~= M.FILE_MAGIC then return nil, "bad header" end
+  local written = lines[2] and lines[2]:match("^written_ms (%d+)$")
+  if not written or #written > 15 then return nil, "bad written_ms line" end
+  if lines[3] ~= "cluster " .. cluster then return nil, "not the host list of cluster " .. cluster end
+  local n = lines[#lines] and lines[#lines]:match("^end (%d+)$")
+  if not n or tonumber(n) ~= #lines - 4 then return nil, "truncated" end
+  local list, seen, rejected = {}, {}, 0
+  for i = 4, #lines - 1 do
+    local p = lines[i]:match("^host (.*)$")
+    if p and M.valid_pod(p) then
+      if not seen[p] then
+        seen[p] = true
+        list[#list + 1] = p
+      end
+    else
+      rejected = rejected + 1
+    end
+  end
+  return list, tonumber(written), rejected
+end
+
+--- Reads and parses the file at `path` (a small read: no network, no yield).
+function M.read_file(path, cluster)
+  local f = io.open(path, "rb")
+  if not f then return nil, "missing" end
+  local text = f:read(M.MAX_FILE_BYTES + 1)
+  f:close()
+  return M.parse_file(text or "", cluster)
+end
+
+--- Replaces the file at `path` atomically: writes `tmp` (a name private to the writer,
+-- since several workers of the metrics listener may write at once), then os.rename.
+-- Returns true, or nil and an error.
+function M.write_file(path, tmp, text)
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, err end
+  local ok, werr = f:write(text)
+  local cok, cerr = f:close()
+  if not ok or not cok then
+    os.remove(tmp)
+    return nil, tostring(werr or cerr)
+  end
+  local rok, rerr = os.rename(tmp, path)
+  if not rok then
+    os.remove(tmp)
+    return nil, rerr
+  end
+  return true
+end
+
 return M

@@ -5,7 +5,8 @@
 --
 -- Protocol: one command per stdin line, a Lua table literal (written by
 -- harness/worker.ts, trusted test input); one JSON reply per stdout line.
---   {op="hosts", cluster="backend", admin="envoy_admin", hosts={{"10.0.0.1:8080","healthy"},...}, admin_down=false}
+--   {op="hosts", cluster="backend", admin="envoy_admin", hosts={{"10.0.0.1:8080","healthy"},...}, admin_down=false,
+--    admin_state="LIVE"}                          -- what admin /ready reports (LIVE, DRAINING, ...)
 --   {op="request", sid="s1", headers={{":method","GET"},...}, remote="203.0.113.9:5000", protocol="HTTP/1.1",
 --    defer_http=true}                                              -- httpCall() stays pending until:
 --   {op="http_complete", sid="s1"}
@@ -21,7 +22,8 @@ local json = require("json_out")
 local script = assert(arg[1], "usage: luajit driver.lua <script.lua>")
 
 local logs = {}
-local admin = { cluster = "backend", name = "envoy_admin", hosts = {}, down = false, calls = 0 }
+local admin = { cluster = "backend", name = "envoy_admin", hosts = {}, down = false, calls = 0,
+  state = "LIVE", paths = {} }
 
 -- The admin /clusters text output (docs/root/operations/admin.rst "/clusters"): one
 -- "<cluster>::<host>::<stat>::<value>" line per fact, other clusters included.
@@ -61,12 +63,21 @@ local function install_clusters()
   env.clusters = {}
   env.clusters[admin.name] = function(headers)
     admin.calls = admin.calls + 1
+    local path = headers[":path"]
+    admin.paths[path] = (admin.paths[path] or 0) + 1
     if admin.down then
       -- What Envoy's async client hands back when the upstream cannot be reached.
       return { [":status"] = "503" }, "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
     end
-    if headers[":path"] == "/clusters" then
+    if path == "/clusters" then
       return { [":status"] = "200", ["content-type"] = "text/plain; charset=UTF-8" }, clusters_body()
+    end
+    if path == "/ready" then
+      -- Admin /ready (source: server/admin/server_info_handler.cc handlerReady): the server
+      -- state name and a newline; 200 only when LIVE, else 503 (PRE_INITIALIZING,
+      -- INITIALIZING, DRAINING after /healthcheck/fail).
+      return { [":status"] = admin.state == "LIVE" and "200" or "503",
+        ["content-type"] = "text/plain; charset=UTF-8" }, admin.state .. "\n"
     end
     return { [":status"] = "404" }, "invalid path. "
   end
@@ -185,6 +196,7 @@ function ops.hosts(c)
   admin.name = c.admin or admin.name
   admin.hosts = c.hosts or {}
   admin.down = c.admin_down or false
+  admin.state = c.admin_state or "LIVE"
   install_clusters()
   return { ok = true }
 end
@@ -277,7 +289,7 @@ end
 function ops.logs()
   local l = logs
   logs = {}
-  return { logs = l, admin_calls = admin.calls }
+  return { logs = l, admin_calls = admin.calls, admin_paths = admin.paths }
 end
 
 function ops.bench(c)

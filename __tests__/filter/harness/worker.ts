@@ -200,8 +200,9 @@ export class Worker {
     return r as T;
   }
 
-  setHosts(hosts: Array<[string, string]>, adminDown = false) {
-    return this.send({ op: 'hosts', cluster: 'backend', admin: 'envoy_admin', hosts, admin_down: adminDown });
+  /** The fake admin of this worker: its /clusters host list, unreachable, and its /ready state. */
+  setHosts(hosts: Array<[string, string]>, adminDown = false, adminState = 'LIVE') {
+    return this.send({ op: 'hosts', cluster: 'backend', admin: 'envoy_admin', hosts, admin_down: adminDown, admin_state: adminState });
   }
 
   newSid(): string { this.seq += 1; return `s${this.seq}`; }
@@ -233,7 +234,18 @@ export class Worker {
 
   reset(sid: string) { return this.send({ op: 'reset', sid }); }
 
-  async logs(): Promise<{ logs: LogLine[]; admin_calls: number }> { return this.send({ op: 'logs' }); }
+  async logs(): Promise<{ logs: LogLine[]; admin_calls: number; admin_paths: Record<string, number> }> {
+    return this.send({ op: 'logs' });
+  }
+
+  /**
+   * A kubelet probe (or NLB health check) on the metrics listener: `GET /ready` as
+   * kube-probe sends it. Run on a worker started with script 'metrics.lua'.
+   */
+  probe(method = 'GET'): Promise<SideResult & { sid: string }> {
+    return this.request([[':method', method], [':path', '/ready'], [':authority', '10.1.0.5:9901'],
+      [':scheme', 'http'], ['user-agent', 'kube-probe/1.31'], ['accept', '*/*'], ['connection', 'close']]);
+  }
 
   /** SIGKILL (a crashed proxy) or a clean exit. */
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
