@@ -13,6 +13,44 @@ import { ResourceSpec, containerSecurityContext, podSecurityContext, resources }
 const ENVOY_UID = 10101;
 /** Shared state between the public filter's workers and metrics.lua (docs/internals.md). */
 export const STATE_DIR = '/var/run/ws-admission';
+/** The program the preStop hook runs after its sleep (lua/envoy/drain.lua, shipped in the ConfigMap). */
+export const DRAIN_LUA = `${LUA_DIR}/drain.lua`;
+/**
+ * Hard limit on drain.lua (`timeout`): its Redis round trips are bounded by the Redis
+ * timeouts, resolving the Redis name is not. Well inside the 30 s of the grace period
+ * left after the sleep.
+ */
+export const DRAIN_TIMEOUT_SECONDS = 20;
+
+/**
+ * The preStop command: keep serving for `sleepSeconds` (the NLB deregisters the pod),
+ * then release this proxy's leases (drain.lua), then the kubelet sends SIGTERM.
+ *
+ * Why at the END of the sleep: Envoy's Lua filter has no hook on a reset, so the
+ * WebSockets SIGTERM kills would keep their slots until their leases expire (the lease
+ * TTL, minutes) and every rollout would refuse upgrades with 503 meanwhile. Released
+ * here, the slots come back a moment before the connections actually close: for that
+ * moment (drain's round trips plus the kubelet's SIGTERM, well under a second) another
+ * proxy may admit onto a pod that still carries one of ours, so a pod can briefly hold
+ * more than maxConnectionsPerPod. Released at the START of the sleep, that window would
+ * be the whole sleep, and upgrades this proxy still admits during the sleep (the NLB
+ * keeps sending for a while) would keep their leases; not released at all, it is the
+ * lease TTL of 503s. A renewal in that moment re-registers its lease (the filter's
+ * reregister path), which then expires by TTL as before.
+ *
+ * drain.lua exits non-zero on failure: the kubelet then records a FailedPreStopHook
+ * event with its line and still sends SIGTERM on time. `--log-file /proc/1/fd/1` copies
+ * its line to Envoy's stdout (PID 1), since an exec hook's output is not in the log.
+ */
+export function preStopCommand(sleepSeconds: number): string[] {
+  if (!Number.isSafeInteger(sleepSeconds) || sleepSeconds < 0) {
+    throw new Error(`EnvoyProxy: preStopSleepSeconds must be an integer >= 0, got ${sleepSeconds}; use e.g. 15`);
+  }
+  return [
+    'sh', '-c',
+    `sleep ${sleepSeconds}; exec timeout ${DRAIN_TIMEOUT_SECONDS} luajit ${DRAIN_LUA} --log-file /proc/1/fd/1`,
+  ];
+}
 
 export interface RedisPasswordSource {
   /** Secret name. */
@@ -49,7 +87,8 @@ export interface EnvoyProxyProps {
   readonly resources?: ResourceSpec;
   /**
    * Seconds Envoy keeps running after the pod is told to stop, so the NLB deregisters it
-   * before its listeners close.
+   * before its listeners close; then the preStop hook releases the proxy's leases
+   * (lua/envoy/drain.lua) and the kubelet sends SIGTERM.
    * @default 15
    */
   readonly preStopSleepSeconds?: number;
@@ -84,6 +123,7 @@ export class EnvoyProxy extends Construct {
     const imageErr = imageProblem(props.image);
     if (imageErr) throw new Error(`EnvoyProxy: image ${imageErr}, got ${JSON.stringify(props.image)}`);
     const preStop = props.preStopSleepSeconds ?? 15;
+    const preStopCmd = preStopCommand(preStop);
 
     this.selector = ENVOY_SELECTOR;
     const labels = { ...componentLabels(NAMES.envoy, 'proxy'), ...ENVOY_SELECTOR };
@@ -185,7 +225,8 @@ export class EnvoyProxy extends Construct {
                 securityContext: containerSecurityContext(),
                 readinessProbe: { ...probe, periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 2 },
                 livenessProbe: { ...probe, initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 2, failureThreshold: 3 },
-                lifecycle: { preStop: [{ exec: { command: ['sleep', String(preStop)] } }] },
+                // Sleep, then release this proxy's leases right before SIGTERM (preStopCommand).
+                lifecycle: { preStop: [{ exec: { command: preStopCmd } }] },
                 volumeMount: mounts,
               },
             ],

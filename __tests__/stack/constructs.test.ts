@@ -3,7 +3,8 @@ import * as path from 'path';
 import { Testing, TerraformStack } from 'cdktf';
 import { BackendService } from '../../constructs/backend-service';
 import { EksProviders } from '../../constructs/eks-providers';
-import { EnvoyProxy } from '../../constructs/envoy';
+import { DRAIN_LUA, DRAIN_TIMEOUT_SECONDS, EnvoyProxy, preStopCommand } from '../../constructs/envoy';
+import { LUA_DIR } from '../../envoy/bootstrap';
 import { FilterConfig } from '../../constructs/filter-config';
 import { Nlb } from '../../constructs/nlb';
 import { Redis } from '../../constructs/redis';
@@ -85,5 +86,52 @@ describe('constructs/index.ts', () => {
     const index = fs.readFileSync(path.join(dir, 'index.ts'), 'utf8');
     const files = fs.readdirSync(dir).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts') && f !== 'index.ts');
     for (const f of files) expect(index).toContain(`export * from './${f.replace(/\.ts$/, '')}';`);
+  });
+});
+
+describe('EnvoyProxy preStop: sleep, then release the proxy\'s leases (lua/envoy/drain.lua)', () => {
+  const deploymentOf = (s: TerraformStack) => {
+    const json = JSON.parse(Testing.synth(s));
+    return Object.values(json.resource.kubernetes_deployment_v1 as Record<string, any>)[0];
+  };
+
+  it('sleeps preStopSleepSeconds, then runs drain.lua under a hard timeout, before SIGTERM', () => {
+    const s = stack();
+    new EnvoyProxy(s, 'e', { namespace: 'ns', image: 'envoy:1.36.2', config: filterConfig(s) });
+    const pod = deploymentOf(s).spec.template.spec;
+    expect(pod.container[0].lifecycle.pre_stop).toEqual([{
+      exec: { command: ['sh', '-c', 'sleep 15; exec timeout 20 luajit /etc/envoy/lua/drain.lua --log-file /proc/1/fd/1'] },
+    }]);
+    // The grace period covers the sleep and the whole drain (the kubelet would cut it short).
+    expect(pod.termination_grace_period_seconds).toBeGreaterThanOrEqual(15 + DRAIN_TIMEOUT_SECONDS);
+  });
+
+  it('takes another sleep, and refuses one that is not an integer >= 0 (it goes into sh -c)', () => {
+    const s = stack();
+    new EnvoyProxy(s, 'e', { namespace: 'ns', image: 'envoy:1.36.2', config: filterConfig(s), preStopSleepSeconds: 5 });
+    expect(deploymentOf(s).spec.template.spec.container[0].lifecycle.pre_stop[0].exec.command[2])
+      .toBe('sleep 5; exec timeout 20 luajit /etc/envoy/lua/drain.lua --log-file /proc/1/fd/1');
+    expect(preStopCommand(0)[2]).toMatch(/^sleep 0; exec timeout /);
+    for (const bad of [-1, 1.5, Number.NaN]) {
+      const s2 = stack();
+      expect(() => new EnvoyProxy(s2, 'e', { namespace: 'ns', image: 'envoy:1.36.2', config: filterConfig(s2), preStopSleepSeconds: bad }))
+        .toThrow(`EnvoyProxy: preStopSleepSeconds must be an integer >= 0, got ${bad}; use e.g. 15`);
+    }
+  });
+
+  it('runs a file the ConfigMap ships (every lua/envoy and lua/redis file, drain.lua and release_proxy.lua included)', () => {
+    expect(DRAIN_LUA).toBe(`${LUA_DIR}/drain.lua`);
+    const s = stack();
+    const fc = new FilterConfig(s, 'fc', { namespace: 'ns', envoyYaml: 'admin: {}\n', settingsLua: 'return {}\n' });
+    expect(fc.data['drain.lua']).toBe(fs.readFileSync(path.join(__dirname, '..', '..', 'lua', 'envoy', 'drain.lua'), 'utf8'));
+    expect(fc.data['release_proxy.lua']).toBeDefined();
+    expect(fc.items).toEqual(expect.arrayContaining([
+      { key: 'drain.lua', path: 'lua/drain.lua' },
+      { key: 'release_proxy.lua', path: 'lua/release_proxy.lua' },
+      // drain.lua's own dependencies
+      { key: 'resp.lua', path: 'lua/resp.lua' },
+      { key: 'settings_loader.lua', path: 'lua/settings_loader.lua' },
+      { key: 'settings.lua', path: 'lua/settings.lua' },
+    ]));
   });
 });

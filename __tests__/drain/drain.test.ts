@@ -1,0 +1,236 @@
+// lua/envoy/drain.lua, the preStop program, run as the hook runs it (`luajit drain.lua`,
+// WS_LUA_DIR laid out like /etc/envoy/lua) against a real redis-server with a password;
+// and end to end with the public filter (the filter harness) taking the leases.
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { startRedis, freePort, RedisServer } from '../support/redis-server';
+import { Fleet, UPGRADE, defaultSettings, makeLuaDir, openSocket, statsHash, Settings } from '../filter/harness/worker';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const DRAIN = path.join(ROOT, 'lua', 'envoy', 'drain.lua');
+const PASSWORD = 'drain-s3cret';
+const FAR = 9_999_999_999_999;
+const P1 = '10.0.0.1:8080';
+const P2 = '10.0.0.2:8080';
+
+let redis: RedisServer;
+let passwordFile: string;
+
+beforeAll(async () => {
+  redis = await startRedis({ password: PASSWORD });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-drain-auth-'));
+  passwordFile = path.join(dir, 'password');
+  fs.writeFileSync(passwordFile, `${PASSWORD}\n`, { mode: 0o400 }); // a Secret file often ends in a newline
+});
+afterAll(async () => { await redis.stop(); });
+beforeEach(() => { redis.cli('FLUSHALL'); redis.cli('SCRIPT', 'FLUSH'); });
+
+// (An object literal type, so it passes as makeLuaDir's Record<string, unknown>.)
+const settings = (overrides: Partial<Settings> = {}) =>
+  ({ ...defaultSettings(redis.port, { redis_password_file: passwordFile, ...overrides }) });
+
+interface Run { code: number | null; stdout: string; stderr: string; ms: number }
+
+/** `luajit drain.lua` as the preStop hook runs it: WS_LUA_DIR, POD_NAME, nothing else. */
+function runDrain(opts: { luaDir?: string; podName?: string | null; args?: string[]; env?: Record<string, string> } = {}): Promise<Run> {
+  const luaDir = opts.luaDir ?? makeLuaDir(settings());
+  const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: luaDir, ...opts.env };
+  if (opts.podName !== null) env.POD_NAME = opts.podName ?? 'ws-envoy-6f7c9d8b5d-x7k2p';
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const p = spawn('luajit', [DRAIN, ...(opts.args ?? [])], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => { stdout += d; });
+    p.stderr.on('data', (d) => { stderr += d; });
+    const guard = setTimeout(() => p.kill('SIGKILL'), 15000);
+    p.on('error', reject);
+    p.on('close', (code) => { clearTimeout(guard); resolve({ code, stdout, stderr, ms: Date.now() - started }); });
+  });
+}
+
+function lease(pod: string, id: string, expiry = FAR) {
+  redis.cli('ZADD', `{ws}:pod:${pod}`, String(expiry), id);
+  redis.cli('SADD', '{ws}:pods', pod);
+}
+const members = (pod: string) => {
+  const out = redis.cli('ZRANGE', `{ws}:pod:${pod}`, '0', '-1');
+  return out === '' ? [] : out.split('\n').sort();
+};
+const podsIndex = () => { const o = redis.cli('SMEMBERS', '{ws}:pods'); return o === '' ? [] : o.split('\n').sort(); };
+
+describe('drain.lua', () => {
+  it('releases every lease of this proxy (POD_NAME) across pods with AUTH, prints one line, exits 0', async () => {
+    const me = 'ws-envoy-6f7c9d8b5d-x7k2p';
+    lease(P1, `${me}|a1b2c3|1|k2`);
+    lease(P1, 'ws-envoy-6f7c9d8b5d-q9zzz|d4e5f6|1|k3');
+    lease(P2, `${me}|a1b2c3|2|k4`);
+    lease(P2, `${me}-2|a1b2c3|2|k4`); // another pod whose name extends ours
+    redis.cli('HSET', '{ws}:stats', 'released', '3', `{ws}:pod:${P1}`, `${FAR}002`);
+
+    const r = await runDrain({ podName: me });
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(new RegExp(`^drain: released 2 leases of proxy ${me} \\(2 pods checked, \\d+ ms\\)\\n$`));
+    expect(r.code).toBe(0);
+    expect(members(P1)).toEqual(['ws-envoy-6f7c9d8b5d-q9zzz|d4e5f6|1|k3']);
+    expect(members(P2)).toEqual([`${me}-2|a1b2c3|2|k4`]);
+    expect(podsIndex()).toEqual([P1, P2]);
+    expect(statsHash(redis.cli)).toEqual({ released: 5 }); // the hint of P1 (a slot freed) is gone
+  });
+
+  it('derives the proxy id exactly as filter.lua does: POD_NAME lower-cased, other characters -> "-", at most 63', async () => {
+    const name = 'WS_Envoy.Pod:' + 'x'.repeat(80);
+    const id = ('ws-envoy.pod-' + 'x'.repeat(80)).slice(0, 63);
+    lease(P1, `${id}|a|1|b`);
+    lease(P1, `${id}x|a|1|b`);
+    const r = await runDrain({ podName: name });
+    expect(r.stdout).toContain(`drain: released 1 leases of proxy ${id} (`);
+    expect(members(P1)).toEqual([`${id}x|a|1|b`]);
+  });
+
+  it('falls back to the host name without POD_NAME (or with an empty one), as filter.lua does', async () => {
+    const host = os.hostname().toLowerCase().replace(/[^a-z0-9.-]/g, '-').slice(0, 63);
+    lease(P1, `${host}|a|1|b`);
+    lease(P1, `${host}|a|2|c`);
+    expect((await runDrain({ podName: null })).stdout).toContain(`drain: released 2 leases of proxy ${host} (`);
+    lease(P1, `${host}|a|3|d`);
+    expect((await runDrain({ podName: '' })).stdout).toContain(`drain: released 1 leases of proxy ${host} (`);
+  });
+
+  it('answers 0 with an empty index (nothing to do is success)', async () => {
+    const r = await runDrain();
+    expect(r.stdout).toMatch(/^drain: released 0 leases of proxy ws-envoy-6f7c9d8b5d-x7k2p \(0 pods checked, \d+ ms\)\n$/);
+    expect(r.code).toBe(0);
+  });
+
+  it('covers any number of pods in chunks of 200 (each release_proxy.lua call stays short)', async () => {
+    const me = 'envoy-big';
+    // 450 pods, each with one lease of ours and one of another proxy (one EVAL to set up).
+    redis.cli('EVAL', `for i = 0, 449 do
+      local pod = '10.1.' .. math.floor(i / 256) .. '.' .. (i % 256) .. ':8080'
+      redis.call('ZADD', '{ws}:pod:' .. pod, ARGV[1], ARGV[2] .. '|w|1|x', ARGV[1], 'other|w|1|x')
+      redis.call('SADD', '{ws}:pods', pod)
+    end`, '0', String(FAR), me);
+    redis.cli('CONFIG', 'RESETSTAT');
+    const r = await runDrain({ podName: me });
+    expect(r.stdout).toContain(`drain: released 450 leases of proxy ${me} (450 pods checked,`);
+    expect(r.code).toBe(0);
+    const calls = Number(/cmdstat_evalsha:calls=(\d+)/.exec(redis.cli('INFO', 'commandstats'))?.[1]);
+    expect(calls).toBe(3); // ceil(450 / 200); SCRIPT LOAD once before
+    expect(Number(redis.cli('SCARD', '{ws}:pods'))).toBe(450);
+  });
+
+  it('copies its line to --log-file (the hook passes /proc/1/fd/1), best effort', async () => {
+    lease(P1, 'ws-envoy-6f7c9d8b5d-x7k2p|a|1|b');
+    const log = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ws-drain-log-')), 'out');
+    fs.writeFileSync(log, 'envoy says hi\n');
+    const r = await runDrain({ args: ['--log-file', log] });
+    expect(r.code).toBe(0);
+    expect(fs.readFileSync(log, 'utf8')).toBe(`envoy says hi\n${r.stdout}`); // appended, same line
+    // An unwritable log file does not turn a good drain into a failure.
+    const r2 = await runDrain({ args: ['--log-file', '/nonexistent/dir/out'] });
+    expect(r2.stdout).toMatch(/^drain: released 0 leases /);
+    expect(r2.code).toBe(0);
+  });
+
+  describe('on failure: one clear line, exit 1 (a FailedPreStopHook event; SIGTERM still follows), bounded time', () => {
+    it('Redis down (connection refused)', async () => {
+      const port = await freePort();
+      const r = await runDrain({ luaDir: makeLuaDir(settings({ redis_port: port })) });
+      expect(r.stdout).toBe(
+        `drain: FAILED to release the leases of proxy ws-envoy-6f7c9d8b5d-x7k2p: Redis 127.0.0.1:${port} unavailable: `
+        + `connect 127.0.0.1:${port}: connection refused (they expire by themselves within the lease TTL)\n`,
+      );
+      expect(r.code).toBe(1);
+      expect(r.ms).toBeLessThan(2000);
+    });
+
+    it('Redis accepts but never answers: bounded by redis_read_timeout_ms', async () => {
+      const sockets: net.Socket[] = [];
+      const silent = net.createServer((s) => { sockets.push(s); });
+      await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+      const port = (silent.address() as net.AddressInfo).port;
+      try {
+        const r = await runDrain({
+          luaDir: makeLuaDir(settings({ redis_port: port, redis_connect_timeout_ms: 300, redis_read_timeout_ms: 300 })),
+        });
+        expect(r.stdout).toMatch(/^drain: FAILED to release the leases of proxy ws-envoy-6f7c9d8b5d-x7k2p: Redis 127\.0\.0\.1:\d+ unavailable: receive: timeout \(they expire/);
+        expect(r.code).toBe(1);
+        expect(r.ms).toBeGreaterThanOrEqual(250);
+        expect(r.ms).toBeLessThan(3000); // AUTH's round trip, then the error: no retry loop
+      } finally {
+        for (const s of sockets) s.destroy();
+        silent.close();
+      }
+    });
+
+    it('wrong password, and a missing password file', async () => {
+      const bad = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ws-drain-auth-')), 'password');
+      fs.writeFileSync(bad, 'wrong\n');
+      const r = await runDrain({ luaDir: makeLuaDir(settings({ redis_password_file: bad })) });
+      expect(r.stdout).toMatch(/^drain: FAILED to release the leases of proxy \S+: Redis 127\.0\.0\.1:\d+ unavailable: AUTH failed: WRONGPASS/);
+      expect(r.code).toBe(1);
+      const r2 = await runDrain({ luaDir: makeLuaDir(settings({ redis_password_file: '/nonexistent/password' })) });
+      expect(r2.stdout).toContain('unavailable: cannot read redis_password_file /nonexistent/password');
+      expect(r2.code).toBe(1);
+    });
+
+    it('bad settings.lua: names the field', async () => {
+      const s: Record<string, unknown> = { ...settings() };
+      delete s.redis_port;
+      const r = await runDrain({ luaDir: makeLuaDir(s) });
+      expect(r.stdout).toBe('drain: FAILED to release the leases of proxy ws-envoy-6f7c9d8b5d-x7k2p: bad settings: '
+        + 'settings.redis_port is missing (want integer) (they expire by themselves within the lease TTL)\n');
+      expect(r.code).toBe(1);
+    });
+
+    it('refuses the shared fallback id "unknown" (its leases may be other proxies\')', async () => {
+      lease(P1, 'unknown|a|1|b');
+      const r = await runDrain({ podName: 'unknown' });
+      expect(r.stdout).toContain("refusing to release the shared id 'unknown'");
+      expect(r.code).toBe(1);
+      expect(members(P1)).toEqual(['unknown|a|1|b']);
+    });
+
+    it('a missing release_proxy.lua, and an unknown argument', async () => {
+      const dir = makeLuaDir(settings());
+      fs.unlinkSync(path.join(dir, 'release_proxy.lua'));
+      lease(P1, 'ws-envoy-6f7c9d8b5d-x7k2p|a|1|b');
+      const r = await runDrain({ luaDir: dir });
+      expect(r.stdout).toContain(`unavailable: cannot read Redis script ${dir}/release_proxy.lua`);
+      expect(r.code).toBe(1);
+      const r2 = await runDrain({ args: ['--verbose'] });
+      expect(r2.stdout).toContain("unknown argument '--verbose' (usage: luajit drain.lua [--log-file PATH])");
+      expect(r2.code).toBe(1);
+    });
+  });
+});
+
+describe('drain.lua with the public filter taking the leases (harness)', () => {
+  let fleet: Fleet;
+  beforeEach(() => { fleet = new Fleet(redis.port); });
+  afterEach(async () => { await fleet.closeAll(); });
+
+  it('after a rollout\'s drain, the slots of the old proxy\'s connections are free at once for the new one', async () => {
+    const s = { max_connections_per_pod: 1, lease_ttl_ms: 60000, renew_interval_ms: 30000, redis_password_file: passwordFile };
+    const hosts: Array<[string, string]> = [[P1, 'healthy'], [P2, 'healthy']];
+    const oldProxy = await fleet.worker(s, { podName: 'ws-envoy-old-abcde', hosts });
+    const newProxy = await fleet.worker(s, { podName: 'ws-envoy-new-fghij', hosts });
+    expect((await openSocket(oldProxy)).pod).toBe(P1);
+    expect((await openSocket(oldProxy)).pod).toBe(P2);
+    const refused = await newProxy.request(UPGRADE);
+    expect(refused.reply?.headers[':status']).toBe('503'); // every pod full: the old proxy holds both slots
+
+    // preStop of the old proxy (its connections are about to be reset by SIGTERM).
+    const r = await runDrain({ luaDir: makeLuaDir(settings(s)), podName: 'ws-envoy-old-abcde' });
+    expect(r.stdout).toMatch(/^drain: released 2 leases of proxy ws-envoy-old-abcde \(2 pods checked/);
+    await oldProxy.kill();
+
+    const admitted = await openSocket(newProxy);
+    expect(admitted.pod).toBe(P1);
+    expect(statsHash(redis.cli)).toMatchObject({ admitted: 3, released: 2, rejected_capacity: 1 });
+  });
+});

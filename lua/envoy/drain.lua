@@ -1,0 +1,133 @@
+-- drain.lua: release every lease this proxy holds, once, when its pod terminates.
+--
+-- Not an Envoy filter: a standalone LuaJIT program run by the Envoy container's preStop
+-- hook at the end of its sleep (constructs/envoy.ts), right before the kubelet sends
+-- SIGTERM and Envoy resets every open WebSocket. Envoy's Lua filter has no hook on a
+-- reset, so without this the leases of those connections would hold their pods' slots
+-- until they expire (lease_ttl_ms, minutes): new upgrades would get 503 after every
+-- rollout. Redis side: lua/redis/release_proxy.lua (contract in its header).
+--
+--   luajit /etc/envoy/lua/drain.lua [--log-file PATH]
+--
+-- Reads settings.lua (WS_LUA_DIR, checked by settings_loader.lua like the filter does),
+-- takes the proxy id exactly as filter.lua does (POD_NAME, else the host name), connects
+-- with resp.lua (AUTH from redis_password_file, TLS when redis_tls), SMEMBERS the pod
+-- index, then runs release_proxy.lua over the listed pods (chunks of CHUNK pods).
+--
+-- Output: one line on stdout, `drain: released N leases of proxy P ...` or
+-- `drain: FAILED ...`. An exec hook's output is not in the container log (the kubelet
+-- shows it only in the FailedPreStopHook event), so `--log-file PATH` appends the same
+-- line there as well, best effort (the preStop hook passes /proc/1/fd/1: Envoy's stdout).
+--
+-- Exit status: 0 when the leases were released (or there were none); 1 on any failure.
+-- A failing preStop hook does not stop or delay the termination: the kubelet records a
+-- FailedPreStopHook warning event carrying this output and goes on to SIGTERM. That
+-- event is the only place an operator sees the failure, so it is reported, not hidden;
+-- the leases then expire by themselves within lease_ttl_ms.
+--
+-- Time: every Redis round trip is bounded by redis_connect_timeout_ms /
+-- redis_read_timeout_ms (resp.lua). Name resolution of redis_host is not (getaddrinfo
+-- has no timeout); the hook wraps this program in `timeout` for that.
+
+local DIR = os.getenv("WS_LUA_DIR") or "/etc/envoy/lua"
+package.path = DIR .. "/?.lua;" .. package.path
+
+local CHUNK = 200 -- pods per release_proxy.lua call (each call is O(leases on its pods))
+
+local log_file
+
+local function emit(line)
+  io.stdout:write(line, "\n")
+  io.stdout:flush()
+  if log_file then
+    pcall(function()
+      local f = io.open(log_file, "a")
+      if f then
+        f:write(line, "\n")
+        f:close()
+      end
+    end)
+  end
+end
+
+local proxy_for_msg = "?"
+local function fail(msg)
+  emit("drain: FAILED to release the leases of proxy " .. proxy_for_msg .. ": " .. msg
+    .. " (they expire by themselves within the lease TTL)")
+  os.exit(1)
+end
+
+local function main(argv)
+  local i = 1
+  while i <= #argv do
+    if argv[i] == "--log-file" and argv[i + 1] and argv[i + 1] ~= "" then
+      log_file = argv[i + 1]
+      i = i + 2
+    else
+      fail("unknown argument '" .. tostring(argv[i]) .. "' (usage: luajit drain.lua [--log-file PATH])")
+    end
+  end
+
+  local settings_loader = require("settings_loader")
+  local S, errs = settings_loader.load(DIR .. "/settings.lua")
+
+  local socket_ok, socket = pcall(require, "socket")
+
+  -- Proxy id: exactly as filter.lua derives it (POD_NAME, else the host name), so the
+  -- prefix matches the connection ids this proxy's workers wrote.
+  local function proxy_id()
+    local p = os.getenv("POD_NAME")
+    if (not p or p == "") and socket_ok then p = socket.dns.gethostname() end
+    p = (p or "unknown"):lower():gsub("[^a-z0-9.-]", "-"):sub(1, 63)
+    if p == "" then p = "unknown" end
+    return p
+  end
+  local proxy = proxy_id()
+  proxy_for_msg = proxy
+
+  if not S then fail("bad settings: " .. table.concat(errs, "; ")) end
+  if not socket_ok then fail("luasocket is not available: " .. tostring(socket)) end
+  -- "unknown" is what every proxy without a name falls back to: its leases may belong
+  -- to several proxies, some of them still serving. Releasing them would free slots of
+  -- open connections.
+  if proxy == "unknown" then
+    fail("no proxy id (POD_NAME is unset and the host name is unknown); refusing to release the shared id 'unknown'")
+  end
+
+  local resp = require("resp")
+  local TAG = "{" .. S.hash_tag .. "}"
+  local K_STATS, K_PODS, K_POD = TAG .. ":stats", TAG .. ":pods", TAG .. ":pod:"
+  local client = resp.new({
+    host = S.redis_host, port = S.redis_port, password_file = S.redis_password_file,
+    tls = S.redis_tls, connect_timeout_ms = S.redis_connect_timeout_ms,
+    read_timeout_ms = S.redis_read_timeout_ms, scripts_dir = DIR,
+  })
+  local where = "Redis " .. S.redis_host .. ":" .. S.redis_port
+  local started = socket.gettime()
+
+  local pods, err = client:call("SMEMBERS", K_PODS)
+  if pods == nil then fail(where .. " unavailable: " .. tostring(err)) end
+  if resp.is_error(pods) then fail(where .. ": SMEMBERS " .. K_PODS .. ": " .. pods.err) end
+
+  local released = 0
+  for first = 1, #pods, CHUNK do
+    local keys, args = { K_STATS, K_PODS }, { proxy }
+    for j = first, math.min(first + CHUNK - 1, #pods) do
+      keys[#keys + 1] = K_POD .. pods[j]
+      args[#args + 1] = pods[j]
+    end
+    local r, rerr = client:script("release_proxy", keys, args)
+    local done = released > 0 and (" after releasing " .. released .. " leases") or ""
+    if r == nil then fail(where .. " unavailable" .. done .. ": " .. tostring(rerr)) end
+    if resp.is_error(r) then fail(where .. ": release_proxy.lua" .. done .. ": " .. r.err) end
+    if type(r) ~= "number" then fail(where .. ": release_proxy.lua answered " .. type(r) .. ", not a count") end
+    released = released + r
+  end
+  client:close()
+  emit(string.format("drain: released %d leases of proxy %s (%d pods checked, %d ms)",
+    released, proxy, #pods, math.floor((socket.gettime() - started) * 1000 + 0.5)))
+  os.exit(0)
+end
+
+local ok, err = pcall(main, arg or {})
+if not ok then fail("unexpected error: " .. tostring(err)) end
