@@ -64,6 +64,10 @@ it('renders the harness endpoint: per-pod bars, refusals by reason, rate window,
   const downSnap = snapshotFrom(parseExposition(downText), Date.UTC(2026, 10, 26, 6, 0, 2));
   expect(downSnap.redisUp).toBe(0);
   expect(downSnap.pods).toEqual([]);
+  // The failure counters reach the metrics at once (not up to ~1 s later with the next event).
+  expect(downSnap.failOpen).toBe(1);
+  expect(downSnap.redisErrors).toBeGreaterThanOrEqual(1);
+  expect(snap.reregistered).toBe(0);
   const downScreen = renderScreen(downSnap, { width: 80, source: 'harness' });
   expect(downScreen).toContain('Redis DOWN');
   expect(downScreen).toContain('Redis-held numbers missing or stale');

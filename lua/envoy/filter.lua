@@ -91,12 +91,6 @@ local PROXY = proxy_id()
 -- worker names itself with 6 random hex digits at load time (docs/filter.md).
 local WORKER = hex(random_bytes(3) or string.char(math.random(0, 255), math.random(0, 255), math.random(0, 255)))
 local STATE_DIR = os.getenv("WS_STATE_DIR") or "/var/run/ws-admission"
--- one_way_streams_total is this file's counter; worker_stats writes every name in NAMES.
-do
-  local known = false
-  for _, n in ipairs(worker_stats.NAMES) do if n == "one_way_streams_total" then known = true end end
-  if not known then worker_stats.NAMES[#worker_stats.NAMES + 1] = "one_way_streams_total" end
-end
 local stats = worker_stats.writer(STATE_DIR, PROXY, WORKER, now_ms, 1000)
 local HOSTS_FILE = STATE_DIR .. "/hosts"
 
@@ -276,7 +270,7 @@ end
 -------------------------------------------------------------------------------
 
 local function redis_failed(h, what, err)
-  stats:inc("redis_errors_total")
+  stats:inc("redis_errors_total", 1, true)
   redis_down_until = now_ms() + REDIS_BACKOFF_MS
   log_limited(h, "redis", "warn", "ws-admission: redis " .. what .. " failed: " .. tostring(err))
 end
@@ -380,10 +374,10 @@ end
 -- Redis unavailable (or the filter unusable): route normally, or refuse, by config.
 local function fail(h, is_upgrade)
   if FAILURE_MODE == "closed" then
-    stats:inc("rejected_redis_unavailable_total")
+    stats:inc("rejected_redis_unavailable_total", 1, true)
     refuse_unavailable(h, "redis_unavailable", 1000, "admission control unavailable, retry later\n")
   else
-    if is_upgrade then stats:inc("fail_open_total") end
+    if is_upgrade then stats:inc("fail_open_total", 1, true) end
   end
 end
 

@@ -12,6 +12,7 @@ export const METRICS = {
   rejected: 'ws_admission_rejected_total',
   released: 'ws_admission_released_total',
   expired: 'ws_admission_expired_total',
+  reregistered: 'ws_admission_reregistered_total',
   rateWindowUsed: 'ws_admission_rate_window_used',
   rateLimit: 'ws_admission_rate_limit',
   rateWindowSeconds: 'ws_admission_rate_window_seconds',
@@ -19,6 +20,7 @@ export const METRICS = {
   redisUp: 'ws_admission_redis_up',
   redisErrors: 'ws_admission_redis_errors_total',
   failOpen: 'ws_admission_fail_open_total',
+  oneWayStreams: 'ws_admission_one_way_streams_total',
 } as const;
 
 export const EXPORTED_METRICS: readonly string[] = Object.values(METRICS);

@@ -12,6 +12,7 @@ export interface MetricsSnapshot {
   readonly rejected: Readonly<Partial<Record<RejectReason, number>>>;
   readonly released?: number;
   readonly expired?: number;
+  readonly reregistered?: number;
   readonly rateWindowUsed?: number;
   readonly rateLimit?: number;
   readonly rateWindowSeconds?: number;
@@ -19,6 +20,7 @@ export interface MetricsSnapshot {
   /** Per-worker counters kept outside Redis, summed over workers. */
   readonly redisErrors?: number;
   readonly failOpen?: number;
+  readonly oneWayStreams?: number;
   /** The proxies that reported the per-worker counters (the one we scraped). */
   readonly reportingProxies: readonly string[];
   /** Number of ws_admission_* series seen: 0 means the endpoint is not ours or empty. */
@@ -32,8 +34,10 @@ export interface Rates {
   readonly rejected: Readonly<Partial<Record<RejectReason, number>>>;
   readonly released?: number;
   readonly expired?: number;
+  readonly reregistered?: number;
   readonly redisErrors?: number;
   readonly failOpen?: number;
+  readonly oneWayStreams?: number;
 }
 
 const byNatural = (a: string, b: string): number => a.localeCompare(b, 'en', { numeric: true });
@@ -62,12 +66,14 @@ export function snapshotFrom(families: readonly MetricFamily[], at: number): Met
     rejected,
     released: s.scalar(METRICS.released),
     expired: s.scalar(METRICS.expired),
+    reregistered: s.scalar(METRICS.reregistered),
     rateWindowUsed: s.scalar(METRICS.rateWindowUsed),
     rateLimit: s.scalar(METRICS.rateLimit),
     rateWindowSeconds: s.scalar(METRICS.rateWindowSeconds),
     redisUp: s.scalar(METRICS.redisUp),
     redisErrors: s.has(METRICS.redisErrors) ? s.scalar(METRICS.redisErrors) ?? 0 : undefined,
     failOpen: s.has(METRICS.failOpen) ? s.scalar(METRICS.failOpen) ?? 0 : undefined,
+    oneWayStreams: s.has(METRICS.oneWayStreams) ? s.scalar(METRICS.oneWayStreams) ?? 0 : undefined,
     reportingProxies: [...reporting].sort(byNatural),
     seriesCount: s.names.filter((n) => n.startsWith('ws_admission_')).reduce((a, n) => a + s.all(n).length, 0),
   };
@@ -92,8 +98,10 @@ export function ratesBetween(prev: MetricsSnapshot, cur: MetricsSnapshot): Rates
     rejected,
     released: perMinute(prev.released, cur.released, seconds),
     expired: perMinute(prev.expired, cur.expired, seconds),
+    reregistered: perMinute(prev.reregistered, cur.reregistered, seconds),
     redisErrors: perMinute(prev.redisErrors, cur.redisErrors, seconds),
     failOpen: perMinute(prev.failOpen, cur.failOpen, seconds),
+    oneWayStreams: perMinute(prev.oneWayStreams, cur.oneWayStreams, seconds),
   };
 }
 
@@ -208,6 +216,8 @@ export function renderScreen(snap: MetricsSnapshot | undefined, opts: RenderOpti
   for (const r of REJECT_REASONS) row(`refused: ${r}`, snap.rejected[r], rates?.rejected[r], (snap.rejected[r] ?? 0) > 0 ? '33' : undefined);
   row('released', snap.released, rates?.released);
   row('expired (lease not renewed)', snap.expired, rates?.expired);
+  row('re-registered (Redis lost)', snap.reregistered, rates?.reregistered, (snap.reregistered ?? 0) > 0 ? '33' : undefined);
+  row('one-way streams (proxy)', snap.oneWayStreams, rates?.oneWayStreams);
   if (!rates && !opts.error) push('  (rates need two scrapes; they appear from the second refresh on)');
 
   return finish();
