@@ -165,7 +165,7 @@ export const FIELDS: readonly FieldSpec[] = [
     description: 'Replicas of the sample echo backend.',
   },
   {
-    key: 'envoyImage', kind: 'image', default: 'ws-envoy-lua:1.36.2-1',
+    key: 'envoyImage', kind: 'image', default: 'ws-envoy-lua:1.36.2-2',
     description: 'The custom Envoy image with luasocket/luasec (`envoy/Dockerfile`); push it to a registry the cluster can pull from.',
   },
   {

@@ -21,7 +21,7 @@ describe('defaults', () => {
   it('are valid and pinned', () => {
     const c = load();
     expect(validateConfig(c)).toEqual(c);
-    expect(c.envoyImage).toBe('ws-envoy-lua:1.36.2-1');
+    expect(c.envoyImage).toBe('ws-envoy-lua:1.36.2-2');
     expect(c.leaseTtlSeconds).toBeGreaterThanOrEqual(c.idleTimeoutSeconds + c.renewIntervalSeconds + 5);
     expect(c.remoteStateBucket).toBe('');
   });

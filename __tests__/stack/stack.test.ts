@@ -95,7 +95,7 @@ describe('default profile', () => {
 
   it('runs two Envoy replicas of the pinned custom image with the config file and concurrency', () => {
     expect(envoy.spec.replicas).toBe('2');
-    expect(container.image).toBe('ws-envoy-lua:1.36.2-1');
+    expect(container.image).toBe('ws-envoy-lua:1.36.2-2');
     expect(container.command).toEqual(['envoy']);
     expect(container.args).toEqual(['-c', '/etc/envoy/envoy.yaml', '--concurrency', '2', '--disable-hot-restart', '--log-level', 'info']);
     expect(envoy.spec.strategy).toEqual({ type: 'RollingUpdate', rolling_update: { max_surge: '1', max_unavailable: '0' } });
