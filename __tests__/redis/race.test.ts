@@ -39,6 +39,11 @@ const cfg = (i: number, over: Partial<WorkerConfig>): WorkerConfig => ({
 });
 const isLeaseKey = (k: string) => k.startsWith('{race}:pod:');
 const sum = (rs: WorkerResult[], f: (r: WorkerResult) => number) => rs.reduce((a, r) => a + f(r), 0);
+/** The stats hash: counters, and admit.lua's "all full" hint (the one field with a ':'). */
+const splitStats = (h: Record<string, string>) => ({
+  counters: Object.fromEntries(Object.entries(h).filter(([k]) => !k.includes(':'))),
+  hints: Object.fromEntries(Object.entries(h).filter(([k]) => k.includes(':'))),
+});
 
 test('hundreds of concurrent attempts from 10 processes: exactly 10 admitted, never 3 on a pod', async () => {
   const rec = await recordCommands(server.port);
@@ -63,7 +68,16 @@ test('hundreds of concurrent attempts from 10 processes: exactly 10 admitted, ne
     expect(members).toEqual(admitted.filter((a) => a.pod === pod).map((a) => a.id).sort());
   }
   expect((await redis.smembers(s.keys.pods)).sort()).toEqual([...PODS].sort());
-  expect(await redis.hgetall(s.keys.stats)).toEqual({ admitted: '10', rejected_capacity: '390' });
+  const { counters, hints } = splitStats(await redis.hgetall(s.keys.stats));
+  expect(counters).toEqual({ admitted: '10', rejected_capacity: '390' });
+  // Every pod is full: the last exact refusal left the "all full" hint, naming all
+  // 5 lease sets (in that call's order), and it is not later than the moment the
+  // first slot can free (the earliest 2nd newest expiry).
+  expect(Object.keys(hints)).toEqual(['hint:full']);
+  const v = hints['hint:full'];
+  expect(v.slice(16).split('\0').sort()).toEqual(PODS.map(s.keys.pod).sort());
+  const firstFree = Math.min(...(await Promise.all(PODS.map(async (p) => Number((await redis.zrange(s.keys.pod(p), -2, -2, 'WITHSCORES'))[1])))));
+  expect({ until: Math.floor(Number(v.slice(0, 16)) / 1000), atLeast: Number(v.slice(0, 16)) % 1000 }).toEqual({ until: firstFree, atLeast: 2 });
 });
 
 test('churn (acquire, hold 1-5 ms, release) from 10 processes stays within limits and ends with zero leases', async () => {
@@ -92,7 +106,9 @@ test('churn (acquire, hold 1-5 ms, release) from 10 processes stays within limit
   expect(Math.max(...results.flatMap((r) => r.admitted.map((a) => a.activeOnPod)))).toBeLessThanOrEqual(2);
   for (const pod of PODS) expect(await redis.exists(s.keys.pod(pod))).toBe(0);
   expect(await redis.scard(s.keys.pods)).toBe(0);
-  const st = await redis.hgetall(s.keys.stats);
+  const { counters: st, hints } = splitStats(await redis.hgetall(s.keys.stats));
+  // Every lease was released, and every release dropped its pod's hint.
+  expect(hints).toEqual({});
   expect(Number(st.admitted)).toBe(admitted);
   expect(Number(st.released)).toBe(admitted);
   expect(Number(st.rejected_capacity)).toBe(full);

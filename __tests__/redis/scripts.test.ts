@@ -23,9 +23,20 @@ beforeEach(async () => { await redis.flushall(); });
 const base: AdmitRequest = { rateLimit: 10, windowMs: 60000, maxPerPod: 2, ttlMs: 30000, id: 'x', pods: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'] };
 const [P1, P2, P3] = base.pods;
 const admit = (over: Partial<AdmitRequest>) => s.admit({ ...base, ...over });
+/** The stats hash's counters (without admit.lua's "all full" hint; counter names have no ':'). */
 const stats = async () => {
   const h = await redis.hgetall(s.keys.stats);
-  return Object.fromEntries(Object.entries(h).map(([k, v]) => [k, Number(v)]));
+  return Object.fromEntries(Object.entries(h).filter(([k]) => !k.includes(':')).map(([k, v]) => [k, Number(v)]));
+};
+/**
+ * admit.lua's "all full" hint (stats field hint:full): 16 digits h * 1000 + m, then
+ * the candidates' lease-set keys joined by NUL; decoded, or null when absent.
+ */
+const hint = async () => {
+  const v = await redis.hget(s.keys.stats, 'hint:full');
+  if (v === null) return null;
+  const x = Number(v.slice(0, 16));
+  return { until: Math.floor(x / 1000), atLeast: x % 1000, pods: v.slice(16).split('\0').map((k) => k.slice(s.keys.pod('').length)) };
 };
 /** Everything the scripts keep, to show that a refusal changed nothing. */
 const state = async () => {
@@ -253,6 +264,164 @@ describe('time edges (short windows and TTLs, real waiting)', () => {
     expect(await redis.zcard(s.keys.pod(P1))).toBe(13);
     expect((await s.snapshot(1000, [P1])).pods[P1]).toBe(12);
     expect(await stats()).toMatchObject({ expired: 1 });
+  });
+});
+
+describe('"all full" hint (stats field hint:full)', () => {
+  /** Calls of one command since the last CONFIG RESETSTAT. */
+  const calls = async (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(await redis.info('commandstats'))?.[1] ?? 0);
+  const fill = async (pod: string, ttls: number[], maxPerPod = 2) => {
+    for (const [i, ttlMs] of ttls.entries()) {
+      expect(await admit({ id: `${pod}-${i}`, pods: [pod], ttlMs, maxPerPod })).toMatchObject({ status: 'ADMITTED', pod });
+    }
+  };
+  const expiries = async (pod: string) => (await redis.zrange(s.keys.pod(pod), 0, -1, 'WITHSCORES')).filter((_, i) => i % 2 === 1).map(Number);
+
+  test('an exact FULL writes the hint (earliest maxPer-th newest expiry); the next refusal reads only the hint', async () => {
+    await fill(P1, [20000, 30000]);
+    await fill(P2, [9000, 40000]);
+    expect(await hint()).toBeNull(); // admissions write none
+    const first = await admit({ id: 'e', pods: [P1, P2] });
+    expect(first.status).toBe('FULL');
+    const e2 = await expiries(P2);
+    expect(await hint()).toEqual({ until: e2[0], atLeast: 2, pods: [P1, P2] });
+
+    await redis.config('RESETSTAT');
+    const t0 = await s.nowMs();
+    const r = await admit({ id: 'f', pods: [P1, P2] });
+    expect(r).toMatchObject({ status: 'FULL', pod: '', activeOnPod: 0, rateRemaining: 6 });
+    expect(r.retryAfterMs).toBeGreaterThan(e2[0] - t0 - 100);
+    expect(r.retryAfterMs).toBeLessThanOrEqual(e2[0] - t0);
+    expect(r.retryAfterMs).toBeLessThanOrEqual(first.retryAfterMs);
+    // TIME, the window (ZCARD), the hint (HGET), the counter: no lease set read.
+    for (const cmd of ['zrange', 'zcount', 'zscore', 'zremrangebyscore', 'hset']) {
+      expect({ cmd, calls: await calls(cmd) }).toEqual({ cmd, calls: 0 });
+    }
+    expect(await calls('zcard')).toBe(1);
+    expect(await calls('hget')).toBe(1);
+    expect(await stats()).toEqual({ admitted: 4, rejected_capacity: 2 });
+  });
+
+  test('the hint holds only for the same candidate list: any other list is counted exactly', async () => {
+    await fill(P1, [30000, 30000]);
+    await fill(P2, [30000, 30000]);
+    expect((await admit({ id: 'x', pods: [P1, P2] })).status).toBe('FULL');
+    // P3 has room: a list with it is counted (the hint says nothing about P3)
+    expect(await admit({ id: 'y', pods: [P1, P2, P3] })).toMatchObject({ status: 'ADMITTED', pod: P3, activeOnPod: 1 });
+    // a subset or another order is counted too (and refused: all full), and rewrites the hint
+    await redis.config('RESETSTAT');
+    expect((await admit({ id: 'z', pods: [P2, P1] })).status).toBe('FULL');
+    expect(await calls('zrange')).toBe(2);
+    expect((await hint())!.pods).toEqual([P2, P1]);
+    expect((await admit({ id: 'z', pods: [P1] })).status).toBe('FULL');
+    expect((await hint())!.pods).toEqual([P1]);
+    // a lease set not named by a pod's usual key (the list is of lease-set keys)
+    const other = await s.raw('admit', [s.keys.rate, s.keys.stats, s.keys.pods, `{ws}:other:pod:${P1}`], [10, 60000, 2, 30000, 'w', P1]) as unknown[];
+    expect(other.slice(0, 3)).toEqual(['ADMITTED', P1, 1]);
+  });
+
+  test('a release by another proxy clears the hint: the pod is admittable at once', async () => {
+    await fill(P1, [30000, 30000]);
+    await fill(P2, [30000, 30000]);
+    expect((await admit({ id: 'x', pods: [P1, P2] })).status).toBe('FULL');
+    expect(await hint()).not.toBeNull();
+    // another proxy (its own connection) releases one of the leases on P2
+    const other = new Redis({ host: server.host, port: server.port, lazyConnect: true });
+    await other.connect();
+    try {
+      expect(await new Scripts(other, 'ws', s.shas).release(`${P2}-0`, P2)).toBe(1);
+    } finally { other.disconnect(); }
+    expect(await hint()).toBeNull();
+    expect(await admit({ id: 'y', pods: [P1, P2] })).toMatchObject({ status: 'ADMITTED', pod: P2, activeOnPod: 2 });
+  });
+
+  test('expired leases make a pod admittable again with the hint in place (hint <= earliest expiry), pruned and counted', async () => {
+    await fill(P1, [300, 400]);
+    expect((await admit({ id: 'x', pods: [P1] })).status).toBe('FULL');
+    const [first] = await expiries(P1);
+    const h = await hint();
+    expect(h).toEqual({ until: first, atLeast: 2, pods: [P1] }); // the earliest live expiry: a slot frees then
+    while ((await s.nowMs()) <= first) await sleep(10);
+    expect(await admit({ id: 'y', pods: [P1] })).toMatchObject({ status: 'ADMITTED', pod: P1, activeOnPod: 2 });
+    expect(await stats()).toMatchObject({ expired: 1 });
+    expect(await redis.zrange(s.keys.pod(P1), 0, -1)).toEqual([`${P1}-1`, 'y']);
+    expect(await hint()).toEqual(h); // past, harmless; replaced by the next exact FULL
+    expect((await admit({ id: 'z', pods: [P1] })).status).toBe('FULL');
+    expect((await hint())!.until).toBe((await expiries(P1))[0]);
+  });
+
+  test('renewals only make the hint early (conservative): after it passes, the exact count refuses and refreshes it', async () => {
+    await fill(P1, [300, 300]);
+    expect((await admit({ id: 'x', pods: [P1] })).status).toBe('FULL');
+    const h = (await hint())!;
+    for (const id of [`${P1}-0`, `${P1}-1`]) expect(await s.renew(id, P1, 30000)).toBe(1);
+    expect(Math.min(...(await expiries(P1)))).toBeGreaterThan(h.until);
+    // a renewal with a shorter TTL keeps the later expiry (never moves it earlier)
+    const before = await expiries(P1);
+    expect(await s.renew(`${P1}-0`, P1, 1000)).toBe(1);
+    expect(await expiries(P1)).toEqual(before);
+    expect(await redis.pttl(s.keys.pod(P1))).toBeGreaterThan(89000);
+    // before h: refused by the hint (early, so a lower bound of the real wait)
+    expect((await admit({ id: 'y', pods: [P1] })).status).toBe('FULL');
+    while ((await s.nowMs()) <= h.until + 50) await sleep(10);
+    const r = await admit({ id: 'y', pods: [P1] });
+    expect(r.status).toBe('FULL');
+    expect(r.retryAfterMs).toBeGreaterThan(29000);
+    expect(await hint()).toEqual({ until: Math.min(...(await expiries(P1))), atLeast: 2, pods: [P1] });
+    expect(await stats()).toEqual({ admitted: 2, rejected_capacity: 3 });
+  });
+
+  test('the hint holds for the per-pod limit it was proven with, or a lower one', async () => {
+    await fill(P1, [30000, 30000], 3);
+    expect((await admit({ id: 'x', pods: [P1], maxPerPod: 2 })).status).toBe('FULL');
+    expect((await hint())!.atLeast).toBe(2);
+    // the limit raised to 3: the hint proves nothing, the pod has room
+    expect(await admit({ id: 'y', pods: [P1], maxPerPod: 3 })).toMatchObject({ status: 'ADMITTED', activeOnPod: 3 });
+    expect((await admit({ id: 'z', pods: [P1], maxPerPod: 3 })).status).toBe('FULL');
+    expect((await hint())!.atLeast).toBe(3);
+    await redis.config('RESETSTAT');
+    expect((await admit({ id: 'z', pods: [P1], maxPerPod: 2 })).status).toBe('FULL');
+    expect(await calls('zrange')).toBe(0); // 3 >= 2: proven by the hint
+  });
+
+  test('one field, whatever the number of pods; gone once a lease is released; pods leave the index as before', async () => {
+    await fill(P1, [30000, 30000]);
+    await fill(P2, [200, 200]);
+    expect((await admit({ id: 'x', pods: [P1, P2] })).status).toBe('FULL');
+    expect((await admit({ id: 'x', pods: [P2] })).status).toBe('FULL');
+    expect((await redis.hkeys(s.keys.stats)).filter((k) => k.includes(':'))).toEqual(['hint:full']);
+    await s.release(`${P1}-0`, P1);
+    await s.release(`${P1}-1`, P1);
+    expect(await redis.sismember(s.keys.pods, P1)).toBe(0);
+    expect(await hint()).toBeNull();
+    await sleep(250); // P2's leases expire; the snapshot drops it from the index
+    expect((await s.snapshot(60000)).pods).toEqual({ [P2]: 0 });
+    expect(await redis.smembers(s.keys.pods)).toEqual([]);
+    expect((await redis.hkeys(s.keys.stats)).sort()).toEqual(['admitted', 'expired', 'rejected_capacity', 'released']);
+  });
+
+  test('the snapshot does not report the hint as a stat (reply shape unchanged)', async () => {
+    await fill(P1, [30000, 30000]);
+    expect((await admit({ id: 'x', pods: [P1] })).status).toBe('FULL');
+    expect(await redis.hexists(s.keys.stats, 'hint:full')).toBe(1);
+    const snap = await s.snapshot(60000);
+    expect(snap.stats).toEqual({ admitted: 2, rejected_capacity: 1 });
+    expect(snap.pods).toEqual({ [P1]: 2 });
+    const raw = (await s.raw('snapshot', [s.keys.rate, s.keys.stats, s.keys.pods, s.keys.pod(P1)], [60000, P1])) as unknown[];
+    expect(raw).toHaveLength(5);
+    expect(raw[2]).toEqual(['admitted', '2', 'rejected_capacity', '1']);
+  });
+
+  test('a malformed hint is ignored (exact count) and overwritten', async () => {
+    await fill(P1, [30000, 30000]);
+    for (const bad of ['garbage', '9999999999999002', `9999999999999002${s.keys.pod(P1)}x`]) {
+      await redis.hset(s.keys.stats, 'hint:full', bad);
+      expect(await admit({ id: 'y', pods: [P1, P2] })).toMatchObject({ status: 'ADMITTED', pod: P2 });
+      await s.release('y', P2);
+    }
+    await redis.hset(s.keys.stats, 'hint:full', 'garbage');
+    expect((await admit({ id: 'x', pods: [P1] })).status).toBe('FULL');
+    expect((await hint())!.pods).toEqual([P1]);
   });
 });
 

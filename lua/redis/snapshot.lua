@@ -5,7 +5,7 @@
 -- ARGV[1] window ms, ARGV[2..1+n] pod ids in the order of the keys
 -- Prunes expired leases (counted in stats `expired`), drops pods with no lease
 -- left from the index, and replies
---   { nowMs, windowUsed, {field, value, ...} stats,
+--   { nowMs, windowUsed, {field, value, ...} stats counters (not the hints),
 --     {pod, liveCount, ...} one pair per pod given (0 for an empty one),
 --     {proxy, liveCount, ...} per proxy (the connection id up to its first '|';
 --                             ids without one count as proxy 'unknown') }
@@ -58,4 +58,14 @@ for _, proxy in ipairs(proxies) do
   byProxyFlat[#byProxyFlat + 1] = proxy
   byProxyFlat[#byProxyFlat + 1] = byProxy[proxy]
 end
-return { now, windowUsed, call('HGETALL', KEYS[2]), pods, byProxyFlat }
+-- The stats hash also holds admit.lua's "all full" hint (field hint:full); it is
+-- not a counter, so it is left out of the reply (counter names never contain ':').
+local all, stats = call('HGETALL', KEYS[2]), {}
+for j = 1, #all, 2 do
+  local f = all[j]
+  if not string.find(f, ':', 1, true) then
+    stats[#stats + 1] = f
+    stats[#stats + 1] = all[j + 1]
+  end
+end
+return { now, windowUsed, stats, pods, byProxyFlat }
