@@ -69,7 +69,7 @@ describe('drain.lua', () => {
     lease(P1, 'ws-envoy-6f7c9d8b5d-q9zzz|d4e5f6|1|k3');
     lease(P2, `${me}|a1b2c3|2|k4`);
     lease(P2, `${me}-2|a1b2c3|2|k4`); // another pod whose name extends ours
-    redis.cli('HSET', '{ws}:stats', 'released', '3', `{ws}:pod:${P1}`, `${FAR}002`);
+    redis.cli('HSET', '{ws}:stats', 'released', '3', 'hint:full', `${FAR}002{ws}:pod:${P1}`);
 
     const r = await runDrain({ podName: me });
     expect(r.stderr).toBe('');
@@ -78,7 +78,7 @@ describe('drain.lua', () => {
     expect(members(P1)).toEqual(['ws-envoy-6f7c9d8b5d-q9zzz|d4e5f6|1|k3']);
     expect(members(P2)).toEqual([`${me}-2|a1b2c3|2|k4`]);
     expect(podsIndex()).toEqual([P1, P2]);
-    expect(statsHash(redis.cli)).toEqual({ released: 5 }); // the hint of P1 (a slot freed) is gone
+    expect(statsHash(redis.cli)).toEqual({ released: 5 }); // admit.lua's "all full" hint is gone (slots freed)
   });
 
   it('derives the proxy id exactly as filter.lua does: POD_NAME lower-cased, other characters -> "-", at most 63', async () => {

@@ -100,17 +100,17 @@ describe('release_proxy.lua', () => {
     expect(await released()).toBe(2);
   });
 
-  it('drops the "full until" hint of every pod it frees a slot on, and only those', async () => {
-    await lease(P1, 'p|1|1|a');
+  it('drops admit.lua\'s "all full" hint when it frees a slot, and keeps it when it frees none', async () => {
     await lease(P1, 'q|1|1|b');
-    await lease(P2, 'q|1|2|c');
-    await lease(P2, 'q|1|3|d');
-    // Hints as admit.lua writes them: the field named like the pod's lease set.
-    const hint = `${FAR}002`;
-    await redis.hset(K.stats, K.pod(P1), hint, K.pod(P2), hint);
+    await lease(P1, 'q|1|2|c');
+    // The hint as admit.lua writes it (stats field hint:full); see lua/redis/README.md.
+    const hint = `${FAR}002${K.pod(P1)}\0${K.pod(P2)}`;
+    await redis.hset(K.stats, 'hint:full', hint);
+    expect(await releaseProxy('p')).toBe(0);
+    expect(await redis.hget(K.stats, 'hint:full')).toBe(hint); // nothing freed: still true
+    await lease(P2, 'p|1|1|a');
     expect(await releaseProxy('p')).toBe(1);
-    expect(await redis.hget(K.stats, K.pod(P1))).toBeNull(); // P1 has a free slot now
-    expect(await redis.hget(K.stats, K.pod(P2))).toBe(hint);  // P2 is still full
+    expect(await redis.hget(K.stats, 'hint:full')).toBeNull();
   });
 
   it('lets admit.lua admit at once onto a pod the proxy filled (the hint admit wrote does not survive)', async () => {
@@ -129,13 +129,11 @@ describe('release_proxy.lua', () => {
     expect(await redis.sismember(K.pods, P1)).toBe(1);
   });
 
-  it('removes from the index a listed pod whose set is already gone, and its hint', async () => {
+  it('removes from the index a listed pod whose set is already gone', async () => {
     await redis.sadd(K.pods, P1, P2);
     await lease(P2, 'q|1|1|a');
-    await redis.hset(K.stats, K.pod(P1), `${FAR}002`);
     expect(await releaseProxy('p')).toBe(0);
     expect(await redis.smembers(K.pods)).toEqual([P2]);
-    expect(await redis.hexists(K.stats, K.pod(P1))).toBe(0);
     expect(await redis.hexists(K.stats, 'released')).toBe(0);
   });
 
@@ -179,7 +177,7 @@ describe('release_proxy.lua', () => {
     ];
     it.each(cases)('%s', async (_name, run, message) => {
       await lease(P1, 'p|1|1|a');
-      await redis.hset(K.stats, K.pod(P1), `${FAR}001`);
+      await redis.hset(K.stats, 'hint:full', `${FAR}001${K.pod(P1)}`);
       const before = JSON.stringify([await redis.hgetall(K.stats), await members(P1), await redis.smembers(K.pods)]);
       await expect(run()).rejects.toThrow(message);
       expect(JSON.stringify([await redis.hgetall(K.stats), await members(P1), await redis.smembers(K.pods)])).toBe(before);

@@ -14,11 +14,11 @@
 -- (an exact prefix compare: proxy `a` never matches `ab|...`; a lease that expired but
 -- was not pruned yet counts too, as in release.lua). Then:
 --   * stats `released` + the number removed (absent field untouched when 0);
---   * a pod it removed a lease from loses its "full until" hint (the stats field named
---     like its lease set, see admit.lua), as release.lua does: a hint must never claim
---     a pod full while it has a free slot;
---   * a pod whose lease set is empty afterwards leaves the index, and its hint with it
---     (as snapshot.lua does; an entry whose set had already expired goes too).
+--   * when it removed any lease, admit.lua's "all full" hint (stats field hint:full) is
+--     deleted, as release.lua does: the hint must never claim a pod full while it has a
+--     free slot;
+--   * a pod whose lease set is empty afterwards leaves the index (as snapshot.lua does;
+--     an entry whose set had already expired goes too).
 -- Leases of other proxies are not touched (not even pruned: admit/snapshot count those).
 -- Reply: the number of leases removed (integer >= 0).
 --
@@ -72,14 +72,14 @@ for i = 1, n do
     end
   end
   if #mine > 0 then removed = removed + call('ZREM', key, unpack(mine)) end
-  if removed > 0 or #members == 0 then
-    -- A slot freed (or the pod holds nothing): its "full until" hint is no longer true.
-    call('HDEL', KEYS[1], key)
-  end
   -- ZREM of the last member deletes the key: the set is empty exactly when every
   -- member was ours.
   if removed == #members then call('SREM', KEYS[2], pod) end
   total = total + removed
 end
-if total > 0 then call('HINCRBY', KEYS[1], 'released', tostring(total)) end
+if total > 0 then
+  call('HINCRBY', KEYS[1], 'released', tostring(total))
+  -- Slots freed: admit.lua's "all full" hint may no longer be true.
+  call('HDEL', KEYS[1], 'hint:full')
+end
 return total
