@@ -73,16 +73,9 @@ local function main(argv)
 
   local socket_ok, socket = pcall(require, "socket")
 
-  -- Proxy id: exactly as filter.lua derives it (POD_NAME, else the host name), so the
-  -- prefix matches the connection ids this proxy's workers wrote.
-  local function proxy_id()
-    local p = os.getenv("POD_NAME")
-    if (not p or p == "") and socket_ok then p = socket.dns.gethostname() end
-    p = (p or "unknown"):lower():gsub("[^a-z0-9.-]", "-"):sub(1, 63)
-    if p == "" then p = "unknown" end
-    return p
-  end
-  local proxy = proxy_id()
+  -- Proxy id: as filter.lua derives it (settings_loader.proxy_id), so the prefix matches
+  -- the connection ids this proxy's workers wrote.
+  local proxy = settings_loader.proxy_id(socket_ok and socket.dns.gethostname or nil)
   proxy_for_msg = proxy
 
   if not S then fail("bad settings: " .. table.concat(errs, "; ")) end
@@ -97,11 +90,7 @@ local function main(argv)
   local resp = require("resp")
   local TAG = "{" .. S.hash_tag .. "}"
   local K_STATS, K_PODS, K_POD = TAG .. ":stats", TAG .. ":pods", TAG .. ":pod:"
-  local client = resp.new({
-    host = S.redis_host, port = S.redis_port, password_file = S.redis_password_file,
-    tls = S.redis_tls, connect_timeout_ms = S.redis_connect_timeout_ms,
-    read_timeout_ms = S.redis_read_timeout_ms, scripts_dir = DIR,
-  })
+  local client = resp.new(settings_loader.redis_options(S, DIR))
   local where = "Redis " .. S.redis_host .. ":" .. S.redis_port
   local started = socket.gettime()
 

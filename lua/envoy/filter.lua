@@ -76,17 +76,8 @@ do
   math.randomseed(n % 2147483647)
 end
 
--- Proxy id: POD_NAME (downward API), else the host name; a DNS-1123 name, so it can
--- never contain the `|` that separates the parts of a connection id.
-local function proxy_id()
-  local p = os.getenv("POD_NAME")
-  if (not p or p == "") and socket_ok then p = socket.dns.gethostname() end
-  p = (p or "unknown"):lower():gsub("[^a-z0-9.-]", "-"):sub(1, 63)
-  if p == "" then p = "unknown" end
-  return p
-end
-
-local PROXY = proxy_id()
+-- Proxy id: POD_NAME, else the host name, as a DNS-1123-like name (settings_loader).
+local PROXY = settings_loader.proxy_id(socket_ok and socket.dns.gethostname or nil)
 -- Worker token: Envoy does not tell a Lua state which worker it runs on, so each
 -- worker names itself with 6 random hex digits at load time (docs/filter.md).
 local WORKER = hex(random_bytes(3) or string.char(math.random(0, 255), math.random(0, 255), math.random(0, 255)))
@@ -101,11 +92,7 @@ if S then
   K_RATE, K_STATS, K_PODS = TAG .. ":rate", TAG .. ":stats", TAG .. ":pods"
   K_POD, K_CONN = TAG .. ":pod:", TAG .. ":conn:"
   if resp_ok and socket_ok then
-    client = resp.new({
-      host = S.redis_host, port = S.redis_port, password_file = S.redis_password_file,
-      tls = S.redis_tls, connect_timeout_ms = S.redis_connect_timeout_ms,
-      read_timeout_ms = S.redis_read_timeout_ms, scripts_dir = DIR,
-    })
+    client = resp.new(settings_loader.redis_options(S, DIR))
   end
 end
 local READY = S ~= nil and client ~= nil and #load_errors == 0

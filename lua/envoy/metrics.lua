@@ -31,11 +31,7 @@ local S, errs = settings_loader.load(DIR .. "/settings.lua")
 local resp_ok, resp = pcall(require, "resp")
 local client
 if S and resp_ok then
-  client = resp.new({
-    host = S.redis_host, port = S.redis_port, password_file = S.redis_password_file,
-    tls = S.redis_tls, connect_timeout_ms = S.redis_connect_timeout_ms,
-    read_timeout_ms = S.redis_read_timeout_ms, scripts_dir = DIR,
-  })
+  client = resp.new(settings_loader.redis_options(S, DIR))
 end
 local METRICS_PATH = (S and S.metrics_path) or "/metrics"
 local MAX_PODS = 10000

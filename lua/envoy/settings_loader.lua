@@ -96,4 +96,26 @@ function M.load(path)
   return s
 end
 
+--- Options for resp.new from checked settings (the public filter, the metrics filter and
+-- drain.lua talk to Redis alike). scripts_dir: where the Redis scripts are (WS_LUA_DIR).
+function M.redis_options(S, scripts_dir)
+  return {
+    host = S.redis_host, port = S.redis_port, password_file = S.redis_password_file,
+    tls = S.redis_tls, connect_timeout_ms = S.redis_connect_timeout_ms,
+    read_timeout_ms = S.redis_read_timeout_ms, scripts_dir = scripts_dir,
+  }
+end
+
+--- The proxy id: POD_NAME (downward API), else the host name (gethostname, may be nil),
+-- made a DNS-1123-like name (lower case, [a-z0-9.-], at most 63 characters), so it can
+-- never contain the `|` that ends it inside a connection id. filter.lua (which writes
+-- the connection ids) and drain.lua (which releases them by this prefix) both use it.
+function M.proxy_id(gethostname)
+  local p = os.getenv("POD_NAME")
+  if (not p or p == "") and gethostname then p = gethostname() end
+  p = (p or "unknown"):lower():gsub("[^a-z0-9.-]", "-"):sub(1, 63)
+  if p == "" then p = "unknown" end
+  return p
+end
+
 return M
