@@ -1,57 +1,32 @@
 // drain.lua over TLS (settings.redis_tls, luasec through resp.lua) with AUTH, against a
 // real TLS redis-server: the certificate must chain to WS_REDIS_CA_FILE and name redis_host.
-import { spawn, spawnSync, ChildProcess } from 'child_process';
+import { spawn } from 'child_process';
 import * as fs from 'fs';
-import * as net from 'net';
-import * as os from 'os';
 import * as path from 'path';
 import Redis from 'ioredis';
-import { freePort } from '../support/redis-server';
+import { startTlsRedis, TlsRedis } from '../support/tls-redis';
 import { defaultSettings, makeLuaDir } from '../filter/harness/worker';
 
 const DRAIN = path.resolve(__dirname, '..', '..', 'lua', 'envoy', 'drain.lua');
 const PASSWORD = 'tls-s3cret';
+let tlsRedis: TlsRedis;
 let dir: string;
 let port: number;
-let server: ChildProcess;
 let redis: Redis;
 
-function openssl(...args: string[]) {
-  const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
-}
-
 beforeAll(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-drain-tls-'));
-  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=ws-drain-ca');
-  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=redis');
-  fs.writeFileSync(path.join(dir, 'ext'), 'subjectAltName=DNS:localhost\n');
-  openssl('x509', '-req', '-in', 'srv.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'srv.crt',
-    '-days', '2', '-extfile', 'ext');
+  tlsRedis = await startTlsRedis({ password: PASSWORD });
+  ({ dir, port } = tlsRedis);
   fs.writeFileSync(path.join(dir, 'password'), `${PASSWORD}\n`);
-  port = await freePort();
-  server = spawn('redis-server', ['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1',
-    '--tls-cert-file', 'srv.crt', '--tls-key-file', 'srv.key', '--tls-ca-cert-file', 'ca.crt',
-    '--tls-auth-clients', 'no', '--requirepass', PASSWORD, '--save', '', '--appendonly', 'no', '--dir', dir],
-  { cwd: dir, stdio: 'ignore' });
-  for (let i = 0; i < 200; i++) {
-    const up = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => { s.destroy(); r(true); });
-      s.once('error', () => r(false));
-    });
-    if (up) break;
-    await new Promise((r) => setTimeout(r, 25));
-  }
   redis = new Redis({
     host: '127.0.0.1', port, password: PASSWORD, lazyConnect: true,
-    tls: { ca: fs.readFileSync(path.join(dir, 'ca.crt')), servername: 'localhost' },
+    tls: { ca: fs.readFileSync(tlsRedis.caFile), servername: 'localhost' },
   });
   await redis.connect();
 });
 afterAll(() => {
   redis?.disconnect();
-  server?.kill('SIGKILL');
+  tlsRedis?.stop();
 });
 
 function drain(caFile: string): Promise<{ code: number | null; stdout: string }> {
