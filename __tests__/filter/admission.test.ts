@@ -276,6 +276,21 @@ describe('non-WebSocket requests', () => {
     expect(r.reply?.headers['ratelimit-limit']).toBe('3');
     expect(redis.cli('ZCARD', '{ws}:rate')).toBe('3');
   });
+
+  it('with limit_all_requests, a plain request does not make the window forget later upgrades', async () => {
+    // A plain request first, upgrades half a window later: when the plain request leaves
+    // the window, the upgrades must still count (the window key must not expire with it).
+    const w = await fleet.worker({ rate_limit: 3, rate_window_ms: 800, limit_all_requests: true });
+    expect((await w.request(PLAIN)).state).toBe('done');
+    await sleep(400);
+    expect((await w.request(UPGRADE)).override).toBeDefined();
+    expect((await w.request(UPGRADE)).override).toBeDefined();
+    await sleep(550); // the plain request has left the window; the two upgrades have not
+    expect(redis.cli('EXISTS', '{ws}:rate')).toBe('1');
+    expect((await w.request(UPGRADE)).override).toBeDefined();
+    const r = await w.request(UPGRADE);
+    expect(r.reply?.headers[':status']).toBe('429');
+  });
 });
 
 describe('connection inventory', () => {

@@ -27,5 +27,7 @@ if used >= limit then
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], window)
+-- No PEXPIRE here: admit.lua shares this key and never sets a TTL on it (trimming keeps
+-- it at most `limit` entries); an expiry set by a plain request would delete the
+-- upgrades admitted after it when it fires, and the window would under-count.
 return { 'ALLOWED', 0, limit - used - 1 }
