@@ -102,6 +102,19 @@ describe('hostile requests', () => {
     checkEverythingRedisSaw();
   });
 
+  it('a long run of blanks inside a header element is read in linear time, and the upgrade is still admitted', async () => {
+    // "a<60000 blanks>b, upgrade": Envoy sees the upgrade token, so the filter must too
+    // (else the WebSocket would bypass admission), and quickly (a quadratic trim took 9 s).
+    const w = await fleet.worker();
+    const conn = `a${' \t'.repeat(30000)}b, upgrade`;
+    const started = Date.now();
+    const r = await w.request([[':method', 'GET'], [':path', '/'], ['connection', conn], ['upgrade', `websocket${' '.repeat(30000)}x, websocket`]]);
+    const took = Date.now() - started;
+    expect(GOOD_PODS).toContain(r.override?.host);
+    expect(took).toBeLessThan(2000); // the quadratic version needs far longer (about 9 s here)
+    checkEverythingRedisSaw();
+  });
+
   it('Upgrade: websocket without Connection: upgrade is not an upgrade (Envoy does not upgrade it either)', async () => {
     const w = await fleet.worker();
     const calls = monitorOut.length;
