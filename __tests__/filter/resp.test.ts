@@ -55,6 +55,22 @@ describe('resp.lua certificate name check', () => {
 });
 
 describe('resp.lua read timeout', () => {
+  it('never resends a command after a read timeout (the server may have run it: an admit would lease twice)', () => {
+    // A script that counts its runs, then keeps Redis busy past the client's read timeout.
+    const out = lua(`
+      local resp = require("resp")
+      local c = resp.new({ host = "127.0.0.1", port = ${redis.port}, connect_timeout_ms = 200, read_timeout_ms = 100 })
+      assert(c:call("DEL", "resend-test") == 1 or true)
+      local slow = "redis.call('INCR', KEYS[1]) local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] "
+        .. "repeat local n = redis.call('TIME') until n[1] * 1000000 + n[2] - s > 400000 return 1"
+      local r, err = c:call("EVAL", slow, "1", "resend-test")
+      require("socket").sleep(0.8)
+      local check = resp.new({ host = "127.0.0.1", port = ${redis.port}, connect_timeout_ms = 200, read_timeout_ms = 500 })
+      print(tostring(r) .. " " .. tostring(err) .. " " .. tostring(check:call("GET", "resend-test")))
+    `);
+    expect(out.trim()).toBe('nil receive: timeout 1'); // run once, reported as a timeout
+  });
+
   it('bounds a whole round trip, not each piece of a reply dribbled out slowly', async () => {
     // A fake Redis that answers any command with a 5-element array, one element every 150 ms.
     const net = await import('net');

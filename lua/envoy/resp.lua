@@ -110,8 +110,8 @@ end
 
 -- Reads one reply. Returns value, or nil + transport error.
 local function read_reply(sock, deadline)
-  local line, err = recv(sock, "*l", deadline)
-  if not line then return nil, err end
+  local line, err, partial = recv(sock, "*l", deadline)
+  if not line then return nil, err, partial end
   local kind, rest = line:sub(1, 1), line:sub(2)
   if kind == "+" then
     return rest
@@ -275,14 +275,19 @@ function Client:_roundtrip(cmds)
   local ok, err = self.sock:send(table.concat(buf))
   if not ok then
     self:close()
-    return nil, "send: " .. tostring(err)
+    return nil, "send: " .. tostring(err), true
   end
   local replies = {}
   for i = 1, #cmds do
-    local v, rerr = read_reply(self.sock, deadline)
+    local v, rerr, partial = read_reply(self.sock, deadline)
     if v == nil then
       self:close()
-      return nil, "receive: " .. tostring(rerr)
+      -- The third result says whether resending is safe: only when the server cannot
+      -- have run the commands, i.e. the send failed (above) or the connection was
+      -- already closed before any byte of the first reply (a stale connection to a
+      -- restarted server). Never after a timeout: the server may have run them, and a
+      -- resent admit would take a second lease under the same connection id.
+      return nil, "receive: " .. tostring(rerr), i == 1 and rerr == "closed" and (partial or "") == ""
     end
     replies[i] = v
   end
@@ -291,15 +296,16 @@ end
 
 --- Sends commands pipelined (one write, then all replies) and returns the replies.
 -- A stale connection (the server restarted, or closed an idle connection) is detected
--- here; the pipeline is then retried once on a fresh connection when `retry_once` is set.
+-- here; the pipeline is then retried once on a fresh connection when `retry_once` is set
+-- and the server cannot have run it (never after a read timeout).
 -- Returns replies (error replies included as values), or nil + transport error.
 function Client:pipeline(cmds, retry_once)
   local fresh = self.sock == nil
   local ok, err = self:connect()
   if not ok then return nil, err end
-  local replies, rerr = self:_roundtrip(cmds)
+  local replies, rerr, resendable = self:_roundtrip(cmds)
   if replies then return replies end
-  if retry_once and not fresh then
+  if retry_once and not fresh and resendable then
     ok, err = self:connect()
     if not ok then return nil, err end
     return self:_roundtrip(cmds)
