@@ -77,6 +77,10 @@ function publicListener(p: EnvoyBootstrapProps): Listener {
     // either way Envoy is the edge: it sets X-Forwarded-For and trusts none it receives.
     use_remote_address: true,
     xff_num_trusted_hops: 0,
+    // Only loopback is "internal". With NLB IP targets (no client IP preservation) the peer
+    // is the NLB's private address, which Envoy's RFC 1918 notion of internal would trust:
+    // client-sent x-envoy-* headers (retries, timeouts, ...) would then be honoured.
+    internal_address_config: { unix_sockets: false, cidr_ranges: [{ address_prefix: '127.0.0.1', prefix_len: 32 }] },
     stream_idle_timeout: idle,
     // Headers must arrive promptly; a slowloris must not hold a worker's stream.
     request_timeout: '30s',

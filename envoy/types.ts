@@ -127,6 +127,7 @@ export interface HttpConnectionManagerConfig {
   readonly codec_type: 'AUTO' | 'HTTP1' | 'HTTP2';
   readonly use_remote_address?: boolean;
   readonly xff_num_trusted_hops?: number;
+  readonly internal_address_config?: InternalAddressConfig;
   readonly skip_xff_append?: boolean;
   readonly stream_idle_timeout?: Duration;
   readonly request_timeout?: Duration;
@@ -135,6 +136,22 @@ export interface HttpConnectionManagerConfig {
   readonly route_config: RouteConfiguration;
   readonly http_filters: readonly HttpFilter[];
   readonly access_log?: readonly AccessLog[];
+}
+
+/**
+ * HttpConnectionManager.InternalAddressConfig: which downstream addresses make a request
+ * "internal" (internal requests keep their `x-envoy-*` headers).
+ * @see https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_conn_man/header_sanitizing
+ */
+export interface InternalAddressConfig {
+  readonly unix_sockets?: boolean;
+  readonly cidr_ranges?: readonly CidrRange[];
+}
+
+/** config.core.v3.CidrRange */
+export interface CidrRange {
+  readonly address_prefix: string;
+  readonly prefix_len: number;
 }
 
 /** config.listener.v3.Filter (network filter) */

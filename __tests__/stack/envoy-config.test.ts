@@ -45,6 +45,8 @@ describe('envoy.yaml', () => {
     expect(hcm.common_http_protocol_options).toEqual({ idle_timeout: '300s', max_stream_duration: '3600s' });
     expect(hcm.use_remote_address).toBe(true);
     expect(hcm.xff_num_trusted_hops).toBe(0);
+    // Only loopback is internal: the NLB's private address must not make client x-envoy-* headers trusted.
+    expect(hcm.internal_address_config).toEqual({ unix_sockets: false, cidr_ranges: [{ address_prefix: '127.0.0.1', prefix_len: 32 }] });
     const route = hcm.route_config.virtual_hosts[0].routes[0];
     expect(route.match).toEqual({ prefix: '/' });
     expect(route.route).toEqual({
