@@ -445,6 +445,14 @@ describe('renew.lua', () => {
     expect(await redis.zcard(s.keys.pod(P1))).toBe(1);
     expect(Number(await redis.zscore(s.keys.pod(P1), 'a'))).toBeLessThanOrEqual(await s.nowMs());
   });
+
+  test('a TTL of 1e14 ms and more is written as digits (no exponent form Redis would refuse half-way)', async () => {
+    await admit({ id: 'a', ttlMs: 1000, pods: [P1] });
+    const t0 = await s.nowMs();
+    expect(await s.renew('a', P1, 100000000000000)).toBe(1);
+    expect(Number(await redis.zscore(s.keys.pod(P1), 'a'))).toBeGreaterThanOrEqual(t0 + 100000000000000);
+    expect(await redis.pttl(s.keys.pod(P1))).toBeGreaterThan(99999999000000);
+  });
 });
 
 describe('release.lua', () => {

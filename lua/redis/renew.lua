@@ -26,7 +26,9 @@ if tonumber(score) <= now then return 0 end
 -- Strings, not Lua numbers: Redis 7.0 formats a number argument with printf (~1 us).
 local old = tonumber(score)
 local expiry = now + ttl
-if expiry > old then redis.call('ZADD', KEYS[1], tostring(expiry), id) else expiry = old end
+-- %d, not tostring: tostring prints 1e14 and above in exponent form, which Redis refuses
+-- after the ZADD has already run.
+if expiry > old then redis.call('ZADD', KEYS[1], string.format('%d', expiry), id) else expiry = old end
 -- Same key lifetime rule as admit.lua (this lease's expiry + 60 s).
-redis.call('PEXPIRE', KEYS[1], tostring(expiry - now + 60000))
+redis.call('PEXPIRE', KEYS[1], string.format('%d', expiry - now + 60000))
 return 1
