@@ -1,7 +1,7 @@
 -- Backend host list from Envoy's admin `/clusters` (plain text), and pod id checks.
 --
 -- Why the text format and not `?format=json`: no JSON library is in the Envoy image
--- (DESIGN.md), and the text output is one fact per line,
+-- (docs/filter.md), and the text output is one fact per line,
 --   <cluster>::<ip>:<port>::health_flags::<flags>
 -- where <flags> is exactly `healthy` for a healthy host, otherwise one or more of
 -- `/failed_active_hc`, `/failed_eds_health`, `/failed_outlier_check`, ...

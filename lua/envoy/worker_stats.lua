@@ -5,7 +5,8 @@
 -- https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/lua_filter)
 -- gives a script no stats/counter handle, and every Lua state is private to one worker
 -- thread ("there is no truly global data"). So each worker of the public filter writes
--- its own small file under WS_STATE_DIR (an emptyDir), at most about once a second, and
+-- its own small file under WS_STATE_DIR (an emptyDir): the failure counters at once, the
+-- others at most about once a second; and
 -- the metrics filter (its own Lua state) reads them all and labels each series with
 -- {proxy, worker}. Files are replaced atomically (write to a temporary name, rename).
 --

@@ -1,6 +1,6 @@
 -- admit.lua: one atomic WebSocket admission decision (global sliding-window rate
 -- limit + least-loaded pod with a free slot + a lease on it). Contract and key
--- schema: lua/redis/README.md and DESIGN.md "Redis contract".
+-- schema: lua/redis/README.md and the project design's "Redis contract".
 --
 -- KEYS[1] rate window (zset member=connection id, score=admission ms)
 -- KEYS[2] stats (hash)   KEYS[3] pod index (set)   KEYS[4..3+n] lease sets
@@ -94,8 +94,8 @@ end
 -- sets holds at least m live leases at every instant before h (ms). Every script
 -- keeps that true without reading it: leases are only added (admit, reregister), renewed to
 -- a later expiry (renew never shortens one), pruned once expired (an expiry <= now
--- is before no future instant), or removed by release.lua, which deletes the hint
--- in the same call. So when the hint names exactly this call's candidates, h > now
+-- is before no future instant), or removed by release.lua or release_proxy.lua,
+-- which delete the hint in the same call. So when the hint names exactly this call's candidates, h > now
 -- and m >= maxPer, every candidate is full: FULL without reading a lease set (one
 -- HGET, no score formatted). Otherwise every candidate is counted exactly, as if
 -- there were no hint, and a FULL found that way writes the hint.

@@ -18,8 +18,8 @@ if removed == 1 then
   redis.call('HINCRBY', KEYS[2], 'released', '1')
   -- The pod now has a free slot (unless it was over the limit): drop admit.lua's
   -- "all full" hint, so the next admission counts the candidates exactly. The hint
-  -- must never claim a pod full while it is not, and this is the only script that
-  -- frees a slot before a lease expires.
+  -- must never claim a pod full while it is not, and release.lua and release_proxy.lua
+  -- are the only scripts that free a slot before a lease expires.
   redis.call('HDEL', KEYS[2], 'hint:full')
   -- Keep the index to pods that hold leases (the set is gone once it is empty).
   if redis.call('EXISTS', key) == 0 then redis.call('SREM', KEYS[3], pod) end

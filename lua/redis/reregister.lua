@@ -2,7 +2,7 @@
 -- renew.lua answered 0 (lease expired, or Redis lost its state). The connection is
 -- open, that is the truth, so the lease is added regardless of the per-pod limit
 -- and of the rate limit (it is not a new upgrade); new admissions are refused
--- until the pod's count fits again (DESIGN.md).
+-- until the pod's count fits again (docs/filter.md).
 -- KEYS[1] lease set of the pod, KEYS[2] stats, KEYS[3] pod index
 -- ARGV[1] connection id, ARGV[2] pod id, ARGV[3] lease TTL ms
 -- Reply: the pod's live lease count after re-registering (>= 1).
