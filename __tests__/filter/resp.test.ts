@@ -99,7 +99,7 @@ describe('resp.lua read timeout', () => {
         const p = spawn('luajit', ['-e', code]);
         let s = '';
         p.stdout.on('data', (d) => { s += d; });
-        p.on('exit', () => resolve(s));
+        p.on('close', () => resolve(s)); // 'close': stdout drained ('exit' may come first)
       });
       const [ms, ...rest] = out.trim().split(' ');
       const err = rest.join(' ');

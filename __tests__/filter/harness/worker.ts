@@ -144,6 +144,8 @@ export class Worker {
   private seq = 0;
   stderr = '';
   exited = false;
+  /** stdout has ended: no more lines will come. */
+  private drained = false;
 
   private constructor(proc: ChildProcessWithoutNullStreams) {
     this.proc = proc;
@@ -153,8 +155,11 @@ export class Worker {
       if (w) w(l); else this.buffered.push(l);
     });
     proc.stderr.on('data', (d) => { this.stderr += d.toString(); });
-    proc.on('exit', () => {
-      this.exited = true;
+    proc.on('exit', () => { this.exited = true; });
+    // Waiters are failed only once stdout is drained: 'exit' can fire before the
+    // last lines the driver wrote have been read.
+    this.lines.on('close', () => {
+      this.drained = true;
       for (const w of this.waiting.splice(0)) w(JSON.stringify({ error: `worker exited: ${this.stderr}` }));
     });
   }
@@ -185,7 +190,7 @@ export class Worker {
   private nextLine(): Promise<string> {
     const b = this.buffered.shift();
     if (b !== undefined) return Promise.resolve(b);
-    if (this.exited) return Promise.resolve(JSON.stringify({ error: `worker exited: ${this.stderr}` }));
+    if (this.drained) return Promise.resolve(JSON.stringify({ error: `worker exited: ${this.stderr}` }));
     return new Promise((resolve) => this.waiting.push(resolve));
   }
 

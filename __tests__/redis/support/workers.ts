@@ -33,6 +33,8 @@ export async function runWorkers(entry: string, configs: readonly WorkerConfig[]
   onStarted?: () => void | Promise<void>;
   /** Called with the child processes once all are running (e.g. to kill one). */
   onRunning?: (children: ChildProcess[]) => void | Promise<void>;
+  /** A worker killed by a signal (by onRunning) reports nothing and is left out. */
+  killedLeaveNoResult?: boolean;
 } = {}): Promise<WorkerResult[]> {
   const children = configs.map((cfg) => spawn(process.execPath, [entry, JSON.stringify(cfg)], {
     env: { ...process.env, NODE_PATH: path.join(REPO, 'node_modules') },
@@ -46,9 +48,10 @@ export async function runWorkers(entry: string, configs: readonly WorkerConfig[]
     });
     c.once('exit', (code) => reject(new Error(`worker ${i} exited with ${code} before READY`)));
   }));
-  const exits = children.map((c) => new Promise<number | null>((resolve) => {
-    if (c.exitCode !== null) resolve(c.exitCode);
-    else c.once('exit', (code) => resolve(code));
+  // 'close', not 'exit': 'exit' can fire before the child's stdout is drained, and
+  // the result line would be lost (seen in CI: 9 results from 10 workers).
+  const closed = children.map((c) => new Promise<string>((resolve) => {
+    c.once('close', (code, signal) => resolve(signal ? `signal ${signal}` : `code ${code}`));
   }));
   const timer = setTimeout(() => children.forEach((c) => c.kill('SIGKILL')), opts.timeoutMs ?? 20000);
   try {
@@ -56,15 +59,17 @@ export async function runWorkers(entry: string, configs: readonly WorkerConfig[]
     await opts.onStarted?.();
     for (const c of children) c.stdin!.write('go\n');
     await opts.onRunning?.(children);
-    await Promise.all(exits);
+    const ends = await Promise.all(closed);
+    return outputs.flatMap((o, i) => {
+      const line = o.split('\n').find((l) => l.startsWith('{'));
+      if (line) return [JSON.parse(line) as WorkerResult];
+      if (opts.killedLeaveNoResult && ends[i].startsWith('signal')) return [];
+      throw new Error(`worker ${i} (${configs[i].proxy}) ended (${ends[i]}) without a result; stdout: ${JSON.stringify(o)}`);
+    });
   } finally {
     clearTimeout(timer);
     children.forEach((c) => { if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL'); });
   }
-  return outputs.map((o) => {
-    const line = o.split('\n').find((l) => l.startsWith('{'));
-    return line ? (JSON.parse(line) as WorkerResult) : undefined;
-  }).filter((r): r is WorkerResult => r !== undefined);
 }
 
 /** One command Redis executed, in execution order (MONITOR). */
