@@ -82,7 +82,9 @@ export interface EnvoyProxyProps {
   readonly redisPassword?: RedisPasswordSource;
   /**
    * Container resources.
-   * @default - 250m/128Mi requested, 1 CPU/256Mi limit
+   * @default - per worker thread (`concurrency`) 250m CPU requested and 1 CPU limit
+   * (a proxy throttled below its worker count stalls every stream on the starved
+   * workers); 128Mi/256Mi memory
    */
   readonly resources?: ResourceSpec;
   /**
@@ -220,7 +222,10 @@ export class EnvoyProxy extends Construct {
                   { name: 'WS_STATE_DIR', value: STATE_DIR },
                 ],
                 resources: resources(
-                  props.resources ?? { cpuRequest: '250m', memoryRequest: '128Mi', cpuLimit: '1', memoryLimit: '256Mi' },
+                  props.resources ?? {
+                    cpuRequest: `${250 * this.concurrency}m`, memoryRequest: '128Mi',
+                    cpuLimit: String(this.concurrency), memoryLimit: '256Mi',
+                  },
                 ),
                 securityContext: containerSecurityContext(),
                 readinessProbe: { ...probe, periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 2 },

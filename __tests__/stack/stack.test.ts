@@ -101,6 +101,13 @@ describe('default profile', () => {
     expect(envoy.spec.strategy).toEqual({ type: 'RollingUpdate', rolling_update: { max_surge: '1', max_unavailable: '0' } });
   });
 
+  it('sizes Envoy\'s CPU by its worker threads: 250m requested and 1 CPU allowed per worker', () => {
+    expect(container.resources).toEqual({
+      requests: { cpu: '500m', memory: '128Mi' },
+      limits: { cpu: '2', memory: '256Mi' },
+    });
+  });
+
   it('gives Envoy its identity, Lua and state directories through the environment', () => {
     expect(container.env).toEqual([
       { name: 'POD_NAME', value_from: { field_ref: { field_path: 'metadata.name' } } },
@@ -323,6 +330,13 @@ describe('every option changed', () => {
 
   it('matches the snapshot', () => {
     expect(json).toMatchSnapshot();
+  });
+
+  it('gives 4 Envoy workers 4 CPUs (1000m requested)', () => {
+    const c = envoy.spec.template.spec.container[0];
+    expect(c.args).toContain('4');
+    expect(c.resources.requests.cpu).toBe('1000m');
+    expect(c.resources.limits.cpu).toBe('4');
   });
 
   it('creates a ServiceMonitor on the metrics Service, with the extra labels, and no dashboard', () => {
