@@ -94,6 +94,11 @@ export const ENV_PREFIX = 'WS_ADMISSION_';
 /** Environment variable naming the JSON config file (not a field itself). */
 export const CONFIG_FILE_ENV = `${ENV_PREFIX}CONFIG`;
 
+/** The range AWS allows for an NLB TCP listener's `tcp.idle_timeout.seconds`. */
+export const NLB_TCP_IDLE_TIMEOUT = { min: 60, max: 6000, default: 350 } as const;
+/** The NLB's TCP idle timeout is set this much above Envoy's idle timeout (Envoy closes first). */
+export const NLB_IDLE_MARGIN_SECONDS = 30;
+
 /** Margin added to `idleTimeoutSeconds + renewIntervalSeconds` for the lease TTL invariant. */
 export const LEASE_MARGIN_SECONDS = 5;
 
@@ -185,8 +190,8 @@ export const FIELDS: readonly FieldSpec[] = [
     description: 'The filter renews a lease on traffic at most this often.',
   },
   {
-    key: 'idleTimeoutSeconds', kind: 'integer', default: 300, min: 1,
-    description: 'Envoy closes a WebSocket without traffic in either direction for this long (stream idle timeout). Keep it below the NLB\'s TCP idle timeout (350 s unless raised on its listener), or the NLB silently drops quiet connections first.',
+    key: 'idleTimeoutSeconds', kind: 'integer', default: 300, min: 1, max: NLB_TCP_IDLE_TIMEOUT.max - NLB_IDLE_MARGIN_SECONDS,
+    description: `Envoy closes a WebSocket without traffic in either direction for this long (stream idle timeout). The NLB's TCP idle timeout is set ${NLB_IDLE_MARGIN_SECONDS} s above it (at least ${NLB_TCP_IDLE_TIMEOUT.min} s), so Envoy, not the NLB, ends a quiet connection; the NLB allows at most ${NLB_TCP_IDLE_TIMEOUT.max} s.`,
   },
   {
     key: 'maxStreamDurationSeconds', kind: 'integer', default: 3600, min: 1,

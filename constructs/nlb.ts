@@ -1,11 +1,13 @@
 import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
 import { Fn } from 'cdktf';
 import { Construct } from 'constructs';
-import { NlbScheme } from '../config/schema';
+import { NLB_TCP_IDLE_TIMEOUT, NlbScheme } from '../config/schema';
 import { METRICS_PORT } from '../envoy/bootstrap';
 import { NAMES, componentLabels } from './names';
 
 const ANNOTATION = 'service.beta.kubernetes.io/aws-load-balancer';
+/** The NLB's public (WebSocket) port. */
+const PUBLIC_PORT = 80;
 
 export interface NlbProps {
   readonly namespace: string;
@@ -31,6 +33,13 @@ export interface NlbProps {
    * @default 30
    */
   readonly deregistrationDelaySeconds?: number;
+  /**
+   * TCP idle timeout of the NLB's listener (`tcp.idle_timeout.seconds`, 60-6000). A
+   * quiet WebSocket must be closed by Envoy's idle timeout, which answers the client,
+   * before the NLB forgets the flow silently: set it above Envoy's.
+   * @default 350 (the NLB's own default)
+   */
+  readonly tcpIdleTimeoutSeconds?: number;
 }
 
 /**
@@ -51,12 +60,20 @@ export class Nlb extends Construct {
     if (!Number.isInteger(delay) || delay < 0 || delay > 3600) {
       throw new Error(`Nlb: deregistrationDelaySeconds must be an integer between 0 and 3600, got ${delay}`);
     }
+    const idle = props.tcpIdleTimeoutSeconds ?? NLB_TCP_IDLE_TIMEOUT.default;
+    if (!Number.isInteger(idle) || idle < NLB_TCP_IDLE_TIMEOUT.min || idle > NLB_TCP_IDLE_TIMEOUT.max) {
+      throw new Error(`Nlb: tcpIdleTimeoutSeconds must be an integer between ${NLB_TCP_IDLE_TIMEOUT.min} and ${NLB_TCP_IDLE_TIMEOUT.max} (the NLB's range), got ${idle}`);
+    }
     this.annotations = {
       [`${ANNOTATION}-type`]: 'external',
       [`${ANNOTATION}-nlb-target-type`]: 'ip',
       [`${ANNOTATION}-scheme`]: props.scheme ?? 'internet-facing',
       [`${ANNOTATION}-attributes`]: 'load_balancing.cross_zone.enabled=true',
       [`${ANNOTATION}-target-group-attributes`]: `deregistration_delay.timeout_seconds=${delay}`,
+      // Per listener, keyed by protocol and port (needs a controller that knows
+      // listener attributes; an older one ignores the annotation and the NLB keeps 350 s).
+      [`${ANNOTATION}-listener-attributes.TCP-${PUBLIC_PORT}`]: `tcp.idle_timeout.seconds=${idle}`,
+      ...(props.exposeMetrics ? { [`${ANNOTATION}-listener-attributes.TCP-${METRICS_PORT}`]: `tcp.idle_timeout.seconds=${idle}` } : {}),
       [`${ANNOTATION}-healthcheck-protocol`]: 'HTTP',
       [`${ANNOTATION}-healthcheck-port`]: String(METRICS_PORT),
       [`${ANNOTATION}-healthcheck-path`]: '/ready',
@@ -77,7 +94,7 @@ export class Nlb extends Construct {
         type: 'LoadBalancer',
         selector: { ...props.selector },
         port: [
-          { name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' },
+          { name: 'http', port: PUBLIC_PORT, targetPort: 'http', protocol: 'TCP' },
           ...(props.exposeMetrics ? [{ name: 'metrics', port: METRICS_PORT, targetPort: 'metrics', protocol: 'TCP' }] : []),
         ],
       },

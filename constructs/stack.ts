@@ -1,7 +1,7 @@
 import { NamespaceV1 } from '@cdktf/provider-kubernetes/lib/namespace-v1';
 import { TerraformOutput, TerraformStack } from 'cdktf';
 import { Construct } from 'constructs';
-import { StackConfig } from '../config/schema';
+import { NLB_IDLE_MARGIN_SECONDS, NLB_TCP_IDLE_TIMEOUT, StackConfig } from '../config/schema';
 import { RedisEndpoint, renderSettingsLua } from '../config/settings';
 import { validateConfig } from '../config/validate';
 import { buildEnvoyBootstrap, METRICS_PORT } from '../envoy/bootstrap';
@@ -148,6 +148,9 @@ export class WsAdmissionStack extends TerraformStack {
       scheme: c.nlbScheme,
       proxyProtocol: c.nlbProxyProtocol,
       exposeMetrics: c.exposeMetricsOnNlb,
+      // Envoy's idle timeout closes a quiet WebSocket (and releases its slot) before
+      // the NLB would drop the flow without a word to either side.
+      tcpIdleTimeoutSeconds: Math.max(NLB_TCP_IDLE_TIMEOUT.min, c.idleTimeoutSeconds + NLB_IDLE_MARGIN_SECONDS),
     });
 
     if (c.grafanaDashboard || c.serviceMonitor) {

@@ -249,6 +249,12 @@ describe('enums and booleans', () => {
   it('refuses an unknown failure mode', () => {
     expect(bad({ redisFailureMode: 'maybe' })).toThrow('redisFailureMode must be one of "open", "closed", got "maybe".');
   });
+  it('refuses an idle timeout the NLB cannot outlast (its TCP idle timeout tops out at 6000 s)', () => {
+    expect(bad({ idleTimeoutSeconds: 5971, leaseTtlSeconds: 7000 })).toThrow(
+      'idleTimeoutSeconds must be an integer between 1 and 5970, got 5971. Fix: use a value between 1 and 5970 (default 300).',
+    );
+    expect(() => bad({ idleTimeoutSeconds: 5970, leaseTtlSeconds: 7000 })()).not.toThrow();
+  });
   it('refuses an unknown NLB scheme', () => {
     expect(bad({ nlbScheme: 'public' })).toThrow('nlbScheme must be one of "internet-facing", "internal", got "public".');
   });

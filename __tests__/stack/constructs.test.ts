@@ -73,6 +73,14 @@ describe('construct props are validated', () => {
     );
   });
 
+  it('Nlb: TCP idle timeout within the NLB\'s 60-6000 s', () => {
+    for (const bad of [59, 6001, 90.5]) {
+      expect(() => new Nlb(stack(), 'n', { namespace: 'ns', selector: { a: 'b' }, tcpIdleTimeoutSeconds: bad })).toThrow(
+        `Nlb: tcpIdleTimeoutSeconds must be an integer between 60 and 6000 (the NLB's range), got ${bad}`,
+      );
+    }
+  });
+
   it('Nlb: deregistration delay', () => {
     expect(() => new Nlb(stack(), 'n', { namespace: 'ns', selector: { a: 'b' }, deregistrationDelaySeconds: 4000 })).toThrow(
       'Nlb: deregistrationDelaySeconds must be an integer between 0 and 3600, got 4000',

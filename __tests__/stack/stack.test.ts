@@ -275,6 +275,8 @@ describe('default profile', () => {
       [`${LBC}-scheme`]: 'internet-facing',
       [`${LBC}-attributes`]: 'load_balancing.cross_zone.enabled=true',
       [`${LBC}-target-group-attributes`]: 'deregistration_delay.timeout_seconds=30',
+      // Envoy's idle timeout (300 s) + 30 s: Envoy ends a quiet WebSocket, not the NLB.
+      [`${LBC}-listener-attributes.TCP-80`]: 'tcp.idle_timeout.seconds=330',
       [`${LBC}-healthcheck-protocol`]: 'HTTP',
       [`${LBC}-healthcheck-port`]: '9901',
       [`${LBC}-healthcheck-path`]: '/ready',
@@ -330,6 +332,13 @@ describe('every option changed', () => {
 
   it('matches the snapshot', () => {
     expect(json).toMatchSnapshot();
+  });
+
+  it('keeps the NLB\'s TCP idle timeout above Envoy\'s on every listener it publishes (120 s -> 150 s)', () => {
+    const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
+    const ports = nlb.spec.port.map((p: Json) => p.port);
+    const attrs = Object.entries(nlb.metadata.annotations as Record<string, string>).filter(([k]) => k.startsWith(`${LBC}-listener-attributes.`));
+    expect(attrs).toEqual(ports.map((p: number) => [`${LBC}-listener-attributes.TCP-${p}`, 'tcp.idle_timeout.seconds=150']));
   });
 
   it('gives 4 Envoy workers 4 CPUs (1000m requested)', () => {
