@@ -233,4 +233,39 @@ describe('drain.lua with the public filter taking the leases (harness)', () => {
     expect(admitted.pod).toBe(P1);
     expect(statsHash(redis.cli)).toMatchObject({ admitted: 3, released: 2, rejected_capacity: 1 });
   });
+
+  it('a connection that sends data between the drain and SIGTERM does not take its slot back (drain marker)', async () => {
+    const s = { max_connections_per_pod: 1, lease_ttl_ms: 60000, renew_interval_ms: 50, redis_password_file: passwordFile };
+    const hosts: Array<[string, string]> = [[P1, 'healthy']];
+    const oldProxy = await fleet.worker(s, { podName: 'ws-envoy-old-abcde', hosts });
+    const conn = await openSocket(oldProxy);
+    expect(conn.pod).toBe(P1);
+
+    const r = await runDrain({ luaDir: makeLuaDir(settings(s)), podName: 'ws-envoy-old-abcde', env: { WS_STATE_DIR: fleet.stateDir } });
+    expect(r.stdout).toMatch(/^drain: released 1 leases of proxy ws-envoy-old-abcde/);
+    expect(fs.readFileSync(path.join(fleet.stateDir, 'draining'), 'utf8')).toBe('ws-envoy-old-abcde\n');
+
+    await new Promise((res) => setTimeout(res, 100)); // past the renew interval
+    await oldProxy.data(conn.sid, 'response');        // renew answers 0: without the marker it would re-register
+    expect(members(P1)).toEqual([]);
+    expect(statsHash(redis.cli).reregistered).toBeUndefined();
+    expect((await oldProxy.logs()).logs.map((l) => l.msg)).toContainEqual(
+      expect.stringMatching(/^ws-admission: lease of \S+ on 10\.0\.0\.1:8080 is gone and this proxy is draining; not re-registered$/),
+    );
+    const newProxy = await fleet.worker(s, { podName: 'ws-envoy-new-fghij', hosts });
+    expect((await openSocket(newProxy)).pod).toBe(P1);
+  });
+
+  it('without the marker the same renewal re-registers (what the marker prevents); a marker left from an earlier container is removed at load', async () => {
+    fs.writeFileSync(path.join(fleet.stateDir, 'draining'), 'ws-envoy-old-abcde\n'); // preStop of a container killed by its liveness probe
+    const s = { max_connections_per_pod: 1, lease_ttl_ms: 60000, renew_interval_ms: 50, redis_password_file: passwordFile };
+    const proxy = await fleet.worker(s, { podName: 'ws-envoy-old-abcde', hosts: [[P1, 'healthy']] });
+    expect(fs.existsSync(path.join(fleet.stateDir, 'draining'))).toBe(false);
+    const conn = await openSocket(proxy);
+    redis.cli('DEL', `{ws}:pod:${P1}`); // the lease is gone (as after a drain, or Redis losing state)
+    await new Promise((res) => setTimeout(res, 100));
+    await proxy.data(conn.sid, 'response');
+    expect(members(P1)).toHaveLength(1);
+    expect(statsHash(redis.cli).reregistered).toBe(1);
+  });
 });

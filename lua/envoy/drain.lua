@@ -11,7 +11,8 @@
 --
 -- Reads settings.lua (WS_LUA_DIR, checked by settings_loader.lua like the filter does),
 -- takes the proxy id exactly as filter.lua does (POD_NAME, else the host name), connects
--- with resp.lua (AUTH from redis_password_file, TLS when redis_tls), SMEMBERS the pod
+-- with resp.lua (AUTH from redis_password_file, TLS when redis_tls), writes the marker
+-- $WS_STATE_DIR/draining (the filter stops re-registering leases), SMEMBERS the pod
 -- index, then runs release_proxy.lua over the listed pods (chunks of CHUNK pods).
 --
 -- Output: one line on stdout, `drain: released N leases of proxy P ...` or
@@ -85,6 +86,17 @@ local function main(argv)
   -- open connections.
   if proxy == "unknown" then
     fail("no proxy id (POD_NAME is unset and the host name is unknown); refusing to release the shared id 'unknown'")
+  end
+
+  -- First mark the proxy as draining (WS_STATE_DIR, shared with Envoy's filter): its
+  -- workers stop re-registering leases that renew finds gone, so a connection that
+  -- sends data between this release and SIGTERM does not take its slot back. Best
+  -- effort: without the marker such a lease expires by itself within the lease TTL.
+  local state_dir = os.getenv("WS_STATE_DIR") or "/var/run/ws-admission"
+  local marker = io.open(state_dir .. "/draining", "wb")
+  if marker then
+    marker:write(proxy, "\n")
+    marker:close()
   end
 
   local resp = require("resp")

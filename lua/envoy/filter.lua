@@ -84,6 +84,17 @@ local WORKER = hex(random_bytes(3) or string.char(math.random(0, 255), math.rand
 local STATE_DIR = os.getenv("WS_STATE_DIR") or "/var/run/ws-admission"
 local stats = worker_stats.writer(STATE_DIR, PROXY, WORKER, now_ms, 1000)
 local HOSTS_FILE = STATE_DIR .. "/hosts"
+-- Written by drain.lua (the preStop hook) before it releases this proxy's leases: a
+-- connection that renews after that must not re-register, or it would hold its slot
+-- for a whole lease TTL after the SIGTERM that resets it. A marker found at load time
+-- is stale (a container restart after a liveness failure also runs preStop).
+local DRAIN_MARKER = STATE_DIR .. "/draining"
+os.remove(DRAIN_MARKER)
+local function draining()
+  local f = io.open(DRAIN_MARKER, "rb")
+  if f then f:close() return true end
+  return false
+end
 
 local TAG, K_RATE, K_STATS, K_PODS, K_POD, K_CONN
 local client
@@ -286,6 +297,11 @@ local function run(h, what, entries)
 end
 
 local function reregister(h, id, c)
+  if draining() then
+    log_limited(h, "drain", "info", "ws-admission: lease of " .. id .. " on " .. c.pod
+      .. " is gone and this proxy is draining; not re-registered")
+    return
+  end
   local r = run(h, "reregister", { {
     script = "reregister", keys = { K_POD .. c.pod, K_STATS, K_PODS },
     args = { id, c.pod, S.lease_ttl_ms },
