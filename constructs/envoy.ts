@@ -35,8 +35,8 @@ export const DRAIN_TIMEOUT_SECONDS = 20;
  * more than maxConnectionsPerPod. Released at the START of the sleep, that window would
  * be the whole sleep, and upgrades this proxy still admits during the sleep (the NLB
  * keeps sending for a while) would keep their leases; not released at all, it is the
- * lease TTL of 503s. A renewal in that moment re-registers its lease (the filter's
- * reregister path), which then expires by TTL as before.
+ * lease TTL of 503s. drain.lua first writes $WS_STATE_DIR/draining, so a renewal in
+ * that moment does not re-register the released lease (lua/envoy/filter.lua).
  *
  * drain.lua exits non-zero on failure: the kubelet then records a FailedPreStopHook
  * event with its line and still sends SIGTERM on time. `--log-file /proc/1/fd/1` copies

@@ -37,7 +37,10 @@ interface Run { code: number | null; stdout: string; stderr: string; ms: number 
 /** `luajit drain.lua` as the preStop hook runs it: WS_LUA_DIR, POD_NAME, nothing else. */
 function runDrain(opts: { luaDir?: string; podName?: string | null; args?: string[]; env?: Record<string, string> } = {}): Promise<Run> {
   const luaDir = opts.luaDir ?? makeLuaDir(settings());
-  const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: luaDir, ...opts.env };
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: luaDir,
+    WS_STATE_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'ws-drain-state-')), ...opts.env,
+  };
   if (opts.podName !== null) env.POD_NAME = opts.podName ?? 'ws-envoy-6f7c9d8b5d-x7k2p';
   const started = Date.now();
   return new Promise((resolve, reject) => {
@@ -98,6 +101,13 @@ describe('drain.lua', () => {
     expect((await runDrain({ podName: null })).stdout).toContain(`drain: released 2 leases of proxy ${host} (`);
     lease(P1, `${host}|a|3|d`);
     expect((await runDrain({ podName: '' })).stdout).toContain(`drain: released 1 leases of proxy ${host} (`);
+  });
+
+  it('says so when it cannot write the draining marker, and still releases', async () => {
+    lease(P1, 'ws-envoy-6f7c9d8b5d-x7k2p|w|1|a');
+    const r = await runDrain({ env: { WS_STATE_DIR: '/nonexistent/ws-state' } });
+    expect(r.stdout).toMatch(/^drain: released 1 leases of proxy ws-envoy-6f7c9d8b5d-x7k2p \(1 pods checked, \d+ ms\); no draining marker \(\/nonexistent\/ws-state\/draining: No such file or directory\): a connection renewing before SIGTERM may re-register\n$/);
+    expect(r.code).toBe(0);
   });
 
   it('answers 0 with an empty index (nothing to do is success)', async () => {
@@ -243,7 +253,9 @@ describe('drain.lua with the public filter taking the leases (harness)', () => {
 
     const r = await runDrain({ luaDir: makeLuaDir(settings(s)), podName: 'ws-envoy-old-abcde', env: { WS_STATE_DIR: fleet.stateDir } });
     expect(r.stdout).toMatch(/^drain: released 1 leases of proxy ws-envoy-old-abcde/);
-    expect(fs.readFileSync(path.join(fleet.stateDir, 'draining'), 'utf8')).toBe('ws-envoy-old-abcde\n');
+    const [at, who] = fs.readFileSync(path.join(fleet.stateDir, 'draining'), 'utf8').split('\n');
+    expect(who).toBe('ws-envoy-old-abcde');
+    expect(Math.abs(Number(at) - Date.now())).toBeLessThan(5000); // ms, this node's clock
 
     await new Promise((res) => setTimeout(res, 100)); // past the renew interval
     await oldProxy.data(conn.sid, 'response');        // renew answers 0: without the marker it would re-register
@@ -256,11 +268,18 @@ describe('drain.lua with the public filter taking the leases (harness)', () => {
     expect((await openSocket(newProxy)).pod).toBe(P1);
   });
 
-  it('without the marker the same renewal re-registers (what the marker prevents); a marker left from an earlier container is removed at load', async () => {
-    fs.writeFileSync(path.join(fleet.stateDir, 'draining'), 'ws-envoy-old-abcde\n'); // preStop of a container killed by its liveness probe
+  it.each([
+    ['no marker', null],
+    ['a marker from before this worker loaded (an earlier container of the pod)', 'before-load'],
+    ['a marker dated in the future', 'future'],
+    ['a marker without a time', 'garbage'],
+  ])('re-registers as usual with %s (what a valid marker prevents)', async (_what, kind) => {
+    const marker = path.join(fleet.stateDir, 'draining');
+    if (kind === 'before-load') fs.writeFileSync(marker, `${Date.now() - 1000}\nws-envoy-old-abcde\n`);
     const s = { max_connections_per_pod: 1, lease_ttl_ms: 60000, renew_interval_ms: 50, redis_password_file: passwordFile };
     const proxy = await fleet.worker(s, { podName: 'ws-envoy-old-abcde', hosts: [[P1, 'healthy']] });
-    expect(fs.existsSync(path.join(fleet.stateDir, 'draining'))).toBe(false);
+    if (kind === 'future') fs.writeFileSync(marker, `${Date.now() + 60000}\nws-envoy-old-abcde\n`);
+    if (kind === 'garbage') fs.writeFileSync(marker, 'draining\n');
     const conn = await openSocket(proxy);
     redis.cli('DEL', `{ws}:pod:${P1}`); // the lease is gone (as after a drain, or Redis losing state)
     await new Promise((res) => setTimeout(res, 100));

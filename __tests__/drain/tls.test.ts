@@ -38,7 +38,7 @@ function drain(caFile: string): Promise<{ code: number | null; stdout: string }>
   });
   return new Promise((resolve, reject) => {
     const p = spawn('luajit', [DRAIN], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: luaDir, POD_NAME: 'envoy-tls', WS_REDIS_CA_FILE: caFile },
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: luaDir, POD_NAME: 'envoy-tls', WS_REDIS_CA_FILE: caFile, WS_STATE_DIR: dir },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';

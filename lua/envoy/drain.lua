@@ -10,9 +10,9 @@
 --   luajit /etc/envoy/lua/drain.lua [--log-file PATH]
 --
 -- Reads settings.lua (WS_LUA_DIR, checked by settings_loader.lua like the filter does),
--- takes the proxy id exactly as filter.lua does (POD_NAME, else the host name), connects
--- with resp.lua (AUTH from redis_password_file, TLS when redis_tls), writes the marker
--- $WS_STATE_DIR/draining (the filter stops re-registering leases), SMEMBERS the pod
+-- takes the proxy id exactly as filter.lua does (POD_NAME, else the host name), writes
+-- the marker $WS_STATE_DIR/draining (the filter stops re-registering leases), connects
+-- with resp.lua (AUTH from redis_password_file, TLS when redis_tls), SMEMBERS the pod
 -- index, then runs release_proxy.lua over the listed pods (chunks of CHUNK pods).
 --
 -- Output: one line on stdout, `drain: released N leases of proxy P ...` or
@@ -92,11 +92,17 @@ local function main(argv)
   -- workers stop re-registering leases that renew finds gone, so a connection that
   -- sends data between this release and SIGTERM does not take its slot back. Best
   -- effort: without the marker such a lease expires by itself within the lease TTL.
+  -- Content: the time (ms, this node's clock, as the filter reads it) and the proxy id.
   local state_dir = os.getenv("WS_STATE_DIR") or "/var/run/ws-admission"
-  local marker = io.open(state_dir .. "/draining", "wb")
+  local marker_path = state_dir .. "/draining"
+  local marker, merr = io.open(marker_path, "wb")
+  local marker_note = ""
   if marker then
-    marker:write(proxy, "\n")
+    marker:write(string.format("%d\n%s\n", math.floor(socket.gettime() * 1000), proxy))
     marker:close()
+  else
+    marker_note = "; no draining marker (" .. tostring(merr)
+      .. "): a connection renewing before SIGTERM may re-register"
   end
 
   local resp = require("resp")
@@ -125,8 +131,8 @@ local function main(argv)
     released = released + r
   end
   client:close()
-  emit(string.format("drain: released %d leases of proxy %s (%d pods checked, %d ms)",
-    released, proxy, #pods, math.floor((socket.gettime() - started) * 1000 + 0.5)))
+  emit(string.format("drain: released %d leases of proxy %s (%d pods checked, %d ms)%s",
+    released, proxy, #pods, math.floor((socket.gettime() - started) * 1000 + 0.5), marker_note))
   os.exit(0)
 end
 

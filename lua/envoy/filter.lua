@@ -84,16 +84,24 @@ local WORKER = hex(random_bytes(3) or string.char(math.random(0, 255), math.rand
 local STATE_DIR = os.getenv("WS_STATE_DIR") or "/var/run/ws-admission"
 local stats = worker_stats.writer(STATE_DIR, PROXY, WORKER, now_ms, 1000)
 local HOSTS_FILE = STATE_DIR .. "/hosts"
--- Written by drain.lua (the preStop hook) before it releases this proxy's leases: a
--- connection that renews after that must not re-register, or it would hold its slot
--- for a whole lease TTL after the SIGTERM that resets it. A marker found at load time
--- is stale (a container restart after a liveness failure also runs preStop).
+-- Written by drain.lua (the preStop hook) before it releases this proxy's leases, with
+-- the time it did (ms): a connection that renews after that must not re-register, or
+-- it would hold its slot for a whole lease TTL after the SIGTERM that resets it. The
+-- marker counts only if it was written after this worker loaded (one left by an earlier
+-- container of the pod, e.g. after a liveness restart, is not about this process) and
+-- within DRAIN_MARKER_MS (SIGTERM follows a drain within seconds; a drain run by hand
+-- on a serving pod stops re-registration for no longer than that). Read only when a
+-- renewal finds its lease gone.
 local DRAIN_MARKER = STATE_DIR .. "/draining"
-os.remove(DRAIN_MARKER)
+local DRAIN_MARKER_MS = 120000
+local LOADED_MS = now_ms()
 local function draining()
   local f = io.open(DRAIN_MARKER, "rb")
-  if f then f:close() return true end
-  return false
+  if not f then return false end
+  local at = tonumber((f:read(32) or ""):match("^(%d+)\n"))
+  f:close()
+  local now = now_ms()
+  return at ~= nil and at >= LOADED_MS and at <= now and now - at < DRAIN_MARKER_MS
 end
 
 local TAG, K_RATE, K_STATS, K_PODS, K_POD, K_CONN
