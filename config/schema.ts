@@ -138,7 +138,7 @@ export const FIELDS: readonly FieldSpec[] = [
   },
   {
     key: 'envoyConcurrency', kind: 'integer', default: 2, min: 1, max: 64,
-    description: 'Envoy worker threads per proxy (`--concurrency`); each worker holds its own Redis connection. The pod requests 250m CPU and may use 1 CPU per worker.',
+    description: 'Envoy worker threads per proxy (`--concurrency`); each worker holds its own Redis connection. The pod requests 250m CPU per worker; its limit is 1 CPU per worker plus 500m (main thread, admin, preStop drain).',
   },
   {
     key: 'redisReplicas', kind: 'integer', default: 1, min: 1, max: 1,

@@ -82,9 +82,10 @@ export interface EnvoyProxyProps {
   readonly redisPassword?: RedisPasswordSource;
   /**
    * Container resources.
-   * @default - per worker thread (`concurrency`) 250m CPU requested and 1 CPU limit
-   * (a proxy throttled below its worker count stalls every stream on the starved
-   * workers); 128Mi/256Mi memory
+   * @default - 250m CPU requested per worker thread (`concurrency`); limit 1 CPU per
+   * worker plus 500m for the main thread, admin and the preStop drain (a proxy
+   * throttled below its worker count stalls every stream on the starved workers);
+   * 128Mi/256Mi memory
    */
   readonly resources?: ResourceSpec;
   /**
@@ -224,7 +225,7 @@ export class EnvoyProxy extends Construct {
                 resources: resources(
                   props.resources ?? {
                     cpuRequest: `${250 * this.concurrency}m`, memoryRequest: '128Mi',
-                    cpuLimit: String(this.concurrency), memoryLimit: '256Mi',
+                    cpuLimit: `${1000 * this.concurrency + 500}m`, memoryLimit: '256Mi',
                   },
                 ),
                 securityContext: containerSecurityContext(),

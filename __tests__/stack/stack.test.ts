@@ -101,10 +101,10 @@ describe('default profile', () => {
     expect(envoy.spec.strategy).toEqual({ type: 'RollingUpdate', rolling_update: { max_surge: '1', max_unavailable: '0' } });
   });
 
-  it('sizes Envoy\'s CPU by its worker threads: 250m requested and 1 CPU allowed per worker', () => {
+  it('sizes Envoy\'s CPU by its worker threads: 250m requested per worker, 1 CPU per worker + 500m allowed', () => {
     expect(container.resources).toEqual({
       requests: { cpu: '500m', memory: '128Mi' },
-      limits: { cpu: '2', memory: '256Mi' },
+      limits: { cpu: '2500m', memory: '256Mi' },
     });
   });
 
@@ -341,11 +341,11 @@ describe('every option changed', () => {
     expect(attrs).toEqual(ports.map((p: number) => [`${LBC}-listener-attributes.TCP-${p}`, 'tcp.idle_timeout.seconds=150']));
   });
 
-  it('gives 4 Envoy workers 4 CPUs (1000m requested)', () => {
+  it('gives 4 Envoy workers 4.5 CPUs (1000m requested)', () => {
     const c = envoy.spec.template.spec.container[0];
     expect(c.args).toContain('4');
     expect(c.resources.requests.cpu).toBe('1000m');
-    expect(c.resources.limits.cpu).toBe('4');
+    expect(c.resources.limits.cpu).toBe('4500m');
   });
 
   it('creates a ServiceMonitor on the metrics Service, with the extra labels, and no dashboard', () => {
