@@ -52,6 +52,7 @@ export interface StackConfig {
   readonly externalRedisPasswordSecret: string;
   readonly nlbScheme: NlbScheme;
   readonly nlbProxyProtocol: boolean;
+  readonly nlbSetIdleTimeout: boolean;
   readonly exposeMetricsOnNlb: boolean;
   readonly grafanaDashboard: boolean;
   readonly serviceMonitor: boolean;
@@ -250,6 +251,10 @@ export const FIELDS: readonly FieldSpec[] = [
   {
     key: 'nlbProxyProtocol', kind: 'boolean', default: false,
     description: 'Enable proxy protocol v2 on the NLB and Envoy, so Envoy sees client addresses (IP targets otherwise show the NLB\'s address).',
+  },
+  {
+    key: 'nlbSetIdleTimeout', kind: 'boolean', default: true,
+    description: `Set the NLB listeners' TCP idle timeout to idleTimeoutSeconds + ${NLB_IDLE_MARGIN_SECONDS} s (AWS Load Balancer Controller annotation \`aws-load-balancer-listener-attributes\`; the controller's IAM policy needs \`elasticloadbalancing:ModifyListenerAttributes\`). false leaves the NLB's ${NLB_TCP_IDLE_TIMEOUT.default} s: then keep idleTimeoutSeconds at ${NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS} or less.`,
   },
   {
     key: 'exposeMetricsOnNlb', kind: 'boolean', default: false,

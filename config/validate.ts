@@ -1,4 +1,4 @@
-import { FIELDS, FieldSpec, LEASE_MARGIN_SECONDS, StackConfig } from './schema';
+import { FIELDS, FieldSpec, LEASE_MARGIN_SECONDS, NLB_IDLE_MARGIN_SECONDS, NLB_TCP_IDLE_TIMEOUT, StackConfig } from './schema';
 import { NAMES, componentLabels, selectorLabels } from '../constructs/names';
 
 /**
@@ -152,6 +152,14 @@ export function crossFieldProblems(c: StackConfig): string[] {
     out.push(
       `renewIntervalSeconds must be less than idleTimeoutSeconds (${c.idleTimeoutSeconds}), got ${c.renewIntervalSeconds}. ` +
         `Fix: renew several times per idle timeout, e.g. renewIntervalSeconds = ${Math.max(1, Math.floor(c.idleTimeoutSeconds / 10))}.`,
+    );
+  }
+  const nlbDefaultCap = NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS;
+  if (!c.nlbSetIdleTimeout && c.idleTimeoutSeconds > nlbDefaultCap) {
+    out.push(
+      `idleTimeoutSeconds must be at most ${nlbDefaultCap} while nlbSetIdleTimeout is false, got ${c.idleTimeoutSeconds}: ` +
+        `the NLB keeps its ${NLB_TCP_IDLE_TIMEOUT.default} s TCP idle timeout and would drop quiet WebSockets silently before Envoy closes them. ` +
+        `Fix: lower idleTimeoutSeconds to ${nlbDefaultCap} or less, or set nlbSetIdleTimeout to true.`,
     );
   }
   if (c.redisReadTimeoutMs + c.redisConnectTimeoutMs >= c.hostsCacheMs * 10) {

@@ -37,7 +37,7 @@ export interface NlbProps {
    * TCP idle timeout of the NLB's listener (`tcp.idle_timeout.seconds`, 60-6000). A
    * quiet WebSocket must be closed by Envoy's idle timeout, which answers the client,
    * before the NLB forgets the flow silently: set it above Envoy's.
-   * @default 350 (the NLB's own default)
+   * @default - not set: the NLB keeps its own 350 s
    */
   readonly tcpIdleTimeoutSeconds?: number;
 }
@@ -60,8 +60,8 @@ export class Nlb extends Construct {
     if (!Number.isInteger(delay) || delay < 0 || delay > 3600) {
       throw new Error(`Nlb: deregistrationDelaySeconds must be an integer between 0 and 3600, got ${delay}`);
     }
-    const idle = props.tcpIdleTimeoutSeconds ?? NLB_TCP_IDLE_TIMEOUT.default;
-    if (!Number.isInteger(idle) || idle < NLB_TCP_IDLE_TIMEOUT.min || idle > NLB_TCP_IDLE_TIMEOUT.max) {
+    const idle = props.tcpIdleTimeoutSeconds;
+    if (idle !== undefined && (!Number.isInteger(idle) || idle < NLB_TCP_IDLE_TIMEOUT.min || idle > NLB_TCP_IDLE_TIMEOUT.max)) {
       throw new Error(`Nlb: tcpIdleTimeoutSeconds must be an integer between ${NLB_TCP_IDLE_TIMEOUT.min} and ${NLB_TCP_IDLE_TIMEOUT.max} (the NLB's range), got ${idle}`);
     }
     this.annotations = {
@@ -72,8 +72,9 @@ export class Nlb extends Construct {
       [`${ANNOTATION}-target-group-attributes`]: `deregistration_delay.timeout_seconds=${delay}`,
       // Per listener, keyed by protocol and port (needs a controller that knows
       // listener attributes; an older one ignores the annotation and the NLB keeps 350 s).
-      [`${ANNOTATION}-listener-attributes.TCP-${PUBLIC_PORT}`]: `tcp.idle_timeout.seconds=${idle}`,
-      ...(props.exposeMetrics ? { [`${ANNOTATION}-listener-attributes.TCP-${METRICS_PORT}`]: `tcp.idle_timeout.seconds=${idle}` } : {}),
+      ...(idle !== undefined ? { [`${ANNOTATION}-listener-attributes.TCP-${PUBLIC_PORT}`]: `tcp.idle_timeout.seconds=${idle}` } : {}),
+      ...(idle !== undefined && props.exposeMetrics
+        ? { [`${ANNOTATION}-listener-attributes.TCP-${METRICS_PORT}`]: `tcp.idle_timeout.seconds=${idle}` } : {}),
       [`${ANNOTATION}-healthcheck-protocol`]: 'HTTP',
       [`${ANNOTATION}-healthcheck-port`]: String(METRICS_PORT),
       [`${ANNOTATION}-healthcheck-path`]: '/ready',

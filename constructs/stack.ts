@@ -150,7 +150,9 @@ export class WsAdmissionStack extends TerraformStack {
       exposeMetrics: c.exposeMetricsOnNlb,
       // Envoy's idle timeout closes a quiet WebSocket (and releases its slot) before
       // the NLB would drop the flow without a word to either side.
-      tcpIdleTimeoutSeconds: Math.max(NLB_TCP_IDLE_TIMEOUT.min, c.idleTimeoutSeconds + NLB_IDLE_MARGIN_SECONDS),
+      tcpIdleTimeoutSeconds: c.nlbSetIdleTimeout
+        ? Math.max(NLB_TCP_IDLE_TIMEOUT.min, c.idleTimeoutSeconds + NLB_IDLE_MARGIN_SECONDS)
+        : undefined,
     });
 
     if (c.grafanaDashboard || c.serviceMonitor) {

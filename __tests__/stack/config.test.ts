@@ -264,6 +264,14 @@ describe('enums and booleans', () => {
 });
 
 describe('rules across fields', () => {
+  it('refuses an idle timeout the NLB\'s own 350 s would cut when the stack may not raise it', () => {
+    expect(bad({ nlbSetIdleTimeout: false, idleTimeoutSeconds: 321, leaseTtlSeconds: 400 })).toThrow(
+      'idleTimeoutSeconds must be at most 320 while nlbSetIdleTimeout is false, got 321: the NLB keeps its 350 s TCP idle timeout ' +
+        'and would drop quiet WebSockets silently before Envoy closes them. Fix: lower idleTimeoutSeconds to 320 or less, or set nlbSetIdleTimeout to true.',
+    );
+    expect(() => bad({ nlbSetIdleTimeout: false, idleTimeoutSeconds: 320, leaseTtlSeconds: 400 })()).not.toThrow();
+    expect(() => bad({ nlbSetIdleTimeout: true, idleTimeoutSeconds: 321, leaseTtlSeconds: 400 })()).not.toThrow();
+  });
   it('refuses a lease TTL shorter than idle timeout + renew interval + margin, with the fix', () => {
     expect(bad({ leaseTtlSeconds: 330, idleTimeoutSeconds: 300, renewIntervalSeconds: 30 })).toThrow(
       'leaseTtlSeconds must be at least idleTimeoutSeconds + renewIntervalSeconds + 5 (300 + 30 + 5 = 335), got 330: ' +

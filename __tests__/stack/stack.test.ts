@@ -334,13 +334,6 @@ describe('every option changed', () => {
     expect(json).toMatchSnapshot();
   });
 
-  it('keeps the NLB\'s TCP idle timeout above Envoy\'s on every listener it publishes (120 s -> 150 s)', () => {
-    const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
-    const ports = nlb.spec.port.map((p: Json) => p.port);
-    const attrs = Object.entries(nlb.metadata.annotations as Record<string, string>).filter(([k]) => k.startsWith(`${LBC}-listener-attributes.`));
-    expect(attrs).toEqual(ports.map((p: number) => [`${LBC}-listener-attributes.TCP-${p}`, 'tcp.idle_timeout.seconds=150']));
-  });
-
   it('gives 4 Envoy workers 4.5 CPUs (1000m requested)', () => {
     const c = envoy.spec.template.spec.container[0];
     expect(c.args).toContain('4');
@@ -439,6 +432,24 @@ describe('options one by one', () => {
     const envoy = byName(json, 'kubernetes_deployment_v1', 'ws-envoy');
     expect(envoy.spec.template.spec.volume.map((v: Json) => v.name)).toEqual(['config', 'state', 'tmp']);
     expect(byName(json, 'kubernetes_config_map_v1', 'ws-envoy-config').data['settings.lua']).toContain('redis_password_file = "",');
+  });
+
+  it('keeps the NLB\'s TCP idle timeout above Envoy\'s on every listener it publishes (120 s -> 150 s; 10 s -> the NLB minimum 60 s)', () => {
+    for (const [idle, nlbIdle] of [[120, 150], [10, 60]]) {
+      const { json } = synth({ idleTimeoutSeconds: idle, renewIntervalSeconds: 5, exposeMetricsOnNlb: true });
+      const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
+      const ports = nlb.spec.port.map((p: Json) => p.port);
+      expect(ports).toEqual([80, 9901]);
+      const attrs = Object.entries(nlb.metadata.annotations as Record<string, string>).filter(([k]) => k.startsWith(`${LBC}-listener-attributes.`));
+      expect(attrs).toEqual(ports.map((p: number) => [`${LBC}-listener-attributes.TCP-${p}`, `tcp.idle_timeout.seconds=${nlbIdle}`]));
+    }
+  });
+
+  it('nlbSetIdleTimeout=false leaves the NLB\'s listener attributes alone (for a controller whose IAM policy lacks them)', () => {
+    const { json } = synth({ nlbSetIdleTimeout: false, idleTimeoutSeconds: 300 });
+    const keys = Object.keys(byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb').metadata.annotations);
+    expect(keys.filter((k) => k.includes('listener-attributes'))).toEqual([]);
+    expect(keys).toContain(`${LBC}-target-group-attributes`);
   });
 
   it('the stack validates the config it is given', () => {

@@ -95,6 +95,7 @@ export const EVERYTHING_CHANGED: StackConfig = {
   externalRedisPasswordSecret: 'elasticache-auth',
   nlbScheme: 'internal',
   nlbProxyProtocol: true,
+  nlbSetIdleTimeout: false,
   exposeMetricsOnNlb: true,
   grafanaDashboard: false,
   serviceMonitor: true,
