@@ -33,7 +33,7 @@ export async function runWorkers(entry: string, configs: readonly WorkerConfig[]
   onStarted?: () => void | Promise<void>;
   /** Called with the child processes once all are running (e.g. to kill one). */
   onRunning?: (children: ChildProcess[]) => void | Promise<void>;
-  /** A worker killed by a signal (by onRunning) reports nothing and is left out. */
+  /** A worker killed by a signal (by onRunning, not by the timeout) reports nothing and is left out. */
   killedLeaveNoResult?: boolean;
 } = {}): Promise<WorkerResult[]> {
   const children = configs.map((cfg) => spawn(process.execPath, [entry, JSON.stringify(cfg)], {
@@ -53,7 +53,8 @@ export async function runWorkers(entry: string, configs: readonly WorkerConfig[]
   const closed = children.map((c) => new Promise<string>((resolve) => {
     c.once('close', (code, signal) => resolve(signal ? `signal ${signal}` : `code ${code}`));
   }));
-  const timer = setTimeout(() => children.forEach((c) => c.kill('SIGKILL')), opts.timeoutMs ?? 20000);
+  let timedOut = false;
+  const timer = setTimeout(() => { timedOut = true; children.forEach((c) => c.kill('SIGKILL')); }, opts.timeoutMs ?? 20000);
   try {
     await Promise.all(ready);
     await opts.onStarted?.();
@@ -63,8 +64,9 @@ export async function runWorkers(entry: string, configs: readonly WorkerConfig[]
     return outputs.flatMap((o, i) => {
       const line = o.split('\n').find((l) => l.startsWith('{'));
       if (line) return [JSON.parse(line) as WorkerResult];
-      if (opts.killedLeaveNoResult && ends[i].startsWith('signal')) return [];
-      throw new Error(`worker ${i} (${configs[i].proxy}) ended (${ends[i]}) without a result; stdout: ${JSON.stringify(o)}`);
+      if (opts.killedLeaveNoResult && !timedOut && ends[i].startsWith('signal')) return [];
+      const why = timedOut ? `killed after the ${opts.timeoutMs ?? 20000} ms timeout` : `ended (${ends[i]})`;
+      throw new Error(`worker ${i} (${configs[i].proxy}) ${why} without a result; stdout: ${JSON.stringify(o)}`);
     });
   } finally {
     clearTimeout(timer);
