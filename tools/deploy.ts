@@ -86,6 +86,7 @@ export interface ConfigView {
   readonly namespace?: string;
   readonly envoyImage?: string;
   readonly nlbScheme?: string;
+  readonly nlbSetIdleTimeout?: boolean;
 }
 
 export function parseDeployArgs(argv: readonly string[], config: ConfigView, mode: 'deploy' | 'destroy'): DeployOptions & { help: boolean } {
@@ -119,6 +120,7 @@ export function parseDeployArgs(argv: readonly string[], config: ConfigView, mod
       clusterName: values.cluster ?? config.clusterName,
       region: values.region ?? config.region,
       envoyImage: values.image ?? config.envoyImage,
+      nlbListenerAttributes: config.nlbSetIdleTimeout,
     },
     namespace: values.namespace ?? config.namespace,
     timeoutMs: timeout * 1000,

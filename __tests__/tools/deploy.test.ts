@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { DeployOptions, parseDeployArgs, runDeploy } from '../../tools/deploy';
-import { checkPrerequisites, parseEcrImage } from '../../tools/lib/prereqs';
+import { checkPrerequisites, controllerVersion, parseEcrImage } from '../../tools/lib/prereqs';
 import { MemoryReporter } from '../../tools/lib/progress';
 import { NetProbes } from '../../tools/lib/verify';
 import { FakeClock, FakeRunner, fail, ok } from './fakes';
@@ -107,6 +107,30 @@ describe('prerequisite checks', () => {
     const unready = healthyRunner().on('kubectl get deployment -n kube-system aws-load-balancer-controller', ok({ status: { replicas: 2 } }));
     expect((await checkPrerequisites(unready, TARGET, {})).find((x) => x.name === 'AWS Load Balancer Controller')!.detail)
       .toBe('the AWS Load Balancer Controller has no ready replica (0/2)');
+  });
+
+  it('refuses a controller too old for the NLB idle-timeout annotation, unless the stack does not set it', async () => {
+    const lbc = (image: string) => healthyRunner().on('kubectl get deployment -n kube-system aws-load-balancer-controller',
+      ok({ status: { readyReplicas: 2, replicas: 2 }, spec: { template: { spec: { containers: [{ image }] } } } }));
+    const check = async (image: string, nlbListenerAttributes: boolean) =>
+      (await checkPrerequisites(lbc(image), { ...TARGET, nlbListenerAttributes }, {})).find((x) => x.name === 'AWS Load Balancer Controller')!;
+    const old = await check('public.ecr.aws/eks/aws-load-balancer-controller:v2.8.3', true);
+    expect(old).toMatchObject({
+      ok: false,
+      detail: 'the AWS Load Balancer Controller is v2.8.3; it ignores the NLB listener idle-timeout annotation (listener attributes came in v2.9.0), so the NLB would drop quiet WebSockets after 350 s',
+      fix: 'upgrade the controller to v2.9.0 or later with its IAM policy, or set nlbSetIdleTimeout to false (then idleTimeoutSeconds <= 320)',
+    });
+    expect(await check('public.ecr.aws/eks/aws-load-balancer-controller:v2.8.3', false)).toMatchObject({ ok: true, detail: 'v2.8.3, 2/2 replicas ready' });
+    expect(await check('602401143452.dkr.ecr.us-west-2.amazonaws.com/amazon/aws-load-balancer-controller:v2.9.0', true)).toMatchObject({ ok: true, detail: 'v2.9.0, 2/2 replicas ready' });
+    expect(await check('my.registry/lbc@sha256:abc', true)).toMatchObject({ ok: true, detail: '2/2 replicas ready (version not read from image "my.registry/lbc@sha256:abc")' });
+  });
+
+  it('reads the controller version from its image tag', () => {
+    expect(controllerVersion('public.ecr.aws/eks/aws-load-balancer-controller:v2.13.1')).toEqual([2, 13, 1]);
+    expect(controllerVersion('registry:5000/aws-load-balancer-controller:v2.10.0-eks-1')).toEqual([2, 10, 0]);
+    expect(controllerVersion('public.ecr.aws/eks/aws-load-balancer-controller:v2.9.2@sha256:0123')).toEqual([2, 9, 2]);
+    expect(controllerVersion('registry:5000/aws-load-balancer-controller:latest')).toBeNull();
+    expect(controllerVersion('registry:5000/aws-load-balancer-controller')).toBeNull();
   });
 
   it('asks for a cluster name and region when the config has none', async () => {

@@ -6,7 +6,22 @@ export interface Target {
   readonly region?: string;
   /** The custom Envoy image the stack deploys. */
   readonly envoyImage?: string;
+  /**
+   * The stack sets the NLB listener's idle timeout (config nlbSetIdleTimeout): the
+   * controller must know listener attributes (v2.9.0 and later).
+   */
+  readonly nlbListenerAttributes?: boolean;
 }
+
+/** The first AWS Load Balancer Controller release that applies NLB listener attributes. */
+export const LBC_LISTENER_ATTRIBUTES_SINCE = [2, 9, 0] as const;
+
+/** `v2.8.2` from an image such as `public.ecr.aws/eks/aws-load-balancer-controller:v2.8.2`; null when the tag is no version. */
+export function controllerVersion(image: string): [number, number, number] | null {
+  const m = /:v?(\d+)\.(\d+)\.(\d+)(?:[-+@][^:/]*)?$/.exec(image.split('@')[0]);
+  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : null;
+}
+const older = (a: readonly number[], b: readonly number[]) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
 
 export interface CheckResult {
   readonly name: string;
@@ -181,10 +196,23 @@ const CHECKS: readonly Check[] = [
           ? { ok: false, detail: 'the AWS Load Balancer Controller is not installed (no deployment kube-system/aws-load-balancer-controller); without it the NLB Service gets no load balancer', fix: install }
           : { ok: false, detail: failed(r, 'kubectl', args) };
       }
-      const d = JSON.parse(r.stdout) as { status?: { readyReplicas?: number; replicas?: number } };
+      const d = JSON.parse(r.stdout) as {
+        status?: { readyReplicas?: number; replicas?: number };
+        spec?: { template?: { spec?: { containers?: Array<{ image?: string }> } } };
+      };
       const ready = d.status?.readyReplicas ?? 0;
       if (ready < 1) return { ok: false, detail: `the AWS Load Balancer Controller has no ready replica (${ready}/${d.status?.replicas ?? 0})`, fix: 'kubectl -n kube-system describe deployment aws-load-balancer-controller' };
-      return { ok: true, detail: `${ready}/${d.status?.replicas ?? ready} replicas ready` };
+      const image = d.spec?.template?.spec?.containers?.[0]?.image ?? '';
+      const version = controllerVersion(image);
+      const replicas = `${ready}/${d.status?.replicas ?? ready} replicas ready`;
+      if (ctx.target.nlbListenerAttributes && version && older(version, LBC_LISTENER_ATTRIBUTES_SINCE) < 0) {
+        return {
+          ok: false,
+          detail: `the AWS Load Balancer Controller is v${version.join('.')}; it ignores the NLB listener idle-timeout annotation (listener attributes came in v${LBC_LISTENER_ATTRIBUTES_SINCE.join('.')}), so the NLB would drop quiet WebSockets after 350 s`,
+          fix: `upgrade the controller to v${LBC_LISTENER_ATTRIBUTES_SINCE.join('.')} or later with its IAM policy, or set nlbSetIdleTimeout to false (then idleTimeoutSeconds <= 320)`,
+        };
+      }
+      return { ok: true, detail: version ? `v${version.join('.')}, ${replicas}` : `${replicas} (version not read from image ${JSON.stringify(image)})` };
     },
   },
 ];
