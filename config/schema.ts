@@ -254,7 +254,7 @@ export const FIELDS: readonly FieldSpec[] = [
   },
   {
     key: 'nlbSetIdleTimeout', kind: 'boolean', default: true,
-    description: `Set the NLB listeners' TCP idle timeout to idleTimeoutSeconds + ${NLB_IDLE_MARGIN_SECONDS} s (AWS Load Balancer Controller annotation \`aws-load-balancer-listener-attributes\`; the controller's IAM policy needs \`elasticloadbalancing:ModifyListenerAttributes\`). false leaves the NLB's ${NLB_TCP_IDLE_TIMEOUT.default} s: then keep idleTimeoutSeconds at ${NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS} or less.`,
+    description: `Set the NLB listeners' TCP idle timeout to idleTimeoutSeconds + ${NLB_IDLE_MARGIN_SECONDS} s (AWS Load Balancer Controller v2.9.0+ annotation \`aws-load-balancer-listener-attributes\`; its IAM policy needs \`elasticloadbalancing:ModifyListenerAttributes\`). false leaves the NLB's ${NLB_TCP_IDLE_TIMEOUT.default} s (for an older controller, or a policy without that action): then keep idleTimeoutSeconds at ${NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS} or less.`,
   },
   {
     key: 'exposeMetricsOnNlb', kind: 'boolean', default: false,

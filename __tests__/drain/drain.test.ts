@@ -268,6 +268,21 @@ describe('drain.lua with the public filter taking the leases (harness)', () => {
     expect((await openSocket(newProxy)).pod).toBe(P1);
   });
 
+  it('a marker stops counting after its life (2 minutes; 300 ms here): renewals re-register again', async () => {
+    const s = { max_connections_per_pod: 1, lease_ttl_ms: 60000, renew_interval_ms: 50, redis_password_file: passwordFile };
+    const proxy = await fleet.worker(s, { podName: 'ws-envoy-old-abcde', hosts: [[P1, 'healthy']], env: { WS_DRAIN_MARKER_MS: '300' } });
+    const conn = await openSocket(proxy);
+    const r = await runDrain({ luaDir: makeLuaDir(settings(s)), podName: 'ws-envoy-old-abcde', env: { WS_STATE_DIR: fleet.stateDir } });
+    expect(r.stdout).toMatch(/^drain: released 1 leases/);
+    await new Promise((res) => setTimeout(res, 100));
+    await proxy.data(conn.sid, 'response');            // within the marker's life: not re-registered
+    expect(members(P1)).toEqual([]);
+    await new Promise((res) => setTimeout(res, 350));
+    await proxy.data(conn.sid, 'response');            // marker expired: re-registered
+    expect(members(P1)).toHaveLength(1);
+    expect(statsHash(redis.cli).reregistered).toBe(1);
+  });
+
   it.each([
     ['no marker', null],
     ['a marker from before this worker loaded (an earlier container of the pod)', 'before-load'],

@@ -123,6 +123,21 @@ describe('prerequisite checks', () => {
     expect(await check('public.ecr.aws/eks/aws-load-balancer-controller:v2.8.3', false)).toMatchObject({ ok: true, detail: 'v2.8.3, 2/2 replicas ready' });
     expect(await check('602401143452.dkr.ecr.us-west-2.amazonaws.com/amazon/aws-load-balancer-controller:v2.9.0', true)).toMatchObject({ ok: true, detail: 'v2.9.0, 2/2 replicas ready' });
     expect(await check('my.registry/lbc@sha256:abc', true)).toMatchObject({ ok: true, detail: '2/2 replicas ready (version not read from image "my.registry/lbc@sha256:abc")' });
+    // The controller's own container, not whatever a chart put first.
+    const sidecar = healthyRunner().on('kubectl get deployment -n kube-system aws-load-balancer-controller', ok({
+      status: { readyReplicas: 1, replicas: 1 },
+      spec: { template: { spec: { containers: [
+        { name: 'log-shipper', image: 'fluent/fluent-bit:2.1.8' },
+        { name: 'aws-load-balancer-controller', image: 'public.ecr.aws/eks/aws-load-balancer-controller:v2.11.0' },
+      ] } } },
+    }));
+    expect((await checkPrerequisites(sidecar, { ...TARGET, nlbListenerAttributes: true }, {})).find((x) => x.name === 'AWS Load Balancer Controller'))
+      .toMatchObject({ ok: true, detail: 'v2.11.0, 1/1 replicas ready' });
+  });
+
+  it('checks the controller for listener attributes exactly when the config sets the NLB idle timeout', () => {
+    expect(parseDeployArgs([], { nlbSetIdleTimeout: true }, 'deploy').target.nlbListenerAttributes).toBe(true);
+    expect(parseDeployArgs([], { nlbSetIdleTimeout: false }, 'deploy').target.nlbListenerAttributes).toBe(false);
   });
 
   it('reads the controller version from its image tag', () => {

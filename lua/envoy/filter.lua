@@ -93,7 +93,7 @@ local HOSTS_FILE = STATE_DIR .. "/hosts"
 -- on a serving pod stops re-registration for no longer than that). Read only when a
 -- renewal finds its lease gone.
 local DRAIN_MARKER = STATE_DIR .. "/draining"
-local DRAIN_MARKER_MS = 120000
+local DRAIN_MARKER_MS = tonumber(os.getenv("WS_DRAIN_MARKER_MS") or "") or 120000 -- (the tests shorten it)
 local LOADED_MS = now_ms()
 local function draining()
   local f = io.open(DRAIN_MARKER, "rb")

@@ -198,11 +198,15 @@ const CHECKS: readonly Check[] = [
       }
       const d = JSON.parse(r.stdout) as {
         status?: { readyReplicas?: number; replicas?: number };
-        spec?: { template?: { spec?: { containers?: Array<{ image?: string }> } } };
+        spec?: { template?: { spec?: { containers?: Array<{ name?: string; image?: string }> } } };
       };
       const ready = d.status?.readyReplicas ?? 0;
       if (ready < 1) return { ok: false, detail: `the AWS Load Balancer Controller has no ready replica (${ready}/${d.status?.replicas ?? 0})`, fix: 'kubectl -n kube-system describe deployment aws-load-balancer-controller' };
-      const image = d.spec?.template?.spec?.containers?.[0]?.image ?? '';
+      // The controller's own container (a chart or kustomization may add others before it).
+      const containers = d.spec?.template?.spec?.containers ?? [];
+      const own = containers.find((c) => c.name === 'aws-load-balancer-controller')
+        ?? containers.find((c) => (c.image ?? '').includes('aws-load-balancer-controller')) ?? containers[0];
+      const image = own?.image ?? '';
       const version = controllerVersion(image);
       const replicas = `${ready}/${d.status?.replicas ?? ready} replicas ready`;
       if (ctx.target.nlbListenerAttributes && version && older(version, LBC_LISTENER_ATTRIBUTES_SINCE) < 0) {
