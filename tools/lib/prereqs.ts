@@ -21,7 +21,7 @@ export function controllerVersion(image: string): [number, number, number] | nul
   const m = /:v?(\d+)\.(\d+)\.(\d+)(?:[-+@][^:/]*)?$/.exec(image.split('@')[0]);
   return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : null;
 }
-const older = (a: readonly number[], b: readonly number[]) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
+const compareVersions = (a: readonly number[], b: readonly number[]) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
 
 export interface CheckResult {
   readonly name: string;
@@ -209,7 +209,7 @@ const CHECKS: readonly Check[] = [
       const image = own?.image ?? '';
       const version = controllerVersion(image);
       const replicas = `${ready}/${d.status?.replicas ?? ready} replicas ready`;
-      if (ctx.target.nlbListenerAttributes && version && older(version, LBC_LISTENER_ATTRIBUTES_SINCE) < 0) {
+      if (ctx.target.nlbListenerAttributes && version && compareVersions(version, LBC_LISTENER_ATTRIBUTES_SINCE) < 0) {
         return {
           ok: false,
           detail: `the AWS Load Balancer Controller is v${version.join('.')}; it ignores the NLB listener idle-timeout annotation (listener attributes came in v${LBC_LISTENER_ATTRIBUTES_SINCE.join('.')}), so the NLB would drop quiet WebSockets after 350 s`,
