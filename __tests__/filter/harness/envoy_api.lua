@@ -238,9 +238,15 @@ function M.handle(stream, dir, env)
     stream.override = { host = host, strict = strict or false }
   end
 
-  -- docs: "streamInfo()" -> "Stream info object API"
+  -- docs: "streamInfo()" -> "Stream info object API". One object per stream handle,
+  -- made on the first call and returned again after (source: lua_filter.cc,
+  -- StreamHandleWrapper::luaStreamInfo keeps stream_info_wrapper_; likewise
+  -- StreamInfoWrapper::luaDynamicMetadata keeps dynamic_metadata_wrapper_).
+  local si_cached
   function h:streamInfo()
+    if si_cached then return si_cached end
     local si = {}
+    si_cached = si
     function si:protocol() return stream.protocol or "HTTP/1.1" end                 -- docs: "protocol()"
     function si:downstreamRemoteAddress() return stream.remote end                  -- docs: "downstreamRemoteAddress()"
     function si:downstreamDirectRemoteAddress() return stream.remote end            -- docs: "downstreamDirectRemoteAddress()"
@@ -248,8 +254,11 @@ function M.handle(stream, dir, env)
     function si:routeName() return stream.route or "" end                           -- docs: "routeName()"
     -- docs: "dynamicMetadata()" -> "Dynamic metadata object API": set(filterName, key,
     -- value) / get(filterName) returning that filter's table (nil when none).
+    local dm_cached
     function si:dynamicMetadata()
+      if dm_cached then return dm_cached end
       local dm = {}
+      dm_cached = dm
       function dm:set(ns, key, value)
         assert(type(ns) == "string" and type(key) == "string", "dynamicMetadata:set(filterName, key, value)")
         stream.metadata[ns] = stream.metadata[ns] or {}
