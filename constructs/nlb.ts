@@ -64,17 +64,21 @@ export class Nlb extends Construct {
     if (idle !== undefined && (!Number.isInteger(idle) || idle < NLB_TCP_IDLE_TIMEOUT.min || idle > NLB_TCP_IDLE_TIMEOUT.max)) {
       throw new Error(`Nlb: tcpIdleTimeoutSeconds must be an integer between ${NLB_TCP_IDLE_TIMEOUT.min} and ${NLB_TCP_IDLE_TIMEOUT.max} (the NLB's range), got ${idle}`);
     }
+    // The listeners the NLB publishes: their idle timeouts are keyed by protocol and port.
+    const ports = [
+      { name: 'http', port: PUBLIC_PORT, targetPort: 'http', protocol: 'TCP' },
+      ...(props.exposeMetrics ? [{ name: 'metrics', port: METRICS_PORT, targetPort: 'metrics', protocol: 'TCP' }] : []),
+    ];
     this.annotations = {
       [`${ANNOTATION}-type`]: 'external',
       [`${ANNOTATION}-nlb-target-type`]: 'ip',
       [`${ANNOTATION}-scheme`]: props.scheme ?? 'internet-facing',
       [`${ANNOTATION}-attributes`]: 'load_balancing.cross_zone.enabled=true',
       [`${ANNOTATION}-target-group-attributes`]: `deregistration_delay.timeout_seconds=${delay}`,
-      // Per listener, keyed by protocol and port (needs a controller that knows
-      // listener attributes; an older one ignores the annotation and the NLB keeps 350 s).
-      ...(idle !== undefined ? { [`${ANNOTATION}-listener-attributes.TCP-${PUBLIC_PORT}`]: `tcp.idle_timeout.seconds=${idle}` } : {}),
-      ...(idle !== undefined && props.exposeMetrics
-        ? { [`${ANNOTATION}-listener-attributes.TCP-${METRICS_PORT}`]: `tcp.idle_timeout.seconds=${idle}` } : {}),
+      // Needs a controller that knows listener attributes (v2.9.0+); an older one ignores
+      // the annotation and the NLB keeps 350 s.
+      ...Object.fromEntries(idle === undefined ? [] : ports.map((p) =>
+        [`${ANNOTATION}-listener-attributes.${p.protocol}-${p.port}`, `tcp.idle_timeout.seconds=${idle}`])),
       [`${ANNOTATION}-healthcheck-protocol`]: 'HTTP',
       [`${ANNOTATION}-healthcheck-port`]: String(METRICS_PORT),
       [`${ANNOTATION}-healthcheck-path`]: '/ready',
@@ -94,10 +98,7 @@ export class Nlb extends Construct {
       spec: {
         type: 'LoadBalancer',
         selector: { ...props.selector },
-        port: [
-          { name: 'http', port: PUBLIC_PORT, targetPort: 'http', protocol: 'TCP' },
-          ...(props.exposeMetrics ? [{ name: 'metrics', port: METRICS_PORT, targetPort: 'metrics', protocol: 'TCP' }] : []),
-        ],
+        port: ports,
       },
       waitForLoadBalancer: true,
     });

@@ -334,13 +334,6 @@ describe('every option changed', () => {
     expect(json).toMatchSnapshot();
   });
 
-  it('gives 4 Envoy workers 4.5 CPUs (1000m requested)', () => {
-    const c = envoy.spec.template.spec.container[0];
-    expect(c.args).toContain('4');
-    expect(c.resources.requests.cpu).toBe('1000m');
-    expect(c.resources.limits.cpu).toBe('4500m');
-  });
-
   it('creates a ServiceMonitor on the metrics Service, with the extra labels, and no dashboard', () => {
     const sm = resources(json, 'kubernetes_manifest');
     expect(sm).toHaveLength(1);
@@ -385,9 +378,11 @@ describe('every option changed', () => {
     expect(json.output.redis_service.value).toBe('master.chat.abc123.euw1.cache.amazonaws.com:6380');
   });
 
-  it('scales Envoy and its workers', () => {
+  it('scales Envoy and its workers (4 workers: 1000m CPU requested, 4500m allowed)', () => {
     expect(envoy.spec.replicas).toBe('4');
     expect(envoy.spec.template.spec.container[0].args).toContain('4');
+    expect(envoy.spec.template.spec.container[0].resources.requests.cpu).toBe('1000m');
+    expect(envoy.spec.template.spec.container[0].resources.limits.cpu).toBe('4500m');
     expect(envoy.spec.template.spec.container[0].image).toBe('123456789012.dkr.ecr.eu-west-1.amazonaws.com/ws-envoy-lua:1.36.2-7');
   });
 

@@ -1,3 +1,4 @@
+import { NLB_IDLE_MARGIN_SECONDS, NLB_TCP_IDLE_TIMEOUT } from '../../config/schema';
 import { ProcessRunner, RunResult, formatCommand, lastLine } from './process';
 
 /** What deploy/destroy need to know about the target; from flags, env, the stack config. */
@@ -212,8 +213,8 @@ const CHECKS: readonly Check[] = [
       if (ctx.target.nlbListenerAttributes && version && compareVersions(version, LBC_LISTENER_ATTRIBUTES_SINCE) < 0) {
         return {
           ok: false,
-          detail: `the AWS Load Balancer Controller is v${version.join('.')}; it ignores the NLB listener idle-timeout annotation (listener attributes came in v${LBC_LISTENER_ATTRIBUTES_SINCE.join('.')}), so the NLB would drop quiet WebSockets after 350 s`,
-          fix: `upgrade the controller to v${LBC_LISTENER_ATTRIBUTES_SINCE.join('.')} or later with its IAM policy, or set nlbSetIdleTimeout to false (then idleTimeoutSeconds <= 320)`,
+          detail: `the AWS Load Balancer Controller is v${version.join('.')}; it ignores the NLB listener idle-timeout annotation (listener attributes came in v${LBC_LISTENER_ATTRIBUTES_SINCE.join('.')}), so the NLB would drop quiet WebSockets after ${NLB_TCP_IDLE_TIMEOUT.default} s`,
+          fix: `upgrade the controller to v${LBC_LISTENER_ATTRIBUTES_SINCE.join('.')} or later with its IAM policy, or set nlbSetIdleTimeout to false (then idleTimeoutSeconds <= ${NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS})`,
         };
       }
       return { ok: true, detail: version ? `v${version.join('.')}, ${replicas}` : `${replicas} (version not read from image ${JSON.stringify(image)})` };

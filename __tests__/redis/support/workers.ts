@@ -41,20 +41,22 @@ export async function runWorkers(entry: string, configs: readonly WorkerConfig[]
     stdio: ['pipe', 'pipe', 'inherit'],
   }));
   const outputs = children.map(() => '');
+  const timeoutMs = opts.timeoutMs ?? 20000;
   let timedOut = false;
+  const timeoutNote = () => (timedOut ? `; the ${timeoutMs} ms timeout had fired` : '');
   const ready = children.map((c, i) => new Promise<void>((resolve, reject) => {
     c.stdout!.on('data', (d: Buffer) => {
       outputs[i] += d.toString();
       if (outputs[i].includes('READY\n')) resolve();
     });
-    c.once('exit', (code, signal) => reject(new Error(`worker ${i} exited (${signal ? `signal ${signal}` : `code ${code}`}${timedOut ? `; the ${opts.timeoutMs ?? 20000} ms timeout had fired` : ''}) before READY`)));
+    c.once('exit', (code, signal) => reject(new Error(`worker ${i} exited (${signal ? `signal ${signal}` : `code ${code}`}${timeoutNote()}) before READY`)));
   }));
   // 'close', not 'exit': 'exit' can fire before the child's stdout is drained, and
   // the result line would be lost (seen in CI: 9 results from 10 workers).
   const closed = children.map((c) => new Promise<string>((resolve) => {
     c.once('close', (code, signal) => resolve(signal ? `signal ${signal}` : `code ${code}`));
   }));
-  const timer = setTimeout(() => { timedOut = true; children.forEach((c) => c.kill('SIGKILL')); }, opts.timeoutMs ?? 20000);
+  const timer = setTimeout(() => { timedOut = true; children.forEach((c) => c.kill('SIGKILL')); }, timeoutMs);
   try {
     await Promise.all(ready);
     await opts.onStarted?.();
@@ -65,7 +67,7 @@ export async function runWorkers(entry: string, configs: readonly WorkerConfig[]
       const line = o.split('\n').find((l) => l.startsWith('{'));
       if (line) return [JSON.parse(line) as WorkerResult];
       if (opts.killedLeaveNoResult && !timedOut && ends[i].startsWith('signal')) return [];
-      const why = `ended (${ends[i]}${timedOut ? `; the ${opts.timeoutMs ?? 20000} ms timeout had fired` : ''})`;
+      const why = `ended (${ends[i]}${timeoutNote()})`;
       throw new Error(`worker ${i} (${configs[i].proxy}) ${why} without a result; stdout: ${JSON.stringify(o)}`);
     });
   } finally {
