@@ -23,10 +23,51 @@ export const CONFIG_DIR = '/etc/envoy';
 export const LUA_DIR = `${CONFIG_DIR}/lua`;
 export const FILTER_LUA = `${LUA_DIR}/filter.lua`;
 export const METRICS_LUA = `${LUA_DIR}/metrics.lua`;
+/** Shared state of the filter's workers, metrics.lua and the lease log reader (WS_STATE_DIR). */
+export const STATE_DIR = '/var/run/ws-admission';
+/** The lease log, in the state directory (lua/envoy/lease_log.lua reads it). */
+export const LEASE_LOG_FILE = 'leases.log';
+/** Dynamic metadata namespace of the filter (lua/envoy/filter.lua, NS). */
+export const FILTER_METADATA_NAMESPACE = 'ws.admission';
+/**
+ * How often Envoy writes its access log files (`--file-flush-interval-msec`; Envoy's
+ * default is 10 s): a dropped connection's lease is back this long after it ended, plus
+ * lease_log.lua's poll.
+ */
+export const FILE_FLUSH_INTERVAL_MS = 100;
+
+/**
+ * Where one proxy listens and finds its files. Kubernetes pods use POD_LAYOUT; the local
+ * rig (tools/local) changes only these, so both run the same generated config.
+ */
+export interface EnvoyLayout {
+  /** Address of the public and metrics listeners. */
+  readonly listenAddress: string;
+  readonly publicPort: number;
+  readonly metricsPort: number;
+  /** Port of the admin, which listens on 127.0.0.1 only. */
+  readonly adminPort: number;
+  /** Directory of filter.lua, metrics.lua and the other shipped Lua files. */
+  readonly luaDir: string;
+  /** WS_STATE_DIR of the proxy (the lease log is written there). */
+  readonly stateDir: string;
+}
+
+export const POD_LAYOUT: EnvoyLayout = {
+  listenAddress: '0.0.0.0',
+  publicPort: PUBLIC_PORT,
+  metricsPort: METRICS_PORT,
+  adminPort: ADMIN_PORT,
+  luaDir: LUA_DIR,
+  stateDir: STATE_DIR,
+};
 
 export interface EnvoyBootstrapProps {
-  /** DNS name of the headless Service of the backend pods (STRICT_DNS resolves every pod). */
-  readonly backendHost: string;
+  /**
+   * DNS name of the headless Service of the backend pods (STRICT_DNS resolves every pod),
+   * or several names or IP addresses (the local rig's loopback backends), all on backendPort.
+   */
+  readonly backendHost: string | readonly string[];
   /** Container port of the backend pods. */
   readonly backendPort: number;
   /**
@@ -45,6 +86,11 @@ export interface EnvoyBootstrapProps {
    * @default false
    */
   readonly proxyProtocol?: boolean;
+  /**
+   * Addresses, ports and paths of the proxy.
+   * @default POD_LAYOUT
+   */
+  readonly layout?: EnvoyLayout;
 }
 
 const LUA_FILTER = 'envoy.filters.http.lua';
@@ -57,6 +103,36 @@ const STDOUT_LOG: AccessLog = {
   typed_config: { '@type': TYPE_URLS.stdoutAccessLog },
 };
 
+/**
+ * The lease log: one line `lease <connection id> <pod>` for every stream that ends while
+ * the filter's metadata still says its lease is held. Envoy writes access logs for every
+ * stream end, resets included, and a reset is how every upgraded HTTP/1.1 stream ends in
+ * Envoy (no filter code runs then); lua/envoy/lease_log.lua releases the lease from this
+ * line. Streams whose lease the filter released itself (close handshake, non-101) say
+ * "released" and are not logged.
+ */
+function leaseLog(stateDir: string): AccessLog {
+  const md = (key: string) => `%DYNAMIC_METADATA(${FILTER_METADATA_NAMESPACE}:${key})%`;
+  return {
+    name: 'envoy.access_loggers.file',
+    filter: {
+      metadata_filter: {
+        matcher: {
+          filter: FILTER_METADATA_NAMESPACE,
+          path: [{ key: 'lease' }],
+          value: { string_match: { exact: 'held' } },
+        },
+        match_if_key_not_found: false,
+      },
+    },
+    typed_config: {
+      '@type': TYPE_URLS.fileAccessLog,
+      path: `${stateDir}/${LEASE_LOG_FILE}`,
+      log_format: { text_format_source: { inline_string: `lease ${md('connection_id')} ${md('pod')}\n` } },
+    },
+  };
+}
+
 function seconds(n: number): Duration {
   if (!Number.isFinite(n) || n < 0) throw new Error(`a duration must be a non-negative number of seconds, got ${n}`);
   return `${n}s`;
@@ -66,7 +142,7 @@ function socket(address: string, port: number) {
   return { socket_address: { address, port_value: port } };
 }
 
-function publicListener(p: EnvoyBootstrapProps): Listener {
+function publicListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
   const idle = seconds(p.idleTimeoutSeconds);
   const maxStream = seconds(p.maxStreamDurationSeconds);
   const hcm: HttpConnectionManagerConfig = {
@@ -108,14 +184,14 @@ function publicListener(p: EnvoyBootstrapProps): Listener {
       ],
     },
     http_filters: [
-      { name: LUA_FILTER, typed_config: { '@type': TYPE_URLS.lua, default_source_code: { filename: FILTER_LUA } } },
+      { name: LUA_FILTER, typed_config: { '@type': TYPE_URLS.lua, default_source_code: { filename: `${l.luaDir}/filter.lua` } } },
       ROUTER,
     ],
-    access_log: [STDOUT_LOG],
+    access_log: [STDOUT_LOG, leaseLog(l.stateDir)],
   };
   return {
     name: PUBLIC_LISTENER,
-    address: socket('0.0.0.0', PUBLIC_PORT),
+    address: socket(l.listenAddress, l.publicPort),
     ...(p.proxyProtocol ? { listener_filters: [proxyProtocolFilter(false)] } : {}),
     filter_chains: [{ filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: hcm }] }],
   };
@@ -131,7 +207,7 @@ function proxyProtocolFilter(optional: boolean): ListenerFilter {
   };
 }
 
-function metricsListener(p: EnvoyBootstrapProps): Listener {
+function metricsListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
   const hcm: HttpConnectionManagerConfig = {
     '@type': TYPE_URLS.httpConnectionManager,
     stat_prefix: METRICS_LISTENER,
@@ -176,13 +252,13 @@ function metricsListener(p: EnvoyBootstrapProps): Listener {
       ],
     },
     http_filters: [
-      { name: LUA_FILTER, typed_config: { '@type': TYPE_URLS.lua, default_source_code: { filename: METRICS_LUA } } },
+      { name: LUA_FILTER, typed_config: { '@type': TYPE_URLS.lua, default_source_code: { filename: `${l.luaDir}/metrics.lua` } } },
       ROUTER,
     ],
   };
   return {
     name: METRICS_LISTENER,
-    address: socket('0.0.0.0', METRICS_PORT),
+    address: socket(l.listenAddress, l.metricsPort),
     ...(p.proxyProtocol ? { listener_filters: [proxyProtocolFilter(true)] } : {}),
     filter_chains: [{ filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: hcm }] }],
   };
@@ -214,37 +290,46 @@ function backendCluster(p: EnvoyBootstrapProps): Cluster {
     ],
     load_assignment: {
       cluster_name: BACKEND_CLUSTER,
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: socket(p.backendHost, p.backendPort) } }] }],
+      endpoints: [{ lb_endpoints: backendHosts(p).map((h) => ({ endpoint: { address: socket(h, p.backendPort) } })) }],
     },
   };
 }
 
-function adminCluster(): Cluster {
+function backendHosts(p: EnvoyBootstrapProps): readonly string[] {
+  return typeof p.backendHost === 'string' ? [p.backendHost] : p.backendHost;
+}
+
+function adminCluster(l: EnvoyLayout): Cluster {
   return {
     name: ADMIN_CLUSTER,
     type: 'STATIC',
     connect_timeout: '1s',
     load_assignment: {
       cluster_name: ADMIN_CLUSTER,
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: socket(ADMIN_ADDRESS, ADMIN_PORT) } }] }],
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: socket(ADMIN_ADDRESS, l.adminPort) } }] }],
     },
   };
 }
 
 /** The whole Envoy bootstrap of one proxy. */
 export function buildEnvoyBootstrap(p: EnvoyBootstrapProps): Bootstrap {
-  if (!/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(p.backendHost)) {
-    throw new Error(`backendHost must be a DNS name, got ${JSON.stringify(p.backendHost)}; pass the headless Service's FQDN`);
+  const hosts = backendHosts(p);
+  if (hosts.length === 0) throw new Error('backendHost must name at least one host, got []; pass the headless Service\'s FQDN');
+  for (const h of hosts) {
+    if (!/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(h)) {
+      throw new Error(`backendHost must be a DNS name, got ${JSON.stringify(h)}; pass the headless Service's FQDN`);
+    }
   }
+  const layout = p.layout ?? POD_LAYOUT;
   if (!Number.isInteger(p.backendPort) || p.backendPort < 1 || p.backendPort > 65535) {
     throw new Error(`backendPort must be an integer between 1 and 65535, got ${p.backendPort}`);
   }
   return {
     // Admin answers on loopback only: it can change runtime state and must never be public.
-    admin: { address: socket(ADMIN_ADDRESS, ADMIN_PORT) },
+    admin: { address: socket(ADMIN_ADDRESS, layout.adminPort) },
     static_resources: {
-      listeners: [publicListener(p), metricsListener(p)],
-      clusters: [backendCluster(p), adminCluster()],
+      listeners: [publicListener(p, layout), metricsListener(p, layout)],
+      clusters: [backendCluster(p), adminCluster(layout)],
     },
   };
 }

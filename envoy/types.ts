@@ -16,6 +16,7 @@ export const TYPE_URLS = {
   router: 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router',
   proxyProtocol: 'type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol',
   stdoutAccessLog: 'type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog',
+  fileAccessLog: 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog',
 } as const;
 
 /** config.core.v3.SocketAddress */
@@ -114,11 +115,34 @@ export interface HttpProtocolOptions {
   readonly max_stream_duration?: Duration;
 }
 
-/** extensions.access_loggers.stream.v3.StdoutAccessLog */
-export interface AccessLog {
-  readonly name: 'envoy.access_loggers.stdout';
-  readonly typed_config: { readonly '@type': typeof TYPE_URLS.stdoutAccessLog };
+/** config.accesslog.v3.MetadataFilter (dynamic metadata matched by a MetadataMatcher) */
+export interface MetadataAccessLogFilter {
+  readonly metadata_filter: {
+    readonly matcher: {
+      readonly filter: string;
+      readonly path: ReadonlyArray<{ readonly key: string }>;
+      readonly value: { readonly string_match: { readonly exact: string } };
+    };
+    /** Log when the key is absent (Envoy's default: true). */
+    readonly match_if_key_not_found?: boolean;
+  };
 }
+
+/** config.accesslog.v3.AccessLog: stdout (extensions.access_loggers.stream.v3) or a file (file.v3). */
+export type AccessLog =
+  | {
+    readonly name: 'envoy.access_loggers.stdout';
+    readonly typed_config: { readonly '@type': typeof TYPE_URLS.stdoutAccessLog };
+  }
+  | {
+    readonly name: 'envoy.access_loggers.file';
+    readonly filter?: MetadataAccessLogFilter;
+    readonly typed_config: {
+      readonly '@type': typeof TYPE_URLS.fileAccessLog;
+      readonly path: string;
+      readonly log_format: { readonly text_format_source: { readonly inline_string: string } };
+    };
+  };
 
 /** extensions.filters.network.http_connection_manager.v3.HttpConnectionManager */
 export interface HttpConnectionManagerConfig {

@@ -15,10 +15,16 @@ package.path = DIR .. "/?.lua;" .. package.path
 local settings_loader = require("settings_loader")
 local hosts = require("hosts")
 local worker_stats = require("worker_stats")
+local ws_frames = require("ws_frames")
 
--- Dynamic metadata namespace for {connection_id, pod}: visible to access logs as
+-- Dynamic metadata namespace for {connection_id, pod, lease}: visible to access logs as
 -- %DYNAMIC_METADATA(ws.admission:pod)% and to envoy_on_response of the same stream.
+-- `lease` is "held" from the admission until the filter releases the lease itself
+-- ("released"): the lease log (envoy/bootstrap.ts, lease_log.lua) writes a line for
+-- every stream that ends while it is still "held", resets included, and that line
+-- releases it.
 local NS = "ws.admission"
+local LEASE_HELD, LEASE_RELEASED = "held", "released"
 local ADMIN_TIMEOUT_MS = 250   -- httpCall to the loopback admin
 local REDIS_BACKOFF_MS = 500   -- after a Redis failure, skip Redis this long (fail per mode)
 local LOG_EVERY_MS = 1000      -- at most one warning of a kind per worker per second
@@ -343,11 +349,29 @@ local function release(h, id)
   if not c then return end
   live[id] = nil
   live_count = live_count - 1
+  -- No lease log line for this stream any more (its access log filter wants "held").
+  h:streamInfo():dynamicMetadata():set(NS, "lease", LEASE_RELEASED)
   local entries = { { script = "release", keys = { K_POD .. c.pod, K_STATS, K_PODS }, args = { id, c.pod } } }
   if S.connection_inventory then entries[2] = { "DEL", K_CONN .. id } end
   -- A failed release is not retried: the lease expires by itself after lease_ttl_ms.
   run(h, "release", entries)
   stats:maybe_flush()
+end
+
+-- Data of an upgraded stream in one direction ("up": client -> server, "down": back):
+-- renews the lease, and releases it once a Close frame has passed each way (the close
+-- handshake, RFC 6455 7.1.2). A one-way stream never sees its client's data, so its
+-- lease waits for the lease log (a few hundred ms after the connection closes).
+local function on_data(h, id, dir, chunk)
+  local c = live[id]
+  if not c then return end
+  touch(h, id)
+  local s = c[dir]
+  if s.closed then return end
+  if s:feed(chunk)
+    and not c.one_way and c.up.closed and c.down.closed then
+    release(h, id)
+  end
 end
 
 -- Drops local entries of streams that were reset (no envoy_on_response end ever
@@ -502,12 +526,14 @@ function envoy_on_request(h)
     -- setUpstreamOverrideHost(host, strict): strict => Envoy answers 503 itself if the
     -- host is gone; envoy_on_response then sees a non-101 status and releases.
     h:setUpstreamOverrideHost(pod, true)
-    local c = { pod = pod, last_renew = now, last_seen = now, kind = kind, one_way = yielded }
+    local c = { pod = pod, last_renew = now, last_seen = now, kind = kind, one_way = yielded,
+      up = ws_frames.scanner(), down = ws_frames.scanner() }
     if yielded then stats:inc("one_way_streams_total") end
     live[id] = c
     live_count = live_count + 1
     h:streamInfo():dynamicMetadata():set(NS, "connection_id", id)
     h:streamInfo():dynamicMetadata():set(NS, "pod", pod)
+    h:streamInfo():dynamicMetadata():set(NS, "lease", LEASE_HELD)
     admissions_since_sweep = admissions_since_sweep + 1
     if admissions_since_sweep >= 256 then
       admissions_since_sweep = 0
@@ -527,9 +553,10 @@ function envoy_on_request(h)
     -- Client -> server data of the upgraded stream arrives as request body chunks:
     -- renew on it too. Headers were passed on when the coroutine first waited for a
     -- chunk (StreamHandleWrapper::start answers Continue for WaitForBodyChunk).
-    -- If the stream is reset, Envoy never resumes this coroutine.
-    for _ in h:bodyChunks() do
-      touch(h, id)
+    -- If the stream is reset, Envoy never resumes this coroutine (and the code after
+    -- the loop never runs: an upgraded HTTP/1.1 stream has no normal end in Envoy).
+    for chunk in h:bodyChunks() do
+      on_data(h, id, "up", chunk)
     end
     return
   elseif status == "RATE_LIMITED" then
@@ -563,10 +590,13 @@ function envoy_on_response(h)
     return
   end
   -- Server -> client data: Envoy suspends the script between chunks and resumes it
-  -- per chunk (bodyChunks(), Envoy docs). On a reset the coroutine is abandoned and
-  -- the code after the loop never runs: the lease then expires after lease_ttl_ms.
-  for _ in h:bodyChunks() do
-    touch(h, id)
+  -- per chunk (bodyChunks(), Envoy docs). An upgraded HTTP/1.1 stream ends in a reset,
+  -- which abandons the coroutine: the lease is released on the close handshake seen in
+  -- the loop (on_data), else by the lease log line Envoy writes when the stream ends.
+  for chunk in h:bodyChunks() do
+    on_data(h, id, "down", chunk)
   end
+  -- Reached only when the response ends normally (an HTTP/2 extended CONNECT stream
+  -- whose peer ended it, or a response that was not an upgrade after all).
   release(h, id)
 end
