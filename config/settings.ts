@@ -13,6 +13,11 @@ export interface RedisEndpoint {
   readonly tls: boolean;
   /** False: no AUTH (`redis_password_file = ""`). */
   readonly auth: boolean;
+  /**
+   * Where the password file is mounted.
+   * @default REDIS_PASSWORD_FILE
+   */
+  readonly passwordFile?: string;
 }
 
 /**
@@ -31,7 +36,7 @@ export function filterSettings(c: StackConfig, redis: RedisEndpoint): ReadonlyAr
     ['renew_interval_ms', c.renewIntervalSeconds * 1000],
     ['redis_host', redis.host],
     ['redis_port', redis.port],
-    ['redis_password_file', redis.auth ? REDIS_PASSWORD_FILE : ''],
+    ['redis_password_file', redis.auth ? redis.passwordFile ?? REDIS_PASSWORD_FILE : ''],
     ['redis_tls', redis.tls],
     ['redis_connect_timeout_ms', c.redisConnectTimeoutMs],
     ['redis_read_timeout_ms', c.redisReadTimeoutMs],

@@ -4,15 +4,16 @@ import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
 import { Construct } from 'constructs';
 import { imageProblem } from '../config/validate';
 import { REDIS_PASSWORD_FILE } from '../config/settings';
-import { CONFIG_DIR, LUA_DIR, METRICS_PORT, PUBLIC_PORT } from '../envoy/bootstrap';
+import { CONFIG_DIR, envoyArgs, LUA_DIR, METRICS_PORT, PUBLIC_PORT, STATE_DIR } from '../envoy/bootstrap';
 import { FilterConfig } from './filter-config';
 import { ENVOY_SELECTOR, NAMES, componentLabels } from './names';
 import { ResourceSpec, containerSecurityContext, podSecurityContext, resources } from './security';
 
 /** uid/gid of the non-root user of our Envoy image (envoy/Dockerfile, `USER 10101:10101`). */
 const ENVOY_UID = 10101;
-/** Shared state between the public filter's workers and metrics.lua (docs/internals.md). */
-export const STATE_DIR = '/var/run/ws-admission';
+export { STATE_DIR };
+/** The program of the lease-log sidecar (lua/envoy/lease_log.lua, shipped in the ConfigMap). */
+export const LEASE_LOG_LUA = `${LUA_DIR}/lease_log.lua`;
 /** The program the preStop hook runs after its sleep (lua/envoy/drain.lua, shipped in the ConfigMap). */
 export const DRAIN_LUA = `${LUA_DIR}/drain.lua`;
 /**
@@ -205,13 +206,7 @@ export class EnvoyProxy extends Construct {
                 name: 'envoy',
                 image: props.image,
                 command: ['envoy'],
-                args: [
-                  '-c', `${CONFIG_DIR}/envoy.yaml`,
-                  '--concurrency', String(this.concurrency),
-                  // No shared memory for hot restart: Kubernetes replaces pods instead.
-                  '--disable-hot-restart',
-                  '--log-level', 'info',
-                ],
+                args: envoyArgs(`${CONFIG_DIR}/envoy.yaml`, this.concurrency),
                 port: [
                   { name: 'http', containerPort: PUBLIC_PORT, protocol: 'TCP' },
                   { name: 'metrics', containerPort: METRICS_PORT, protocol: 'TCP' },
@@ -234,6 +229,23 @@ export class EnvoyProxy extends Construct {
                 // Sleep, then release this proxy's leases right before SIGTERM (preStopCommand).
                 lifecycle: { preStop: [{ exec: { command: preStopCmd } }] },
                 volumeMount: mounts,
+              },
+              {
+                // Releases the lease of every WebSocket that ended without a close
+                // handshake the filter saw: Envoy runs no filter code when a stream is
+                // reset (how every upgraded HTTP/1.1 stream ends), but writes its access
+                // log, and the lease log line names the lease (lua/envoy/lease_log.lua).
+                // Same image (luajit + luasocket), same settings and password.
+                name: 'lease-log',
+                image: props.image,
+                command: ['luajit', LEASE_LOG_LUA],
+                env: [
+                  { name: 'WS_LUA_DIR', value: LUA_DIR },
+                  { name: 'WS_STATE_DIR', value: STATE_DIR },
+                ],
+                resources: resources({ cpuRequest: '10m', memoryRequest: '16Mi', cpuLimit: '200m', memoryLimit: '64Mi' }),
+                securityContext: containerSecurityContext(),
+                volumeMount: mounts.filter((m) => m.name !== 'tmp'),
               },
             ],
             volume: volumes,

@@ -37,6 +37,23 @@ export const FILTER_METADATA_NAMESPACE = 'ws.admission';
 export const FILE_FLUSH_INTERVAL_MS = 100;
 
 /**
+ * The envoy command line of a proxy (the pod's container args and the local rig's).
+ * No hot restart: Kubernetes replaces pods instead, and the local rig runs several
+ * Envoys on one machine, which would otherwise share its shared-memory region.
+ */
+export function envoyArgs(configFile: string, concurrency: number): string[] {
+  return [
+    '-c', configFile,
+    '--concurrency', String(concurrency),
+    '--disable-hot-restart',
+    '--log-level', 'info',
+    // Envoy writes the lease log (and every access log file) this often (default 10 s):
+    // a dropped WebSocket's slot is back that much sooner.
+    '--file-flush-interval-msec', String(FILE_FLUSH_INTERVAL_MS),
+  ];
+}
+
+/**
  * Where one proxy listens and finds its files. Kubernetes pods use POD_LAYOUT; the local
  * rig (tools/local) changes only these, so both run the same generated config.
  */

@@ -1,0 +1,150 @@
+/**
+ * WebSocket echo backends for the local rig: one process serving many loopback
+ * addresses (127.0.x.y), each a separate backend "pod" to Envoy.
+ *
+ * Each backend answers `GET /` with 200 (Envoy's health check), echoes every message,
+ * says who it is (response header `x-backend` on the 101 and a first text message
+ * `backend <ip:port>`), and counts its own WebSockets: how many are open now (not yet in
+ * a close handshake), the most that were open at once, and how many upgrades it ever
+ * accepted. Those counts are the judge in the end-to-end tests, independent of Redis.
+ */
+import * as http from 'http';
+import type { AddressInfo, Socket } from 'net';
+import { WebSocket, WebSocketServer } from 'ws';
+
+export const BACKEND_HEADER = 'x-backend';
+
+/** The address of backend `index` (0-based): 127.0.1.1 ... 127.0.1.250, 127.0.2.1, ... */
+export function backendAddress(index: number): string {
+  if (!Number.isSafeInteger(index) || index < 0 || index >= 250 * 254) {
+    throw new Error(`backend index must be an integer from 0 to ${250 * 254 - 1}, got ${index}`);
+  }
+  return `127.0.${1 + Math.floor(index / 250)}.${1 + (index % 250)}`;
+}
+
+export interface BackendCounts {
+  /** Open WebSockets (a close handshake started counts as no longer open). */
+  readonly open: number;
+  /** The most open at any instant since the start (or the last resetPeak). */
+  readonly peak: number;
+  /** Upgrades accepted since the start. */
+  readonly upgrades: number;
+}
+
+interface Backend {
+  readonly id: string;
+  readonly server: http.Server;
+  readonly wss: WebSocketServer;
+  readonly sockets: Set<Socket>;
+  readonly open: Set<WebSocket>;
+  peak: number;
+  upgrades: number;
+  closed: boolean;
+}
+
+/** WebSockets not yet in a close handshake (ws leaves OPEN when either side sends Close). */
+function openCount(b: Backend): number {
+  let n = 0;
+  for (const ws of b.open) if (ws.readyState === WebSocket.OPEN) n++;
+  return n;
+}
+
+export class EchoBackends {
+  private readonly backends = new Map<string, Backend>();
+
+  private constructor() {}
+
+  /** Starts one backend per address, all on `port`. Rejects (and stops them all) if one cannot listen. */
+  static async start(addresses: readonly string[], port: number): Promise<EchoBackends> {
+    const b = new EchoBackends();
+    try {
+      for (const a of addresses) await b.listen(a, port);
+    } catch (err) {
+      await b.stop();
+      throw err;
+    }
+    return b;
+  }
+
+  get ids(): string[] {
+    return [...this.backends.keys()];
+  }
+
+  private listen(address: string, port: number): Promise<void> {
+    const id = `${address}:${port}`;
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(`backend ${id}\n`);
+    });
+    const wss = new WebSocketServer({ noServer: true });
+    const be: Backend = { id, server, wss, sockets: new Set(), open: new Set(), peak: 0, upgrades: 0, closed: false };
+    server.on('connection', (s) => {
+      be.sockets.add(s);
+      s.on('close', () => be.sockets.delete(s));
+    });
+    wss.on('headers', (headers) => headers.push(`${BACKEND_HEADER}: ${id}`));
+    server.on('upgrade', (req, socket, head) => {
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        be.upgrades++;
+        be.open.add(ws);
+        be.peak = Math.max(be.peak, openCount(be));
+        ws.on('close', () => be.open.delete(ws));
+        ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+        ws.send(`backend ${id}`);
+      });
+    });
+    return new Promise((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new Error(`backend ${id} cannot listen: ${err.code ?? err.message}; ${err.code === 'EADDRINUSE' ? 'choose another --port' : 'check the address'}`)));
+      server.listen(port, address, () => {
+        this.backends.set(id, be);
+        resolve();
+      });
+    });
+  }
+
+  counts(): { [id: string]: BackendCounts } {
+    const out: { [id: string]: BackendCounts } = {};
+    for (const [id, b] of this.backends) out[id] = { open: openCount(b), peak: b.peak, upgrades: b.upgrades };
+    return out;
+  }
+
+  resetPeaks(): void {
+    for (const b of this.backends.values()) b.peak = openCount(b);
+  }
+
+  /** Closes every open WebSocket of a backend with a close handshake it starts. */
+  closeAll(id: string, code = 1001): void {
+    for (const ws of [...this.get(id).open]) if (ws.readyState === WebSocket.OPEN) ws.close(code, 'backend closing');
+  }
+
+  /** Drops every connection of a backend without a close handshake (TCP reset). */
+  dropAll(id: string): void {
+    const b = this.get(id);
+    for (const ws of [...b.open]) ws.terminate();
+    for (const s of b.sockets) s.destroy();
+  }
+
+  /** A backend that dies: stops listening and drops its connections. */
+  async kill(id: string): Promise<void> {
+    const b = this.get(id);
+    if (b.closed) return;
+    b.closed = true;
+    this.dropAll(id);
+    await new Promise<void>((resolve) => b.server.close(() => resolve()));
+  }
+
+  address(id: string): AddressInfo {
+    return this.get(id).server.address() as AddressInfo;
+  }
+
+  private get(id: string): Backend {
+    const b = this.backends.get(id);
+    if (!b) throw new Error(`no backend ${id}; backends are ${this.ids.join(', ')}`);
+    return b;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.backends.keys()].map((id) => this.kill(id)));
+  }
+}

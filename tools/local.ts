@@ -1,0 +1,57 @@
+/**
+ * `npm run local [-- --proxies N --backends M --base-port P --workers W --keep]`: the data
+ * plane on this machine (tools/lib/local-rig.ts): Redis, N real Envoys with the stack's
+ * generated config, M WebSocket echo backends on loopback addresses. Limits come from
+ * the usual configuration (WS_ADMISSION_CONFIG file, WS_ADMISSION_* variables).
+ *
+ * Prints one line per proxy, `proxy <name> ws://127.0.0.1:<port>/ metrics
+ * http://127.0.0.1:<port>/metrics`, then `ready`. Ctrl-C or SIGTERM stops everything.
+ */
+import { parseArgs } from 'util';
+import { loadConfig } from '../config/load';
+import { DEFAULT_BASE_PORT, LocalRig } from './lib/local-rig';
+
+function int(name: string, raw: string | undefined, def: number): number {
+  if (raw === undefined) return def;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n)) throw new Error(`--${name} must be a whole number, got "${raw}"`);
+  return n;
+}
+
+async function main(): Promise<number> {
+  let rig: LocalRig | undefined;
+  try {
+    const { values } = parseArgs({
+      options: {
+        proxies: { type: 'string' }, backends: { type: 'string' }, 'base-port': { type: 'string' },
+        workers: { type: 'string' }, keep: { type: 'boolean' },
+      },
+    });
+    const config = loadConfig();
+    rig = await LocalRig.start({
+      config,
+      proxies: int('proxies', values.proxies, 2),
+      backends: int('backends', values.backends, 3),
+      basePort: int('base-port', values['base-port'], DEFAULT_BASE_PORT),
+      concurrency: int('workers', values.workers, 1),
+      keepFiles: values.keep ?? false,
+    });
+  } catch (err) {
+    process.stderr.write(`local: ${err instanceof Error ? err.message : String(err)}\n`);
+    await rig?.stop();
+    return 1;
+  }
+  for (const p of rig.proxies) process.stdout.write(`proxy ${p.name} ${p.publicUrl} metrics ${p.metricsUrl}\n`);
+  process.stdout.write('ready\n');
+  const running = rig;
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await running.stop();
+  process.stderr.write(`local: stopped${running.options.keepFiles ? `; files kept in ${running.workDir}` : ''}\n`);
+  return 0;
+}
+
+main().then((code) => process.exit(code));
