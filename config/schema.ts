@@ -6,6 +6,7 @@
  * (`npm run docs:config`). Adding a field means adding it to `StackConfig` and to
  * `FIELDS`; a test fails if the two disagree.
  */
+import { ENVOY_IMAGE_REPOSITORY, envoyImageTag } from '../envoy/release';
 
 /** Labels as Kubernetes takes them (`key: value`). */
 export type Labels = { readonly [key: string]: string };
@@ -171,7 +172,8 @@ export const FIELDS: readonly FieldSpec[] = [
     description: 'Replicas of the sample echo backend.',
   },
   {
-    key: 'envoyImage', kind: 'image', default: 'ws-envoy-lua:1.36.2-2',
+    // `ws-envoy-lua:<Envoy version>-<our build>`, both from envoy/release.json.
+    key: 'envoyImage', kind: 'image', default: `${ENVOY_IMAGE_REPOSITORY}:${envoyImageTag()}`,
     description: 'The custom Envoy image with luasocket/luasec (`envoy/Dockerfile`); push it to a registry the cluster can pull from.',
   },
   {

@@ -22,7 +22,7 @@ export interface EnvoyImageRepositoryProps {
 
 /**
  * An ECR repository for the custom Envoy image (`envoy/Dockerfile`, pushed with
- * `npm run image:push`): immutable tags (a tag is a build; `1.36.2-1` can never change
+ * `npm run image:push`): immutable tags (a tag is a build; `1.40.0-1` can never change
  * under running pods), scan on push, AES256 at rest, and a lifecycle rule.
  *
  * Optional and off by default: most teams keep images in a shared registry account,

@@ -3,23 +3,31 @@
  * pushes it to ECR.
  *
  *   npm run image:push                                # the config's envoyImage (must be an ECR reference)
- *   npm run image:push -- --image 1234.dkr.ecr.eu-west-1.amazonaws.com/ws-envoy-lua:1.36.2-2
+ *   npm run image:push -- --image 1234.dkr.ecr.eu-west-1.amazonaws.com/ws-envoy-lua:1.40.0-1
+ *   npm run image:push -- --envoy-base envoyproxy/envoy:v1.40.0@sha256:…   # another (or a not yet recorded) base digest
  *   npm run image:push -- --create-repository         # create the ECR repository if missing
  *   npm run image:push -- --dry-run                   # print the commands only
  *
  * Steps: aws ecr get-login-password | docker login (password on stdin, never in argv),
  * the repository exists (or is created, immutable tags, scan on push), then
  * docker buildx build --platform ... --push.
+ *
+ * The Envoy base is envoy/release.json's `image`@`digest` (the one supported Envoy
+ * version; the default envoyImage tag `ws-envoy-lua:<version>-<imageBuild>` comes from
+ * the same file). While its `digest` is null the build is refused, naming how to
+ * resolve it, unless --envoy-base gives a pinned base.
  */
 import * as path from 'path';
 import { parseArgs } from 'util';
 import { loadConfig } from '../config/load';
+import { ENVOY_RELEASE, EnvoyRelease, pinnedEnvoyBase } from '../envoy/release';
 import { parseEcrImage } from './lib/prereqs';
 import { NodeProcessRunner, ProcessRunner, formatCommand, lastLine } from './lib/process';
 
 export interface ImageOptions {
   readonly image: string;
   readonly platforms: string;
+  /** NAME:TAG@sha256:DIGEST; default: envoy/release.json's image and digest. */
   readonly envoyBase?: string;
   readonly createRepository: boolean;
   readonly dryRun: boolean;
@@ -37,9 +45,9 @@ export async function pushImage(o: ImageOptions, runner: ProcessRunner, projectD
   if (!ecr || !ecr.tag) {
     throw new ImageError('image', `image must be an ECR reference with a tag (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG), got ${JSON.stringify(o.image)}; set envoyImage in the config or pass --image`);
   }
-  const base = o.envoyBase === undefined ? undefined : splitPinnedBase(o.envoyBase);
+  const base = splitPinnedBase(o.envoyBase ?? defaultEnvoyBase());
   const build = ['buildx', 'build', '--platform', o.platforms, '--file', path.join('envoy', 'Dockerfile'), '--tag', o.image,
-    ...(base ? ['--build-arg', `ENVOY_IMAGE=${base.image}`, '--build-arg', `ENVOY_DIGEST=${base.digest}`] : []), '--provenance=false', '--push', '.'];
+    '--build-arg', `ENVOY_IMAGE=${base.image}`, '--build-arg', `ENVOY_DIGEST=${base.digest}`, '--provenance=false', '--push', '.'];
   if (o.dryRun) {
     log(`aws ecr get-login-password --region ${ecr.region} | docker login --username AWS --password-stdin ${ecr.registry}`);
     log(formatCommand('aws', ['ecr', 'describe-repositories', '--repository-names', ecr.repository, '--region', ecr.region]));
@@ -80,8 +88,22 @@ export async function pushImage(o: ImageOptions, runner: ProcessRunner, projectD
 }
 
 /**
+ * The base of envoy/release.json, pinned: `envoyproxy/envoy:v1.40.0@sha256:…`. Refused
+ * while the file records no digest (the Dockerfile's ENVOY_DIGEST has no default then).
+ */
+export function defaultEnvoyBase(r: EnvoyRelease = ENVOY_RELEASE): string {
+  const pinned = pinnedEnvoyBase(r);
+  if (pinned === undefined) {
+    throw new ImageError('image', `envoy/release.json records no digest for ${r.image}; resolve it with \`docker buildx imagetools inspect ${r.image}\` `
+      + '(first line: Digest:), set it as "digest" there (and as ENVOY_DIGEST\'s default in envoy/Dockerfile), '
+      + `or pass --envoy-base ${r.image}@sha256:…`);
+  }
+  return pinned;
+}
+
+/**
  * The Dockerfile takes its base as ENVOY_IMAGE (name:tag) and ENVOY_DIGEST (sha256:…),
- * so another base must come with its digest: `envoyproxy/envoy:v1.36.3@sha256:…`.
+ * so another base must come with its digest: `envoyproxy/envoy:v1.40.0@sha256:…`.
  */
 export function splitPinnedBase(ref: string): { image: string; digest: string } {
   const m = /^([^@\s]+:[^@:/\s]+)@(sha256:[a-f0-9]{64})$/.exec(ref);

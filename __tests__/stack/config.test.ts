@@ -2,6 +2,7 @@ import * as path from 'path';
 import { loadConfig } from '../../config/load';
 import { FIELDS, StackConfig, defaults, envName } from '../../config/schema';
 import { ConfigError, imageProblem, validateConfig } from '../../config/validate';
+import { ENVOY_RELEASE } from '../../envoy/release';
 import { FIXTURES } from './support/synth';
 
 const file = (name: string) => path.join(FIXTURES, 'config', name);
@@ -21,7 +22,8 @@ describe('defaults', () => {
   it('are valid and pinned', () => {
     const c = load();
     expect(validateConfig(c)).toEqual(c);
-    expect(c.envoyImage).toBe('ws-envoy-lua:1.36.2-2');
+    // The Envoy version of envoy/release.json, then our build number (1.40.0-1).
+    expect(c.envoyImage).toBe(`ws-envoy-lua:${ENVOY_RELEASE.version}-${ENVOY_RELEASE.imageBuild}`);
     expect(c.leaseTtlSeconds).toBeGreaterThanOrEqual(c.idleTimeoutSeconds + c.renewIntervalSeconds + 5);
     expect(c.remoteStateBucket).toBe('');
   });

@@ -3,6 +3,7 @@ import { TerraformStack, Testing } from 'cdktf';
 import { Redis } from '../../constructs/redis';
 import { DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
 import { DASHBOARD_FILE } from '../../constructs/monitoring';
+import { ENVOY_RELEASE } from '../../envoy/release';
 import { EVERYTHING_CHANGED, Json, byName, resources, synth, unescapeTemplate } from './support/synth';
 
 const LBC = 'service.beta.kubernetes.io/aws-load-balancer';
@@ -95,7 +96,7 @@ describe('default profile', () => {
 
   it('runs two Envoy replicas of the pinned custom image with the config file and concurrency', () => {
     expect(envoy.spec.replicas).toBe('2');
-    expect(container.image).toBe('ws-envoy-lua:1.36.2-2');
+    expect(container.image).toBe(`ws-envoy-lua:${ENVOY_RELEASE.version}-${ENVOY_RELEASE.imageBuild}`);
     expect(container.command).toEqual(['envoy']);
     expect(container.args).toEqual(['-c', '/etc/envoy/envoy.yaml', '--concurrency', '2', '--disable-hot-restart', '--log-level', 'info']);
     expect(envoy.spec.strategy).toEqual({ type: 'RollingUpdate', rolling_update: { max_surge: '1', max_unavailable: '0' } });

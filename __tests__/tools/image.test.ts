@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { ImageError, parseImageArgs, pushImage, splitPinnedBase } from '../../tools/image';
+import { ENVOY_RELEASE } from '../../envoy/release';
+import { ImageError, defaultEnvoyBase, parseImageArgs, pushImage, splitPinnedBase } from '../../tools/image';
 import { FakeRunner, fail, ok } from './fakes';
 
 const IMAGE = '123456789012.dkr.ecr.eu-west-1.amazonaws.com/ws-envoy-lua:1.36.2-1';
@@ -17,7 +18,9 @@ function runner(): FakeRunner {
 }
 
 describe('npm run image:push', () => {
-  const opts = { image: IMAGE, platforms: 'linux/amd64,linux/arm64', createRepository: false, dryRun: false };
+  // A pinned base given explicitly: envoy/release.json may not record its digest yet.
+  const BASE = `${ENVOY_RELEASE.image}@sha256:${'b'.repeat(64)}`;
+  const opts = { image: IMAGE, platforms: 'linux/amd64,linux/arm64', envoyBase: BASE, createRepository: false, dryRun: false };
 
   it('logs in with the password on stdin, then builds both platforms and pushes', async () => {
     const r = runner();
@@ -29,7 +32,8 @@ describe('npm run image:push', () => {
     expect(login.line).toBe('docker login --username AWS --password-stdin 123456789012.dkr.ecr.eu-west-1.amazonaws.com');
     expect(login.input).toBe('s3cr3t-token');
     expect(calls.every((c) => !c.line.includes('s3cr3t'))).toBe(true);
-    expect(calls[calls.length - 1].line).toBe(`docker buildx build --platform linux/amd64,linux/arm64 --file envoy/Dockerfile --tag ${IMAGE} --provenance=false --push .`);
+    expect(calls[calls.length - 1].line).toBe(`docker buildx build --platform linux/amd64,linux/arm64 --file envoy/Dockerfile --tag ${IMAGE} `
+      + `--build-arg ENVOY_IMAGE=${ENVOY_RELEASE.image} --build-arg ENVOY_DIGEST=sha256:${'b'.repeat(64)} --provenance=false --push .`);
   });
 
   it('refuses an image that is not in ECR', async () => {
@@ -64,6 +68,20 @@ describe('npm run image:push', () => {
       .toThrow('--envoy-base must be NAME:TAG@sha256:DIGEST (the Dockerfile pins its base by digest), got "envoyproxy/envoy:v1.36.3"');
   });
 
+  it('without --envoy-base, builds on envoy/release.json\'s base, or refuses while its digest is unknown', async () => {
+    const { envoyBase: _, ...noBase } = opts;
+    if (ENVOY_RELEASE.digest === null) {
+      const err = await pushImage(noBase, runner(), '/repo', () => undefined).catch((e: ImageError) => e);
+      expect(err).toBeInstanceOf(ImageError);
+      expect((err as ImageError).message).toContain(`docker buildx imagetools inspect ${ENVOY_RELEASE.image}`);
+    } else {
+      const r = runner();
+      await pushImage(noBase, r, '/repo', () => undefined);
+      expect(r.commandLines()[r.commandLines().length - 1]).toContain(`--build-arg ENVOY_IMAGE=${ENVOY_RELEASE.image} --build-arg ENVOY_DIGEST=${ENVOY_RELEASE.digest}`);
+    }
+    expect(defaultEnvoyBase({ ...ENVOY_RELEASE, digest: 'sha256:' + 'd'.repeat(64) })).toBe(`${ENVOY_RELEASE.image}@sha256:${'d'.repeat(64)}`);
+  });
+
   it('takes the config image by default', () => {
     expect(parseImageArgs([], IMAGE).image).toBe(IMAGE);
     expect(parseImageArgs(['--platforms', 'linux/arm64'], IMAGE).platforms).toBe('linux/arm64');
@@ -71,11 +89,11 @@ describe('npm run image:push', () => {
 });
 
 describe('envoy/Dockerfile', () => {
-  it('pins the Envoy base to the version of the default image tag', () => {
-    expect(DOCKERFILE).toMatch(/^ARG ENVOY_IMAGE=envoyproxy\/envoy:v1\.36\.2$/m);
+  it('pins the Envoy base to the version of envoy/release.json (the default image tag\'s; __tests__/stack/envoy-release.test.ts)', () => {
+    expect(DOCKERFILE).toMatch(new RegExp(`^ARG ENVOY_IMAGE=envoyproxy/envoy:v${ENVOY_RELEASE.version.replace(/\./g, '\\.')}$`, 'm'));
   });
-  it('pins both stages to the base by digest, and no unpinned syntax frontend', () => {
-    expect(DOCKERFILE).toMatch(/^ARG ENVOY_DIGEST=sha256:[a-f0-9]{64}$/m);
+  it('pins both stages to the base by digest (no default while release.json has none), and no unpinned syntax frontend', () => {
+    expect(DOCKERFILE).toMatch(/^ARG ENVOY_DIGEST(=sha256:[a-f0-9]{64})?$/m);
     const froms = DOCKERFILE.split('\n').filter((l) => l.startsWith('FROM '));
     expect(froms).toEqual(['FROM ${ENVOY_IMAGE}@${ENVOY_DIGEST} AS builder', 'FROM ${ENVOY_IMAGE}@${ENVOY_DIGEST}']);
     expect(DOCKERFILE).not.toMatch(/^# syntax=/m);
