@@ -28,6 +28,7 @@ local LEASE_HELD, LEASE_RELEASED = "held", "released"
 local ADMIN_TIMEOUT_MS = 250   -- httpCall to the loopback admin
 local REDIS_BACKOFF_MS = 500   -- after a Redis failure, skip Redis this long (fail per mode)
 local LOG_EVERY_MS = 1000      -- at most one warning of a kind per worker per second
+local FULL_RETRY_MAX_MS = 5000 -- Retry-After of a 503 "capacity", at most
 local MAX_CONN_ID = 200
 -- How long the worker remembers a one-way stream (see envoy_on_request) without seeing
 -- its data. Its client may keep it open while talking (unseen) for any time; when its
@@ -564,7 +565,9 @@ function envoy_on_request(h)
     rate_limited_until = now + retry_ms
     return refuse_rate_limited(h, retry_ms)
   elseif status == "FULL" then
-    local retry_ms = tonumber(a[4]) or 0
+    -- admit.lua answers when the first lease would expire; slots come back sooner as
+    -- connections close (close handshake, lease log), so a client is told at most this.
+    local retry_ms = math.min(tonumber(a[4]) or 0, FULL_RETRY_MAX_MS)
     if retry_ms <= 0 then retry_ms = 1000 end
     return refuse_unavailable(h, "capacity", retry_ms, "all backends are at their connection limit, retry later\n")
   end

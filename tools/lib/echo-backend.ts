@@ -2,7 +2,9 @@
  * WebSocket echo backends for the local rig: one process serving many loopback
  * addresses (127.0.x.y), each a separate backend "pod" to Envoy.
  *
- * Each backend answers `GET /` with 200 (Envoy's health check), echoes every message,
+ * Each backend answers `GET /` with 200 (Envoy's health check), echoes every message
+ * (except `push <ms> <count>`: it then sends `push 1`, `push 2`, ... every <ms>; and
+ * `headers`: it answers with the upgrade request's headers as it received them, JSON),
  * says who it is (response header `x-backend` on the 101 and a first text message
  * `backend <ip:port>`), and counts its own WebSockets: how many are open now (not yet in
  * a close handshake), the most that were open at once, and how many upgrades it ever
@@ -89,7 +91,18 @@ export class EchoBackends {
         be.open.add(ws);
         be.peak = Math.max(be.peak, openCount(be));
         ws.on('close', () => be.open.delete(ws));
-        ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+        ws.on('message', (data, isBinary) => {
+          // `push <ms> <count>`: the backend talks on its own (server -> client traffic only).
+          if (!isBinary && String(data) === 'headers') return ws.send(JSON.stringify(req.headers));
+          const m = !isBinary && /^push (\d{1,6}) (\d{1,6})$/.exec(String(data));
+          if (!m) return ws.send(data, { binary: isBinary });
+          let left = Number(m[2]);
+          const t = setInterval(() => {
+            if (left-- <= 0 || ws.readyState !== WebSocket.OPEN) return clearInterval(t);
+            ws.send(`push ${Number(m[2]) - left}`);
+          }, Number(m[1]));
+          ws.on('close', () => clearInterval(t));
+        });
         ws.send(`backend ${id}`);
       });
     });

@@ -1,0 +1,114 @@
+// Faults through real Envoy: Redis killed and restarted empty, a backend killed.
+import { LocalRig } from '../../tools/lib/local-rig';
+import { Opened, closeFromClient, connect, metrics, startRig, waitUntil } from './support';
+
+jest.setTimeout(120000);
+
+const RENEW_MS = 500;
+
+function sum(m: Map<string, number>, prefix: string): number {
+  let n = 0;
+  for (const [k, v] of m) if (k.startsWith(prefix)) n += v;
+  return n;
+}
+
+describe('Redis goes away (fail open, the default)', () => {
+  let rig: LocalRig;
+  beforeAll(async () => {
+    rig = await startRig(21300, { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, idleTimeoutSeconds: 30, renewIntervalSeconds: 3, leaseTtlSeconds: 38 }, {
+      backends: 2, settingsOverrides: { renew_interval_ms: RENEW_MS },
+    });
+  });
+  afterAll(async () => rig?.stop());
+
+  it('admits while Redis is down (counted outside Redis), and open connections re-register within a renew interval of an empty restart', async () => {
+    const a = await connect(rig.proxies[0].publicUrl);
+    const b = await connect(rig.proxies[1].publicUrl);
+    expect([a.kind, b.kind]).toEqual(['open', 'open']);
+    const held = [a, b] as Opened[];
+    expect(new Set(held.map((o) => o.backend)).size).toBe(2);
+
+    await rig.killRedis();
+    const c = await connect(rig.proxies[0].publicUrl);
+    expect(c.kind).toBe('open'); // fail open: routed without admission
+    const m = await metrics(rig.proxies[0].metricsUrl);
+    expect(m.get('ws_admission_redis_up')).toBe(0);
+    expect(sum(m, 'ws_admission_fail_open_total{')).toBeGreaterThanOrEqual(1);
+    // Nothing Redis-held is reported as current while Redis is unreachable.
+    expect([...m.keys()].some((k) => k.startsWith('ws_admission_active_connections{'))).toBe(false);
+    (c as Opened).ws.terminate();
+
+    await rig.restartRedis();
+    const restarted = Date.now();
+    // Traffic on the open connections renews, finds the lease gone, re-registers it.
+    const ticker = setInterval(() => held.forEach((o) => o.ws.send('tick')), 100);
+    try {
+      await waitUntil(async () => {
+        const l = await rig.leases();
+        return rig.backendIds.every((id) => l[id] === 1);
+      }, 5000, 'both leases re-registered');
+    } finally {
+      clearInterval(ticker);
+    }
+    // One renew interval, plus the filter's 500 ms back-off after the failed calls.
+    expect(Date.now() - restarted).toBeLessThan(RENEW_MS + 500 + 1000);
+    // And the limit holds again: both pods are full.
+    const d = await connect(rig.proxies[1].publicUrl);
+    expect(d.kind === 'refused' && d.status).toBe(503);
+    for (const o of held) await closeFromClient(o);
+  });
+});
+
+describe('fail closed, and a backend killed', () => {
+  let rig: LocalRig;
+  beforeAll(async () => {
+    rig = await startRig(21400, { maxConnectionsPerPod: 2, rateLimitPerMinute: 0, redisFailureMode: 'closed' }, { backends: 2 });
+  });
+  afterAll(async () => rig?.stop());
+
+  it('a killed backend: the strict override answers 503, the lease is released, and after health checks the host is no candidate', async () => {
+    const [dead, alive] = rig.backendIds;
+    // One connection on each backend (least-loaded choice).
+    const a = await connect(rig.proxies[0].publicUrl);
+    const b = await connect(rig.proxies[1].publicUrl);
+    expect([a.kind, b.kind]).toEqual(['open', 'open']);
+    expect(new Set([a, b].map((o) => (o as Opened).backend))).toEqual(new Set([dead, alive]));
+    await rig.backendAction('kill', dead);
+    await waitUntil(async () => (await rig.leases())[dead] === 0, 5000, 'the dropped connection released');
+    // The dead host is now the least loaded and still a candidate (its health checks have
+    // not failed yet): admitted, pinned, and refused by Envoy itself.
+    const r = await connect(rig.proxies[1].publicUrl);
+    expect(r.kind).toBe('refused');
+    if (r.kind !== 'refused') return;
+    expect(r.status).toBe(503);
+    expect(r.headers['x-ws-admission']).toBeUndefined(); // Envoy's own 503, not a refusal of ours
+    await waitUntil(async () => (await rig.leases())[dead] === 0, 2000, 'the refused upgrade\'s lease released');
+    // Two failed checks 5 s apart, then the next host list: upgrades go to the live backend only.
+    const ms = await waitUntil(async () => {
+      const x = await connect(rig.proxies[0].publicUrl);
+      if (x.kind === 'open') {
+        expect(x.backend).toBe(alive);
+        return true;
+      }
+      return false;
+    }, 30000, 'the killed host to leave the candidates');
+    expect(ms).toBeLessThan(30000);
+    // The live backend is now full; the dead one is no candidate, so: capacity.
+    const full = await connect(rig.proxies[1].publicUrl);
+    expect(full.kind === 'refused' && full.headers['x-ws-admission']).toBe('capacity');
+    expect((await rig.leases())[dead]).toBe(0);
+  });
+
+  it('Redis killed: upgrades get 503 redis_unavailable with Retry-After, counted per worker', async () => {
+    await rig.killRedis();
+    const r = await connect(rig.proxies[0].publicUrl);
+    expect(r.kind).toBe('refused');
+    if (r.kind !== 'refused') return;
+    expect(r.status).toBe(503);
+    expect(r.headers['x-ws-admission']).toBe('redis_unavailable');
+    expect(r.headers['retry-after']).toBe('1');
+    const m = await metrics(rig.proxies[0].metricsUrl);
+    expect(sum(m, 'ws_admission_rejected_total{reason="redis_unavailable"')).toBeGreaterThanOrEqual(1);
+    expect(m.get('ws_admission_redis_up')).toBe(0);
+  });
+});
