@@ -90,18 +90,33 @@ describe('admission', () => {
     expect(statsHash(redis.cli)).toMatchObject({ admitted: 3, released: 3 });
   });
 
-  it('keeps the lease while the socket is open and releases it at the normal end of the stream', async () => {
+  it('keeps the lease while the socket is open and releases it when the backend sends its Close frame', async () => {
     const w = await fleet.worker();
     const s = await openSocket(w);
     await w.data(s.sid, 'response');
     await w.data(s.sid, 'request');
     expect(liveLeases(redis.cli, s.pod!)).toHaveLength(1);
-    await w.end(s.sid, 'request'); // client half: nothing released yet
+    // The client's Close starts the handshake: the backend still holds the connection.
+    await w.data(s.sid, 'request', Buffer.from([0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2]));
     expect(liveLeases(redis.cli, s.pod!)).toHaveLength(1);
-    const end = await w.end(s.sid, 'response');
-    expect(end.state).toBe('done');
+    // A Close frame split across two chunks, after a binary frame of 300 bytes (16-bit length).
+    const frames = Buffer.concat([Buffer.from([0x82, 126, 0x01, 0x2c]), Buffer.alloc(300, 0x88), Buffer.from([0x88, 0x02, 0x03, 0xe8])]);
+    await w.data(s.sid, 'response', frames.subarray(0, 305));
+    expect(liveLeases(redis.cli, s.pod!)).toHaveLength(1);
+    await w.data(s.sid, 'response', frames.subarray(305));
     expect(liveLeases(redis.cli, s.pod!)).toHaveLength(0);
     expect(statsHash(redis.cli).released).toBe(1);
+    await w.reset(s.sid); // what Envoy does next, when the TCP connection closes
+  });
+
+  it('an upgraded stream has no normal end in Envoy: the harness refuses one, as Envoy never produces it', async () => {
+    const w = await fleet.worker();
+    const s = await openSocket(w);
+    await expect(w.end(s.sid, 'response')).rejects.toThrow('an upgraded HTTP/1.1 stream never ends normally in Envoy');
+    await w.reset(s.sid);
+    // Reset without a close handshake: nothing of the filter ran, the lease is still held
+    // (the lease log releases it in Envoy; __tests__/e2e/release.test.ts).
+    expect(liveLeases(redis.cli, s.pod!)).toHaveLength(1);
   });
 
   it('renews on data in either direction: a busy socket keeps its slot past several lease TTLs, an idle one expires', async () => {
@@ -315,7 +330,7 @@ describe('connection inventory', () => {
     expect(refused.reply?.headers[':status']).toBe('503');
     expect(redis.cli('--scan', '--pattern', '{ws}:conn:*').split('\n')).toHaveLength(2);
 
-    await w.end(s.sid, 'response');
+    await w.closeHandshake(s.sid);
     expect(redis.cli('EXISTS', key)).toBe('0');
   });
 });

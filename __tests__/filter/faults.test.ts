@@ -170,7 +170,7 @@ describe('Redis restarted empty', () => {
     expect(statsHash(redis.cli).reregistered).toBe(2);
     // The counts are the truth again: both pods are full.
     expect((await w.request(UPGRADE)).reply?.headers[':status']).toBe('503');
-    await w.end(a.sid, 'response');
+    await w.closeHandshake(a.sid);
     expect((await w.request(UPGRADE)).override?.host).toBe(a.pod);
   });
 

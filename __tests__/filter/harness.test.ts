@@ -61,13 +61,23 @@ describe('harness: when Envoy passes the request headers on', () => {
 
   it('a script error in one flow drops both coroutines (Filter::scriptError resets both wrappers)', async () => {
     const r = await req('chunk-error');
-    const resp = await w.response(r.sid, '101', [['x-loop', '1']]);
+    // A 200 with a streamed body (a 101 would hand both flows an empty chunk at once, as
+    // real Envoy does, and the request flow would fail on that one).
+    const resp = await w.response(r.sid, '200', [['x-loop', '1']]);
     expect(resp.state).toBe('waiting_body');
     const d = await w.data(r.sid, 'request');
     expect(d.state).toBe('error');
     const after = await w.data(r.sid, 'response');
     expect(after.state).toBe('error');
     expect(after.error).toMatch(/dropped by a script error in the request flow/);
+  });
+
+  it('a 101 hands each flow one empty body chunk right away, request flow first (as Envoy 1.40 does)', async () => {
+    const r = await req('chunk-error');
+    const resp = await w.response(r.sid, '101', [['x-loop', '1']]);
+    // The request flow failed on its empty chunk, which dropped the response flow too.
+    expect(resp.state).toBe('error');
+    expect(resp.error).toMatch(/dropped by a script error in the request flow/);
   });
 
   it('httpCall() while streaming chunks does not un-pass headers already passed', async () => {

@@ -76,7 +76,7 @@ describe('metrics endpoint', () => {
     const m = await fleet.worker(settings, { podName: 'envoy-a', script: 'metrics.lua' });
     const kept = [await openSocket(a), await openSocket(a), await openSocket(b)];
     const released = await openSocket(b);
-    await b.end(released.sid, 'response');
+    await b.closeHandshake(released.sid);
     const dropped = await openSocket(a);
     await a.reset(dropped.sid);          // will expire
     const full = await b.request(UPGRADE); // 2 pods x 2: full now

@@ -81,7 +81,7 @@ describe('multi-proxy race through the filter', () => {
         await w.data(r.sid, 'response');
         await sleep(Math.floor(Math.random() * 20));
         open.set(pod, open.get(pod)! - 1); // the slot may stay taken in Redis until release returns
-        await w.end(r.sid, 'response');
+        await w.closeHandshake(r.sid);
       }
     }));
     const { max } = await audit.stop();

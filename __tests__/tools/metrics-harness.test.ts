@@ -25,7 +25,7 @@ it('renders the harness endpoint: per-pod bars, refusals by reason, rate window,
   await openSocket(a);
   await openSocket(b);
   const released = await openSocket(b);
-  await b.end(released.sid, 'response');
+  await b.closeHandshake(released.sid);
   await openSocket(a);
   const full = await b.request(UPGRADE);                  // 2 healthy pods x 2: full
   expect(full.reply?.headers[':status']).toBe('503');

@@ -360,19 +360,17 @@ local function release(h, id)
 end
 
 -- Data of an upgraded stream in one direction ("up": client -> server, "down": back):
--- renews the lease, and releases it once a Close frame has passed each way (the close
--- handshake, RFC 6455 7.1.2). A one-way stream never sees its client's data, so its
--- lease waits for the lease log (a few hundred ms after the connection closes).
+-- renews the lease, and releases it when the backend's Close frame passes. That frame
+-- is the backend's last word on the connection (RFC 6455 5.5.1: no data after a Close):
+-- either its answer to the client's Close, which completes the close handshake, or the
+-- start of a handshake of its own. Either way the pod's slot is free from then on. Only
+-- the backend's direction is scanned, so one-way streams (which never see the client's
+-- bytes) release the same way, and a client cannot end a lease by what it sends.
 local function on_data(h, id, dir, chunk)
   local c = live[id]
   if not c then return end
   touch(h, id)
-  local s = c[dir]
-  if s.closed then return end
-  if s:feed(chunk)
-    and not c.one_way and c.up.closed and c.down.closed then
-    release(h, id)
-  end
+  if dir == "down" and c.backend_frames:feed(chunk) then release(h, id) end
 end
 
 -- Drops local entries of streams that were reset (no envoy_on_response end ever
@@ -528,7 +526,7 @@ function envoy_on_request(h)
     -- host is gone; envoy_on_response then sees a non-101 status and releases.
     h:setUpstreamOverrideHost(pod, true)
     local c = { pod = pod, last_renew = now, last_seen = now, kind = kind, one_way = yielded,
-      up = ws_frames.scanner(), down = ws_frames.scanner() }
+      backend_frames = ws_frames.scanner() }
     if yielded then stats:inc("one_way_streams_total") end
     live[id] = c
     live_count = live_count + 1
@@ -594,8 +592,9 @@ function envoy_on_response(h)
   end
   -- Server -> client data: Envoy suspends the script between chunks and resumes it
   -- per chunk (bodyChunks(), Envoy docs). An upgraded HTTP/1.1 stream ends in a reset,
-  -- which abandons the coroutine: the lease is released on the close handshake seen in
-  -- the loop (on_data), else by the lease log line Envoy writes when the stream ends.
+  -- which abandons the coroutine: the lease is released on the backend's Close frame
+  -- seen in the loop (on_data), else by the lease log line Envoy writes when the stream
+  -- ends.
   for chunk in h:bodyChunks() do
     on_data(h, id, "down", chunk)
   end

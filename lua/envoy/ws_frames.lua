@@ -1,11 +1,11 @@
--- Finds WebSocket Close frames in one direction of an upgraded stream (RFC 6455, 5.2).
+-- Finds the WebSocket Close frame in one direction of an upgraded stream (RFC 6455, 5.2).
 --
 -- Why: Envoy never ends an upgraded HTTP/1.1 stream normally. When either peer closes
 -- its TCP connection (also right after a clean close handshake) the stream is reset, and
 -- a reset abandons the filter's coroutines: code after a bodyChunks() loop never runs
--- (docs/filter.md, "How a WebSocket ends in Envoy"). The bytes of both directions do
--- pass through those loops, so the filter watches them for the Close frames of the
--- handshake and releases the lease when it has seen one each way.
+-- (docs/filter.md, "How a WebSocket ends in Envoy"). The bytes do pass through those
+-- loops, so the filter watches the backend's for its Close frame and releases the lease
+-- then.
 --
 -- Only frame headers are read: a scanner keeps how many payload bytes it still has to
 -- skip and the first bytes of a header split across chunks, so a chunk costs one small

@@ -257,19 +257,58 @@ function ops.response(c)
     error("request headers were never passed on to the router (held by the Lua script): no upstream response possible")
   end
   new_side(stream, "response", c.headers)
-  return describe(stream, "response")
+  local r = describe(stream, "response")
+  -- A 101 to an HTTP/1.1 upgrade: Envoy's codec switches both directions to raw bytes
+  -- (source: http1/codec_impl.cc), which never end with an end flag. Right after the
+  -- 101, real Envoy (1.40) hands the filter one empty body chunk in each direction,
+  -- request side first (seen with a logging filter, __tests__/e2e).
+  for _, kv in ipairs(c.headers or {}) do
+    if kv[1] == ":status" and kv[2] == "101" then
+      stream.upgraded = true
+      for _, dir in ipairs({ "request", "response" }) do
+        local side = stream[dir]
+        if side and side.state == "waiting_body" and not stream.reset then drive(stream, dir, "") end
+      end
+      r = describe(stream, "response")
+    end
+  end
+  return r
 end
 
 local function feed(c, chunk)
   local stream = assert(streams[c.sid], "unknown stream " .. tostring(c.sid))
   if stream.reset then return { state = "reset" } end
+  if chunk == nil and stream.upgraded then
+    -- source: http1/codec_impl.cc passes upgraded bytes without an end flag, and the
+    -- connection manager resets the stream when either connection closes
+    -- (resetAllStreams, codec_client.cc): seen end to end in __tests__/e2e.
+    error("an upgraded HTTP/1.1 stream never ends normally in Envoy: every end is a reset (use reset)")
+  end
   local side = stream[c.dir]
   if not side then return { state = "absent" } end
   if side.state == "waiting_body" then drive(stream, c.dir, chunk) end
   return describe(stream, c.dir)
 end
 
-function ops.data(c) return feed(c, string.rep("x", c.bytes or 16)) end
+local function unhex(h) return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end)) end
+-- After a 101 the bytes are WebSocket frames (RFC 6455 5.2): a filler chunk is one text
+-- frame of c.bytes bytes in all, masked from the client as the RFC requires.
+local function text_frame(n, masked)
+  local mask = masked and 4 or 0
+  local len = math.max(0, n - 2 - mask)
+  local head
+  if len <= 125 then
+    head = string.char(0x81, (masked and 0x80 or 0) + len)
+  else
+    len = math.min(math.max(0, n - 4 - mask), 65535)
+    head = string.char(0x81, (masked and 0x80 or 0) + 126, math.floor(len / 256), len % 256)
+  end
+  return head .. (masked and "\0\0\0\0" or "") .. string.rep("x", len)
+end
+function ops.data(c)
+  if c.hex then return feed(c, unhex(c.hex)) end
+  return feed(c, text_frame(c.bytes or 16, c.dir == "request"))
+end
 ops["end"] = function(c) return feed(c, nil) end
 
 -- A reset: Envoy never resumes the coroutines again (source: resumeCoroutine checks

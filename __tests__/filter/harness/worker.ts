@@ -229,12 +229,36 @@ export class Worker {
     return this.send({ op: 'response', sid, headers: [[':status', status], ...extra] });
   }
 
-  data(sid: string, dir: 'request' | 'response', bytes = 32): Promise<SideResult> {
-    return this.send({ op: 'data', sid, dir, bytes });
+  /** One body chunk: `bytes` filler bytes, or exactly these bytes. */
+  data(sid: string, dir: 'request' | 'response', bytes: number | Buffer = 32): Promise<SideResult> {
+    return typeof bytes === 'number'
+      ? this.send({ op: 'data', sid, dir, bytes })
+      : this.send({ op: 'data', sid, dir, hex: bytes.toString('hex') });
   }
 
+  /**
+   * The normal end of a stream in that direction. Refused by the driver for an upgraded
+   * HTTP/1.1 stream, which Envoy never ends normally: use closeHandshake() and reset().
+   */
   end(sid: string, dir: 'request' | 'response'): Promise<SideResult> {
     return this.send({ op: 'end', sid, dir });
+  }
+
+  /**
+   * How a WebSocket ends through Envoy: a Close frame each way (the client's masked,
+   * RFC 6455 5.3), started by `first`, then the reset Envoy turns the TCP close into.
+   */
+  async closeHandshake(sid: string, first: 'client' | 'server' = 'client'): Promise<void> {
+    const client = Buffer.from([0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2]); // Close 1000, masked
+    const server = Buffer.from([0x88, 0x02, 0x03, 0xe8]);
+    if (first === 'client') {
+      await this.data(sid, 'request', client);
+      await this.data(sid, 'response', server);
+    } else {
+      await this.data(sid, 'response', server);
+      await this.data(sid, 'request', client);
+    }
+    await this.reset(sid);
   }
 
   reset(sid: string) { return this.send({ op: 'reset', sid }); }
