@@ -3,7 +3,7 @@
 // source/extensions/filters/http/lua/lua_filter.cc -- start(), onSuccess(), onData().
 import * as fs from 'fs';
 import * as path from 'path';
-import { Worker, makeLuaDir, makeStateDir, defaultSettings, PLAIN, HOSTS } from './harness/worker';
+import { Worker, makeLuaDir, makeStateDir, defaultSettings, PLAIN, HOSTS, UPGRADE } from './harness/worker';
 
 const SCRIPT = `
 function envoy_on_request(h)
@@ -72,12 +72,12 @@ describe('harness: when Envoy passes the request headers on', () => {
     expect(after.error).toMatch(/dropped by a script error in the request flow/);
   });
 
-  it('a 101 hands each flow one empty body chunk right away, request flow first (as Envoy 1.40 does)', async () => {
-    const r = await req('chunk-error');
-    const resp = await w.response(r.sid, '101', [['x-loop', '1']]);
-    // The request flow failed on its empty chunk, which dropped the response flow too.
-    expect(resp.state).toBe('error');
-    expect(resp.error).toMatch(/dropped by a script error in the request flow/);
+  it('an upgrade request hands the waiting flow an empty chunk at once, and a 101 the response flow (as Envoy 1.40 does)', async () => {
+    const r = await w.request([...UPGRADE, ['x-mode', 'chunk-error']]);
+    // The request flow failed on its empty chunk, before any response.
+    expect(r.state).toBe('error');
+    const plain = await w.request([...PLAIN, ['x-mode', 'count']]);
+    expect(plain.state).toBe('waiting_body');
   });
 
   it('httpCall() while streaming chunks does not un-pass headers already passed', async () => {

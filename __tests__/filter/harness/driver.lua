@@ -228,7 +228,18 @@ function ops.request(c)
   local stream = { metadata = {}, remote = c.remote or "203.0.113.9:40000", protocol = c.protocol,
     defer_http = c.defer_http }
   streams[c.sid] = stream
-  new_side(stream, "request", h2_upgrade_to_h1(c.headers))
+  local headers = h2_upgrade_to_h1(c.headers)
+  new_side(stream, "request", headers)
+  -- An HTTP/1.1 upgrade request: once its headers are passed on, real Envoy (1.40) hands
+  -- a script waiting in bodyChunks() one empty chunk, before any response (recorded by
+  -- __tests__/e2e/envoy-api.test.ts).
+  local up, conn = false, false
+  for _, kv in ipairs(headers or {}) do
+    if kv[1] == "upgrade" then up = true end
+    if kv[1] == "connection" and kv[2]:lower():find("upgrade", 1, true) then conn = true end
+  end
+  local side = stream.request
+  if up and conn and side.state == "waiting_body" and side.headers_passed then drive(stream, "request", "") end
   return describe(stream, "request")
 end
 
@@ -260,15 +271,13 @@ function ops.response(c)
   local r = describe(stream, "response")
   -- A 101 to an HTTP/1.1 upgrade: Envoy's codec switches both directions to raw bytes
   -- (source: http1/codec_impl.cc), which never end with an end flag. Right after the
-  -- 101, real Envoy (1.40) hands the filter one empty body chunk in each direction,
-  -- request side first (seen with a logging filter, __tests__/e2e).
+  -- 101, real Envoy (1.40) hands the response flow one empty body chunk (recorded by
+  -- __tests__/e2e/envoy-api.test.ts).
   for _, kv in ipairs(c.headers or {}) do
     if kv[1] == ":status" and kv[2] == "101" then
       stream.upgraded = true
-      for _, dir in ipairs({ "request", "response" }) do
-        local side = stream[dir]
-        if side and side.state == "waiting_body" and not stream.reset then drive(stream, dir, "") end
-      end
+      local side = stream.response
+      if side and side.state == "waiting_body" and not stream.reset then drive(stream, "response", "") end
       r = describe(stream, "response")
     end
   end

@@ -246,7 +246,9 @@ export class Worker {
 
   /**
    * How a WebSocket ends through Envoy: a Close frame each way (the client's masked,
-   * RFC 6455 5.3), started by `first`, then the reset Envoy turns the TCP close into.
+   * RFC 6455 5.3), started by `first`; then, as recorded in real Envoy
+   * (__tests__/e2e/envoy-api.test.ts), an empty response chunk when the backend closes
+   * its TCP connection, and the reset that ends the stream.
    */
   async closeHandshake(sid: string, first: 'client' | 'server' = 'client'): Promise<void> {
     const client = Buffer.from([0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2]); // Close 1000, masked
@@ -258,6 +260,7 @@ export class Worker {
       await this.data(sid, 'response', server);
       await this.data(sid, 'request', client);
     }
+    await this.data(sid, 'response', Buffer.alloc(0));
     await this.reset(sid);
   }
 
