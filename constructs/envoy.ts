@@ -53,6 +53,15 @@ export function preStopCommand(sleepSeconds: number): string[] {
   ];
 }
 
+/** Exit 0 when lease_log.lua's heartbeat ($WS_STATE_DIR/lease-log.alive) is under 30 s old. */
+export function leaseLogLivenessCommand(): string[] {
+  return [
+    'luajit', '-e',
+    `local f = io.open("${STATE_DIR}/lease-log.alive") local t = f and tonumber(f:read("*l")) `
+      + 'os.exit((t and os.time() - t < 30) and 0 or 1)',
+  ];
+}
+
 export interface RedisPasswordSource {
   /** Secret name. */
   readonly secretName: string;
@@ -245,6 +254,13 @@ export class EnvoyProxy extends Construct {
                 ],
                 resources: resources({ cpuRequest: '10m', memoryRequest: '16Mi', cpuLimit: '200m', memoryLimit: '64Mi' }),
                 securityContext: containerSecurityContext(),
+                // No readiness probe: the pod serves without this container (leases then
+                // expire by their TTL), so it must not take the pod out of the NLB.
+                // Liveness: its loop wrote the heartbeat file within the last 30 s.
+                livenessProbe: {
+                  exec: { command: leaseLogLivenessCommand() },
+                  initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3,
+                },
                 volumeMount: mounts.filter((m) => m.name !== 'tmp'),
               },
             ],

@@ -98,8 +98,28 @@ describe('default profile', () => {
     expect(envoy.spec.replicas).toBe('2');
     expect(container.image).toBe(`ws-envoy-lua:${ENVOY_RELEASE.version}-${ENVOY_RELEASE.imageBuild}`);
     expect(container.command).toEqual(['envoy']);
-    expect(container.args).toEqual(['-c', '/etc/envoy/envoy.yaml', '--concurrency', '2', '--disable-hot-restart', '--log-level', 'info']);
+    expect(container.args).toEqual([
+      '-c', '/etc/envoy/envoy.yaml', '--concurrency', '2', '--disable-hot-restart', '--log-level', 'info',
+      '--file-flush-interval-msec', '100',
+    ]);
     expect(envoy.spec.strategy).toEqual({ type: 'RollingUpdate', rolling_update: { max_surge: '1', max_unavailable: '0' } });
+  });
+
+  it('runs the lease-log reader beside Envoy: same image, settings, state and password; restricted; no readiness probe', () => {
+    const containers = envoy.spec.template.spec.container;
+    expect(containers.map((c: Json) => c.name)).toEqual(['envoy', 'lease-log']);
+    const side = containers[1];
+    expect(side.image).toBe(container.image);
+    expect(side.command).toEqual(['luajit', '/etc/envoy/lua/lease_log.lua']);
+    expect(side.env).toEqual([
+      { name: 'WS_LUA_DIR', value: '/etc/envoy/lua' },
+      { name: 'WS_STATE_DIR', value: '/var/run/ws-admission' },
+    ]);
+    expect(side.volume_mount.map((m: Json) => m.name)).toEqual(['config', 'state', 'redis-auth']);
+    expect(side.readiness_probe).toBeUndefined();
+    expect(side.liveness_probe.exec.command[0]).toBe('luajit');
+    expect(side.liveness_probe.exec.command[2]).toContain('/var/run/ws-admission/lease-log.alive');
+    expect(side.resources).toEqual({ requests: { cpu: '10m', memory: '16Mi' }, limits: { cpu: '200m', memory: '64Mi' } });
   });
 
   it('sizes Envoy\'s CPU by its worker threads: 250m requested per worker, 1 CPU per worker + 500m allowed', () => {
@@ -161,7 +181,8 @@ describe('default profile', () => {
         });
         expect(c.resources.requests.cpu).toBeDefined();
         expect(c.resources.limits.memory).toBeDefined();
-        expect(c.readiness_probe).toBeDefined();
+        // The lease-log sidecar has no readiness probe on purpose (the pod serves without it).
+        if (c.name !== 'lease-log') expect(c.readiness_probe).toBeDefined();
         expect(c.liveness_probe).toBeDefined();
       }
     }

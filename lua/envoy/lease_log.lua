@@ -16,6 +16,7 @@
 --   luajit lease_log.lua [--once]     (--once: process what is there, then exit; tests)
 --
 -- Reads settings.lua (WS_LUA_DIR) like the filter; the file is $WS_STATE_DIR/leases.log.
+-- Every second it writes the time to $WS_STATE_DIR/lease-log.alive (liveness probe).
 -- Releasing twice is harmless (release.lua answers 0 for a lease already gone), so the
 -- program starts from the top of the file and keeps no offset across restarts. It keeps
 -- the file small by truncating it once it has read past MAX_BYTES (Envoy appends with
@@ -73,6 +74,9 @@ local function main(argv)
   end
   local state_dir = os.getenv("WS_STATE_DIR") or "/var/run/ws-admission"
   local path = state_dir .. "/leases.log"
+  -- The sidecar's liveness probe reads this: the loop below ran within the last seconds.
+  local alive_path = state_dir .. "/lease-log.alive"
+  local last_beat = 0
   local TAG = "{" .. S.hash_tag .. "}"
   local K_STATS, K_PODS, K_POD = TAG .. ":stats", TAG .. ":pods", TAG .. ":pod:"
   local client = resp.new(settings_loader.redis_options(S, DIR))
@@ -81,6 +85,12 @@ local function main(argv)
   local offset, pending, rest = 0, {}, ""
   local released, bad, last_err = 0, 0, nil
   while true do
+    local now = os.time()
+    if now ~= last_beat then
+      last_beat = now
+      local a = io.open(alive_path, "wb")
+      if a then a:write(now, "\n") a:close() end
+    end
     local f = io.open(path, "rb")
     if f then
       local size = f:seek("end")
