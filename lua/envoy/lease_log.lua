@@ -94,7 +94,9 @@ local function main(argv)
     local f = io.open(path, "rb")
     if f then
       local size = f:seek("end")
-      if size < offset then offset, rest = 0, "" end -- truncated by someone else
+      -- Shorter than what was read: truncated by someone else (only noticed while it is
+      -- shorter; this program is the only one meant to truncate it).
+      if size < offset then offset, rest = 0, "" end
       if size > offset then
         f:seek("set", offset)
         local data = f:read(size - offset) or ""
