@@ -1,6 +1,8 @@
-// Faults through real Envoy: Redis killed and restarted empty, a backend killed.
+// Faults through real Envoy: Redis killed and restarted empty, a backend killed, no host list file.
+import * as fs from 'fs';
+import * as path from 'path';
 import { LocalRig } from '../../tools/lib/local-rig';
-import { Opened, closeFromClient, connect, metrics, startRig, waitUntil } from './support';
+import { Opened, closeFromClient, connect, echo, metrics, startRig, upgradeUntilAdmitted, waitUntil } from './support';
 
 jest.setTimeout(120000);
 
@@ -110,5 +112,31 @@ describe('fail closed, and a backend killed', () => {
     const m = await metrics(rig.proxies[0].metricsUrl);
     expect(sum(m, 'ws_admission_rejected_total{reason="redis_unavailable"')).toBeGreaterThanOrEqual(1);
     expect(m.get('ws_admission_redis_up')).toBe(0);
+  });
+});
+
+describe('no host list file (no probe reached metrics.lua): the one-way fallback through real Envoy', () => {
+  let rig: LocalRig;
+  beforeAll(async () => {
+    // The rig probes once to get ready, then never again (as outside Kubernetes).
+    rig = await startRig(21700, { maxConnectionsPerPod: 1, rateLimitPerMinute: 0 }, { backends: 1, probeIntervalMs: 3_600_000 });
+  });
+  afterAll(async () => rig?.stop());
+
+  it('the upgrade that fetched the host list itself (httpCall) is passed on by Envoy, counted one-way, and released on the backend\'s Close', async () => {
+    for (const p of rig.proxies) fs.rmSync(path.join(p.stateDir, 'hosts'), { force: true });
+    const a = await connect(rig.proxies[0].publicUrl);
+    expect(a.kind).toBe('open'); // not held: Envoy continued the headers after the httpCall
+    const o = a as Opened;
+    expect(await echo(o, 'through')).toBe('through');
+    const m = await metrics(rig.proxies[0].metricsUrl);
+    expect(sum(m, 'ws_admission_one_way_streams_total{')).toBe(1);
+    const full = await connect(rig.proxies[1].publicUrl);
+    expect(full.kind === 'refused' && full.status).toBe(503);
+    // The client starts the close; the backend's answering Close releases the lease.
+    await closeFromClient(o);
+    const t = await upgradeUntilAdmitted(rig.proxies[1].publicUrl, 3000);
+    expect(t.ms).toBeLessThan(1000);
+    await closeFromClient(t.opened);
   });
 });
