@@ -261,6 +261,10 @@ export class EnvoyProxy extends Construct {
                   exec: { command: leaseLogLivenessCommand() },
                   initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3,
                 },
+                // The kubelet stops every container of the pod at once, but Envoy keeps
+                // serving through its preStop sleep: keep releasing ended streams until
+                // then (drain.lua releases whatever is left at its end).
+                lifecycle: { preStop: [{ exec: { command: ['sleep', String(preStop)] } }] },
                 volumeMount: mounts.filter((m) => m.name !== 'tmp'),
               },
             ],

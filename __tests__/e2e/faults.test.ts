@@ -95,9 +95,13 @@ describe('fail closed, and a backend killed', () => {
       return false;
     }, 30000, 'the killed host to leave the candidates');
     expect(ms).toBeLessThan(30000);
-    // The live backend is now full; the dead one is no candidate, so: capacity.
-    const full = await connect(rig.proxies[1].publicUrl);
-    expect(full.kind === 'refused' && full.headers['x-ws-admission']).toBe('capacity');
+    // The live backend is now full. Once the other proxy's own health checks have dropped
+    // the dead host too (each Envoy checks on its own), it answers: capacity.
+    await waitUntil(async () => {
+      const x = await connect(rig.proxies[1].publicUrl);
+      expect(x.kind).toBe('refused'); // never admitted: the live backend is full
+      return x.kind === 'refused' && x.headers['x-ws-admission'] === 'capacity';
+    }, 30000, 'the other proxy to drop the killed host');
     expect((await rig.leases())[dead]).toBe(0);
   });
 

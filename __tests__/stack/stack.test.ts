@@ -117,6 +117,8 @@ describe('default profile', () => {
     ]);
     expect(side.volume_mount.map((m: Json) => m.name)).toEqual(['config', 'state', 'redis-auth']);
     expect(side.readiness_probe).toBeUndefined();
+    // It outlives Envoy's preStop sleep, so streams ending during it are still released.
+    expect(side.lifecycle.pre_stop).toEqual([{ exec: { command: ['sleep', '15'] } }]);
     expect(side.liveness_probe.exec.command[0]).toBe('luajit');
     expect(side.liveness_probe.exec.command[2]).toContain('/var/run/ws-admission/lease-log.alive');
     expect(side.resources).toEqual({ requests: { cpu: '10m', memory: '16Mi' }, limits: { cpu: '200m', memory: '64Mi' } });
