@@ -4,7 +4,7 @@ import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
 import { Construct } from 'constructs';
 import { imageProblem } from '../config/validate';
 import { REDIS_PASSWORD_FILE } from '../config/settings';
-import { CONFIG_DIR, envoyArgs, LUA_DIR, METRICS_PORT, PUBLIC_PORT, STATE_DIR } from '../envoy/bootstrap';
+import { ADMIN_ADDRESS, ADMIN_PORT, CONFIG_DIR, envoyArgs, LUA_DIR, METRICS_PORT, PUBLIC_PORT, STATE_DIR } from '../envoy/bootstrap';
 import { FilterConfig } from './filter-config';
 import { ENVOY_SELECTOR, NAMES, componentLabels } from './names';
 import { ResourceSpec, containerSecurityContext, podSecurityContext, resources } from './security';
@@ -51,6 +51,17 @@ export function preStopCommand(sleepSeconds: number): string[] {
     'sh', '-c',
     `sleep ${sleepSeconds}; exec timeout ${DRAIN_TIMEOUT_SECONDS} luajit ${DRAIN_LUA} --log-file /proc/1/fd/1`,
   ];
+}
+
+/**
+ * The lease-log container's command. A process that is PID 1 of its container gets no
+ * default signal handling, and luajit installs none: SIGTERM would be ignored and every
+ * pod deletion would wait the whole grace period for SIGKILL. So a shell is PID 1; it
+ * exits on TERM/INT (the container then stops, luajit with it) and otherwise passes on
+ * luajit's exit status (a crash restarts the container).
+ */
+export function leaseLogCommand(): string[] {
+  return ['sh', '-c', `trap 'exit 0' TERM INT; luajit ${LEASE_LOG_LUA} & wait $!; exit $?`];
 }
 
 /** Exit 0 when lease_log.lua's heartbeat ($WS_STATE_DIR/lease-log.alive) is under 30 s old. */
@@ -247,10 +258,12 @@ export class EnvoyProxy extends Construct {
                 // Same image (luajit + luasocket), same settings and password.
                 name: 'lease-log',
                 image: props.image,
-                command: ['luajit', LEASE_LOG_LUA],
+                command: leaseLogCommand(),
                 env: [
                   { name: 'WS_LUA_DIR', value: LUA_DIR },
                   { name: 'WS_STATE_DIR', value: STATE_DIR },
+                  // Rotating the lease log asks Envoy to reopen it (same pod: its loopback).
+                  { name: 'WS_ENVOY_ADMIN', value: `${ADMIN_ADDRESS}:${ADMIN_PORT}` },
                 ],
                 resources: resources({ cpuRequest: '10m', memoryRequest: '16Mi', cpuLimit: '200m', memoryLimit: '64Mi' }),
                 securityContext: containerSecurityContext(),

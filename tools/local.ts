@@ -19,6 +19,12 @@ function int(name: string, raw: string | undefined, def: number): number {
 }
 
 async function main(): Promise<number> {
+  // Signals during startup too: whatever has started is stopped, nothing is left behind.
+  let stopRequested = false;
+  let wake: () => void = () => undefined;
+  const onSignal = () => { stopRequested = true; wake(); };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   let rig: LocalRig | undefined;
   try {
     const { values } = parseArgs({
@@ -41,16 +47,13 @@ async function main(): Promise<number> {
     await rig?.stop();
     return 1;
   }
-  for (const p of rig.proxies) process.stdout.write(`proxy ${p.name} ${p.publicUrl} metrics ${p.metricsUrl}\n`);
-  process.stdout.write('ready\n');
-  const running = rig;
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
-  await running.stop();
-  process.stderr.write(`local: stopped${running.options.keepFiles ? `; files kept in ${running.workDir}` : ''}\n`);
+  if (!stopRequested) {
+    for (const p of rig.proxies) process.stdout.write(`proxy ${p.name} ${p.publicUrl} metrics ${p.metricsUrl}\n`);
+    process.stdout.write('ready\n');
+    await new Promise<void>((resolve) => { wake = resolve; });
+  }
+  await rig.stop();
+  process.stderr.write(`local: stopped${rig.options.keepFiles ? `; files kept in ${rig.workDir}` : ''}\n`);
   return 0;
 }
 

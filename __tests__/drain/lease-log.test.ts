@@ -2,6 +2,8 @@
 // lease_log.lua`, WS_LUA_DIR and WS_STATE_DIR) against a real redis-server with a password.
 // End to end through real Envoy: __tests__/e2e/release.test.ts.
 import { spawn, spawnSync } from 'child_process';
+import * as http from 'http';
+import type { AddressInfo } from 'net';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -19,12 +21,13 @@ const P2 = '10.0.0.2:8080';
 
 let redis: RedisServer;
 let luaDir: string;
+let pwFile: string;
 
 beforeAll(async () => {
   redis = await startRedis({ password: PASSWORD });
-  const pw = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ws-lease-log-auth-')), 'password');
-  fs.writeFileSync(pw, PASSWORD, { mode: 0o400 });
-  luaDir = makeLuaDir({ ...defaultSettings(redis.port, { redis_password_file: pw }) });
+  pwFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ws-lease-log-auth-')), 'password');
+  fs.writeFileSync(pwFile, PASSWORD, { mode: 0o400 });
+  luaDir = makeLuaDir({ ...defaultSettings(redis.port, { redis_password_file: pwFile }) });
 });
 afterAll(async () => { await redis.stop(); });
 beforeEach(() => { redis.cli('FLUSHALL'); });
@@ -74,7 +77,7 @@ describe('lease_log.lua', () => {
     expect(redis.cli('--scan', '--pattern', '*').split('\n').filter(Boolean).sort()).toEqual(['{ws}:pod:10.0.0.1:8080', '{ws}:pods', '{ws}:stats']);
   });
 
-  it('follows the file as Envoy appends to it, also after truncating it', async () => {
+  it('follows the file as Envoy appends to it', async () => {
     const dir = stateDir();
     const file = path.join(dir, 'leases.log');
     fs.writeFileSync(file, '');
@@ -86,9 +89,6 @@ describe('lease_log.lua', () => {
       lease(P1, 'e|aa|2|02');
       fs.appendFileSync(file, `lease e|aa|1|01 ${P1}\n`);
       await waitFor(() => members(P1).length === 1);
-      // Past 1 MiB it truncates the file itself, and goes on from the top.
-      fs.appendFileSync(file, 'not a lease line\n'.repeat(70000));
-      await waitFor(() => fs.statSync(file).size === 0);
       fs.appendFileSync(file, `lease e|aa|2|02 ${P1}\n`);
       await waitFor(() => members(P1).length === 0);
       // Its heartbeat for the liveness probe.
@@ -98,13 +98,86 @@ describe('lease_log.lua', () => {
     }
   });
 
-  it('keeps the file small: truncates it once it has read past 1 MiB', async () => {
+  it('rotates the file through Envoy\'s admin /reopen_logs without losing a line, while lines keep coming', async () => {
     const dir = stateDir();
     const file = path.join(dir, 'leases.log');
-    fs.writeFileSync(file, 'not a lease line\n'.repeat(70000)); // 1.19 MB
+    // Envoy's side, as its file access log does it: one O_APPEND descriptor, replaced by a
+    // fresh open of the path (creating it) shortly after POST /reopen_logs.
+    let fd = fs.openSync(file, 'a');
+    let reopens = 0;
+    const admin = http.createServer((req, res) => {
+      if (req.method === 'POST' && req.url === '/reopen_logs') {
+        setTimeout(() => { fs.closeSync(fd); fd = fs.openSync(file, 'a'); reopens++; }, 30);
+        res.end('OK\n');
+      } else {
+        res.writeHead(404).end();
+      }
+    });
+    await new Promise<void>((r) => admin.listen(0, '127.0.0.1', () => r()));
+    const N = 4000;
+    const ids = Array.from({ length: N }, (_, i) => `envoy-r|abcdef|${i}|0a0b0c`);
+    redis.cli('ZADD', `{ws}:pod:${P1}`, ...ids.flatMap((id) => [String(FAR), id]));
+    const p = spawn('luajit', [PROGRAM], {
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: luaDir, WS_STATE_DIR: dir,
+        WS_ENVOY_ADMIN: `127.0.0.1:${(admin.address() as AddressInfo).port}`, WS_LEASE_LOG_ROTATE_BYTES: '16384',
+      },
+      stdio: 'ignore',
+    });
+    try {
+      for (let i = 0; i < N; i += 50) {
+        fs.writeSync(fd, ids.slice(i, i + 50).map((id) => `lease ${id} ${P1}\n`).join(''));
+        await new Promise((r) => setTimeout(r, 12));
+      }
+      await waitFor(() => members(P1).length === 0, 15000);
+      // ~40 bytes a line, 160 KB in about a second through a 16 KB rotation size: several
+      // rotations happened while lines kept coming, and none was lost.
+      expect(reopens).toBeGreaterThanOrEqual(3);
+      expect(fs.existsSync(`${file}.old`)).toBe(false);
+    } finally {
+      p.kill('SIGKILL');
+      admin.close();
+      fs.closeSync(fd);
+    }
+  });
+
+  it('without an admin to ask, keeps the file and truncates it only past 8 MiB', async () => {
+    const dir = stateDir();
+    const file = path.join(dir, 'leases.log');
+    fs.writeFileSync(file, 'not a lease line\n'.repeat(70000)); // 1.19 MB: over the rotation size
+    expect((await run(dir)).code).toBe(0);
+    expect(fs.statSync(file).size).toBe(1190000);
+    fs.writeFileSync(file, 'not a lease line\n'.repeat(500000)); // 8.5 MB
     const r = await run(dir);
     expect(r.code).toBe(0);
     expect(fs.statSync(file).size).toBe(0);
+    expect(r.out).toContain('truncated');
+  });
+
+  it('with connection_inventory, also deletes the connection\'s inventory hash', async () => {
+    const inv = makeLuaDir({ ...defaultSettings(redis.port, { redis_password_file: pwFile, connection_inventory: true }) });
+    lease(P1, 'e|aa|9|09');
+    redis.cli('HSET', '{ws}:conn:e|aa|9|09', 'pod', P1);
+    const dir = stateDir();
+    fs.writeFileSync(path.join(dir, 'leases.log'), `lease e|aa|9|09 ${P1}\n`);
+    expect((await run(dir, ['--once'], inv)).code).toBe(0);
+    expect(members(P1)).toEqual([]);
+    expect(redis.cli('EXISTS', '{ws}:conn:e|aa|9|09')).toBe('0');
+  });
+
+  it('an error reply (e.g. a read-only replica after a failover) is a failure: the lines are kept for a retry', async () => {
+    lease(P1, 'e|aa|8|08');
+    const dir = stateDir();
+    fs.writeFileSync(path.join(dir, 'leases.log'), `lease e|aa|8|08 ${P1}\n`);
+    // A script that fails with an error reply: the key is of the wrong type.
+    redis.cli('DEL', '{ws}:stats');
+    redis.cli('SET', '{ws}:stats', 'not a hash');
+    const r = await run(dir);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain('keeping 1 lines');
+    redis.cli('DEL', '{ws}:stats');
+    expect((await run(dir)).code).toBe(0);
+    expect(members(P1)).toEqual([]);
   });
 
   it('Redis unavailable: keeps the lines (exit 1 with --once) so a later run releases them', async () => {

@@ -98,10 +98,13 @@ describe('an upgraded HTTP/1.1 stream in real Envoy', () => {
     // backend's 25-byte hello, the client's masked 11-byte "hello" and its echo, the
     // client's Close and the backend's), one more empty response chunk when the backend
     // closes TCP -- and then only the reset: no loop ends.
-    expect(events('hs')).toEqual([
-      'request', 'up 0', 'response 101', 'down 0', 'down 25', 'up 11', 'down 7', 'up 11', 'down 7', 'down 0',
-    ]);
+    // (TCP may coalesce frames into one chunk: the bytes per direction are what is fixed.)
     const e = events('hs');
+    expect(e.slice(0, 4)).toEqual(['request', 'up 0', 'response 101', 'down 0']);
+    expect(e[e.length - 1]).toBe('down 0');
+    const bytes = (dir: string) => e.filter((x) => x.startsWith(dir + ' ')).reduce((n, x) => n + Number(x.split(' ')[1]), 0);
+    expect(bytes('up')).toBe(11 + 11);
+    expect(bytes('down')).toBe(25 + 7 + 7);
     expect(e).not.toContain('up-end');
     expect(e).not.toContain('down-end');
     // Written at the reset, with the metadata the filter set.

@@ -64,17 +64,21 @@ it('Upgrade without Connection: upgrade is a plain request (no lease); mixed-cas
 it('huge and malformed headers are refused by Envoy, and the worker keeps serving at once', async () => {
   const huge = await rawRequest(port, upgrade([`X-Pad: ${'a'.repeat(70 * 1024)}`]));
   expect(statusOf(huge)).toBe(431);
+  await waitUntil(async () => Object.values(await rig.leases()).every((n) => n === 0), 5000, 'earlier leases released');
+  // 50 KiB of blanks before the token: within Envoy's 60 KiB of headers, read in linear
+  // time by the filter, and an upgrade like any other.
   const blanks = await rawRequest(port, upgrade([], `Connection: ${' '.repeat(50 * 1024)}upgrade`));
-  expect([101, 431, 503]).toContain(statusOf(blanks));
+  expect(statusOf(blanks)).toBe(101);
   const bad = await rawRequest(port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nBad Header\r\n\r\n');
   expect(statusOf(bad)).toBe(400);
   const nul = await rawRequest(port, Buffer.from(upgrade(['X-Nul: a\u0000b']), 'latin1'));
   expect(statusOf(nul)).toBe(400);
   // The one worker answers the next upgrade promptly (nothing above held it).
-  await new Promise((r) => setTimeout(r, 300)); // let the earlier 101s' connections close
+  await waitUntil(async () => Object.values(await rig.leases()).every((n) => n === 0), 5000, 'the 101\'s lease released');
   const started = Date.now();
   const next = await connect(rig.proxies[0].publicUrl);
   expect(Date.now() - started).toBeLessThan(1000);
+  expect(next.kind).toBe('open');
   if (next.kind === 'open') await closeFromClient(next);
   // Nothing but the backends' own ids ever became a key.
   for (const k of await podKeys()) expect(rig.backendIds.map((id) => `{ws}:pod:${id}`)).toContain(k);

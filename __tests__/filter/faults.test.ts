@@ -61,6 +61,24 @@ describe('proxy crash', () => {
 });
 
 describe('Redis unavailable', () => {
+  it('a release that fails leaves the stream\'s lease "held", so the lease log line of its end retries it', async () => {
+    const w = await fleet.worker({ redis_password_file: passwordFile }, { hosts: ONE_POD });
+    const ok = await openSocket(w);
+    const down = await openSocket(w, UPGRADE);
+    const close = Buffer.from([0x88, 0x02, 0x03, 0xe8]);
+    const lease = async (sid: string) =>
+      ((await w.data(sid, 'request')).metadata as Record<string, Record<string, unknown>>)['ws.admission'].lease;
+    await w.data(ok.sid, 'response', close);
+    expect(await lease(ok.sid)).toBe('released');
+    await redis.stop();
+    try {
+      await w.data(down.sid, 'response', close);
+      expect(await lease(down.sid)).toBe('held');
+    } finally {
+      await redis.restart();
+    }
+  });
+
   it('fails open: routes without an override, counted per worker', async () => {
     const w = await fleet.worker({ redis_password_file: passwordFile, failure_mode: 'open' }, { hosts: ONE_POD });
     expect((await w.request(UPGRADE)).override).toBeDefined(); // connected and working

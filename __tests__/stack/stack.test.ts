@@ -110,10 +110,11 @@ describe('default profile', () => {
     expect(containers.map((c: Json) => c.name)).toEqual(['envoy', 'lease-log']);
     const side = containers[1];
     expect(side.image).toBe(container.image);
-    expect(side.command).toEqual(['luajit', '/etc/envoy/lua/lease_log.lua']);
+    expect(side.command).toEqual(['sh', '-c', "trap 'exit 0' TERM INT; luajit /etc/envoy/lua/lease_log.lua & wait $!; exit $?"]);
     expect(side.env).toEqual([
       { name: 'WS_LUA_DIR', value: '/etc/envoy/lua' },
       { name: 'WS_STATE_DIR', value: '/var/run/ws-admission' },
+      { name: 'WS_ENVOY_ADMIN', value: '127.0.0.1:9000' },
     ]);
     expect(side.volume_mount.map((m: Json) => m.name)).toEqual(['config', 'state', 'redis-auth']);
     expect(side.readiness_probe).toBeUndefined();

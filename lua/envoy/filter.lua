@@ -350,12 +350,14 @@ local function release(h, id)
   if not c then return end
   live[id] = nil
   live_count = live_count - 1
-  -- No lease log line for this stream any more (its access log filter wants "held").
-  h:streamInfo():dynamicMetadata():set(NS, "lease", LEASE_RELEASED)
   local entries = { { script = "release", keys = { K_POD .. c.pod, K_STATS, K_PODS }, args = { id, c.pod } } }
   if S.connection_inventory then entries[2] = { "DEL", K_CONN .. id } end
-  -- A failed release is not retried: the lease expires by itself after lease_ttl_ms.
-  run(h, "release", entries)
+  -- Released: no lease log line for this stream (its access log filter wants "held").
+  -- Not released (Redis failed, or is being skipped after a failure): the metadata stays
+  -- "held", so the lease log line written when the stream ends retries the release.
+  if run(h, "release", entries) then
+    h:streamInfo():dynamicMetadata():set(NS, "lease", LEASE_RELEASED)
+  end
   stats:maybe_flush()
 end
 

@@ -29,8 +29,7 @@ function M.scanner()
   return setmetatable({ skip = 0, partial = "", closed = false }, Scanner)
 end
 
--- Length of the header that starts with bytes b1, b2, or nil if more bytes are needed
--- to know (never: the first two bytes say it).
+-- Length of a frame header, from its second byte (the mask bit and the 7-bit length).
 local function header_length(b2)
   local len7 = b2 % 128
   local n = 2

@@ -4,7 +4,8 @@
  *
  * Each backend answers `GET /` with 200 (Envoy's health check), echoes every message
  * (except `push <ms> <count>`: it then sends `push 1`, `push 2`, ... every <ms>; and
- * `headers`: it answers with the upgrade request's headers as it received them, JSON),
+ * `headers`: it answers with the upgrade request's headers as it received them, JSON;
+ * and anything starting with `sink`: no answer at all),
  * says who it is (response header `x-backend` on the 101 and a first text message
  * `backend <ip:port>`), and counts its own WebSockets: how many are open now (not yet in
  * a close handshake), the most that were open at once, and how many upgrades it ever
@@ -94,6 +95,7 @@ export class EchoBackends {
         ws.on('message', (data, isBinary) => {
           // `push <ms> <count>`: the backend talks on its own (server -> client traffic only).
           if (!isBinary && String(data) === 'headers') return ws.send(JSON.stringify(req.headers));
+          if (!isBinary && String(data).startsWith('sink')) return undefined; // client -> server only
           const m = !isBinary && /^push (\d{1,6}) (\d{1,6})$/.exec(String(data));
           if (!m) return ws.send(data, { binary: isBinary });
           let left = Number(m[2]);

@@ -49,6 +49,11 @@ export interface LocalRigOptions {
   readonly settingsOverrides?: { readonly [field: string]: LuaScalar };
   /** How often the rig probes each proxy's /ready, as the kubelet does. @default 5000 */
   readonly probeIntervalMs?: number;
+  /**
+   * Rotate the lease log past this many bytes (lease_log.lua's WS_LEASE_LOG_ROTATE_BYTES).
+   * @default - lease_log.lua's own (1 MiB)
+   */
+  readonly leaseLogRotateBytes?: number;
   /** Keep the working directory (logs, configs) after stop. @default false */
   readonly keepFiles?: boolean;
   /**
@@ -134,11 +139,11 @@ function needBinary(cmd: string, pkg: string): string {
   return p;
 }
 
-function portFree(port: number, host: string): Promise<void> {
+function portFree(port: number, host: string, range: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new Error(`port ${host}:${port} is taken (${err.code}); stop what uses it or choose another base port (--base-port, now ${port} is in its range)`)));
+      reject(new Error(`port ${host}:${port} is taken (${err.code}); stop what uses it, or move the rig with --base-port (it uses ports ${range})`)));
     s.listen(port, host, () => s.close(() => resolve()));
   });
 }
@@ -199,12 +204,16 @@ export class LocalRig {
     const redisServer = needBinary('redis-server', 'redis-server');
     const luajit = needBinary('luajit', 'luajit lua-socket');
     const base = options.basePort ?? DEFAULT_BASE_PORT;
-    await portFree(base, LOOPBACK);
-    await portFree(base + 1, LOOPBACK);
-    await portFree(base + 2, backendAddress(0));
+    if (!Number.isSafeInteger(base) || base < 1024 || base + 12 + 3 * proxies > 65535) {
+      throw new Error(`--base-port must be an integer from 1024 to ${65535 - 12 - 3 * proxies}, got ${base}`);
+    }
+    const range = `${base}-${localLayout(base, proxies - 1, '/').adminPort}`;
+    await portFree(base, LOOPBACK, range);
+    await portFree(base + 1, LOOPBACK, range);
+    for (let i = 0; i < backends; i++) await portFree(base + 2, backendAddress(i), range);
     for (let i = 0; i < proxies; i++) {
       const l = localLayout(base, i, '/');
-      for (const p of [l.publicPort, l.metricsPort, l.adminPort]) await portFree(p, LOOPBACK);
+      for (const p of [l.publicPort, l.metricsPort, l.adminPort]) await portFree(p, LOOPBACK, range);
     }
     const rig = new LocalRig(options, fs.mkdtempSync(path.join(os.tmpdir(), 'ws-local-')));
     try {
@@ -222,6 +231,8 @@ export class LocalRig {
     fs.closeSync(log);
     this.children.add(child);
     child.on('exit', () => this.children.delete(child));
+    // A failed spawn is reported by waitFor (the child never gets ready), not a crash.
+    child.on('error', (err) => fs.appendFileSync(path.join(this.workDir, `${name}.log`), `spawn ${cmd}: ${err.message}\n`));
     return child;
   }
 
@@ -281,7 +292,11 @@ export class LocalRig {
     const p = this.proxies[i];
     const env = this.proxyEnv(p);
     p.envoy = this.spawnLogged(p.name, this.envoy, envoyArgs(path.join(this.workDir, `${p.name}.yaml`), this.options.concurrency ?? 1), env);
-    p.leaseLog = this.spawnLogged(`${p.name}-lease-log`, this.luajit, [path.join(this.workDir, 'lua', 'lease_log.lua')], env);
+    p.leaseLog = this.spawnLogged(`${p.name}-lease-log`, this.luajit, [path.join(this.workDir, 'lua', 'lease_log.lua')], {
+      ...env,
+      WS_ENVOY_ADMIN: `${LOOPBACK}:${p.adminPort}`,
+      ...(this.options.leaseLogRotateBytes ? { WS_LEASE_LOG_ROTATE_BYTES: String(this.options.leaseLogRotateBytes) } : {}),
+    });
   }
 
   /** Waits until proxy i answers /ready and lists every backend as healthy. */
@@ -323,7 +338,8 @@ export class LocalRig {
       let out = '';
       c.stdout.on('data', (d) => (out += d));
       c.stderr.on('data', (d) => (out += d));
-      c.on('close', () => resolve(out));
+      const t = setTimeout(() => c.kill('SIGKILL'), 5000);
+      c.on('close', () => { clearTimeout(t); resolve(out); });
       c.on('error', () => resolve(''));
     });
   }
@@ -390,8 +406,8 @@ export class LocalRig {
   private async waitFor(what: string, ok: () => Promise<boolean>, timeoutMs: number, proc?: ChildProcess): Promise<void> {
     const until = Date.now() + timeoutMs;
     while (Date.now() < until) {
-      if (proc && proc.exitCode !== null) {
-        throw new Error(`${what} exited with code ${proc.exitCode} while starting; its log:\n${tail(path.join(this.workDir, `${what}.log`))}`);
+      if (proc && (proc.exitCode !== null || proc.signalCode !== null)) {
+        throw new Error(`${what} exited (${proc.exitCode ?? proc.signalCode}) while starting; its log:\n${tail(path.join(this.workDir, `${what}.log`))}`);
       }
       if (await ok().catch(() => false)) return;
       await sleep(100);

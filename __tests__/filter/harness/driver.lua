@@ -236,7 +236,12 @@ function ops.request(c)
   local up, conn = false, false
   for _, kv in ipairs(headers or {}) do
     if kv[1] == "upgrade" then up = true end
-    if kv[1] == "connection" and kv[2]:lower():find("upgrade", 1, true) then conn = true end
+    if kv[1] == "connection" then
+      for t in kv[2]:gmatch("[^,]+") do
+        -- (blanks, token, blanks: linear; a "(.-)" trim backtracks on long blank runs)
+        if (t:match("^[ \t]*([^ \t]*)[ \t]*$") or ""):lower() == "upgrade" then conn = true end
+      end
+    end
   end
   local side = stream.request
   if up and conn and side.state == "waiting_body" and side.headers_passed then drive(stream, "request", "") end
