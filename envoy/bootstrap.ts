@@ -128,6 +128,9 @@ const STDOUT_LOG: AccessLog = {
  * line. Streams whose lease the filter released itself (close handshake, non-101) say
  * "released" and are not logged.
  */
+// Never set access_log_options (access_log_flush_interval, flush_access_log_on_new_request)
+// on the public listener: they write access log entries for streams that are still open,
+// and a lease log line for an open stream would release a live connection's lease.
 function leaseLog(stateDir: string): AccessLog {
   const md = (key: string) => `%DYNAMIC_METADATA(${FILTER_METADATA_NAMESPACE}:${key})%`;
   return {
