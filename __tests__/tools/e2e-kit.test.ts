@@ -4,6 +4,8 @@ import * as path from 'path';
 import { parse } from 'yaml';
 import { E2E_BACKEND_REPLICAS, E2E_HOSTS, generate } from '../../e2e/generate';
 import { collectLuaFiles, DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
+import { leaseLogCommand } from '../../constructs/envoy';
+import { envoyArgs } from '../../envoy/bootstrap';
 
 const ROOT = path.join(__dirname, '..', '..');
 const COMPOSE = path.join(ROOT, 'e2e', 'docker-compose.yml');
@@ -30,14 +32,23 @@ describe('e2e kit (Docker does not run here: this checks the files, not the cont
   afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
 
   it('the compose file parses and has Redis, 3 backends and two Envoys built from envoy/Dockerfile', () => {
-    expect(Object.keys(compose.services).sort()).toEqual(['backend', 'envoy-a', 'envoy-b', 'redis']);
+    expect(Object.keys(compose.services).sort()).toEqual(['backend', 'envoy-a', 'envoy-b', 'lease-log-a', 'lease-log-b', 'redis']);
     expect(compose.services.backend.deploy?.replicas).toBe(E2E_BACKEND_REPLICAS);
     for (const name of ['envoy-a', 'envoy-b']) {
       const s = compose.services[name];
       expect(s.build).toEqual({ context: '..', dockerfile: 'envoy/Dockerfile' });
       expect(fs.existsSync(path.join(ROOT, 'e2e', s.build!.context, s.build!.dockerfile))).toBe(true);
       expect(s.environment?.POD_NAME).toBe(name);
-      expect(s.command).toEqual(['envoy', '-c', '/etc/envoy/envoy.yaml', '--concurrency', '2', '--log-level', 'info']);
+      expect(s.command).toEqual(['envoy', ...envoyArgs('/etc/envoy/envoy.yaml', 2)]);
+      // Its lease-log reader: the pod's sidecar command, in the Envoy's network namespace
+      // (admin on loopback) and on its state volume. Compose reads "$$" as "$".
+      const side = compose.services[name.replace('envoy', 'lease-log')] as Service & { network_mode?: string };
+      expect(side.command!.map((a) => a.replace(/\$\$/g, '$'))).toEqual(leaseLogCommand());
+      expect(side.network_mode).toBe(`service:${name}`);
+      const state = s.volumes!.find((v) => v.endsWith(':/var/run/ws-admission'));
+      expect(state).toBeDefined();
+      expect(side.volumes).toContain(state);
+      expect(side.environment?.WS_ENVOY_ADMIN).toBe('127.0.0.1:9000');
     }
     expect(compose.services.redis.command!.join(' ')).toContain('--requirepass');
     expect(Object.keys(compose.services)).toEqual(expect.arrayContaining(Object.values(E2E_HOSTS)));
@@ -47,6 +58,7 @@ describe('e2e kit (Docker does not run here: this checks the files, not the cont
     for (const [name, s] of Object.entries(compose.services)) {
       for (const v of s.volumes ?? []) {
         const [src] = v.split(':');
+        if (/^state-[ab]$/.test(src)) continue; // the named state volumes (not generated files)
         expect(src.startsWith('../.e2e/')).toBe(true);
         const rel = src.slice('../.e2e/'.length);
         const exists = written.includes(rel) || written.some((w) => w.startsWith(`${rel}/`));
