@@ -26,6 +26,7 @@ export interface StackConfig {
   readonly rateLimitPerMinute: number;
   readonly envoyReplicas: number;
   readonly envoyConcurrency: number;
+  readonly envoyMaxConnections: number;
   readonly redisReplicas: number;
   readonly backendServiceName: string;
   readonly backendPort: number;
@@ -141,6 +142,10 @@ export const FIELDS: readonly FieldSpec[] = [
   {
     key: 'envoyConcurrency', kind: 'integer', default: 2, min: 1, max: 64,
     description: 'Envoy worker threads per proxy (`--concurrency`); each worker holds its own Redis connection. The pod requests 250m CPU per worker; its limit is 1 CPU per worker plus 500m (main thread, admin, preStop drain).',
+  },
+  {
+    key: 'envoyMaxConnections', kind: 'integer', default: 10000, min: 1, max: 1000000,
+    description: 'Open client connections one Envoy accepts (the overload manager\'s global downstream limit; beyond it new connections are closed at once). Probes and scrapes on the metrics listener are exempt. Each open WebSocket is one.',
   },
   {
     key: 'redisReplicas', kind: 'integer', default: 1, min: 1, max: 1,

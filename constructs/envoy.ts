@@ -4,7 +4,7 @@ import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
 import { Construct } from 'constructs';
 import { imageProblem } from '../config/validate';
 import { REDIS_PASSWORD_FILE } from '../config/settings';
-import { ADMIN_ADDRESS, ADMIN_PORT, CONFIG_DIR, envoyArgs, LUA_DIR, METRICS_PORT, PUBLIC_PORT, STATE_DIR } from '../envoy/bootstrap';
+import { ADMIN_ADDRESS, ADMIN_PORT, CONFIG_DIR, EDGE, envoyArgs, LUA_DIR, METRICS_PORT, PUBLIC_PORT, STATE_DIR } from '../envoy/bootstrap';
 import { FilterConfig } from './filter-config';
 import { ENVOY_SELECTOR, NAMES, componentLabels } from './names';
 import { ResourceSpec, containerSecurityContext, podSecurityContext, resources } from './security';
@@ -240,7 +240,7 @@ export class EnvoyProxy extends Construct {
                 resources: resources(
                   props.resources ?? {
                     cpuRequest: `${250 * this.concurrency}m`, memoryRequest: '128Mi',
-                    cpuLimit: `${1000 * this.concurrency + 500}m`, memoryLimit: '256Mi',
+                    cpuLimit: `${1000 * this.concurrency + 500}m`, memoryLimit: `${EDGE.memoryLimitMiB}Mi`,
                   },
                 ),
                 securityContext: containerSecurityContext(),

@@ -127,6 +127,7 @@ export class WsAdmissionStack extends TerraformStack {
       idleTimeoutSeconds: c.idleTimeoutSeconds,
       maxStreamDurationSeconds: c.maxStreamDurationSeconds,
       proxyProtocol: c.nlbProxyProtocol,
+      maxDownstreamConnections: c.envoyMaxConnections,
     });
     this.filterConfig = new FilterConfig(this, 'filter-config', {
       namespace,

@@ -7,6 +7,7 @@ import {
   Listener,
   ListenerFilter,
   LuaPerRouteConfig,
+  OverloadManager,
   TYPE_URLS,
 } from './types';
 
@@ -35,6 +36,54 @@ export const FILTER_METADATA_NAMESPACE = 'ws.admission';
  * lease_log.lua's poll.
  */
 export const FILE_FLUSH_INTERVAL_MS = 100;
+
+/**
+ * Edge-proxy bounds, after Envoy's "Configuring Envoy as an edge proxy"
+ * (https://www.envoyproxy.io/docs/envoy/latest/configuration/best_practices/edge):
+ * per-connection buffers, HTTP/2 concurrency and windows, and an overload manager that
+ * sheds load before the kernel's OOM killer ends the pod (which skips the preStop drain).
+ */
+export const EDGE = {
+  bufferLimitBytes: 32 * 1024,
+  http2MaxConcurrentStreams: 100,
+  http2InitialStreamWindowBytes: 64 * 1024,
+  http2InitialConnectionWindowBytes: 1024 * 1024,
+  requestHeadersTimeout: '10s',
+  /** The Envoy container's memory limit (constructs/envoy.ts uses it). */
+  memoryLimitMiB: 256,
+  /** Share of memoryLimitMiB the overload manager treats as the whole heap. */
+  heapShareOfLimit: 0.75,
+  /** Heap use (of that) at which Envoy returns free memory to the system. */
+  shrinkHeapAt: 0.9,
+  /** ... and at which it answers new requests with 503 instead of dying. */
+  stopAcceptingRequestsAt: 0.95,
+  /** Open downstream connections per proxy (all public listeners), the default. */
+  maxDownstreamConnections: 10000,
+} as const;
+
+/** Client headers that would otherwise reach the backends unchanged (Envoy is the edge). */
+export const REMOVED_CLIENT_HEADERS: readonly string[] = ['forwarded', 'x-forwarded-host'];
+
+function overloadManager(maxConnections: number): OverloadManager {
+  const heap = 'envoy.resource_monitors.fixed_heap';
+  return {
+    refresh_interval: '0.25s',
+    resource_monitors: [
+      {
+        name: heap,
+        typed_config: { '@type': TYPE_URLS.fixedHeap, max_heap_size_bytes: Math.floor(EDGE.memoryLimitMiB * 1024 * 1024 * EDGE.heapShareOfLimit) },
+      },
+      {
+        name: 'envoy.resource_monitors.global_downstream_max_connections',
+        typed_config: { '@type': TYPE_URLS.downstreamConnections, max_active_downstream_connections: maxConnections },
+      },
+    ],
+    actions: [
+      { name: 'envoy.overload_actions.shrink_heap', triggers: [{ name: heap, threshold: { value: EDGE.shrinkHeapAt } }] },
+      { name: 'envoy.overload_actions.stop_accepting_requests', triggers: [{ name: heap, threshold: { value: EDGE.stopAcceptingRequestsAt } }] },
+    ],
+  };
+}
 
 /**
  * The envoy command line of a proxy (the pod's container args and the local rig's).
@@ -108,6 +157,12 @@ export interface EnvoyBootstrapProps {
    * @default POD_LAYOUT
    */
   readonly layout?: EnvoyLayout;
+  /**
+   * Open downstream connections a proxy accepts on its public listener (the overload
+   * manager's global limit; the metrics listener is exempt, so probes still answer).
+   * @default EDGE.maxDownstreamConnections
+   */
+  readonly maxDownstreamConnections?: number;
 }
 
 const LUA_FILTER = 'envoy.filters.http.lua';
@@ -180,10 +235,17 @@ function publicListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
     stream_idle_timeout: idle,
     // Headers must arrive promptly; a slowloris must not hold a worker's stream.
     request_timeout: '30s',
-    common_http_protocol_options: { idle_timeout: idle, max_stream_duration: maxStream },
+    request_headers_timeout: EDGE.requestHeadersTimeout,
+    common_http_protocol_options: { idle_timeout: idle, max_stream_duration: maxStream, headers_with_underscores_action: 'REJECT_REQUEST' },
+    http2_protocol_options: {
+      max_concurrent_streams: EDGE.http2MaxConcurrentStreams,
+      initial_stream_window_size: EDGE.http2InitialStreamWindowBytes,
+      initial_connection_window_size: EDGE.http2InitialConnectionWindowBytes,
+    },
     upgrade_configs: [{ upgrade_type: 'websocket' }],
     route_config: {
       name: PUBLIC_LISTENER,
+      request_headers_to_remove: REMOVED_CLIENT_HEADERS,
       virtual_hosts: [
         {
           name: BACKEND_CLUSTER,
@@ -212,6 +274,7 @@ function publicListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
   return {
     name: PUBLIC_LISTENER,
     address: socket(l.listenAddress, l.publicPort),
+    per_connection_buffer_limit_bytes: EDGE.bufferLimitBytes,
     ...(p.proxyProtocol ? { listener_filters: [proxyProtocolFilter(false)] } : {}),
     filter_chains: [{ filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: hcm }] }],
   };
@@ -279,6 +342,9 @@ function metricsListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
   return {
     name: METRICS_LISTENER,
     address: socket(l.listenAddress, l.metricsPort),
+    per_connection_buffer_limit_bytes: EDGE.bufferLimitBytes,
+    // Probes and scrapes must answer even when the public listener is at its limit.
+    ignore_global_conn_limit: true,
     ...(p.proxyProtocol ? { listener_filters: [proxyProtocolFilter(true)] } : {}),
     filter_chains: [{ filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: hcm }] }],
   };
@@ -298,6 +364,7 @@ function backendCluster(p: EnvoyBootstrapProps): Cluster {
     ignore_health_on_host_removal: true,
     // The filter offers only healthy hosts; a new pod waits for its first passing check.
     common_lb_config: { ignore_new_hosts_until_first_hc: true },
+    per_connection_buffer_limit_bytes: EDGE.bufferLimitBytes,
     health_checks: [
       {
         timeout: '1s',
@@ -341,12 +408,18 @@ export function buildEnvoyBootstrap(p: EnvoyBootstrapProps): Bootstrap {
     }
   }
   const layout = p.layout ?? POD_LAYOUT;
+  const maxConnections = p.maxDownstreamConnections ?? EDGE.maxDownstreamConnections;
+  if (!Number.isSafeInteger(maxConnections) || maxConnections < 1) {
+    throw new Error(`maxDownstreamConnections must be a positive integer, got ${maxConnections}`);
+  }
   if (!Number.isInteger(p.backendPort) || p.backendPort < 1 || p.backendPort > 65535) {
     throw new Error(`backendPort must be an integer between 1 and 65535, got ${p.backendPort}`);
   }
   return {
     // Admin answers on loopback only: it can change runtime state and must never be public.
-    admin: { address: socket(ADMIN_ADDRESS, layout.adminPort) },
+    // Not under the connection limit: metrics.lua's calls to it must work at the limit too.
+    admin: { address: socket(ADMIN_ADDRESS, layout.adminPort), ignore_global_conn_limit: true },
+    overload_manager: overloadManager(maxConnections),
     static_resources: {
       listeners: [publicListener(p, layout), metricsListener(p, layout)],
       clusters: [backendCluster(p), adminCluster(layout)],

@@ -17,6 +17,8 @@ export const TYPE_URLS = {
   proxyProtocol: 'type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol',
   stdoutAccessLog: 'type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog',
   fileAccessLog: 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog',
+  fixedHeap: 'type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig',
+  downstreamConnections: 'type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig',
 } as const;
 
 /** config.core.v3.SocketAddress */
@@ -101,6 +103,8 @@ export interface VirtualHost {
 export interface RouteConfiguration {
   readonly name: string;
   readonly virtual_hosts: readonly VirtualHost[];
+  /** Request headers removed before the request goes upstream. */
+  readonly request_headers_to_remove?: readonly string[];
 }
 
 /** HttpConnectionManager.UpgradeConfig */
@@ -113,6 +117,8 @@ export interface HttpProtocolOptions {
   /** Connection idle timeout (no active streams). */
   readonly idle_timeout?: Duration;
   readonly max_stream_duration?: Duration;
+  /** What to do with a header whose name has an underscore (ambiguous with "-" behind some proxies). */
+  readonly headers_with_underscores_action?: 'ALLOW' | 'REJECT_REQUEST' | 'DROP_HEADER';
 }
 
 /** config.accesslog.v3.MetadataFilter (dynamic metadata matched by a MetadataMatcher) */
@@ -156,6 +162,9 @@ export interface HttpConnectionManagerConfig {
   readonly stream_idle_timeout?: Duration;
   readonly request_timeout?: Duration;
   readonly common_http_protocol_options?: HttpProtocolOptions;
+  readonly http2_protocol_options?: Http2ProtocolOptions;
+  /** Time to receive a request's headers. */
+  readonly request_headers_timeout?: Duration;
   readonly upgrade_configs?: readonly UpgradeConfig[];
   readonly route_config: RouteConfiguration;
   readonly http_filters: readonly HttpFilter[];
@@ -203,8 +212,35 @@ export interface FilterChain {
 export interface Listener {
   readonly name: string;
   readonly address: Address;
+  /** Read/write buffer of each connection (flow control beyond it). */
+  readonly per_connection_buffer_limit_bytes?: number;
+  /** Not counted against (nor refused by) the global downstream connection limit. */
+  readonly ignore_global_conn_limit?: boolean;
   readonly listener_filters?: readonly ListenerFilter[];
   readonly filter_chains: readonly FilterChain[];
+}
+
+/** config.overload.v3.OverloadManager (the monitors and actions the stack uses). */
+export interface OverloadManager {
+  readonly refresh_interval: Duration;
+  readonly resource_monitors: ReadonlyArray<
+    | { readonly name: 'envoy.resource_monitors.fixed_heap'; readonly typed_config: { readonly '@type': typeof TYPE_URLS.fixedHeap; readonly max_heap_size_bytes: number } }
+    | {
+      readonly name: 'envoy.resource_monitors.global_downstream_max_connections';
+      readonly typed_config: { readonly '@type': typeof TYPE_URLS.downstreamConnections; readonly max_active_downstream_connections: number };
+    }
+  >;
+  readonly actions: ReadonlyArray<{
+    readonly name: 'envoy.overload_actions.shrink_heap' | 'envoy.overload_actions.stop_accepting_requests';
+    readonly triggers: ReadonlyArray<{ readonly name: string; readonly threshold: { readonly value: number } }>;
+  }>;
+}
+
+/** config.core.v3.Http2ProtocolOptions (flow-control and concurrency bounds). */
+export interface Http2ProtocolOptions {
+  readonly max_concurrent_streams: number;
+  readonly initial_stream_window_size: number;
+  readonly initial_connection_window_size: number;
 }
 
 /** config.core.v3.HealthCheck (HTTP only) */
@@ -241,18 +277,22 @@ export interface Cluster {
     readonly ignore_new_hosts_until_first_hc?: boolean;
   };
   readonly health_checks?: readonly HealthCheck[];
+  /** Read/write buffer of each upstream connection. */
+  readonly per_connection_buffer_limit_bytes?: number;
   readonly load_assignment: ClusterLoadAssignment;
 }
 
 /** config.bootstrap.v3.Admin */
 export interface Admin {
   readonly address: Address;
+  readonly ignore_global_conn_limit?: boolean;
   readonly access_log?: readonly AccessLog[];
 }
 
 /** config.bootstrap.v3.Bootstrap (static resources only) */
 export interface Bootstrap {
   readonly admin: Admin;
+  readonly overload_manager?: OverloadManager;
   readonly static_resources: {
     readonly listeners: readonly Listener[];
     readonly clusters: readonly Cluster[];

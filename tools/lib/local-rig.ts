@@ -117,6 +117,7 @@ export function renderLocalFiles(o: LocalRigOptions, workDir: string): { lua: Ma
     healthCheckPath: o.config.backendHealthCheckPath,
     idleTimeoutSeconds: o.config.idleTimeoutSeconds,
     maxStreamDurationSeconds: o.config.maxStreamDurationSeconds,
+    maxDownstreamConnections: o.config.envoyMaxConnections,
     layout: localLayout(base, i, workDir),
   })));
   return { lua, envoyYaml };

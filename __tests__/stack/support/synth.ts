@@ -68,6 +68,7 @@ export const EVERYTHING_CHANGED: StackConfig = {
   rateLimitPerMinute: 600,
   envoyReplicas: 4,
   envoyConcurrency: 4,
+  envoyMaxConnections: 50000,
   redisReplicas: 1,
   backendServiceName: 'chat-backend',
   backendPort: 9000,

@@ -1,0 +1,62 @@
+// Envoy's edge bounds through the real listener (envoy/bootstrap.ts, EDGE): the global
+// downstream connection limit (probes exempt), headers the edge removes or refuses.
+import * as net from 'net';
+import { LocalRig } from '../../tools/lib/local-rig';
+import { Opened, closeAll, connect, echo, rawRequest, startRig, statusOf } from './support';
+
+jest.setTimeout(60000);
+
+let rig: LocalRig;
+const LIMIT = 3;
+
+beforeAll(async () => {
+  rig = await startRig(21900, { maxConnectionsPerPod: 10, rateLimitPerMinute: 0, envoyMaxConnections: LIMIT }, { proxies: 1, backends: 1 });
+});
+afterAll(async () => rig?.stop());
+
+it('past envoyMaxConnections open connections a new one is closed at once, while /ready still answers', async () => {
+  const open = await Promise.all(Array.from({ length: LIMIT }, () => connect(rig.proxies[0].publicUrl)));
+  try {
+    expect(open.map((o) => o.kind)).toEqual(Array(LIMIT).fill('open'));
+    // One more TCP connection: accepted by the kernel, closed by Envoy without an answer.
+    const extra = await rawRequest(rig.proxies[0].publicPort, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', 2000);
+    expect(extra).toBe('');
+    // The metrics listener is exempt: the kubelet's probe still gets its answer.
+    const ready = await fetch(`http://127.0.0.1:${rig.proxies[0].metricsPort}/ready`);
+    expect(ready.status).toBe(200);
+    const stats = await (await fetch(`http://127.0.0.1:${rig.proxies[0].adminPort}/stats?filter=downstream_global_cx_overflow`)).text();
+    expect(stats).toMatch(/listener\.127\.0\.0\.1_\d+\.downstream_global_cx_overflow: [1-9]/);
+  } finally {
+    closeAll(open);
+  }
+  // Below the limit again: a connection is served.
+  await new Promise((r) => setTimeout(r, 300));
+  expect((await connect(rig.proxies[0].publicUrl)).kind).toBe('open');
+});
+
+it('client Forwarded and X-Forwarded-Host never reach the backend; a header name with an underscore is refused', async () => {
+  const a = await connect(rig.proxies[0].publicUrl, { forwarded: 'for=6.6.6.6;host=evil.example', 'x-forwarded-host': 'evil.example' });
+  expect(a.kind).toBe('open');
+  const seen = JSON.parse(await echo(a as Opened, 'headers'));
+  expect(seen.forwarded).toBeUndefined();
+  expect(seen['x-forwarded-host']).toBeUndefined();
+  // Envoy set X-Forwarded-For itself (it is the edge): the client's own value is not trusted.
+  expect(typeof seen['x-forwarded-for']).toBe('string');
+  (a as Opened).ws.terminate();
+  const under = await rawRequest(rig.proxies[0].publicPort, 'GET / HTTP/1.1\r\nHost: x\r\nX_Ws_Pod: 127.0.1.1\r\n\r\n');
+  expect(statusOf(under)).toBe(400);
+});
+
+it('headers that trickle in slower than the request headers timeout are cut off', async () => {
+  const s = net.connect(rig.proxies[0].publicPort, '127.0.0.1');
+  s.write('GET / HTTP/1.1\r\nHost: x\r\n');
+  const started = Date.now();
+  const ended = await new Promise<number>((resolve) => {
+    const t = setTimeout(() => { s.destroy(); resolve(-1); }, 20000);
+    s.on('close', () => { clearTimeout(t); resolve(Date.now() - started); });
+    s.on('error', () => undefined);
+    s.resume();
+  });
+  expect(ended).toBeGreaterThan(9000);
+  expect(ended).toBeLessThan(15000);
+});
