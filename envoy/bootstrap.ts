@@ -170,9 +170,37 @@ const ROUTER = { name: 'envoy.filters.http.router', typed_config: { '@type': TYP
 const LUA_OFF: { [LUA_FILTER]: LuaPerRouteConfig } = {
   [LUA_FILTER]: { '@type': TYPE_URLS.luaPerRoute, disabled: true },
 };
+/**
+ * The request log on stdout, one JSON object per stream: Envoy escapes every value, so a
+ * client's `"` or control bytes in a header cannot forge or break a line (the default
+ * text format quotes values without escaping them).
+ */
 const STDOUT_LOG: AccessLog = {
   name: 'envoy.access_loggers.stdout',
-  typed_config: { '@type': TYPE_URLS.stdoutAccessLog },
+  typed_config: {
+    '@type': TYPE_URLS.stdoutAccessLog,
+    log_format: {
+      json_format: {
+        start_time: '%START_TIME%',
+        method: '%REQ(:METHOD)%',
+        path: '%REQ(X-ENVOY-ORIGINAL-PATH?:PATH):256%',
+        protocol: '%PROTOCOL%',
+        status: '%RESPONSE_CODE%',
+        response_flags: '%RESPONSE_FLAGS%',
+        bytes_received: '%BYTES_RECEIVED%',
+        bytes_sent: '%BYTES_SENT%',
+        duration_ms: '%DURATION%',
+        upstream_host: '%UPSTREAM_HOST%',
+        client: '%DOWNSTREAM_REMOTE_ADDRESS%',
+        x_forwarded_for: '%REQ(X-FORWARDED-FOR):256%',
+        user_agent: '%REQ(USER-AGENT):256%',
+        request_id: '%REQ(X-REQUEST-ID)%',
+        admission: '%RESPONSE_HEADER(X-WS-ADMISSION)%',
+        pod: `%DYNAMIC_METADATA(${FILTER_METADATA_NAMESPACE}:pod)%`,
+        connection_id: `%DYNAMIC_METADATA(${FILTER_METADATA_NAMESPACE}:connection_id)%`,
+      },
+    },
+  },
 };
 
 /**

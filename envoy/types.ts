@@ -138,7 +138,11 @@ export interface MetadataAccessLogFilter {
 export type AccessLog =
   | {
     readonly name: 'envoy.access_loggers.stdout';
-    readonly typed_config: { readonly '@type': typeof TYPE_URLS.stdoutAccessLog };
+    readonly typed_config: {
+      readonly '@type': typeof TYPE_URLS.stdoutAccessLog;
+      /** config.core.v3.SubstitutionFormatString in its JSON form. */
+      readonly log_format?: { readonly json_format: { readonly [field: string]: string } };
+    };
   }
   | {
     readonly name: 'envoy.access_loggers.file';

@@ -1,8 +1,10 @@
 // Envoy's edge bounds through the real listener (envoy/bootstrap.ts, EDGE): the global
-// downstream connection limit (probes exempt), headers the edge removes or refuses.
+// downstream connection limit (probes exempt), headers the edge removes or refuses, the
+// JSON request log.
+import * as fs from 'fs';
 import * as net from 'net';
 import { LocalRig } from '../../tools/lib/local-rig';
-import { Opened, closeAll, connect, echo, rawRequest, startRig, statusOf } from './support';
+import { Opened, closeAll, connect, echo, rawRequest, startRig, statusOf, waitUntil } from './support';
 
 jest.setTimeout(60000);
 
@@ -59,4 +61,18 @@ it('headers that trickle in slower than the request headers timeout are cut off'
   });
   expect(ended).toBeGreaterThan(9000);
   expect(ended).toBeLessThan(15000);
+});
+
+it('the request log is one JSON object per stream: a client\'s quotes and backslashes cannot break or forge a line', async () => {
+  const ua = 'evil" "status":"200" \\ {"forged":1} end';
+  const r = await rawRequest(rig.proxies[0].publicPort, `GET /json-log-probe HTTP/1.1\r\nHost: x\r\nUser-Agent: ${ua}\r\nConnection: close\r\n\r\n`);
+  expect(statusOf(r)).toBe(200);
+  let entry: { [k: string]: unknown } | undefined;
+  await waitUntil(() => {
+    const lines = fs.readFileSync(rig.proxies[0].logFile, 'utf8').split('\n').filter((l) => l.startsWith('{'));
+    for (const l of lines) JSON.parse(l); // every request log line is JSON
+    entry = lines.map((l) => JSON.parse(l)).find((j) => j.path === '/json-log-probe');
+    return entry !== undefined;
+  }, 5000, 'the request log line');
+  expect(entry).toMatchObject({ method: 'GET', status: 200, user_agent: ua, upstream_host: rig.backendIds[0] });
 });
