@@ -157,18 +157,30 @@ end
 -- Request inspection.
 -------------------------------------------------------------------------------
 
--- True when a comma-separated header value has `token` (lower-case) as one element.
--- Linear in the value, whatever its length: a token has no blanks, so an element is
--- "blanks, token, blanks". (The usual "(.-)" trim backtracks quadratically on a long run
--- of blanks inside an element: one 60 KB Connection header held a worker for 9 s.) No
--- length cap either: a value this filter refused to read, Envoy would still upgrade.
+-- True when a comma-separated header value has `token` (lower-case) as one element,
+-- blanks around it aside. Linear in the value and at C speed for any value: one lower(),
+-- then a plain find() of the token, and at each place it is found a look at the blanks
+-- around it, which are never looked at twice. (Splitting on "," and trimming each part
+-- cost ~9 ms of worker time for a Connection header of ", " repeated; the usual "(.-)"
+-- trim even backtracks quadratically on a long run of blanks.) No length cap: a value
+-- this filter refused to read, Envoy would still upgrade.
+local BLANK = { [9] = true, [32] = true }
+local COMMA = 44
 local function has_token(value, token)
   if not value then return false end
-  for part in value:gmatch("[^,]+") do
-    local t = part:match("^[ \t]*([^ \t]*)[ \t]*$")
-    if t and t:lower() == token then return true end
+  local v = value:lower()
+  local n = #v
+  local at = 1
+  while true do
+    local s, e = v:find(token, at, true)
+    if not s then return false end
+    local i = s - 1
+    while i >= 1 and BLANK[v:byte(i)] do i = i - 1 end
+    local j = e + 1
+    while j <= n and BLANK[v:byte(j)] do j = j + 1 end
+    if (i < 1 or v:byte(i) == COMMA) and (j > n or v:byte(j) == COMMA) then return true end
+    at = s + 1
   end
-  return false
 end
 
 -- A WebSocket upgrade as Envoy's HTTP connection manager sees one: HTTP/1.1
