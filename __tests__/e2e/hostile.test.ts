@@ -61,6 +61,16 @@ it('Upgrade without Connection: upgrade is a plain request (no lease); mixed-cas
   await waitUntil(async () => Object.values(await rig.leases()).every((n) => n === 0), 5000, 'its lease released after the drop');
 });
 
+it('an Upgrade value listing several protocols is refused by Envoy itself (403), before the filter: no lease, no backend', async () => {
+  const upgrades = async () => Object.values(await rig.backendCounts()).reduce((n, c) => n + c.upgrades, 0);
+  const before = await upgrades();
+  for (const up of ['Upgrade: h2c, websocket', 'Upgrade: websocket, h2c']) {
+    expect(statusOf(await rawRequest(port, upgrade([], 'Connection: Upgrade', up)))).toBe(403);
+  }
+  expect(await upgrades()).toBe(before);
+  expect(Object.values(await rig.leases()).every((n) => n === 0)).toBe(true);
+});
+
 it('huge and malformed headers are refused by Envoy, and the worker keeps serving at once', async () => {
   const huge = await rawRequest(port, upgrade([`X-Pad: ${'a'.repeat(70 * 1024)}`]));
   expect(statusOf(huge)).toBe(431);

@@ -164,7 +164,7 @@ local function render(h)
     o:family("ws_admission_expired_total", "counter", "Leases that expired without renewal (reset streams, crashed proxies).")
     o:sample("ws_admission_expired_total", nil, snap.stats.expired)
     o:family("ws_admission_reregistered_total", "counter",
-      "Leases of open connections re-registered after Redis lost them (restart without persistence, failover).")
+      "Leases of open connections put back after they were gone: Redis lost them (restart without persistence, failover) or they lapsed.")
     o:sample("ws_admission_reregistered_total", nil, snap.stats.reregistered)
     o:family("ws_admission_rate_window_used", "gauge", "Upgrades admitted in the current sliding rate window.")
     o:sample("ws_admission_rate_window_used", nil, snap.window_used)
