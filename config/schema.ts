@@ -265,7 +265,7 @@ export const FIELDS: readonly FieldSpec[] = [
   },
   {
     key: 'exposeMetricsOnNlb', kind: 'boolean', default: false,
-    description: 'Also publish the metrics listener (port 9901) on the NLB. Off: reach it with `kubectl port-forward`.',
+    description: 'Also publish the metrics listener (port 9901) on the NLB; only with `nlbScheme: internal` (it has no authentication). Off: reach it with `kubectl port-forward` or the `ws-envoy-metrics` Service.',
   },
   {
     key: 'grafanaDashboard', kind: 'boolean', default: true,

@@ -169,6 +169,14 @@ export function crossFieldProblems(c: StackConfig): string[] {
         'Fix: keep the Redis timeouts tight (a blocked call stalls the whole Envoy worker).',
     );
   }
+  if (c.exposeMetricsOnNlb && c.nlbScheme === 'internet-facing') {
+    // The metrics listener has no authentication: per-pod counts, proxy and worker names,
+    // and every scrape costs a Redis round trip on the proxy's workers.
+    out.push(
+      `exposeMetricsOnNlb must be false while nlbScheme is "internet-facing", got true: the metrics port (9901) would be open to the internet without authentication. ` +
+        'Fix: set nlbScheme to "internal", or leave exposeMetricsOnNlb false and scrape through the ws-envoy-metrics Service.',
+    );
+  }
   if (c.externalRedisHost === '' && (c.externalRedisTls || c.externalRedisPasswordSecret !== '')) {
     out.push(
       `externalRedisTls / externalRedisPasswordSecret apply only to an external Redis, but externalRedisHost is empty. ` +

@@ -312,6 +312,12 @@ describe('rules across fields', () => {
     );
     expect(() => bad({ backendSelector: { 'app.kubernetes.io/part-of': 'ws-admission', app: 'chat' } })()).not.toThrow();
   });
+  it('refuses the metrics port on an internet-facing NLB', () => {
+    expect(bad({ exposeMetricsOnNlb: true })).toThrow(
+      'exposeMetricsOnNlb must be false while nlbScheme is "internet-facing", got true: the metrics port (9901) would be open to the internet without authentication. Fix: set nlbScheme to "internal"',
+    );
+    expect(() => loadConfig({ env: {}, overrides: { exposeMetricsOnNlb: true, nlbScheme: 'internal' } })).not.toThrow();
+  });
   it('refuses external Redis options without externalRedisHost', () => {
     expect(bad({ externalRedisTls: true })).toThrow(
       'externalRedisTls / externalRedisPasswordSecret apply only to an external Redis, but externalRedisHost is empty.',

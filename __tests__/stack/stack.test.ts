@@ -456,7 +456,7 @@ describe('options one by one', () => {
 
   it('keeps the NLB\'s TCP idle timeout above Envoy\'s on every listener it publishes (120 s -> 150 s; 10 s -> the NLB minimum 60 s)', () => {
     for (const [idle, nlbIdle] of [[120, 150], [10, 60]]) {
-      const { json } = synth({ idleTimeoutSeconds: idle, renewIntervalSeconds: 5, exposeMetricsOnNlb: true });
+      const { json } = synth({ idleTimeoutSeconds: idle, renewIntervalSeconds: 5, exposeMetricsOnNlb: true, nlbScheme: 'internal' });
       const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
       const ports = nlb.spec.port.map((p: Json) => p.port);
       expect(ports).toEqual([80, 9901]);
