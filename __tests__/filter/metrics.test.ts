@@ -2,7 +2,8 @@
 // with the Prometheus project's own text-format parser (python3-prometheus-client,
 // prometheus_client.parser.text_string_to_metric_families) and match Redis state.
 import { spawnSync } from 'child_process';
-import { startRedis, RedisServer } from '../support/redis-server';
+import * as net from 'net';
+import { freePort, startRedis, RedisServer } from '../support/redis-server';
 import { Fleet, UPGRADE, PLAIN, openSocket, sleep, liveLeases, statsHash, Worker } from './harness/worker';
 
 const PYTHON = process.env.TEST_PROM_PYTHON ?? '/usr/bin/python3';
@@ -159,6 +160,29 @@ describe('metrics endpoint', () => {
       expect(value(samples, 'ws_admission_rate_limit')).toBe(8); // configuration is always known
     } finally {
       await redis.restart();
+    }
+  });
+
+  it('a Redis that accepts but never answers costs one read timeout, then scrapes back off (no Redis call for 2 s)', async () => {
+    const port = await freePort();
+    const held: net.Socket[] = [];
+    const srv = net.createServer((sock) => { held.push(sock); sock.on('data', () => undefined); }); // accepts, never answers
+    await new Promise<void>((r) => srv.listen(port, '127.0.0.1', () => r()));
+    try {
+      const fl = new Fleet(port);
+      const m = await fl.worker({ ...settings, redis_read_timeout_ms: 200 }, { script: 'metrics.lua' });
+      const t0 = Date.now();
+      for (let i = 0; i < 10; i++) {
+        const { samples } = await scrape(m);
+        expect(value(samples, 'ws_admission_redis_up')).toBe(0);
+      }
+      // One attempt (one connection, one read timeout), not ten.
+      expect(held).toHaveLength(1);
+      expect(Date.now() - t0).toBeLessThan(10 * 200);
+      await fl.closeAll();
+    } finally {
+      held.forEach((s) => s.destroy());
+      srv.close();
     }
   });
 

@@ -123,10 +123,29 @@ local function redis_snapshot()
   return snap
 end
 
+-- After a failed read, scrapes do not ask Redis for this long: this filter runs on the
+-- public listener's workers, and each attempt against a Redis that accepts but never
+-- answers blocks the worker for a read timeout (10 scrapes in a row held one for 2 s).
+-- Meanwhile the Redis-held series are omitted, as for any failure (never stale numbers).
+local REDIS_BACKOFF_MS = 2000
+local redis_down_until, redis_down_why = -math.huge, nil
+
+local function snapshot_or_backoff(h)
+  local now = now_ms()
+  if now < redis_down_until then
+    return nil, tostring(redis_down_why) .. " (not asked again for " .. (redis_down_until - now) .. " ms)"
+  end
+  local snap, err = redis_snapshot()
+  if not snap then
+    redis_down_until, redis_down_why = now_ms() + REDIS_BACKOFF_MS, err
+    h:logWarn("ws-admission metrics: Redis unavailable: " .. tostring(err) .. "; not asked again for " .. REDIS_BACKOFF_MS .. " ms")
+  end
+  return snap, err
+end
+
 local function render(h)
   local o = out()
-  local snap, err = redis_snapshot()
-  if not snap then h:logWarn("ws-admission metrics: Redis unavailable: " .. tostring(err)) end
+  local snap = snapshot_or_backoff(h)
   local files = worker_stats.read_all(STATE_DIR)
 
   o:family("ws_admission_redis_up", "gauge", "1 if this proxy could read Redis at scrape time, else 0.")
