@@ -90,7 +90,10 @@ export class WsAdmissionStack extends TerraformStack {
         replicas: c.redisReplicas,
         clientSelector: ENVOY_SELECTOR,
       });
-      redisEndpoint = { host: `${NAMES.redis}.${c.namespace}.svc.cluster.local`, port: this.redis.port, tls: false, auth: true };
+      // Fully qualified, with the trailing dot: the filter resolves it on an Envoy worker
+      // (getaddrinfo has no timeout), and with the pod's `ndots:5` a name of 4 dots is
+      // first tried under every search domain, each a DNS round trip that stalls the worker.
+      redisEndpoint = { host: `${NAMES.redis}.${c.namespace}.svc.cluster.local.`, port: this.redis.port, tls: false, auth: true };
       redisPassword = { secretName: this.redis.secretName, key: 'password' };
     } else {
       redisEndpoint = {
@@ -185,7 +188,7 @@ export class WsAdmissionStack extends TerraformStack {
     });
     new TerraformOutput(this, 'redis_service', {
       description: 'Redis endpoint the Envoy filter uses (host:port).',
-      value: `${redis.host}:${redis.port}`,
+      value: `${redis.host.replace(/\.$/, '')}:${redis.port}`,
     });
     new TerraformOutput(this, 'redis_password_secret', {
       description: 'Secret holding the Redis password (key "password"); the value itself is never an output.',

@@ -346,7 +346,8 @@ describe('default profile', () => {
     const settings = byName(json, 'kubernetes_config_map_v1', 'ws-envoy-config').data['settings.lua'];
     expect(settings).toContain('max_connections_per_pod = 2,');
     expect(settings).toContain('rate_limit = 60,');
-    expect(settings).toContain('redis_host = "ws-redis.ws-admission.svc.cluster.local",');
+    // Fully qualified with the trailing dot: no search-domain lookups on an Envoy worker.
+    expect(settings).toContain('redis_host = "ws-redis.ws-admission.svc.cluster.local.",');
   });
 });
 
