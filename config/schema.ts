@@ -228,7 +228,7 @@ export const FIELDS: readonly FieldSpec[] = [
   },
   {
     key: 'limitAllRequests', kind: 'boolean', default: false,
-    description: 'Also rate-limit plain HTTP requests, not only WebSocket upgrades.',
+    description: 'Also rate-limit plain HTTP requests, not only WebSocket upgrades: the same limit per rolling 60 s, counted in a window of their own (plain requests never spend the upgrades\' budget).',
   },
   {
     key: 'connectionInventory', kind: 'boolean', default: false,

@@ -281,15 +281,20 @@ describe('non-WebSocket requests', () => {
     expect(commandCalls(redis.cli, 'evalsha') + commandCalls(redis.cli, 'script|load')).toBe(before);
   });
 
-  it('with limit_all_requests share the global rate window with upgrades', async () => {
-    const w = await fleet.worker({ rate_limit: 3, rate_window_ms: 5000, limit_all_requests: true });
-    expect((await w.request(PLAIN)).state).toBe('done');
-    expect((await w.request(PLAIN)).state).toBe('done');
-    expect((await w.request(UPGRADE)).override).toBeDefined();
+  it('with limit_all_requests have a window of their own: they never spend (nor are refused for) the upgrades\' budget', async () => {
+    const w = await fleet.worker({ rate_limit: 3, rate_window_ms: 5000, limit_all_requests: true, max_connections_per_pod: 10 });
+    for (let i = 0; i < 3; i++) expect((await w.request(PLAIN)).state).toBe('done');
     const r = await w.request(PLAIN);
     expect(r.reply?.headers[':status']).toBe('429');
     expect(r.reply?.headers['ratelimit-limit']).toBe('3');
+    expect(redis.cli('ZCARD', '{ws}:rate:requests')).toBe('3');
+    // The plain requests' refusal is cached per worker: upgrades are not refused for it.
+    for (let i = 0; i < 3; i++) expect((await w.request(UPGRADE)).override).toBeDefined();
     expect(redis.cli('ZCARD', '{ws}:rate')).toBe('3');
+    const u = await w.request(UPGRADE);
+    expect(u.reply?.headers[':status']).toBe('429');
+    // ... and the upgrades' refusal does not refuse plain requests either (their window is full too here).
+    expect((await w.request(PLAIN)).reply?.headers[':status']).toBe('429');
   });
 
   it('with limit_all_requests, a plain request does not make the window forget later upgrades', async () => {
@@ -303,8 +308,8 @@ describe('non-WebSocket requests', () => {
     await sleep(550); // the plain request has left the window; the two upgrades have not
     expect(redis.cli('EXISTS', '{ws}:rate')).toBe('1');
     expect((await w.request(UPGRADE)).override).toBeDefined();
-    const r = await w.request(UPGRADE);
-    expect(r.reply?.headers[':status']).toBe('429');
+    // The third upgrade of the window is the limit (plain requests count apart).
+    expect((await w.request(UPGRADE)).reply?.headers[':status']).toBe('429');
   });
 });
 

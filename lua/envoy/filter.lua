@@ -111,11 +111,14 @@ local function draining()
   return at ~= nil and at >= LOADED_MS and at <= now and now - at < DRAIN_MARKER_MS
 end
 
-local TAG, K_RATE, K_STATS, K_PODS, K_POD, K_CONN
+local TAG, K_RATE, K_RATE_REQUESTS, K_STATS, K_PODS, K_POD, K_CONN
 local client
 if S then
   TAG = "{" .. S.hash_tag .. "}"
   K_RATE, K_STATS, K_PODS = TAG .. ":rate", TAG .. ":stats", TAG .. ":pods"
+  -- Plain requests (limit_all_requests) have a window of their own: GETs must not spend
+  -- the WebSocket upgrades' budget.
+  K_RATE_REQUESTS = TAG .. ":rate:requests"
   K_POD, K_CONN = TAG .. ":pod:", TAG .. ":conn:"
   if resp_ok and socket_ok then
     client = resp.new(settings_loader.redis_options(S, DIR))
@@ -129,6 +132,7 @@ local READY = S ~= nil and client ~= nil and #load_errors == 0
 
 local redis_down_until = 0   -- skip Redis until then (after a failure)
 local rate_limited_until = 0 -- refuse upgrades without Redis until then
+local requests_limited_until = 0 -- the same for plain requests (their own window)
 local host_cache = { list = nil, at = -math.huge, file_ok = nil }
 local conn_counter = 0
 local live = {}              -- connection id -> { pod, last_renew, last_seen, connect }
@@ -441,18 +445,18 @@ end
 local function limit_plain_request(h)
   local now = now_ms()
   if S.rate_limit == 0 then return end
-  if now < rate_limited_until then
+  if now < requests_limited_until then
     stats:inc("rate_limited_cached_total")
-    return refuse_rate_limited(h, rate_limited_until - now)
+    return refuse_rate_limited(h, requests_limited_until - now)
   end
   local r = run(h, "request_rate", { {
-    script = "request_rate", keys = { K_RATE, K_STATS },
+    script = "request_rate", keys = { K_RATE_REQUESTS, K_STATS },
     args = { S.rate_limit, S.rate_window_ms, new_conn_id() },
   } })
   if not r then return fail(h, false) end
   local status, retry_ms = r[1][1], tonumber(r[1][2]) or 1000
   if status == "RATE_LIMITED" then
-    rate_limited_until = now + retry_ms
+    requests_limited_until = now + retry_ms
     return refuse_rate_limited(h, retry_ms)
   end
 end

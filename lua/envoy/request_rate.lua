@@ -1,8 +1,8 @@
 -- request_rate.lua (a Redis script, run by filter.lua only when settings.limit_all_requests
 -- is on): the global sliding-window rate limit alone, for a request that is not a
--- WebSocket upgrade. Same window key and rules as lua/redis/admit.lua step 1, so
--- plain requests and upgrades share one budget; no pod, no lease.
--- KEYS[1] rate window (zset), KEYS[2] stats (hash)
+-- WebSocket upgrade. The rules of lua/redis/admit.lua step 1 on a window of its own
+-- ({tag}:rate:requests), so plain requests never spend the upgrades' budget; no pod, no lease.
+-- KEYS[1] rate window of plain requests (zset), KEYS[2] stats (hash)
 -- ARGV[1] rate limit (> 0), ARGV[2] window ms, ARGV[3] unique request id (member)
 -- Reply {status, retryAfterMs, rateRemaining}; status "ALLOWED" or "RATE_LIMITED".
 if #KEYS ~= 2 or #ARGV ~= 3 then
