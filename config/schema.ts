@@ -144,8 +144,8 @@ export const FIELDS: readonly FieldSpec[] = [
     description: 'Envoy worker threads per proxy (`--concurrency`); each worker holds its own Redis connection. The pod requests 250m CPU per worker; its limit is 1 CPU per worker plus 500m (main thread, admin, preStop drain).',
   },
   {
-    key: 'envoyMaxConnections', kind: 'integer', default: 10000, min: 1, max: 1000000,
-    description: 'Open client connections one Envoy accepts (the overload manager\'s global downstream limit; beyond it new connections are closed at once). Probes and scrapes on the metrics listener are exempt. Each open WebSocket is one.',
+    key: 'envoyMaxConnections', kind: 'integer', default: 2000, min: 1, max: 1000000,
+    description: 'Open client connections one Envoy accepts (the overload manager\'s global downstream limit, and the backend cluster\'s circuit breakers; beyond it new connections are closed at once). Probes and scrapes on the metrics listener are exempt. Each open WebSocket is one and costs Envoy about 65 KB: 2000 fit the 256Mi container.',
   },
   {
     key: 'redisReplicas', kind: 'integer', default: 1, min: 1, max: 1,

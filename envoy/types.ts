@@ -220,6 +220,8 @@ export interface Listener {
   readonly per_connection_buffer_limit_bytes?: number;
   /** Not counted against (nor refused by) the global downstream connection limit. */
   readonly ignore_global_conn_limit?: boolean;
+  /** Not subject to the overload manager's actions. */
+  readonly bypass_overload_manager?: boolean;
   readonly listener_filters?: readonly ListenerFilter[];
   readonly filter_chains: readonly FilterChain[];
 }
@@ -283,6 +285,7 @@ export interface Cluster {
   readonly health_checks?: readonly HealthCheck[];
   /** Read/write buffer of each upstream connection. */
   readonly per_connection_buffer_limit_bytes?: number;
+  readonly circuit_breakers?: { readonly thresholds: ReadonlyArray<{ readonly max_connections: number; readonly max_requests: number }> };
   readonly load_assignment: ClusterLoadAssignment;
 }
 

@@ -36,17 +36,16 @@ it('past envoyMaxConnections open connections a new one is closed at once, while
   expect((await connect(rig.proxies[0].publicUrl)).kind).toBe('open');
 });
 
-it('client Forwarded and X-Forwarded-Host never reach the backend; a header name with an underscore is refused', async () => {
-  const a = await connect(rig.proxies[0].publicUrl, { forwarded: 'for=6.6.6.6;host=evil.example', 'x-forwarded-host': 'evil.example' });
+it('client Forwarded, X-Forwarded-Host and underscored header names never reach the backend', async () => {
+  const a = await connect(rig.proxies[0].publicUrl, { forwarded: 'for=6.6.6.6;host=evil.example', 'x-forwarded-host': 'evil.example', X_Ws_Pod: '127.0.1.1' });
   expect(a.kind).toBe('open');
   const seen = JSON.parse(await echo(a as Opened, 'headers'));
   expect(seen.forwarded).toBeUndefined();
   expect(seen['x-forwarded-host']).toBeUndefined();
+  expect(Object.keys(seen).filter((k) => k.includes('_'))).toEqual([]); // dropped, the upgrade still admitted
   // Envoy set X-Forwarded-For itself (it is the edge): the client's own value is not trusted.
   expect(typeof seen['x-forwarded-for']).toBe('string');
   (a as Opened).ws.terminate();
-  const under = await rawRequest(rig.proxies[0].publicPort, 'GET / HTTP/1.1\r\nHost: x\r\nX_Ws_Pod: 127.0.1.1\r\n\r\n');
-  expect(statusOf(under)).toBe(400);
 });
 
 it('headers that trickle in slower than the request headers timeout are cut off', async () => {
@@ -65,7 +64,7 @@ it('headers that trickle in slower than the request headers timeout are cut off'
 
 it('the request log is one JSON object per stream: a client\'s quotes and backslashes cannot break or forge a line', async () => {
   const ua = 'evil" "status":"200" \\ {"forged":1} end';
-  const r = await rawRequest(rig.proxies[0].publicPort, `GET /json-log-probe HTTP/1.1\r\nHost: x\r\nUser-Agent: ${ua}\r\nConnection: close\r\n\r\n`);
+  const r = await rawRequest(rig.proxies[0].publicPort, `GET /json-log-probe?token=s3cret HTTP/1.1\r\nHost: x\r\nUser-Agent: ${ua}\r\nConnection: close\r\n\r\n`);
   expect(statusOf(r)).toBe(200);
   let entry: { [k: string]: unknown } | undefined;
   await waitUntil(() => {
@@ -75,4 +74,6 @@ it('the request log is one JSON object per stream: a client\'s quotes and backsl
     return entry !== undefined;
   }, 5000, 'the request log line');
   expect(entry).toMatchObject({ method: 'GET', status: 200, user_agent: ua, upstream_host: rig.backendIds[0] });
+  // The path is logged without its query string (clients carry tokens there).
+  expect(fs.readFileSync(rig.proxies[0].logFile, 'utf8')).not.toContain('s3cret');
 });

@@ -58,18 +58,25 @@ describe('envoy.yaml', () => {
 
   it('has Envoy\'s edge bounds: overload manager (heap, global connections), buffers, HTTP/2 limits, header timeout', () => {
     expect(b.overload_manager.resource_monitors).toEqual([
-      { name: 'envoy.resource_monitors.fixed_heap', typed_config: { '@type': TYPE_URLS.fixedHeap, max_heap_size_bytes: 192 * 1024 * 1024 } },
+      { name: 'envoy.resource_monitors.fixed_heap', typed_config: { '@type': TYPE_URLS.fixedHeap, max_heap_size_bytes: Math.floor(256 * 1024 * 1024 * 0.6) } },
       {
         name: 'envoy.resource_monitors.global_downstream_max_connections',
-        typed_config: { '@type': TYPE_URLS.downstreamConnections, max_active_downstream_connections: 10000 },
+        typed_config: { '@type': TYPE_URLS.downstreamConnections, max_active_downstream_connections: 2000 },
       },
     ]);
     expect(b.overload_manager.actions.map((a: Json) => [a.name, a.triggers[0].threshold.value]))
       .toEqual([['envoy.overload_actions.shrink_heap', 0.9], ['envoy.overload_actions.stop_accepting_requests', 0.95]]);
-    expect(yamlOf({ maxDownstreamConnections: 7 }).overload_manager.resource_monitors[1].typed_config.max_active_downstream_connections).toBe(7);
+    const seven = yamlOf({ maxDownstreamConnections: 7 });
+    expect(seven.overload_manager.resource_monitors[1].typed_config.max_active_downstream_connections).toBe(7);
+    // The backend cluster's circuit breakers follow (Envoy's default 1024 would cap a proxy).
+    expect(cluster(seven, 'backend').circuit_breakers).toEqual({ thresholds: [{ max_connections: 7, max_requests: 7 }] });
+    expect(cluster(b, 'backend').circuit_breakers).toEqual({ thresholds: [{ max_connections: 2000, max_requests: 2000 }] });
     expect(() => buildEnvoyBootstrap({ ...PROPS, maxDownstreamConnections: 0 })).toThrow('maxDownstreamConnections must be a positive integer, got 0');
     // Probes, scrapes and metrics.lua's admin calls are not under the connection limit.
     expect(listener(b, 'metrics').ignore_global_conn_limit).toBe(true);
+    // Nor do the overload manager's 503s reach the probes (a failed liveness probe restarts Envoy).
+    expect(listener(b, 'metrics').bypass_overload_manager).toBe(true);
+    expect(listener(b, 'public').bypass_overload_manager).toBeUndefined();
     expect(listener(b, 'public').ignore_global_conn_limit).toBeUndefined();
     expect(b.admin.ignore_global_conn_limit).toBe(true);
     for (const l of b.static_resources.listeners) expect(l.per_connection_buffer_limit_bytes).toBe(32768);
@@ -97,7 +104,7 @@ describe('envoy.yaml', () => {
     expect(hcm['@type']).toBe('type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager');
     expect(hcm.upgrade_configs).toEqual([{ upgrade_type: 'websocket' }]);
     expect(hcm.stream_idle_timeout).toBe('300s');
-    expect(hcm.common_http_protocol_options).toEqual({ idle_timeout: '300s', max_stream_duration: '3600s', headers_with_underscores_action: 'REJECT_REQUEST' });
+    expect(hcm.common_http_protocol_options).toEqual({ idle_timeout: '300s', max_stream_duration: '3600s', headers_with_underscores_action: 'DROP_HEADER' });
     expect(hcm.use_remote_address).toBe(true);
     expect(hcm.xff_num_trusted_hops).toBe(0);
     // Only loopback is internal: the NLB's private address must not make client x-envoy-* headers trusted.

@@ -132,7 +132,8 @@ local redis_down_until, redis_down_why = -math.huge, nil
 
 local function snapshot_or_backoff(h)
   local now = now_ms()
-  if now < redis_down_until then
+  -- (A back-off further away than its own length: the wall clock was stepped back.)
+  if now < redis_down_until and redis_down_until - now <= REDIS_BACKOFF_MS then
     return nil, tostring(redis_down_why) .. " (not asked again for " .. (redis_down_until - now) .. " ms)"
   end
   local snap, err = redis_snapshot()
