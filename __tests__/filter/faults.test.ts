@@ -61,6 +61,33 @@ describe('proxy crash', () => {
 });
 
 describe('Redis unavailable', () => {
+  it('fail-open connections are counted once Redis is back: their traffic re-registers them, and the limit holds', async () => {
+    const settings = { redis_password_file: passwordFile, failure_mode: 'open' as const, max_connections_per_pod: 1, renew_interval_ms: 100 };
+    const w = await fleet.worker(settings, { hosts: TWO_PODS });
+    expect((await w.request(UPGRADE)).override).toBeDefined(); // connected and working
+    redis.cli('FLUSHALL');
+    await redis.stop();
+    const open: string[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = await w.request(UPGRADE);
+        expect(r.override).toBeDefined(); // fail open
+        await w.response(r.sid, '101');
+        open.push(r.sid);
+      }
+    } finally {
+      await redis.restart();
+    }
+    await sleep(600); // past the filter's back-off and the renew interval
+    for (const sid of open) await w.data(sid, 'request');
+    // Three open connections on two pods of limit 1: all counted again, so no room at all.
+    expect(statsHash(redis.cli).reregistered).toBe(3);
+    expect(liveLeases(redis.cli, '10.0.0.1:8080').length + liveLeases(redis.cli, '10.0.0.2:8080').length).toBe(3);
+    const fourth = await w.request(UPGRADE);
+    expect(fourth.reply?.headers[':status']).toBe('503');
+    expect(fourth.reply?.headers['x-ws-admission']).toBe('capacity');
+  });
+
   it('a release that fails leaves the stream\'s lease "held", so the lease log line of its end retries it', async () => {
     const w = await fleet.worker({ redis_password_file: passwordFile }, { hosts: ONE_POD });
     const ok = await openSocket(w);
@@ -79,16 +106,15 @@ describe('Redis unavailable', () => {
     }
   });
 
-  it('fails open: routes without an override, counted per worker', async () => {
+  it('fails open: still pins a candidate (no refusal), counted per worker', async () => {
     const w = await fleet.worker({ redis_password_file: passwordFile, failure_mode: 'open' }, { hosts: ONE_POD });
     expect((await w.request(UPGRADE)).override).toBeDefined(); // connected and working
     await redis.stop();
     try {
       for (let i = 0; i < 5; i++) {
         const r = await w.request(UPGRADE);
-        expect(r.state).toBe('done');
-        expect(r.override).toBeUndefined();
         expect(r.reply).toBeUndefined();
+        expect(r.override).toEqual({ host: ONE_POD[0][0], strict: true });
       }
     } finally {
       await redis.restart();
@@ -135,7 +161,7 @@ describe('Redis unavailable', () => {
       const t0 = Date.now();
       const r = await w.request(UPGRADE);
       const first = Date.now() - t0;
-      expect(r.override).toBeUndefined();
+      expect(r.override).toEqual({ host: ONE_POD[0][0], strict: true }); // failed open, still pinned
       expect(first).toBeGreaterThanOrEqual(290);
       expect(first).toBeLessThan(300 + 250); // a fresh connection is not retried
       const t1 = Date.now();

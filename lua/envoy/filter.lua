@@ -438,6 +438,65 @@ local function fail(h, is_upgrade)
   end
 end
 
+-- An upgrade on its way to `pod`: pin it, track it (renewals, release on the backend's
+-- Close, the lease log at its end) and watch its client -> server data.
+-- `registered`: Redis holds its lease (admitted); false for a fail-open upgrade.
+local function track(h, id, pod, kind, yielded, now, registered)
+  -- https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/lua_filter
+  -- setUpstreamOverrideHost(host, strict): strict => Envoy answers 503 itself if the
+  -- host is gone; envoy_on_response then sees a non-101 status and releases.
+  h:setUpstreamOverrideHost(pod, true)
+  -- Not registered (fail open): no lease yet, so the first renewal finds none and
+  -- re-registers it once Redis answers again.
+  local c = { pod = pod, last_renew = registered and now or -math.huge, last_seen = now, kind = kind, one_way = yielded,
+    backend_frames = ws_frames.scanner() }
+  if yielded then stats:inc("one_way_streams_total") end
+  live[id] = c
+  live_count = live_count + 1
+  h:streamInfo():dynamicMetadata():set(NS, "connection_id", id)
+  h:streamInfo():dynamicMetadata():set(NS, "pod", pod)
+  h:streamInfo():dynamicMetadata():set(NS, "lease", LEASE_HELD)
+  admissions_since_sweep = admissions_since_sweep + 1
+  if admissions_since_sweep >= 256 then
+    admissions_since_sweep = 0
+    sweep()
+  end
+  stats:maybe_flush()
+  if yielded then
+    -- This stream waited in httpCall() (host list refresh). Envoy passes the request
+    -- headers on after an httpCall() only when the script then returns: the resumed
+    -- coroutine is checked for state Running, and waiting for a body chunk is not
+    -- (lua_filter.cc, StreamHandleWrapper::onSuccess -> continueIteration()). Iterating
+    -- bodyChunks() here would hold the upgrade until the client sends data, which a
+    -- WebSocket client never does before its 101. So this stream renews on
+    -- server -> client data only (docs/filter.md, "one-way streams").
+    return
+  end
+  -- Client -> server data of the upgraded stream arrives as request body chunks:
+  -- renew on it too. Headers were passed on when the coroutine first waited for a
+  -- chunk (StreamHandleWrapper::start answers Continue for WaitForBodyChunk).
+  -- If the stream is reset, Envoy never resumes this coroutine (and the code after
+  -- the loop never runs: an upgraded HTTP/1.1 stream has no normal end in Envoy).
+  for chunk in h:bodyChunks() do
+    on_data(h, id, "up", chunk)
+  end
+  return
+end
+
+-- Redis unavailable for an upgrade whose candidates are known: in fail-open mode the
+-- upgrade is still pinned to a pod (round robin over the candidates) and tracked, so
+-- when Redis is back its traffic re-registers the lease and the counts include it
+-- (docs/filter.md, "Failure modes"); fail closed refuses as usual.
+local fail_open_next = 0
+local function fail_upgrade(h, pods, kind, yielded, now)
+  if FAILURE_MODE == "closed" or not pods or #pods == 0 then return fail(h, true) end
+  stats:inc("fail_open_total", 1, true)
+  fail_open_next = fail_open_next % #pods + 1
+  local id = new_conn_id()
+  if not valid_conn_id(id) then return end
+  return track(h, id, pods[fail_open_next], kind, yielded, now, false)
+end
+
 -------------------------------------------------------------------------------
 -- Non-WebSocket requests when limit_all_requests is on: rate limit only.
 -------------------------------------------------------------------------------
@@ -493,13 +552,12 @@ function envoy_on_request(h)
     stats:inc("rate_limited_cached_total")
     return refuse_rate_limited(h, rate_limited_until - now)
   end
-  if now < redis_down_until then return fail(h, true) end
-
   local pods, yielded = candidates(h)
   if #pods == 0 then
     log_limited(h, "nohost", "warn", "ws-admission: no healthy host in cluster " .. S.backend_cluster)
     return refuse_unavailable(h, "no_backend", 1000, "no backend available\n")
   end
+  if now < redis_down_until then return fail_upgrade(h, pods, kind, yielded, now) end
 
   local id = new_conn_id()
   if not valid_conn_id(id) then
@@ -527,7 +585,7 @@ function envoy_on_request(h)
   end
 
   local r = run(h, "admit", entries)
-  if not r then return fail(h, true) end
+  if not r then return fail_upgrade(h, pods, kind, yielded, now) end
   local a = r[1]
   local status = type(a) == "table" and a[1]
   if status == "ADMITTED" then
@@ -537,45 +595,9 @@ function envoy_on_request(h)
     for i = 1, #pods do if pods[i] == pod then offered = true break end end
     if not offered then
       redis_failed(h, "admit", "admit returned a pod that was not a candidate: " .. tostring(pod))
-      return fail(h, true)
+      return fail_upgrade(h, pods, kind, yielded, now)
     end
-    -- https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/lua_filter
-    -- setUpstreamOverrideHost(host, strict): strict => Envoy answers 503 itself if the
-    -- host is gone; envoy_on_response then sees a non-101 status and releases.
-    h:setUpstreamOverrideHost(pod, true)
-    local c = { pod = pod, last_renew = now, last_seen = now, kind = kind, one_way = yielded,
-      backend_frames = ws_frames.scanner() }
-    if yielded then stats:inc("one_way_streams_total") end
-    live[id] = c
-    live_count = live_count + 1
-    h:streamInfo():dynamicMetadata():set(NS, "connection_id", id)
-    h:streamInfo():dynamicMetadata():set(NS, "pod", pod)
-    h:streamInfo():dynamicMetadata():set(NS, "lease", LEASE_HELD)
-    admissions_since_sweep = admissions_since_sweep + 1
-    if admissions_since_sweep >= 256 then
-      admissions_since_sweep = 0
-      sweep()
-    end
-    stats:maybe_flush()
-    if yielded then
-      -- This stream waited in httpCall() (host list refresh). Envoy passes the request
-      -- headers on after an httpCall() only when the script then returns: the resumed
-      -- coroutine is checked for state Running, and waiting for a body chunk is not
-      -- (lua_filter.cc, StreamHandleWrapper::onSuccess -> continueIteration()). Iterating
-      -- bodyChunks() here would hold the upgrade until the client sends data, which a
-      -- WebSocket client never does before its 101. So this stream renews on
-      -- server -> client data only (docs/filter.md, "one-way streams").
-      return
-    end
-    -- Client -> server data of the upgraded stream arrives as request body chunks:
-    -- renew on it too. Headers were passed on when the coroutine first waited for a
-    -- chunk (StreamHandleWrapper::start answers Continue for WaitForBodyChunk).
-    -- If the stream is reset, Envoy never resumes this coroutine (and the code after
-    -- the loop never runs: an upgraded HTTP/1.1 stream has no normal end in Envoy).
-    for chunk in h:bodyChunks() do
-      on_data(h, id, "up", chunk)
-    end
-    return
+    return track(h, id, pod, kind, yielded, now, true)
   elseif status == "RATE_LIMITED" then
     local retry_ms = tonumber(a[4]) or 1000
     rate_limited_until = now + retry_ms
@@ -588,7 +610,7 @@ function envoy_on_request(h)
     return refuse_unavailable(h, "capacity", retry_ms, "all backends are at their connection limit, retry later\n")
   end
   redis_failed(h, "admit", "unexpected reply")
-  return fail(h, true)
+  return fail_upgrade(h, pods, kind, yielded, now)
 end
 
 function envoy_on_response(h)
