@@ -106,8 +106,8 @@ local function main(argv)
   end
 
   local resp = require("resp")
-  local TAG = "{" .. S.hash_tag .. "}"
-  local K_STATS, K_PODS, K_POD = TAG .. ":stats", TAG .. ":pods", TAG .. ":pod:"
+  local K = require("keys").new(S.hash_tag)
+  local K_STATS, K_PODS, K_POD = K.stats, K.pods, K.pod
   local client = resp.new(settings_loader.redis_options(S, DIR))
   local where = "Redis " .. S.redis_host .. ":" .. S.redis_port
   local started = socket.gettime()

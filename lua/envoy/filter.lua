@@ -16,6 +16,7 @@ local settings_loader = require("settings_loader")
 local hosts = require("hosts")
 local worker_stats = require("worker_stats")
 local ws_frames = require("ws_frames")
+local keys = require("keys")
 
 -- Dynamic metadata namespace for {connection_id, pod, lease}: visible to access logs as
 -- %DYNAMIC_METADATA(ws.admission:pod)% and to envoy_on_response of the same stream.
@@ -29,7 +30,6 @@ local ADMIN_TIMEOUT_MS = 250   -- httpCall to the loopback admin
 local REDIS_BACKOFF_MS = 500   -- after a Redis failure, skip Redis this long (fail per mode)
 local LOG_EVERY_MS = 1000      -- at most one warning of a kind per worker per second
 local FULL_RETRY_MAX_MS = 5000 -- Retry-After of a 503 "capacity", at most
-local MAX_CONN_ID = 200
 -- How long the worker remembers a one-way stream (see envoy_on_request) without seeing
 -- its data. Its client may keep it open while talking (unseen) for any time; when its
 -- server speaks again, the lease (lapsed by then) must still be re-registered.
@@ -111,15 +111,13 @@ local function draining()
   return at ~= nil and at >= LOADED_MS and at <= now and now - at < DRAIN_MARKER_MS
 end
 
-local TAG, K_RATE, K_RATE_REQUESTS, K_STATS, K_PODS, K_POD, K_CONN
+local K_RATE, K_RATE_REQUESTS, K_STATS, K_PODS, K_POD, K_CONN
 local client
 if S then
-  TAG = "{" .. S.hash_tag .. "}"
-  K_RATE, K_STATS, K_PODS = TAG .. ":rate", TAG .. ":stats", TAG .. ":pods"
+  local K = keys.new(S.hash_tag)
   -- Plain requests (limit_all_requests) have a window of their own: GETs must not spend
   -- the WebSocket upgrades' budget.
-  K_RATE_REQUESTS = TAG .. ":rate:requests"
-  K_POD, K_CONN = TAG .. ":pod:", TAG .. ":conn:"
+  K_RATE, K_RATE_REQUESTS, K_STATS, K_PODS, K_POD, K_CONN = K.rate, K.rate_requests, K.stats, K.pods, K.pod, K.conn
   if resp_ok and socket_ok then
     client = resp.new(settings_loader.redis_options(S, DIR))
   end
@@ -145,11 +143,6 @@ local function log_limited(h, kind, level, msg)
   if (last_log[kind] or -math.huge) + LOG_EVERY_MS > now then return end
   last_log[kind] = now
   if level == "err" then h:logErr(msg) elseif level == "warn" then h:logWarn(msg) else h:logInfo(msg) end
-end
-
-local function valid_conn_id(id)
-  return type(id) == "string" and #id <= MAX_CONN_ID
-    and id:match("^[a-z0-9.-]+|%x+|%d+|%x+$") ~= nil
 end
 
 local function new_conn_id()
@@ -488,12 +481,10 @@ end
 -- when Redis is back its traffic re-registers the lease and the counts include it
 -- (docs/filter.md, "Failure modes"); fail closed refuses as usual.
 local fail_open_next = 0
-local function fail_upgrade(h, pods, kind, yielded, now)
+local function fail_upgrade(h, id, pods, kind, yielded, now)
   if FAILURE_MODE == "closed" or not pods or #pods == 0 then return fail(h, true) end
   stats:inc("fail_open_total", 1, true)
   fail_open_next = fail_open_next % #pods + 1
-  local id = new_conn_id()
-  if not valid_conn_id(id) then return end
   return track(h, id, pods[fail_open_next], kind, yielded, now, false)
 end
 
@@ -557,13 +548,12 @@ function envoy_on_request(h)
     log_limited(h, "nohost", "warn", "ws-admission: no healthy host in cluster " .. S.backend_cluster)
     return refuse_unavailable(h, "no_backend", 1000, "no backend available\n")
   end
-  if now < redis_down_until then return fail_upgrade(h, pods, kind, yielded, now) end
-
   local id = new_conn_id()
-  if not valid_conn_id(id) then
+  if not keys.valid_connection_id(id) then
     h:logErr("ws-admission: generated connection id failed validation: " .. id)
     return fail(h, true)
   end
+  if now < redis_down_until then return fail_upgrade(h, id, pods, kind, yielded, now) end
   local keys = { K_RATE, K_STATS, K_PODS }
   local args = { S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id }
   for i = 1, #pods do
@@ -585,7 +575,7 @@ function envoy_on_request(h)
   end
 
   local r = run(h, "admit", entries)
-  if not r then return fail_upgrade(h, pods, kind, yielded, now) end
+  if not r then return fail_upgrade(h, id, pods, kind, yielded, now) end
   local a = r[1]
   local status = type(a) == "table" and a[1]
   if status == "ADMITTED" then
@@ -595,7 +585,7 @@ function envoy_on_request(h)
     for i = 1, #pods do if pods[i] == pod then offered = true break end end
     if not offered then
       redis_failed(h, "admit", "admit returned a pod that was not a candidate: " .. tostring(pod))
-      return fail_upgrade(h, pods, kind, yielded, now)
+      return fail_upgrade(h, id, pods, kind, yielded, now)
     end
     return track(h, id, pod, kind, yielded, now, true)
   elseif status == "RATE_LIMITED" then
@@ -610,7 +600,7 @@ function envoy_on_request(h)
     return refuse_unavailable(h, "capacity", retry_ms, "all backends are at their connection limit, retry later\n")
   end
   redis_failed(h, "admit", "unexpected reply")
-  return fail_upgrade(h, pods, kind, yielded, now)
+  return fail_upgrade(h, id, pods, kind, yielded, now)
 end
 
 function envoy_on_response(h)

@@ -35,6 +35,7 @@ package.path = DIR .. "/?.lua;" .. package.path
 
 local settings_loader = require("settings_loader")
 local hosts = require("hosts")
+local keys = require("keys")
 local resp = require("resp")
 local socket = require("socket")
 
@@ -55,17 +56,13 @@ local function log(msg)
   io.stdout:flush()
 end
 
-local function valid_conn_id(id)
-  return #id <= 200 and id:match("^[a-z0-9.-]+|%x+|%d+|%x+$") ~= nil
-end
-
 -- A line as the access log writes it, or nil. Values are checked before they become
 -- key names, although only the filter writes them (the access log is not client input,
 -- but a key name must never rest on that).
 local function parse(line)
   if #line > MAX_LINE then return nil end
   local id, pod = line:match("^lease (%S+) (%S+)$")
-  if id and valid_conn_id(id) and hosts.valid_pod(pod) then return id, pod end
+  if id and keys.valid_connection_id(id) and hosts.valid_pod(pod) then return id, pod end
   return nil
 end
 
@@ -73,14 +70,6 @@ local function exists(p)
   local f = io.open(p, "rb")
   if f then f:close() end
   return f ~= nil
-end
-
-local function size_of(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
 end
 
 local function truncate(p)
@@ -120,8 +109,8 @@ local function main(argv)
   local path = state_dir .. "/leases.log"
   local old_path = path .. ".old"
   local alive_path = state_dir .. "/lease-log.alive"
-  local TAG = "{" .. S.hash_tag .. "}"
-  local K_STATS, K_PODS, K_POD, K_CONN = TAG .. ":stats", TAG .. ":pods", TAG .. ":pod:", TAG .. ":conn:"
+  local K = keys.new(S.hash_tag)
+  local K_STATS, K_PODS, K_POD, K_CONN = K.stats, K.pods, K.pod, K.conn
   local client = resp.new(settings_loader.redis_options(S, DIR))
   log("following " .. path .. " (Redis " .. S.redis_host .. ":" .. S.redis_port .. ")")
 

@@ -25,6 +25,7 @@ package.path = DIR .. "/?.lua;" .. package.path
 local settings_loader = require("settings_loader")
 local hosts = require("hosts")
 local worker_stats = require("worker_stats")
+local keys = require("keys")
 
 local STATE_DIR = os.getenv("WS_STATE_DIR") or "/var/run/ws-admission"
 local S, errs = settings_loader.load(DIR .. "/settings.lua")
@@ -93,8 +94,8 @@ function Out:text() return table.concat(self.lines, "\n") .. "\n" end
 -- Reads the Redis-held numbers. Returns a table, or nil + error.
 local function redis_snapshot()
   if not client then return nil, "no Redis client (settings or resp.lua failed to load)" end
-  local tag = "{" .. S.hash_tag .. "}"
-  local members, err = client:call("SMEMBERS", tag .. ":pods")
+  local K = keys.new(S.hash_tag)
+  local members, err = client:call("SMEMBERS", K.pods)
   if members == nil then return nil, err end
   if resp.is_error(members) then return nil, members.err end
   local pods = {}
@@ -103,13 +104,13 @@ local function redis_snapshot()
     if hosts.valid_pod(p) and #pods < MAX_PODS then pods[#pods + 1] = p end
   end
   table.sort(pods)
-  local keys = { tag .. ":rate", tag .. ":stats", tag .. ":pods" }
+  local names = { K.rate, K.stats, K.pods }
   local args = { S.rate_window_ms }
   for i, p in ipairs(pods) do
-    keys[3 + i] = tag .. ":pod:" .. p
+    names[3 + i] = K.pod .. p
     args[1 + i] = p
   end
-  local r, serr = client:script("snapshot", keys, args)
+  local r, serr = client:script("snapshot", names, args)
   if r == nil then return nil, serr end
   if resp.is_error(r) then return nil, r.err end
   local snap = { window_used = tonumber(r[2]) or 0, stats = {}, pods = {}, proxies = {} }

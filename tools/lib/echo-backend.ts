@@ -12,7 +12,7 @@
  * accepted. Those counts are the judge in the end-to-end tests, independent of Redis.
  */
 import * as http from 'http';
-import type { AddressInfo, Socket } from 'net';
+import type { Socket } from 'net';
 import { WebSocket, WebSocketServer } from 'ws';
 
 export const BACKEND_HEADER = 'x-backend';
@@ -147,10 +147,6 @@ export class EchoBackends {
     b.closed = true;
     this.dropAll(id);
     await new Promise<void>((resolve) => b.server.close(() => resolve()));
-  }
-
-  address(id: string): AddressInfo {
-    return this.get(id).server.address() as AddressInfo;
   }
 
   private get(id: string): Backend {
