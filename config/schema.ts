@@ -44,6 +44,7 @@ export interface StackConfig {
   readonly redisFailureMode: RedisFailureMode;
   readonly hashTag: string;
   readonly hostsCacheMs: number;
+  readonly capacityCacheMs: number;
   readonly redisConnectTimeoutMs: number;
   readonly redisReadTimeoutMs: number;
   readonly limitAllRequests: boolean;
@@ -217,6 +218,10 @@ export const FIELDS: readonly FieldSpec[] = [
   {
     key: 'hostsCacheMs', kind: 'integer', default: 1000, min: 100, max: 60000,
     description: 'How long a worker caches the healthy backend host list (ms).',
+  },
+  {
+    key: 'capacityCacheMs', kind: 'integer', default: 250, min: 0, max: 5000,
+    description: 'After Redis answered "every pod is full", a worker refuses upgrades to the same pods without asking Redis for this long (ms; never past the first lease expiry; 0 = always ask). A slot freed on another proxy meanwhile is seen that much later.',
   },
   {
     key: 'redisConnectTimeoutMs', kind: 'integer', default: 200, min: 1, max: 10000,

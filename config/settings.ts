@@ -29,6 +29,7 @@ export function filterSettings(c: StackConfig, redis: RedisEndpoint): ReadonlyAr
     ['backend_cluster', BACKEND_CLUSTER],
     ['admin_cluster', ADMIN_CLUSTER],
     ['hosts_cache_ms', c.hostsCacheMs],
+    ['capacity_cache_ms', c.capacityCacheMs],
     ['rate_limit', c.rateLimitPerMinute],
     ['rate_window_ms', RATE_WINDOW_MS],
     ['max_connections_per_pod', c.maxConnectionsPerPod],

@@ -148,7 +148,7 @@ describe('metrics endpoint', () => {
       // Redis-held refusals ({reason} only) are gone; the workers' own ({reason,proxy,worker}) stay.
       const rejected = samples.filter((s) => s.name === 'ws_admission_rejected_total');
       expect(rejected.filter((s) => !s.labels.proxy)).toEqual([]);
-      expect(rejected.map((s) => s.labels.reason).sort()).toEqual(['rate_limited', 'redis_unavailable']);
+      expect(rejected.map((s) => s.labels.reason).sort()).toEqual(['capacity', 'rate_limited', 'redis_unavailable']);
       expect(rejected.every((s) => s.labels.proxy === 'envoy-a' && /^[0-9a-f]{6}$/.test(s.labels.worker))).toBe(true);
       const fo = samples.filter((s) => s.name === 'ws_admission_fail_open_total');
       expect(fo).toHaveLength(1);

@@ -131,6 +131,9 @@ local READY = S ~= nil and client ~= nil and #load_errors == 0
 local redis_down_until = 0   -- skip Redis until then (after a failure)
 local rate_limited_until = 0 -- refuse upgrades without Redis until then
 local requests_limited_until = 0 -- the same for plain requests (their own window)
+-- After a FULL: refuse upgrades to the same candidate list without Redis until
+-- full_until (capacity_cache_ms at most); full_retry_at is Redis's "first slot frees".
+local full = { until_ms = 0, retry_at = 0, pods = nil }
 local host_cache = { list = nil, at = -math.huge, file_ok = nil }
 local conn_counter = 0
 local live = {}              -- connection id -> { pod, last_renew, last_seen, connect }
@@ -302,14 +305,82 @@ local function redis_failed(h, what, err)
   log_limited(h, "redis", "warn", "ws-admission: redis " .. what .. " failed: " .. tostring(err))
 end
 
+-- Admissions whose answer never came (a read timeout, a dropped connection): Redis may
+-- have run them after the filter gave up, leaving a lease no stream stands behind (a
+-- phantom) on one of the candidates. Each entry: { id, pods = its candidates, except =
+-- the pod a fail-open upgrade was pinned to (that lease is the connection's own), at }.
+-- The next round trip that works removes the id from every other candidate first
+-- (settle), so a phantom lives until this worker's next good Redis call, and never
+-- longer than the lease TTL (docs/filter.md, "Failure modes").
+local unsettled = {}
+local UNSETTLED_MAX = 256      -- older ones are dropped: their leases expire by TTL
+local SETTLE_MAX_ENTRIES = 1000 -- release calls per settle round trip, at most
+
+local function remember_unsettled(id, pods, except, now)
+  if #unsettled >= UNSETTLED_MAX then table.remove(unsettled, 1) end
+  unsettled[#unsettled + 1] = { id = id, pods = pods, except = except, at = now }
+end
+
+-- One round trip of release.lua calls for the oldest unanswered admissions. Returns
+-- false when it failed (the entries stay for the next time).
+local function settle(h)
+  local now = now_ms()
+  local entries, owners = {}, {}
+  local taken = 0
+  for i = 1, #unsettled do
+    local u = unsettled[i]
+    if now - u.at < S.lease_ttl_ms then
+      local need = #u.pods - (u.except and 1 or 0)
+      if #entries > 0 and #entries + need > SETTLE_MAX_ENTRIES then break end
+      for _, pod in ipairs(u.pods) do
+        if pod ~= u.except then
+          entries[#entries + 1] = { script = "release", keys = { K_POD .. pod, K_STATS, K_PODS }, args = { u.id, pod } }
+          if S.connection_inventory and not u.except then
+            entries[#entries + 1] = { "DEL", K_CONN .. u.id }
+          end
+        end
+      end
+      owners[#owners + 1] = u
+    end
+    taken = i
+  end
+  if #entries == 0 then
+    for _ = 1, taken do table.remove(unsettled, 1) end
+    return true
+  end
+  local replies, err = client:run(entries)
+  if not replies then
+    redis_failed(h, "release of unanswered admissions", err)
+    return false
+  end
+  -- An error reply would come again on a retry: logged, and the entries dropped.
+  local removed = 0
+  for i = 1, #replies do
+    if resp.is_error(replies[i]) then
+      log_limited(h, "settle", "warn", "ws-admission: release of an unanswered admission failed: " .. replies[i].err)
+    elseif entries[i].script and replies[i] == 1 then
+      removed = removed + 1
+    end
+  end
+  for _ = 1, taken do table.remove(unsettled, 1) end
+  if removed > 0 then
+    stats:inc("phantom_leases_released_total", removed, true)
+    log_limited(h, "phantom", "info", "ws-admission: released " .. removed .. " lease(s) that Redis granted to "
+      .. #owners .. " admission(s) whose answer timed out")
+  end
+  return true
+end
+
 -- Runs script entries; returns replies, or nil after counting and logging a failure.
--- A Redis error reply to one of our scripts counts as a failure too.
+-- A Redis error reply to one of our scripts counts as a failure too. On a transport
+-- failure the second value is true: the entries may have run (unanswered).
 local function run(h, what, entries)
   if now_ms() < redis_down_until then return nil end
+  if #unsettled > 0 and not settle(h) then return nil end
   local replies, err = client:run(entries)
   if not replies then
     redis_failed(h, what, err)
-    return nil
+    return nil, true
   end
   for i = 1, #replies do
     if resp.is_error(replies[i]) then
@@ -359,6 +430,7 @@ local function release(h, id)
   if not c then return end
   live[id] = nil
   live_count = live_count - 1
+  full.until_ms = 0 -- this worker just freed a slot
   local entries = { { script = "release", keys = { K_POD .. c.pod, K_STATS, K_PODS }, args = { id, c.pod } } }
   if S.connection_inventory then entries[2] = { "DEL", K_CONN .. id } end
   -- Released: no lease log line for this stream (its access log filter wants "held").
@@ -421,6 +493,10 @@ local function refuse_unavailable(h, reason, retry_ms, body)
   }, body)
 end
 
+local function refuse_full(h, retry_ms)
+  refuse_unavailable(h, "capacity", retry_ms, "all backends are at their connection limit, retry later\n")
+end
+
 -- Redis unavailable (or the filter unusable): route normally, or refuse, by config.
 local function fail(h, is_upgrade)
   if FAILURE_MODE == "closed" then
@@ -480,12 +556,19 @@ end
 -- upgrade is still pinned to a pod (round robin over the candidates) and tracked, so
 -- when Redis is back its traffic re-registers the lease and the counts include it
 -- (docs/filter.md, "Failure modes"); fail closed refuses as usual.
+-- `unanswered`: the admit call was sent and its answer never came, so Redis may hold a
+-- lease for `id` on any candidate (settle releases it).
 local fail_open_next = 0
-local function fail_upgrade(h, id, pods, kind, yielded, now)
-  if FAILURE_MODE == "closed" or not pods or #pods == 0 then return fail(h, true) end
+local function fail_upgrade(h, id, pods, kind, yielded, now, unanswered)
+  if FAILURE_MODE == "closed" or not pods or #pods == 0 then
+    if unanswered and pods and #pods > 0 then remember_unsettled(id, pods, nil, now) end
+    return fail(h, true)
+  end
   stats:inc("fail_open_total", 1, true)
   fail_open_next = fail_open_next % #pods + 1
-  return track(h, id, pods[fail_open_next], kind, yielded, now, false)
+  local pod = pods[fail_open_next]
+  if unanswered then remember_unsettled(id, pods, pod, now) end
+  return track(h, id, pod, kind, yielded, now, false)
 end
 
 -------------------------------------------------------------------------------
@@ -548,6 +631,12 @@ function envoy_on_request(h)
     log_limited(h, "nohost", "warn", "ws-admission: no healthy host in cluster " .. S.backend_cluster)
     return refuse_unavailable(h, "no_backend", 1000, "no backend available\n")
   end
+  -- The same list object: the host cache keeps it until the list is refreshed, and a
+  -- new list (a pod added or gone) asks Redis again.
+  if now < full.until_ms and pods == full.pods then
+    stats:inc("capacity_cached_total")
+    return refuse_full(h, full.retry_at - now)
+  end
   local id = new_conn_id()
   if not keys.valid_connection_id(id) then
     h:logErr("ws-admission: generated connection id failed validation: " .. id)
@@ -574,8 +663,8 @@ function envoy_on_request(h)
     entries[2] = { script = "conn_inventory", keys = ikeys, args = iargs }
   end
 
-  local r = run(h, "admit", entries)
-  if not r then return fail_upgrade(h, id, pods, kind, yielded, now) end
+  local r, unanswered = run(h, "admit", entries)
+  if not r then return fail_upgrade(h, id, pods, kind, yielded, now, unanswered) end
   local a = r[1]
   local status = type(a) == "table" and a[1]
   if status == "ADMITTED" then
@@ -597,7 +686,10 @@ function envoy_on_request(h)
     -- connections close (close handshake, lease log), so a client is told at most this.
     local retry_ms = math.min(tonumber(a[4]) or 0, FULL_RETRY_MAX_MS)
     if retry_ms <= 0 then retry_ms = 1000 end
-    return refuse_unavailable(h, "capacity", retry_ms, "all backends are at their connection limit, retry later\n")
+    if S.capacity_cache_ms > 0 then
+      full.until_ms, full.retry_at, full.pods = now + math.min(S.capacity_cache_ms, retry_ms), now + retry_ms, pods
+    end
+    return refuse_full(h, retry_ms)
   end
   redis_failed(h, "admit", "unexpected reply")
   return fail_upgrade(h, id, pods, kind, yielded, now)

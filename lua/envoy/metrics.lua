@@ -167,7 +167,7 @@ local function render(h)
   o:family("ws_admission_rejected_total", "counter",
     "Upgrades refused, by reason (with limit_all_requests, plain requests refused by the rate limit too). Series with only {reason} are refusals made by Redis (all proxies);"
     .. " series with {reason,proxy,worker} are refusals this proxy's workers made without Redis:"
-    .. " redis_unavailable, and rate_limited answered from the worker's rate-limit cache.")
+.. " redis_unavailable, and rate_limited or capacity answered from the worker's cache of Redis's last refusal.")
   if snap then
     o:sample("ws_admission_rejected_total", { "reason", "rate_limited" }, snap.stats.rejected_rate_limited)
     o:sample("ws_admission_rejected_total", { "reason", "capacity" }, snap.stats.rejected_capacity)
@@ -175,6 +175,8 @@ local function render(h)
   for _, f in ipairs(files) do
     o:sample("ws_admission_rejected_total", { "reason", "rate_limited", "proxy", f.proxy, "worker", f.worker },
       f.counts.rate_limited_cached_total)
+    o:sample("ws_admission_rejected_total", { "reason", "capacity", "proxy", f.proxy, "worker", f.worker },
+      f.counts.capacity_cached_total)
     o:sample("ws_admission_rejected_total", { "reason", "redis_unavailable", "proxy", f.proxy, "worker", f.worker },
       f.counts.rejected_redis_unavailable_total)
   end
@@ -213,6 +215,13 @@ local function render(h)
     .. " they renew their lease on server-to-client data only, per worker.")
   for _, f in ipairs(files) do
     o:sample("ws_admission_one_way_streams_total", { "proxy", f.proxy, "worker", f.worker }, f.counts.one_way_streams_total)
+  end
+  o:family("ws_admission_phantom_leases_released_total", "counter",
+    "Leases Redis granted to an admission whose answer never reached the proxy (a timed-out call), released by the"
+    .. " worker's next good Redis call, per worker.")
+  for _, f in ipairs(files) do
+    o:sample("ws_admission_phantom_leases_released_total", { "proxy", f.proxy, "worker", f.worker },
+      f.counts.phantom_leases_released_total)
   end
   return o:text()
 end

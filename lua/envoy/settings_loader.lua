@@ -14,6 +14,7 @@ local FIELDS = {
   backend_cluster = { "string", function(v) return v:match("^[%w_.:-]+$") ~= nil end, "a non-empty Envoy cluster name" },
   admin_cluster = { "string", function(v) return v:match("^[%w_.:-]+$") ~= nil end, "a non-empty Envoy cluster name" },
   hosts_cache_ms = { "integer", function(v) return v >= 0 and v <= 60000 end, "an integer from 0 to 60000" },
+  capacity_cache_ms = { "integer", function(v) return v >= 0 and v <= 5000 end, "an integer from 0 to 5000" },
   rate_limit = { "integer", function(v) return v >= 0 end, "an integer >= 0 (0 = no rate limit)" },
   rate_window_ms = { "integer", function(v) return v >= 1 end, "a positive integer" },
   max_connections_per_pod = { "integer", function(v) return v >= 1 end, "a positive integer" },

@@ -20,6 +20,8 @@ M.NAMES = {
   "rejected_redis_unavailable_total",
   "rate_limited_cached_total",
   "one_way_streams_total",
+  "capacity_cached_total",
+  "phantom_leases_released_total",
 }
 
 local Writer = {}

@@ -11,7 +11,8 @@
  * keeps the host list file of the filter fresh.
  *
  * Ports, from `basePort` B: Redis B, backend control B+1, backends B+2 (on 127.0.1.1,
- * 127.0.1.2, ...), proxy i: public B+10+3i, metrics B+11+3i, admin B+12+3i.
+ * 127.0.1.2, ...), the Redis fault proxy B+3 (only with `redisFaults`), proxy i: public
+ * B+10+3i, metrics B+11+3i, admin B+12+3i.
  */
 import { ChildProcess, spawn } from 'child_process';
 import { randomBytes } from 'crypto';
@@ -26,6 +27,7 @@ import { DEFAULT_LUA_DIRS, collectLuaFiles } from '../../constructs/filter-confi
 import { buildEnvoyBootstrap, EnvoyLayout, envoyArgs } from '../../envoy/bootstrap';
 import { bootstrapToYaml } from '../../envoy/yaml';
 import { BackendCounts, EchoBackends, backendAddress } from './echo-backend';
+import { FaultProxy } from './fault-proxy';
 import { DEBIAN_LUA_ENV, REPO_ROOT, envoyBinary } from './envoy-bin';
 
 export const DEFAULT_BASE_PORT = 10000;
@@ -54,6 +56,12 @@ export interface LocalRigOptions {
    * @default - lease_log.lua's own (1 MiB)
    */
   readonly leaseLogRotateBytes?: number;
+  /**
+   * Put a fault proxy (tools/lib/fault-proxy.ts) between the proxies and Redis, so a
+   * test can make Redis slow or silent (`rig.redisFaults`).
+   * @default false
+   */
+  readonly redisFaults?: boolean;
   /** Keep the working directory (logs, configs) after stop. @default false */
   readonly keepFiles?: boolean;
   /**
@@ -89,9 +97,15 @@ export function localLayout(basePort: number, index: number, workDir: string): E
   };
 }
 
-/** The rig's Redis as the filter sees it (the pod's is the in-cluster Service). */
-export function localRedis(basePort: number, workDir: string): RedisEndpoint {
-  return { host: LOOPBACK, port: basePort, tls: false, auth: true, passwordFile: path.join(workDir, 'redis-password') };
+/**
+ * The rig's Redis as the filter sees it (the pod's is the in-cluster Service): Redis
+ * itself, or the fault proxy in front of it.
+ */
+export function localRedis(basePort: number, workDir: string, viaFaultProxy = false): RedisEndpoint {
+  return {
+    host: LOOPBACK, port: viaFaultProxy ? basePort + 3 : basePort, tls: false, auth: true,
+    passwordFile: path.join(workDir, 'redis-password'),
+  };
 }
 
 export function proxyName(index: number): string {
@@ -105,7 +119,7 @@ export function renderLocalFiles(o: LocalRigOptions, workDir: string): { lua: Ma
   const lua = new Map<string, string>();
   for (const f of collectLuaFiles(DEFAULT_LUA_DIRS)) lua.set(f.name, f.content);
   const overrides = o.settingsOverrides ?? {};
-  const fields = filterSettings(o.config, localRedis(base, workDir));
+  const fields = filterSettings(o.config, localRedis(base, workDir, o.redisFaults === true));
   for (const k of Object.keys(overrides)) {
     if (!fields.some(([f]) => f === k)) throw new Error(`settingsOverrides: ${k} is not a settings.lua field`);
   }
@@ -177,6 +191,8 @@ export class LocalRig {
   readonly backendIds: string[];
   readonly redisPassword: string;
   readonly backendControl: string;
+  /** Between the proxies and Redis, with `redisFaults`. */
+  redisFaults: FaultProxy | undefined;
   private redis: ChildProcess | undefined;
   private backend: ChildProcess | undefined;
   private inline: EchoBackends | undefined;
@@ -211,6 +227,7 @@ export class LocalRig {
     const range = `${base}-${localLayout(base, proxies - 1, '/').adminPort}`;
     await portFree(base, LOOPBACK, range);
     await portFree(base + 1, LOOPBACK, range);
+    if (options.redisFaults) await portFree(base + 3, LOOPBACK, range);
     for (let i = 0; i < backends; i++) await portFree(base + 2, backendAddress(i), range);
     for (let i = 0; i < proxies; i++) {
       const l = localLayout(base, i, '/');
@@ -256,6 +273,7 @@ export class LocalRig {
     fs.writeFileSync(localRedis(this.basePort, this.workDir).passwordFile!, this.redisPassword, { mode: 0o600 });
 
     await this.startRedis(redisServer);
+    if (o.redisFaults) this.redisFaults = await FaultProxy.start(LOOPBACK, this.basePort + 3, LOOPBACK, this.basePort);
 
     if (o.backendsIn === 'inline') {
       this.inline = await EchoBackends.start(this.backendIds.map((id) => id.replace(/:\d+$/, '')), this.basePort + 2);
@@ -432,6 +450,7 @@ export class LocalRig {
     if (this.probe) clearInterval(this.probe);
     await Promise.all([...this.children].map((c) => this.kill(c, 'SIGTERM')));
     await this.inline?.stop();
+    await this.redisFaults?.stop();
     if (!this.options.keepFiles) fs.rmSync(this.workDir, { recursive: true, force: true });
   }
 }

@@ -21,6 +21,7 @@ export const METRICS = {
   redisErrors: 'ws_admission_redis_errors_total',
   failOpen: 'ws_admission_fail_open_total',
   oneWayStreams: 'ws_admission_one_way_streams_total',
+  phantomLeasesReleased: 'ws_admission_phantom_leases_released_total',
 } as const;
 
 export const EXPORTED_METRICS: readonly string[] = Object.values(METRICS);

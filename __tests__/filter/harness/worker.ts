@@ -13,6 +13,7 @@ export interface Settings {
   backend_cluster: string;
   admin_cluster: string;
   hosts_cache_ms: number;
+  capacity_cache_ms: number;
   rate_limit: number;
   rate_window_ms: number;
   max_connections_per_pod: number;
@@ -36,6 +37,9 @@ export function defaultSettings(redisPort: number, overrides: Partial<Settings> 
     backend_cluster: 'backend',
     admin_cluster: 'envoy_admin',
     hosts_cache_ms: 1000,
+    // Off unless a test is about it: most tests free a slot through another worker and
+    // expect the next upgrade to see it at once (the stack's default is 250).
+    capacity_cache_ms: 0,
     rate_limit: 0,
     rate_window_ms: 60000,
     max_connections_per_pod: 2,

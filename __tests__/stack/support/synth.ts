@@ -86,6 +86,7 @@ export const EVERYTHING_CHANGED: StackConfig = {
   redisFailureMode: 'closed',
   hashTag: 'chat',
   hostsCacheMs: 2000,
+  capacityCacheMs: 500,
   redisConnectTimeoutMs: 50,
   redisReadTimeoutMs: 100,
   limitAllRequests: true,
