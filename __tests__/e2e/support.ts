@@ -16,12 +16,12 @@ export function testConfig(overrides: Partial<StackConfig>): StackConfig {
 
 export async function startRig(basePort: number, config: Partial<StackConfig>, more: {
   proxies?: number; backends?: number; settingsOverrides?: { [field: string]: LuaScalar }; probeIntervalMs?: number;
-  leaseLogRotateBytes?: number;
+  leaseLogRotateBytes?: number; redisFaults?: boolean;
 } = {}): Promise<LocalRig> {
   return LocalRig.start({
     config: testConfig(config), basePort, backendsIn: 'inline', probeIntervalMs: more.probeIntervalMs ?? 1000,
     proxies: more.proxies, backends: more.backends, settingsOverrides: more.settingsOverrides,
-    leaseLogRotateBytes: more.leaseLogRotateBytes,
+    leaseLogRotateBytes: more.leaseLogRotateBytes, redisFaults: more.redisFaults,
     keepFiles: process.env.WS_E2E_KEEP === '1',
   });
 }

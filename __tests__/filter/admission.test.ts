@@ -52,6 +52,37 @@ describe('admission', () => {
     expect(statsHash(redis.cli)).toMatchObject({ admitted: 2, rejected_capacity: 1 });
   });
 
+  it('after a FULL answer refuses from the worker cache (capacity_cache_ms) without Redis, until its own release or the cache ends', async () => {
+    const cached = { max_connections_per_pod: 1, lease_ttl_ms: 5000, capacity_cache_ms: 400 };
+    const w = await fleet.worker(cached);
+    const other = await fleet.worker(cached);
+    const mine = await openSocket(w);
+    const theirs = await openSocket(other);
+    expect((await w.request(UPGRADE)).reply?.headers['x-ws-admission']).toBe('capacity');
+    expect(statsHash(redis.cli).rejected_capacity).toBe(1);
+    const evals = commandCalls(redis.cli, 'evalsha');
+    // Within the cache: the same answer and Retry-After, and no Redis call at all.
+    const r = await w.request(UPGRADE);
+    expect(r.reply?.headers[':status']).toBe('503');
+    expect(r.reply?.headers['x-ws-admission']).toBe('capacity');
+    expect(Number(r.reply?.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(commandCalls(redis.cli, 'evalsha')).toBe(evals);
+    expect(statsHash(redis.cli).rejected_capacity).toBe(1);
+    // A slot freed by another worker is not seen until the cache ends (the documented cost).
+    await other.closeHandshake(theirs.sid);
+    expect((await w.request(UPGRADE)).reply?.headers['x-ws-admission']).toBe('capacity');
+    await sleep(450);
+    const admitted = await w.request(UPGRADE);
+    expect(admitted.override?.host).toBeDefined();
+    await w.response(admitted.sid, '101');
+    // Full again; this worker's own release ends its cache at once.
+    expect((await w.request(UPGRADE)).reply?.headers['x-ws-admission']).toBe('capacity');
+    await w.closeHandshake(mine.sid);
+    expect((await w.request(UPGRADE)).override?.host).toBeDefined();
+    const counters = await w.logs();
+    expect(counters.logs.filter((l) => l.level === 'err')).toEqual([]);
+  });
+
   it('answers 429 with Retry-After and RateLimit-* headers, then refuses from the worker cache without Redis', async () => {
     const w = await fleet.worker({ rate_limit: 2, rate_window_ms: 1500, max_connections_per_pod: 100 });
     await openSocket(w);
