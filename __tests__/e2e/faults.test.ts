@@ -1,8 +1,9 @@
 // Faults through real Envoy: Redis killed and restarted empty, a backend killed, no host list file.
 import * as fs from 'fs';
+import * as net from 'net';
 import * as path from 'path';
 import { LocalRig } from '../../tools/lib/local-rig';
-import { Opened, closeFromClient, connect, echo, metrics, startRig, upgradeUntilAdmitted, waitUntil } from './support';
+import { Opened, closeFromClient, connect, echo, metrics, startRig, upgradeUntilAdmitted, statusOf, waitUntil } from './support';
 
 jest.setTimeout(120000);
 
@@ -144,6 +145,50 @@ describe('no host list file (no probe reached metrics.lua): the one-way fallback
     const t = await upgradeUntilAdmitted(rig.proxies[1].publicUrl, 3000);
     expect(t.ms).toBeLessThan(1000);
     await closeFromClient(t.opened);
+  });
+});
+
+describe('a cold worker with no host list file: one admin fetch, not one per upgrade', () => {
+  let rig: LocalRig;
+  beforeAll(async () => {
+    rig = await startRig(22200, { maxConnectionsPerPod: 100, rateLimitPerMinute: 0 }, { proxies: 1, backends: 2, probeIntervalMs: 3_600_000 });
+  });
+  afterAll(async () => rig?.stop());
+
+  // Refused, not each fetching too: every fetch makes its stream one-way (renewed on
+  // server data only), so 50 fetches would be 50 leases that can lapse while open.
+  it('50 concurrent upgrades before the first list: one fetches it, the others are admitted with it or told to retry in 1 s', async () => {
+    const adminCalls = async (): Promise<number> => {
+      const url = `http://127.0.0.1:${rig.proxies[0].adminPort}/stats?filter=^cluster\\.envoy_admin\\.upstream_rq_total$`;
+      return Number(/: (\d+)/.exec(await (await fetch(url)).text())?.[1]);
+    };
+    const before = await adminCalls();
+    expect(before).toBeGreaterThan(0);
+    fs.rmSync(path.join(rig.proxies[0].stateDir, 'hosts'), { force: true });
+    // Connections first, then every request in the same tick: all 50 reach the worker
+    // while the first one waits for the admin.
+    const port = rig.proxies[0].publicPort;
+    const sockets = await Promise.all(Array.from({ length: 50 }, () => new Promise<net.Socket>((resolve, reject) => {
+      const c = net.connect(port, '127.0.0.1', () => resolve(c));
+      c.on('error', reject);
+    })));
+    const heads = sockets.map((c) => new Promise<string>((resolve) => {
+      let got = '';
+      c.on('data', (d) => { got += d.toString('latin1'); if (got.includes('\r\n\r\n')) resolve(got); });
+      c.on('close', () => resolve(got));
+    }));
+    const request = 'GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n'
+      + 'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+    for (const c of sockets) c.write(request);
+    const answers = await Promise.all(heads);
+    for (const c of sockets) c.destroy();
+    const upgraded = answers.filter((a) => statusOf(a) === 101).length;
+    const retry = answers.filter((a) => statusOf(a) === 503 && /x-ws-admission: no_backend/i.test(a) && /retry-after: 1\r\n/i.test(a)).length;
+    expect(upgraded + retry).toBe(50);
+    expect(upgraded).toBeGreaterThanOrEqual(1);
+    // Envoy's own count of httpCalls to the admin cluster (metrics.lua's probes made some
+    // before): one more, the fetch.
+    expect(await adminCalls()).toBe(before + 1);
   });
 });
 

@@ -269,9 +269,12 @@ local function candidates(h)
   -- worker's other streams; those use the previous list rather than fetching (and
   -- yielding, which would make them one-way) too. A fetch whose stream was reset never
   -- resumes, so "in flight" ends after the admin timeout regardless.
-  if host_cache.list and host_cache.fetching_since
-    and now - host_cache.fetching_since < ADMIN_TIMEOUT_MS + 50 then
-    return host_cache.list, false
+  -- Before the worker's first list there is nothing to use meanwhile: those upgrades are
+  -- refused (503 no_backend, Retry-After 1) rather than each fetching too (at a cold start
+  -- without a file, 50 concurrent upgrades made 50 admin calls and 50 one-way streams).
+  if host_cache.fetching_since and now - host_cache.fetching_since < ADMIN_TIMEOUT_MS + 50 then
+    if host_cache.list then return host_cache.list, false end
+    return {}, false, "loading"
   end
   host_cache.fetching_since = now
   local ok, rh, body = pcall(h.httpCall, h, S.admin_cluster, {
@@ -626,9 +629,13 @@ function envoy_on_request(h)
     stats:inc("rate_limited_cached_total")
     return refuse_rate_limited(h, rate_limited_until - now)
   end
-  local pods, yielded = candidates(h)
+  local pods, yielded, loading = candidates(h)
   if #pods == 0 then
-    log_limited(h, "nohost", "warn", "ws-admission: no healthy host in cluster " .. S.backend_cluster)
+    if loading then
+      log_limited(h, "nohost", "info", "ws-admission: the worker's first host list is still being fetched; upgrade refused, retry in 1 s")
+    else
+      log_limited(h, "nohost", "warn", "ws-admission: no healthy host in cluster " .. S.backend_cluster)
+    end
     return refuse_unavailable(h, "no_backend", 1000, "no backend available\n")
   end
   -- The same list object: the host cache keeps it until the list is refreshed, and a
