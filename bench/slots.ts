@@ -36,8 +36,8 @@ async function admittedAfter(url: string, limitMs: number): Promise<{ ms: number
 
 export async function run(): Promise<Record<string, unknown>> {
   const rig = await LocalRig.start({
-    config: loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, idleTimeoutSeconds: 2, renewIntervalSeconds: 1, leaseTtlSeconds: 8 } }),
-    basePort: 23000, backends: 1, backendsIn: 'inline', probeIntervalMs: 1000,
+    config: loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, capacityCacheMs: 0, idleTimeoutSeconds: 2, renewIntervalSeconds: 1, leaseTtlSeconds: 8 } }),
+    basePort: 24000, backends: 1, backendsIn: 'inline', probeIntervalMs: 1000,
   });
   const id = rig.backendIds[0];
   const ends: Record<string, (ws: WebSocket) => Promise<void>> = {

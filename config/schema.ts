@@ -53,6 +53,7 @@ export interface StackConfig {
   readonly externalRedisPort: number;
   readonly externalRedisTls: boolean;
   readonly externalRedisPasswordSecret: string;
+  readonly externalRedisUsername: string;
   readonly nlbScheme: NlbScheme;
   readonly nlbProxyProtocol: boolean;
   readonly nlbSetIdleTimeout: boolean;
@@ -255,6 +256,11 @@ export const FIELDS: readonly FieldSpec[] = [
   {
     key: 'externalRedisPasswordSecret', kind: 'dns1123Label', default: '', optional: true,
     description: 'Existing Secret (key `password`) holding the external Redis AUTH token; empty = no AUTH.',
+  },
+  {
+    key: 'externalRedisUsername', kind: 'string', default: '', optional: true,
+    description: 'ACL user name of the external Redis AUTH (ElastiCache RBAC user); empty = AUTH with the token alone.',
+    pattern: { re: /^[A-Za-z0-9_.-]{1,64}$/, says: '1-64 letters, digits, "_", "." or "-"' },
   },
   {
     key: 'nlbScheme', kind: 'enum', default: 'internet-facing', values: ['internet-facing', 'internal'],

@@ -14,6 +14,11 @@ export interface RedisEndpoint {
   /** False: no AUTH (`redis_password_file = ""`). */
   readonly auth: boolean;
   /**
+   * ACL user of the AUTH (`redis_username`).
+   * @default '' (AUTH with the password alone: Redis's `default` user)
+   */
+  readonly username?: string;
+  /**
    * Where the password file is mounted.
    * @default REDIS_PASSWORD_FILE
    */
@@ -38,6 +43,7 @@ export function filterSettings(c: StackConfig, redis: RedisEndpoint): ReadonlyAr
     ['redis_host', redis.host],
     ['redis_port', redis.port],
     ['redis_password_file', redis.auth ? redis.passwordFile ?? REDIS_PASSWORD_FILE : ''],
+    ['redis_username', redis.auth ? redis.username ?? '' : ''],
     ['redis_tls', redis.tls],
     ['redis_connect_timeout_ms', c.redisConnectTimeoutMs],
     ['redis_read_timeout_ms', c.redisReadTimeoutMs],

@@ -177,10 +177,16 @@ export function crossFieldProblems(c: StackConfig): string[] {
         'Fix: set nlbScheme to "internal", or leave exposeMetricsOnNlb false and scrape through the ws-envoy-metrics Service.',
     );
   }
-  if (c.externalRedisHost === '' && (c.externalRedisTls || c.externalRedisPasswordSecret !== '')) {
+  if (c.externalRedisHost === '' && (c.externalRedisTls || c.externalRedisPasswordSecret !== '' || c.externalRedisUsername !== '')) {
     out.push(
-      `externalRedisTls / externalRedisPasswordSecret apply only to an external Redis, but externalRedisHost is empty. ` +
-        'Fix: set externalRedisHost, or leave those two at their defaults for the in-cluster Redis.',
+      `externalRedisTls / externalRedisPasswordSecret / externalRedisUsername apply only to an external Redis, but externalRedisHost is empty. ` +
+        'Fix: set externalRedisHost, or leave those at their defaults for the in-cluster Redis.',
+    );
+  }
+  if (c.externalRedisUsername !== '' && c.externalRedisPasswordSecret === '') {
+    out.push(
+      `externalRedisUsername is set (${JSON.stringify(c.externalRedisUsername)}) but externalRedisPasswordSecret is empty: an ACL user needs its password. ` +
+        'Fix: set externalRedisPasswordSecret to the Secret holding that user\'s password, or clear externalRedisUsername.',
     );
   }
   // The stack's own Services: a backend Service of the same name would make the apply fail

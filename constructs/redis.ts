@@ -4,6 +4,7 @@ import { NetworkPolicyV1 } from '@cdktf/provider-kubernetes/lib/network-policy-v
 import { SecretV1 } from '@cdktf/provider-kubernetes/lib/secret-v1';
 import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
 import { Password } from '@cdktf/provider-random/lib/password';
+import { Fn } from 'cdktf';
 import { Construct } from 'constructs';
 import { imageProblem } from '../config/validate';
 import { NAMES, REDIS_SELECTOR, componentLabels } from './names';
@@ -12,6 +13,63 @@ import { ResourceSpec, containerSecurityContext, podSecurityContext, resources }
 export const REDIS_PORT = 6379;
 /** uid/gid of the `redis` user in the official images. */
 const REDIS_UID = 999;
+
+/** The ACL user of the proxies: their keys and their commands only. */
+export const REDIS_PROXY_USER = 'ws-proxy';
+/** The ACL user of the probe and of an operator's `redis-cli` (every key and command). */
+export const REDIS_ADMIN_USER = 'ws-admin';
+/**
+ * Every command the proxies send or their scripts call (lua/redis/*.lua,
+ * lua/envoy/{filter,metrics,drain,lease_log,request_rate,conn_inventory}.lua): Redis
+ * checks a script's own calls against the caller's ACL too. The end-to-end tests run
+ * the real Envoy against a Redis with exactly this ACL.
+ */
+export const REDIS_PROXY_COMMANDS = [
+  'ping', 'script|load', 'evalsha', 'time',
+  'del', 'exists', 'pexpire',
+  'hdel', 'hget', 'hgetall', 'hincrby', 'hset',
+  'sadd', 'smembers', 'srem',
+  'zadd', 'zcard', 'zcount', 'zrange', 'zrangebyscore', 'zrem', 'zremrangebyscore', 'zscore',
+] as const;
+
+export interface RedisConfOptions {
+  readonly port: number;
+  readonly bind: string;
+  readonly maxMemory: string;
+  readonly dir: string;
+  /** Keys of the proxy user: `{<hashTag>}:*` (config: hashTag has no glob character). */
+  readonly hashTag: string;
+  readonly proxyPassword: string;
+  readonly adminPassword: string;
+}
+
+/**
+ * redis.conf of the stack's Redis (also the local rig's): no persistence, `noeviction`,
+ * the `default` user off, the proxies' user limited to their keys and commands.
+ * Passwords must be alphanumeric (they stand unquoted in the file).
+ */
+export function redisConf(o: RedisConfOptions): string {
+  for (const [name, v] of [['proxyPassword', o.proxyPassword], ['adminPassword', o.adminPassword]] as const) {
+    // Terraform tokens (`${...}`) pass: the value is generated alphanumeric.
+    if (!/^[A-Za-z0-9]+$/.test(v) && !/^\$\{.*\}$/.test(v)) throw new Error(`redisConf: ${name} must be alphanumeric`);
+  }
+  return [
+    `port ${o.port}`,
+    `bind ${o.bind}`,
+    'protected-mode yes',
+    `maxmemory ${o.maxMemory}`,
+    'maxmemory-policy noeviction',
+    // No persistence: the filter re-registers live leases on renewal after a restart.
+    'save ""',
+    'appendonly no',
+    `dir ${o.dir}`,
+    // Nobody connects as `default`: an AUTH without a user name fails.
+    'user default off',
+    `user ${REDIS_PROXY_USER} on >${o.proxyPassword} resetkeys ~{${o.hashTag}}:* resetchannels -@all ${REDIS_PROXY_COMMANDS.map((c) => '+' + c).join(' ')}`,
+    `user ${REDIS_ADMIN_USER} on >${o.adminPassword} ~* &* +@all`,
+    '',
+  ].join('\n');
+}
 
 export interface RedisProps {
   /** Namespace of every object. */
@@ -33,6 +91,11 @@ export interface RedisProps {
    */
   readonly maxMemory?: string;
   /**
+   * The filter's Redis key hash tag (config hashTag): the proxy user's keys.
+   * @default 'ws'
+   */
+  readonly hashTag?: string;
+  /**
    * Container resources.
    * @default - 100m/256Mi requested, 1 CPU/256Mi limit
    */
@@ -45,9 +108,11 @@ export interface RedisProps {
  * Service, a generated password in a Secret, and a NetworkPolicy that lets only the
  * Envoy pods reach port 6379.
  *
- * The password never appears in the pod spec: the Secret carries a complete
- * `redis.conf` (with `requirepass`) mounted as a file, and the probe reads it through
- * `REDISCLI_AUTH` from a secretKeyRef.
+ * Two ACL users, the `default` user off: `ws-proxy` (the proxies: their `{tag}:*` keys
+ * and the commands of REDIS_PROXY_COMMANDS only) and `ws-admin` (the probe, operators).
+ * Passwords never appear in the pod spec: the Secret carries a complete `redis.conf`
+ * mounted as a file, and the probe reads the admin password through `REDISCLI_AUTH`
+ * from a secretKeyRef.
  */
 export class Redis extends Construct {
   public readonly serviceName: string;
@@ -80,29 +145,22 @@ export class Redis extends Construct {
 
     // Alphanumeric only: the value goes into redis.conf unquoted and into a file read by Lua.
     const password = new Password(this, 'password', { length: 40, special: false });
-
-    const redisConfLines = (requirepass: string) => [
-      `port ${REDIS_PORT}`,
-      'bind 0.0.0.0',
-      'protected-mode yes',
-      `maxmemory ${props.maxMemory ?? '192mb'}`,
-      'maxmemory-policy noeviction',
-      // No persistence: the filter re-registers live leases on renewal after a restart.
-      'save ""',
-      'appendonly no',
-      'dir /data',
-      `requirepass ${requirepass}`,
-      '',
-    ].join('\n');
-    const redisConf = redisConfLines(password.result);
-    // Hash of the settings (the password itself is a Terraform value, and stable):
-    // a changed redis.conf rolls the Redis pod.
-    const confChecksum = createHash('sha256').update(redisConfLines('<password>')).digest('hex');
+    const adminPassword = new Password(this, 'admin-password', { length: 40, special: false });
+    const confWith = (proxyPassword: string, adminPass: string) => redisConf({
+      port: REDIS_PORT, bind: '0.0.0.0', maxMemory: props.maxMemory ?? '192mb', dir: '/data', hashTag: props.hashTag ?? 'ws',
+      proxyPassword, adminPassword: adminPass,
+    });
+    const conf = confWith(password.result, adminPassword.result);
+    // The file's settings and its passwords (hashed by Terraform): a new password rolls
+    // the pod too. A hash of the settings alone let a rotated password change the Secret
+    // but never restart Redis, which reads it only at start.
+    const settingsHash = createHash('sha256').update(confWith('PROXYPASSWORD', 'ADMINPASSWORD')).digest('hex');
+    const confChecksum = Fn.sha256(`${settingsHash}:${password.result}:${adminPassword.result}`);
 
     this.secret = new SecretV1(this, 'secret', {
       metadata: { name: NAMES.redisSecret, namespace: props.namespace, labels },
       type: 'Opaque',
-      data: { password: password.result, 'redis.conf': redisConf },
+      data: { password: password.result, 'admin-password': adminPassword.result, 'redis.conf': conf },
     });
 
     this.deployment = new DeploymentV1(this, 'deployment', {
@@ -128,15 +186,16 @@ export class Redis extends Construct {
                 command: ['redis-server'],
                 args: ['/etc/redis/redis.conf'],
                 port: [{ name: 'redis', containerPort: REDIS_PORT, protocol: 'TCP' }],
+                // For the probe and `kubectl exec ... redis-cli --user ws-admin`.
                 env: [
-                  { name: 'REDISCLI_AUTH', valueFrom: { secretKeyRef: { name: NAMES.redisSecret, key: 'password' } } },
+                  { name: 'REDISCLI_AUTH', valueFrom: { secretKeyRef: { name: NAMES.redisSecret, key: 'admin-password' } } },
                 ],
                 resources: resources(
                   props.resources ?? { cpuRequest: '100m', memoryRequest: '256Mi', cpuLimit: '1', memoryLimit: '256Mi' },
                 ),
                 securityContext: containerSecurityContext(),
                 readinessProbe: {
-                  exec: { command: ['sh', '-c', 'redis-cli -h 127.0.0.1 ping | grep -q PONG'] },
+                  exec: { command: ['sh', '-c', `redis-cli --user ${REDIS_ADMIN_USER} -h 127.0.0.1 ping | grep -q PONG`] },
                   periodSeconds: 5,
                   timeoutSeconds: 2,
                   failureThreshold: 3,

@@ -13,7 +13,7 @@ import { FilterConfig } from './filter-config';
 import { Monitoring } from './monitoring';
 import { ENVOY_SELECTOR, NAMES, PART_OF } from './names';
 import { Nlb } from './nlb';
-import { Redis } from './redis';
+import { REDIS_PROXY_USER, Redis } from './redis';
 import { configureRemoteState } from './remote-state';
 import { SampleBackend } from './sample-backend';
 
@@ -89,11 +89,15 @@ export class WsAdmissionStack extends TerraformStack {
         image: c.redisImage,
         replicas: c.redisReplicas,
         clientSelector: ENVOY_SELECTOR,
+        hashTag: c.hashTag,
       });
       // Fully qualified, with the trailing dot: the filter resolves it on an Envoy worker
       // (getaddrinfo has no timeout), and with the pod's `ndots:5` a name of 4 dots is
       // first tried under every search domain, each a DNS round trip that stalls the worker.
-      redisEndpoint = { host: `${NAMES.redis}.${c.namespace}.svc.cluster.local.`, port: this.redis.port, tls: false, auth: true };
+      redisEndpoint = {
+        host: `${NAMES.redis}.${c.namespace}.svc.cluster.local.`, port: this.redis.port, tls: false, auth: true,
+        username: REDIS_PROXY_USER,
+      };
       redisPassword = { secretName: this.redis.secretName, key: 'password' };
     } else {
       redisEndpoint = {
@@ -101,6 +105,7 @@ export class WsAdmissionStack extends TerraformStack {
         port: c.externalRedisPort,
         tls: c.externalRedisTls,
         auth: c.externalRedisPasswordSecret !== '',
+        username: c.externalRedisUsername,
       };
       redisPassword = c.externalRedisPasswordSecret !== '' ? { secretName: c.externalRedisPasswordSecret, key: 'password' } : undefined;
     }

@@ -97,7 +97,7 @@ export async function main(): Promise<number> {
     return 2;
   }
   const x = JSON.parse(fs.readFileSync(expectFile, 'utf8')) as Expectations;
-  const password = fs.readFileSync(path.join(root, '.e2e', 'redis', 'password'), 'utf8').trim();
+  const password = fs.readFileSync(path.join(root, '.e2e', 'redis', 'admin-password'), 'utf8').trim();
   const report = new Report();
   const [a, b] = x.proxies;
   const proxyFor = (i: number) => x.proxies[i % x.proxies.length];
@@ -120,7 +120,7 @@ export async function main(): Promise<number> {
       });
       report.check(`${p.name} ready`, true, `${x.backendReplicas} backends healthy, Redis up, ${m.names.length} metric families`);
     }
-    const redis = new Redis({ host: '127.0.0.1', port: 16379, password, lazyConnect: true, maxRetriesPerRequest: 1 });
+    const redis = new Redis({ host: '127.0.0.1', port: 16379, username: 'ws-admin', password, lazyConnect: true, maxRetriesPerRequest: 1 });
     await redis.connect();
     await redis.flushall();
     await redis.quit();

@@ -4,7 +4,9 @@
  *   .e2e/envoy/envoy.yaml          buildEnvoyBootstrap + bootstrapToYaml (envoy/)
  *   .e2e/envoy/lua/settings.lua    renderSettingsLua (config/settings.ts)
  *   .e2e/envoy/lua/<name>.lua      collectLuaFiles(lua/envoy, lua/redis), as the ConfigMap holds them
- *   .e2e/redis/password            a random Redis password (Envoy reads it, Redis requires it)
+ *   .e2e/redis/password            a random password of the proxies' Redis user (ws-proxy)
+ *   .e2e/redis/admin-password      a random password of the admin user (probe, check)
+ *   .e2e/redis/redis.conf          the stack's redis.conf (constructs/redis.ts) with both
  *   .e2e/expect.json               the limits, for e2e/check.ts
  *
  * Limits are small so the check can reach them quickly: 2 connections per pod,
@@ -19,6 +21,7 @@ import { renderSettingsLua } from '../config/settings';
 import { buildEnvoyBootstrap } from '../envoy/bootstrap';
 import { bootstrapToYaml } from '../envoy/yaml';
 import { DEFAULT_LUA_DIRS, collectLuaFiles } from '../constructs/filter-config';
+import { REDIS_PROXY_USER, redisConf } from '../constructs/redis';
 
 /** Compose service names, as DNS names inside the compose network. */
 export const E2E_HOSTS = { redis: 'redis', backend: 'backend' } as const;
@@ -70,14 +73,23 @@ export function generate(outDir: string): string[] {
     maxStreamDurationSeconds: c.maxStreamDurationSeconds,
   });
   write('envoy/envoy.yaml', bootstrapToYaml(bootstrap));
-  write('envoy/lua/settings.lua', renderSettingsLua(c, { host: E2E_HOSTS.redis, port: 6379, tls: false, auth: true }));
+  write('envoy/lua/settings.lua', renderSettingsLua(c, { host: E2E_HOSTS.redis, port: 6379, tls: false, auth: true, username: REDIS_PROXY_USER }));
   for (const f of collectLuaFiles(DEFAULT_LUA_DIRS)) write(`envoy/lua/${f.name}`, f.content);
 
   // Kept across runs so a running Redis and a regenerated config agree. Readable by
   // the non-root Envoy user through the bind mount: this is a local test kit.
-  const pw = path.join(outDir, 'redis', 'password');
-  if (!fs.existsSync(pw)) write('redis/password', randomBytes(24).toString('hex'));
-  else written.push('redis/password');
+  const keep = (rel: string): string => {
+    const p = path.join(outDir, rel);
+    if (!fs.existsSync(p)) write(rel, randomBytes(24).toString('hex'));
+    else written.push(rel);
+    return fs.readFileSync(p, 'utf8').trim();
+  };
+  const proxyPassword = keep('redis/password');
+  const adminPassword = keep('redis/admin-password');
+  // The stack's own redis.conf: the default user off, the proxies' ACL user.
+  write('redis/redis.conf', redisConf({
+    port: 6379, bind: '0.0.0.0', maxMemory: '192mb', dir: '/data', hashTag: c.hashTag, proxyPassword, adminPassword,
+  }));
 
   const expect: Expectations = {
     maxConnectionsPerPod: c.maxConnectionsPerPod,

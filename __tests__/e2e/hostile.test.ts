@@ -9,7 +9,9 @@ let rig: LocalRig;
 let port: number;
 
 beforeAll(async () => {
-  rig = await startRig(21500, { maxConnectionsPerPod: 1, rateLimitPerMinute: 0 }, { backends: 2, proxies: 1 });
+  // capacityCacheMs 0: each request here must reach Redis (a refusal cached from the
+  // previous one would answer in its place).
+  rig = await startRig(21500, { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, capacityCacheMs: 0 }, { backends: 2, proxies: 1 });
   port = rig.proxies[0].publicPort;
 });
 afterAll(async () => rig?.stop());

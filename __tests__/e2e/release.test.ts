@@ -16,7 +16,9 @@ let rig: LocalRig;
 let backend: string;
 
 beforeAll(async () => {
-  rig = await startRig(21200, { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, idleTimeoutSeconds: IDLE_S, renewIntervalSeconds: 1, leaseTtlSeconds: 8 }, {
+  // capacityCacheMs 0: these tests time the release paths; a worker's "full until" cache
+  // would add up to its length to what a retrying client sees.
+  rig = await startRig(21200, { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, capacityCacheMs: 0, idleTimeoutSeconds: IDLE_S, renewIntervalSeconds: 1, leaseTtlSeconds: 8 }, {
     backends: 1,
     // Seconds instead of minutes, so "several lease TTLs" fit in a test.
     settingsOverrides: { lease_ttl_ms: LEASE_TTL_MS, renew_interval_ms: RENEW_MS },

@@ -80,6 +80,6 @@ describe('settings.lua validation', () => {
     expect(r.state).toBe('done');
     const errs = await errorsOf(w);
     expect(errs).toContain('ws-admission: settings.backend_cluster is missing (want string)');
-    expect(errs.filter((e) => e.includes('is missing'))).toHaveLength(20); // every field of docs/internals.md
+    expect(errs.filter((e) => e.includes('is missing'))).toHaveLength(21); // every field of docs/internals.md
   });
 });

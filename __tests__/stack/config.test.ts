@@ -320,7 +320,14 @@ describe('rules across fields', () => {
   });
   it('refuses external Redis options without externalRedisHost', () => {
     expect(bad({ externalRedisTls: true })).toThrow(
-      'externalRedisTls / externalRedisPasswordSecret apply only to an external Redis, but externalRedisHost is empty.',
+      'externalRedisTls / externalRedisPasswordSecret / externalRedisUsername apply only to an external Redis, but externalRedisHost is empty.',
     );
+    expect(bad({ externalRedisUsername: 'app' })).toThrow('apply only to an external Redis');
+  });
+  it('refuses an external Redis user name without its password Secret', () => {
+    expect(bad({ externalRedisHost: 'redis.example.com', externalRedisUsername: 'app' })).toThrow(
+      'externalRedisUsername is set ("app") but externalRedisPasswordSecret is empty: an ACL user needs its password. Fix: set externalRedisPasswordSecret',
+    );
+    expect(bad({ externalRedisHost: 'redis.example.com', externalRedisUsername: 'a b', externalRedisPasswordSecret: 's' })).toThrow('externalRedisUsername');
   });
 });

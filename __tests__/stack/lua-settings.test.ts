@@ -75,7 +75,7 @@ describe('settings.lua', () => {
 
   it('parses with LuaJIT in an empty environment and returns the configured values', () => {
     const t = evalTable(text);
-    expect(Object.keys(t)).toHaveLength(20);
+    expect(Object.keys(t)).toHaveLength(21);
     expect(t.max_connections_per_pod).toEqual({ type: 'number', value: '2' });
     expect(t.rate_limit).toEqual({ type: 'number', value: '60' });
     expect(t.rate_window_ms).toEqual({ type: 'number', value: '60000' });

@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import { TerraformStack, Testing } from 'cdktf';
-import { Redis } from '../../constructs/redis';
+import { REDIS_PROXY_COMMANDS, Redis } from '../../constructs/redis';
 import { DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
 import { DASHBOARD_FILE } from '../../constructs/monitoring';
 import { ENVOY_RELEASE } from '../../envoy/release';
@@ -42,7 +42,7 @@ describe('default profile (repository lua/)', () => {
     const text = JSON.stringify(json);
     const interpolations = text.match(/(?<!\$)\$\{[^}]*\}/g) ?? [];
     for (const i of interpolations) {
-      expect(i).toMatch(/^\$\{(data\.aws_eks_cluster|kubernetes_[a-z0-9_]+\.|random_password\.|try\(kubernetes_service_v1\.|base64decode\(data\.aws_eks_cluster\.)/);
+      expect(i).toMatch(/^\$\{(data\.aws_eks_cluster|kubernetes_[a-z0-9_]+\.|random_password\.|try\(kubernetes_service_v1\.|base64decode\(data\.aws_eks_cluster\.|sha256\(\\"[0-9a-f]{64}:\$\{random_password\.)/);
     }
     expect(text.match(/(?<!%)%\{/g)).toBeNull();
     const dash = byName(json, 'kubernetes_config_map_v1', 'ws-admission-dashboard').data['ws-admission.json'];
@@ -220,12 +220,15 @@ describe('default profile', () => {
     expect(c.command).toEqual(['redis-server']);
     expect(c.args).toEqual(['/etc/redis/redis.conf']);
     expect(JSON.stringify(c)).not.toMatch(/random_password/);
-    expect(c.env).toEqual([{ name: 'REDISCLI_AUTH', value_from: { secret_key_ref: { name: 'ws-redis-auth', key: 'password' } } }]);
-    expect(c.readiness_probe.exec.command).toEqual(['sh', '-c', 'redis-cli -h 127.0.0.1 ping | grep -q PONG']);
+    expect(c.env).toEqual([{ name: 'REDISCLI_AUTH', value_from: { secret_key_ref: { name: 'ws-redis-auth', key: 'admin-password' } } }]);
+    expect(c.readiness_probe.exec.command).toEqual(['sh', '-c', 'redis-cli --user ws-admin -h 127.0.0.1 ping | grep -q PONG']);
     expect(c.liveness_probe.tcp_socket).toEqual([{ port: '6379' }]);
     expect(redis.spec.template.spec.security_context.run_as_user).toBe('999');
     expect(redis.spec.template.spec.volume.map((v: Json) => v.name)).toEqual(['config', 'data']);
-    expect(redis.spec.template.metadata.annotations['checksum/config']).toMatch(/^[0-9a-f]{64}$/);
+    // The settings' hash and both passwords, hashed by Terraform.
+    expect(redis.spec.template.metadata.annotations['checksum/config']).toMatch(
+      /^\$\{sha256\("[0-9a-f]{64}:\$\{random_password\.redis_password_[0-9A-F]+\.result\}:\$\{random_password\.redis_admin-password_[0-9A-F]+\.result\}"\)\}$/,
+    );
   });
 
   it('rolls Redis when its settings change', () => {
@@ -240,13 +243,30 @@ describe('default profile', () => {
     expect(sum(otherJson)).not.toBe(sum(json));
   });
 
-  it('generates the Redis password and keeps it in the Secret only', () => {
+  it('rolls Redis when a password changes (the checksum covers both passwords)', () => {
+    const sum: string = byName(json, 'kubernetes_deployment_v1', 'ws-redis').spec.template.metadata.annotations['checksum/config'];
+    const secret = byName(json, 'kubernetes_secret_v1', 'ws-redis-auth');
+    expect(sum).toContain(secret.data.password);
+    expect(sum).toContain(secret.data['admin-password']);
+  });
+
+  it('generates the Redis passwords and keeps them in the Secret only: the default user off, the proxies\' user limited', () => {
     expect(Testing.toHaveResourceWithProperties(text, 'random_password', { length: 40, special: false })).toBe(true);
     const secret = byName(json, 'kubernetes_secret_v1', 'ws-redis-auth');
-    expect(secret.data.password).toMatch(/^\$\{random_password\.[^.]+\.result\}$/);
-    expect(secret.data['redis.conf']).toContain('requirepass ${random_password.');
-    expect(secret.data['redis.conf']).toContain('save ""');
-    expect(secret.data['redis.conf']).toContain('maxmemory-policy noeviction');
+    expect(secret.data.password).toMatch(/^\$\{random_password\.redis_password_[0-9A-F]+\.result\}$/);
+    expect(secret.data['admin-password']).toMatch(/^\$\{random_password\.redis_admin-password_[0-9A-F]+\.result\}$/);
+    const conf: string = secret.data['redis.conf'];
+    expect(conf).not.toContain('requirepass');
+    expect(conf.split('\n').filter((l) => l.startsWith('user '))).toEqual([
+      'user default off',
+      `user ws-proxy on >${secret.data.password} resetkeys ~{ws}:* resetchannels -@all ${REDIS_PROXY_COMMANDS.map((x) => '+' + x).join(' ')}`,
+      `user ws-admin on >${secret.data['admin-password']} ~* &* +@all`,
+    ]);
+    expect(conf).toContain('save ""');
+    expect(conf).toContain('maxmemory-policy noeviction');
+    // The filter authenticates as the proxies' user.
+    const settings = byName(json, 'kubernetes_config_map_v1', 'ws-envoy-config').data['settings.lua'];
+    expect(settings).toContain('redis_username = "ws-proxy",');
   });
 
   it('lets only the Envoy pods reach Redis on 6379', () => {

@@ -50,7 +50,11 @@ describe('e2e kit (Docker does not run here: this checks the files, not the cont
       expect(side.volumes).toContain(state);
       expect(side.environment?.WS_ENVOY_ADMIN).toBe('127.0.0.1:9000');
     }
-    expect(compose.services.redis.command!.join(' ')).toContain('--requirepass');
+    // The stack's redis.conf: the proxies' ACL user, the default user off.
+    expect(compose.services.redis.command).toEqual(['redis-server', '/etc/redis/redis.conf']);
+    const conf = fs.readFileSync(path.join(out, 'redis', 'redis.conf'), 'utf8');
+    expect(conf).toContain('user default off\n');
+    expect(conf).toContain(`user ws-proxy on >${fs.readFileSync(path.join(out, 'redis', 'password'), 'utf8').trim()} `);
     expect(Object.keys(compose.services)).toEqual(expect.arrayContaining(Object.values(E2E_HOSTS)));
   });
 

@@ -58,7 +58,8 @@ function M.encode(cmd)
 end
 
 --- Creates a client. Nothing is connected until the first call.
--- opts: host, port, password_file ("" = no AUTH), tls (boolean), ca_file (TLS trust;
+-- opts: host, port, password_file ("" = no AUTH), username (ACL user; "" = AUTH with the
+--       password alone, the `default` user), tls (boolean), ca_file (TLS trust;
 --       default WS_REDIS_CA_FILE, else the system bundle),
 --       connect_timeout_ms, read_timeout_ms, scripts_dir (where <name>.lua Redis scripts live)
 function M.new(opts)
@@ -66,6 +67,7 @@ function M.new(opts)
     host = opts.host,
     port = opts.port,
     password_file = opts.password_file or "",
+    username = opts.username or "",
     tls = opts.tls or false,
     ca_file = opts.ca_file or os.getenv("WS_REDIS_CA_FILE") or "/etc/ssl/certs/ca-certificates.crt",
     connect_timeout = (opts.connect_timeout_ms or 100) / 1000,
@@ -252,7 +254,8 @@ function Client:connect()
       self:close()
       return nil, perr
     end
-    local r, aerr = self:_roundtrip({ { "AUTH", password } })
+    local auth = self.username ~= "" and { "AUTH", self.username, password } or { "AUTH", password }
+    local r, aerr = self:_roundtrip({ auth })
     if not r then return nil, aerr end
     if M.is_error(r[1]) then
       self:close()

@@ -23,6 +23,8 @@ local FIELDS = {
   redis_host = { "string", function(v) return v ~= "" and not v:find("[%s%c]") end, "a host name or address" },
   redis_port = { "integer", function(v) return v >= 1 and v <= 65535 end, "an integer from 1 to 65535" },
   redis_password_file = { "string", function() return true end, "a file path or \"\"" },
+  redis_username = { "string", function(v) return #v <= 64 and v:match("^[%w_.-]*$") ~= nil end,
+    "an ACL user name (letters, digits, _ . -, at most 64) or \"\"" },
   redis_tls = { "boolean" },
   redis_connect_timeout_ms = { "integer", function(v) return v >= 1 and v <= 10000 end, "an integer from 1 to 10000" },
   redis_read_timeout_ms = { "integer", function(v) return v >= 1 and v <= 10000 end, "an integer from 1 to 10000" },
@@ -101,7 +103,7 @@ end
 -- drain.lua talk to Redis alike). scripts_dir: where the Redis scripts are (WS_LUA_DIR).
 function M.redis_options(S, scripts_dir)
   return {
-    host = S.redis_host, port = S.redis_port, password_file = S.redis_password_file,
+    host = S.redis_host, port = S.redis_port, password_file = S.redis_password_file, username = S.redis_username,
     tls = S.redis_tls, connect_timeout_ms = S.redis_connect_timeout_ms,
     read_timeout_ms = S.redis_read_timeout_ms, scripts_dir = scripts_dir,
   }

@@ -24,6 +24,7 @@ import { LuaScalar, luaReturnTable } from '../../config/lua';
 import { StackConfig } from '../../config/schema';
 import { filterSettings, RedisEndpoint } from '../../config/settings';
 import { DEFAULT_LUA_DIRS, collectLuaFiles } from '../../constructs/filter-config';
+import { REDIS_ADMIN_USER, REDIS_PROXY_USER, redisConf } from '../../constructs/redis';
 import { buildEnvoyBootstrap, EnvoyLayout, envoyArgs } from '../../envoy/bootstrap';
 import { bootstrapToYaml } from '../../envoy/yaml';
 import { BackendCounts, EchoBackends, backendAddress } from './echo-backend';
@@ -104,7 +105,7 @@ export function localLayout(basePort: number, index: number, workDir: string): E
 export function localRedis(basePort: number, workDir: string, viaFaultProxy = false): RedisEndpoint {
   return {
     host: LOOPBACK, port: viaFaultProxy ? basePort + 3 : basePort, tls: false, auth: true,
-    passwordFile: path.join(workDir, 'redis-password'),
+    passwordFile: path.join(workDir, 'redis-password'), username: REDIS_PROXY_USER,
   };
 }
 
@@ -189,7 +190,9 @@ export class LocalRig {
   readonly workDir: string;
   readonly proxies: LocalProxy[] = [];
   readonly backendIds: string[];
+  /** The proxies' password (ACL user ws-proxy); the rig's own calls use the admin user. */
   readonly redisPassword: string;
+  private readonly redisAdminPassword: string;
   readonly backendControl: string;
   /** Between the proxies and Redis, with `redisFaults`. */
   redisFaults: FaultProxy | undefined;
@@ -205,7 +208,9 @@ export class LocalRig {
   private constructor(readonly options: LocalRigOptions, workDir: string) {
     this.basePort = options.basePort ?? DEFAULT_BASE_PORT;
     this.workDir = workDir;
-    this.redisPassword = randomBytes(18).toString('base64url');
+    // Alphanumeric, as the stack's generated passwords (redisConf).
+    this.redisPassword = randomBytes(18).toString('hex');
+    this.redisAdminPassword = randomBytes(18).toString('hex');
     this.backendIds = Array.from({ length: options.backends ?? 3 }, (_, i) => `${backendAddress(i)}:${this.basePort + 2}`);
     this.backendControl = `http://${LOOPBACK}:${this.basePort + 1}`;
   }
@@ -339,11 +344,12 @@ export class LocalRig {
 
   private async startRedis(redisServer: string): Promise<void> {
     const conf = path.join(this.workDir, 'redis.conf');
-    // The password in a file of the rig, never on a command line.
-    fs.writeFileSync(conf, [
-      `port ${this.basePort}`, `bind ${LOOPBACK}`, `requirepass ${this.redisPassword}`,
-      'save ""', 'appendonly no', `dir ${this.workDir}`, 'protected-mode yes',
-    ].join('\n') + '\n', { mode: 0o600 });
+    // The stack's own redis.conf (ACL users included), on loopback; passwords in a file of
+    // the rig, never on a command line.
+    fs.writeFileSync(conf, redisConf({
+      port: this.basePort, bind: LOOPBACK, maxMemory: '192mb', dir: this.workDir, hashTag: this.options.config.hashTag,
+      proxyPassword: this.redisPassword, adminPassword: this.redisAdminPassword,
+    }), { mode: 0o600 });
     this.redis = this.spawnLogged('redis', redisServer, [conf], process.env);
     await this.waitFor('redis', async () => (await this.redisCli('PING')).trim() === 'PONG', 10000, this.redis);
   }
@@ -351,8 +357,8 @@ export class LocalRig {
   /** Runs one Redis command (redis-cli, password through the environment). */
   async redisCli(...args: string[]): Promise<string> {
     return new Promise((resolve) => {
-      const c = spawn('redis-cli', ['-h', LOOPBACK, '-p', String(this.basePort), '--no-auth-warning', ...args], {
-        env: { ...process.env, REDISCLI_AUTH: this.redisPassword }, stdio: ['ignore', 'pipe', 'pipe'],
+      const c = spawn('redis-cli', ['-h', LOOPBACK, '-p', String(this.basePort), '--user', REDIS_ADMIN_USER, '--no-auth-warning', ...args], {
+        env: { ...process.env, REDISCLI_AUTH: this.redisAdminPassword }, stdio: ['ignore', 'pipe', 'pipe'],
       });
       let out = '';
       c.stdout.on('data', (d) => (out += d));

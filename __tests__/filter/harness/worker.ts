@@ -22,6 +22,7 @@ export interface Settings {
   redis_host: string;
   redis_port: number;
   redis_password_file: string;
+  redis_username: string;
   redis_tls: boolean;
   redis_connect_timeout_ms: number;
   redis_read_timeout_ms: number;
@@ -48,6 +49,7 @@ export function defaultSettings(redisPort: number, overrides: Partial<Settings> 
     redis_host: '127.0.0.1',
     redis_port: redisPort,
     redis_password_file: '',
+    redis_username: '',
     redis_tls: false,
     redis_connect_timeout_ms: 200,
     redis_read_timeout_ms: 200,

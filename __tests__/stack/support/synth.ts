@@ -95,6 +95,7 @@ export const EVERYTHING_CHANGED: StackConfig = {
   externalRedisPort: 6380,
   externalRedisTls: true,
   externalRedisPasswordSecret: 'elasticache-auth',
+  externalRedisUsername: 'ws-proxy-user',
   nlbScheme: 'internal',
   nlbProxyProtocol: true,
   nlbSetIdleTimeout: false,
