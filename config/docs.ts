@@ -15,6 +15,7 @@ function defaultText(f: FieldSpec): string {
     // An empty code span renders as two stray backticks.
     return pairs.length === 0 ? '(none)' : '`' + pairs.join(',') + '`';
   }
+  if (Array.isArray(f.default)) return f.default.length === 0 ? '(empty)' : '`' + f.default.join(',') + '`';
   if (f.default === '') return '(empty)';
   return '`' + String(f.default) + '`';
 }
@@ -29,6 +30,8 @@ function typeText(f: FieldSpec): string {
       return (f.values ?? []).map((v) => `\`${v}\``).join(' | ');
     case 'labels':
       return 'labels';
+    case 'cidrs':
+      return 'CIDR list';
     case 'image':
       return 'image (pinned)';
     case 'dns1123Label':

@@ -119,6 +119,8 @@ export function parseEnvValue(f: FieldSpec, name: string, raw: string, problems:
       }
       return labels;
     }
+    case 'cidrs':
+      return v.split(',').map((p) => p.trim()).filter((p) => p !== '');
     default:
       return v;
   }

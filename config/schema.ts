@@ -61,6 +61,9 @@ export interface StackConfig {
   readonly grafanaDashboard: boolean;
   readonly serviceMonitor: boolean;
   readonly serviceMonitorLabels: Labels;
+  readonly envoyNetworkPolicy: boolean;
+  readonly metricsAllowedCidrs: readonly string[];
+  readonly metricsScraperNamespaceLabels: Labels;
   readonly remoteStateBucket: string;
   readonly remoteStateKey: string;
   readonly remoteStateRegion: string;
@@ -73,6 +76,7 @@ export type FieldKind =
   | 'string'
   | 'enum'
   | 'labels'
+  | 'cidrs'
   | 'image'
   | 'dns1123Label';
 
@@ -291,6 +295,18 @@ export const FIELDS: readonly FieldSpec[] = [
     description: 'Extra labels on the ServiceMonitor, for a Prometheus whose selector wants them (kube-prometheus-stack: `release=<helm release>`).',
   },
   {
+    key: 'envoyNetworkPolicy', kind: 'boolean', default: true,
+    description: 'A NetworkPolicy on the Envoy pods: the public port open to all, the metrics port (9901: `/metrics`, `/ready`) only to `metricsAllowedCidrs` and the namespaces of `metricsScraperNamespaceLabels`.',
+  },
+  {
+    key: 'metricsAllowedCidrs', kind: 'cidrs', default: [], optional: true,
+    description: 'Sources allowed to reach port 9901: the NLB health checks and the kubelet probes come from inside the VPC. Empty = the EKS cluster VPC\'s primary CIDR (looked up); list secondary CIDRs here too if nodes or the NLB use them.',
+  },
+  {
+    key: 'metricsScraperNamespaceLabels', kind: 'labels', default: { 'kubernetes.io/metadata.name': 'monitoring' }, optional: true,
+    description: 'Labels of the namespaces whose pods may scrape port 9901 (Prometheus); empty = none besides `metricsAllowedCidrs`.',
+  },
+  {
     key: 'remoteStateBucket', kind: 'string', default: '', optional: true,
     description: 'S3 bucket for the Terraform state (S3 backend with `use_lockfile`); empty = local state.',
     pattern: { re: /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, says: 'an S3 bucket name (3-63 lower-case letters, digits, "." or "-")' },
@@ -320,7 +336,7 @@ export function envName(key: string): string {
 export function defaults(): StackConfig {
   const out: Record<string, unknown> = {};
   for (const f of FIELDS) {
-    out[f.key] = typeof f.default === 'object' ? { ...f.default } : f.default;
+    out[f.key] = Array.isArray(f.default) ? [...f.default] : typeof f.default === 'object' ? { ...f.default } : f.default;
   }
   return out as unknown as StackConfig;
 }

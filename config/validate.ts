@@ -1,3 +1,4 @@
+import { isIP } from 'net';
 import { FIELDS, FieldSpec, LEASE_MARGIN_SECONDS, NLB_IDLE_MARGIN_SECONDS, NLB_TCP_IDLE_TIMEOUT, StackConfig } from './schema';
 import { NAMES, componentLabels, selectorLabels } from '../constructs/names';
 
@@ -93,6 +94,17 @@ function integerProblem(f: FieldSpec, value: number): string | null {
   return null;
 }
 
+/** Why `v` is not a CIDR block (IPv4 /0-32 or IPv6 /0-128, the address its network), or null. */
+export function cidrProblem(v: string): string | null {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(v);
+  if (!m) return 'not address/prefix';
+  const family = isIP(m[1]);
+  if (family === 0) return `${show(m[1])} is not an IP address`;
+  const prefix = Number(m[2]);
+  if (prefix > (family === 4 ? 32 : 128)) return `prefix /${prefix} is longer than an IPv${family} address`;
+  return null;
+}
+
 /** Checks one field's value; returns the problem line or null. */
 export function fieldProblem(f: FieldSpec, value: unknown): string | null {
   switch (f.kind) {
@@ -114,6 +126,14 @@ export function fieldProblem(f: FieldSpec, value: unknown): string | null {
       if (f.optional && Object.keys(value as object).length === 0) return null;
       const p = labelsProblem(value as Record<string, unknown>);
       return p ? `${f.key} ${p}, got ${show(value)}.` : null;
+    }
+    case 'cidrs': {
+      if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) {
+        return `${f.key} must be a list of CIDR blocks, got ${show(value)}. Fix: e.g. ["10.0.0.0/16"] (environment: 10.0.0.0/16,10.1.0.0/16).`;
+      }
+      if (value.length === 0 && !f.optional) return `${f.key} must not be empty.`;
+      const bad = (value as string[]).find((v) => cidrProblem(v) !== null);
+      return bad !== undefined ? `${f.key} has ${show(bad)}: ${cidrProblem(bad)}. Fix: write address/prefix, e.g. "10.0.0.0/16".` : null;
     }
     case 'image': {
       if (typeof value !== 'string') return `${f.key} must be a string, got ${show(value)}.`;

@@ -1,4 +1,5 @@
 import { DeploymentV1 } from '@cdktf/provider-kubernetes/lib/deployment-v1';
+import { NetworkPolicyV1 } from '@cdktf/provider-kubernetes/lib/network-policy-v1';
 import { PodDisruptionBudgetV1 } from '@cdktf/provider-kubernetes/lib/pod-disruption-budget-v1';
 import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
 import { Construct } from 'constructs';
@@ -116,6 +117,19 @@ export interface EnvoyProxyProps {
    * @default 15
    */
   readonly preStopSleepSeconds?: number;
+  /**
+   * Who may reach the metrics port (9901: `/metrics`, `/ready`, the NLB's health check):
+   * a NetworkPolicy opens the public port to all and 9901 to these only.
+   * @default - no NetworkPolicy
+   */
+  readonly metricsSources?: MetricsSources;
+}
+
+export interface MetricsSources {
+  /** Address blocks: the NLB's health checks and the kubelet's probes (the VPC). */
+  readonly cidrs: readonly string[];
+  /** Labels of namespaces whose pods may scrape (Prometheus); empty = none. */
+  readonly namespaceLabels: { readonly [key: string]: string };
 }
 
 /**
@@ -131,6 +145,8 @@ export class EnvoyProxy extends Construct {
   public readonly selector: { readonly [key: string]: string };
   public readonly deployment: DeploymentV1;
   public readonly pdb: PodDisruptionBudgetV1;
+  /** Present when `metricsSources` is given. */
+  public readonly networkPolicy?: NetworkPolicyV1;
   public readonly metricsService: ServiceV1;
   /** Labels of the `ws-envoy-metrics` Service (unique to it: a ServiceMonitor selects on them). */
   public readonly metricsServiceLabels: { readonly [key: string]: string };
@@ -292,6 +308,29 @@ export class EnvoyProxy extends Construct {
       metadata: { name: NAMES.envoyPdb, namespace: props.namespace, labels },
       spec: { maxUnavailable: '1', selector: { matchLabels: ENVOY_SELECTOR } },
     });
+
+    if (props.metricsSources) {
+      const from = [
+        ...props.metricsSources.cidrs.map((cidr) => ({ ipBlock: { cidr } })),
+        ...(Object.keys(props.metricsSources.namespaceLabels).length > 0
+          ? [{ namespaceSelector: { matchLabels: { ...props.metricsSources.namespaceLabels } } }]
+          : []),
+      ];
+      // Enforced only where the CNI implements NetworkPolicy (as for Redis's). The lease-log
+      // sidecar and the preStop drain reach the admin over the pod's loopback, which no
+      // NetworkPolicy filters.
+      this.networkPolicy = new NetworkPolicyV1(this, 'network-policy', {
+        metadata: { name: NAMES.envoyPolicy, namespace: props.namespace, labels },
+        spec: {
+          podSelector: { matchLabels: ENVOY_SELECTOR },
+          policyTypes: ['Ingress'],
+          ingress: [
+            { ports: [{ port: String(PUBLIC_PORT), protocol: 'TCP' }] },
+            ...(from.length > 0 ? [{ from, ports: [{ port: String(METRICS_PORT), protocol: 'TCP' }] }] : []),
+          ],
+        },
+      });
+    }
 
     this.metricsServiceLabels = componentLabels(NAMES.envoy, 'metrics');
     this.metricsService = new ServiceV1(this, 'metrics-service', {

@@ -14,6 +14,7 @@ export const NAMES = {
   redis: 'ws-redis',
   redisSecret: 'ws-redis-auth',
   redisPolicy: 'ws-redis-envoy-only',
+  envoyPolicy: 'ws-envoy-metrics-restricted',
   sampleBackend: 'ws-echo',
 } as const;
 

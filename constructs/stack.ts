@@ -7,6 +7,7 @@ import { validateConfig } from '../config/validate';
 import { buildEnvoyBootstrap, METRICS_PORT } from '../envoy/bootstrap';
 import { bootstrapToYaml } from '../envoy/yaml';
 import { BackendService } from './backend-service';
+import { DataAwsVpc } from '@cdktf/provider-aws/lib/data-aws-vpc';
 import { EksProviders } from './eks-providers';
 import { EnvoyProxy, RedisPasswordSource } from './envoy';
 import { FilterConfig } from './filter-config';
@@ -150,6 +151,9 @@ export class WsAdmissionStack extends TerraformStack {
       replicas: c.envoyReplicas,
       concurrency: c.envoyConcurrency,
       redisPassword,
+      metricsSources: c.envoyNetworkPolicy
+        ? { cidrs: c.metricsAllowedCidrs.length > 0 ? c.metricsAllowedCidrs : [this.clusterVpcCidr()], namespaceLabels: c.metricsScraperNamespaceLabels }
+        : undefined,
     });
     this.nlb = new Nlb(this, 'nlb', {
       namespace,
@@ -176,6 +180,12 @@ export class WsAdmissionStack extends TerraformStack {
     }
 
     this.outputs(c, redisEndpoint);
+  }
+
+  /** The primary CIDR of the cluster's VPC: where the NLB and the nodes (kubelet) are. */
+  private clusterVpcCidr(): string {
+    const vpc = new DataAwsVpc(this, 'cluster-vpc', { id: this.providers.cluster.vpcConfig.get(0).vpcId });
+    return vpc.cidrBlock;
   }
 
   private outputs(c: StackConfig, redis: RedisEndpoint): void {

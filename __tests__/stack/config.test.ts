@@ -247,6 +247,22 @@ describe('labels', () => {
   });
 });
 
+describe('CIDR lists', () => {
+  it('refuses a value that is not a CIDR block, naming the field, the value and the fix', () => {
+    expect(bad({ metricsAllowedCidrs: ['10.0.0.0/33'] })).toThrow(
+      'metricsAllowedCidrs has "10.0.0.0/33": prefix /33 is longer than an IPv4 address. Fix: write address/prefix, e.g. "10.0.0.0/16".',
+    );
+    expect(bad({ metricsAllowedCidrs: ['10.0.0.0'] })).toThrow('metricsAllowedCidrs has "10.0.0.0": not address/prefix.');
+    expect(bad({ metricsAllowedCidrs: ['vpc/16'] })).toThrow('"vpc" is not an IP address');
+    expect(bad({ metricsAllowedCidrs: '10.0.0.0/16' as unknown as string[] })).toThrow('metricsAllowedCidrs must be a list of CIDR blocks');
+  });
+  it('accepts IPv4 and IPv6 blocks, from a file or as a comma list in the environment', () => {
+    expect(loadConfig({ env: {}, overrides: { metricsAllowedCidrs: ['10.0.0.0/16', 'fd00::/8'] } }).metricsAllowedCidrs).toEqual(['10.0.0.0/16', 'fd00::/8']);
+    expect(loadConfig({ env: { WS_ADMISSION_METRICS_ALLOWED_CIDRS: ' 10.0.0.0/16, 10.1.0.0/16 ' } }).metricsAllowedCidrs).toEqual(['10.0.0.0/16', '10.1.0.0/16']);
+    expect(loadConfig({ env: {} }).metricsAllowedCidrs).toEqual([]);
+  });
+});
+
 describe('enums and booleans', () => {
   it('refuses an unknown failure mode', () => {
     expect(bad({ redisFailureMode: 'maybe' })).toThrow('redisFailureMode must be one of "open", "closed", got "maybe".');

@@ -42,7 +42,7 @@ describe('default profile (repository lua/)', () => {
     const text = JSON.stringify(json);
     const interpolations = text.match(/(?<!\$)\$\{[^}]*\}/g) ?? [];
     for (const i of interpolations) {
-      expect(i).toMatch(/^\$\{(data\.aws_eks_cluster|kubernetes_[a-z0-9_]+\.|random_password\.|try\(kubernetes_service_v1\.|base64decode\(data\.aws_eks_cluster\.|sha256\(\\"[0-9a-f]{64}:\$\{random_password\.)/);
+      expect(i).toMatch(/^\$\{(data\.aws_eks_cluster|data\.aws_vpc\.cluster-vpc\.cidr_block\}|kubernetes_[a-z0-9_]+\.|random_password\.|try\(kubernetes_service_v1\.|base64decode\(data\.aws_eks_cluster\.|sha256\(\\"[0-9a-f]{64}:\$\{random_password\.)/);
     }
     expect(text.match(/(?<!%)%\{/g)).toBeNull();
     const dash = byName(json, 'kubernetes_config_map_v1', 'ws-admission-dashboard').data['ws-admission.json'];
@@ -283,6 +283,41 @@ describe('default profile', () => {
     });
     const envoyLabels = envoy.spec.template.metadata.labels;
     for (const [k, v] of Object.entries(np.spec.ingress[0].from[0].pod_selector.match_labels)) expect(envoyLabels[k]).toBe(v);
+  });
+
+  it('opens the Envoy public port to all and the metrics port only to the cluster VPC and the monitoring namespace', () => {
+    const np = byName(json, 'kubernetes_network_policy_v1', 'ws-envoy-metrics-restricted');
+    expect(np.spec).toEqual({
+      pod_selector: { match_labels: { 'app.kubernetes.io/name': 'ws-envoy', 'app.kubernetes.io/part-of': 'ws-admission' } },
+      policy_types: ['Ingress'],
+      ingress: [
+        { ports: [{ port: '8080', protocol: 'TCP' }] },
+        {
+          from: [
+            { ip_block: { cidr: '${data.aws_vpc.cluster-vpc.cidr_block}' } },
+            { namespace_selector: { match_labels: { 'kubernetes.io/metadata.name': 'monitoring' } } },
+          ],
+          ports: [{ port: '9901', protocol: 'TCP' }],
+        },
+      ],
+    });
+    // The VPC is the cluster's, and the ports are the ones the containers and the NLB use.
+    expect(json.data.aws_vpc['cluster-vpc'].id).toMatch(/^\$\{data\.aws_eks_cluster\.[^.]+\.vpc_config\[0\]\.vpc_id\}$/);
+    const ports = envoy.spec.template.spec.container[0].port.map((p: Json) => [p.name, p.container_port]);
+    expect(ports).toEqual(expect.arrayContaining([['http', 8080], ['metrics', 9901]]));
+    const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
+    expect(nlb.metadata.annotations['service.beta.kubernetes.io/aws-load-balancer-healthcheck-port']).toBe('9901');
+  });
+
+  it('takes the metrics sources from the config, and no NetworkPolicy on Envoy when envoyNetworkPolicy is false', () => {
+    const own = synth({ metricsAllowedCidrs: ['10.1.0.0/16'], metricsScraperNamespaceLabels: {} }).json;
+    expect(byName(own, 'kubernetes_network_policy_v1', 'ws-envoy-metrics-restricted').spec.ingress[1].from).toEqual([
+      { ip_block: { cidr: '10.1.0.0/16' } },
+    ]);
+    expect(own.data.aws_vpc).toBeUndefined();
+    const off = synth({ envoyNetworkPolicy: false }).json;
+    expect(Object.keys(off.resource.kubernetes_network_policy_v1)).toHaveLength(1); // Redis's only
+    expect(off.data.aws_vpc).toBeUndefined();
   });
 
   it('exposes Redis as a ClusterIP Service on 6379', () => {
