@@ -442,7 +442,8 @@ describe('every option changed', () => {
 
   it('uses the external Redis: no Redis of its own, the given Secret, TLS in settings.lua', () => {
     expect(resources(json, 'random_password')).toHaveLength(0);
-    expect(resources(json, 'kubernetes_network_policy_v1')).toHaveLength(0);
+    // No Redis NetworkPolicy (no Redis here); the Envoy one, with the given sources.
+    expect(resources(json, 'kubernetes_network_policy_v1').map((p: Json) => p.metadata.name)).toEqual(['ws-envoy-metrics-restricted']);
     expect(resources(json, 'kubernetes_deployment_v1').map((d: Json) => d.metadata.name)).toEqual(['ws-envoy']);
     expect(envoy.spec.template.spec.volume.find((v: Json) => v.name === 'redis-auth').secret.secret_name).toBe('elasticache-auth');
     const s = cm.data['settings.lua'];
