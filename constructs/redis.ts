@@ -27,7 +27,7 @@ export const REDIS_ADMIN_USER = 'ws-admin';
 export const REDIS_PROXY_COMMANDS = [
   'ping', 'script|load', 'evalsha', 'time',
   'del', 'exists', 'pexpire',
-  'hdel', 'hget', 'hgetall', 'hincrby', 'hset',
+  'hdel', 'hget', 'hgetall', 'hincrby', 'hset', 'hsetnx',
   'sadd', 'smembers', 'srem',
   'zadd', 'zcard', 'zcount', 'zrange', 'zrangebyscore', 'zrem', 'zremrangebyscore', 'zscore',
 ] as const;

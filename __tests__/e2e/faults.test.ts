@@ -3,11 +3,21 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 import { LocalRig } from '../../tools/lib/local-rig';
-import { Opened, closeFromClient, connect, echo, metrics, startRig, upgradeUntilAdmitted, statusOf, waitUntil } from './support';
+import { Opened, Refused, closeFromClient, connect, echo, metrics, startRig, upgradeUntilAdmitted, statusOf, waitUntil } from './support';
 
 jest.setTimeout(120000);
 
 const RENEW_MS = 500;
+
+/** The first answer that is not Redis being unavailable (the filter backs off 500 ms after a failure). */
+async function upgradeUntilAnswered(url: string): Promise<Opened | Refused> {
+  for (let i = 0; i < 40; i++) {
+    const r = await connect(url);
+    if (r.kind === 'open' || r.headers['x-ws-admission'] !== 'redis_unavailable') return r;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error('Redis stayed unavailable');
+}
 
 function sum(m: Map<string, number>, prefix: string): number {
   let n = 0;
@@ -61,6 +71,28 @@ describe('Redis goes away (fail open, the default)', () => {
     const d = await connect(rig.proxies[1].publicUrl);
     expect(d.kind === 'refused' && d.status).toBe(503);
     for (const o of held) await closeFromClient(o);
+  });
+});
+
+describe('Redis restarted empty while connections are quiet', () => {
+  let rig: LocalRig;
+  beforeAll(async () => {
+    rig = await startRig(22300, { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, capacityCacheMs: 0 }, { proxies: 1, backends: 2 });
+  });
+  afterAll(async () => rig?.stop());
+
+  it('the next upgrade first re-registers every open connection of the worker, at once, and is refused: no over-admission', async () => {
+    const a = await connect(rig.proxies[0].publicUrl);
+    const b = await connect(rig.proxies[0].publicUrl);
+    expect([a.kind, b.kind]).toEqual(['open', 'open']); // both pods full (limit 1)
+    await rig.killRedis();
+    await rig.restartRedis();
+    expect(Object.values(await rig.leases())).toEqual([0, 0]); // the state is gone
+    // No traffic on a or b: only the new upgrade reaches the worker.
+    const c = await upgradeUntilAnswered(rig.proxies[0].publicUrl);
+    expect(c.kind === 'refused' && c.headers['x-ws-admission']).toBe('capacity');
+    expect(await rig.leases()).toEqual({ [rig.backendIds[0]]: 1, [rig.backendIds[1]]: 1 });
+    for (const o of [a, b] as Opened[]) await closeFromClient(o);
   });
 });
 

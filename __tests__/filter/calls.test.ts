@@ -53,7 +53,9 @@ describe('the Redis calls of one connection', () => {
     expect(rest).toEqual([
       '{ws}:rate', '{ws}:stats', '{ws}:pods', '{ws}:pod:10.0.0.1:8080', '{ws}:pod:10.0.0.2:8080',
       '60', '60000', '2', '3000', id, '10.0.0.1:8080', '10.0.0.2:8080',
+      redis.cli('HGET', '{ws}:stats', 'epoch:id'), // the state epoch the worker holds
     ]);
+    expect(rest[rest.length - 1]).toMatch(/^[0-9a-f]{16}$/);
 
     await w.response(r.sid, '101');
     await sleep(120);

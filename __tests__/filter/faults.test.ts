@@ -64,7 +64,9 @@ describe('Redis unavailable', () => {
   it('fail-open connections are counted once Redis is back: their traffic re-registers them, and the limit holds', async () => {
     const settings = { redis_password_file: passwordFile, failure_mode: 'open' as const, max_connections_per_pod: 1, renew_interval_ms: 100 };
     const w = await fleet.worker(settings, { hosts: TWO_PODS });
-    expect((await w.request(UPGRADE)).override).toBeDefined(); // connected and working
+    const warm = await w.request(UPGRADE);
+    expect(warm.override).toBeDefined(); // connected and working
+    await w.response(warm.sid, '500');   // and not open any more
     redis.cli('FLUSHALL');
     await redis.stop();
     const open: string[] = [];
@@ -79,7 +81,9 @@ describe('Redis unavailable', () => {
       await redis.restart();
     }
     await sleep(600); // past the filter's back-off and the renew interval
-    for (const sid of open) await w.data(sid, 'request');
+    // The first renewal finds Redis empty (another epoch): every open connection of the
+    // worker is re-registered at once, not one by one as each has traffic.
+    await w.data(open[0], 'request');
     // Three open connections on two pods of limit 1: all counted again, so no room at all.
     expect(statsHash(redis.cli).reregistered).toBe(3);
     expect(liveLeases(redis.cli, '10.0.0.1:8080').length + liveLeases(redis.cli, '10.0.0.2:8080').length).toBe(3);
@@ -128,8 +132,13 @@ describe('Redis unavailable', () => {
     expect(c.redis_errors_total).toBeLessThanOrEqual(2); // then the worker backs off instead of retrying per request
     const { logs } = await w.logs();
     expect(logs.some((l) => l.level === 'warn' && /redis admit failed/.test(l.msg))).toBe(true);
-    // past the back-off: Redis is used again
-    expect((await w.request(UPGRADE)).override).toBeDefined();
+    // Past the back-off Redis is used again, and it is empty (restarted): the worker first
+    // re-registers its six open connections (the five fail-open ones and the first), so the
+    // pod (limit 2) is full and the next upgrade is refused instead of admitted as a 7th.
+    const next = await w.request(UPGRADE);
+    expect(next.reply?.headers['x-ws-admission']).toBe('capacity');
+    expect(statsHash(redis.cli).reregistered).toBe(6);
+    expect(liveLeases(redis.cli, ONE_POD[0][0])).toHaveLength(6);
   });
 
   it('fails closed: 503 with Retry-After, counted as redis_unavailable', async () => {

@@ -44,7 +44,7 @@ afterAll(async () => {
 });
 
 function client(username: string | undefined, password: string): Redis {
-  return new Redis({ host: '127.0.0.1', port, username, password, lazyConnect: false, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: true });
+  return new Redis({ host: '127.0.0.1', port, username, password, lazyConnect: false, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: true });
 }
 
 async function errorOf(p: Promise<unknown>): Promise<string> {
@@ -84,6 +84,9 @@ it('lets the proxies\' user run every script of the filter, metrics, drain and l
     'lua/redis/snapshot.lua', 'lua/redis/release_proxy.lua', 'lua/envoy/request_rate.lua', 'lua/envoy/conn_inventory.lua',
   ].map(sha));
   const K = { rate: '{ws}:rate', stats: '{ws}:stats', pods: '{ws}:pods', pod: `{ws}:pod:${pod}`, conn: `{ws}:conn:${id}` };
+  // The filter's state epoch (sync_epoch): two plain commands.
+  expect(await c.hsetnx(K.stats, 'epoch:id', 'e1')).toBe(1);
+  expect(await c.hget(K.stats, 'epoch:id')).toBe('e1');
   // A full refusal first (writes the "all full" hint: HSET, HGET), then an admission.
   expect(await c.evalsha(admit, 4, K.rate, K.stats, K.pods, K.pod, '10', '60000', '1', '30000', id, pod)).toEqual(['ADMITTED', pod, 1, 0, 9]);
   expect((await c.evalsha(admit, 4, K.rate, K.stats, K.pods, K.pod, '10', '60000', '1', '30000', id + '9', pod) as unknown[])[0]).toBe('FULL');

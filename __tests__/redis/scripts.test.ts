@@ -551,11 +551,24 @@ describe('bad input is refused with a clear error', () => {
     [['10', '60000', '0', '30000', 'id', P1], "ARGV[3] max connections per pod must be an integer >= 1, got '0'"],
     [['10', '60000', '2', '1.5', 'id', P1], "ARGV[4] lease TTL ms must be an integer >= 1, got '1.5'"],
     [['10', '60000', '2', '30000', '', P1], 'ARGV[5] connection id must not be empty'],
-    [['10', '60000', '2', '30000', 'id'], 'expected 3+n KEYS and 5+n ARGV for n candidate pods, got 4 KEYS and 5 ARGV'],
-    [[...good, P2], 'expected 3+n KEYS and 5+n ARGV for n candidate pods, got 4 KEYS and 7 ARGV'],
+    [['10', '60000', '2', '30000', 'id'], 'expected 3+n KEYS and 5+n ARGV (6+n with an epoch) for n candidate pods, got 4 KEYS and 5 ARGV'],
+    [[...good, P2, 'epoch'], 'expected 3+n KEYS and 5+n ARGV (6+n with an epoch) for n candidate pods, got 4 KEYS and 8 ARGV'],
   ])('admit %j', async (args, message) => {
     await expect(admitRaw(args)).rejects.toThrow(`ERR admit.lua: ${message}`);
     expect(await redis.dbsize()).toBe(0);
+  });
+
+  it('admit with an epoch that is not the stats field epoch:id decides nothing and writes nothing: EPOCH', async () => {
+    expect(await admitRaw([...good, 'e1'])).toEqual(['EPOCH', '', 0, 0, 0]); // none set (state lost, or first use)
+    expect(await redis.dbsize()).toBe(0);
+    await redis.hset(k().stats, 'epoch:id', 'e2');
+    expect(await admitRaw([...good, 'e1'])).toEqual(['EPOCH', 'e2', 0, 0, 0]);
+    expect(await redis.hlen(k().stats)).toBe(1);
+    expect(await redis.exists(k().pod(P1), k().rate)).toBe(0);
+    // The epoch it holds: decided as without one.
+    expect(await admitRaw([...good, 'e2'])).toEqual(['ADMITTED', P1, 1, 0, 9]);
+    // The field is not a counter: the snapshot leaves it out (as the hints).
+    expect(Object.keys((await s.snapshot(60000)).stats)).not.toContain('epoch:id');
   });
 
   test('release, renew, reregister, snapshot', async () => {

@@ -410,6 +410,57 @@ local function reregister(h, id, c)
   end
 end
 
+-------------------------------------------------------------------------------
+-- The state epoch: a random id in the stats hash (field epoch:id), set by the first
+-- worker that finds none. Redis losing its state (a restart without persistence, a
+-- failover to an empty replica) loses it too; a worker that then finds another id
+-- re-registers every open connection it has at once, before it admits anything (admit
+-- refuses to decide for a caller with another epoch: 'EPOCH').
+-------------------------------------------------------------------------------
+
+local EPOCH_FIELD = "epoch:id"
+local epoch = nil           -- the epoch this worker's connections are registered in
+local REREGISTER_BATCH = 500 -- re-registrations per round trip
+
+local function reregister_all(h)
+  if draining() then return true end
+  local now = now_ms()
+  local entries, done = {}, 0
+  local function flush()
+    if #entries == 0 then return true end
+    if not run(h, "reregister", entries) then return false end
+    done = done + #entries
+    entries = {}
+    return true
+  end
+  for id, c in pairs(live) do
+    entries[#entries + 1] = { script = "reregister", keys = { K_POD .. c.pod, K_STATS, K_PODS }, args = { id, c.pod, S.lease_ttl_ms } }
+    c.last_renew = now
+    if #entries >= REREGISTER_BATCH and not flush() then return false end
+  end
+  if not flush() then return false end
+  h:logInfo("ws-admission: Redis has another state epoch (it lost its state); re-registered " .. done
+    .. " open connection(s) of this worker")
+  return true
+end
+
+-- Makes sure this worker's open connections are registered in Redis's current state.
+-- Returns the current epoch, or nil after a failure (counted and logged by run).
+local function sync_epoch(h)
+  local r = run(h, "epoch", {
+    { "HSETNX", K_STATS, EPOCH_FIELD, hex(random_bytes(8) or tostring(math.random(0, 0x7fffffff))) },
+    { "HGET", K_STATS, EPOCH_FIELD },
+  })
+  local cur = r and r[2]
+  if type(cur) ~= "string" then return nil end
+  -- A first epoch with connections already open: tracked while Redis was unreachable.
+  if (epoch ~= nil and cur ~= epoch) or (epoch == nil and live_count > 0) then
+    if not reregister_all(h) then return nil end
+  end
+  epoch = cur
+  return cur
+end
+
 -- Renews the lease of a live connection when renew_interval_ms has passed since the
 -- last renewal; called on data in either direction.
 local function touch(h, id)
@@ -424,7 +475,12 @@ local function touch(h, id)
     entries[2] = { "PEXPIRE", K_CONN .. id, S.lease_ttl_ms }
   end
   local r = run(h, "renew", entries)
-  if r and r[1] == 0 then reregister(h, id, c) end
+  if r and r[1] == 0 then
+    -- Gone: lapsed, or Redis lost everything (then every connection of this worker is).
+    local before = epoch
+    local cur = sync_epoch(h)
+    if cur and cur == before and live[id] then reregister(h, id, c) end
+  end
   stats:maybe_flush()
 end
 
@@ -650,12 +706,14 @@ function envoy_on_request(h)
     return fail(h, true)
   end
   if now < redis_down_until then return fail_upgrade(h, id, pods, kind, yielded, now) end
+  if epoch == nil and not sync_epoch(h) then return fail_upgrade(h, id, pods, kind, yielded, now) end
   local keys = { K_RATE, K_STATS, K_PODS }
   local args = { S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id }
   for i = 1, #pods do
     keys[3 + i] = K_POD .. pods[i]
     args[5 + i] = pods[i]
   end
+  args[#args + 1] = epoch
   local entries = { { script = "admit", keys = keys, args = args } }
   local client_addr
   if S.connection_inventory then
@@ -672,6 +730,13 @@ function envoy_on_request(h)
 
   local r, unanswered = run(h, "admit", entries)
   if not r then return fail_upgrade(h, id, pods, kind, yielded, now, unanswered) end
+  if type(r[1]) == "table" and r[1][1] == "EPOCH" then
+    -- Redis lost its state: first this worker's open connections, then the decision.
+    if not sync_epoch(h) then return fail_upgrade(h, id, pods, kind, yielded, now) end
+    args[#args] = epoch
+    r, unanswered = run(h, "admit", entries)
+    if not r then return fail_upgrade(h, id, pods, kind, yielded, now, unanswered) end
+  end
   local a = r[1]
   local status = type(a) == "table" and a[1]
   if status == "ADMITTED" then

@@ -6,7 +6,10 @@
 -- KEYS[2] stats (hash)   KEYS[3] pod index (set)   KEYS[4..3+n] lease sets
 -- ARGV[1] rate limit (0 = off)  ARGV[2] window ms  ARGV[3] max per pod
 -- ARGV[4] lease TTL ms  ARGV[5] connection id  ARGV[6..5+n] pod ids
--- Reply {status, pod, activeOnPod, retryAfterMs, rateRemaining}.
+-- [ARGV[6+n] the state epoch the caller holds (optional)]
+-- Reply {status, pod, activeOnPod, retryAfterMs, rateRemaining}; with an epoch that is
+-- not the stats field `epoch:id` (Redis lost its state, or it was never set), nothing
+-- is decided: {'EPOCH', current epoch or '', 0, 0, 0}.
 --
 -- Written for Redis 6.x/7.x: no shebang (script flags need 7.0), every key in
 -- KEYS, so it runs unchanged on a cluster shard.
@@ -24,8 +27,8 @@ local call = redis.call
 local tonumber = tonumber
 local nkeys, nargs = #KEYS, #ARGV
 local n = nkeys - 3
-if n < 0 or nargs ~= n + 5 then
-  return redis.error_reply('ERR admit.lua: expected 3+n KEYS and 5+n ARGV for n candidate pods, got '
+if n < 0 or (nargs ~= n + 5 and nargs ~= n + 6) then
+  return redis.error_reply('ERR admit.lua: expected 3+n KEYS and 5+n ARGV (6+n with an epoch) for n candidate pods, got '
     .. nkeys .. ' KEYS and ' .. nargs .. ' ARGV')
 end
 
@@ -46,6 +49,14 @@ if not (ttl and ttl >= 1 and ttl < 1e15 and ttl % 1 == 0) then
 end
 local id = ARGV[5]
 if id == '' then return redis.error_reply('ERR admit.lua: ARGV[5] connection id must not be empty') end
+
+-- 0. The state the caller's connections were registered in. After a state loss (a
+-- restart without persistence, a failover to an empty replica) the caller must first
+-- re-register its open connections, or this decision would count none of them.
+if nargs == n + 6 then
+  local cur = call('HGET', KEYS[2], 'epoch:id')
+  if cur ~= ARGV[nargs] then return { 'EPOCH', cur or '', 0, 0, 0 } end
+end
 
 -- Lease sets outlive their newest lease by this much, so an abandoned set vanishes
 -- by itself, but only after metrics had time to prune (and count) its leases.
