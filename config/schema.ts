@@ -36,6 +36,9 @@ export interface StackConfig {
   readonly sampleBackendReplicas: number;
   readonly envoyImage: string;
   readonly redisImage: string;
+  readonly redisPersistence: RedisPersistence;
+  readonly redisVolumeSize: string;
+  readonly redisStorageClass: string;
   readonly sampleBackendImage: string;
   readonly leaseTtlSeconds: number;
   readonly renewIntervalSeconds: number;
@@ -69,6 +72,8 @@ export interface StackConfig {
   readonly remoteStateRegion: string;
   readonly remoteStateLockfile: boolean;
 }
+
+export type RedisPersistence = 'none' | 'aof';
 
 export type FieldKind =
   | 'integer'
@@ -156,6 +161,20 @@ export const FIELDS: readonly FieldSpec[] = [
   {
     key: 'redisReplicas', kind: 'integer', default: 1, min: 1, max: 1,
     description: 'Replicas of the in-cluster Redis. Only 1: for a replicated Redis use ElastiCache via `externalRedisHost`.',
+  },
+  {
+    key: 'redisPersistence', kind: 'enum', default: 'none', values: ['none', 'aof'],
+    description: 'In-cluster Redis persistence. `none`: a restart starts empty and every worker re-registers its open connections at its next Redis call (state epoch). `aof`: append-only file, `appendfsync everysec`, on a PersistentVolumeClaim (needs a StorageClass, e.g. the EBS CSI driver): a restart keeps the leases and the rate window, losing at most about a second.',
+  },
+  {
+    key: 'redisVolumeSize', kind: 'string', default: '1Gi',
+    description: 'Size of the Redis volume with `redisPersistence: aof`.',
+    pattern: { re: /^[1-9][0-9]{0,5}(Mi|Gi)$/, says: 'a size such as 512Mi or 1Gi' },
+  },
+  {
+    key: 'redisStorageClass', kind: 'string', default: '', optional: true,
+    description: 'StorageClass of the Redis volume; empty = the cluster default (EKS 1.30+ has none unless you set one, e.g. gp3 of the EBS CSI driver).',
+    pattern: { re: /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, says: 'a StorageClass name (lower-case DNS subdomain)' },
   },
   {
     key: 'backendServiceName', kind: 'dns1123Label', default: 'ws-backend',

@@ -197,6 +197,18 @@ export function crossFieldProblems(c: StackConfig): string[] {
         'Fix: set nlbScheme to "internal", or leave exposeMetricsOnNlb false and scrape through the ws-envoy-metrics Service.',
     );
   }
+  if (c.redisPersistence === 'none' && c.redisStorageClass !== '') {
+    out.push(
+      `redisStorageClass is set (${JSON.stringify(c.redisStorageClass)}) but redisPersistence is "none": no volume would use it. ` +
+        'Fix: set redisPersistence to "aof", or clear redisStorageClass.',
+    );
+  }
+  if (c.redisPersistence === 'aof' && c.externalRedisHost !== '') {
+    out.push(
+      'redisPersistence "aof" applies to the in-cluster Redis, but externalRedisHost is set (that Redis persists as its owner configured it). ' +
+        'Fix: set redisPersistence to "none", or clear externalRedisHost.',
+    );
+  }
   if (c.externalRedisHost === '' && (c.externalRedisTls || c.externalRedisPasswordSecret !== '' || c.externalRedisUsername !== '')) {
     out.push(
       `externalRedisTls / externalRedisPasswordSecret / externalRedisUsername apply only to an external Redis, but externalRedisHost is empty. ` +

@@ -1,6 +1,7 @@
 import { createHash } from 'crypto';
 import { DeploymentV1 } from '@cdktf/provider-kubernetes/lib/deployment-v1';
 import { NetworkPolicyV1 } from '@cdktf/provider-kubernetes/lib/network-policy-v1';
+import { PersistentVolumeClaimV1 } from '@cdktf/provider-kubernetes/lib/persistent-volume-claim-v1';
 import { SecretV1 } from '@cdktf/provider-kubernetes/lib/secret-v1';
 import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
 import { Password } from '@cdktf/provider-random/lib/password';
@@ -41,10 +42,15 @@ export interface RedisConfOptions {
   readonly hashTag: string;
   readonly proxyPassword: string;
   readonly adminPassword: string;
+  /**
+   * Append-only file with `appendfsync everysec` (in `dir`), or nothing on disk.
+   * @default false
+   */
+  readonly appendOnly?: boolean;
 }
 
 /**
- * redis.conf of the stack's Redis (also the local rig's): no persistence, `noeviction`,
+ * redis.conf of the stack's Redis (also the local rig's): no RDB snapshots (AOF when asked), `noeviction`,
  * the `default` user off, the proxies' user limited to their keys and commands.
  * Passwords must be alphanumeric (they stand unquoted in the file).
  */
@@ -59,9 +65,10 @@ export function redisConf(o: RedisConfOptions): string {
     'protected-mode yes',
     `maxmemory ${o.maxMemory}`,
     'maxmemory-policy noeviction',
-    // No persistence: the filter re-registers live leases on renewal after a restart.
+    // Without AOF a restart starts empty: every worker then re-registers its open
+    // connections (the state epoch, docs/filter.md). No RDB snapshots either way.
     'save ""',
-    'appendonly no',
+    ...(o.appendOnly ? ['appendonly yes', 'appendfsync everysec'] : ['appendonly no']),
     `dir ${o.dir}`,
     // Nobody connects as `default`: an AUTH without a user name fails.
     'user default off',
@@ -96,6 +103,11 @@ export interface RedisProps {
    */
   readonly hashTag?: string;
   /**
+   * Keep the state on a PersistentVolumeClaim (AOF, `appendfsync everysec`).
+   * @default - none: a restart starts empty
+   */
+  readonly persistence?: { readonly size: string; readonly storageClass?: string };
+  /**
    * Container resources.
    * @default - 100m/256Mi requested, 1 CPU/256Mi limit
    */
@@ -125,6 +137,8 @@ export class Redis extends Construct {
   public readonly service: ServiceV1;
   public readonly secret: SecretV1;
   public readonly networkPolicy: NetworkPolicyV1;
+  /** The data volume, with `persistence`. */
+  public readonly volumeClaim?: PersistentVolumeClaimV1;
 
   constructor(scope: Construct, id: string, props: RedisProps) {
     super(scope, id);
@@ -148,7 +162,7 @@ export class Redis extends Construct {
     const adminPassword = new Password(this, 'admin-password', { length: 40, special: false });
     const confWith = (proxyPassword: string, adminPass: string) => redisConf({
       port: REDIS_PORT, bind: '0.0.0.0', maxMemory: props.maxMemory ?? '192mb', dir: '/data', hashTag: props.hashTag ?? 'ws',
-      proxyPassword, adminPassword: adminPass,
+      proxyPassword, adminPassword: adminPass, appendOnly: props.persistence !== undefined,
     });
     const conf = confWith(password.result, adminPassword.result);
     // The file's settings and its passwords (hashed by Terraform): a new password rolls
@@ -162,6 +176,20 @@ export class Redis extends Construct {
       type: 'Opaque',
       data: { password: password.result, 'admin-password': adminPassword.result, 'redis.conf': conf },
     });
+
+    if (props.persistence) {
+      this.volumeClaim = new PersistentVolumeClaimV1(this, 'data', {
+        metadata: { name: NAMES.redisData, namespace: props.namespace, labels },
+        spec: {
+          accessModes: ['ReadWriteOnce'],
+          resources: { requests: { storage: props.persistence.size } },
+          ...(props.persistence.storageClass ? { storageClassName: props.persistence.storageClass } : {}),
+        },
+        // A WaitForFirstConsumer class (gp3 of the EBS CSI driver) binds only once the
+        // pod is scheduled, which comes after this resource: waiting would never end.
+        waitUntilBound: false,
+      });
+    }
 
     this.deployment = new DeploymentV1(this, 'deployment', {
       metadata,
@@ -218,7 +246,9 @@ export class Redis extends Construct {
                 name: 'config',
                 secret: { secretName: NAMES.redisSecret, defaultMode: '0400', items: [{ key: 'redis.conf', path: 'redis.conf' }] },
               },
-              { name: 'data', emptyDir: { sizeLimit: '256Mi' } },
+              this.volumeClaim
+                ? { name: 'data', persistentVolumeClaim: { claimName: this.volumeClaim.metadata.name } }
+                : { name: 'data', emptyDir: { sizeLimit: '256Mi' } },
             ],
           },
         },

@@ -91,6 +91,9 @@ export class WsAdmissionStack extends TerraformStack {
         replicas: c.redisReplicas,
         clientSelector: ENVOY_SELECTOR,
         hashTag: c.hashTag,
+        persistence: c.redisPersistence === 'aof'
+          ? { size: c.redisVolumeSize, storageClass: c.redisStorageClass || undefined }
+          : undefined,
       });
       // Fully qualified, with the trailing dot: the filter resolves it on an Envoy worker
       // (getaddrinfo has no timeout), and with the pod's `ndots:5` a name of 4 dots is

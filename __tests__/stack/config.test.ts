@@ -340,6 +340,14 @@ describe('rules across fields', () => {
     );
     expect(bad({ externalRedisUsername: 'app' })).toThrow('apply only to an external Redis');
   });
+  it('refuses a Redis StorageClass without persistence, and persistence for an external Redis', () => {
+    expect(bad({ redisStorageClass: 'gp3' })).toThrow(
+      'redisStorageClass is set ("gp3") but redisPersistence is "none": no volume would use it. Fix: set redisPersistence to "aof", or clear redisStorageClass.',
+    );
+    expect(bad({ redisPersistence: 'aof', externalRedisHost: 'redis.example.com' })).toThrow('redisPersistence "aof" applies to the in-cluster Redis');
+    expect(bad({ redisPersistence: 'aof', redisVolumeSize: '1G' })).toThrow('redisVolumeSize must be a size such as 512Mi or 1Gi, got "1G".');
+    expect(() => loadConfig({ env: {}, overrides: { redisPersistence: 'aof', redisStorageClass: 'ebs.gp3' } })).not.toThrow();
+  });
   it('refuses an external Redis user name without its password Secret', () => {
     expect(bad({ externalRedisHost: 'redis.example.com', externalRedisUsername: 'app' })).toThrow(
       'externalRedisUsername is set ("app") but externalRedisPasswordSecret is empty: an ACL user needs its password. Fix: set externalRedisPasswordSecret',

@@ -320,6 +320,24 @@ describe('default profile', () => {
     expect(off.data.aws_vpc).toBeUndefined();
   });
 
+  it('keeps Redis on a volume with redisPersistence aof: AOF every second, a claim that does not wait for its pod', () => {
+    const aof = synth({ redisPersistence: 'aof', redisStorageClass: 'gp3', redisVolumeSize: '2Gi' }).json;
+    const pvc = byName(aof, 'kubernetes_persistent_volume_claim_v1', 'ws-redis-data');
+    expect(pvc.spec).toEqual({ access_modes: ['ReadWriteOnce'], resources: { requests: { storage: '2Gi' } }, storage_class_name: 'gp3' });
+    expect(pvc.wait_until_bound).toBe(false);
+    const spec = byName(aof, 'kubernetes_deployment_v1', 'ws-redis').spec;
+    expect(spec.strategy).toEqual({ type: 'Recreate' }); // one writer of the volume at a time
+    expect(spec.template.spec.volume.find((v: Json) => v.name === 'data')).toEqual({
+      name: 'data', persistent_volume_claim: { claim_name: expect.stringMatching(/^\$\{kubernetes_persistent_volume_claim_v1\.redis_data_[0-9A-F]+\.metadata\[0\]\.name\}$/) },
+    });
+    const conf: string = byName(aof, 'kubernetes_secret_v1', 'ws-redis-auth').data['redis.conf'];
+    expect(conf).toContain('appendonly yes\nappendfsync everysec\n');
+    expect(conf).toContain('save ""');
+    // The default: no claim, an emptyDir, no AOF.
+    expect(json.resource.kubernetes_persistent_volume_claim_v1).toBeUndefined();
+    expect(byName(json, 'kubernetes_secret_v1', 'ws-redis-auth').data['redis.conf']).toContain('appendonly no\n');
+  });
+
   it('exposes Redis as a ClusterIP Service on 6379', () => {
     expect(byName(json, 'kubernetes_service_v1', 'ws-redis').spec).toMatchObject({
       type: 'ClusterIP',

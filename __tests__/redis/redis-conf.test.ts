@@ -1,6 +1,7 @@
-// The in-cluster Redis's ACL (constructs/redis.ts redisConf) on a real redis-server: the
-// default user is off, the proxies' user runs every script of the filter and nothing
-// else, on its own keys only; the admin user (probe, operators) runs anything.
+// The in-cluster Redis's redis.conf (constructs/redis.ts redisConf) on a real redis-server:
+// the default user is off, the proxies' user runs every script of the filter and nothing
+// else, on its own keys only; the admin user (probe, operators) runs anything; with
+// appendOnly the state survives a kill.
 import { spawn, ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as net from 'net';
@@ -128,4 +129,36 @@ it('lets the admin user (probe, operators) run anything', async () => {
   expect(await a.set('other:key', '1')).toBe('OK');
   expect((await a.acl('WHOAMI'))).toBe(REDIS_ADMIN_USER);
   a.disconnect();
+});
+
+it('with appendOnly, a Redis killed (SIGKILL) comes back with the leases written more than a second before', async () => {
+  const aofPort = await freePort();
+  const aofDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-aof-'));
+  const conf = path.join(aofDir, 'redis.conf');
+  fs.writeFileSync(conf, redisConf({ port: aofPort, bind: '127.0.0.1', maxMemory: '64mb', dir: aofDir, hashTag: 'ws', proxyPassword, adminPassword, appendOnly: true }));
+  const start = async (): Promise<ChildProcess> => {
+    const p = spawn('redis-server', [conf], { stdio: ['ignore', 'ignore', 'inherit'] });
+    for (let i = 0; ; i++) {
+      const c = new Redis({ host: '127.0.0.1', port: aofPort, username: REDIS_PROXY_USER, password: proxyPassword, lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      try { await c.connect(); await c.ping(); return p; } catch (e) { if (i > 200) throw e; await new Promise((r) => setTimeout(r, 25)); } finally { c.disconnect(); }
+    }
+  };
+  const stop = (p: ChildProcess) => new Promise<void>((resolve) => { p.once('exit', () => resolve()); p.kill('SIGKILL'); });
+  let p = await start();
+  try {
+    const c = new Redis({ host: '127.0.0.1', port: aofPort, username: REDIS_PROXY_USER, password: proxyPassword, enableReadyCheck: false });
+    await c.zadd('{ws}:pod:10.0.0.1:8080', String(Date.now() + 60000), 'envoy-a|abcdef|1|123456');
+    await c.hsetnx('{ws}:stats', 'epoch:id', 'e1');
+    c.disconnect();
+    await new Promise((r) => setTimeout(r, 1500)); // appendfsync everysec
+    await stop(p);
+    p = await start();
+    const again = new Redis({ host: '127.0.0.1', port: aofPort, username: REDIS_PROXY_USER, password: proxyPassword, enableReadyCheck: false });
+    expect(await again.zrange('{ws}:pod:10.0.0.1:8080', 0, -1)).toEqual(['envoy-a|abcdef|1|123456']);
+    expect(await again.hget('{ws}:stats', 'epoch:id')).toBe('e1'); // same epoch: nothing to re-register
+    again.disconnect();
+  } finally {
+    await stop(p);
+    fs.rmSync(aofDir, { recursive: true, force: true });
+  }
 });
