@@ -35,6 +35,11 @@ describe('GitHub workflows', () => {
     expect(plan.steps.some((s: { uses?: string }) => s.uses?.startsWith('actions/upload-artifact@'))).toBe(true);
     expect(plan.steps.some((s: { uses?: string }) => s.uses?.startsWith('actions/github-script@'))).toBe(true);
     expect(wf.jobs.plan.if).toBe('github.event.pull_request.head.repo.full_name == github.repository');
+    // The credentials are behind an environment's required reviewers, and no install
+    // script of the pull request's dependencies runs in that job.
+    expect(plan.environment).toBe('plan');
+    const installs = plan.steps.filter((s: { run?: string }) => /npm ci/.test(s.run ?? ''));
+    expect(installs.map((s: { run: string }) => s.run)).toEqual(['npm ci --no-audit --no-fund --ignore-scripts']);
     const test = wf.jobs.test.steps.map((s: { run?: string }) => s.run ?? '').join('\n');
     for (const cmd of ['redis-server redis-tools luajit lua-socket lua-sec', 'npm ci', 'tsc --noEmit', 'npm test', 'npm run synth']) expect(test).toContain(cmd);
   });
