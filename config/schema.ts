@@ -20,6 +20,8 @@ export type NlbScheme = 'internet-facing' | 'internal';
 export interface StackConfig {
   readonly clusterName: string;
   readonly region: string;
+  readonly kubeconfigPath: string;
+  readonly kubeContext: string;
   readonly namespace: string;
   readonly createNamespace: boolean;
   readonly maxConnectionsPerPod: number;
@@ -118,6 +120,16 @@ export const FIELDS: readonly FieldSpec[] = [
     key: 'region', kind: 'string', default: 'us-east-1',
     description: 'AWS region of the cluster (aws provider).',
     pattern: { re: /^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$/, says: 'an AWS region such as "eu-west-1"' },
+  },
+  {
+    key: 'kubeconfigPath', kind: 'string', default: '', optional: true,
+    description: 'Connect to the cluster through this kubeconfig file (and `kubeContext`) instead of looking up the EKS cluster: no aws provider and no AWS data source in the output (`clusterName` and `region` are then unused; `~` is expanded by the providers). Empty = the EKS cluster `clusterName`, authenticated with `aws eks get-token`.',
+    pattern: { re: /^[^\s\0][^\0\n]*$/, says: 'a file path (no leading space, no newline)' },
+  },
+  {
+    key: 'kubeContext', kind: 'string', default: '', optional: true,
+    description: 'Context of `kubeconfigPath` to use; empty = the file\'s `current-context`. Only with `kubeconfigPath`.',
+    pattern: { re: /^[^\s][^\n]{0,252}$/, says: 'a kubeconfig context name (no leading space, no newline)' },
   },
   {
     key: 'namespace', kind: 'dns1123Label', default: 'ws-admission',

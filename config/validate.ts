@@ -177,6 +177,12 @@ export function crossFieldProblems(c: StackConfig): string[] {
         'Fix: set nlbScheme to "internal", or leave exposeMetricsOnNlb false and scrape through the ws-envoy-metrics Service.',
     );
   }
+  if (c.kubeContext !== '' && c.kubeconfigPath === '') {
+    out.push(
+      `kubeContext applies only with kubeconfigPath, but kubeconfigPath is empty (kubeContext is ${show(c.kubeContext)}). ` +
+        'Fix: set kubeconfigPath to the kubeconfig file holding that context, or leave kubeContext empty for the EKS cluster clusterName.',
+    );
+  }
   if (c.externalRedisHost === '' && (c.externalRedisTls || c.externalRedisPasswordSecret !== '')) {
     out.push(
       `externalRedisTls / externalRedisPasswordSecret apply only to an external Redis, but externalRedisHost is empty. ` +

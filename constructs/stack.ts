@@ -7,11 +7,12 @@ import { validateConfig } from '../config/validate';
 import { buildEnvoyBootstrap, METRICS_PORT } from '../envoy/bootstrap';
 import { bootstrapToYaml } from '../envoy/yaml';
 import { BackendService } from './backend-service';
-import { EksProviders } from './eks-providers';
+import { ClusterProviders, EksProviders } from './eks-providers';
 import { EnvoyProxy, RedisPasswordSource } from './envoy';
 import { FilterConfig } from './filter-config';
 import { Monitoring } from './monitoring';
 import { ENVOY_SELECTOR, NAMES, PART_OF } from './names';
+import { KubeconfigProviders } from './kubeconfig-providers';
 import { Nlb } from './nlb';
 import { Redis } from './redis';
 import { configureRemoteState } from './remote-state';
@@ -34,13 +35,13 @@ export interface WsAdmissionStackProps {
 }
 
 /**
- * The whole deployment: providers from the EKS cluster, Redis (or an external one),
+ * The whole deployment: providers from the EKS cluster (or a kubeconfig context), Redis (or an external one),
  * the backend's headless Service, the optional sample backend, the Envoy fleet with its
  * generated config, the NLB, and the outputs.
  */
 export class WsAdmissionStack extends TerraformStack {
   public readonly config: StackConfig;
-  public readonly providers: EksProviders;
+  public readonly providers: ClusterProviders;
   public readonly redis?: Redis;
   public readonly backend: BackendService;
   public readonly filterConfig: FilterConfig;
@@ -58,7 +59,10 @@ export class WsAdmissionStack extends TerraformStack {
       region: c.remoteStateRegion || c.region,
       lockfile: c.remoteStateLockfile,
     });
-    this.providers = new EksProviders(this, 'eks', { clusterName: c.clusterName, region: c.region });
+    // A kubeconfig connection needs no AWS at all; the EKS lookup needs the aws provider.
+    this.providers = c.kubeconfigPath !== ''
+      ? new KubeconfigProviders(this, 'kubeconfig', { path: c.kubeconfigPath, context: c.kubeContext || undefined })
+      : new EksProviders(this, 'eks', { clusterName: c.clusterName, region: c.region });
 
     // With createNamespace, referencing the resource's name orders everything after it.
     const namespace = c.createNamespace
