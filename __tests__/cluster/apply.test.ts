@@ -12,7 +12,7 @@ import { DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
 import { ENVOY_SELECTOR, NAMES, PART_OF, REDIS_SELECTOR } from '../../constructs/names';
 import { ClusterState, CONTEXT, kubectl, NODE_NAME, startCluster, stopCluster } from '../../tools/cluster/cluster';
 import { findInstalled } from '../../tools/cluster/toolchain';
-import { byName, Json, unescapeTemplate } from '../stack/support/synth';
+import { byName, EVERYTHING_CHANGED, Json, unescapeTemplate } from '../stack/support/synth';
 import { synthInto, tfAsync, tfAsyncOk, tfOk } from './support';
 
 jest.setTimeout(15 * 60_000);
@@ -55,7 +55,7 @@ function startFakeLoadBalancerController(): void {
 
 /** The profile applied: the defaults (sample backend included), connected through the cluster's kubeconfig. */
 function profile(overrides: Partial<StackConfig> = {}): Partial<StackConfig> {
-  return { kubeconfigPath: cluster!.kubeconfig, kubeContext: CONTEXT, ...overrides };
+  return { ...overrides, kubeconfigPath: cluster!.kubeconfig, kubeContext: CONTEXT };
 }
 
 interface Applied {
@@ -278,5 +278,36 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
     expect(exists(undefined, 'namespace/ws-admission-b')).toBe(false);
     const left = k(['get', 'all,configmaps,secrets,networkpolicies,pdb', '-A', '-l', `app.kubernetes.io/part-of=${PART_OF}`, '-o', 'name']).trim();
     expect(left).toBe('');
+  });
+});
+
+describe('every option changed, on the same cluster', () => {
+  const ns = EVERYTHING_CHANGED.namespace;
+
+  it('applies into an existing namespace with an external Redis and a ServiceMonitor (CRD installed), then destroys only its own objects', async () => {
+    // GIVEN what that profile expects to exist: its namespace, the Redis AUTH Secret, the CRD
+    k(['create', 'namespace', ns]);
+    k(['-n', ns, 'create', 'secret', 'generic', EVERYTHING_CHANGED.externalRedisPasswordSecret, '--from-literal=password=not-a-real-token']);
+    k(['apply', '-f', path.join(__dirname, 'fixtures', 'servicemonitor-crd.yaml')]);
+    k(['wait', '--for=condition=Established', 'crd/servicemonitors.monitoring.coreos.com', '--timeout=60s']);
+    // WHEN applied (state kept locally: the profile's S3 backend is dropped)
+    const { json } = await apply({ ...EVERYTHING_CHANGED, remoteStateBucket: '' });
+    // THEN Envoy rolls out with the external Redis' Secret, the ServiceMonitor is there as configured
+    expectRolledOut(ns);
+    expect(get(ns, 'deployments').items.map((d: Json) => d.metadata.name)).toStrictEqual([NAMES.envoy]);
+    expect(get(ns, `deployment/${NAMES.envoy}`).spec.replicas).toBe(EVERYTHING_CHANGED.envoyReplicas);
+    const sm = get(ns, 'servicemonitor/ws-envoy');
+    const want = Object.values(json.resource.kubernetes_manifest)[0] as Json;
+    expect(sm.spec).toStrictEqual(want.manifest.spec);
+    expect(sm.metadata.labels).toMatchObject({ release: 'kube-prometheus-stack' });
+    expect(get(ns, `svc/${NAMES.nlb}`).metadata.annotations).toStrictEqual(byName(json, 'kubernetes_service_v1', NAMES.nlb).metadata.annotations);
+    // AND a second plan changes nothing (kubernetes_manifest included)
+    const again = await tfAsync(toolchain, stateDir, ['plan', '-input=false', '-detailed-exitcode']);
+    expect({ status: again.status, out: again.status === 0 ? '' : again.out }).toStrictEqual({ status: 0, out: '' });
+    // AND a destroy removes the stack's objects and leaves the namespace and the user's Secret
+    await tfAsyncOk(toolchain, stateDir, ['destroy', '-input=false', '-auto-approve']);
+    expect(tfOk(toolchain, stateDir, ['state', 'list']).trim()).toBe('');
+    expect(k(['get', 'all,configmaps,secrets,networkpolicies,pdb,servicemonitors', '-A', '-l', `app.kubernetes.io/part-of=${PART_OF}`, '-o', 'name']).trim()).toBe('');
+    expect(exists(ns, `secret/${EVERYTHING_CHANGED.externalRedisPasswordSecret}`)).toBe(true);
   });
 });
