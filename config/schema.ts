@@ -20,6 +20,8 @@ export type NlbScheme = 'internet-facing' | 'internal';
 export interface StackConfig {
   readonly clusterName: string;
   readonly region: string;
+  readonly kubeconfigPath: string;
+  readonly kubeContext: string;
   readonly namespace: string;
   readonly createNamespace: boolean;
   readonly maxConnectionsPerPod: number;
@@ -129,6 +131,16 @@ export const FIELDS: readonly FieldSpec[] = [
     key: 'region', kind: 'string', default: 'us-east-1',
     description: 'AWS region of the cluster (aws provider).',
     pattern: { re: /^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$/, says: 'an AWS region such as "eu-west-1"' },
+  },
+  {
+    key: 'kubeconfigPath', kind: 'string', default: '', optional: true,
+    description: 'Connect to the cluster through this kubeconfig file (and `kubeContext`) instead of looking up the EKS cluster: no aws provider and no AWS data source in the output (`clusterName` and `region` are then unused; `~` is expanded by the providers). Empty = the EKS cluster `clusterName`, authenticated with `aws eks get-token`.',
+    pattern: { re: /^[^\s\0][^\0\n]*$/, says: 'a file path (no leading space, no newline)' },
+  },
+  {
+    key: 'kubeContext', kind: 'string', default: '', optional: true,
+    description: 'Context of `kubeconfigPath` to use; empty = the file\'s `current-context`. Only with `kubeconfigPath`.',
+    pattern: { re: /^[^\s][^\n]{0,252}$/, says: 'a kubeconfig context name (no leading space, no newline)' },
   },
   {
     key: 'namespace', kind: 'dns1123Label', default: 'ws-admission',
@@ -319,7 +331,7 @@ export const FIELDS: readonly FieldSpec[] = [
   },
   {
     key: 'metricsAllowedCidrs', kind: 'cidrs', default: [], optional: true,
-    description: 'Sources allowed to reach port 9901: the NLB health checks and the kubelet probes come from inside the VPC. Empty = the EKS cluster VPC\'s primary CIDR (looked up); list secondary CIDRs here too if nodes or the NLB use them.',
+    description: 'Sources allowed to reach port 9901: the NLB health checks and the kubelet probes come from inside the VPC. Empty = the EKS cluster VPC\'s primary CIDR (looked up; list secondary CIDRs here too if nodes or the NLB use them); with kubeconfigPath there is no VPC to look up, and empty means no Envoy NetworkPolicy.',
   },
   {
     key: 'metricsScraperNamespaceLabels', kind: 'labels', default: { 'kubernetes.io/metadata.name': 'monitoring' }, optional: true,

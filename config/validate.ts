@@ -197,6 +197,12 @@ export function crossFieldProblems(c: StackConfig): string[] {
         'Fix: set nlbScheme to "internal", or leave exposeMetricsOnNlb false and scrape through the ws-envoy-metrics Service.',
     );
   }
+  if (c.kubeContext !== '' && c.kubeconfigPath === '') {
+    out.push(
+      `kubeContext applies only with kubeconfigPath, but kubeconfigPath is empty (kubeContext is ${show(c.kubeContext)}). ` +
+        'Fix: set kubeconfigPath to the kubeconfig file holding that context, or leave kubeContext empty for the EKS cluster clusterName.',
+    );
+  }
   if (c.redisPersistence === 'none' && c.redisStorageClass !== '') {
     out.push(
       `redisStorageClass is set (${JSON.stringify(c.redisStorageClass)}) but redisPersistence is "none": no volume would use it. ` +

@@ -1,11 +1,19 @@
 import { AwsProvider } from '@cdktf/provider-aws/lib/provider';
 import { DataAwsEksCluster } from '@cdktf/provider-aws/lib/data-aws-eks-cluster';
-import { DataAwsEksClusterAuth } from '@cdktf/provider-aws/lib/data-aws-eks-cluster-auth';
 import { HelmProvider } from '@cdktf/provider-helm/lib/provider';
 import { KubernetesProvider } from '@cdktf/provider-kubernetes/lib/provider';
 import { RandomProvider } from '@cdktf/provider-random/lib/provider';
 import { Fn } from 'cdktf';
 import { Construct } from 'constructs';
+
+/** The exec credential API both providers ask `aws eks get-token` for. */
+export const EXEC_API_VERSION = 'client.authentication.k8s.io/v1beta1';
+
+/** What the rest of the stack needs from the cluster connection, whichever mode made it. */
+export interface ClusterProviders {
+  readonly kubernetes: KubernetesProvider;
+  readonly helm: HelmProvider;
+}
 
 export interface EksProvidersProps {
   /** Name of the existing EKS cluster. */
@@ -21,11 +29,14 @@ export interface EksProvidersProps {
 
 /**
  * Looks up an existing EKS cluster and configures the aws, kubernetes, helm and random
- * providers from it. The token comes from `aws_eks_cluster_auth` (valid ~15 min), so a
- * long apply keeps working only if it finishes within that window; re-run on expiry.
- * @see https://registry.terraform.io/providers/hashicorp/aws/latest/docs/data-sources/eks_cluster_auth
+ * providers from it. Kubernetes credentials come from an exec plugin (`aws eks get-token`),
+ * run again whenever the token nears expiry: an apply that waits for rollouts and the NLB
+ * longer than a token's 15 minutes keeps working, where a token read once by the
+ * `aws_eks_cluster_auth` data source would expire half way. Needs the AWS CLI where
+ * terraform runs.
+ * @see https://registry.terraform.io/providers/hashicorp/kubernetes/latest/docs#exec-plugins
  */
-export class EksProviders extends Construct {
+export class EksProviders extends Construct implements ClusterProviders {
   public readonly cluster: DataAwsEksCluster;
   public readonly kubernetes: KubernetesProvider;
   public readonly helm: HelmProvider;
@@ -40,14 +51,17 @@ export class EksProviders extends Construct {
       defaultTags: [{ tags: { 'app.kubernetes.io/part-of': 'ws-admission', ...(props.tags ?? {}) } }],
     });
     this.cluster = new DataAwsEksCluster(this, 'cluster', { name: props.clusterName });
-    const auth = new DataAwsEksClusterAuth(this, 'auth', { name: props.clusterName });
-    const connection = {
+    const exec = {
+      apiVersion: EXEC_API_VERSION,
+      command: 'aws',
+      args: ['eks', 'get-token', '--cluster-name', props.clusterName, '--region', props.region, '--output', 'json'],
+    };
+    const endpoint = {
       host: this.cluster.endpoint,
       clusterCaCertificate: Fn.base64decode(this.cluster.certificateAuthority.get(0).data),
-      token: auth.token,
     };
-    this.kubernetes = new KubernetesProvider(this, 'kubernetes', connection);
-    this.helm = new HelmProvider(this, 'helm', { kubernetes: connection });
+    this.kubernetes = new KubernetesProvider(this, 'kubernetes', { ...endpoint, exec: [exec] });
+    this.helm = new HelmProvider(this, 'helm', { kubernetes: { ...endpoint, exec } });
     new RandomProvider(this, 'random', {});
   }
 }

@@ -1,6 +1,7 @@
 export * from './names';
 export * from './security';
 export * from './eks-providers';
+export * from './kubeconfig-providers';
 export * from './redis';
 export * from './filter-config';
 export * from './envoy';

@@ -8,11 +8,12 @@ import { buildEnvoyBootstrap, METRICS_PORT } from '../envoy/bootstrap';
 import { bootstrapToYaml } from '../envoy/yaml';
 import { BackendService } from './backend-service';
 import { DataAwsVpc } from '@cdktf/provider-aws/lib/data-aws-vpc';
-import { EksProviders } from './eks-providers';
-import { EnvoyProxy, RedisPasswordSource } from './envoy';
+import { ClusterProviders, EksProviders } from './eks-providers';
+import { EnvoyProxy, MetricsSources, RedisPasswordSource } from './envoy';
 import { FilterConfig } from './filter-config';
 import { Monitoring } from './monitoring';
 import { ENVOY_SELECTOR, NAMES, PART_OF } from './names';
+import { KubeconfigProviders } from './kubeconfig-providers';
 import { Nlb } from './nlb';
 import { REDIS_PROXY_USER, Redis } from './redis';
 import { configureRemoteState } from './remote-state';
@@ -35,13 +36,13 @@ export interface WsAdmissionStackProps {
 }
 
 /**
- * The whole deployment: providers from the EKS cluster, Redis (or an external one),
+ * The whole deployment: providers from the EKS cluster (or a kubeconfig context), Redis (or an external one),
  * the backend's headless Service, the optional sample backend, the Envoy fleet with its
  * generated config, the NLB, and the outputs.
  */
 export class WsAdmissionStack extends TerraformStack {
   public readonly config: StackConfig;
-  public readonly providers: EksProviders;
+  public readonly providers: ClusterProviders;
   public readonly redis?: Redis;
   public readonly backend: BackendService;
   public readonly filterConfig: FilterConfig;
@@ -59,7 +60,10 @@ export class WsAdmissionStack extends TerraformStack {
       region: c.remoteStateRegion || c.region,
       lockfile: c.remoteStateLockfile,
     });
-    this.providers = new EksProviders(this, 'eks', { clusterName: c.clusterName, region: c.region });
+    // A kubeconfig connection needs no AWS at all; the EKS lookup needs the aws provider.
+    this.providers = c.kubeconfigPath !== ''
+      ? new KubeconfigProviders(this, 'kubeconfig', { path: c.kubeconfigPath, context: c.kubeContext || undefined })
+      : new EksProviders(this, 'eks', { clusterName: c.clusterName, region: c.region });
 
     // With createNamespace, referencing the resource's name orders everything after it.
     const namespace = c.createNamespace
@@ -154,9 +158,7 @@ export class WsAdmissionStack extends TerraformStack {
       replicas: c.envoyReplicas,
       concurrency: c.envoyConcurrency,
       redisPassword,
-      metricsSources: c.envoyNetworkPolicy
-        ? { cidrs: c.metricsAllowedCidrs.length > 0 ? c.metricsAllowedCidrs : [this.clusterVpcCidr()], namespaceLabels: c.metricsScraperNamespaceLabels }
-        : undefined,
+      metricsSources: this.metricsSources(c),
     });
     this.nlb = new Nlb(this, 'nlb', {
       namespace,
@@ -185,10 +187,20 @@ export class WsAdmissionStack extends TerraformStack {
     this.outputs(c, redisEndpoint);
   }
 
-  /** The primary CIDR of the cluster's VPC: where the NLB and the nodes (kubelet) are. */
-  private clusterVpcCidr(): string {
-    const vpc = new DataAwsVpc(this, 'cluster-vpc', { id: this.providers.cluster.vpcConfig.get(0).vpcId });
-    return vpc.cidrBlock;
+  /**
+   * Who may reach port 9901: the configured CIDRs, else the EKS cluster VPC's primary CIDR
+   * (where the NLB and the nodes' kubelets are). A kubeconfig target has no VPC to look
+   * up: without metricsAllowedCidrs it gets no Envoy NetworkPolicy, rather than one that
+   * would block the kubelet's probes and take every proxy out of service.
+   */
+  private metricsSources(c: StackConfig): MetricsSources | undefined {
+    if (!c.envoyNetworkPolicy) return undefined;
+    let cidrs = c.metricsAllowedCidrs;
+    if (cidrs.length === 0) {
+      if (!(this.providers instanceof EksProviders)) return undefined;
+      cidrs = [new DataAwsVpc(this, 'cluster-vpc', { id: this.providers.cluster.vpcConfig.get(0).vpcId }).cidrBlock];
+    }
+    return { cidrs, namespaceLabels: c.metricsScraperNamespaceLabels };
   }
 
   private outputs(c: StackConfig, redis: RedisEndpoint): void {

@@ -334,6 +334,17 @@ describe('rules across fields', () => {
     );
     expect(() => loadConfig({ env: {}, overrides: { exposeMetricsOnNlb: true, nlbScheme: 'internal' } })).not.toThrow();
   });
+  it('refuses kubeContext without kubeconfigPath, naming the value and the fix', () => {
+    expect(bad({ kubeContext: 'staging' })).toThrow(
+      'kubeContext applies only with kubeconfigPath, but kubeconfigPath is empty (kubeContext is "staging"). Fix: set kubeconfigPath to the kubeconfig file holding that context',
+    );
+    expect(() => loadConfig({ env: {}, overrides: { kubeContext: 'staging', kubeconfigPath: '/etc/kubeconfig' } })).not.toThrow();
+  });
+  it('refuses a kubeconfigPath with a newline or leading space, and a context with a newline', () => {
+    expect(bad({ kubeconfigPath: ' /etc/kubeconfig' })).toThrow('kubeconfigPath must be a file path (no leading space, no newline), got " /etc/kubeconfig".');
+    expect(bad({ kubeconfigPath: '/etc/kube\nconfig' })).toThrow('kubeconfigPath must be a file path (no leading space, no newline), got "/etc/kube\\nconfig".');
+    expect(bad({ kubeconfigPath: '/k', kubeContext: 'a\nb' })).toThrow('kubeContext must be a kubeconfig context name (no leading space, no newline), got "a\\nb".');
+  });
   it('refuses external Redis options without externalRedisHost', () => {
     expect(bad({ externalRedisTls: true })).toThrow(
       'externalRedisTls / externalRedisPasswordSecret / externalRedisUsername apply only to an external Redis, but externalRedisHost is empty.',

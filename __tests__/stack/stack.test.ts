@@ -72,13 +72,26 @@ describe('default profile', () => {
 
   it('looks up the EKS cluster and configures the providers from it', () => {
     expect(Testing.toHaveDataSourceWithProperties(text, 'aws_eks_cluster', { name: 'ws-eks' })).toBe(true);
-    expect(Testing.toHaveDataSourceWithProperties(text, 'aws_eks_cluster_auth', { name: 'ws-eks' })).toBe(true);
     expect(json.provider.aws[0].region).toBe('us-east-1');
     const k8s = json.provider.kubernetes[0];
     expect(k8s.host).toMatch(/^\$\{data\.aws_eks_cluster\.[^.]+\.endpoint\}$/);
     expect(k8s.cluster_ca_certificate).toMatch(/^\$\{base64decode\(data\.aws_eks_cluster\.[^.]+\.certificate_authority\[0\]\.data\)\}$/);
-    expect(k8s.token).toMatch(/^\$\{data\.aws_eks_cluster_auth\.[^.]+\.token\}$/);
-    expect(json.provider.helm[0].kubernetes).toEqual(k8s);
+  });
+
+  it('authenticates kubernetes and helm with `aws eks get-token` (an exec plugin), not a 15-minute token read once', () => {
+    // GIVEN the default (EKS) profile
+    const exec = {
+      api_version: 'client.authentication.k8s.io/v1beta1',
+      command: 'aws',
+      args: ['eks', 'get-token', '--cluster-name', 'ws-eks', '--region', 'us-east-1', '--output', 'json'],
+    };
+    const k8s = json.provider.kubernetes[0];
+    // THEN both providers run the plugin, and no token is read at plan time
+    expect(k8s.exec).toStrictEqual([exec]);
+    expect(k8s.token).toBeUndefined();
+    expect(json.data.aws_eks_cluster_auth).toBeUndefined();
+    // helm 3.x takes `kubernetes` (and its `exec`) as nested objects, not blocks
+    expect(json.provider.helm[0].kubernetes).toStrictEqual({ host: k8s.host, cluster_ca_certificate: k8s.cluster_ca_certificate, exec });
   });
 
   it('creates the namespace and puts everything in it', () => {
@@ -456,6 +469,7 @@ describe('every option changed', () => {
     expect(envoy.metadata.namespace).toBe('realtime');
     expect(Testing.toHaveDataSourceWithProperties(text, 'aws_eks_cluster', { name: 'prod-eks' })).toBe(true);
     expect(json.provider.aws[0].region).toBe('eu-west-1');
+    expect(json.provider.kubernetes[0].exec[0].args).toStrictEqual(['eks', 'get-token', '--cluster-name', 'prod-eks', '--region', 'eu-west-1', '--output', 'json']);
   });
 
   it('uses the external Redis: no Redis of its own, the given Secret, TLS in settings.lua', () => {
@@ -549,5 +563,38 @@ describe('options one by one', () => {
 
   it('the stack validates the config it is given', () => {
     expect(() => synth({ maxConnectionsPerPod: 0 })).toThrow('maxConnectionsPerPod must be a positive integer, got 0.');
+  });
+});
+
+describe('kubeconfig target', () => {
+  // GIVEN a kubeconfig file and context instead of the EKS lookup
+  const { json } = synth({ kubeconfigPath: '/etc/ws/kubeconfig', kubeContext: 'staging' });
+  const text = JSON.stringify(json);
+
+  it('configures kubernetes and helm from the file and context', () => {
+    expect(json.provider.kubernetes).toStrictEqual([{ config_path: '/etc/ws/kubeconfig', config_context: 'staging' }]);
+    expect(json.provider.helm).toStrictEqual([{ kubernetes: { config_path: '/etc/ws/kubeconfig', config_context: 'staging' } }]);
+    expect(json.provider.random).toStrictEqual([{}]);
+  });
+
+  it('has no AWS in the output: no aws provider, no aws_* data source or resource, no AWS requirement', () => {
+    expect(Object.keys(json.provider).sort()).toStrictEqual(['helm', 'kubernetes', 'random']);
+    expect(Object.keys(json.terraform.required_providers).sort()).toStrictEqual(['helm', 'kubernetes', 'random']);
+    expect(json.data).toBeUndefined();
+    expect(Object.keys(json.resource).filter((t) => t.startsWith('aws_'))).toStrictEqual([]);
+    expect(text).not.toMatch(/aws_eks|"aws"|get-token/);
+  });
+
+  it('deploys the same objects as the EKS profile', () => {
+    const eks = synth().json;
+    for (const type of Object.keys(eks.resource)) {
+      expect(Object.keys(json.resource[type]).sort()).toStrictEqual(Object.keys(eks.resource[type]).sort());
+    }
+  });
+
+  it("uses the file's current-context when kubeContext is empty", () => {
+    const own = synth({ kubeconfigPath: '~/.kube/config' }).json;
+    expect(own.provider.kubernetes).toStrictEqual([{ config_path: '~/.kube/config' }]);
+    expect(own.provider.helm).toStrictEqual([{ kubernetes: { config_path: '~/.kube/config' } }]);
   });
 });

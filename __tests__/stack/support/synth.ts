@@ -62,6 +62,9 @@ export function tempLuaDirs(): { dirs: string[]; root: string } {
 export const EVERYTHING_CHANGED: StackConfig = {
   clusterName: 'prod-eks',
   region: 'eu-west-1',
+  // The connection mode has its own profile (KUBECONFIG_PROFILE): this one stays on EKS.
+  kubeconfigPath: '',
+  kubeContext: '',
   namespace: 'realtime',
   createNamespace: false,
   maxConnectionsPerPod: 5,
