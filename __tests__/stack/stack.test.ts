@@ -585,11 +585,15 @@ describe('kubeconfig target', () => {
     expect(text).not.toMatch(/aws_eks|"aws"|get-token/);
   });
 
-  it('deploys the same objects as the EKS profile', () => {
+  it('deploys the same objects as the EKS profile once metricsAllowedCidrs names the metrics port\'s sources', () => {
     const eks = synth().json;
+    const own = synth({ kubeconfigPath: '/etc/ws/kubeconfig', kubeContext: 'staging', metricsAllowedCidrs: ['10.0.0.0/16'] }).json;
     for (const type of Object.keys(eks.resource)) {
-      expect(Object.keys(json.resource[type]).sort()).toStrictEqual(Object.keys(eks.resource[type]).sort());
+      expect(Object.keys(own.resource[type]).sort()).toStrictEqual(Object.keys(eks.resource[type]).sort());
     }
+    // Without them there is no VPC to look up: no Envoy NetworkPolicy rather than one
+    // that would block the kubelet's probes (Redis keeps its own).
+    expect(Object.keys(json.resource.kubernetes_network_policy_v1)).toStrictEqual(['redis_network-policy_61AE90EF']);
   });
 
   it("uses the file's current-context when kubeContext is empty", () => {
