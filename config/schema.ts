@@ -39,6 +39,8 @@ export interface StackConfig {
   readonly envoyImage: string;
   readonly redisImage: string;
   readonly redisPersistence: RedisPersistence;
+  readonly redisPasswordInState: boolean;
+  readonly redisPasswordRevision: number;
   readonly redisVolumeSize: string;
   readonly redisStorageClass: string;
   readonly sampleBackendImage: string;
@@ -173,6 +175,14 @@ export const FIELDS: readonly FieldSpec[] = [
   {
     key: 'redisReplicas', kind: 'integer', default: 1, min: 1, max: 1,
     description: 'Replicas of the in-cluster Redis. Only 1: for a replicated Redis use ElastiCache via `externalRedisHost`.',
+  },
+  {
+    key: 'redisPasswordInState', kind: 'boolean', default: false,
+    description: 'Keep the in-cluster Redis passwords in the Terraform state (`random_password`). Off: they are ephemeral and written only to the Secret (write-only `data_wo`; needs Terraform >= 1.11), so neither the state nor a plan holds them.',
+  },
+  {
+    key: 'redisPasswordRevision', kind: 'integer', default: 1, min: 1,
+    description: 'Increase to rotate the in-cluster Redis passwords: the Secret is rewritten with new ones and Redis restarts.',
   },
   {
     key: 'redisPersistence', kind: 'enum', default: 'none', values: ['none', 'aof'],

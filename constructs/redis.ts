@@ -5,13 +5,15 @@ import { PersistentVolumeClaimV1 } from '@cdktf/provider-kubernetes/lib/persiste
 import { SecretV1 } from '@cdktf/provider-kubernetes/lib/secret-v1';
 import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
 import { Password } from '@cdktf/provider-random/lib/password';
-import { Fn } from 'cdktf';
+import { Fn, TerraformStack } from 'cdktf';
 import { Construct } from 'constructs';
 import { imageProblem } from '../config/validate';
 import { NAMES, REDIS_SELECTOR, componentLabels } from './names';
 import { ResourceSpec, containerSecurityContext, podSecurityContext, resources } from './security';
 
 export const REDIS_PORT = 6379;
+/** Names of the ephemeral passwords (`ephemeral.random_password.<prefix>proxy|admin`). */
+const EPHEMERAL_PREFIX = 'ws_redis_';
 /** uid/gid of the `redis` user in the official images. */
 const REDIS_UID = 999;
 
@@ -103,6 +105,17 @@ export interface RedisProps {
    */
   readonly hashTag?: string;
   /**
+   * Keep the passwords in the Terraform state (`random_password` resources, the Secret's
+   * `data`), as Terraform < 1.11 needs. Otherwise they are ephemeral and write-only.
+   * @default false
+   */
+  readonly passwordInState?: boolean;
+  /**
+   * Bump to rotate both passwords (the Secret is rewritten, Redis restarts).
+   * @default 1
+   */
+  readonly passwordRevision?: number;
+  /**
    * Keep the state on a PersistentVolumeClaim (AOF, `appendfsync everysec`).
    * @default - none: a restart starts empty
    */
@@ -158,24 +171,51 @@ export class Redis extends Construct {
     this.host = `${NAMES.redis}.${props.namespace}.svc.cluster.local`;
 
     // Alphanumeric only: the value goes into redis.conf unquoted and into a file read by Lua.
-    const password = new Password(this, 'password', { length: 40, special: false });
-    const adminPassword = new Password(this, 'admin-password', { length: 40, special: false });
     const confWith = (proxyPassword: string, adminPass: string) => redisConf({
       port: REDIS_PORT, bind: '0.0.0.0', maxMemory: props.maxMemory ?? '192mb', dir: '/data', hashTag: props.hashTag ?? 'ws',
       proxyPassword, adminPassword: adminPass, appendOnly: props.persistence !== undefined,
     });
-    const conf = confWith(password.result, adminPassword.result);
-    // The file's settings and its passwords (hashed by Terraform): a new password rolls
-    // the pod too. A hash of the settings alone let a rotated password change the Secret
-    // but never restart Redis, which reads it only at start.
     const settingsHash = createHash('sha256').update(confWith('PROXYPASSWORD', 'ADMINPASSWORD')).digest('hex');
-    const confChecksum = Fn.sha256(`${settingsHash}:${password.result}:${adminPassword.result}`);
+    const revision = props.passwordRevision ?? 1;
+    if (!Number.isSafeInteger(revision) || revision < 1) {
+      throw new Error(`Redis: passwordRevision must be an integer >= 1, got ${revision}`);
+    }
 
-    this.secret = new SecretV1(this, 'secret', {
-      metadata: { name: NAMES.redisSecret, namespace: props.namespace, labels },
-      type: 'Opaque',
-      data: { password: password.result, 'admin-password': adminPassword.result, 'redis.conf': conf },
-    });
+    let confChecksum: string;
+    if (props.passwordInState) {
+      // Alphanumeric only: the value goes into redis.conf unquoted and into a file read by Lua.
+      const password = new Password(this, 'password', { length: 40, special: false, keepers: { revision: String(revision) } });
+      const adminPassword = new Password(this, 'admin-password', { length: 40, special: false, keepers: { revision: String(revision) } });
+      this.secret = new SecretV1(this, 'secret', {
+        metadata: { name: NAMES.redisSecret, namespace: props.namespace, labels },
+        type: 'Opaque',
+        data: { password: password.result, 'admin-password': adminPassword.result, 'redis.conf': confWith(password.result, adminPassword.result) },
+      });
+      // The settings and the passwords (hashed by Terraform): a new password rolls the pod.
+      confChecksum = Fn.sha256(`${settingsHash}:${password.result}:${adminPassword.result}`);
+    } else {
+      // Passwords that never reach the Terraform state (or a plan): ephemeral values
+      // (Terraform >= 1.10) written through the Secret's write-only `data_wo` (>= 1.11),
+      // which the provider sends on create and when data_wo_revision changes, and never
+      // stores. Alphanumeric, as above.
+      const ephemeral = (name: string) => {
+        TerraformStack.of(this).addOverride(`ephemeral.random_password.${name}`, { length: 40, special: false });
+        return `\${ephemeral.random_password.${name}.result}`;
+      };
+      // Older Terraform would fail at `ephemeral` with a less clear message.
+      TerraformStack.of(this).addOverride('terraform.required_version', '>= 1.11.0');
+      const proxyPassword = ephemeral(`${EPHEMERAL_PREFIX}proxy`);
+      const adminPass = ephemeral(`${EPHEMERAL_PREFIX}admin`);
+      this.secret = new SecretV1(this, 'secret', {
+        metadata: { name: NAMES.redisSecret, namespace: props.namespace, labels },
+        type: 'Opaque',
+        dataWo: { password: proxyPassword, 'admin-password': adminPass, 'redis.conf': confWith(proxyPassword, adminPass) },
+        dataWoRevision: revision,
+      });
+      // The settings, the revision (a rotation) and the Secret's uid (a Secret created
+      // again has new passwords): any of them rolls the pod, which reads them at start.
+      confChecksum = Fn.sha256(`${settingsHash}:${revision}:${this.secret.metadata.uid}`);
+    }
 
     if (props.persistence) {
       this.volumeClaim = new PersistentVolumeClaimV1(this, 'data', {

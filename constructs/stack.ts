@@ -95,6 +95,8 @@ export class WsAdmissionStack extends TerraformStack {
         replicas: c.redisReplicas,
         clientSelector: ENVOY_SELECTOR,
         hashTag: c.hashTag,
+        passwordInState: c.redisPasswordInState,
+        passwordRevision: c.redisPasswordRevision,
         persistence: c.redisPersistence === 'aof'
           ? { size: c.redisVolumeSize, storageClass: c.redisStorageClass || undefined }
           : undefined,

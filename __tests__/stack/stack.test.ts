@@ -42,7 +42,7 @@ describe('default profile (repository lua/)', () => {
     const text = JSON.stringify(json);
     const interpolations = text.match(/(?<!\$)\$\{[^}]*\}/g) ?? [];
     for (const i of interpolations) {
-      expect(i).toMatch(/^\$\{(data\.aws_eks_cluster|data\.aws_vpc\.cluster-vpc\.cidr_block\}|kubernetes_[a-z0-9_]+\.|random_password\.|try\(kubernetes_service_v1\.|base64decode\(data\.aws_eks_cluster\.|sha256\(\\"[0-9a-f]{64}:\$\{random_password\.)/);
+      expect(i).toMatch(/^\$\{(data\.aws_eks_cluster|data\.aws_vpc\.cluster-vpc\.cidr_block\}|kubernetes_[a-z0-9_]+\.|random_password\.|ephemeral\.random_password\.ws_redis_(proxy|admin)\.result\}|try\(kubernetes_service_v1\.|base64decode\(data\.aws_eks_cluster\.|sha256\(\\"[0-9a-f]{64}:\d+:\$\{kubernetes_secret_v1\.)/);
     }
     expect(text.match(/(?<!%)%\{/g)).toBeNull();
     const dash = byName(json, 'kubernetes_config_map_v1', 'ws-admission-dashboard').data['ws-admission.json'];
@@ -239,8 +239,9 @@ describe('default profile', () => {
     expect(redis.spec.template.spec.security_context.run_as_user).toBe('999');
     expect(redis.spec.template.spec.volume.map((v: Json) => v.name)).toEqual(['config', 'data']);
     // The settings' hash and both passwords, hashed by Terraform.
+    // The settings' hash, the password revision and the Secret's uid, hashed by Terraform.
     expect(redis.spec.template.metadata.annotations['checksum/config']).toMatch(
-      /^\$\{sha256\("[0-9a-f]{64}:\$\{random_password\.redis_password_[0-9A-F]+\.result\}:\$\{random_password\.redis_admin-password_[0-9A-F]+\.result\}"\)\}$/,
+      /^\$\{sha256\("[0-9a-f]{64}:1:\$\{kubernetes_secret_v1\.redis_secret_[0-9A-F]+\.metadata\[0\]\.uid\}"\)\}$/,
     );
   });
 
@@ -256,24 +257,48 @@ describe('default profile', () => {
     expect(sum(otherJson)).not.toBe(sum(json));
   });
 
-  it('rolls Redis when a password changes (the checksum covers both passwords)', () => {
-    const sum: string = byName(json, 'kubernetes_deployment_v1', 'ws-redis').spec.template.metadata.annotations['checksum/config'];
-    const secret = byName(json, 'kubernetes_secret_v1', 'ws-redis-auth');
-    expect(sum).toContain(secret.data.password);
-    expect(sum).toContain(secret.data['admin-password']);
+  it('rotates the passwords when redisPasswordRevision grows: the Secret is rewritten and Redis rolls', () => {
+    const sum = (j: Json): string => byName(j, 'kubernetes_deployment_v1', 'ws-redis').spec.template.metadata.annotations['checksum/config'];
+    const next = synth({ redisPasswordRevision: 2 }).json;
+    expect(byName(json, 'kubernetes_secret_v1', 'ws-redis-auth').data_wo_revision).toBe(1);
+    expect(byName(next, 'kubernetes_secret_v1', 'ws-redis-auth').data_wo_revision).toBe(2);
+    expect(sum(next)).not.toBe(sum(json));
+    expect(sum(next)).toContain(':2:${kubernetes_secret_v1.');
   });
 
-  it('generates the Redis passwords and keeps them in the Secret only: the default user off, the proxies\' user limited', () => {
-    expect(Testing.toHaveResourceWithProperties(text, 'random_password', { length: 40, special: false })).toBe(true);
-    const secret = byName(json, 'kubernetes_secret_v1', 'ws-redis-auth');
+  it('with redisPasswordInState: random_password resources, the Secret\'s data, and a checksum over both passwords', () => {
+    const inState = synth({ redisPasswordInState: true }).json;
+    expect(inState.ephemeral).toBeUndefined();
+    expect(inState.terraform.required_version).toBeUndefined();
+    const secret = byName(inState, 'kubernetes_secret_v1', 'ws-redis-auth');
     expect(secret.data.password).toMatch(/^\$\{random_password\.redis_password_[0-9A-F]+\.result\}$/);
     expect(secret.data['admin-password']).toMatch(/^\$\{random_password\.redis_admin-password_[0-9A-F]+\.result\}$/);
-    const conf: string = secret.data['redis.conf'];
+    expect(secret.data_wo).toBeUndefined();
+    const sum: string = byName(inState, 'kubernetes_deployment_v1', 'ws-redis').spec.template.metadata.annotations['checksum/config'];
+    expect(sum).toContain(secret.data.password);
+    expect(sum).toContain(secret.data['admin-password']);
+    // A rotation replaces both (keepers).
+    expect(Object.values(inState.resource.random_password).map((p) => (p as Json).keepers)).toEqual([{ revision: '1' }, { revision: '1' }]);
+  });
+
+  it('generates the Redis passwords outside the state, into the Secret only: the default user off, the proxies\' user limited', () => {
+    // Ephemeral values (never in the state or a plan) through the write-only data_wo.
+    expect(json.resource.random_password).toBeUndefined();
+    expect(json.ephemeral).toEqual({ random_password: {
+      ws_redis_proxy: { length: 40, special: false }, ws_redis_admin: { length: 40, special: false },
+    } });
+    expect(json.terraform.required_version).toBe('>= 1.11.0');
+    const secret = byName(json, 'kubernetes_secret_v1', 'ws-redis-auth');
+    expect(secret.data).toBeUndefined();
+    const wo = secret.data_wo;
+    expect(wo.password).toBe('${ephemeral.random_password.ws_redis_proxy.result}');
+    expect(wo['admin-password']).toBe('${ephemeral.random_password.ws_redis_admin.result}');
+    const conf: string = wo['redis.conf'];
     expect(conf).not.toContain('requirepass');
     expect(conf.split('\n').filter((l) => l.startsWith('user '))).toEqual([
       'user default off',
-      `user ws-proxy on >${secret.data.password} resetkeys ~{ws}:* resetchannels -@all ${REDIS_PROXY_COMMANDS.map((x) => '+' + x).join(' ')}`,
-      `user ws-admin on >${secret.data['admin-password']} ~* &* +@all`,
+      `user ws-proxy on >${wo.password} resetkeys ~{ws}:* resetchannels -@all ${REDIS_PROXY_COMMANDS.map((x) => '+' + x).join(' ')}`,
+      `user ws-admin on >${wo['admin-password']} ~* &* +@all`,
     ]);
     expect(conf).toContain('save ""');
     expect(conf).toContain('maxmemory-policy noeviction');
@@ -343,12 +368,12 @@ describe('default profile', () => {
     expect(spec.template.spec.volume.find((v: Json) => v.name === 'data')).toEqual({
       name: 'data', persistent_volume_claim: { claim_name: expect.stringMatching(/^\$\{kubernetes_persistent_volume_claim_v1\.redis_data_[0-9A-F]+\.metadata\[0\]\.name\}$/) },
     });
-    const conf: string = byName(aof, 'kubernetes_secret_v1', 'ws-redis-auth').data['redis.conf'];
+    const conf: string = byName(aof, 'kubernetes_secret_v1', 'ws-redis-auth').data_wo['redis.conf'];
     expect(conf).toContain('appendonly yes\nappendfsync everysec\n');
     expect(conf).toContain('save ""');
     // The default: no claim, an emptyDir, no AOF.
     expect(json.resource.kubernetes_persistent_volume_claim_v1).toBeUndefined();
-    expect(byName(json, 'kubernetes_secret_v1', 'ws-redis-auth').data['redis.conf']).toContain('appendonly no\n');
+    expect(byName(json, 'kubernetes_secret_v1', 'ws-redis-auth').data_wo['redis.conf']).toContain('appendonly no\n');
   });
 
   it('exposes Redis as a ClusterIP Service on 6379', () => {

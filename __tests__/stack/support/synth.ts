@@ -100,6 +100,8 @@ export const EVERYTHING_CHANGED: StackConfig = {
   externalRedisPasswordSecret: 'elasticache-auth',
   externalRedisUsername: 'ws-proxy-user',
   redisPersistence: 'none',
+  redisPasswordInState: true,
+  redisPasswordRevision: 3,
   redisVolumeSize: '2Gi',
   redisStorageClass: '',
   envoyNetworkPolicy: true,
