@@ -32,6 +32,8 @@ function typeText(f: FieldSpec): string {
       return 'labels';
     case 'cidrs':
       return 'CIDR list';
+    case 'list':
+      return 'list';
     case 'image':
       return 'image (pinned)';
     case 'dns1123Label':

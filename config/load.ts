@@ -120,6 +120,7 @@ export function parseEnvValue(f: FieldSpec, name: string, raw: string, problems:
       return labels;
     }
     case 'cidrs':
+    case 'list':
       return v.split(',').map((p) => p.trim()).filter((p) => p !== '');
     default:
       return v;

@@ -64,6 +64,16 @@ export interface StackConfig {
   readonly nlbScheme: NlbScheme;
   readonly nlbProxyProtocol: boolean;
   readonly nlbSetIdleTimeout: boolean;
+  readonly nlbTls: boolean;
+  readonly nlbTlsCertificateArns: readonly string[];
+  readonly nlbTlsPort: number;
+  readonly nlbTlsPolicy: string;
+  readonly nlbTlsHostname: string;
+  readonly nlbKeepPlainPort: boolean;
+  readonly nlbSourceRanges: readonly string[];
+  readonly envoyAutoscaling: boolean;
+  readonly envoyMaxReplicas: number;
+  readonly envoyTargetCpuPercent: number;
   readonly exposeMetricsOnNlb: boolean;
   readonly grafanaDashboard: boolean;
   readonly serviceMonitor: boolean;
@@ -86,6 +96,7 @@ export type FieldKind =
   | 'enum'
   | 'labels'
   | 'cidrs'
+  | 'list'
   | 'image'
   | 'dns1123Label';
 
@@ -102,7 +113,7 @@ export interface FieldSpec {
   readonly values?: readonly string[];
   /** A `string`/`dns1123Label`/`labels` field that may be empty (meaning "off"/"derived"/"none"). */
   readonly optional?: boolean;
-  /** Extra check for `string` fields: a pattern and what it means. */
+  /** Extra check for `string` fields, and for each item of a `list`: a pattern and what it means. */
   readonly pattern?: { readonly re: RegExp; readonly says: string };
 }
 
@@ -318,6 +329,49 @@ export const FIELDS: readonly FieldSpec[] = [
   {
     key: 'nlbSetIdleTimeout', kind: 'boolean', default: true,
     description: `Set the NLB listeners' TCP idle timeout to idleTimeoutSeconds + ${NLB_IDLE_MARGIN_SECONDS} s (AWS Load Balancer Controller v2.9.0+ annotation \`aws-load-balancer-listener-attributes\`; its IAM policy needs \`elasticloadbalancing:ModifyListenerAttributes\`). false leaves the NLB's ${NLB_TCP_IDLE_TIMEOUT.default} s (for an older controller, or a policy without that action): then keep idleTimeoutSeconds at ${NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS} or less.`,
+  },
+  {
+    key: 'nlbTls', kind: 'boolean', default: false,
+    description: 'Terminate TLS at the NLB (`wss://`) with the ACM certificates of `nlbTlsCertificateArns`; Envoy still speaks plain HTTP behind it. The plain port closes unless `nlbKeepPlainPort`.',
+  },
+  {
+    key: 'nlbTlsCertificateArns', kind: 'list', default: [], optional: true,
+    description: 'ACM certificate ARNs of the TLS listener (the first is the default; the others are offered by SNI).',
+    pattern: { re: /^arn:aws(-cn|-us-gov)?:acm:[a-z]{2}(-[a-z]+)+-\d:\d{12}:certificate\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, says: 'an ACM certificate ARN, arn:aws:acm:<region>:<account>:certificate/<uuid>' },
+  },
+  {
+    key: 'nlbTlsPort', kind: 'integer', default: 443, min: 1, max: 65535,
+    description: 'Port of the NLB\'s TLS listener.',
+  },
+  {
+    key: 'nlbTlsPolicy', kind: 'string', default: 'ELBSecurityPolicy-TLS13-1-2-2021-06',
+    description: 'TLS security policy of the NLB\'s TLS listener (TLS 1.3 and 1.2 by default).',
+    pattern: { re: /^ELBSecurityPolicy-[A-Za-z0-9-]{1,100}$/, says: 'an ELB security policy name such as ELBSecurityPolicy-TLS13-1-2-2021-06' },
+  },
+  {
+    key: 'nlbTlsHostname', kind: 'string', default: '', optional: true,
+    description: 'The DNS name clients use (covered by the certificate, pointing at the NLB): the `wss://` URL output, and the name `npm run deploy` checks the certificate against. Empty: the URL uses the NLB\'s own name and deploy skips the TLS check (the certificate cannot cover it).',
+    pattern: { re: /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, says: 'a lower-case DNS name such as ws.example.com' },
+  },
+  {
+    key: 'nlbKeepPlainPort', kind: 'boolean', default: false,
+    description: 'With `nlbTls`, keep the plain `ws://` port 80 open too.',
+  },
+  {
+    key: 'nlbSourceRanges', kind: 'cidrs', default: [], optional: true,
+    description: 'Client address blocks allowed to reach the NLB (`loadBalancerSourceRanges`); empty = anywhere. With `nlbScheme: internal`, only addresses inside the VPC can reach it anyway.',
+  },
+  {
+    key: 'envoyAutoscaling', kind: 'boolean', default: false,
+    description: 'A HorizontalPodAutoscaler for the Envoy Deployment on CPU, from `envoyReplicas` to `envoyMaxReplicas` (needs metrics-server). Terraform then leaves the replica count to the autoscaler.',
+  },
+  {
+    key: 'envoyMaxReplicas', kind: 'integer', default: 10, min: 1, max: 1000,
+    description: 'Most Envoy replicas the autoscaler may run (with `envoyAutoscaling`).',
+  },
+  {
+    key: 'envoyTargetCpuPercent', kind: 'integer', default: 60, min: 10, max: 95,
+    description: 'Average CPU use (percent of the request) the autoscaler keeps the Envoys at.',
   },
   {
     key: 'exposeMetricsOnNlb', kind: 'boolean', default: false,

@@ -1,6 +1,7 @@
 import { isIP } from 'net';
 import { FIELDS, FieldSpec, LEASE_MARGIN_SECONDS, NLB_IDLE_MARGIN_SECONDS, NLB_TCP_IDLE_TIMEOUT, StackConfig } from './schema';
 import { NAMES, componentLabels, selectorLabels } from '../constructs/names';
+import { METRICS_PORT } from '../envoy/bootstrap';
 
 /**
  * Thrown for a configuration the stack refuses. `problems` holds one line per fault
@@ -135,6 +136,14 @@ export function fieldProblem(f: FieldSpec, value: unknown): string | null {
       const bad = (value as string[]).find((v) => cidrProblem(v) !== null);
       return bad !== undefined ? `${f.key} has ${show(bad)}: ${cidrProblem(bad)}. Fix: write address/prefix, e.g. "10.0.0.0/16".` : null;
     }
+    case 'list': {
+      if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) {
+        return `${f.key} must be a list of strings, got ${show(value)}. Fix: e.g. ["…", "…"] (environment: a comma-separated list).`;
+      }
+      if (value.length === 0 && !f.optional) return `${f.key} must not be empty.`;
+      const bad = f.pattern ? (value as string[]).find((v) => !f.pattern!.re.test(v)) : undefined;
+      return bad !== undefined ? `${f.key} has ${show(bad)}, which is not ${f.pattern!.says}.` : null;
+    }
     case 'image': {
       if (typeof value !== 'string') return `${f.key} must be a string, got ${show(value)}.`;
       const p = imageProblem(value);
@@ -195,6 +204,43 @@ export function crossFieldProblems(c: StackConfig): string[] {
     out.push(
       `exposeMetricsOnNlb must be false while nlbScheme is "internet-facing", got true: the metrics port (9901) would be open to the internet without authentication. ` +
         'Fix: set nlbScheme to "internal", or leave exposeMetricsOnNlb false and scrape through the ws-envoy-metrics Service.',
+    );
+  }
+  if (c.nlbTls && c.nlbTlsCertificateArns.length === 0) {
+    out.push(
+      'nlbTls is true but nlbTlsCertificateArns is empty: a TLS listener needs a certificate. ' +
+        'Fix: set nlbTlsCertificateArns to your ACM certificate ARN(s) (aws acm list-certificates), or set nlbTls false.',
+    );
+  }
+  if (!c.nlbTls && (c.nlbTlsCertificateArns.length > 0 || c.nlbKeepPlainPort || c.nlbTlsHostname !== '')) {
+    out.push(
+      'nlbTlsCertificateArns / nlbKeepPlainPort / nlbTlsHostname apply only with nlbTls, which is false. ' +
+        'Fix: set nlbTls true, or leave those at their defaults.',
+    );
+  }
+  if (c.nlbTls) {
+    const used: Array<[number, string]> = [];
+    if (c.nlbKeepPlainPort) used.push([80, 'the plain port (nlbKeepPlainPort)']);
+    if (c.exposeMetricsOnNlb) used.push([METRICS_PORT, 'the metrics port (exposeMetricsOnNlb)']);
+    const clash = used.find(([p]) => p === c.nlbTlsPort);
+    if (clash) {
+      out.push(
+        `nlbTlsPort ${c.nlbTlsPort} is also ${clash[1]} on the NLB. Fix: choose another nlbTlsPort, e.g. 443.`,
+      );
+    }
+    // AWS: "The connection idle timeout for TLS listeners is 350 seconds and can't be
+    // modified" (Network Load Balancers, "Update the TCP idle timeout").
+    if (c.idleTimeoutSeconds + NLB_IDLE_MARGIN_SECONDS > NLB_TCP_IDLE_TIMEOUT.default) {
+      out.push(
+        `idleTimeoutSeconds must be at most ${NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS} with nlbTls, got ${c.idleTimeoutSeconds}: an NLB TLS listener drops a flow idle for ${NLB_TCP_IDLE_TIMEOUT.default} s (fixed by AWS), and Envoy must close a quiet WebSocket ${NLB_IDLE_MARGIN_SECONDS} s before that. ` +
+          `Fix: lower idleTimeoutSeconds to ${NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS} or less (clients can keep a connection with pings).`,
+      );
+    }
+  }
+  if (c.envoyAutoscaling && c.envoyMaxReplicas < c.envoyReplicas) {
+    out.push(
+      `envoyMaxReplicas (${c.envoyMaxReplicas}) is below envoyReplicas (${c.envoyReplicas}), the autoscaler's minimum. ` +
+        `Fix: raise envoyMaxReplicas to ${c.envoyReplicas} or more, or lower envoyReplicas.`,
     );
   }
   if (c.kubeContext !== '' && c.kubeconfigPath === '') {

@@ -1,4 +1,5 @@
 import { DeploymentV1 } from '@cdktf/provider-kubernetes/lib/deployment-v1';
+import { HorizontalPodAutoscalerV2 } from '@cdktf/provider-kubernetes/lib/horizontal-pod-autoscaler-v2';
 import { NetworkPolicyV1 } from '@cdktf/provider-kubernetes/lib/network-policy-v1';
 import { PodDisruptionBudgetV1 } from '@cdktf/provider-kubernetes/lib/pod-disruption-budget-v1';
 import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
@@ -123,6 +124,12 @@ export interface EnvoyProxyProps {
    * @default - no NetworkPolicy
    */
   readonly metricsSources?: MetricsSources;
+  /**
+   * Scale on CPU with a HorizontalPodAutoscaler, from `replicas` up to `maxReplicas`; the
+   * Deployment then leaves its replica count to the autoscaler.
+   * @default - a fixed replica count
+   */
+  readonly autoscaling?: { readonly maxReplicas: number; readonly targetCpuPercent: number };
 }
 
 export interface MetricsSources {
@@ -145,6 +152,8 @@ export class EnvoyProxy extends Construct {
   public readonly selector: { readonly [key: string]: string };
   public readonly deployment: DeploymentV1;
   public readonly pdb: PodDisruptionBudgetV1;
+  /** Present when `autoscaling` is given. */
+  public readonly autoscaler?: HorizontalPodAutoscalerV2;
   /** Present when `metricsSources` is given. */
   public readonly networkPolicy?: NetworkPolicyV1;
   public readonly metricsService: ServiceV1;
@@ -204,7 +213,9 @@ export class EnvoyProxy extends Construct {
     this.deployment = new DeploymentV1(this, 'deployment', {
       metadata,
       spec: {
-        replicas: String(this.replicas),
+        // With an autoscaler the count is its own: set here, every apply would scale the
+        // fleet back to `replicas`, dropping WebSockets.
+        ...(props.autoscaling ? {} : { replicas: String(this.replicas) }),
         selector: { matchLabels: ENVOY_SELECTOR },
         strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: '1', maxUnavailable: '0' } },
         template: {
@@ -303,6 +314,27 @@ export class EnvoyProxy extends Construct {
       },
       dependsOn: [props.config.configMap],
     });
+
+    if (props.autoscaling) {
+      const { maxReplicas, targetCpuPercent } = props.autoscaling;
+      if (!Number.isInteger(maxReplicas) || maxReplicas < this.replicas) {
+        throw new Error(`EnvoyProxy: autoscaling.maxReplicas must be an integer >= replicas (${this.replicas}), got ${maxReplicas}`);
+      }
+      this.autoscaler = new HorizontalPodAutoscalerV2(this, 'hpa', {
+        metadata: { name: NAMES.envoy, namespace: props.namespace, labels },
+        spec: {
+          scaleTargetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: this.deployment.metadata.name },
+          minReplicas: this.replicas,
+          maxReplicas,
+          metric: [{ type: 'Resource', resource: { name: 'cpu', target: { type: 'Utilization', averageUtilization: targetCpuPercent } } }],
+          // Up as fast as Kubernetes likes; down slowly, one proxy per 5 minutes after 10
+          // quiet minutes: every proxy removed drains and closes its WebSockets.
+          behavior: {
+            scaleDown: [{ stabilizationWindowSeconds: 600, selectPolicy: 'Min', policy: [{ type: 'Pods', value: 1, periodSeconds: 300 }] }],
+          },
+        },
+      });
+    }
 
     this.pdb = new PodDisruptionBudgetV1(this, 'pdb', {
       metadata: { name: NAMES.envoyPdb, namespace: props.namespace, labels },

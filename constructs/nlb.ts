@@ -40,6 +40,26 @@ export interface NlbProps {
    * @default - not set: the NLB keeps its own 350 s
    */
   readonly tcpIdleTimeoutSeconds?: number;
+  /**
+   * A TLS listener (certificates from ACM) in front of Envoy's plain listener.
+   * @default - plain ws:// on port 80 only
+   */
+  readonly tls?: NlbTls;
+  /**
+   * Client address blocks allowed to connect (`loadBalancerSourceRanges`).
+   * @default - anywhere
+   */
+  readonly sourceRanges?: readonly string[];
+}
+
+export interface NlbTls {
+  /** ACM certificate ARNs; the first is the default, the others are offered by SNI. */
+  readonly certificateArns: readonly string[];
+  readonly port: number;
+  /** ELB security policy of the listener. */
+  readonly policy: string;
+  /** Keep the plain port 80 open too. */
+  readonly keepPlainPort: boolean;
 }
 
 /**
@@ -64,11 +84,22 @@ export class Nlb extends Construct {
     if (idle !== undefined && (!Number.isInteger(idle) || idle < NLB_TCP_IDLE_TIMEOUT.min || idle > NLB_TCP_IDLE_TIMEOUT.max)) {
       throw new Error(`Nlb: tcpIdleTimeoutSeconds must be an integer between ${NLB_TCP_IDLE_TIMEOUT.min} and ${NLB_TCP_IDLE_TIMEOUT.max} (the NLB's range), got ${idle}`);
     }
-    // The listeners the NLB publishes: their idle timeouts are keyed by protocol and port.
+    const tls = props.tls;
+    if (tls && tls.certificateArns.length === 0) throw new Error('Nlb: tls.certificateArns must name at least one ACM certificate');
+    // The listeners the NLB publishes. TLS terminates at the NLB: its port goes to Envoy's
+    // plain listener too.
+    const plain = { name: 'http', port: PUBLIC_PORT, targetPort: 'http', protocol: 'TCP' };
     const ports = [
-      { name: 'http', port: PUBLIC_PORT, targetPort: 'http', protocol: 'TCP' },
+      ...(!tls || tls.keepPlainPort ? [plain] : []),
+      ...(tls ? [{ name: 'https', port: tls.port, targetPort: 'http', protocol: 'TCP' }] : []),
       ...(props.exposeMetrics ? [{ name: 'metrics', port: METRICS_PORT, targetPort: 'metrics', protocol: 'TCP' }] : []),
     ];
+    if (new Set(ports.map((p) => p.port)).size !== ports.length) {
+      throw new Error(`Nlb: two listeners on one port (${ports.map((p) => `${p.name} ${p.port}`).join(', ')}); choose another tls.port`);
+    }
+    // A TLS listener's idle timeout is fixed at 350 s by AWS: the attribute is for TCP
+    // listeners only.
+    const tcpListeners = ports.filter((p) => p.name !== 'https');
     this.annotations = {
       [`${ANNOTATION}-type`]: 'external',
       [`${ANNOTATION}-nlb-target-type`]: 'ip',
@@ -77,8 +108,13 @@ export class Nlb extends Construct {
       [`${ANNOTATION}-target-group-attributes`]: `deregistration_delay.timeout_seconds=${delay}`,
       // Needs a controller that knows listener attributes (v2.9.0+); an older one ignores
       // the annotation and the NLB keeps 350 s.
-      ...Object.fromEntries(idle === undefined ? [] : ports.map((p) =>
+      ...Object.fromEntries(idle === undefined ? [] : tcpListeners.map((p) =>
         [`${ANNOTATION}-listener-attributes.${p.protocol}-${p.port}`, `tcp.idle_timeout.seconds=${idle}`])),
+      ...(tls ? {
+        [`${ANNOTATION}-ssl-cert`]: tls.certificateArns.join(','),
+        [`${ANNOTATION}-ssl-ports`]: String(tls.port),
+        [`${ANNOTATION}-ssl-negotiation-policy`]: tls.policy,
+      } : {}),
       [`${ANNOTATION}-healthcheck-protocol`]: 'HTTP',
       [`${ANNOTATION}-healthcheck-port`]: String(METRICS_PORT),
       [`${ANNOTATION}-healthcheck-path`]: '/ready',
@@ -99,6 +135,7 @@ export class Nlb extends Construct {
         type: 'LoadBalancer',
         selector: { ...props.selector },
         port: ports,
+        ...(props.sourceRanges && props.sourceRanges.length > 0 ? { loadBalancerSourceRanges: [...props.sourceRanges] } : {}),
       },
       waitForLoadBalancer: true,
     });

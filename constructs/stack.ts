@@ -19,6 +19,13 @@ import { REDIS_PROXY_USER, Redis } from './redis';
 import { configureRemoteState } from './remote-state';
 import { SampleBackend } from './sample-backend';
 
+/** The clients' URL: wss:// at the TLS port (the name the certificate covers, if known), else ws:// at 80. */
+export function websocketUrl(c: Pick<StackConfig, 'nlbTls' | 'nlbTlsPort' | 'nlbTlsHostname'>, nlbHostname: string): string {
+  if (!c.nlbTls) return `ws://${nlbHostname}/`;
+  const host = c.nlbTlsHostname || nlbHostname;
+  return c.nlbTlsPort === 443 ? `wss://${host}/` : `wss://${host}:${c.nlbTlsPort}/`;
+}
+
 /** Namespace label that makes the AWS Load Balancer Controller inject NLB target-health readiness gates. */
 export const POD_READINESS_GATE_LABEL = 'elbv2.k8s.aws/pod-readiness-gate-inject';
 
@@ -161,6 +168,7 @@ export class WsAdmissionStack extends TerraformStack {
       concurrency: c.envoyConcurrency,
       redisPassword,
       metricsSources: this.metricsSources(c),
+      autoscaling: c.envoyAutoscaling ? { maxReplicas: c.envoyMaxReplicas, targetCpuPercent: c.envoyTargetCpuPercent } : undefined,
     });
     this.nlb = new Nlb(this, 'nlb', {
       namespace,
@@ -168,6 +176,10 @@ export class WsAdmissionStack extends TerraformStack {
       scheme: c.nlbScheme,
       proxyProtocol: c.nlbProxyProtocol,
       exposeMetrics: c.exposeMetricsOnNlb,
+      tls: c.nlbTls
+        ? { certificateArns: c.nlbTlsCertificateArns, port: c.nlbTlsPort, policy: c.nlbTlsPolicy, keepPlainPort: c.nlbKeepPlainPort }
+        : undefined,
+      sourceRanges: c.nlbSourceRanges,
       // Envoy's idle timeout closes a quiet WebSocket (and releases its slot) before
       // the NLB would drop the flow without a word to either side.
       tcpIdleTimeoutSeconds: c.nlbSetIdleTimeout
@@ -211,8 +223,10 @@ export class WsAdmissionStack extends TerraformStack {
       value: this.nlb.hostname,
     });
     new TerraformOutput(this, 'websocket_url', {
-      description: 'WebSocket URL through the NLB (port 80, plain ws://; terminate TLS in front if needed); "ws:///" until the NLB has a hostname.',
-      value: `ws://${this.nlb.hostname}/`,
+      description: c.nlbTls
+        ? `WebSocket URL through the NLB's TLS listener (wss://, port ${c.nlbTlsPort}); with nlbTlsHostname its name, else the NLB's (which the certificate does not cover).`
+        : 'WebSocket URL through the NLB (port 80, plain ws://; set nlbTls for wss://); "ws:///" until the NLB has a hostname.',
+      value: websocketUrl(c, this.nlb.hostname),
     });
     new TerraformOutput(this, 'namespace', {
       description: 'Kubernetes namespace of the stack.',

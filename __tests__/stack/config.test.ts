@@ -247,6 +247,44 @@ describe('labels', () => {
   });
 });
 
+describe('TLS at the NLB, source ranges, autoscaling', () => {
+  const arn = 'arn:aws:acm:eu-west-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b';
+  it('refuses an ARN that is not an ACM certificate ARN', () => {
+    expect(bad({ nlbTls: true, nlbTlsCertificateArns: ['arn:aws:iam::123456789012:server-certificate/x'] })).toThrow(
+      'nlbTlsCertificateArns has "arn:aws:iam::123456789012:server-certificate/x", which is not an ACM certificate ARN, arn:aws:acm:<region>:<account>:certificate/<uuid>.',
+    );
+  });
+  it('refuses TLS without a certificate, and TLS settings without TLS', () => {
+    expect(bad({ nlbTls: true })).toThrow(
+      'nlbTls is true but nlbTlsCertificateArns is empty: a TLS listener needs a certificate. Fix: set nlbTlsCertificateArns to your ACM certificate ARN(s) (aws acm list-certificates), or set nlbTls false.',
+    );
+    expect(bad({ nlbTlsCertificateArns: [arn] })).toThrow('apply only with nlbTls, which is false. Fix: set nlbTls true');
+  });
+  it('refuses a port clash on the NLB', () => {
+    expect(bad({ nlbTls: true, nlbTlsCertificateArns: [arn], nlbTlsPort: 80, nlbKeepPlainPort: true })).toThrow(
+      'nlbTlsPort 80 is also the plain port (nlbKeepPlainPort) on the NLB. Fix: choose another nlbTlsPort, e.g. 443.',
+    );
+    expect(bad({ nlbTls: true, nlbTlsCertificateArns: [arn], nlbTlsPort: 9901, exposeMetricsOnNlb: true, nlbScheme: 'internal' })).toThrow(
+      'nlbTlsPort 9901 is also the metrics port (exposeMetricsOnNlb) on the NLB.',
+    );
+    expect(() => loadConfig({ env: {}, overrides: { nlbTls: true, nlbTlsCertificateArns: [arn], nlbTlsPort: 80 } })).not.toThrow();
+  });
+  it('refuses an idle timeout the fixed 350 s of a TLS listener would cut', () => {
+    expect(bad({ nlbTls: true, nlbTlsCertificateArns: [arn], idleTimeoutSeconds: 600, leaseTtlSeconds: 700 })).toThrow(
+      'idleTimeoutSeconds must be at most 320 with nlbTls, got 600',
+    );
+  });
+  it('refuses a bad source range and an autoscaler maximum below its minimum', () => {
+    expect(bad({ nlbSourceRanges: ['0.0.0.0'] })).toThrow('nlbSourceRanges has "0.0.0.0": not address/prefix.');
+    expect(bad({ envoyAutoscaling: true, envoyReplicas: 4, envoyMaxReplicas: 3 })).toThrow(
+      'envoyMaxReplicas (3) is below envoyReplicas (4), the autoscaler\'s minimum. Fix: raise envoyMaxReplicas to 4 or more, or lower envoyReplicas.',
+    );
+  });
+  it('reads a certificate list from the environment', () => {
+    expect(loadConfig({ env: { WS_ADMISSION_NLB_TLS: 'true', WS_ADMISSION_NLB_TLS_CERTIFICATE_ARNS: `${arn}, ${arn.replace('eu-west-1', 'us-east-1')}` } }).nlbTlsCertificateArns).toHaveLength(2);
+  });
+});
+
 describe('CIDR lists', () => {
   it('refuses a value that is not a CIDR block, naming the field, the value and the fix', () => {
     expect(bad({ metricsAllowedCidrs: ['10.0.0.0/33'] })).toThrow(

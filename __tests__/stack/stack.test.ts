@@ -518,7 +518,9 @@ describe('every option changed', () => {
   });
 
   it('scales Envoy and its workers (4 workers: 1000m CPU requested, 4500m allowed)', () => {
-    expect(envoy.spec.replicas).toBe('4');
+    // The autoscaler owns the count (min 4 = envoyReplicas), so the Deployment sets none.
+    expect(envoy.spec.replicas).toBeUndefined();
+    expect(byName(json, 'kubernetes_horizontal_pod_autoscaler_v2', 'ws-envoy').spec.min_replicas).toBe(4);
     expect(envoy.spec.template.spec.container[0].args).toContain('4');
     expect(envoy.spec.template.spec.container[0].resources.requests.cpu).toBe('1000m');
     expect(envoy.spec.template.spec.container[0].resources.limits.cpu).toBe('4500m');
@@ -541,7 +543,55 @@ describe('every option changed', () => {
     const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
     expect(nlb.metadata.annotations[`${LBC}-scheme`]).toBe('internal');
     expect(nlb.metadata.annotations[`${LBC}-proxy-protocol`]).toBe('*');
-    expect(nlb.spec.port.map((p: Json) => p.port)).toEqual([80, 9901]);
+    expect(nlb.spec.port.map((p: Json) => p.port)).toEqual([80, 8443, 9901]);
+  });
+
+  it('terminates TLS at the NLB: the certificate, the port, the policy, the wss:// URL, the source ranges', () => {
+    const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
+    const a = nlb.metadata.annotations;
+    expect(a[`${LBC}-ssl-cert`]).toBe('arn:aws:acm:eu-west-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b');
+    expect(a[`${LBC}-ssl-ports`]).toBe('8443');
+    expect(a[`${LBC}-ssl-negotiation-policy`]).toBe('ELBSecurityPolicy-TLS13-1-3-2021-06');
+    // The TLS port goes to Envoy's plain listener; the plain port was kept (nlbKeepPlainPort).
+    expect(nlb.spec.port.find((p: Json) => p.name === 'https')).toEqual({ name: 'https', port: 8443, target_port: 'http', protocol: 'TCP' });
+    expect(nlb.spec.load_balancer_source_ranges).toEqual(['203.0.113.0/24', '198.51.100.0/24']);
+    expect(json.output.websocket_url.value).toBe('wss://chat.example.com:8443/');
+  });
+
+  it('scales Envoy with an autoscaler: CPU target, envoyReplicas as minimum, slow scale-down', () => {
+    const hpa = byName(json, 'kubernetes_horizontal_pod_autoscaler_v2', 'ws-envoy');
+    expect(hpa.spec).toEqual({
+      scale_target_ref: { api_version: 'apps/v1', kind: 'Deployment', name: expect.stringMatching(/^\$\{kubernetes_deployment_v1\.envoy_deployment_[0-9A-F]+\.metadata\[0\]\.name\}$/) },
+      min_replicas: 4,
+      max_replicas: 12,
+      metric: [{ type: 'Resource', resource: { name: 'cpu', target: { type: 'Utilization', average_utilization: 70 } } }],
+      behavior: { scale_down: [{ stabilization_window_seconds: 600, select_policy: 'Min', policy: [{ type: 'Pods', value: 1, period_seconds: 300 }] }] },
+    });
+    // The disruption budget holds for any count the autoscaler picks.
+    expect(byName(json, 'kubernetes_pod_disruption_budget_v1', 'ws-envoy').spec.max_unavailable).toBe('1');
+  });
+});
+
+describe('TLS at the NLB with the defaults around it', () => {
+  const arn = 'arn:aws:acm:us-east-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b';
+  const { json } = synth({ nlbTls: true, nlbTlsCertificateArns: [arn] });
+  const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
+
+  it('closes the plain port, listens on 443 with the current default policy, and gives the wss:// URL of the NLB', () => {
+    expect(nlb.spec.port).toEqual([{ name: 'https', port: 443, target_port: 'http', protocol: 'TCP' }]);
+    expect(nlb.metadata.annotations['service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy']).toBe('ELBSecurityPolicy-TLS13-1-2-2021-06');
+    // AWS fixes a TLS listener's idle timeout at 350 s: the attribute is for TCP listeners
+    // only, so there is none here, and the kept plain port gets its own.
+    expect(Object.keys(nlb.metadata.annotations).filter((k) => k.includes('listener-attributes'))).toEqual([]);
+    const kept = byName(synth({ nlbTls: true, nlbTlsCertificateArns: [arn], nlbKeepPlainPort: true }).json, 'kubernetes_service_v1', 'ws-envoy-nlb');
+    expect(Object.entries(kept.metadata.annotations).filter(([k]) => k.includes('listener-attributes'))).toEqual([
+      ['service.beta.kubernetes.io/aws-load-balancer-listener-attributes.TCP-80', 'tcp.idle_timeout.seconds=330'],
+    ]);
+    expect(nlb.spec.load_balancer_source_ranges).toBeUndefined();
+    expect(json.output.websocket_url.value).toBe('wss://${try(kubernetes_service_v1.nlb_service_D1F1CBFF.status[0].load_balancer[0].ingress[0].hostname, "")}/');
+    // No autoscaler by default: the Deployment keeps its count.
+    expect(json.resource.kubernetes_horizontal_pod_autoscaler_v2).toBeUndefined();
+    expect(byName(json, 'kubernetes_deployment_v1', 'ws-envoy').spec.replicas).toBe('2');
   });
 });
 
