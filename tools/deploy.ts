@@ -48,6 +48,12 @@ export interface DeployOptions {
    */
   readonly internalNlb?: boolean;
   readonly verifyInternal?: boolean;
+  /**
+   * The NLB terminates TLS (config nlbTls): the checks go to https:// and wss:// at the
+   * name the certificate covers (nlbTlsHostname; none: skipped, the certificate cannot
+   * cover the NLB's own name), and to the plain port only if it stayed open.
+   */
+  readonly tls?: { readonly port: number; readonly hostname: string; readonly keepPlainPort: boolean };
 }
 
 /** A step that failed; the message already says which and why. */
@@ -87,6 +93,10 @@ export interface ConfigView {
   readonly envoyImage?: string;
   readonly nlbScheme?: string;
   readonly nlbSetIdleTimeout?: boolean;
+  readonly nlbTls?: boolean;
+  readonly nlbTlsPort?: number;
+  readonly nlbTlsHostname?: string;
+  readonly nlbKeepPlainPort?: boolean;
 }
 
 export function parseDeployArgs(argv: readonly string[], config: ConfigView, mode: 'deploy' | 'destroy'): DeployOptions & { help: boolean } {
@@ -129,6 +139,7 @@ export function parseDeployArgs(argv: readonly string[], config: ConfigView, mod
     checkOnly: Boolean(values.check),
     skipVerify: Boolean(values['skip-verify']),
     internalNlb: config.nlbScheme === 'internal',
+    tls: config.nlbTls ? { port: config.nlbTlsPort ?? 443, hostname: config.nlbTlsHostname ?? '', keepPlainPort: config.nlbKeepPlainPort ?? false } : undefined,
     verifyInternal: Boolean(values['verify-internal']),
     help: Boolean(values.help),
   };
@@ -227,10 +238,21 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
         reporter.skip('traffic checks: the NLB is internal (nlbScheme), reachable only from inside the VPC; rerun there with --verify-internal');
       } else {
         reporter.step('Checking traffic through the NLB');
-        const status = await step('HTTP health check', () => waitForHttp(ctx, `http://${host}${opts.healthPath}`));
-        reporter.ok(`GET http://${host}${opts.healthPath} answered ${status}`);
-        await step('WebSocket upgrade', () => waitForWebSocket(ctx, `ws://${host}${opts.wsPath}`));
-        reporter.ok(`WebSocket upgrade at ws://${host}${opts.wsPath} answered 101 (closed again at once)`);
+        const check = async (http: string, ws: string, what: string): Promise<void> => {
+          const status = await step(`HTTP health check${what}`, () => waitForHttp(ctx, `${http}${opts.healthPath}`));
+          reporter.ok(`GET ${http}${opts.healthPath} answered ${status}`);
+          await step(`WebSocket upgrade${what}`, () => waitForWebSocket(ctx, `${ws}${opts.wsPath}`));
+          reporter.ok(`WebSocket upgrade at ${ws}${opts.wsPath} answered 101 (closed again at once)`);
+        };
+        const tls = opts.tls;
+        if (!tls || tls.keepPlainPort) await check(`http://${host}`, `ws://${host}`, '');
+        if (tls && tls.hostname === '') {
+          reporter.skip('TLS checks: nlbTlsHostname is not set, and the certificate cannot cover the NLB\'s own name; set it to the name your DNS points at the NLB');
+        } else if (tls) {
+          // Through DNS, the certificate and the TLS listener: what a browser does.
+          const authority = tls.port === 443 ? tls.hostname : `${tls.hostname}:${tls.port}`;
+          await check(`https://${authority}`, `wss://${authority}`, ' (TLS)');
+        }
       }
     }
 

@@ -281,6 +281,24 @@ describe('npm run deploy', () => {
     expect(out.trim()).toBe('deploy failed at step "deploy": cdktf deploy failed (exit 1); terraform\'s error is printed above');
   });
 
+  it('checks the upgrade through TLS at the certificate\'s name, and the plain port only if it stayed open', async () => {
+    const net = probes();
+    const reporter = new MemoryReporter();
+    const code = await runDeploy(opts({ tls: { port: 8443, hostname: 'chat.example.com', keepPlainPort: false } }), { runner: deployingRunner(), probes: net, reporter, clock: new FakeClock(), env: {}, projectDir: dir, out: { write: () => undefined } });
+    expect(code).toBe(0);
+    expect(net.calls.filter((c) => !c.startsWith('dns'))).toEqual([
+      'GET https://chat.example.com:8443/', 'GET https://chat.example.com:8443/',
+      'WS wss://chat.example.com:8443/', 'WS wss://chat.example.com:8443/',
+    ]);
+    expect(reporter.lines).toContain('ok WebSocket upgrade at wss://chat.example.com:8443/ answered 101 (closed again at once)');
+    // No name the certificate covers: the TLS check is skipped, with the reason and the fix.
+    const none = probes();
+    const r2 = new MemoryReporter();
+    expect(await runDeploy(opts({ tls: { port: 443, hostname: '', keepPlainPort: true } }), { runner: deployingRunner(), probes: none, reporter: r2, clock: new FakeClock(), env: {}, projectDir: dir, out: { write: () => undefined } })).toBe(0);
+    expect(none.calls.filter((c) => c.startsWith('WS'))).toEqual(['WS ws://k8s-ws-nlb-1234.elb.eu-west-1.amazonaws.com/', 'WS ws://k8s-ws-nlb-1234.elb.eu-west-1.amazonaws.com/']);
+    expect(r2.lines).toContain('skip TLS checks: nlbTlsHostname is not set, and the certificate cannot cover the NLB\'s own name; set it to the name your DNS points at the NLB');
+  });
+
   it('skips the traffic checks for an internal NLB unless asked', async () => {
     const net = probes();
     const reporter = new MemoryReporter();
@@ -321,6 +339,9 @@ describe('deploy arguments', () => {
     expect(o.namespace).toBe('ws-admission');
     expect(o.internalNlb).toBe(false);
     expect(parseDeployArgs(['--verify-internal'], { ...config, nlbScheme: 'internal' }, 'deploy')).toMatchObject({ internalNlb: true, verifyInternal: true });
+    expect(parseDeployArgs([], { ...config, nlbTls: true, nlbTlsPort: 443, nlbTlsHostname: 'ws.example.com', nlbKeepPlainPort: false }, 'deploy').tls)
+      .toEqual({ port: 443, hostname: 'ws.example.com', keepPlainPort: false });
+    expect(parseDeployArgs([], config, 'deploy').tls).toBeUndefined();
   });
   it('refuses bad values with the flag and the value', () => {
     expect(() => parseDeployArgs(['--timeout=-3'], config, 'deploy')).toThrow('--timeout must be a positive number of seconds, got -3');
