@@ -72,6 +72,8 @@ export interface StackConfig {
   readonly nlbKeepPlainPort: boolean;
   readonly nlbSourceRanges: readonly string[];
   readonly envoyAutoscaling: boolean;
+  readonly installLbController: boolean;
+  readonly lbControllerIamPolicyFile: string;
   readonly envoyMaxReplicas: number;
   readonly envoyTargetCpuPercent: number;
   readonly exposeMetricsOnNlb: boolean;
@@ -360,6 +362,14 @@ export const FIELDS: readonly FieldSpec[] = [
   {
     key: 'nlbSourceRanges', kind: 'cidrs', default: [], optional: true,
     description: 'Client address blocks allowed to reach the NLB (`loadBalancerSourceRanges`); empty = anywhere. With `nlbScheme: internal`, only addresses inside the VPC can reach it anyway.',
+  },
+  {
+    key: 'installLbController', kind: 'boolean', default: false,
+    description: 'Install the AWS Load Balancer Controller (Helm chart 3.5.0 in kube-system, with an IAM role for its service account) for a cluster that has none. Needs the cluster\'s OIDC provider in IAM and `lbControllerIamPolicyFile`.',
+  },
+  {
+    key: 'lbControllerIamPolicyFile', kind: 'string', default: '', optional: true,
+    description: 'The controller\'s IAM policy JSON for its version (`docs/install/iam_policy.json` of kubernetes-sigs/aws-load-balancer-controller at v3.5.0), with `installLbController`.',
   },
   {
     key: 'envoyAutoscaling', kind: 'boolean', default: false,

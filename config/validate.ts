@@ -237,6 +237,18 @@ export function crossFieldProblems(c: StackConfig): string[] {
       );
     }
   }
+  if (c.installLbController && c.kubeconfigPath !== '') {
+    out.push(
+      'installLbController needs the EKS cluster (its OIDC provider, VPC and region), but kubeconfigPath is set. ' +
+        'Fix: install the controller yourself on that cluster, or deploy in EKS mode (clear kubeconfigPath).',
+    );
+  }
+  if (c.installLbController !== (c.lbControllerIamPolicyFile !== '')) {
+    out.push(c.installLbController
+      ? 'installLbController is true but lbControllerIamPolicyFile is empty: the controller\'s IAM role needs its policy. ' +
+        'Fix: download docs/install/iam_policy.json of kubernetes-sigs/aws-load-balancer-controller v3.5.0 and set lbControllerIamPolicyFile to its path.'
+      : `lbControllerIamPolicyFile is set (${JSON.stringify(c.lbControllerIamPolicyFile)}) but installLbController is false. Fix: set installLbController true, or clear lbControllerIamPolicyFile.`);
+  }
   if (c.envoyAutoscaling && c.envoyMaxReplicas < c.envoyReplicas) {
     out.push(
       `envoyMaxReplicas (${c.envoyMaxReplicas}) is below envoyReplicas (${c.envoyReplicas}), the autoscaler's minimum. ` +

@@ -3,6 +3,7 @@ import { HorizontalPodAutoscalerV2 } from '@cdktf/provider-kubernetes/lib/horizo
 import { NetworkPolicyV1 } from '@cdktf/provider-kubernetes/lib/network-policy-v1';
 import { PodDisruptionBudgetV1 } from '@cdktf/provider-kubernetes/lib/pod-disruption-budget-v1';
 import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
+import { ITerraformDependable } from 'cdktf';
 import { Construct } from 'constructs';
 import { imageProblem } from '../config/validate';
 import { REDIS_PASSWORD_FILE } from '../config/settings';
@@ -130,6 +131,11 @@ export interface EnvoyProxyProps {
    * @default - a fixed replica count
    */
   readonly autoscaling?: { readonly maxReplicas: number; readonly targetCpuPercent: number };
+  /**
+   * Created after these (e.g. the load balancer controller, whose webhook admits the pods).
+   * @default - after the ConfigMap only
+   */
+  readonly dependsOn?: ITerraformDependable[];
 }
 
 export interface MetricsSources {
@@ -312,7 +318,7 @@ export class EnvoyProxy extends Construct {
           },
         },
       },
-      dependsOn: [props.config.configMap],
+      dependsOn: [props.config.configMap, ...(props.dependsOn ?? [])],
     });
 
     if (props.autoscaling) {

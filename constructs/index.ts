@@ -12,3 +12,4 @@ export * from './remote-state';
 export * from './stack';
 export * from './monitoring';
 export * from './ecr';
+export * from './lb-controller';

@@ -1,5 +1,5 @@
 import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
-import { Fn } from 'cdktf';
+import { Fn, ITerraformDependable } from 'cdktf';
 import { Construct } from 'constructs';
 import { NLB_TCP_IDLE_TIMEOUT, NlbScheme } from '../config/schema';
 import { METRICS_PORT } from '../envoy/bootstrap';
@@ -50,6 +50,11 @@ export interface NlbProps {
    * @default - anywhere
    */
   readonly sourceRanges?: readonly string[];
+  /**
+   * Created after these (e.g. the load balancer controller that reconciles it).
+   * @default - none
+   */
+  readonly dependsOn?: ITerraformDependable[];
 }
 
 export interface NlbTls {
@@ -138,6 +143,7 @@ export class Nlb extends Construct {
         ...(props.sourceRanges && props.sourceRanges.length > 0 ? { loadBalancerSourceRanges: [...props.sourceRanges] } : {}),
       },
       waitForLoadBalancer: true,
+      ...(props.dependsOn ? { dependsOn: props.dependsOn } : {}),
     });
     this.hostname = Fn.try([this.service.status.get(0).loadBalancer.get(0).ingress.get(0).hostname, '']);
   }

@@ -7,10 +7,12 @@ import { validateConfig } from '../config/validate';
 import { buildEnvoyBootstrap, METRICS_PORT } from '../envoy/bootstrap';
 import { bootstrapToYaml } from '../envoy/yaml';
 import { BackendService } from './backend-service';
+import * as fs from 'fs';
 import { DataAwsVpc } from '@cdktf/provider-aws/lib/data-aws-vpc';
 import { ClusterProviders, EksProviders } from './eks-providers';
 import { EnvoyProxy, MetricsSources, RedisPasswordSource } from './envoy';
 import { FilterConfig } from './filter-config';
+import { LbController } from './lb-controller';
 import { Monitoring } from './monitoring';
 import { ENVOY_SELECTOR, NAMES, PART_OF } from './names';
 import { KubeconfigProviders } from './kubeconfig-providers';
@@ -18,6 +20,26 @@ import { Nlb } from './nlb';
 import { REDIS_PROXY_USER, Redis } from './redis';
 import { configureRemoteState } from './remote-state';
 import { SampleBackend } from './sample-backend';
+
+/** The controller's IAM policy file, read and checked at synth (the field, the value, the fix). */
+function readIamPolicy(file: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(`lbControllerIamPolicyFile ${JSON.stringify(file)} cannot be read (${(e as Error).message}). Fix: set it to the path of the controller's iam_policy.json.`);
+  }
+  let doc: { Version?: unknown; Statement?: unknown };
+  try {
+    doc = JSON.parse(text) as typeof doc;
+  } catch (e) {
+    throw new Error(`lbControllerIamPolicyFile ${JSON.stringify(file)} is not JSON (${(e as Error).message}). Fix: use the controller's iam_policy.json as published.`);
+  }
+  if (doc.Version !== '2012-10-17' || !Array.isArray(doc.Statement) || doc.Statement.length === 0) {
+    throw new Error(`lbControllerIamPolicyFile ${JSON.stringify(file)} is not an IAM policy (Version "2012-10-17" and a list of Statement). Fix: use the controller's iam_policy.json as published.`);
+  }
+  return JSON.stringify(doc);
+}
 
 /** The clients' URL: wss:// at the TLS port (the name the certificate covers, if known), else ws:// at 80. */
 export function websocketUrl(c: Pick<StackConfig, 'nlbTls' | 'nlbTlsPort' | 'nlbTlsHostname'>, nlbHostname: string): string {
@@ -160,6 +182,16 @@ export class WsAdmissionStack extends TerraformStack {
       settingsLua: renderSettingsLua(c, redisEndpoint),
       luaDirs: props.luaDirs,
     });
+    // The controller's webhooks (pod readiness gates, Services) must answer before the
+    // pods and the Service they act on are created.
+    const lbRelease = c.installLbController && this.providers instanceof EksProviders
+      ? new LbController(this, 'lb-controller', {
+          cluster: this.providers.cluster,
+          region: c.region,
+          iamPolicyJson: readIamPolicy(c.lbControllerIamPolicyFile),
+          namePrefix: `${c.clusterName}-${c.namespace}`.slice(0, 40),
+        }).release
+      : undefined;
     this.envoy = new EnvoyProxy(this, 'envoy', {
       namespace,
       image: c.envoyImage,
@@ -169,6 +201,7 @@ export class WsAdmissionStack extends TerraformStack {
       redisPassword,
       metricsSources: this.metricsSources(c),
       autoscaling: c.envoyAutoscaling ? { maxReplicas: c.envoyMaxReplicas, targetCpuPercent: c.envoyTargetCpuPercent } : undefined,
+      dependsOn: lbRelease ? [lbRelease] : undefined,
     });
     this.nlb = new Nlb(this, 'nlb', {
       namespace,
@@ -180,6 +213,7 @@ export class WsAdmissionStack extends TerraformStack {
         ? { certificateArns: c.nlbTlsCertificateArns, port: c.nlbTlsPort, policy: c.nlbTlsPolicy, keepPlainPort: c.nlbKeepPlainPort }
         : undefined,
       sourceRanges: c.nlbSourceRanges,
+      dependsOn: lbRelease ? [lbRelease] : undefined,
       // Envoy's idle timeout closes a quiet WebSocket (and releases its slot) before
       // the NLB would drop the flow without a word to either side.
       tcpIdleTimeoutSeconds: c.nlbSetIdleTimeout

@@ -285,6 +285,16 @@ describe('TLS at the NLB, source ranges, autoscaling', () => {
   });
 });
 
+describe('installLbController', () => {
+  it('needs the policy file, the EKS target, and the file only with the install', () => {
+    expect(bad({ installLbController: true })).toThrow('installLbController is true but lbControllerIamPolicyFile is empty');
+    expect(bad({ lbControllerIamPolicyFile: 'p.json' })).toThrow('lbControllerIamPolicyFile is set ("p.json") but installLbController is false.');
+    expect(bad({ installLbController: true, lbControllerIamPolicyFile: 'p.json', kubeconfigPath: '~/.kube/config' })).toThrow(
+      'installLbController needs the EKS cluster (its OIDC provider, VPC and region), but kubeconfigPath is set.',
+    );
+  });
+});
+
 describe('CIDR lists', () => {
   it('refuses a value that is not a CIDR block, naming the field, the value and the fix', () => {
     expect(bad({ metricsAllowedCidrs: ['10.0.0.0/33'] })).toThrow(

@@ -107,6 +107,8 @@ export const EVERYTHING_CHANGED: StackConfig = {
   nlbKeepPlainPort: true,
   nlbSourceRanges: ['203.0.113.0/24', '198.51.100.0/24'],
   envoyAutoscaling: true,
+  installLbController: false,
+  lbControllerIamPolicyFile: '',
   envoyMaxReplicas: 12,
   envoyTargetCpuPercent: 70,
   redisPersistence: 'none',
