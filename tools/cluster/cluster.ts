@@ -10,6 +10,7 @@
 import { spawn, spawnSync } from 'child_process';
 import { generateKeyPairSync, randomBytes } from 'crypto';
 import * as fs from 'fs';
+import * as http from 'http';
 import * as https from 'https';
 import * as net from 'net';
 import * as path from 'path';
@@ -75,13 +76,14 @@ async function waitFor(what: string, timeoutMs: number, check: () => Promise<boo
 
 function httpGet(url: string, token?: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const mod = url.startsWith('https:') ? https : require('http');
-    // Readiness polls only: the apiserver's serving cert is self-signed (the kubeconfig pins it).
-    const req = mod.get(url, { rejectUnauthorized: false, timeout: 2000, headers: token ? { Authorization: `Bearer ${token}` } : {} }, (res: import('http').IncomingMessage) => {
+    const options = { timeout: 2000, headers: token ? { Authorization: `Bearer ${token}` } : {} };
+    const onResponse = (res: http.IncomingMessage): void => {
       let body = '';
       res.on('data', (d) => (body += d));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    };
+    // Readiness polls only: the apiserver's serving cert is self-signed (the kubeconfig pins it).
+    const req = url.startsWith('https:') ? https.get(url, { ...options, rejectUnauthorized: false }, onResponse) : http.get(url, options, onResponse);
     req.on('error', reject);
     req.on('timeout', () => req.destroy(new Error('timeout')));
   });
