@@ -149,7 +149,7 @@ export const FIELDS: readonly FieldSpec[] = [
   },
   {
     key: 'kubeconfigPath', kind: 'string', default: '', optional: true,
-    description: 'Connect to the cluster through this kubeconfig file (and `kubeContext`) instead of looking up the EKS cluster: no aws provider and no AWS data source in the output (`clusterName` and `region` are then unused; `~` is expanded by the providers). Empty = the EKS cluster `clusterName`, authenticated with `aws eks get-token`.',
+    description: 'Connect to the cluster through this kubeconfig file (and `kubeContext`) instead of looking up the EKS cluster: no aws provider and no AWS data source in the output (`clusterName` and `region` are then unused; `~` is expanded by the providers). The apply still waits for the `ws-envoy-nlb` Service to get a load balancer address, so the cluster needs a LoadBalancer implementation. Empty = the EKS cluster `clusterName`, authenticated with `aws eks get-token`.',
     pattern: { re: /^[^\s\0][^\0\n]*$/, says: 'a file path (no leading space, no newline)' },
   },
   {

@@ -327,3 +327,38 @@ describe('every option changed, on the same cluster', () => {
     expect(exists(ns, `secret/${EVERYTHING_CHANGED.externalRedisPasswordSecret}`)).toBe(true);
   });
 });
+
+describe('EKS mode on the same cluster: kubernetes and helm authenticate through the exec plugin', () => {
+  it('runs `aws eks get-token --cluster-name ws-eks --region us-east-1 --output json` and applies with the ExecCredential it prints', async () => {
+    // GIVEN the EKS profile with only the AWS lookups replaced by this cluster's endpoint and
+    // CA (no aws provider here), and a stand-in `aws` on PATH that logs its arguments and
+    // prints the ExecCredential the real one would
+    const bin = path.join(root, 'fake-aws');
+    fs.mkdirSync(bin, { recursive: true });
+    const calls = path.join(bin, 'calls.log');
+    const credential = JSON.stringify({ kind: 'ExecCredential', apiVersion: 'client.authentication.k8s.io/v1beta1', spec: {}, status: { token: cluster!.token } });
+    fs.writeFileSync(path.join(bin, 'aws'), `#!/bin/sh\necho "$*" >> '${calls}'\necho '${credential}'\n`, { mode: 0o755 });
+    const { json } = synthInto(stateDir, toolchain, {});
+    const ca = fs.readFileSync(cluster!.caFile, 'utf8');
+    const endpoint = { host: cluster!.server, cluster_ca_certificate: ca };
+    const k8sProvider = json.provider.kubernetes[0];
+    expect(k8sProvider.exec).toHaveLength(1);
+    Object.assign(k8sProvider, endpoint);
+    Object.assign(json.provider.helm[0].kubernetes, endpoint);
+    delete json.provider.aws;
+    delete json.data;
+    delete json.terraform.required_providers.aws;
+    fs.writeFileSync(path.join(stateDir, 'cdk.tf.json'), JSON.stringify(json, null, 2));
+    const env = { PATH: `${bin}:${process.env.PATH}` };
+    // WHEN applied and destroyed
+    // (async: the fake load balancer controller must run meanwhile)
+    await tfAsyncOk(toolchain, stateDir, ['apply', '-input=false', '-auto-approve'], 5 * 60_000, env);
+    expectRolledOut('ws-admission');
+    await tfAsyncOk(toolchain, stateDir, ['destroy', '-input=false', '-auto-approve'], 5 * 60_000, env);
+    // THEN every call of the plugin asked for exactly this cluster's token
+    const lines = fs.readFileSync(calls, 'utf8').trim().split('\n');
+    expect(lines.length).toBeGreaterThan(0);
+    expect([...new Set(lines)]).toStrictEqual(['eks get-token --cluster-name ws-eks --region us-east-1 --output json']);
+    expect(exists(undefined, 'namespace/ws-admission')).toBe(false);
+  });
+});

@@ -90,14 +90,14 @@ export function tfOk(t: InstalledToolchain, dir: string, args: readonly string[]
 }
 
 /** Like `tf`, without blocking the event loop (the fake load balancer controller runs meanwhile). */
-export function tfAsync(t: InstalledToolchain, dir: string, args: readonly string[], timeoutMs = 10 * 60_000): Promise<TfResult> {
+export function tfAsync(t: InstalledToolchain, dir: string, args: readonly string[], timeoutMs = 10 * 60_000, env: NodeJS.ProcessEnv = {}): Promise<TfResult> {
   return new Promise((resolve) => {
     const child = spawn(t.cli.path, [...args, '-no-color'], {
       cwd: dir, stdio: ['ignore', 'pipe', 'pipe'],
       env: {
         PATH: process.env.PATH, HOME: process.env.HOME ?? os.homedir(),
         CHECKPOINT_DISABLE: '1', TF_IN_AUTOMATION: '1', TF_INPUT: '0',
-        TF_CLI_CONFIG_FILE: t.cliConfig, TF_PLUGIN_CACHE_DIR: pluginCache(),
+        TF_CLI_CONFIG_FILE: t.cliConfig, TF_PLUGIN_CACHE_DIR: pluginCache(), ...env,
       },
     });
     let out = '';
@@ -115,8 +115,8 @@ export function tfAsync(t: InstalledToolchain, dir: string, args: readonly strin
   });
 }
 
-export async function tfAsyncOk(t: InstalledToolchain, dir: string, args: readonly string[], timeoutMs?: number): Promise<string> {
-  const r = await tfAsync(t, dir, args, timeoutMs);
+export async function tfAsyncOk(t: InstalledToolchain, dir: string, args: readonly string[], timeoutMs?: number, env?: NodeJS.ProcessEnv): Promise<string> {
+  const r = await tfAsync(t, dir, args, timeoutMs, env);
   if (r.status !== 0) throw new Error(`${path.basename(t.cli.path)} ${args.join(' ')} failed (exit ${r.status}):\n${r.out}`);
   return r.out;
 }

@@ -10,6 +10,7 @@
 import { spawn, spawnSync } from 'child_process';
 import { generateKeyPairSync, randomBytes } from 'crypto';
 import * as fs from 'fs';
+import * as http from 'http';
 import * as https from 'https';
 import * as net from 'net';
 import * as path from 'path';
@@ -45,6 +46,10 @@ export interface ClusterState {
   readonly dir: string;
   readonly kubeconfig: string;
   readonly ports: ClusterPorts;
+  /** https://127.0.0.1:<port>, its self-signed CA (PEM file) and the admin's bearer token. */
+  readonly server: string;
+  readonly caFile: string;
+  readonly token: string;
   /** Process ids we started (each a `timeout` wrapping the component), in start order. */
   readonly pids: { readonly [component: string]: number };
 }
@@ -71,13 +76,14 @@ async function waitFor(what: string, timeoutMs: number, check: () => Promise<boo
 
 function httpGet(url: string, token?: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const mod = url.startsWith('https:') ? https : require('http');
-    // Readiness polls only: the apiserver's serving cert is self-signed (the kubeconfig pins it).
-    const req = mod.get(url, { rejectUnauthorized: false, timeout: 2000, headers: token ? { Authorization: `Bearer ${token}` } : {} }, (res: import('http').IncomingMessage) => {
+    const options = { timeout: 2000, headers: token ? { Authorization: `Bearer ${token}` } : {} };
+    const onResponse = (res: http.IncomingMessage): void => {
       let body = '';
       res.on('data', (d) => (body += d));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    };
+    // Readiness polls only: the apiserver's serving cert is self-signed (the kubeconfig pins it).
+    const req = url.startsWith('https:') ? https.get(url, { ...options, rejectUnauthorized: false }, onResponse) : http.get(url, options, onResponse);
     req.on('error', reject);
     req.on('timeout', () => req.destroy(new Error('timeout')));
   });
@@ -124,8 +130,11 @@ export async function startCluster(o: StartOptions): Promise<ClusterState> {
   fs.mkdirSync(path.join(dir, 'pki'), { recursive: true });
   const bin = o.toolchain.bin;
   const pids: Record<string, number> = {};
-  const state = (): ClusterState => ({ dir, kubeconfig: path.join(dir, 'kubeconfig'), ports, pids });
-  const save = (): void => fs.writeFileSync(path.join(dir, STATE_FILE), `${JSON.stringify(state(), null, 2)}\n`);
+  const token = randomBytes(24).toString('hex');
+  const server = `https://127.0.0.1:${ports.apiserver}`;
+  const caFile = path.join(dir, 'pki', 'apiserver.crt');
+  const state = (): ClusterState => ({ dir, kubeconfig: path.join(dir, 'kubeconfig'), ports, server, caFile, token, pids });
+  const save = (): void => fs.writeFileSync(path.join(dir, STATE_FILE), `${JSON.stringify(state(), null, 2)}\n`, { mode: 0o600 });
   const log = (name: string): string => path.join(dir, 'logs', `${name}.log`);
   try {
     pids.etcd = startProcess(dir, 'etcd', bin.etcd, [
@@ -139,7 +148,6 @@ export async function startCluster(o: StartOptions): Promise<ClusterState> {
     save();
     await waitFor('etcd', 30_000, async () => (await httpGet(`http://127.0.0.1:${ports.etcdClient}/health`)).body.includes('"true"'), log('etcd'));
 
-    const token = randomBytes(24).toString('hex');
     fs.writeFileSync(path.join(dir, 'pki', 'tokens.csv'), `${token},admin,admin-uid,system:masters\n`, { mode: 0o600 });
     const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     fs.writeFileSync(path.join(dir, 'pki', 'sa.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
@@ -158,13 +166,12 @@ export async function startCluster(o: StartOptions): Promise<ClusterState> {
       '--enable-priority-and-fairness=false', '--profiling=false', '--v', '1',
     ], lifetime);
     save();
-    const api = `https://127.0.0.1:${ports.apiserver}`;
-    await waitFor('kube-apiserver', 90_000, async () => (await httpGet(`${api}/readyz`, token)).status === 200, log('kube-apiserver'));
+    await waitFor('kube-apiserver', 90_000, async () => (await httpGet(`${server}/readyz`, token)).status === 200, log('kube-apiserver'));
 
     const kubeconfig = state().kubeconfig;
     fs.writeFileSync(kubeconfig, [
       'apiVersion: v1', 'kind: Config', `current-context: ${CONTEXT}`,
-      'clusters:', `- name: ${CONTEXT}`, '  cluster:', `    server: ${api}`, `    certificate-authority: ${path.join(dir, 'pki', 'apiserver.crt')}`,
+      'clusters:', `- name: ${CONTEXT}`, '  cluster:', `    server: ${server}`, `    certificate-authority: ${caFile}`,
       'users:', '- name: admin', '  user:', `    token: ${token}`,
       'contexts:', `- name: ${CONTEXT}`, '  context:', `    cluster: ${CONTEXT}`, '    user: admin', '',
     ].join('\n'), { mode: 0o600 });
@@ -172,7 +179,7 @@ export async function startCluster(o: StartOptions): Promise<ClusterState> {
     pids.controllerManager = startProcess(dir, 'kube-controller-manager', bin['kube-controller-manager'], [
       '--kubeconfig', kubeconfig, '--bind-address', '127.0.0.1', '--secure-port', String(ports.controllerManager),
       '--leader-elect=false', '--service-account-private-key-file', path.join(dir, 'pki', 'sa.key'),
-      '--root-ca-file', path.join(dir, 'pki', 'apiserver.crt'), '--use-service-account-credentials=false',
+      '--root-ca-file', caFile, '--use-service-account-credentials=false',
       '--authentication-skip-lookup', '--profiling=false', '--v', '1',
     ], lifetime);
     pids.scheduler = startProcess(dir, 'kube-scheduler', bin['kube-scheduler'], [

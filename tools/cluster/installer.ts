@@ -5,6 +5,7 @@
  *
  *   tools/cluster/install-toolchain            # prints the lock file of the installed toolchain
  *   WS_TOOLCHAIN_CLI=tofu tools/cluster/...    # build OpenTofu even where a pinned terraform exists
+ *   tools/cluster/install-toolchain --trim     # then delete the Go caches (~10 GB), keeping the ~0.7 GB of tools
  *
  * Each Go program is built from a small wrapper module (go.mod written here), because
  * the upstream modules' own `replace` lines do not apply to `go install`. Every build runs
@@ -72,12 +73,12 @@ function goBuild(ctx: Ctx, step: string, src: string, builds: ReadonlyArray<{ pk
     return;
   }
   const started = Date.now();
-  run(ctx, step, src, 'go', ['mod', 'tidy'], `the Go module proxy must serve ${pinsSaid} and everything it requires: check the log for the module it refused, and pin a served version in ${TOOLCHAIN_FILE}`, extraEnv);
+  run(ctx, step, src, 'go', ['mod', 'tidy'], `the Go module proxy must serve ${pinsSaid} and everything it requires: check the log for the module it refused, and pin a served version in tools/cluster/toolchain.json`, extraEnv);
   for (const b of builds) {
     if (fs.existsSync(b.out)) continue;
     const tmp = `${b.out}.partial`;
     run(ctx, step, src, 'nice', ['-n', '19', 'go', 'build', '-trimpath', `-ldflags=-s -w ${b.ldflags ?? ''}`.trim(), '-o', tmp, b.pkg],
-      `compiling ${b.pkg} (${pinsSaid}) failed: a compile error names the package; a newer "go" directive than this Go needs another pin in ${TOOLCHAIN_FILE}; "no space left" needs free disk (about 6 GB) under ${cacheRoot()}`, extraEnv);
+      `compiling ${b.pkg} (${pinsSaid}) failed: a compile error names the package; a newer "go" directive than this Go needs another pin in tools/cluster/toolchain.json; "no space left" needs free disk (about 6 GB) under ${cacheRoot()}`, extraEnv);
     fs.renameSync(tmp, b.out);
   }
   ctx.seconds[step] = Math.round((Date.now() - started) / 1000);
@@ -128,8 +129,7 @@ function providers(ctx: Ctx, pins: readonly ProviderPin[]): string {
       fs.mkdirSync(dir, { recursive: true });
       const link = path.join(dir, `terraform-provider-${p.name}_v${p.version}`);
       fs.rmSync(link, { force: true });
-      fs.copyFileSync(out, link);
-      fs.chmodSync(link, 0o755);
+      fs.linkSync(out, link); // a hard link: the mirror costs no disk of its own
     }
   }
   return mirror;
@@ -144,7 +144,7 @@ function kubernetes(ctx: Ctx, k: Toolchain['kubernetes']): Record<string, string
     // upstream) points at its published version: v1.34.4 -> v0.34.4.
     const mod = fetchModFile(ctx, k);
     const staging = [...mod.matchAll(/^\s*(k8s\.io\/[a-z0-9-]+) => \.\/staging\/src\//gm)].map((m) => m[1]);
-    if (staging.length === 0) throw new StepError(`toolchain: step "kubernetes" failed: ${k.module}@${k.version}'s go.mod names no staging module; fix: pin a k8s.io/kubernetes release in ${TOOLCHAIN_FILE}`);
+    if (staging.length === 0) throw new StepError(`toolchain: step "kubernetes" failed: ${k.module}@${k.version}'s go.mod names no staging module; fix: pin a k8s.io/kubernetes release in tools/cluster/toolchain.json`);
     const published = k.version.replace(/^v1\./, 'v0.');
     writeWrapper(src, 'kubernetes', '1.24.0', [k], k.commands.map((c) => `${k.module}/cmd/${c}`), staging.map((s) => `${s} => ${s} ${published}`));
   }
@@ -166,7 +166,7 @@ function fetchModFile(ctx: Ctx, pin: GoModulePin): string {
   const r = spawnSync('go', ['mod', 'download', '-json', `${pin.module}@${pin.version}`], { cwd: tmp, env: ctx.env, encoding: 'utf8', timeout: STEP_TIMEOUT_MS });
   const info = r.stdout ? (JSON.parse(r.stdout) as { GoMod?: string; Error?: string }) : {};
   if (r.status !== 0 || !info.GoMod) {
-    throw new StepError(`toolchain: step "kubernetes" failed: go mod download ${pin.module}@${pin.version}: ${info.Error ?? r.stderr}; fix: pin a version the Go module proxy serves in ${TOOLCHAIN_FILE}`);
+    throw new StepError(`toolchain: step "kubernetes" failed: go mod download ${pin.module}@${pin.version}: ${info.Error ?? r.stderr}; fix: pin a version the Go module proxy serves in tools/cluster/toolchain.json`);
   }
   return fs.readFileSync(info.GoMod, 'utf8');
 }
@@ -183,9 +183,17 @@ function cliConfig(ctx: Ctx, mirror: string): string {
   return file;
 }
 
-export function install(): InstalledToolchain {
-  const text = fs.readFileSync(TOOLCHAIN_FILE, 'utf8');
-  const t = loadToolchain();
+export interface InstallOptions {
+  /** @default TOOLCHAIN_FILE */
+  readonly file?: string;
+  /** Delete the Go module and build caches afterwards (about 10 GB; a changed pin then rebuilds from scratch). @default false */
+  readonly trim?: boolean;
+}
+
+export function install(o: InstallOptions = {}): InstalledToolchain {
+  const file = o.file ?? TOOLCHAIN_FILE;
+  const text = fs.readFileSync(file, 'utf8');
+  const t = loadToolchain(file);
   const go = goVersion();
   const root = cacheRoot();
   const key = cacheKey(text, go);
@@ -218,6 +226,11 @@ export function install(): InstalledToolchain {
   const link = path.join(root, CURRENT_LINK);
   fs.rmSync(link, { force: true });
   fs.symlinkSync(key, link);
+  if (o.trim) {
+    // The module cache is read-only on purpose; `go clean` knows how to remove it.
+    run(ctx, 'trim', dir, 'go', ['clean', '-modcache'], `remove ${env.GOMODCACHE} by hand (chmod -R u+w first)`);
+    fs.rmSync(path.join(root, 'gocache'), { recursive: true, force: true });
+  }
   return installed;
 }
 
@@ -227,7 +240,7 @@ function writeWrapperOnce(src: string, out: string, name: string, goDirective: s
 
 if (require.main === module) {
   try {
-    const t = install();
+    const t = install({ trim: process.argv.includes('--trim') });
     const built = Object.entries(t.buildSeconds).map(([k, v]) => `${k} ${v}s`).join(', ');
     process.stdout.write(`toolchain: ${t.cli.kind} ${t.cli.version} (${t.cli.path}); build times: ${built}\n`);
     process.stdout.write(`toolchain: ${path.join(cacheRoot(), t.key, LOCK_FILE)}\n`);
