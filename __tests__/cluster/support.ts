@@ -69,17 +69,17 @@ export function tf(t: InstalledToolchain, dir: string, args: readonly string[], 
     env: {
       PATH: process.env.PATH, HOME: process.env.HOME ?? os.homedir(),
       CHECKPOINT_DISABLE: '1', TF_IN_AUTOMATION: '1', TF_INPUT: '0',
-      TF_CLI_CONFIG_FILE: t.cliConfig, TF_PLUGIN_CACHE_DIR: pluginCache(), ...env,
+      TF_CLI_CONFIG_FILE: t.cliConfig, TF_PLUGIN_CACHE_DIR: pluginCache(t), ...env,
     },
   });
   return { status: r.status ?? 124, out: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? `\n${r.error}` : ''}` };
 }
 
-let cache: string | undefined;
-/** One plugin cache per test run: init links providers from it instead of copying 200 MB per folder. */
-function pluginCache(): string {
-  cache ??= fs.mkdtempSync(path.join(os.tmpdir(), 'ws-tf-plugins-'));
-  return cache;
+/** The plugin cache beside the toolchain's CLI config: kept between runs, nothing left in /tmp. */
+function pluginCache(t: InstalledToolchain): string {
+  const dir = path.join(path.dirname(t.cliConfig), 'plugin-cache');
+  fs.mkdirSync(dir, { recursive: true });
+  return dir;
 }
 
 /** Throws with the command's output unless it succeeded. */
@@ -97,7 +97,7 @@ export function tfAsync(t: InstalledToolchain, dir: string, args: readonly strin
       env: {
         PATH: process.env.PATH, HOME: process.env.HOME ?? os.homedir(),
         CHECKPOINT_DISABLE: '1', TF_IN_AUTOMATION: '1', TF_INPUT: '0',
-        TF_CLI_CONFIG_FILE: t.cliConfig, TF_PLUGIN_CACHE_DIR: pluginCache(), ...env,
+        TF_CLI_CONFIG_FILE: t.cliConfig, TF_PLUGIN_CACHE_DIR: pluginCache(t), ...env,
       },
     });
     let out = '';

@@ -181,6 +181,9 @@ export async function startCluster(o: StartOptions): Promise<ClusterState> {
       '--leader-elect=false', '--service-account-private-key-file', path.join(dir, 'pki', 'sa.key'),
       '--root-ca-file', caFile, '--use-service-account-credentials=false',
       '--authentication-skip-lookup', '--profiling=false', '--v', '1',
+      // The node is fake and the machine may be busy: never declare it NotReady (that marks
+      // every pod not ready and a rollout never finishes) over a late heartbeat.
+      '--node-monitor-grace-period', '10m',
     ], lifetime);
     pids.scheduler = startProcess(dir, 'kube-scheduler', bin['kube-scheduler'], [
       '--kubeconfig', kubeconfig, '--bind-address', '127.0.0.1', '--secure-port', String(ports.scheduler),
@@ -190,6 +193,9 @@ export async function startCluster(o: StartOptions): Promise<ClusterState> {
       '--kubeconfig', kubeconfig, '--manage-all-nodes=false',
       '--manage-nodes-with-annotation-selector', `${KWOK_ANNOTATION}=fake`,
       '--server-address', `127.0.0.1:${ports.kwok}`,
+      // Heartbeat through a Lease like a kubelet (without it kwok rewrites the node status
+      // every 20-45 s, close to the controller-manager's grace period).
+      '--node-lease-duration-seconds', '40',
     ], lifetime);
     save();
 
