@@ -215,12 +215,22 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
     expect(Object.keys(data).sort()).toStrictEqual([...Object.keys(files), 'envoy.yaml', 'settings.lua'].sort());
   });
 
-  it('keeps the generated Redis password in the Secret, 40 alphanumerics, and the same one in its redis.conf', () => {
+  it('writes generated Redis passwords into the Secret only (write-only data_wo: not in the state), the same ones in its redis.conf', () => {
     const secret = get(ns, `secret/${NAMES.redisSecret}`);
-    expect(Object.keys(secret.data).sort()).toStrictEqual(['password', 'redis.conf']);
+    expect(Object.keys(secret.data).sort()).toStrictEqual(['admin-password', 'password', 'redis.conf']);
     const password = Buffer.from(secret.data.password, 'base64').toString();
-    expect(password).toMatch(/^[A-Za-z0-9]{40}$/);
-    expect(Buffer.from(secret.data['redis.conf'], 'base64').toString().split('\n')).toContain(`requirepass ${password}`);
+    const admin = Buffer.from(secret.data['admin-password'], 'base64').toString();
+    for (const p of [password, admin]) expect(p).toMatch(/^[A-Za-z0-9]{40}$/);
+    expect(password).not.toBe(admin);
+    const conf = Buffer.from(secret.data['redis.conf'], 'base64').toString().split('\n');
+    expect(conf).toContain('user default off');
+    expect(conf.find((l) => l.startsWith('user ws-proxy '))).toMatch(new RegExp(`^user ws-proxy on >${password} resetkeys ~\\{ws\\}:\\* `));
+    expect(conf).toContain(`user ws-admin on >${admin} ~* &* +@all`);
+    // Neither password is anywhere in the state (nor was it in the plan).
+    const state = tfOk(toolchain, stateDir, ['show', '-json']);
+    expect(state).toContain(NAMES.redisSecret);
+    for (const p of [password, admin]) expect(state.includes(p)).toBe(false);
+    expect(JSON.stringify(first.plan).includes(password)).toBe(false);
   });
 
   it('creates the Services: headless backend, Redis, metrics, and the NLB with its controller annotations', () => {
@@ -278,6 +288,23 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
     expect(get(ns, `deployment/${NAMES.sampleBackend}`).spec.template.metadata.labels).toMatchObject(selector);
   });
 
+  it('rotates the Redis passwords when redisPasswordRevision grows: new ones in the Secret, Redis rolls, nothing replaced', async () => {
+    const lua = DEFAULT_LUA_DIRS.map((d) => path.join(root, 'lua', path.basename(d)));
+    const secret = () => get(ns, `secret/${NAMES.redisSecret}`);
+    const before = { secret: secret(), redis: get(ns, `deployment/${NAMES.redis}`) };
+    // WHEN the same config as the step before, with the next revision
+    const third = await apply({ envoyReplicas: 3, maxConnectionsPerPod: 3, backendSelector: { 'app.kubernetes.io/name': 'ws-echo-v2' }, redisPasswordRevision: 2 }, lua);
+    // THEN the Secret is updated in place with new passwords, and the Redis pod template changes
+    expect(Object.values(changes(third.plan)).filter((a) => a.includes('delete'))).toStrictEqual([]);
+    const after = { secret: secret(), redis: get(ns, `deployment/${NAMES.redis}`) };
+    expect(after.secret.metadata.uid).toBe(before.secret.metadata.uid);
+    for (const key of ['password', 'admin-password']) expect(after.secret.data[key]).not.toBe(before.secret.data[key]);
+    const conf = Buffer.from(after.secret.data['redis.conf'], 'base64').toString();
+    expect(conf).toContain(`user ws-proxy on >${Buffer.from(after.secret.data.password, 'base64').toString()} `);
+    expect(after.redis.spec.template.metadata.annotations['checksum/config']).not.toBe(before.redis.spec.template.metadata.annotations['checksum/config']);
+    expectRolledOut(ns);
+  });
+
   it('moves everything to a renamed namespace, and the old one is gone', async () => {
     const moved = 'ws-admission-b';
     await apply({ namespace: moved, envoyReplicas: 3, maxConnectionsPerPod: 3, backendSelector: { 'app.kubernetes.io/name': 'ws-echo-v2' } });
@@ -311,13 +338,25 @@ describe('every option changed, on the same cluster', () => {
     // THEN Envoy rolls out with the external Redis' Secret, the ServiceMonitor is there as configured
     expectRolledOut(ns);
     expect(get(ns, 'deployments').items.map((d: Json) => d.metadata.name)).toStrictEqual([NAMES.envoy]);
+    // The autoscaler owns the replica count: its controller enforces the minimum
+    // (envoyReplicas) by itself, and a plan after that wants nothing back.
+    const hpa = get(ns, `hpa/${NAMES.envoy}`);
+    expect(hpa.spec).toMatchObject({ minReplicas: EVERYTHING_CHANGED.envoyReplicas, maxReplicas: EVERYTHING_CHANGED.envoyMaxReplicas });
+    for (let i = 0; i < 120 && get(ns, `deployment/${NAMES.envoy}`).spec.replicas !== EVERYTHING_CHANGED.envoyReplicas; i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+    }
     expect(get(ns, `deployment/${NAMES.envoy}`).spec.replicas).toBe(EVERYTHING_CHANGED.envoyReplicas);
+    k(['-n', ns, 'scale', `deployment/${NAMES.envoy}`, '--replicas=6']); // what the autoscaler does under load
+    // The TLS listener and the source ranges, as the API server keeps them.
+    expect(get(ns, `svc/${NAMES.nlb}`).spec.ports.map((p: Json) => [p.name, p.port, p.targetPort])).toStrictEqual([['http', 80, 'http'], ['https', 8443, 'http'], ['metrics', 9901, 'metrics']]);
+    expect(get(ns, `svc/${NAMES.nlb}`).spec.loadBalancerSourceRanges).toStrictEqual(EVERYTHING_CHANGED.nlbSourceRanges);
     const sm = get(ns, 'servicemonitor/ws-envoy');
     const want = Object.values(json.resource.kubernetes_manifest)[0] as Json;
     expect(sm.spec).toStrictEqual(want.manifest.spec);
     expect(sm.metadata.labels).toMatchObject({ release: 'kube-prometheus-stack' });
     expect(get(ns, `svc/${NAMES.nlb}`).metadata.annotations).toStrictEqual(byName(json, 'kubernetes_service_v1', NAMES.nlb).metadata.annotations);
-    // AND a second plan changes nothing (kubernetes_manifest included)
+    // AND a second plan changes nothing (kubernetes_manifest included; the replica count
+    // the autoscaler, here kubectl, set is not reset)
     const again = await tfAsync(toolchain, stateDir, ['plan', '-input=false', '-detailed-exitcode']);
     expect({ status: again.status, out: again.status === 0 ? '' : again.out }).toStrictEqual({ status: 0, out: '' });
     // AND a destroy removes the stack's objects and leaves the namespace and the user's Secret
@@ -338,7 +377,8 @@ describe('EKS mode on the same cluster: kubernetes and helm authenticate through
     const calls = path.join(bin, 'calls.log');
     const credential = JSON.stringify({ kind: 'ExecCredential', apiVersion: 'client.authentication.k8s.io/v1beta1', spec: {}, status: { token: cluster!.token } });
     fs.writeFileSync(path.join(bin, 'aws'), `#!/bin/sh\necho "$*" >> '${calls}'\necho '${credential}'\n`, { mode: 0o755 });
-    const { json } = synthInto(stateDir, toolchain, {});
+    // (metricsAllowedCidrs given: the Envoy NetworkPolicy needs no VPC lookup either)
+    const { json } = synthInto(stateDir, toolchain, { metricsAllowedCidrs: ['127.0.0.0/8'] });
     const ca = fs.readFileSync(cluster!.caFile, 'utf8');
     const endpoint = { host: cluster!.server, cluster_ca_certificate: ca };
     const k8sProvider = json.provider.kubernetes[0];
@@ -354,6 +394,11 @@ describe('EKS mode on the same cluster: kubernetes and helm authenticate through
     // (async: the fake load balancer controller must run meanwhile)
     await tfAsyncOk(toolchain, stateDir, ['apply', '-input=false', '-auto-approve'], 5 * 60_000, env);
     expectRolledOut('ws-admission');
+    // The Envoy NetworkPolicy (its sources given) as the API server keeps it.
+    expect(get('ws-admission', 'networkpolicy/ws-envoy-metrics-restricted').spec.ingress).toStrictEqual([
+      { ports: [{ port: 8080, protocol: 'TCP' }] },
+      { from: [{ ipBlock: { cidr: '127.0.0.0/8' } }, { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }], ports: [{ port: 9901, protocol: 'TCP' }] },
+    ]);
     await tfAsyncOk(toolchain, stateDir, ['destroy', '-input=false', '-auto-approve'], 5 * 60_000, env);
     // THEN every call of the plugin asked for exactly this cluster's token
     const lines = fs.readFileSync(calls, 'utf8').trim().split('\n');

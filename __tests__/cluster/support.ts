@@ -25,6 +25,11 @@ export const PROFILES: ReadonlyArray<readonly [string, Partial<StackConfig>]> = 
   ['the NLB idle timeout left alone', { nlbSetIdleTimeout: false, idleTimeoutSeconds: 300 }],
   ['metrics on an internal NLB', { idleTimeoutSeconds: 200, renewIntervalSeconds: 5, exposeMetricsOnNlb: true, nlbScheme: 'internal' }],
   ['remote state in S3', { remoteStateBucket: 'acme-tfstate' }],
+  ['Redis on a volume (AOF), its passwords in the state', { redisPersistence: 'aof', redisStorageClass: 'gp3', redisPasswordInState: true }],
+  ['TLS at the NLB with defaults, the metrics port restricted', {
+    nlbTls: true, nlbTlsCertificateArns: ['arn:aws:acm:us-east-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b'],
+    metricsAllowedCidrs: ['10.0.0.0/16'],
+  }],
 ];
 
 export interface Synthesized {
