@@ -1,0 +1,66 @@
+/**
+ * Memory through real Envoy: Envoy's resident memory per open WebSocket and Redis's
+ * bytes per lease. The local rig, one proxy with one worker, 10 backends with room for
+ * all; N WebSockets opened in steps, each step measured after the connections settle:
+ * Envoy's VmRSS (/proc/<pid>/status) and Redis's `used_memory` (INFO memory). Reported
+ * as the slope between the first loaded step and the last (bytes per connection), so the
+ * fixed cost of an idle Envoy and Redis (and Redis's script cache) is left out. Lease
+ * sets of up to 128 leases are listpacks in Redis, hence the small per-lease figure.
+ */
+import * as fs from 'fs';
+import WebSocket from 'ws';
+import { loadConfig } from '../config/load';
+import { LocalRig } from '../tools/lib/local-rig';
+
+const STEPS = [0, 250, 500, 1000];
+
+function open(url: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.once('message', () => resolve(ws));
+    ws.once('unexpected-response', (_q, r) => reject(new Error(`upgrade refused: ${r.statusCode}`)));
+    ws.once('error', reject);
+  });
+}
+
+function rssBytes(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+export async function run(): Promise<Record<string, unknown>> {
+  const rig = await LocalRig.start({
+    config: loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 1000, rateLimitPerMinute: 0, envoyMaxConnections: 5000 } }),
+    basePort: 24200, proxies: 1, backends: 10, backendsIn: 'inline', probeIntervalMs: 1000, concurrency: 1,
+  });
+  const sockets: WebSocket[] = [];
+  try {
+    const pid = rig.proxies[0].envoy!.pid!;
+    const redisUsed = async () => Number(/used_memory:(\d+)/.exec(await rig.redisCli('INFO', 'memory'))?.[1]);
+    const points: Array<{ open: number; envoyRss: number; redisUsed: number; leases: number }> = [];
+    for (const n of STEPS) {
+      while (sockets.length < n) {
+        const batch = Math.min(50, n - sockets.length);
+        sockets.push(...await Promise.all(Array.from({ length: batch }, () => open(rig.proxies[0].publicUrl))));
+      }
+      await new Promise((r) => setTimeout(r, 1500));
+      const leases = Object.values(await rig.leases()).reduce((a, b) => a + b, 0);
+      points.push({ open: n, envoyRss: rssBytes(pid), redisUsed: await redisUsed(), leases });
+    }
+    // From the first loaded step: the step from 0 also loads the scripts into Redis and
+    // warms Envoy's pools, which are not per connection.
+    const first = points[1];
+    const last = points[points.length - 1];
+    const per = (a: number, b: number) => Math.round((b - a) / (last.open - first.open));
+    return {
+      setup: `1 proxy x 1 worker, 10 backends, ${STEPS.join('/')} open WebSockets`,
+      points,
+      envoyRssBytesPerWebSocket: per(first.envoyRss, last.envoyRss),
+      redisBytesPerLease: per(first.redisUsed, last.redisUsed),
+      leasesAtEnd: last.leases,
+    };
+  } finally {
+    for (const s of sockets) s.terminate();
+    await rig.stop();
+  }
+}
