@@ -1,0 +1,203 @@
+/**
+ * Upgrade throughput through real Envoy, one worker each, side by side in one run:
+ *   (a) Envoy without the admission filter (the same generated config, the Lua filter and
+ *       the lease log taken out);
+ *   (b) the stack's own config (the admission filter, Redis with the production ACL);
+ *   (c) Envoy's standard global rate limiting: the `envoy.filters.http.ratelimit` filter
+ *       and the envoyproxy/ratelimit service (Go, built from the Go module proxy by
+ *       commit, cached outside the repository) on its own redis-server.
+ * Ours does more than (c) (the per-pod limit, the lease). Limits are set so nothing is
+ * refused: the cost of deciding, not of refusing, is measured.
+ *
+ * Load: CLIENTS loops, each a fresh TCP connection per upgrade (request written at once,
+ * timed to the end of the 101's headers, then dropped), for SECONDS per variant. Reported:
+ * upgrades/s, p50/p99 latency (ms), CPU seconds of Envoy (and of Redis / the ratelimit
+ * service), each variant's rate as a ratio of (a)'s.
+ */
+import { ChildProcess, spawn, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { parse, stringify } from 'yaml';
+import { loadConfig } from '../config/load';
+import { envoyArgs } from '../envoy/bootstrap';
+import { DEBIAN_LUA_ENV, envoyBinary } from '../tools/lib/envoy-bin';
+import { LocalRig, localLayout, renderLocalFiles } from '../tools/lib/local-rig';
+
+const CLIENTS = 8;
+const SECONDS = 5;
+const BASE = 24300;
+/** envoyproxy/ratelimit by commit (the Go module proxy serves no tagged version). */
+export const RATELIMIT = { module: 'github.com/envoyproxy/ratelimit/src/service_cmd', version: 'v1.4.1-0.20260122083618-3fb702589d36' };
+const TOOLS = process.env.WS_BENCH_TOOLS || '/var/cache/ws-bench-tools';
+const UPGRADE = 'GET / HTTP/1.1\r\nHost: bench\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n'
+  + 'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+
+function ratelimitBinary(): string {
+  const bin = path.join(TOOLS, `ratelimit-${RATELIMIT.version}`);
+  if (fs.existsSync(bin)) return bin;
+  fs.mkdirSync(TOOLS, { recursive: true });
+  const gobin = fs.mkdtempSync(path.join(os.tmpdir(), 'rl-'));
+  const r = spawnSync('nice', ['-n', '10', 'go', 'install', `${RATELIMIT.module}@${RATELIMIT.version}`], {
+    env: { ...process.env, GOBIN: gobin, GOFLAGS: '-mod=mod' }, encoding: 'utf8', timeout: 20 * 60_000,
+  });
+  if (r.status !== 0) throw new Error(`building envoyproxy/ratelimit failed: ${r.stderr.slice(-2000)}`);
+  fs.renameSync(path.join(gobin, 'service_cmd'), bin);
+  return bin;
+}
+
+function cpuSeconds(pid: number | undefined): number {
+  if (!pid) return NaN;
+  // Fields after the command name: state is field 3, utime 14, stime 15 (clock ticks, 100/s).
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+function upgradeOnce(port: number): Promise<{ status: number; ms: number }> {
+  return new Promise((resolve) => {
+    const start = process.hrtime.bigint();
+    const s = net.connect(port, '127.0.0.1', () => s.write(UPGRADE));
+    let got = '';
+    const done = (status: number) => { s.destroy(); resolve({ status, ms: Number(process.hrtime.bigint() - start) / 1e6 }); };
+    s.on('data', (d) => {
+      got += d.toString('latin1');
+      if (got.includes('\r\n\r\n')) done(Number(/^HTTP\/1\.1 (\d{3})/.exec(got)?.[1] ?? 0));
+    });
+    s.on('error', () => done(0));
+    s.setTimeout(5000, () => done(0));
+  });
+}
+
+async function load(port: number, pids: Array<number | undefined>): Promise<Record<string, number>> {
+  const cpu0 = pids.map(cpuSeconds);
+  const end = Date.now() + SECONDS * 1000;
+  const lat: number[] = [];
+  let ok = 0;
+  let other = 0;
+  await Promise.all(Array.from({ length: CLIENTS }, async () => {
+    while (Date.now() < end) {
+      const r = await upgradeOnce(port);
+      if (r.status === 101) { ok++; lat.push(r.ms); } else other++;
+    }
+  }));
+  lat.sort((a, b) => a - b);
+  const cpu = pids.map((p, i) => Math.round((cpuSeconds(p) - cpu0[i]) * 100) / 100);
+  return {
+    upgradesPerSecond: Math.round(ok / SECONDS), notUpgraded: other,
+    p50Ms: Math.round(lat[Math.floor(lat.length / 2)] * 100) / 100, p99Ms: Math.round(lat[Math.floor(lat.length * 0.99)] * 100) / 100,
+    envoyCpuSeconds: cpu[0], sideCpuSeconds: cpu[1] ?? NaN,
+  };
+}
+
+/** Envoy's bootstrap, as parsed YAML. */
+type Json = any; // (untyped on purpose: a few paths of a large document are edited)
+
+function publicHcm(bootstrap: Json): Json {
+  const l = bootstrap.static_resources.listeners.find((x: Json) => x.name === 'public');
+  return l.filter_chains[0].filters[0].typed_config;
+}
+
+export async function run(): Promise<Record<string, unknown>> {
+  const rl = ratelimitBinary();
+  const config = loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 1_000_000, rateLimitPerMinute: 100_000_000, envoyMaxConnections: 50_000 } });
+  const rig = await LocalRig.start({ config, basePort: BASE, proxies: 1, backends: 3, backendsIn: 'inline', probeIntervalMs: 1000, concurrency: 1 });
+  const children: ChildProcess[] = [];
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-throughput-'));
+  try {
+    // (a) and (c): the same generated bootstrap for proxies 1 and 2 of the rig's layout.
+    const yamls = renderLocalFiles({ ...rig.options, proxies: 3 }, rig.workDir).envoyYaml;
+    const variant = (i: number, edit: (b: Json) => void): number => {
+      const b = parse(yamls[i]);
+      const hcm = publicHcm(b);
+      hcm.access_log = hcm.access_log.slice(0, 1); // no lease log: nothing would read it
+      edit(b);
+      fs.mkdirSync(localLayout(BASE, i, rig.workDir).stateDir, { recursive: true });
+      const file = path.join(work, `envoy-${i}.yaml`);
+      fs.writeFileSync(file, stringify(b));
+      const log = fs.openSync(path.join(work, `envoy-${i}.log`), 'a');
+      const env = {
+        PATH: process.env.PATH, ...DEBIAN_LUA_ENV, POD_NAME: `envoy-${i}`,
+        WS_LUA_DIR: path.join(rig.workDir, 'lua'), WS_STATE_DIR: localLayout(BASE, i, rig.workDir).stateDir, // the metrics listener's filter
+      };
+      children.push(spawn(envoyBinary(), envoyArgs(file, 1), { env, stdio: ['ignore', log, log] }));
+      return localLayout(BASE, i, rig.workDir).publicPort;
+    };
+    const plainPort = variant(1, (b) => {
+      const hcm = publicHcm(b);
+      hcm.http_filters = hcm.http_filters.filter((f: Json) => f.name !== 'envoy.filters.http.lua');
+    });
+    // (c): its own redis-server and the ratelimit service.
+    const rlRedisPort = BASE + 80;
+    const rlGrpc = BASE + 81;
+    const rlRedis = spawn('redis-server', ['--port', String(rlRedisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    children.push(rlRedis);
+    const runtime = path.join(work, 'runtime', 'ratelimit', 'config');
+    fs.mkdirSync(runtime, { recursive: true });
+    fs.writeFileSync(path.join(runtime, 'ws.yaml'), stringify({
+      domain: 'ws', descriptors: [{ key: 'generic_key', value: 'upgrade', rate_limit: { unit: 'minute', requests_per_unit: 100_000_000 } }],
+    }));
+    const rlLog = fs.openSync(path.join(work, 'ratelimit.log'), 'a');
+    const rlProc = spawn(rl, [], {
+      env: {
+        PATH: process.env.PATH, USE_STATSD: 'false', LOG_LEVEL: 'error', REDIS_SOCKET_TYPE: 'tcp', REDIS_URL: `127.0.0.1:${rlRedisPort}`,
+        RUNTIME_ROOT: path.join(work, 'runtime'), RUNTIME_SUBDIRECTORY: 'ratelimit', RUNTIME_WATCH_ROOT: 'false',
+        GRPC_HOST: '127.0.0.1', GRPC_PORT: String(rlGrpc), HOST: '127.0.0.1', PORT: String(BASE + 82), DEBUG_HOST: '127.0.0.1', DEBUG_PORT: String(BASE + 83),
+      },
+      stdio: ['ignore', rlLog, rlLog],
+    });
+    children.push(rlProc);
+    const rlPort = variant(2, (b) => {
+      const hcm = publicHcm(b);
+      hcm.http_filters = [
+        {
+          name: 'envoy.filters.http.ratelimit',
+          typed_config: {
+            '@type': 'type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit',
+            domain: 'ws', failure_mode_deny: false, timeout: '0.2s',
+            rate_limit_service: { grpc_service: { envoy_grpc: { cluster_name: 'ratelimit' } }, transport_api_version: 'V3' },
+          },
+        },
+        ...hcm.http_filters.filter((f: Json) => f.name !== 'envoy.filters.http.lua'),
+      ];
+      hcm.route_config.virtual_hosts[0].routes[0].route.rate_limits = [{ actions: [{ generic_key: { descriptor_value: 'upgrade' } }] }];
+      b.static_resources.clusters.push({
+        name: 'ratelimit', type: 'STATIC', connect_timeout: '1s',
+        typed_extension_protocol_options: {
+          'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
+            '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+            explicit_http_config: { http2_protocol_options: {} },
+          },
+        },
+        load_assignment: { cluster_name: 'ratelimit', endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: rlGrpc } } } }] }] },
+      });
+    });
+    // Ready when each answers an upgrade with 101.
+    for (const port of [plainPort, rlPort, localLayout(BASE, 0, rig.workDir).publicPort]) {
+      const deadline = Date.now() + 30_000;
+      while ((await upgradeOnce(port)).status !== 101) {
+        if (Date.now() > deadline) {
+          const logs = fs.readdirSync(work).filter((f) => f.endsWith('.log')).map((f) => `${f}: ${fs.readFileSync(path.join(work, f), 'utf8').slice(-1500)}`);
+          throw new Error(`the variant on port ${port} never answered 101:\n${logs.join('\n')}`);
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    const redisPid = Number(/process_id:(\d+)/.exec(await rig.redisCli('INFO', 'server'))?.[1]);
+    const a = await load(plainPort, [children[0].pid]);
+    const b = await load(rig.proxies[0].publicPort, [rig.proxies[0].envoy!.pid, redisPid]);
+    const c = await load(rlPort, [children[children.length - 1].pid, rlProc.pid]);
+    const ratio = (x: Record<string, number>) => Math.round((x.upgradesPerSecond / a.upgradesPerSecond) * 100) / 100;
+    return {
+      setup: `${CLIENTS} clients, a new TCP connection per upgrade, ${SECONDS} s per variant, 1 Envoy worker each; ratelimit ${RATELIMIT.version}`,
+      a_noFilter: a,
+      b_admission: { ...b, rateVsA: ratio(b), sideIs: 'redis-server' },
+      c_envoyRatelimit: { ...c, rateVsA: ratio(c), sideIs: 'ratelimit service' },
+      bVsC: Math.round((b.upgradesPerSecond / c.upgradesPerSecond) * 100) / 100,
+    };
+  } finally {
+    for (const ch of children) ch.kill('SIGTERM');
+    await rig.stop();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
