@@ -11,16 +11,14 @@ import * as fs from 'fs';
 import WebSocket from 'ws';
 import { loadConfig } from '../config/load';
 import { LocalRig } from '../tools/lib/local-rig';
+import { openWebSocket } from './ws';
 
 const STEPS = [0, 250, 500, 1000];
 
-function open(url: string): Promise<WebSocket> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    ws.once('message', () => resolve(ws));
-    ws.once('unexpected-response', (_q, r) => reject(new Error(`upgrade refused: ${r.statusCode}`)));
-    ws.once('error', reject);
-  });
+async function open(url: string): Promise<WebSocket> {
+  const r = await openWebSocket(url);
+  if (typeof r === 'number') throw new Error(`upgrade refused: ${r}`);
+  return r;
 }
 
 function rssBytes(pid: number): number {

@@ -9,25 +9,18 @@
 import WebSocket from 'ws';
 import { loadConfig } from '../config/load';
 import { LocalRig } from '../tools/lib/local-rig';
+import { openWebSocket } from './ws';
 
 const TRIALS = 5;
 const LEASE_TTL_S = 360; // the default: what every one of these ends waited before
 
-function open(url: string): Promise<WebSocket | number> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    ws.once('message', () => resolve(ws));
-    ws.once('unexpected-response', (_q, r) => { r.resume(); resolve(r.statusCode ?? 0); });
-    ws.once('error', (e) => { if (!String(e.message).startsWith('Unexpected server response')) reject(e); });
-  });
-}
 
 const closed = (ws: WebSocket) => new Promise<void>((r) => (ws.readyState === ws.CLOSED ? r() : ws.once('close', () => r())));
 
 async function admittedAfter(url: string, limitMs: number): Promise<{ ms: number; ws: WebSocket }> {
   const start = Date.now();
   while (Date.now() - start < limitMs) {
-    const r = await open(url);
+    const r = await openWebSocket(url);
     if (typeof r !== 'number') return { ms: Date.now() - start, ws: r };
     await new Promise((res) => setTimeout(res, 10));
   }
@@ -52,7 +45,7 @@ export async function run(): Promise<Record<string, unknown>> {
     for (const [name, end] of Object.entries(ends)) {
       const ms: number[] = [];
       for (let i = 0; i < TRIALS; i++) {
-        const held = await open(rig.proxies[0].publicUrl);
+        const held = await openWebSocket(rig.proxies[0].publicUrl);
         if (typeof held === 'number') throw new Error(`${name}: the slot was not free (${held})`);
         const t0 = Date.now();
         await end(held);

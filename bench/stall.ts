@@ -13,6 +13,7 @@
 import WebSocket from 'ws';
 import { loadConfig } from '../config/load';
 import { LocalRig } from '../tools/lib/local-rig';
+import { openWebSocket } from './ws';
 
 const OPEN = 10;
 const PHASE_MS = 3000;
@@ -20,14 +21,6 @@ const ECHO_EVERY_MS = 20;
 const UPGRADE_EVERY_MS = 20;
 const READ_TIMEOUT_MS = 200;
 
-function open(url: string): Promise<WebSocket | number> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    ws.once('message', () => resolve(ws));
-    ws.once('unexpected-response', (_q, r) => { r.resume(); resolve(r.statusCode ?? 0); });
-    ws.once('error', (e) => { if (!String(e.message).startsWith('Unexpected server response')) reject(e); });
-  });
-}
 
 function quantile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN;
@@ -75,12 +68,12 @@ export async function run(): Promise<Record<string, unknown>> {
   try {
     const sockets: WebSocket[] = [];
     for (let i = 0; i < OPEN; i++) {
-      const s = await open(url);
+      const s = await openWebSocket(url);
       if (typeof s === 'number') throw new Error(`could not open socket ${i}: ${s}`);
       sockets.push(s);
     }
     const upgradeFlow = async (): Promise<number> => {
-      const r = await open(url);
+      const r = await openWebSocket(url);
       if (typeof r !== 'number') r.terminate();
       await new Promise((res) => setTimeout(res, UPGRADE_EVERY_MS));
       return 1;

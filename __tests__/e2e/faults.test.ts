@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 import { LocalRig } from '../../tools/lib/local-rig';
-import { Opened, Refused, closeFromClient, connect, echo, metrics, startRig, upgradeUntilAdmitted, statusOf, waitUntil } from './support';
+import { Opened, Refused, closeFromClient, connect, echo, metrics, startRig, sum, upgradeUntilAdmitted, statusOf, waitUntil } from './support';
 
 jest.setTimeout(120000);
 
@@ -17,12 +17,6 @@ async function upgradeUntilAnswered(url: string): Promise<Opened | Refused> {
     await new Promise((res) => setTimeout(res, 100));
   }
   throw new Error('Redis stayed unavailable');
-}
-
-function sum(m: Map<string, number>, prefix: string): number {
-  let n = 0;
-  for (const [k, v] of m) if (k.startsWith(prefix)) n += v;
-  return n;
 }
 
 describe('Redis goes away (fail open, the default)', () => {

@@ -2,15 +2,9 @@
 // filter and a real redis-server holds Redis's replies, so the filter's read times out
 // while Redis still runs the call: the admission it gave up on did take a lease.
 import { LocalRig } from '../../tools/lib/local-rig';
-import { Opened, closeFromClient, connect, metrics, startRig, waitUntil } from './support';
+import { Opened, closeFromClient, connect, metrics, startRig, sum, waitUntil } from './support';
 
 jest.setTimeout(60000);
-
-function sum(m: Map<string, number>, prefix: string): number {
-  let n = 0;
-  for (const [k, v] of m) if (k.startsWith(prefix)) n += v;
-  return n;
-}
 
 describe('an admission whose answer timed out (fail closed)', () => {
   let rig: LocalRig;

@@ -153,3 +153,10 @@ export async function metrics(url: string): Promise<Map<string, number>> {
   }
   return out;
 }
+
+/** The sum of every series of `metrics()` whose name{labels} starts with `prefix`. */
+export function sum(m: Map<string, number>, prefix: string): number {
+  let n = 0;
+  for (const [k, v] of m) if (k.startsWith(prefix)) n += v;
+  return n;
+}

@@ -394,16 +394,18 @@ local function run(h, what, entries)
   return replies
 end
 
+-- The reregister.lua call that puts back the lease of live connection `id`.
+local function reregister_entry(id, c)
+  return { script = "reregister", keys = { K_POD .. c.pod, K_STATS, K_PODS }, args = { id, c.pod, S.lease_ttl_ms } }
+end
+
 local function reregister(h, id, c)
   if draining() then
     log_limited(h, "drain", "info", "ws-admission: lease of " .. id .. " on " .. c.pod
       .. " is gone and this proxy is draining; not re-registered")
     return
   end
-  local r = run(h, "reregister", { {
-    script = "reregister", keys = { K_POD .. c.pod, K_STATS, K_PODS },
-    args = { id, c.pod, S.lease_ttl_ms },
-  } })
+  local r = run(h, "reregister", { reregister_entry(id, c) })
   if r then
     log_limited(h, "rereg", "info", "ws-admission: lease of " .. id .. " on " .. c.pod
       .. " was gone (expired or Redis lost state); re-registered, pod now has " .. tostring(r[1]))
@@ -434,7 +436,7 @@ local function reregister_all(h)
     return true
   end
   for id, c in pairs(live) do
-    entries[#entries + 1] = { script = "reregister", keys = { K_POD .. c.pod, K_STATS, K_PODS }, args = { id, c.pod, S.lease_ttl_ms } }
+    entries[#entries + 1] = reregister_entry(id, c)
     c.last_renew = now
     if #entries >= REREGISTER_BATCH and not flush() then return false end
   end
