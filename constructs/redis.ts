@@ -23,16 +23,16 @@ export const REDIS_PROXY_USER = 'ws-proxy';
 export const REDIS_ADMIN_USER = 'ws-admin';
 /**
  * Every command the proxies send or their scripts call (lua/redis/*.lua,
- * lua/envoy/{filter,metrics,drain,lease_log,request_rate,conn_inventory}.lua): Redis
+ * lua/envoy/{filter,metrics,drain,lease_log,request_rate}.lua): Redis
  * checks a script's own calls against the caller's ACL too. The end-to-end tests run
  * the real Envoy against a Redis with exactly this ACL.
  */
 export const REDIS_PROXY_COMMANDS = [
   'ping', 'script|load', 'evalsha', 'time',
-  'del', 'exists', 'pexpire',
-  'hdel', 'hget', 'hgetall', 'hincrby', 'hset', 'hsetnx',
-  'sadd', 'smembers', 'srem',
-  'zadd', 'zcard', 'zcount', 'zrange', 'zrangebyscore', 'zrem', 'zremrangebyscore', 'zscore',
+  'del', 'pexpire',
+  'hget', 'hgetall', 'hincrby', 'hset', 'hsetnx',
+  'zadd', 'zcard', 'zcount', 'zincrby', 'zrange', 'zrangebyscore', 'zrem', 'zremrangebylex', 'zremrangebyscore',
+  'zscan', 'zscore',
 ] as const;
 
 export interface RedisConfOptions {

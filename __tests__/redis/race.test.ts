@@ -2,14 +2,14 @@ import * as fs from 'fs';
 import Redis from 'ioredis';
 import { startRedis, RedisServer } from '../support/redis-server';
 import { Scripts } from './support/scripts';
-import { buildWorker, recordCommands, replaySortedSets, runWorkers } from './support/workers';
+import { buildWorker, recordCommands, replayLeases, runWorkers } from './support/workers';
 import type { WorkerConfig, WorkerResult } from './support/race-worker';
 
 /*
  * Separate OS processes race for 5 pods with 2 slots each. The audit does not trust
  * the scripts' replies: MONITOR logs every command Redis executes (script-internal
- * ones included) in execution order, and replaying the lease-set writes rebuilds
- * every state each set went through.
+ * ones included) in execution order, and replaying the writes to the leases set
+ * rebuilds every state it went through, so every pod's count at every instant.
  */
 const PODS = ['10.1.0.1:8080', '10.1.0.2:8080', '10.1.0.3:8080', '10.1.0.4:8080', '10.1.0.5:8080'];
 const PROCS = 10;
@@ -37,13 +37,7 @@ const cfg = (i: number, over: Partial<WorkerConfig>): WorkerConfig => ({
   port: server.port, tag: 'race', shas: s.shas, proxy: `envoy-${i}`, mode: 'hold', loops: 4,
   pods: PODS, maxPerPod: 2, rateLimit: 0, windowMs: 60000, ttlMs: 60000, ...over,
 });
-const isLeaseKey = (k: string) => k.startsWith('{race}:pod:');
 const sum = (rs: WorkerResult[], f: (r: WorkerResult) => number) => rs.reduce((a, r) => a + f(r), 0);
-/** The stats hash: counters, and admit.lua's "all full" hint (the one field with a ':'). */
-const splitStats = (h: Record<string, string>) => ({
-  counters: Object.fromEntries(Object.entries(h).filter(([k]) => !k.includes(':'))),
-  hints: Object.fromEntries(Object.entries(h).filter(([k]) => k.includes(':'))),
-});
 
 test('hundreds of concurrent attempts from 10 processes: exactly 10 admitted, never 3 on a pod', async () => {
   const rec = await recordCommands(server.port);
@@ -58,26 +52,17 @@ test('hundreds of concurrent attempts from 10 processes: exactly 10 admitted, ne
   expect(sum(results, (r) => r.refused.FULL ?? 0)).toBe(390);
 
   // Audit from Redis' own execution log.
-  const { max, final } = replaySortedSets(log, isLeaseKey);
-  expect([...max.keys()].sort()).toEqual(PODS.map(s.keys.pod).sort());
-  for (const [key, m] of max) expect({ key, max: m }).toEqual({ key, max: 2 });
-  // ... and it matches the live state and what the processes were told.
+  const { max, final } = replayLeases(log, s.keys.leases);
+  expect([...max.keys()].sort()).toEqual([...PODS].sort());
+  for (const [pod, m] of max) expect({ pod, max: m }).toEqual({ pod, max: 2 });
+  // ... and it matches the live state, the pods' counts and what the processes were told.
+  const { leases, load } = await s.counts();
   for (const pod of PODS) {
-    const members = (await redis.zrange(s.keys.pod(pod), 0, -1)).sort();
-    expect(members).toEqual([...(final.get(s.keys.pod(pod)) ?? [])].sort());
-    expect(members).toEqual(admitted.filter((a) => a.pod === pod).map((a) => a.id).sort());
+    const told = admitted.filter((a) => a.pod === pod).map((a) => a.id).sort();
+    expect((final.get(pod) ?? []).sort()).toEqual(told);
+    expect({ pod, leases: leases[pod], load: load[pod] }).toEqual({ pod, leases: 2, load: 2 });
   }
-  expect((await redis.smembers(s.keys.pods)).sort()).toEqual([...PODS].sort());
-  const { counters, hints } = splitStats(await redis.hgetall(s.keys.stats));
-  expect(counters).toEqual({ admitted: '10', rejected_capacity: '390' });
-  // Every pod is full: the last exact refusal left the "all full" hint, naming all
-  // 5 lease sets (in that call's order), and it is not later than the moment the
-  // first slot can free (the earliest 2nd newest expiry).
-  expect(Object.keys(hints)).toEqual(['hint:full']);
-  const v = hints['hint:full'];
-  expect(v.slice(16).split('\0').sort()).toEqual(PODS.map(s.keys.pod).sort());
-  const firstFree = Math.min(...(await Promise.all(PODS.map(async (p) => Number((await redis.zrange(s.keys.pod(p), -2, -2, 'WITHSCORES'))[1])))));
-  expect({ until: Math.floor(Number(v.slice(0, 16)) / 1000), atLeast: Number(v.slice(0, 16)) % 1000 }).toEqual({ until: firstFree, atLeast: 2 });
+  expect(await redis.hgetall(s.keys.stats)).toEqual({ admitted: '10', rejected_capacity: '390' });
 });
 
 test('churn (acquire, hold 1-5 ms, release) from 10 processes stays within limits and ends with zero leases', async () => {
@@ -96,19 +81,15 @@ test('churn (acquire, hold 1-5 ms, release) from 10 processes stays within limit
   expect(results.flatMap((r) => r.releaseLost)).toEqual([]);
   expect(sum(results, (r) => r.releasedOk)).toBe(admitted);
 
-  const { max, final } = replaySortedSets(log, isLeaseKey);
+  const { max, final } = replayLeases(log, s.keys.leases);
   expect(max.size).toBe(5);
-  for (const [key, m] of max) {
-    expect(m).toBeLessThanOrEqual(2);
-    expect(final.get(key)).toEqual([]);
-  }
+  for (const m of max.values()) expect(m).toBeLessThanOrEqual(2);
+  expect(final.size).toBe(0);
   // The scripts' own view agrees: no reply ever reported more than 2 on a pod.
   expect(Math.max(...results.flatMap((r) => r.admitted.map((a) => a.activeOnPod)))).toBeLessThanOrEqual(2);
-  for (const pod of PODS) expect(await redis.exists(s.keys.pod(pod))).toBe(0);
-  expect(await redis.scard(s.keys.pods)).toBe(0);
-  const { counters: st, hints } = splitStats(await redis.hgetall(s.keys.stats));
-  // Every lease was released, and every release dropped its pod's hint.
-  expect(hints).toEqual({});
+  expect(await redis.zcard(s.keys.leases)).toBe(0);
+  expect(await s.counts()).toEqual({ leases: {}, load: {} });
+  const st = await redis.hgetall(s.keys.stats);
   expect(Number(st.admitted)).toBe(admitted);
   expect(Number(st.released)).toBe(admitted);
   expect(Number(st.rejected_capacity)).toBe(full);
@@ -120,7 +101,7 @@ test('a proxy killed while holding leases: its slots come back within the lease 
   const results = await runWorkers(worker.entry, [cfg(0, { mode: 'churn', loops: 10, durationMs: 60000, holdMs: [60000, 60000], ttlMs })], {
     onRunning: async (children) => {
       const deadline = Date.now() + 5000;
-      while ((await Promise.all(PODS.map((p) => redis.zcard(s.keys.pod(p))))).reduce((a, b) => a + b) < 10) {
+      while ((await redis.zcard(s.keys.leases)) < 10) {
         if (Date.now() > deadline) throw new Error('the worker did not take all 10 slots');
         await new Promise((r) => setTimeout(r, 5));
       }
@@ -132,7 +113,7 @@ test('a proxy killed while holding leases: its slots come back within the lease 
   const killedAt = await s.nowMs();
   const req = { rateLimit: 0, windowMs: 60000, maxPerPod: 2, ttlMs, pods: PODS };
   expect((await s.admit({ ...req, id: 'after-kill|0|0|0' })).status).toBe('FULL');
-  const latestExpiry = Math.max(...(await Promise.all(PODS.map(async (p) => Number((await redis.zrange(s.keys.pod(p), -1, -1, 'WITHSCORES'))[1])))));
+  const latestExpiry = Number((await redis.zrange(s.keys.leases, -1, -1, 'WITHSCORES'))[1]);
   expect(latestExpiry - killedAt).toBeLessThanOrEqual(ttlMs);
   while ((await s.nowMs()) <= latestExpiry) await new Promise((r) => setTimeout(r, 10));
   for (let i = 0; i < 10; i++) expect((await s.admit({ ...req, id: `new|0|${i}|0` })).status).toBe('ADMITTED');

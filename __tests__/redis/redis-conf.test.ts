@@ -80,29 +80,37 @@ it('lets the proxies\' user run every script of the filter, metrics, drain and l
   const sha = async (rel: string) => String(await c.script('LOAD', script(rel)));
   const id = 'envoy-a|abcdef|1|123456';
   const pod = '10.0.0.1:8080';
-  const [admit, renew, reregister, release, snapshot, releaseProxy, requestRate, inventory] = await Promise.all([
-    'lua/redis/admit.lua', 'lua/redis/renew.lua', 'lua/redis/reregister.lua', 'lua/redis/release.lua',
-    'lua/redis/snapshot.lua', 'lua/redis/release_proxy.lua', 'lua/envoy/request_rate.lua', 'lua/envoy/conn_inventory.lua',
+  const [admit, registerView, renew, reregister, release, snapshot, releaseProxy, requestRate, inventory] = await Promise.all([
+    'lua/redis/admit.lua', 'lua/redis/register_view.lua', 'lua/redis/renew.lua', 'lua/redis/reregister.lua', 'lua/redis/release.lua',
+    'lua/redis/snapshot.lua', 'lua/redis/release_proxy.lua', 'lua/envoy/request_rate.lua', 'lua/redis/conn_inventory.lua',
   ].map(sha));
-  const K = { rate: '{ws}:rate', stats: '{ws}:stats', pods: '{ws}:pods', pod: `{ws}:pod:${pod}`, conn: `{ws}:conn:${id}` };
+  const K = { rate: '{ws}:rate', stats: '{ws}:stats', leases: '{ws}:leases', load: '{ws}:load', views: '{ws}:views', hosts: '{ws}:hosts', conn: `{ws}:conn:${id}` };
+  const A = [K.rate, K.stats, K.leases, K.load, K.views, K.hosts];
+  const L = [K.leases, K.load, K.stats];
+  const view = '0123456789abcdef';
   // The filter's state epoch (sync_epoch): two plain commands.
   expect(await c.hsetnx(K.stats, 'epoch:id', 'e1')).toBe(1);
   expect(await c.hget(K.stats, 'epoch:id')).toBe('e1');
-  // A full refusal first (writes the "all full" hint: HSET, HGET), then an admission.
-  expect(await c.evalsha(admit, 4, K.rate, K.stats, K.pods, K.pod, '10', '60000', '1', '30000', id, pod)).toEqual(['ADMITTED', pod, 1, 0, 9]);
-  expect((await c.evalsha(admit, 4, K.rate, K.stats, K.pods, K.pod, '10', '60000', '1', '30000', id + '9', pod) as unknown[])[0]).toBe('FULL');
-  expect((await c.evalsha(admit, 4, K.rate, K.stats, K.pods, K.pod, '10', '60000', '1', '30000', id + '8', pod) as unknown[])[0]).toBe('FULL');
-  expect(await c.evalsha(inventory, 2, K.conn, K.pod, id, '30000', 'envoy-a', '127.0.0.1', pod)).toBeDefined();
-  expect(await c.evalsha(renew, 1, K.pod, id, '30000')).toBe(1);
+  // An unknown view, its registration (with a dead view to delete: ZREMRANGEBYLEX), an
+  // admission, two refusals (the second after an expired lease was given back).
+  expect((await c.evalsha(admit, 6, ...A, '10', '60000', '1', '30000', id, view) as unknown[])[0]).toBe('HOSTS');
+  await c.zadd(K.views, '1', 'fedcba9876543210');
+  expect(await c.evalsha(registerView, 3, K.views, K.hosts, K.load, view, pod)).toBe(1);
+  expect(await c.evalsha(admit, 6, ...A, '10', '60000', '1', '30000', id, view, 'e1')).toEqual(['ADMITTED', pod, 1, 0, 9]);
+  expect((await c.evalsha(admit, 6, ...A, '10', '60000', '1', '30000', id + '9', view) as unknown[])[0]).toBe('FULL');
+  await c.zadd(K.leases, '1', `gone|0|0|0 ${pod}`);
+  await c.zincrby(K.load, 1, pod);
+  expect((await c.evalsha(admit, 6, ...A, '10', '60000', '1', '30000', id + '8', view) as unknown[])[0]).toBe('FULL');
+  expect(await c.evalsha(inventory, 2, K.conn, K.leases, id, pod, '30000', 'envoy-a', '127.0.0.1')).toBe(1);
+  expect(await c.evalsha(renew, 1, K.leases, id, pod, '30000')).toBe(1);
   await c.pexpire(K.conn, 30000);
-  expect(await c.evalsha(release, 3, K.pod, K.stats, K.pods, id, pod)).toBe(1);
+  expect(await c.evalsha(release, 3, ...L, id, pod)).toBe(1);
   await c.del(K.conn);
-  expect(await c.evalsha(reregister, 3, K.pod, K.stats, K.pods, id, pod, '30000')).toBe(1);
-  expect(await c.smembers(K.pods)).toEqual([pod]);
-  expect(await c.evalsha(snapshot, 4, K.rate, K.stats, K.pods, K.pod, '60000', pod)).toBeDefined();
-  expect(await c.evalsha(releaseProxy, 3, K.stats, K.pods, K.pod, 'envoy-a', pod)).toBeDefined();
+  expect(await c.evalsha(reregister, 3, ...L, id, pod, '30000')).toBe(1);
+  expect(await c.evalsha(snapshot, 4, K.rate, K.stats, K.leases, K.load, '60000')).toBeDefined();
+  expect(await c.evalsha(releaseProxy, 3, ...L, 'envoy-a', '0')).toEqual(['0', 1]);
   expect(await c.evalsha(requestRate, 2, '{ws}:rate:requests', K.stats, '10', '60000', 'req-1')).toBeDefined();
-  expect(await c.exists(K.pod)).toBe(0);
+  expect(await c.zcard(K.leases)).toBe(0);
   c.disconnect();
 });
 
@@ -119,7 +127,7 @@ it('refuses the proxies\' user any other command, and any key outside {ws}, also
   expect(await errorOf(c.zadd('{wsx}:pod:x', 1, 'a'))).toMatch(/NOPERM/);
   // One of our scripts handed a foreign key: Redis checks the script's call too.
   const renew = String(await c.script('LOAD', script('lua/redis/renew.lua')));
-  expect(await errorOf(c.evalsha(renew, 1, 'other:pod:x', 'id', '1000'))).toMatch(/NOPERM/);
+  expect(await errorOf(c.evalsha(renew, 1, 'other:leases', 'id', '10.0.0.1:80', '1000'))).toMatch(/NOPERM/);
   c.disconnect();
 });
 

@@ -12,8 +12,8 @@
 -- Reads settings.lua (WS_LUA_DIR, checked by settings_loader.lua like the filter does),
 -- takes the proxy id exactly as filter.lua does (POD_NAME, else the host name), writes
 -- the marker $WS_STATE_DIR/draining (the filter stops re-registering leases), connects
--- with resp.lua (AUTH from redis_password_file, TLS when redis_tls), SMEMBERS the pod
--- index, then runs release_proxy.lua over the listed pods (chunks of CHUNK pods).
+-- with resp.lua (AUTH from redis_password_file, TLS when redis_tls), then runs
+-- release_proxy.lua step by step over the leases (one call per 1000 leases scanned).
 --
 -- Output: one line on stdout, `drain: released N leases of proxy P ...` or
 -- `drain: FAILED ...`. An exec hook's output is not in the container log (the kubelet
@@ -33,7 +33,7 @@
 local DIR = os.getenv("WS_LUA_DIR") or "/etc/envoy/lua"
 package.path = DIR .. "/?.lua;" .. package.path
 
-local CHUNK = 200 -- pods per release_proxy.lua call (each call is O(leases on its pods))
+local MAX_STEPS = 100000 -- scan steps of 1000 leases: 10^8 leases, far beyond any fleet
 
 local log_file
 
@@ -107,32 +107,28 @@ local function main(argv)
 
   local resp = require("resp")
   local K = require("keys").new(S.hash_tag)
-  local K_STATS, K_PODS, K_POD = K.stats, K.pods, K.pod
   local client = resp.new(settings_loader.redis_options(S, DIR))
   local where = "Redis " .. S.redis_host .. ":" .. S.redis_port
   local started = socket.gettime()
 
-  local pods, err = client:call("SMEMBERS", K_PODS)
-  if pods == nil then fail(where .. " unavailable: " .. tostring(err)) end
-  if resp.is_error(pods) then fail(where .. ": SMEMBERS " .. K_PODS .. ": " .. pods.err) end
-
-  local released = 0
-  for first = 1, #pods, CHUNK do
-    local keys, args = { K_STATS, K_PODS }, { proxy }
-    for j = first, math.min(first + CHUNK - 1, #pods) do
-      keys[#keys + 1] = K_POD .. pods[j]
-      args[#args + 1] = pods[j]
-    end
-    local r, rerr = client:script("release_proxy", keys, args)
+  -- release_proxy.lua scans the leases 1000 at a time; one call per step, so Redis is
+  -- never blocked for more than one step.
+  local released, steps, cursor = 0, 0, "0"
+  repeat
+    local r, rerr = client:script("release_proxy", { K.leases, K.load, K.stats }, { proxy, cursor })
     local done = released > 0 and (" after releasing " .. released .. " leases") or ""
     if r == nil then fail(where .. " unavailable" .. done .. ": " .. tostring(rerr)) end
     if resp.is_error(r) then fail(where .. ": release_proxy.lua" .. done .. ": " .. r.err) end
-    if type(r) ~= "number" then fail(where .. ": release_proxy.lua answered " .. type(r) .. ", not a count") end
-    released = released + r
-  end
+    if type(r) ~= "table" or tonumber(r[2]) == nil then
+      fail(where .. ": release_proxy.lua answered " .. type(r) .. ", not {cursor, count}")
+    end
+    released = released + tonumber(r[2])
+    cursor = tostring(r[1])
+    steps = steps + 1
+  until cursor == "0" or steps >= MAX_STEPS
   client:close()
-  emit(string.format("drain: released %d leases of proxy %s (%d pods checked, %d ms)%s",
-    released, proxy, #pods, math.floor((socket.gettime() - started) * 1000 + 0.5), marker_note))
+  emit(string.format("drain: released %d leases of proxy %s (%d scan steps, %d ms)%s",
+    released, proxy, steps, math.floor((socket.gettime() - started) * 1000 + 0.5), marker_note))
   os.exit(0)
 end
 

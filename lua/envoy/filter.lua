@@ -111,13 +111,14 @@ local function draining()
   return at ~= nil and at >= LOADED_MS and at <= now and now - at < DRAIN_MARKER_MS
 end
 
-local K_RATE, K_RATE_REQUESTS, K_STATS, K_PODS, K_POD, K_CONN
+local K_RATE, K_RATE_REQUESTS, K_STATS, K_LEASES, K_LOAD, K_VIEWS, K_HOSTS, K_CONN
 local client
 if S then
   local K = keys.new(S.hash_tag)
   -- Plain requests (limit_all_requests) have a window of their own: GETs must not spend
   -- the WebSocket upgrades' budget.
-  K_RATE, K_RATE_REQUESTS, K_STATS, K_PODS, K_POD, K_CONN = K.rate, K.rate_requests, K.stats, K.pods, K.pod, K.conn
+  K_RATE, K_RATE_REQUESTS, K_STATS, K_CONN = K.rate, K.rate_requests, K.stats, K.conn
+  K_LEASES, K_LOAD, K_VIEWS, K_HOSTS = K.leases, K.load, K.views, K.hosts
   if resp_ok and socket_ok then
     client = resp.new(settings_loader.redis_options(S, DIR))
   end
@@ -245,6 +246,16 @@ end
 -- file that metrics.lua keeps fresh; no httpCall, so the upgrade stays two-way. Only
 -- when the file is missing or stale does the worker fetch the list itself (the stream
 -- becomes one-way, counted in one_way_streams_total).
+-- `old` when `new` holds the same pods in the same order, else `new`: an unchanged list
+-- keeps its identity, and with it its view id (view_of) and the capacity cache.
+local function same_or(old, new)
+  if not old or #old ~= #new then return new end
+  for i = 1, #new do
+    if old[i] ~= new[i] then return new end
+  end
+  return old
+end
+
 local function candidates(h)
   local now = now_ms()
   if host_cache.list and now - host_cache.at < S.hosts_cache_ms then return host_cache.list, false end
@@ -254,8 +265,8 @@ local function candidates(h)
       h:logInfo("ws-admission: host list file " .. HOSTS_FILE .. " is fresh again; no more admin calls on the request path")
     end
     host_cache.file_ok = true
-    host_cache.list, host_cache.at = flist, now
-    return flist, false
+    host_cache.list, host_cache.at = same_or(host_cache.list, flist), now
+    return host_cache.list, false
   end
   if host_cache.file_ok ~= false then
     -- Logged once per change. Missing is normal until the first probe reached metrics.lua
@@ -288,14 +299,26 @@ local function candidates(h)
       log_limited(h, "bad_host", "warn", "ws-admission: ignored " .. rejected .. " host(s) of cluster "
         .. S.backend_cluster .. " that are not ip:port")
     end
-    host_cache.list, host_cache.at = list, now
-    return list, true
+    host_cache.list, host_cache.at = same_or(host_cache.list, list), now
+    return host_cache.list, true
   end
   log_limited(h, "admin", "warn", "ws-admission: admin host list unavailable ("
     .. (ok and tostring(rh and rh[":status"]) or tostring(rh)) .. "); using the cached list")
   -- Keep serving the last good list; retry on the next request after a short pause.
   if host_cache.list then host_cache.at = now - S.hosts_cache_ms + 200 end
   return host_cache.list or {}, true
+end
+
+-- The host view of a list (keys.view_id): Redis knows a worker's healthy hosts by this
+-- id (register_view.lua), so admit.lua is sent 16 hex digits instead of the list.
+local view = { list = nil, id = nil, set = nil }
+local function view_of(list)
+  if view.list ~= list then
+    local set = {}
+    for i = 1, #list do set[list[i]] = true end
+    view.list, view.id, view.set = list, keys.view_id(list), set
+  end
+  return view
 end
 
 -------------------------------------------------------------------------------
@@ -310,66 +333,54 @@ end
 
 -- Admissions whose answer never came (a read timeout, a dropped connection): Redis may
 -- have run them after the filter gave up, leaving a lease no stream stands behind (a
--- phantom) on one of the candidates. Each entry: { id, pods = its candidates, except =
--- the pod a fail-open upgrade was pinned to (that lease is the connection's own), at }.
--- The next round trip that works removes the id from every other candidate first
--- (settle), so a phantom lives until this worker's next good Redis call, and never
--- longer than the lease TTL (docs/filter.md, "Failure modes").
+-- phantom) on a pod the filter never learnt. Each entry: { id, at }. The next round trip that works first gives those
+-- leases back (settle: release_proxy.lua limited to these ids), so a phantom lives until
+-- this worker's next good Redis call, and never longer than the lease TTL
+-- (docs/filter.md, "Failure modes"). A fail-open upgrade tracked under such an id loses
+-- its lease too, if Redis had granted one: its next renewal re-registers it.
 local unsettled = {}
 local UNSETTLED_MAX = 256      -- older ones are dropped: their leases expire by TTL
-local SETTLE_MAX_ENTRIES = 1000 -- release calls per settle round trip, at most
+local SETTLE_MAX_STEPS = 1000  -- scan steps (1000 leases each) per settle, at most
 
-local function remember_unsettled(id, pods, except, now)
+local function remember_unsettled(id, now)
   if #unsettled >= UNSETTLED_MAX then table.remove(unsettled, 1) end
-  unsettled[#unsettled + 1] = { id = id, pods = pods, except = except, at = now }
+  unsettled[#unsettled + 1] = { id = id, at = now }
 end
 
--- One round trip of release.lua calls for the oldest unanswered admissions. Returns
--- false when it failed (the entries stay for the next time).
+-- Gives back the leases of unanswered admissions. Returns false when it failed (the
+-- entries stay for the next time).
 local function settle(h)
   local now = now_ms()
-  local entries, owners = {}, {}
-  local taken = 0
+  local args = { PROXY, "0" }
   for i = 1, #unsettled do
-    local u = unsettled[i]
-    if now - u.at < S.lease_ttl_ms then
-      local need = #u.pods - (u.except and 1 or 0)
-      if #entries > 0 and #entries + need > SETTLE_MAX_ENTRIES then break end
-      for _, pod in ipairs(u.pods) do
-        if pod ~= u.except then
-          entries[#entries + 1] = { script = "release", keys = { K_POD .. pod, K_STATS, K_PODS }, args = { u.id, pod } }
-          if S.connection_inventory and not u.except then
-            entries[#entries + 1] = { "DEL", K_CONN .. u.id }
-          end
-        end
+    if now - unsettled[i].at < S.lease_ttl_ms then args[#args + 1] = unsettled[i].id end
+  end
+  local taken = #unsettled
+  local removed, steps = 0, 0
+  if #args > 2 then
+    repeat
+      local replies, err = client:run({ { script = "release_proxy", keys = { K_LEASES, K_LOAD, K_STATS }, args = args } })
+      if not replies then
+        redis_failed(h, "release of unanswered admissions", err)
+        return false
       end
-      owners[#owners + 1] = u
-    end
-    taken = i
-  end
-  if #entries == 0 then
-    for _ = 1, taken do table.remove(unsettled, 1) end
-    return true
-  end
-  local replies, err = client:run(entries)
-  if not replies then
-    redis_failed(h, "release of unanswered admissions", err)
-    return false
-  end
-  -- An error reply would come again on a retry: logged, and the entries dropped.
-  local removed = 0
-  for i = 1, #replies do
-    if resp.is_error(replies[i]) then
-      log_limited(h, "settle", "warn", "ws-admission: release of an unanswered admission failed: " .. replies[i].err)
-    elseif entries[i].script and replies[i] == 1 then
-      removed = removed + 1
-    end
+      local r = replies[1]
+      if resp.is_error(r) or type(r) ~= "table" then
+        -- An error reply would come again on a retry: logged, and the entries dropped.
+        log_limited(h, "settle", "warn", "ws-admission: release of unanswered admissions failed: "
+          .. tostring(resp.is_error(r) and r.err or r))
+        break
+      end
+      removed = removed + (tonumber(r[2]) or 0)
+      args[2] = tostring(r[1])
+      steps = steps + 1
+    until args[2] == "0" or steps >= SETTLE_MAX_STEPS
   end
   for _ = 1, taken do table.remove(unsettled, 1) end
   if removed > 0 then
     stats:inc("phantom_leases_released_total", removed, true)
     log_limited(h, "phantom", "info", "ws-admission: released " .. removed .. " lease(s) that Redis granted to "
-      .. #owners .. " admission(s) whose answer timed out")
+      .. "admission(s) whose answer timed out")
   end
   return true
 end
@@ -396,7 +407,7 @@ end
 
 -- The reregister.lua call that puts back the lease of live connection `id`.
 local function reregister_entry(id, c)
-  return { script = "reregister", keys = { K_POD .. c.pod, K_STATS, K_PODS }, args = { id, c.pod, S.lease_ttl_ms } }
+  return { script = "reregister", keys = { K_LEASES, K_LOAD, K_STATS }, args = { id, c.pod, S.lease_ttl_ms } }
 end
 
 local function reregister(h, id, c)
@@ -472,7 +483,7 @@ local function touch(h, id)
   c.last_seen = now
   if now - c.last_renew < S.renew_interval_ms then return end
   c.last_renew = now
-  local entries = { { script = "renew", keys = { K_POD .. c.pod }, args = { id, S.lease_ttl_ms } } }
+  local entries = { { script = "renew", keys = { K_LEASES }, args = { id, c.pod, S.lease_ttl_ms } } }
   if S.connection_inventory then
     entries[2] = { "PEXPIRE", K_CONN .. id, S.lease_ttl_ms }
   end
@@ -492,7 +503,7 @@ local function release(h, id)
   live[id] = nil
   live_count = live_count - 1
   full.until_ms = 0 -- this worker just freed a slot
-  local entries = { { script = "release", keys = { K_POD .. c.pod, K_STATS, K_PODS }, args = { id, c.pod } } }
+  local entries = { { script = "release", keys = { K_LEASES, K_LOAD, K_STATS }, args = { id, c.pod } } }
   if S.connection_inventory then entries[2] = { "DEL", K_CONN .. id } end
   -- Released: no lease log line for this stream (its access log filter wants "held").
   -- Not released (Redis failed, or is being skipped after a failure): the metadata stays
@@ -622,13 +633,13 @@ end
 local fail_open_next = 0
 local function fail_upgrade(h, id, pods, kind, yielded, now, unanswered)
   if FAILURE_MODE == "closed" or not pods or #pods == 0 then
-    if unanswered and pods and #pods > 0 then remember_unsettled(id, pods, nil, now) end
+    if unanswered then remember_unsettled(id, now) end
     return fail(h, true)
   end
   stats:inc("fail_open_total", 1, true)
   fail_open_next = fail_open_next % #pods + 1
   local pod = pods[fail_open_next]
-  if unanswered then remember_unsettled(id, pods, pod, now) end
+  if unanswered then remember_unsettled(id, now) end
   return track(h, id, pod, kind, yielded, now, false)
 end
 
@@ -709,46 +720,49 @@ function envoy_on_request(h)
   end
   if now < redis_down_until then return fail_upgrade(h, id, pods, kind, yielded, now) end
   if epoch == nil and not sync_epoch(h) then return fail_upgrade(h, id, pods, kind, yielded, now) end
-  local keys = { K_RATE, K_STATS, K_PODS }
-  local args = { S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id }
-  for i = 1, #pods do
-    keys[3 + i] = K_POD .. pods[i]
-    args[5 + i] = pods[i]
-  end
-  args[#args + 1] = epoch
-  local entries = { { script = "admit", keys = keys, args = args } }
-  local client_addr
-  if S.connection_inventory then
-    client_addr = h:streamInfo():downstreamRemoteAddress() or ""
-    if #client_addr > 64 or client_addr:find("[^%w%.:%[%]]") then client_addr = "invalid" end
-    local ikeys = { K_CONN .. id }
-    local iargs = { id, S.lease_ttl_ms, PROXY, client_addr }
-    for i = 1, #pods do
-      ikeys[1 + i] = K_POD .. pods[i]
-      iargs[4 + i] = pods[i]
-    end
-    entries[2] = { script = "conn_inventory", keys = ikeys, args = iargs }
-  end
-
-  local r, unanswered = run(h, "admit", entries)
-  if not r then return fail_upgrade(h, id, pods, kind, yielded, now, unanswered) end
-  if type(r[1]) == "table" and r[1][1] == "EPOCH" then
-    -- Redis lost its state: first this worker's open connections, then the decision.
-    if not sync_epoch(h) then return fail_upgrade(h, id, pods, kind, yielded, now) end
-    args[#args] = epoch
+  local v = view_of(pods)
+  local entries = { {
+    script = "admit", keys = { K_RATE, K_STATS, K_LEASES, K_LOAD, K_VIEWS, K_HOSTS },
+    args = { S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id, v.id, epoch },
+  } }
+  -- At most three asks: after an EPOCH answer (this worker's connections re-registered
+  -- first) and after a HOSTS answer (the view registered), the decision itself.
+  local r, a, unanswered
+  for _ = 1, 3 do
     r, unanswered = run(h, "admit", entries)
     if not r then return fail_upgrade(h, id, pods, kind, yielded, now, unanswered) end
+    a = r[1]
+    local status = type(a) == "table" and a[1]
+    if status == "EPOCH" then
+      -- Redis lost its state: first this worker's open connections, then the decision.
+      if not sync_epoch(h) then return fail_upgrade(h, id, pods, kind, yielded, now) end
+      entries[1].args[7] = epoch
+    elseif status == "HOSTS" then
+      local vargs = { v.id }
+      for i = 1, #pods do vargs[1 + i] = pods[i] end
+      if not run(h, "register_view", { { script = "register_view", keys = { K_VIEWS, K_HOSTS, K_LOAD }, args = vargs } }) then
+        return fail_upgrade(h, id, pods, kind, yielded, now)
+      end
+    else
+      break
+    end
   end
-  local a = r[1]
   local status = type(a) == "table" and a[1]
   if status == "ADMITTED" then
     local pod = a[2]
-    -- Only a pod we offered may come back (defence in depth: the value goes to Envoy).
-    local offered = false
-    for i = 1, #pods do if pods[i] == pod then offered = true break end end
-    if not offered then
-      redis_failed(h, "admit", "admit returned a pod that was not a candidate: " .. tostring(pod))
+    -- Only a pod of this worker's own list may come back (defence in depth: the value
+    -- goes to Envoy, and two lists could in theory share a view id).
+    if not v.set[pod] then
+      redis_failed(h, "admit", "admit returned a pod that is not in this worker's host list: " .. tostring(pod))
+      run(h, "release", { { script = "release", keys = { K_LEASES, K_LOAD, K_STATS }, args = { id, tostring(pod) } } })
       return fail_upgrade(h, id, pods, kind, yielded, now)
+    end
+    if S.connection_inventory then
+      local client_addr = h:streamInfo():downstreamRemoteAddress() or ""
+      if #client_addr > 64 or client_addr:find("[^%w%.:%[%]]") then client_addr = "invalid" end
+      -- A second round trip, only with the inventory on (it needs the pod admit chose).
+      run(h, "conn_inventory", { { script = "conn_inventory", keys = { K_CONN .. id, K_LEASES },
+        args = { id, pod, S.lease_ttl_ms, PROXY, client_addr } } })
     end
     return track(h, id, pod, kind, yielded, now, true)
   elseif status == "RATE_LIMITED" then

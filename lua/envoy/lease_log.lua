@@ -110,7 +110,7 @@ local function main(argv)
   local old_path = path .. ".old"
   local alive_path = state_dir .. "/lease-log.alive"
   local K = keys.new(S.hash_tag)
-  local K_STATS, K_PODS, K_POD, K_CONN = K.stats, K.pods, K.pod, K.conn
+  local K_STATS, K_LEASES, K_LOAD, K_CONN = K.stats, K.leases, K.load, K.conn
   local client = resp.new(settings_loader.redis_options(S, DIR))
   log("following " .. path .. " (Redis " .. S.redis_host .. ":" .. S.redis_port .. ")")
 
@@ -175,7 +175,7 @@ local function main(argv)
     local entries, ids = {}, {}
     for i = head, math.min(head + BATCH - 1, tail) do
       local id, pod = pending[i][1], pending[i][2]
-      entries[#entries + 1] = { script = "release", keys = { K_POD .. pod, K_STATS, K_PODS }, args = { id, pod } }
+      entries[#entries + 1] = { script = "release", keys = { K_LEASES, K_LOAD, K_STATS }, args = { id, pod } }
       ids[#ids + 1] = #entries
       if S.connection_inventory then entries[#entries + 1] = { "DEL", K_CONN .. id } end
     end

@@ -95,29 +95,18 @@ function Out:text() return table.concat(self.lines, "\n") .. "\n" end
 local function redis_snapshot()
   if not client then return nil, "no Redis client (settings or resp.lua failed to load)" end
   local K = keys.new(S.hash_tag)
-  local members, err = client:call("SMEMBERS", K.pods)
-  if members == nil then return nil, err end
-  if resp.is_error(members) then return nil, members.err end
-  local pods = {}
-  for _, p in ipairs(members) do
-    -- Only ids the filter could have written (ip:port) become key names and labels.
-    if hosts.valid_pod(p) and #pods < MAX_PODS then pods[#pods + 1] = p end
-  end
-  table.sort(pods)
-  local names = { K.rate, K.stats, K.pods }
-  local args = { S.rate_window_ms }
-  for i, p in ipairs(pods) do
-    names[3 + i] = K.pod .. p
-    args[1 + i] = p
-  end
-  local r, serr = client:script("snapshot", names, args)
+  local r, serr = client:script("snapshot", { K.rate, K.stats, K.leases, K.load }, { S.rate_window_ms })
   if r == nil then return nil, serr end
   if resp.is_error(r) then return nil, r.err end
   local snap = { window_used = tonumber(r[2]) or 0, stats = {}, pods = {}, proxies = {} }
   local st = r[3] or {}
   for i = 1, #st, 2 do snap.stats[st[i]] = tonumber(st[i + 1]) or 0 end
   local pc = r[4] or {}
-  for i = 1, #pc, 2 do snap.pods[#snap.pods + 1] = { pc[i], tonumber(pc[i + 1]) or 0 } end
+  -- Only ids the filter could have written (ip:port) become labels, MAX_PODS at most.
+  for i = 1, #pc, 2 do
+    if hosts.valid_pod(pc[i]) and #snap.pods < MAX_PODS then snap.pods[#snap.pods + 1] = { pc[i], tonumber(pc[i + 1]) or 0 } end
+  end
+  table.sort(snap.pods, function(a, b) return a[1] < b[1] end)
   local xc = r[5] or {}
   for i = 1, #xc, 2 do snap.proxies[#snap.proxies + 1] = { xc[i], tonumber(xc[i + 1]) or 0 } end
   table.sort(snap.proxies, function(a, b) return a[1] < b[1] end)

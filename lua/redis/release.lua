@@ -1,27 +1,24 @@
--- release.lua: give a lease back (normal end of a WebSocket, or a non-101 answer).
--- KEYS[1] lease set of the pod, KEYS[2] stats, KEYS[3] pod index
+-- release.lua: give a lease back (normal end of a WebSocket, a non-101 answer, the
+-- lease log, an admission whose answer was lost).
+-- KEYS[1] leases, KEYS[2] load, KEYS[3] stats
 -- ARGV[1] connection id, ARGV[2] pod id
--- Reply: 1 if a lease was removed, 0 if it was already gone (expired and pruned,
--- released before, or lost with Redis state). On removal it also deletes admit.lua's
--- "all full" hint (stats field hint:full). Contract: lua/redis/README.md.
+-- Reply: 1 if the lease was removed (then the pod's count drops by one and `released`
+-- + 1), 0 if it was already gone (released before, expired and given back, or lost with
+-- Redis's state). An expired lease that admit.lua has not given back yet still counts
+-- as released. Contract: lua/redis/README.md.
 if #KEYS ~= 3 or #ARGV ~= 2 then
   return redis.error_reply('ERR release.lua: expected 3 KEYS and 2 ARGV, got ' .. #KEYS .. ' KEYS and ' .. #ARGV .. ' ARGV')
 end
-local key, id, pod = KEYS[1], ARGV[1], ARGV[2]
-if id == '' then return redis.error_reply('ERR release.lua: ARGV[1] connection id must not be empty') end
-if pod == '' or string.sub(key, -(#pod + 5)) ~= ':pod:' .. pod then
-  return redis.error_reply('ERR release.lua: KEYS[1] \'' .. key .. '\' is not the lease set of pod ARGV[2] \''
-    .. pod .. '\' (expected a key ending in \':pod:' .. pod .. '\')')
+local id, pod = ARGV[1], ARGV[2]
+if id == '' or string.find(id, ' ', 1, true) then
+  return redis.error_reply('ERR release.lua: ARGV[1] connection id must be non-empty without spaces, got \'' .. id .. '\'')
 end
-local removed = redis.call('ZREM', key, id)
+if pod == '' or string.find(pod, ' ', 1, true) then
+  return redis.error_reply('ERR release.lua: ARGV[2] pod id must be non-empty without spaces, got \'' .. pod .. '\'')
+end
+local removed = redis.call('ZREM', KEYS[1], id .. ' ' .. pod)
 if removed == 1 then
-  redis.call('HINCRBY', KEYS[2], 'released', '1')
-  -- The pod now has a free slot (unless it was over the limit): drop admit.lua's
-  -- "all full" hint, so the next admission counts the candidates exactly. The hint
-  -- must never claim a pod full while it is not, and release.lua and release_proxy.lua
-  -- are the only scripts that free a slot before a lease expires.
-  redis.call('HDEL', KEYS[2], 'hint:full')
-  -- Keep the index to pods that hold leases (the set is gone once it is empty).
-  if redis.call('EXISTS', key) == 0 then redis.call('SREM', KEYS[3], pod) end
+  redis.call('ZINCRBY', KEYS[2], '-1', pod)
+  redis.call('HINCRBY', KEYS[3], 'released', '1')
 end
 return removed

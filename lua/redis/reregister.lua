@@ -1,30 +1,31 @@
 -- reregister.lua: put back the lease of a connection that is still open after
 -- renew.lua answered 0 (lease expired, or Redis lost its state). The connection is
--- open, that is the truth, so the lease is added regardless of the per-pod limit
--- and of the rate limit (it is not a new upgrade); new admissions are refused
--- until the pod's count fits again (docs/filter.md).
--- KEYS[1] lease set of the pod, KEYS[2] stats, KEYS[3] pod index
+-- open, that is the truth, so the lease is added regardless of the per-pod limit and
+-- of the rate limit (it is not a new upgrade); new admissions to the pod are refused
+-- until its count fits again (docs/filter.md).
+-- KEYS[1] leases, KEYS[2] load, KEYS[3] stats
 -- ARGV[1] connection id, ARGV[2] pod id, ARGV[3] lease TTL ms
--- Reply: the pod's live lease count after re-registering (>= 1).
+-- An expired lease that admit.lua has not given back yet is simply renewed (it is still
+-- in the pod's count); a missing one is added and counted. `reregistered` + 1.
+-- Reply: the pod's lease count afterwards (>= 1).
 if #KEYS ~= 3 or #ARGV ~= 3 then
   return redis.error_reply('ERR reregister.lua: expected 3 KEYS and 3 ARGV, got ' .. #KEYS .. ' KEYS and ' .. #ARGV .. ' ARGV')
 end
-local key, id, pod, ttlArg = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-if id == '' then return redis.error_reply('ERR reregister.lua: ARGV[1] connection id must not be empty') end
-if pod == '' or string.sub(key, -(#pod + 5)) ~= ':pod:' .. pod then
-  return redis.error_reply('ERR reregister.lua: KEYS[1] \'' .. key .. '\' is not the lease set of pod ARGV[2] \''
-    .. pod .. '\' (expected a key ending in \':pod:' .. pod .. '\')')
+local id, pod, ttlArg = ARGV[1], ARGV[2], ARGV[3]
+if id == '' or string.find(id, ' ', 1, true) then
+  return redis.error_reply('ERR reregister.lua: ARGV[1] connection id must be non-empty without spaces, got \'' .. id .. '\'')
+end
+if pod == '' or string.find(pod, ' ', 1, true) then
+  return redis.error_reply('ERR reregister.lua: ARGV[2] pod id must be non-empty without spaces, got \'' .. pod .. '\'')
 end
 if #ttlArg > 15 or not string.find(ttlArg, '^%d+$') or tonumber(ttlArg) < 1 then
   return redis.error_reply('ERR reregister.lua: ARGV[3] lease TTL ms must be an integer >= 1, got \'' .. ttlArg .. '\'')
 end
-local ttl = tonumber(ttlArg)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expired = redis.call('ZREMRANGEBYSCORE', key, '-inf', tostring(now))
-if expired > 0 then redis.call('HINCRBY', KEYS[2], 'expired', tostring(expired)) end
-redis.call('ZADD', key, string.format('%d', now + ttl), id)
-redis.call('PEXPIRE', key, string.format('%d', ttl + 60000))
-redis.call('SADD', KEYS[3], pod)
-redis.call('HINCRBY', KEYS[2], 'reregistered', 1)
-return redis.call('ZCARD', key)
+local member = id .. ' ' .. pod
+local added = redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ttlArg)), member)
+local count
+if added == 1 then count = redis.call('ZINCRBY', KEYS[2], '1', pod) else count = redis.call('ZSCORE', KEYS[2], pod) end
+redis.call('HINCRBY', KEYS[3], 'reregistered', '1')
+return tonumber(count)

@@ -115,39 +115,45 @@ export async function recordCommands(port: number): Promise<{ stop(): Promise<Ex
 }
 
 /**
- * Replays the sorted-set commands of the log (ZADD / ZREM / ZREMRANGEBYSCORE /
- * DEL, the only ones the scripts use on lease sets) and returns, per key, the
- * largest number of members it ever held and its final members.
+ * Replays the writes to the leases set (`leasesKey`, members "<connection id> <pod>")
+ * and returns, per pod, the largest number of leases it ever held at once (expired ones
+ * not yet given back included) and its final members' connection ids.
  */
-export function replaySortedSets(log: readonly Executed[], keyFilter: (key: string) => boolean) {
-  const sets = new Map<string, Map<string, number>>();
+export function replayLeases(log: readonly Executed[], leasesKey: string) {
+  const set = new Map<string, number>();
+  const perPod = new Map<string, number>();
   const max = new Map<string, number>();
+  const podOf = (m: string) => m.slice(m.indexOf(' ') + 1);
+  const add = (m: string) => {
+    if (set.has(m)) return;
+    const pod = podOf(m);
+    perPod.set(pod, (perPod.get(pod) ?? 0) + 1);
+    max.set(pod, Math.max(max.get(pod) ?? 0, perPod.get(pod)!));
+  };
+  const remove = (m: string) => {
+    if (!set.has(m)) return;
+    set.delete(m);
+    perPod.set(podOf(m), perPod.get(podOf(m))! - 1);
+  };
   for (const { args } of log) {
+    if (args[1] !== leasesKey) continue;
     const cmd = args[0].toUpperCase();
-    const key = args[1];
-    if (key === undefined || !keyFilter(key)) continue;
-    const set = sets.get(key) ?? new Map<string, number>();
-    sets.set(key, set);
     if (cmd === 'ZADD') {
       let i = 2;
       while (i < args.length && /^(NX|XX|GT|LT|CH)$/i.test(args[i])) i++;
-      for (; i + 1 < args.length; i += 2) set.set(args[i + 1], Number(args[i]));
+      for (; i + 1 < args.length; i += 2) {
+        add(args[i + 1]);
+        set.set(args[i + 1], Number(args[i]));
+      }
     } else if (cmd === 'ZREM') {
-      for (const m of args.slice(2)) set.delete(m);
-    } else if (cmd === 'ZREMRANGEBYSCORE') {
-      const bound = (v: string, dflt: number) => (v === '-inf' ? -Infinity : v === '+inf' ? Infinity : v.startsWith('(') ? dflt : Number(v));
-      if (args[2].startsWith('(') || args[3].startsWith('(')) throw new Error(`replay: exclusive bounds not handled: ${args.join(' ')}`);
-      const lo = bound(args[2], 0);
-      const hi = bound(args[3], 0);
-      for (const [m, sc] of [...set]) if (sc >= lo && sc <= hi) set.delete(m);
+      for (const m of args.slice(2)) remove(m);
     } else if (cmd === 'DEL' || cmd === 'UNLINK') {
-      set.clear();
-    } else if (/^(PEXPIRE|EXPIRE|ZRANGE|ZCARD|ZSCORE|ZCOUNT|ZRANGEBYSCORE|EXISTS|TYPE)$/.test(cmd)) {
-      continue;
-    } else {
-      throw new Error(`replay: unexpected command on ${key}: ${args.join(' ')}`);
+      for (const m of [...set.keys()]) remove(m);
+    } else if (!/^(ZRANGE|ZCARD|ZSCORE|ZCOUNT|ZRANGEBYSCORE|ZSCAN|EXISTS|TYPE)$/.test(cmd)) {
+      throw new Error(`replay: unexpected command on ${leasesKey}: ${args.join(' ')}`);
     }
-    max.set(key, Math.max(max.get(key) ?? 0, set.size));
   }
-  return { max, final: new Map([...sets].map(([k, v]) => [k, [...v.keys()]])) };
+  const final = new Map<string, string[]>();
+  for (const m of set.keys()) final.set(podOf(m), [...(final.get(podOf(m)) ?? []), m.slice(0, m.indexOf(' '))]);
+  return { max, final };
 }
