@@ -55,15 +55,17 @@ function runDrain(opts: { luaDir?: string; podName?: string | null; args?: strin
   });
 }
 
+/** A lease as the scripts write it (lua/redis/README.md): the member in {ws}:leases and its pod's count. */
 function lease(pod: string, id: string, expiry = FAR) {
-  redis.cli('ZADD', `{ws}:pod:${pod}`, String(expiry), id);
-  redis.cli('SADD', '{ws}:pods', pod);
+  redis.cli('ZADD', '{ws}:leases', String(expiry), `${id} ${pod}`);
+  redis.cli('ZINCRBY', '{ws}:load', '1', pod);
 }
+/** Connection ids of the leases on `pod`. */
 const members = (pod: string) => {
-  const out = redis.cli('ZRANGE', `{ws}:pod:${pod}`, '0', '-1');
-  return out === '' ? [] : out.split('\n').sort();
+  const out = redis.cli('ZRANGE', '{ws}:leases', '0', '-1');
+  return (out === '' ? [] : out.split('\n')).filter((m) => m.endsWith(` ${pod}`)).map((m) => m.slice(0, m.indexOf(' '))).sort();
 };
-const podsIndex = () => { const o = redis.cli('SMEMBERS', '{ws}:pods'); return o === '' ? [] : o.split('\n').sort(); };
+const count = (pod: string) => Number(redis.cli('ZSCORE', '{ws}:load', pod));
 
 describe('drain.lua', () => {
   it('releases every lease of this proxy (POD_NAME) across pods with AUTH, prints one line, exits 0', async () => {
@@ -72,16 +74,16 @@ describe('drain.lua', () => {
     lease(P1, 'ws-envoy-6f7c9d8b5d-q9zzz|d4e5f6|1|k3');
     lease(P2, `${me}|a1b2c3|2|k4`);
     lease(P2, `${me}-2|a1b2c3|2|k4`); // another pod whose name extends ours
-    redis.cli('HSET', '{ws}:stats', 'released', '3', 'hint:full', `${FAR}002{ws}:pod:${P1}`);
+    redis.cli('HSET', '{ws}:stats', 'released', '3');
 
     const r = await runDrain({ podName: me });
     expect(r.stderr).toBe('');
-    expect(r.stdout).toMatch(new RegExp(`^drain: released 2 leases of proxy ${me} \\(2 pods checked, \\d+ ms\\)\\n$`));
+    expect(r.stdout).toMatch(new RegExp(`^drain: released 2 leases of proxy ${me} \\(1 scan steps, \\d+ ms\\)\\n$`));
     expect(r.code).toBe(0);
     expect(members(P1)).toEqual(['ws-envoy-6f7c9d8b5d-q9zzz|d4e5f6|1|k3']);
     expect(members(P2)).toEqual([`${me}-2|a1b2c3|2|k4`]);
-    expect(podsIndex()).toEqual([P1, P2]);
-    expect(statsHash(redis.cli)).toEqual({ released: 5 }); // admit.lua's "all full" hint is gone (slots freed)
+    expect([count(P1), count(P2)]).toEqual([1, 1]);
+    expect(statsHash(redis.cli)).toEqual({ released: 5 });
   });
 
   it('derives the proxy id exactly as filter.lua does: POD_NAME lower-cased, other characters -> "-", at most 63', async () => {
@@ -106,31 +108,35 @@ describe('drain.lua', () => {
   it('says so when it cannot write the draining marker, and still releases', async () => {
     lease(P1, 'ws-envoy-6f7c9d8b5d-x7k2p|w|1|a');
     const r = await runDrain({ env: { WS_STATE_DIR: '/nonexistent/ws-state' } });
-    expect(r.stdout).toMatch(/^drain: released 1 leases of proxy ws-envoy-6f7c9d8b5d-x7k2p \(1 pods checked, \d+ ms\); no draining marker \(\/nonexistent\/ws-state\/draining: No such file or directory\): a connection renewing before SIGTERM may re-register\n$/);
+    expect(r.stdout).toMatch(/^drain: released 1 leases of proxy ws-envoy-6f7c9d8b5d-x7k2p \(1 scan steps, \d+ ms\); no draining marker \(\/nonexistent\/ws-state\/draining: No such file or directory\): a connection renewing before SIGTERM may re-register\n$/);
     expect(r.code).toBe(0);
   });
 
-  it('answers 0 with an empty index (nothing to do is success)', async () => {
+  it('answers 0 with no lease at all (nothing to do is success)', async () => {
     const r = await runDrain();
-    expect(r.stdout).toMatch(/^drain: released 0 leases of proxy ws-envoy-6f7c9d8b5d-x7k2p \(0 pods checked, \d+ ms\)\n$/);
+    expect(r.stdout).toMatch(/^drain: released 0 leases of proxy ws-envoy-6f7c9d8b5d-x7k2p \(1 scan steps, \d+ ms\)\n$/);
     expect(r.code).toBe(0);
   });
 
-  it('covers any number of pods in chunks of 200 (each release_proxy.lua call stays short)', async () => {
+  it('covers any number of leases in scan steps of about 1000 (each release_proxy.lua call stays short)', async () => {
     const me = 'envoy-big';
-    // 450 pods, each with one lease of ours and one of another proxy (one EVAL to set up).
+    // 450 pods with 5 leases of ours and one of another proxy each (one EVAL to set up).
     redis.cli('EVAL', `for i = 0, 449 do
       local pod = '10.1.' .. math.floor(i / 256) .. '.' .. (i % 256) .. ':8080'
-      redis.call('ZADD', '{ws}:pod:' .. pod, ARGV[1], ARGV[2] .. '|w|1|x', ARGV[1], 'other|w|1|x')
-      redis.call('SADD', '{ws}:pods', pod)
-    end`, '0', String(FAR), me);
+      for j = 1, 5 do redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2] .. '|w|' .. j .. '|x ' .. pod) end
+      redis.call('ZADD', KEYS[1], ARGV[1], 'other|w|1|x ' .. pod)
+      redis.call('ZADD', KEYS[2], 6, pod)
+    end`, '2', '{ws}:leases', '{ws}:load', String(FAR), me);
     redis.cli('CONFIG', 'RESETSTAT');
     const r = await runDrain({ podName: me });
-    expect(r.stdout).toContain(`drain: released 450 leases of proxy ${me} (450 pods checked,`);
+    const steps = Number(/\((\d+) scan steps,/.exec(r.stdout)?.[1]);
+    expect(r.stdout).toContain(`drain: released 2250 leases of proxy ${me} (`);
     expect(r.code).toBe(0);
     const calls = Number(/cmdstat_evalsha:calls=(\d+)/.exec(redis.cli('INFO', 'commandstats'))?.[1]);
-    expect(calls).toBe(3); // ceil(450 / 200); SCRIPT LOAD once before
-    expect(Number(redis.cli('SCARD', '{ws}:pods'))).toBe(450);
+    expect(calls).toBe(steps); // one call per step (SCRIPT LOAD once before)
+    expect(steps).toBeGreaterThanOrEqual(3); // 2700 leases, ~1000 per step
+    expect(Number(redis.cli('ZCARD', '{ws}:leases'))).toBe(450);
+    expect(count('10.1.0.7:8080')).toBe(1);
   });
 
   it('copies its line to --log-file (the hook passes /proc/1/fd/1), best effort', async () => {
@@ -236,7 +242,7 @@ describe('drain.lua with the public filter taking the leases (harness)', () => {
 
     // preStop of the old proxy (its connections are about to be reset by SIGTERM).
     const r = await runDrain({ luaDir: makeLuaDir(settings(s)), podName: 'ws-envoy-old-abcde' });
-    expect(r.stdout).toMatch(/^drain: released 2 leases of proxy ws-envoy-old-abcde \(2 pods checked/);
+    expect(r.stdout).toMatch(/^drain: released 2 leases of proxy ws-envoy-old-abcde \(1 scan steps/);
     await oldProxy.kill();
 
     const admitted = await openSocket(newProxy);
@@ -296,7 +302,7 @@ describe('drain.lua with the public filter taking the leases (harness)', () => {
     if (kind === 'future') fs.writeFileSync(marker, `${Date.now() + 60000}\nws-envoy-old-abcde\n`);
     if (kind === 'garbage') fs.writeFileSync(marker, 'draining\n');
     const conn = await openSocket(proxy);
-    redis.cli('DEL', `{ws}:pod:${P1}`); // the lease is gone (as after a drain, or Redis losing state)
+    redis.cli('DEL', '{ws}:leases', '{ws}:load'); // the lease is gone (as after a drain, or Redis losing state)
     await new Promise((res) => setTimeout(res, 100));
     await proxy.data(conn.sid, 'response');
     expect(members(P1)).toHaveLength(1);

@@ -32,11 +32,14 @@ beforeAll(async () => {
 afterAll(async () => { await redis.stop(); });
 beforeEach(() => { redis.cli('FLUSHALL'); });
 
+/** A lease as the scripts write it (lua/redis/README.md): the member in {ws}:leases and its pod's count. */
 function lease(pod: string, id: string) {
-  redis.cli('ZADD', `{ws}:pod:${pod}`, String(FAR), id);
-  redis.cli('SADD', '{ws}:pods', pod);
+  redis.cli('ZADD', '{ws}:leases', String(FAR), `${id} ${pod}`);
+  redis.cli('ZINCRBY', '{ws}:load', '1', pod);
 }
-const members = (pod: string) => redis.cli('ZRANGE', `{ws}:pod:${pod}`, '0', '-1').split('\n').filter(Boolean).sort();
+/** Connection ids of the leases on `pod`. */
+const members = (pod: string) => redis.cli('ZRANGE', '{ws}:leases', '0', '-1').split('\n').filter(Boolean)
+  .filter((m) => m.endsWith(` ${pod}`)).map((m) => m.slice(0, m.indexOf(' '))).sort();
 
 function run(stateDir: string, args: string[] = ['--once'], dir = luaDir): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
@@ -74,7 +77,7 @@ describe('lease_log.lua', () => {
     expect(members(P1)).toEqual(['envoy-a|abc123|2|00ff01']);
     expect(members(P2)).toEqual([]);
     expect(redis.cli('HGET', '{ws}:stats', 'released')).toBe('2');
-    expect(redis.cli('--scan', '--pattern', '*').split('\n').filter(Boolean).sort()).toEqual(['{ws}:pod:10.0.0.1:8080', '{ws}:pods', '{ws}:stats']);
+    expect(redis.cli('--scan', '--pattern', '*').split('\n').filter(Boolean).sort()).toEqual(['{ws}:leases', '{ws}:load', '{ws}:stats']);
   });
 
   it('follows the file as Envoy appends to it', async () => {
@@ -116,7 +119,8 @@ describe('lease_log.lua', () => {
     await new Promise<void>((r) => admin.listen(0, '127.0.0.1', () => r()));
     const N = 4000;
     const ids = Array.from({ length: N }, (_, i) => `envoy-r|abcdef|${i}|0a0b0c`);
-    redis.cli('ZADD', `{ws}:pod:${P1}`, ...ids.flatMap((id) => [String(FAR), id]));
+    redis.cli('ZADD', '{ws}:leases', ...ids.flatMap((id) => [String(FAR), `${id} ${P1}`]));
+    redis.cli('ZADD', '{ws}:load', String(N), P1);
     const p = spawn('luajit', [PROGRAM], {
       env: {
         PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: luaDir, WS_STATE_DIR: dir,

@@ -50,12 +50,13 @@ function drain(caFile: string): Promise<{ code: number | null; stdout: string }>
 
 describe('drain.lua over TLS', () => {
   it('releases the leases over a verified TLS connection with AUTH', async () => {
-    await redis.zadd('{ws}:pod:10.0.0.1:8080', 9_999_999_999_999, 'envoy-tls|a|1|b', 9_999_999_999_999, 'other|a|1|b');
-    await redis.sadd('{ws}:pods', '10.0.0.1:8080');
+    await redis.zadd('{ws}:leases', 9_999_999_999_999, 'envoy-tls|a|1|b 10.0.0.1:8080', 9_999_999_999_999, 'other|a|1|b 10.0.0.1:8080');
+    await redis.zadd('{ws}:load', 2, '10.0.0.1:8080');
     const r = await drain(path.join(dir, 'ca.crt'));
-    expect(r.stdout).toMatch(/^drain: released 1 leases of proxy envoy-tls \(1 pods checked, \d+ ms\)\n$/);
+    expect(r.stdout).toMatch(/^drain: released 1 leases of proxy envoy-tls \(1 scan steps, \d+ ms\)\n$/);
     expect(r.code).toBe(0);
-    expect(await redis.zrange('{ws}:pod:10.0.0.1:8080', 0, -1)).toEqual(['other|a|1|b']);
+    expect(await redis.zrange('{ws}:leases', 0, -1)).toEqual(['other|a|1|b 10.0.0.1:8080']);
+    expect(await redis.zscore('{ws}:load', '10.0.0.1:8080')).toBe('1');
   });
 
   it('refuses a server its CA bundle does not vouch for, with a clear line', async () => {

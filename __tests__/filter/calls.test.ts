@@ -49,12 +49,14 @@ describe('the Redis calls of one connection', () => {
     const [cmd, sha, nkeys, ...rest] = admit[0];
     expect(cmd).toBe('EVALSHA');
     expect(sha).toMatch(/^[0-9a-f]{40}$/);
-    expect(nkeys).toBe('5');
+    expect(nkeys).toBe('6');
+    const view = redis.cli('ZRANGE', '{ws}:views', '0', '0'); // registered by the warm-up upgrade
     expect(rest).toEqual([
-      '{ws}:rate', '{ws}:stats', '{ws}:pods', '{ws}:pod:10.0.0.1:8080', '{ws}:pod:10.0.0.2:8080',
-      '60', '60000', '2', '3000', id, '10.0.0.1:8080', '10.0.0.2:8080',
+      '{ws}:rate', '{ws}:stats', '{ws}:leases', '{ws}:load', '{ws}:views', '{ws}:hosts',
+      '60', '60000', '2', '3000', id, view, // no host list: its view id
       redis.cli('HGET', '{ws}:stats', 'epoch:id'), // the state epoch the worker holds
     ]);
+    expect(view).toMatch(/^[0-9a-f]{16}$/);
     expect(rest[rest.length - 1]).toMatch(/^[0-9a-f]{16}$/);
 
     await w.response(r.sid, '101');
@@ -64,32 +66,54 @@ describe('the Redis calls of one connection', () => {
     await w.data(r.sid, 'request'); // within the renew interval: no second renewal
     const renew = await clientCommands(mark);
     expect(renew).toHaveLength(1);
-    expect(renew[0].slice(2)).toEqual(['1', '{ws}:pod:10.0.0.1:8080', id, '3000']);
+    expect(renew[0].slice(2)).toEqual(['1', '{ws}:leases', id, '10.0.0.1:8080', '3000']);
 
     mark = await markNow();
     // The backend's Close frame is data too: it may renew first (the interval has passed).
     await w.closeHandshake(r.sid);
     const release = (await clientCommands(mark)).filter((c) => c[1] !== renew[0][1]);
     expect(release).toHaveLength(1);
-    expect(release[0].slice(2)).toEqual(['3', '{ws}:pod:10.0.0.1:8080', '{ws}:stats', '{ws}:pods', id, '10.0.0.1:8080']);
+    expect(release[0].slice(2)).toEqual(['3', '{ws}:leases', '{ws}:load', '{ws}:stats', id, '10.0.0.1:8080']);
   });
 
-  it('with connection_inventory the inventory write rides in the same round trip as admit', async () => {
-    const w = await fleet.worker({ connection_inventory: true });
+  it('the host list goes to Redis once per list (register_view), not with each upgrade; a second worker with the same list sends none', async () => {
+    const w = await fleet.worker({});
+    let mark = await markNow();
+    const first = await w.request(UPGRADE);
+    await w.response(first.sid, '500');
+    const calls = (await clientCommands(mark)).filter((c) => c[0] === 'EVALSHA');
+    // admit (HOSTS), register_view with the list, admit again (and the release of the 500).
+    expect(calls.map((c) => c[2])).toEqual(['6', '3', '6', '3']);
+    const view = calls[0][calls[0].length - 2];
+    expect(calls[1].slice(3)).toEqual(['{ws}:views', '{ws}:hosts', '{ws}:load', view, '10.0.0.1:8080', '10.0.0.2:8080']);
+    expect(redis.cli('ZRANGE', '{ws}:hosts', '0', '-1').split('\n')).toEqual([`${view} 10.0.0.1:8080`, `${view} 10.0.0.2:8080`]);
+
+    const w2 = await fleet.worker({});
+    mark = await markNow();
+    const r2 = await w2.request(UPGRADE);
+    await w2.response(r2.sid, '500');
+    const calls2 = (await clientCommands(mark)).filter((c) => c[0] === 'EVALSHA');
+    expect(calls2.map((c) => c[2])).toEqual(['6', '3']); // admit, release: the view is known
+    expect(calls2[0][calls2[0].length - 2]).toBe(view);
+  });
+
+  it('with connection_inventory the inventory is written right after an ADMITTED answer (it needs the pod), and not for a refusal', async () => {
+    const w = await fleet.worker({ connection_inventory: true, max_connections_per_pod: 1 });
     const warm = await w.request(UPGRADE);
     await w.response(warm.sid, '500');
-    const mark = await markNow();
+    let mark = await markNow();
     const r = await w.request(UPGRADE);
     const id = r.metadata!['ws.admission'].connection_id as string;
+    const pod = r.metadata!['ws.admission'].pod as string;
     const cmds = await clientCommands(mark);
     expect(cmds.map((c) => c[0])).toEqual(['EVALSHA', 'EVALSHA']);
-    expect(cmds[1].slice(2)).toEqual([
-      '3', `{ws}:conn:${id}`, '{ws}:pod:10.0.0.1:8080', '{ws}:pod:10.0.0.2:8080',
-      id, '3000', 'envoy-test-0', '203.0.113.9:40000', '10.0.0.1:8080', '10.0.0.2:8080',
-    ]);
-    // Same client connection, sent back to back (one write): same client address in MONITOR.
-    const clients = out.slice(mark).split('\n').filter((l) => l.includes('"EVALSHA"'))
-      .map((l) => l.match(/\[\d+ (127\.0\.0\.1:\d+)\]/)?.[1]);
-    expect(new Set(clients).size).toBe(1);
+    expect(cmds[1].slice(2)).toEqual(['2', `{ws}:conn:${id}`, '{ws}:leases', id, pod, '3000', 'envoy-test-0', '203.0.113.9:40000']);
+    await w.response(r.sid, '101');
+    const r2 = await w.request(UPGRADE); // the other pod
+    await w.response(r2.sid, '101');
+    mark = await markNow();
+    const refused = await w.request(UPGRADE);
+    expect(refused.reply?.headers[':status']).toBe('503');
+    expect((await clientCommands(mark)).map((c) => c[2])).toEqual(['6']); // admit only
   });
 });

@@ -14,7 +14,7 @@ let monitorOut = '';
 
 const GOOD_PODS = ['10.0.0.1:8080', '10.0.0.2:8080'];
 const KEY = new RegExp(
-  '^\\{ws\\}:(rate|rate:requests|stats|pods|pod:(10\\.0\\.0\\.1:8080|10\\.0\\.0\\.2:8080)'
+  '^\\{ws\\}:(rate|rate:requests|stats|leases|load|views|hosts'
   + '|conn:envoy-test-0\\|[0-9a-f]{6}\\|\\d+\\|[0-9a-f]{6})$');
 const INJECTED = ['evil', '10.0.0.99', '1.2.3.4', '\\r', '\\n', 'x-ws', '999.1.1.1', '6.6.6.6'];
 

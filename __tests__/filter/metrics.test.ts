@@ -189,13 +189,13 @@ describe('metrics endpoint', () => {
   it('escapes label values (a lease written by someone else with ", \\ and a newline in its proxy part)', async () => {
     const m = await fleet.worker(settings, { script: 'metrics.lua' });
     const proxy = 'ev"il\\x\nq';
-    redis.cli('ZADD', '{ws}:pod:10.0.0.1:8080', String(Date.now() + 60000), `${proxy}|abcdef|1|abcdef`);
-    redis.cli('SADD', '{ws}:pods', '10.0.0.1:8080', 'not-a-pod"x');
+    redis.cli('ZADD', '{ws}:leases', String(Date.now() + 60000), `${proxy}|abcdef|1|abcdef 10.0.0.1:8080`);
+    redis.cli('ZADD', '{ws}:load', '1', '10.0.0.1:8080', '1', 'not-a-pod"x');
     const { text, samples } = await scrape(m);
     expect(text).toContain('proxy="ev\\"il\\\\x\\nq"');
     expect(value(samples, 'ws_admission_active_connections_by_proxy', { proxy })).toBe(1);
     expect(value(samples, 'ws_admission_active_connections', { pod: '10.0.0.1:8080' })).toBe(1);
-    expect(samples.filter((s) => s.labels.pod === 'not-a-pod"x')).toEqual([]); // index entries are re-validated
+    expect(samples.filter((s) => s.labels.pod === 'not-a-pod"x')).toEqual([]); // pod ids from Redis are re-validated
   });
 
   it('serves only the metrics path: other paths pass through to their routes; POST is refused', async () => {

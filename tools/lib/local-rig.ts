@@ -369,13 +369,14 @@ export class LocalRig {
     });
   }
 
-  /** Live leases per backend, from Redis (the filter's key schema: {tag}:pod:<ip:port>). */
+  /** Live leases per backend, from Redis (the key schema: {tag}:leases members "<connection id> <ip:port>"). */
   async leases(): Promise<{ [id: string]: number }> {
     const tag = `{${this.options.config.hashTag}}`;
-    const out: { [id: string]: number } = {};
-    const now = Date.now();
-    for (const id of this.backendIds) {
-      out[id] = Number((await this.redisCli('ZCOUNT', `${tag}:pod:${id}`, String(now), '+inf')).trim()) || 0;
+    const out: { [id: string]: number } = Object.fromEntries(this.backendIds.map((id) => [id, 0]));
+    const live = (await this.redisCli('ZRANGEBYSCORE', `${tag}:leases`, `(${Date.now()}`, '+inf')).split('\n').filter(Boolean);
+    for (const m of live) {
+      const pod = m.slice(m.indexOf(' ') + 1);
+      if (pod in out) out[pod] += 1;
     }
     return out;
   }

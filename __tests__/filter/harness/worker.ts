@@ -351,11 +351,11 @@ export function redisNowMs(cli: (...a: string[]) => string): number {
   return s * 1000 + Math.floor(us / 1000);
 }
 
-/** Live (unexpired) leases of one pod. */
+/** Live (unexpired) leases of one pod: their connection ids (members "<id> <pod>" of {tag}:leases). */
 export function liveLeases(cli: (...a: string[]) => string, pod: string, tag = 'ws'): string[] {
   const now = redisNowMs(cli);
-  const out = cli('ZRANGEBYSCORE', `{${tag}}:pod:${pod}`, `(${now}`, '+inf');
-  return out === '' ? [] : out.split('\n');
+  const out = cli('ZRANGEBYSCORE', `{${tag}}:leases`, `(${now}`, '+inf');
+  return (out === '' ? [] : out.split('\n')).filter((m) => m.endsWith(` ${pod}`)).map((m) => m.slice(0, m.indexOf(' ')));
 }
 
 /** Calls of one Redis command so far (INFO commandstats). */
