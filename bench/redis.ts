@@ -63,87 +63,85 @@ async function usecPerCall(redis: Redis, command: string): Promise<number> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+/** The six keys of admit.lua under a prefix (each scenario keeps its own state). */
+const admitKeys = (p: string) => [`${p}:rate`, `${p}:stats`, `${p}:leases`, `${p}:load`, `${p}:views`, `${p}:hosts`];
+/** The view id every scenario registers its 3 pods under (any 16 hex digits). */
+const VIEW = '0123456789abcdef';
+
 /**
  * admit.lua argument lists. `__rand_int__` is replaced by redis-benchmark with an
- * independent random 12-digit number per occurrence and per request (-r 1e8).
- * "Fresh" lease sets get a random part in the key prefix, so every request sees
- * three brand-new, empty candidate sets while the pod ids stay well-formed (the
- * script checks that a lease key ends in ':pod:' + its pod id). On one Redis the
- * hash tag does not matter; on a cluster these keys would be refused.
+ * independent random 12-digit number per occurrence and per request (-r 1e8): every
+ * connection id is new.
  */
-function admitArgs(sha: string, leaseKeys: string[], pods: string[], o: { limit: number; windowMs: number; maxPerPod: number; ttlMs: number; rateKey?: string; statsKey?: string }): string[] {
-  return ['EVALSHA', sha, String(3 + leaseKeys.length), o.rateKey ?? `${TAG}:rate`, o.statsKey ?? `${TAG}:stats`, `${TAG}:pods`, ...leaseKeys,
-    String(o.limit), String(o.windowMs), String(o.maxPerPod), String(o.ttlMs), 'envoy-bench|0|__rand_int__|0', ...pods];
+function admitArgs(sha: string, prefix: string, o: { limit: number; windowMs: number; maxPerPod: number; ttlMs: number }): string[] {
+  return ['EVALSHA', sha, '6', ...admitKeys(prefix),
+    String(o.limit), String(o.windowMs), String(o.maxPerPod), String(o.ttlMs), 'envoy-bench|0|__rand_int__|0', VIEW];
 }
-const fresh = (pod: string) => `${TAG}:f__rand_int__:pod:${pod}`;
-const fixed = (pod: string) => `${TAG}:pod:${pod}`;
 // The rate limit is on in the admit scenarios (as in production) but never binds.
 // A 2 ms window at benchmark rates (~20-40k/s) keeps the window set at 40-80
 // entries, the size production's default 60 per minute gives it (a compact
-// listpack); a long window would benchmark a set of 10^5 entries instead.
+// listpack); a long window would benchmark a set of 10^5 entries instead. The
+// admitting scenarios' leases live 2 ms too, for the same reason: in steady state
+// each admission gives back about one expired lease, as every lease of production
+// ends in a release or an expiry.
 const RATE = { limit: 100000000, windowMs: 2 };
 
 const SCENARIOS: Scenario[] = [
   { name: 'incr', what: 'INCR of one key (the reference)', args: () => ['INCR', `${TAG}:counter`] },
   {
     name: 'noopScript',
-    what: 'calibration: EVALSHA of `return 1` with the same 14 arguments as refuseFull (the floor of any script under this contract)',
-    args: (sha) => admitArgs(sha, PODS.map((p) => `${TAG}:full:pod:${p}`), PODS, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000, rateKey: `${TAG}:full:rate` }),
+    what: 'calibration: EVALSHA of `return 1` with the same 12 arguments as refuseFull (the floor of any script under this contract)',
+    args: (sha) => admitArgs(sha, `${TAG}:full`, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
   },
   {
-    name: 'admitFresh', expect: 'ADMITTED',
-    what: 'ADMITTED, 3 candidate pods on fresh (empty) lease sets, rate limit on; the first empty candidate wins at once',
-    args: (sha) => admitArgs(sha, PODS.map(fresh), PODS, { ...RATE, maxPerPod: 2, ttlMs: 30000 }),
-  },
-  {
-    name: 'admitScan3', expect: 'ADMITTED',
-    what: 'ADMITTED after inspecting all 3 candidates: two hold 1 live lease each, the third is fresh and wins; rate limit on',
-    args: (sha) => admitArgs(sha, [fixed(PODS[0]), fixed(PODS[1]), fresh(PODS[2])], PODS, { ...RATE, maxPerPod: 2, ttlMs: 30000 }),
+    name: 'admit', expect: 'ADMITTED',
+    what: 'ADMITTED onto the least-loaded of 3 pods (counts ~0-1 of 1e9), rate limit on; leases of 2 ms, so about one expired lease given back per call',
+    args: (sha) => admitArgs(sha, `${TAG}:adm`, { ...RATE, maxPerPod: 1000000000, ttlMs: 2 }),
   },
   {
     name: 'admitNoRateLimit', expect: 'ADMITTED',
-    what: 'as admitFresh with the rate limit off (ARGV[1] = 0)',
-    args: (sha) => admitArgs(sha, PODS.map(fresh), PODS, { limit: 0, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
+    what: 'as admit with the rate limit off (ARGV[1] = 0)',
+    args: (sha) => admitArgs(sha, `${TAG}:adm0`, { limit: 0, windowMs: 60000, maxPerPod: 1000000000, ttlMs: 2 }),
   },
   {
     name: 'refuseFull', expect: 'FULL',
-    what: 'FULL: 3 candidate pods with 2 of 2 live leases each, rate limit on (60 per 60 s, 1 used); steady state: answered from the "all full" hint the first refusal wrote',
-    args: (sha) => admitArgs(sha, PODS.map((p) => `${TAG}:full:pod:${p}`), PODS, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000, rateKey: `${TAG}:full:rate` }),
-  },
-  {
-    name: 'refuseFullExact', expect: 'FULL',
-    what: 'as refuseFull without a usable "all full" hint (a fresh stats hash per request): every candidate counted, as on the first refusal after a release',
-    args: (sha) => admitArgs(sha, PODS.map((p) => `${TAG}:full:pod:${p}`), PODS, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000, rateKey: `${TAG}:full:rate`, statsKey: `${TAG}:s__rand_int__` }),
+    what: 'FULL: 3 pods with 2 of 2 live leases each, rate limit on (60 per 60 s, 1 used)',
+    args: (sha) => admitArgs(sha, `${TAG}:full`, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
   },
   {
     name: 'refuseFullNoRateLimit', expect: 'FULL',
     what: 'as refuseFull with the rate limit off (ARGV[1] = 0)',
-    args: (sha) => admitArgs(sha, PODS.map((p) => `${TAG}:full:pod:${p}`), PODS, { limit: 0, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
+    args: (sha) => admitArgs(sha, `${TAG}:full`, { limit: 0, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
   },
   {
     name: 'refuseRateLimited', expect: 'RATE_LIMITED',
     what: 'RATE_LIMITED: window already holds the limit (60 per 60 s)',
-    args: (sha) => admitArgs(sha, PODS.map(fixed), PODS, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000, rateKey: `${TAG}:rl:rate` }),
+    args: (sha) => admitArgs(sha, `${TAG}:rl`, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
   },
 ];
 
+/** register_view.lua's effect for `pods` under `prefix` (the bench loads only admit.lua). */
+async function registerView(redis: Redis, prefix: string, pods: readonly string[], view = VIEW): Promise<void> {
+  const p = redis.pipeline();
+  for (const pod of pods) {
+    p.zadd(`${prefix}:hosts`, 0, `${view} ${pod}`);
+    p.zadd(`${prefix}:load`, 'NX', 0, pod);
+  }
+  p.zadd(`${prefix}:views`, Date.now(), view);
+  await p.exec();
+}
+
 async function prepare(redis: Redis, sha: string): Promise<void> {
   const long = String(3600 * 1000);
-  // admitScan3: one long-lived lease on each of the first two pods (they never win
-  // again: the fresh third candidate always has fewer).
-  for (const [i, p] of PODS.slice(0, 2).entries()) {
-    await redis.evalsha(sha, 4, `${TAG}:rate`, `${TAG}:stats`, `${TAG}:pods`, fixed(p), '0', '1000', '1', long, `envoy-prep|0|${i}|0`, p);
-  }
+  for (const prefix of ['adm', 'adm0', 'full', 'rl']) await registerView(redis, `${TAG}:${prefix}`, PODS);
   // refuseFull: 2 live leases on each of 3 pods, one window entry of 60.
-  for (const p of PODS) {
-    for (let i = 0; i < 2; i++) {
-      await redis.evalsha(sha, 4, `${TAG}:full:rate`, `${TAG}:stats`, `${TAG}:pods`, `${TAG}:full:pod:${p}`, '0', '1000', '2', long, `envoy-prep|1|${p}${i}|0`, p);
-    }
+  for (let i = 0; i < 6; i++) {
+    await redis.evalsha(sha, 6, ...admitKeys(`${TAG}:full`), '0', '1000', '2', long, `envoy-prep|1|${i}|0`, VIEW);
   }
   await redis.zadd(`${TAG}:full:rate`, Date.now(), 'envoy-prep|2|0|0');
   // refuseRateLimited: the window holds the limit.
   for (let i = 0; i < 60; i++) {
-    await redis.evalsha(sha, 4, `${TAG}:rl:rate`, `${TAG}:stats`, `${TAG}:pods`, `${TAG}:rl:pod:x`, '60', '60000', '1000', '1000', `envoy-prep|3|${i}|0`, 'x');
+    await redis.evalsha(sha, 6, ...admitKeys(`${TAG}:rl`), '60', '60000', '1000', '1000', `envoy-prep|3|${i}|0`, VIEW);
   }
 }
 
@@ -162,15 +160,15 @@ async function memoryPerLease(redis: Redis, sha: string, leases: number, perPod:
   const pods = Math.ceil(leases / perPod);
   const tag = '{ws}';
   const podId = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:8080`;
-  // Connection ids as the filter makes them: <proxy>|<worker>|<counter base36>|<random base36>,
+  const podIds = Array.from({ length: pods }, (_, i) => podId(i));
+  await registerView(redis, tag, podIds);
+  const afterView = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
+  // Connection ids as the filter makes them: <proxy>|<worker hex>|<counter>|<random hex>,
   // with a Kubernetes Deployment pod name as the proxy id.
-  const idOf = (n: number) => `envoy-6f7c9d8b5d-x7k2p|${n % 4}|${n.toString(36)}|${((n * 7919) % 46656).toString(36)}`;
-  let n = 0;
+  const idOf = (n: number) => `ws-envoy-6f7c9d8b5d-x7k2p|a1b2c3|${n}|${((n * 7919) % 16777216).toString(16).padStart(6, '0')}`;
   const pipe = redis.pipeline();
-  for (let p = 0; p < pods; p++) {
-    for (let j = 0; j < perPod && n < leases; j++, n++) {
-      pipe.evalsha(sha, 4, `${tag}:rate`, `${tag}:stats`, `${tag}:pods`, `${tag}:pod:${podId(p)}`, '0', '60000', String(perPod), '3600000', idOf(n), podId(p));
-    }
+  for (let n = 0; n < leases; n++) {
+    pipe.evalsha(sha, 6, ...admitKeys(tag), '0', '60000', String(perPod), '3600000', idOf(n), VIEW);
   }
   const replies = await pipe.exec();
   const admitted = (replies ?? []).filter(([e, r]) => !e && (r as unknown[])[0] === 'ADMITTED').length;
@@ -179,33 +177,21 @@ async function memoryPerLease(redis: Redis, sha: string, leases: number, perPod:
   // tables are allocated while it runs) before reading used_memory.
   await new Promise((r) => setTimeout(r, 500));
   const after = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
-  let leaseSetBytes = 0;
-  const encodings = new Set<string>();
-  const usage = redis.pipeline();
-  for (let p = 0; p < pods; p++) usage.memory('USAGE', `${tag}:pod:${podId(p)}`, 'SAMPLES', '0');
-  for (const [, r] of (await usage.exec()) ?? []) leaseSetBytes += Number(r);
-  const indexBytes = Number(await redis.memory('USAGE', `${tag}:pods`, 'SAMPLES', '0'));
-  // Keyspace bookkeeping MEMORY USAGE leaves out: the expires dict (every lease
-  // set has a TTL) and the dicts' bucket arrays.
-  const statsFlat = (await redis.call('MEMORY', 'STATS')) as unknown[];
-  const db0 = statsFlat[statsFlat.indexOf('db.0') + 1] as unknown[];
-  const dbStat = (k: string) => Number(db0[db0.indexOf(k) + 1]);
-  const enc = redis.pipeline();
-  for (let p = 0; p < Math.min(pods, 10); p++) enc.object('ENCODING', `${tag}:pod:${podId(p)}`);
-  for (const [, r] of (await enc.exec()) ?? []) encodings.add(String(r));
+  const usage = async (k: string) => Number(await redis.memory('USAGE', k, 'SAMPLES', '0'));
+  const leaseBytes = await usage(`${tag}:leases`);
   const sampleId = idOf(leases - 1);
   const per = (bytes: number) => Math.round((bytes / leases) * 10) / 10;
-  await redis.flushall();
-  return {
+  const perPodBytes = (bytes: number) => Math.round((bytes / pods) * 10) / 10;
+  const result = {
     leases, pods, perPod, sampleConnectionId: sampleId, connectionIdBytes: sampleId.length,
-    leaseSetEncoding: [...encodings].join(','),
-    memoryUsageBytesPerLease: per(leaseSetBytes + indexBytes),
-    breakdownBytesPerLease: {
-      leaseSets: per(leaseSetBytes), podIndex: per(indexBytes),
-      mainDictOverhead: per(dbStat('overhead.hashtable.main')), expiresDict: per(dbStat('overhead.hashtable.expires')),
-    },
-    usedMemoryDeltaBytesPerLease: per(after - before),
+    leasesEncoding: String(await redis.object('ENCODING', `${tag}:leases`)),
+    memoryUsageBytesPerLease: per(leaseBytes),
+    usedMemoryDeltaBytesPerLease: per(after - afterView),
+    // Per pod, whatever its leases: its count in `load` and its member of the view in `hosts`.
+    bytesPerPod: { load: perPodBytes(await usage(`${tag}:load`)), hostsPerView: perPodBytes(await usage(`${tag}:hosts`)), usedMemoryDelta: perPodBytes(afterView - before) },
   };
+  await redis.flushall();
+  return result;
 }
 
 /**
@@ -329,15 +315,10 @@ export async function run(): Promise<Record<string, unknown>> {
       redisVersion: info,
       method: `redis-benchmark -c 50 -P 1 -n ${requests} per run; each scenario between two INCR runs, ratio to their mean; median of ${rounds} interleaved rounds; one redis-server`,
       incrRps: Math.round(incr),
-      // The issue's "admitting path, 3 candidate pods on fresh keys".
-      admitRps: (throughput.admitFresh as { rps: number }).rps,
-      admitRatio: (throughput.admitFresh as { ratioToIncr: number }).ratioToIncr,
-      // Stricter: all 3 candidates inspected before the fresh one wins.
-      admitAllCandidatesRatio: (throughput.admitScan3 as { ratioToIncr: number }).ratioToIncr,
+      admitRps: (throughput.admit as { rps: number }).rps,
+      admitRatio: (throughput.admit as { ratioToIncr: number }).ratioToIncr,
       refuseRps: (throughput.refuseFull as { rps: number }).rps,
       refuseRatio: (throughput.refuseFull as { ratioToIncr: number }).ratioToIncr,
-      // The first refusal after a release (no usable hint): every candidate counted.
-      refuseExactRatio: (throughput.refuseFullExact as { ratioToIncr: number }).ratioToIncr,
       throughput,
       statsAfterLoad: stats,
       memoryPerLease: memory,
@@ -360,15 +341,15 @@ function report(r: Record<string, unknown>): string {
   }
   for (const key of ['memoryPerLease', 'memoryPerLease100PerPod']) {
     const m = r[key] as Record<string, unknown>;
-    lines.push(`  memory: ${m.leases} leases on ${m.pods} pods (${m.perPod} per pod, ${m.leaseSetEncoding}), id ${m.connectionIdBytes} B ('${m.sampleConnectionId}'):`
-      + ` MEMORY USAGE ${m.memoryUsageBytesPerLease} B/lease (lease sets + index), used_memory delta ${m.usedMemoryDeltaBytesPerLease} B/lease`
-      + ` (${Object.entries(m.breakdownBytesPerLease as Record<string, number>).map(([k, v]) => `${k} ${v}`).join(', ')})`);
+    lines.push(`  memory: ${m.leases} leases on ${m.pods} pods (${m.perPod} per pod, leases ${m.leasesEncoding}), id ${m.connectionIdBytes} B ('${m.sampleConnectionId}'):`
+      + ` MEMORY USAGE ${m.memoryUsageBytesPerLease} B/lease, used_memory delta ${m.usedMemoryDeltaBytesPerLease} B/lease;`
+      + ` per pod ${Object.entries(m.bytesPerPod as Record<string, number>).map(([k, v]) => `${k} ${v}`).join(', ')} B`);
   }
   if (r.userInstructionsPerRequest) {
     lines.push('  user-space instructions per request (callgrind): ' + Object.entries(r.userInstructionsPerRequest as Record<string, { perRequest: number; xIncr: number }>)
       .map(([k, v]) => `${k} ${v.perRequest} (${v.xIncr}x)`).join(', '));
   }
-  lines.push(`  targets: admit >= 0.45x (${r.admitRatio}; all 3 inspected ${r.admitAllCandidatesRatio}), refuse >= 0.8x (${r.refuseRatio}; without the hint ${r.refuseExactRatio}), < 150 B/lease`);
+  lines.push(`  targets: admit >= 0.45x (${r.admitRatio}), refuse >= 0.8x (${r.refuseRatio}), < 150 B/lease`);
   return lines.join('\n');
 }
 

@@ -59,18 +59,21 @@ function M.run(c, ctx)
   -- Interleaved, so both measurements see the same machine noise: per iteration one
   -- bare EVALSHA admit.lua (same keys and arguments as the filter sends) and one full
   -- decision through filter.lua, each followed by an untimed release.
-  local keys = { tag .. ":rate", tag .. ":stats", tag .. ":pods" }
-  for i, p in ipairs(pods) do keys[3 + i] = tag .. ":pod:" .. p end
+  local keys = { tag .. ":rate", tag .. ":stats", tag .. ":leases", tag .. ":load", tag .. ":views", tag .. ":hosts" }
+  local K = { tag .. ":leases", tag .. ":load", tag .. ":stats" }
+  local view = require("keys").view_id(pods)
+  local vargs = { view }
+  for j, p in ipairs(pods) do vargs[1 + j] = p end
+  assert(client:script("register_view", { tag .. ":views", tag .. ":hosts", tag .. ":load" }, vargs) == #pods)
   local bare, full = {}, {}
   for i = 1, warm + n do
     local id = "bench|000000|" .. i .. "|abcdef"
-    local args = { S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id }
-    for j, p in ipairs(pods) do args[5 + j] = p end
+    local args = { S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id, view }
     local t0 = gettime()
     local r = client:script("admit", keys, args)
     local dt = gettime() - t0
     assert(type(r) == "table" and r[1] == "ADMITTED", "bare admit did not admit: " .. tostring(r and (r.err or r[1])))
-    client:script("release", { tag .. ":pod:" .. r[2], tag .. ":stats", tag .. ":pods" }, { id, r[2] })
+    client:script("release", K, { id, r[2] })
     if i > warm then bare[#bare + 1] = dt end
 
     local fdt, stream, what = decide(ctx)
