@@ -7,7 +7,9 @@
  *       and the envoyproxy/ratelimit service (Go, built from the Go module proxy by
  *       commit, cached outside the repository) on its own redis-server.
  * Ours does more than (c) (the per-pod limit, the lease). Limits are set so nothing is
- * refused: the cost of deciding, not of refusing, is measured.
+ * refused: the cost of deciding, not of refusing, is measured. Then (b) again with
+ * LARGE_FLEET healthy backends instead of 3 (its own rig): the admission's cost must not
+ * grow with the fleet (issue 9), so its rate is given as a ratio of (b)'s.
  *
  * Load: CLIENTS loops, each a fresh TCP connection per upgrade (request written at once,
  * timed to the end of the 101's headers, then dropped), for SECONDS per variant. Reported:
@@ -28,6 +30,7 @@ import { LocalRig, localLayout, renderLocalFiles } from '../tools/lib/local-rig'
 const CLIENTS = 8;
 const SECONDS = 5;
 const BASE = 24300;
+const LARGE_FLEET = 1000;
 /** envoyproxy/ratelimit by commit (the Go module proxy serves no tagged version). */
 export const RATELIMIT = { module: 'github.com/envoyproxy/ratelimit/src/service_cmd', version: 'v1.4.1-0.20260122083618-3fb702589d36' };
 const TOOLS = process.env.WS_BENCH_TOOLS || '/var/cache/ws-bench-tools';
@@ -98,11 +101,32 @@ function publicHcm(bootstrap: Json): Json {
   return l.filter_chains[0].filters[0].typed_config;
 }
 
+/** (b) with LARGE_FLEET healthy backends: its own rig, checked to hold every pod in one view. */
+async function largeFleet(config: ReturnType<typeof loadConfig>): Promise<Record<string, number>> {
+  const rig = await LocalRig.start({ config, basePort: BASE + 50, proxies: 1, backends: LARGE_FLEET, backendsIn: 'inline', probeIntervalMs: 1000, concurrency: 1 });
+  try {
+    const port = rig.proxies[0].publicPort;
+    const deadline = Date.now() + 30_000;
+    while ((await upgradeOnce(port)).status !== 101) {
+      if (Date.now() > deadline) throw new Error(`the ${LARGE_FLEET}-backend rig never answered 101`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const tag = `{${config.hashTag}}`;
+    const inView = Number((await rig.redisCli('ZCARD', `${tag}:hosts`)).trim());
+    if (inView !== LARGE_FLEET) throw new Error(`the ${LARGE_FLEET}-backend rig's view holds ${inView} pods`);
+    const redisPid = Number(/process_id:(\d+)/.exec(await rig.redisCli('INFO', 'server'))?.[1]);
+    return { ...(await load(port, [rig.proxies[0].envoy!.pid, redisPid])), podsInView: inView };
+  } finally {
+    await rig.stop();
+  }
+}
+
 export async function run(): Promise<Record<string, unknown>> {
   const rl = ratelimitBinary();
   const config = loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 1_000_000, rateLimitPerMinute: 100_000_000, envoyMaxConnections: 50_000 } });
   const rig = await LocalRig.start({ config, basePort: BASE, proxies: 1, backends: 3, backendsIn: 'inline', probeIntervalMs: 1000, concurrency: 1 });
   const children: ChildProcess[] = [];
+  let stopped = false;
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-throughput-'));
   try {
     // (a) and (c): the same generated bootstrap for proxies 1 and 2 of the rig's layout.
@@ -187,6 +211,10 @@ export async function run(): Promise<Record<string, unknown>> {
     const a = await load(plainPort, [children[0].pid]);
     const b = await load(rig.proxies[0].publicPort, [rig.proxies[0].envoy!.pid, redisPid]);
     const c = await load(rlPort, [children[children.length - 1].pid, rlProc.pid]);
+    for (const ch of children) ch.kill('SIGTERM');
+    await rig.stop();
+    stopped = true;
+    const large = await largeFleet(config);
     const ratio = (x: Record<string, number>) => Math.round((x.upgradesPerSecond / a.upgradesPerSecond) * 100) / 100;
     return {
       setup: `${CLIENTS} clients, a new TCP connection per upgrade, ${SECONDS} s per variant, 1 Envoy worker each; ratelimit ${RATELIMIT.version}`,
@@ -194,10 +222,13 @@ export async function run(): Promise<Record<string, unknown>> {
       b_admission: { ...b, rateVsA: ratio(b), sideIs: 'redis-server' },
       c_envoyRatelimit: { ...c, rateVsA: ratio(c), sideIs: 'ratelimit service' },
       bVsC: Math.round((b.upgradesPerSecond / c.upgradesPerSecond) * 100) / 100,
+      [`b_admission_${LARGE_FLEET}Pods`]: { ...large, rateVsB: Math.round((large.upgradesPerSecond / b.upgradesPerSecond) * 100) / 100 },
     };
   } finally {
-    for (const ch of children) ch.kill('SIGTERM');
-    await rig.stop();
+    if (!stopped) {
+      for (const ch of children) ch.kill('SIGTERM');
+      await rig.stop();
+    }
     fs.rmSync(work, { recursive: true, force: true });
   }
 }
