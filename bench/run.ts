@@ -7,7 +7,7 @@ import * as path from 'path';
  * numbers and writes bench-results/latest.json.
  */
 const ROOT = path.resolve(__dirname, '..');
-const PARTS = ['synth', 'redis', 'scale', 'filter', 'slots', 'stall', 'memory', 'throughput'] as const;
+const PARTS = ['synth', 'redis', 'scale', 'fleet', 'filter', 'slots', 'stall', 'memory', 'throughput'] as const;
 
 type Part = { run?: () => Promise<Record<string, unknown>> };
 
