@@ -30,7 +30,7 @@ export const REDIS_ADMIN_USER = 'ws-admin';
 export const REDIS_PROXY_COMMANDS = [
   'ping', 'script|load', 'evalsha', 'time',
   'del', 'pexpire',
-  'hget', 'hgetall', 'hincrby', 'hset', 'hsetnx',
+  'hdel', 'hget', 'hgetall', 'hincrby', 'hset', 'hsetnx',
   'zadd', 'zcard', 'zcount', 'zincrby', 'zrange', 'zrangebyscore', 'zrem', 'zremrangebylex', 'zremrangebyscore',
   'zscan', 'zscore',
 ] as const;

@@ -191,6 +191,7 @@ describe('metrics endpoint', () => {
     const proxy = 'ev"il\\x\nq';
     redis.cli('ZADD', '{ws}:leases', String(Date.now() + 60000), `${proxy}|abcdef|1|abcdef 10.0.0.1:8080`);
     redis.cli('ZADD', '{ws}:load', '1', '10.0.0.1:8080', '1', 'not-a-pod"x');
+    redis.cli('HSET', '{ws}:stats', `leases:${proxy}`, '1'); // the proxy's count, as the scripts keep it
     const { text, samples } = await scrape(m);
     expect(text).toContain('proxy="ev\\"il\\\\x\\nq"');
     expect(value(samples, 'ws_admission_active_connections_by_proxy', { proxy })).toBe(1);

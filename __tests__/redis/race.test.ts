@@ -62,7 +62,9 @@ test('hundreds of concurrent attempts from 10 processes: exactly 10 admitted, ne
     expect((final.get(pod) ?? []).sort()).toEqual(told);
     expect({ pod, leases: leases[pod], load: load[pod] }).toEqual({ pod, leases: 2, load: 2 });
   }
-  expect(await redis.hgetall(s.keys.stats)).toEqual({ admitted: '10', rejected_capacity: '390' });
+  const perProxy: Record<string, string> = {};
+  for (const r of results) if (r.admitted.length) perProxy[`leases:${r.admitted[0].id.split('|')[0]}`] = String(r.admitted.length);
+  expect(await redis.hgetall(s.keys.stats)).toEqual({ admitted: '10', rejected_capacity: '390', ...perProxy });
 });
 
 test('churn (acquire, hold 1-5 ms, release) from 10 processes stays within limits and ends with zero leases', async () => {
@@ -88,7 +90,7 @@ test('churn (acquire, hold 1-5 ms, release) from 10 processes stays within limit
   // The scripts' own view agrees: no reply ever reported more than 2 on a pod.
   expect(Math.max(...results.flatMap((r) => r.admitted.map((a) => a.activeOnPod)))).toBeLessThanOrEqual(2);
   expect(await redis.zcard(s.keys.leases)).toBe(0);
-  expect(await s.counts()).toEqual({ leases: {}, load: {} });
+  expect(await s.counts()).toEqual({ leases: {}, load: {}, byProxy: {}, proxyFields: {} });
   const st = await redis.hgetall(s.keys.stats);
   expect(Number(st.admitted)).toBe(admitted);
   expect(Number(st.released)).toBe(admitted);

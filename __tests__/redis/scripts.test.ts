@@ -23,7 +23,7 @@ beforeEach(async () => { await redis.flushall(); });
 const base: AdmitRequest = { rateLimit: 10, windowMs: 60000, maxPerPod: 2, ttlMs: 30000, id: 'x', pods: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'] };
 const [P1, P2, P3] = base.pods;
 const admit = (over: Partial<AdmitRequest>) => s.admit({ ...base, ...over });
-/** The stats hash's counters (fields with a ':' are not counters). */
+/** The stats hash's counters (fields with a ':' are not counters: the epoch, the leases per proxy). */
 const stats = async () => {
   const h = await redis.hgetall(s.keys.stats);
   return Object.fromEntries(Object.entries(h).filter(([k]) => !k.includes(':')).map(([k, v]) => [k, Number(v)]));
@@ -36,10 +36,15 @@ const state = async () => {
   }
   return out;
 };
-/** The invariant every script keeps: `load`'s count of a pod = its members in `leases`. */
+/**
+ * The invariants every script keeps: `load`'s count of a pod = its members in `leases`, and
+ * the stats field `leases:<proxy>` = the leases whose connection id starts with `<proxy>|`
+ * (absent at 0).
+ */
 const expectCountsConsistent = async () => {
-  const { leases, load } = await s.counts();
+  const { leases, load, byProxy, proxyFields } = await s.counts();
   expect(load).toEqual(leases);
+  expect(proxyFields).toEqual(byProxy);
 };
 
 describe('admit.lua replies', () => {

@@ -96,16 +96,31 @@ local seen = call('ZSCORE', kViews, view)
 if not seen or tonumber(seen) <= now - VIEW_TTL_MS then return { 'HOSTS', '', 0, 0, rateRemaining } end
 if tonumber(seen) <= now - VIEW_TOUCH_MS then call('ZADD', kViews, nowS, view) end
 
+-- Leases per proxy: stats fields `leases:<proxy>` (the connection id up to its first
+-- '|'), kept with every lease added or removed so the metrics never read every lease.
+local function proxy_of(m)
+  local bar = string.find(m, '|', 1, true)
+  return bar and string.sub(m, 1, bar - 1) or 'unknown'
+end
+local function count_proxy(proxy, delta)
+  if call('HINCRBY', kStats, 'leases:' .. proxy, delta) <= 0 then call('HDEL', kStats, 'leases:' .. proxy) end
+end
+
 -- 3. Leases past their expiry give their slot back (a proxy that died, a connection
--- whose renewals stopped): removed, and their pod's count lowered.
+-- whose renewals stopped): removed, and their pod's and proxy's counts lowered.
 local expired = 0
 local function expire(max)
   local gone = call('ZRANGEBYSCORE', kLeases, '-inf', nowS, 'LIMIT', 0, max)
+  if #gone == 0 then return false end
+  local byProxy = {}
   for i = 1, #gone do
     local m = gone[i]
     call('ZINCRBY', kLoad, '-1', string.sub(m, string.find(m, ' ', 1, true) + 1))
+    local p = proxy_of(m)
+    byProxy[p] = (byProxy[p] or 0) - 1
   end
-  if #gone > 0 then call('ZREM', kLeases, unpack(gone)) end
+  for p, d in pairs(byProxy) do count_proxy(p, format('%d', d)) end
+  call('ZREM', kLeases, unpack(gone))
   expired = expired + #gone
   return #gone == max
 end
@@ -168,6 +183,7 @@ end
 -- 5. Admit: the lease, the pod's count, the window entry, the counter.
 call('ZADD', kLeases, format('%d', now + ttl), id .. ' ' .. pod)
 call('ZINCRBY', kLoad, '1', pod)
+call('HINCRBY', kStats, 'leases:' .. proxy_of(id), '1')
 if limit > 0 then
   -- Trim what left the window; the removed count makes rateRemaining exact. The set
   -- needs no TTL: trimmed on every admission, it never holds more than `limit`

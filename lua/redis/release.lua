@@ -2,8 +2,8 @@
 -- lease log, an admission whose answer was lost).
 -- KEYS[1] leases, KEYS[2] load, KEYS[3] stats
 -- ARGV[1] connection id, ARGV[2] pod id
--- Reply: 1 if the lease was removed (then the pod's count drops by one and `released`
--- + 1), 0 if it was already gone (released before, expired and given back, or lost with
+-- Reply: 1 if the lease was removed (then the pod's and the proxy's counts drop by one
+-- and `released` + 1), 0 if it was already gone (released before, expired and given back, or lost with
 -- Redis's state). An expired lease that admit.lua has not given back yet still counts
 -- as released. Contract: lua/redis/README.md.
 if #KEYS ~= 3 or #ARGV ~= 2 then
@@ -20,5 +20,9 @@ local removed = redis.call('ZREM', KEYS[1], id .. ' ' .. pod)
 if removed == 1 then
   redis.call('ZINCRBY', KEYS[2], '-1', pod)
   redis.call('HINCRBY', KEYS[3], 'released', '1')
+  -- The proxy's lease count (stats field leases:<proxy>, as admit.lua keeps it).
+  local bar = string.find(id, '|', 1, true)
+  local field = 'leases:' .. (bar and string.sub(id, 1, bar - 1) or 'unknown')
+  if redis.call('HINCRBY', KEYS[3], field, '-1') <= 0 then redis.call('HDEL', KEYS[3], field) end
 end
 return removed

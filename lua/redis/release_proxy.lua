@@ -55,5 +55,10 @@ for _, m in ipairs(mine) do
     removed = removed + 1
   end
 end
-if removed > 0 then call('HINCRBY', KEYS[3], 'released', string.format('%d', removed)) end
+if removed > 0 then
+  call('HINCRBY', KEYS[3], 'released', string.format('%d', removed))
+  -- The proxy's lease count (stats field leases:<proxy>, as admit.lua keeps it).
+  local field = 'leases:' .. proxy
+  if call('HINCRBY', KEYS[3], field, string.format('%d', -removed)) <= 0 then call('HDEL', KEYS[3], field) end
+end
 return { r[1], removed }

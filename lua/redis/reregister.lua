@@ -26,6 +26,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local member = id .. ' ' .. pod
 local added = redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ttlArg)), member)
 local count
-if added == 1 then count = redis.call('ZINCRBY', KEYS[2], '1', pod) else count = redis.call('ZSCORE', KEYS[2], pod) end
+if added == 1 then
+  count = redis.call('ZINCRBY', KEYS[2], '1', pod)
+  -- The proxy's lease count (stats field leases:<proxy>, as admit.lua keeps it).
+  local bar = string.find(id, '|', 1, true)
+  redis.call('HINCRBY', KEYS[3], 'leases:' .. (bar and string.sub(id, 1, bar - 1) or 'unknown'), '1')
+else
+  count = redis.call('ZSCORE', KEYS[2], pod)
+end
 redis.call('HINCRBY', KEYS[3], 'reregistered', '1')
 return tonumber(count)

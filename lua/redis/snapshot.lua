@@ -5,8 +5,10 @@
 --   { nowMs, windowUsed, {field, value, ...} stats counters (no field with a ':'),
 --     {pod, count, ...} every pod that holds a lease, fewest first,
 --     {proxy, count, ...} per proxy (the connection id up to its first '|';
---                         ids without one count as proxy 'unknown') }
--- Cost: O(pods + leases) inside Redis (the per-proxy split reads every lease).
+--                         ids without one count as proxy 'unknown'): the stats
+--                         fields leases:<proxy> the scripts keep }
+-- Cost: O(pods holding leases + proxies) inside Redis, plus the expired leases it gives
+-- back (each lease once). It never reads every lease.
 if #KEYS ~= 4 or #ARGV ~= 1 then
   return redis.error_reply('ERR snapshot.lua: expected 4 KEYS and 1 ARGV, got ' .. #KEYS .. ' KEYS and ' .. #ARGV .. ' ARGV')
 end
@@ -24,11 +26,19 @@ local windowUsed = call('ZCOUNT', kRate, '(' .. string.format('%d', now - tonumb
 local expired = 0
 while true do
   local gone = call('ZRANGEBYSCORE', kLeases, '-inf', nowS, 'LIMIT', 0, 1000)
+  if #gone == 0 then break end
+  local byProxy = {}
   for i = 1, #gone do
     local m = gone[i]
     call('ZINCRBY', kLoad, '-1', string.sub(m, string.find(m, ' ', 1, true) + 1))
+    local bar = string.find(m, '|', 1, true)
+    local p = bar and string.sub(m, 1, bar - 1) or 'unknown'
+    byProxy[p] = (byProxy[p] or 0) + 1
   end
-  if #gone > 0 then call('ZREM', kLeases, unpack(gone)) end
+  for p, n in pairs(byProxy) do
+    if call('HINCRBY', kStats, 'leases:' .. p, string.format('%d', -n)) <= 0 then call('HDEL', kStats, 'leases:' .. p) end
+  end
+  call('ZREM', kLeases, unpack(gone))
   expired = expired + #gone
   if #gone < 1000 then break end
 end
@@ -41,30 +51,17 @@ for i = 1, #load, 2 do
   pods[#pods + 1] = tonumber(load[i + 1])
 end
 
-local proxies, byProxy = {}, {}
-local members = call('ZRANGE', kLeases, 0, -1)
-for j = 1, #members do
-  local m = members[j]
-  local bar = string.find(m, '|', 1, true)
-  local proxy = bar and string.sub(m, 1, bar - 1) or 'unknown'
-  local c = byProxy[proxy]
-  if not c then
-    proxies[#proxies + 1] = proxy
-    c = 0
-  end
-  byProxy[proxy] = c + 1
-end
-local byProxyFlat = {}
-for _, proxy in ipairs(proxies) do
-  byProxyFlat[#byProxyFlat + 1] = proxy
-  byProxyFlat[#byProxyFlat + 1] = byProxy[proxy]
-end
--- The stats hash also holds the state epoch (field epoch:id); it is not a counter,
--- so it is left out of the reply (counter names never contain ':').
-local all, stats = call('HGETALL', kStats), {}
+-- The stats hash also holds the state epoch (field epoch:id) and the leases per proxy
+-- (fields leases:<proxy>); neither is a counter (counter names never contain ':').
+local all, stats, byProxyFlat = call('HGETALL', kStats), {}, {}
 for j = 1, #all, 2 do
   local f = all[j]
-  if not string.find(f, ':', 1, true) then
+  if string.sub(f, 1, 7) == 'leases:' then
+    if tonumber(all[j + 1]) > 0 then
+      byProxyFlat[#byProxyFlat + 1] = string.sub(f, 8)
+      byProxyFlat[#byProxyFlat + 1] = tonumber(all[j + 1])
+    end
+  elseif not string.find(f, ':', 1, true) then
     stats[#stats + 1] = f
     stats[#stats + 1] = all[j + 1]
   end

@@ -153,18 +153,28 @@ export class Scripts {
     return { nowMs, windowUsed, stats: pairs(stats), pods: pairs(perPod), proxies: pairs(perProxy) };
   }
 
-  /** Leases per pod as `leases` holds them (expired ones included), and `load`'s counts. */
-  async counts(): Promise<{ leases: Record<string, number>; load: Record<string, number> }> {
+  /**
+   * Leases per pod and per proxy as `leases` holds them (expired ones included), `load`'s
+   * counts (zeros left out) and the stats fields `leases:<proxy>`.
+   */
+  async counts(): Promise<{ leases: Record<string, number>; load: Record<string, number>; byProxy: Record<string, number>; proxyFields: Record<string, number> }> {
     const k = this.keys;
     const leases: Record<string, number> = {};
+    const byProxy: Record<string, number> = {};
     for (const m of await this.redis.zrange(k.leases, 0, -1)) {
       const pod = m.slice(m.indexOf(' ') + 1);
       leases[pod] = (leases[pod] ?? 0) + 1;
+      const proxy = m.includes('|') ? m.slice(0, m.indexOf('|')) : 'unknown';
+      byProxy[proxy] = (byProxy[proxy] ?? 0) + 1;
     }
     const load: Record<string, number> = {};
     const flat = await this.redis.zrange(k.load, 0, -1, 'WITHSCORES');
     for (let i = 0; i < flat.length; i += 2) if (Number(flat[i + 1]) !== 0) load[flat[i]] = Number(flat[i + 1]);
-    return { leases, load };
+    const proxyFields: Record<string, number> = {};
+    for (const [f, v] of Object.entries(await this.redis.hgetall(k.stats))) {
+      if (f.startsWith('leases:')) proxyFields[f.slice(7)] = Number(v);
+    }
+    return { leases, load, byProxy, proxyFields };
   }
 
   /** Redis TIME in ms, the clock the scripts use. */
