@@ -9,7 +9,8 @@
  * Ours does more than (c) (the per-pod limit, the lease). Limits are set so nothing is
  * refused: the cost of deciding, not of refusing, is measured. Then (b) again with
  * LARGE_FLEET healthy backends instead of 3 (its own rig): the admission's cost must not
- * grow with the fleet (issue 9), so its rate is given as a ratio of (b)'s.
+ * grow with the fleet (issue 9), so its rate is given as a ratio of (b)'s. Last, a refusal
+ * flood (every pod full) with the worker's capacity cache on (250 ms) and off: its gain.
  *
  * Load: CLIENTS loops, each a fresh TCP connection per upgrade (request written at once,
  * timed to the end of the 101's headers, then dropped), for SECONDS per variant. Reported:
@@ -72,7 +73,7 @@ function upgradeOnce(port: number): Promise<{ status: number; ms: number }> {
   });
 }
 
-async function load(port: number, pids: Array<number | undefined>): Promise<Record<string, number>> {
+async function load(port: number, pids: Array<number | undefined>, want = 101): Promise<Record<string, number>> {
   const cpu0 = pids.map(cpuSeconds);
   const end = Date.now() + SECONDS * 1000;
   const lat: number[] = [];
@@ -81,7 +82,7 @@ async function load(port: number, pids: Array<number | undefined>): Promise<Reco
   await Promise.all(Array.from({ length: CLIENTS }, async () => {
     while (Date.now() < end) {
       const r = await upgradeOnce(port);
-      if (r.status === 101) { ok++; lat.push(r.ms); } else other++;
+      if (r.status === want) { ok++; lat.push(r.ms); } else other++;
     }
   }));
   lat.sort((a, b) => a - b);
@@ -99,6 +100,34 @@ type Json = any; // (untyped on purpose: a few paths of a large document are edi
 function publicHcm(bootstrap: Json): Json {
   const l = bootstrap.static_resources.listeners.find((x: Json) => x.name === 'public');
   return l.filter_chains[0].filters[0].typed_config;
+}
+
+/**
+ * A refusal flood: every pod full (3 pods, 1 connection each, held open), upgrades answered
+ * 503 as fast as they come, with the worker's capacity cache (capacityCacheMs) at `cacheMs`.
+ * What the cache buys is the ratio of the two runs.
+ */
+async function refusalFlood(cacheMs: number, basePort: number): Promise<Record<string, number>> {
+  const config = loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 1, rateLimitPerMinute: 100_000_000, envoyMaxConnections: 50_000, capacityCacheMs: cacheMs } });
+  const rig = await LocalRig.start({ config, basePort, proxies: 1, backends: 3, backendsIn: 'inline', probeIntervalMs: 1000, concurrency: 1 });
+  const held: net.Socket[] = [];
+  try {
+    const port = rig.proxies[0].publicPort;
+    for (let i = 0; i < 3; i++) {
+      const s = net.connect(port, '127.0.0.1', () => s.write(UPGRADE));
+      held.push(s);
+      const got = await new Promise<string>((resolve) => { let g = ''; s.on('data', (d) => { g += d.toString('latin1'); if (g.includes('\r\n\r\n')) resolve(g); }); });
+      if (!got.startsWith('HTTP/1.1 101')) throw new Error(`refusal flood: connection ${i} not upgraded: ${got.slice(0, 60)}`);
+    }
+    if ((await upgradeOnce(port)).status !== 503) throw new Error('refusal flood: the 4th upgrade was not refused');
+    const redisPid = Number(/process_id:(\d+)/.exec(await rig.redisCli('INFO', 'server'))?.[1]);
+    const r = await load(port, [rig.proxies[0].envoy!.pid, redisPid], 503);
+    const { upgradesPerSecond, notUpgraded, ...rest } = r;
+    return { refusalsPerSecond: upgradesPerSecond, notRefused: notUpgraded, ...rest };
+  } finally {
+    for (const s of held) s.destroy();
+    await rig.stop();
+  }
 }
 
 /** (b) with LARGE_FLEET healthy backends: its own rig, checked to hold every pod in one view. */
@@ -215,6 +244,8 @@ export async function run(): Promise<Record<string, unknown>> {
     await rig.stop();
     stopped = true;
     const large = await largeFleet(config);
+    const floodCached = await refusalFlood(250, BASE + 100);
+    const floodUncached = await refusalFlood(0, BASE + 120);
     const ratio = (x: Record<string, number>) => Math.round((x.upgradesPerSecond / a.upgradesPerSecond) * 100) / 100;
     return {
       setup: `${CLIENTS} clients, a new TCP connection per upgrade, ${SECONDS} s per variant, 1 Envoy worker each; ratelimit ${RATELIMIT.version}`,
@@ -223,6 +254,10 @@ export async function run(): Promise<Record<string, unknown>> {
       c_envoyRatelimit: { ...c, rateVsA: ratio(c), sideIs: 'ratelimit service' },
       bVsC: Math.round((b.upgradesPerSecond / c.upgradesPerSecond) * 100) / 100,
       [`b_admission_${LARGE_FLEET}Pods`]: { ...large, rateVsB: Math.round((large.upgradesPerSecond / b.upgradesPerSecond) * 100) / 100 },
+      refusalFlood: {
+        capacityCache250ms: floodCached, capacityCacheOff: floodUncached,
+        cacheGain: Math.round((floodCached.refusalsPerSecond / floodUncached.refusalsPerSecond) * 100) / 100,
+      },
     };
   } finally {
     if (!stopped) {

@@ -154,7 +154,8 @@ local function render(h)
   end
 
   o:family("ws_admission_rejected_total", "counter",
-    "Upgrades refused, by reason (with limit_all_requests, plain requests refused by the rate limit too). Series with only {reason} are refusals made by Redis (all proxies);"
+    "Upgrades refused, by reason (with limit_all_requests, plain requests refused by the rate limit too)."
+    .. " Series with only {reason} are refusals made by Redis (all proxies);"
     .. " series with {reason,proxy,worker} are refusals this proxy's workers made without Redis:"
 .. " redis_unavailable, and rate_limited or capacity answered from the worker's cache of Redis's last refusal.")
   if snap then

@@ -255,8 +255,8 @@ function Client:connect()
       return nil, perr
     end
     local auth = self.username ~= "" and { "AUTH", self.username, password } or { "AUTH", password }
-    local r, aerr = self:_roundtrip({ auth })
-    if not r then return nil, aerr end
+    local r, rerr = self:_roundtrip({ auth })
+    if not r then return nil, rerr end
     if M.is_error(r[1]) then
       self:close()
       return nil, "AUTH failed: " .. r[1].err

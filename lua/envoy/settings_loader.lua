@@ -59,7 +59,8 @@ function M.check(t)
     if v == nil then
       errs[#errs + 1] = "settings." .. name .. " is missing (want " .. want .. ")"
     elseif (want == "integer" and not is_int(v)) or (want ~= "integer" and type(v) ~= want) then
-      errs[#errs + 1] = "settings." .. name .. " must be " .. (spec[3] or want) .. " (" .. want .. "), got " .. type(v) .. " " .. describe(v)
+      errs[#errs + 1] = "settings." .. name .. " must be " .. (spec[3] or want) .. " (" .. want .. "), got "
+        .. type(v) .. " " .. describe(v)
     elseif spec[2] and not spec[2](v) then
       errs[#errs + 1] = "settings." .. name .. " must be " .. spec[3] .. ", got " .. describe(v)
     end
