@@ -108,7 +108,7 @@ export async function run(): Promise<Record<string, unknown>> {
     const fillSeconds = (Date.now() - fillStart) / 1000;
     const load = await control.zrange(`${T}:load`, 0, -1, 'WITHSCORES');
     const counts = new Set(load.filter((_, i) => i % 2 === 1));
-    if (counts.size !== 1 || !counts.has(String(PER_POD))) throw new Error(`fleet bench: pods not evenly full: ${[...counts]}`);
+    if (counts.size !== 1 || !counts.has(String(PER_POD))) throw new Error(`fleet bench: pods not evenly full: ${[...counts].join(', ')}`);
 
     // Per-decision cost with the fleet full: a refusal, and an admission after a release.
     await control.config('RESETSTAT');

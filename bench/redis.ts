@@ -211,7 +211,7 @@ async function instructionCounts(requests = 2000): Promise<Record<string, number
   try {
     for (let i = 0; ; i++) {
       try { await redis.connect(); break; } catch (e) {
-        if (i > 100) throw new Error(`redis-server under valgrind did not start: ${e}`);
+        if (i > 100) throw new Error(`redis-server under valgrind did not start: ${String(e)}`, { cause: e });
         redis.disconnect();
         await new Promise((r) => setTimeout(r, 200));
       }
@@ -333,23 +333,23 @@ export async function run(): Promise<Record<string, unknown>> {
 }
 
 function report(r: Record<string, unknown>): string {
-  const lines = [`Redis ${r.redisVersion}: ${r.method}`];
+  const lines = [`Redis ${String(r.redisVersion)}: ${String(r.method)}`];
   for (const [name, t] of Object.entries(r.throughput as Record<string, { what: string; rps: number; ratioToIncr: number; cpuRatioToIncr: number; serverUsecPerCall: number; serverCpuUsPerRequest: number; p50Ms: number; p99Ms: number; roundRatios: number[] }>)) {
     lines.push(`  ${name.padEnd(18)} ${String(t.rps).padStart(7)} ops/s  ${t.ratioToIncr.toFixed(3)}x INCR  (server CPU ${t.serverCpuUsPerRequest} us/req, ${t.cpuRatioToIncr.toFixed(3)}x; command ${t.serverUsecPerCall} us)  p50 ${t.p50Ms} ms p99 ${t.p99Ms} ms`
       + (t.roundRatios.length ? `  rounds ${t.roundRatios.join(' ')}` : ''));
     lines.push(`  ${''.padEnd(18)} ${t.what}`);
   }
   for (const key of ['memoryPerLease', 'memoryPerLease100PerPod']) {
-    const m = r[key] as Record<string, unknown>;
+    const m = r[key] as Record<string, string | number>;
     lines.push(`  memory: ${m.leases} leases on ${m.pods} pods (${m.perPod} per pod, leases ${m.leasesEncoding}), id ${m.connectionIdBytes} B ('${m.sampleConnectionId}'):`
       + ` MEMORY USAGE ${m.memoryUsageBytesPerLease} B/lease, used_memory delta ${m.usedMemoryDeltaBytesPerLease} B/lease;`
-      + ` per pod ${Object.entries(m.bytesPerPod as Record<string, number>).map(([k, v]) => `${k} ${v}`).join(', ')} B`);
+      + ` per pod ${Object.entries(m.bytesPerPod as unknown as Record<string, number>).map(([k, v]) => `${k} ${v}`).join(', ')} B`);
   }
   if (r.userInstructionsPerRequest) {
     lines.push('  user-space instructions per request (callgrind): ' + Object.entries(r.userInstructionsPerRequest as Record<string, { perRequest: number; xIncr: number }>)
       .map(([k, v]) => `${k} ${v.perRequest} (${v.xIncr}x)`).join(', '));
   }
-  lines.push(`  targets: admit >= 0.45x (${r.admitRatio}), refuse >= 0.8x (${r.refuseRatio}), < 150 B/lease`);
+  lines.push(`  targets: admit >= 0.45x (${String(r.admitRatio)}), refuse >= 0.8x (${String(r.refuseRatio)}), < 150 B/lease`);
   return lines.join('\n');
 }
 

@@ -1,5 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
+import * as os from 'os';
 
 /**
  * `npm run bench`: runs every benchmark part that exists (synth here; Redis and filter
@@ -37,7 +38,7 @@ async function main(): Promise<void> {
   const results: Record<string, unknown> = {
     date: new Date().toISOString(),
     node: process.version,
-    cpus: require('os').cpus().length,
+    cpus: os.cpus().length,
   };
   for (const part of PARTS) {
     process.stdout.write(`== ${part}\n`);

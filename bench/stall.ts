@@ -14,6 +14,7 @@ import WebSocket from 'ws';
 import { loadConfig } from '../config/load';
 import { LocalRig } from '../tools/lib/local-rig';
 import { openWebSocket } from './ws';
+import { wsText } from '../tools/lib/ws-data';
 
 const OPEN = 10;
 const PHASE_MS = 3000;
@@ -32,7 +33,7 @@ async function measure(sockets: WebSocket[], ms: number, load: () => Promise<num
   const rtts: number[] = [];
   const pending = new Map<string, number>();
   const onMessage = (data: WebSocket.RawData) => {
-    const k = String(data);
+    const k = wsText(data);
     const at = pending.get(k);
     if (at !== undefined) { rtts.push(Date.now() - at); pending.delete(k); }
   };

@@ -17,7 +17,7 @@ function defaultText(f: FieldSpec): string {
   }
   if (Array.isArray(f.default)) return f.default.length === 0 ? '(empty)' : '`' + f.default.join(',') + '`';
   if (f.default === '') return '(empty)';
-  return '`' + String(f.default) + '`';
+  return '`' + (typeof f.default === 'object' ? JSON.stringify(f.default) : String(f.default)) + '`';
 }
 
 function typeText(f: FieldSpec): string {

@@ -441,7 +441,8 @@ export function envName(key: string): string {
 export function defaults(): StackConfig {
   const out: Record<string, unknown> = {};
   for (const f of FIELDS) {
-    out[f.key] = Array.isArray(f.default) ? [...f.default] : typeof f.default === 'object' ? { ...f.default } : f.default;
+    const d: unknown = f.default;
+    out[f.key] = Array.isArray(d) ? [...(d as unknown[])] : typeof d === 'object' && d !== null ? { ...d } : d;
   }
   return out as unknown as StackConfig;
 }

@@ -124,7 +124,7 @@ export function fieldProblem(f: FieldSpec, value: unknown): string | null {
       if (typeof value !== 'object' || value === null || Array.isArray(value)) {
         return `${f.key} must be an object of label names to values, got ${show(value)}. Fix: e.g. ${show(f.default)}.`;
       }
-      if (f.optional && Object.keys(value as object).length === 0) return null;
+      if (f.optional && Object.keys(value).length === 0) return null;
       const p = labelsProblem(value as Record<string, unknown>);
       return p ? `${f.key} ${p}, got ${show(value)}.` : null;
     }

@@ -136,13 +136,13 @@ function readDashboard(file: string): string {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new Error(`Monitoring: dashboardFile ${JSON.stringify(file)} cannot be read (${(err as Error).message})`);
+    throw new Error(`Monitoring: dashboardFile ${JSON.stringify(file)} cannot be read (${(err as Error).message})`, { cause: err });
   }
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    throw new Error(`Monitoring: dashboardFile ${JSON.stringify(file)} is not valid JSON (${(err as Error).message})`);
+    throw new Error(`Monitoring: dashboardFile ${JSON.stringify(file)} is not valid JSON (${(err as Error).message})`, { cause: err });
   }
   if (typeof parsed !== 'object' || parsed === null || !('panels' in parsed) || !('uid' in parsed)) {
     throw new Error(`Monitoring: dashboardFile ${JSON.stringify(file)} is not a Grafana dashboard (needs "uid" and "panels")`);

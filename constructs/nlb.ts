@@ -1,5 +1,5 @@
 import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
-import { Fn, ITerraformDependable } from 'cdktf';
+import { Fn, ITerraformDependable, Token } from 'cdktf';
 import { Construct } from 'constructs';
 import { NLB_TCP_IDLE_TIMEOUT, NlbScheme } from '../config/schema';
 import { METRICS_PORT } from '../envoy/bootstrap';
@@ -145,6 +145,6 @@ export class Nlb extends Construct {
       waitForLoadBalancer: true,
       ...(props.dependsOn ? { dependsOn: props.dependsOn } : {}),
     });
-    this.hostname = Fn.try([this.service.status.get(0).loadBalancer.get(0).ingress.get(0).hostname, '']);
+    this.hostname = Token.asString(Fn.try([this.service.status.get(0).loadBalancer.get(0).ingress.get(0).hostname, '']));
   }
 }

@@ -27,13 +27,13 @@ function readIamPolicy(file: string): string {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
-    throw new Error(`lbControllerIamPolicyFile ${JSON.stringify(file)} cannot be read (${(e as Error).message}). Fix: set it to the path of the controller's iam_policy.json.`);
+    throw new Error(`lbControllerIamPolicyFile ${JSON.stringify(file)} cannot be read (${(e as Error).message}). Fix: set it to the path of the controller's iam_policy.json.`, { cause: e });
   }
   let doc: { Version?: unknown; Statement?: unknown };
   try {
     doc = JSON.parse(text) as typeof doc;
   } catch (e) {
-    throw new Error(`lbControllerIamPolicyFile ${JSON.stringify(file)} is not JSON (${(e as Error).message}). Fix: use the controller's iam_policy.json as published.`);
+    throw new Error(`lbControllerIamPolicyFile ${JSON.stringify(file)} is not JSON (${(e as Error).message}). Fix: use the controller's iam_policy.json as published.`, { cause: e });
   }
   if (doc.Version !== '2012-10-17' || !Array.isArray(doc.Statement) || doc.Statement.length === 0) {
     throw new Error(`lbControllerIamPolicyFile ${JSON.stringify(file)} is not an IAM policy (Version "2012-10-17" and a list of Statement). Fix: use the controller's iam_policy.json as published.`);

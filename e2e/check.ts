@@ -18,6 +18,7 @@ import WebSocket from 'ws';
 import { parseExposition, SampleSet } from '../tools/lib/prometheus';
 import { METRICS } from '../tools/lib/metrics-contract';
 import type { Expectations } from './generate';
+import { wsText } from '../tools/lib/ws-data';
 
 interface Opened {
   readonly status: number;
@@ -42,7 +43,7 @@ export function open(url: string, timeoutMs = 5000): Promise<Opened> {
       const t = setTimeout(() => resolve({ status: 101, ws, headers: res.headers }), 1500);
       ws.once('message', (data) => {
         clearTimeout(t);
-        const m = /served by (\S+)/.exec(data.toString());
+        const m = /served by (\S+)/.exec(wsText(data));
         resolve({ status: 101, ws, servedBy: m?.[1], headers: res.headers });
       });
     });

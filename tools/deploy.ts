@@ -121,7 +121,7 @@ export function parseDeployArgs(argv: readonly string[], config: ConfigView, mod
   const timeout = Number(values.timeout);
   if (!Number.isFinite(timeout) || timeout <= 0) throw new Error(`--timeout must be a positive number of seconds, got ${values.timeout}`);
   for (const k of ['health-path', 'ws-path'] as const) {
-    if (!values[k]!.startsWith('/')) throw new Error(`--${k} must start with /, got ${values[k]}`);
+    if (!values[k].startsWith('/')) throw new Error(`--${k} must start with /, got ${values[k]}`);
   }
   return {
     mode,
@@ -134,8 +134,8 @@ export function parseDeployArgs(argv: readonly string[], config: ConfigView, mod
     },
     namespace: values.namespace ?? config.namespace,
     timeoutMs: timeout * 1000,
-    healthPath: values['health-path']!,
-    wsPath: values['ws-path']!,
+    healthPath: values['health-path'],
+    wsPath: values['ws-path'],
     checkOnly: Boolean(values.check),
     skipVerify: Boolean(values['skip-verify']),
     internalNlb: config.nlbScheme === 'internal',
@@ -309,6 +309,5 @@ export async function main(argv: readonly string[], mode: 'deploy' | 'destroy'):
 }
 
 if (require.main === module) {
-  const mode = process.argv.includes('--destroy') ? 'destroy' : 'deploy';
-  main(process.argv.slice(2).filter((a) => a !== '--destroy'), mode).then((code) => process.exit(code));
+  void main(process.argv.slice(2), 'deploy').then((code) => process.exit(code));
 }

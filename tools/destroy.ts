@@ -1,4 +1,4 @@
 /** `npm run destroy`: see tools/deploy.ts. */
 import { main } from './deploy';
 
-main(process.argv.slice(2), 'destroy').then((code) => process.exit(code));
+void main(process.argv.slice(2), 'destroy').then((code) => process.exit(code));

@@ -129,7 +129,7 @@ export function parseImageArgs(argv: readonly string[], defaultImage: string | u
   const image = values.image ?? defaultImage;
   if (!image) throw new Error('no image given: set envoyImage in the config or pass --image');
   if (values['envoy-base'] !== undefined) splitPinnedBase(values['envoy-base']);
-  return { image, platforms: values.platforms!, envoyBase: values['envoy-base'], createRepository: Boolean(values['create-repository']), dryRun: Boolean(values['dry-run']) };
+  return { image, platforms: values.platforms, envoyBase: values['envoy-base'], createRepository: Boolean(values['create-repository']), dryRun: Boolean(values['dry-run']) };
 }
 
 if (require.main === module) {

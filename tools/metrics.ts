@@ -32,7 +32,7 @@ export async function fetchText(url: string, timeoutMs: number): Promise<string>
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     const why = cause?.code ?? cause?.message ?? (err instanceof Error ? err.message : String(err));
-    throw new Error(`cannot reach ${url}: ${why}`);
+    throw new Error(`cannot reach ${url}: ${why}`, { cause: err });
   }
   const body = await res.text();
   if (!res.ok) throw new Error(`${url} answered HTTP ${res.status}${body ? `: ${body.trim().split('\n')[0].slice(0, 120)}` : ''}`);
@@ -112,7 +112,7 @@ async function startPortForward(runner: ProcessRunner, namespace: string, target
     return { url: `http://127.0.0.1:${port}/metrics`, pf };
   } catch (err) {
     await pf.stop();
-    throw new Error(`kubectl port-forward to ${target} in namespace ${namespace} failed: ${err instanceof Error ? err.message : String(err)}`);
+    throw new Error(`kubectl port-forward to ${target} in namespace ${namespace} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
 }
 

@@ -47,7 +47,7 @@ export interface Synthesized {
 export function synthInto(dir: string, t: InstalledToolchain, overrides: Partial<StackConfig>, luaDirs: readonly string[] = DEFAULT_LUA_DIRS): Synthesized {
   fs.mkdirSync(dir, { recursive: true });
   const stack = new WsAdmissionStack(Testing.app(), 'ws-envoy-admission', { config: config(overrides), luaDirs });
-  const json = JSON.parse(Testing.synth(stack)) as Json;
+  const json = JSON.parse(Testing.synth(stack));
   const repinned: string[] = [];
   for (const p of t.providers) {
     const req = json.terraform.required_providers[p.name];

@@ -8,6 +8,7 @@ import { loadConfig } from '../../config/load';
 import { StackConfig } from '../../config/schema';
 import { LuaScalar } from '../../config/lua';
 import { LocalRig } from '../../tools/lib/local-rig';
+import { wsText } from '../../tools/lib/ws-data';
 
 /** A config for tests: defaults with these values, nothing from the environment. */
 export function testConfig(overrides: Partial<StackConfig>): StackConfig {
@@ -53,7 +54,7 @@ export function connect(url: string, headers: { [k: string]: string } = {}, time
     ws.on('upgrade', (res) => { upgradeHeaders = res.headers; });
     ws.on('unexpected-response', (_req, res) => {
       let body = '';
-      res.on('data', (d: Buffer) => (body += d));
+      res.on('data', (d: Buffer) => (body += d.toString()));
       res.on('end', () => {
         clearTimeout(timer);
         resolve({ kind: 'refused', status: res.statusCode ?? 0, headers: res.headers, body });
@@ -62,11 +63,11 @@ export function connect(url: string, headers: { [k: string]: string } = {}, time
     ws.once('message', (first) => {
       clearTimeout(timer);
       const backend = String(upgradeHeaders['x-backend'] ?? '');
-      if (String(first) !== `backend ${backend}`) {
-        reject(new Error(`first message "${String(first)}" does not name the backend of the 101 (${backend})`));
+      if (wsText(first) !== `backend ${backend}`) {
+        reject(new Error(`first message "${wsText(first)}" does not name the backend of the 101 (${backend})`));
         return;
       }
-      ws.on('message', (m) => messages.push(String(m)));
+      ws.on('message', (m) => messages.push(wsText(m)));
       resolve({ kind: 'open', ws, backend, headers: upgradeHeaders, messages });
     });
     ws.on('error', (err) => {

@@ -25,9 +25,11 @@ interface Sample { family: string; type: string; name: string; labels: Record<st
 
 // The npm parser already in package.json; used only when the Python one is not installed
 // (CI should install python3-prometheus-client: the Prometheus project's own parser).
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const parseNpm: (t: string) => Array<{ name: string; type: string; metrics: Array<{ value: string; labels?: Record<string, string> }> }>
-  = require('parse-prometheus-text-format');
+ 
+// The package ships no types; this is its documented shape.
+type NpmFamilies = Array<{ name: string; type: string; metrics: Array<{ value: string; labels?: Record<string, string> }> }>;
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- no type declarations to import
+const parseNpm = require('parse-prometheus-text-format') as (t: string) => NpmFamilies;
 
 let warned = false;
 function parse(text: string): Sample[] {
@@ -35,7 +37,7 @@ function parse(text: string): Sample[] {
   if (r.status === 3 || (r.error && (r.error as NodeJS.ErrnoException).code === 'ENOENT')) {
     if (!warned) {
       warned = true;
-      // eslint-disable-next-line no-console
+       
       console.warn('python3-prometheus-client not installed; parsing with parse-prometheus-text-format instead');
     }
     return parseNpm(text).flatMap((f) => f.metrics.map((m) => ({

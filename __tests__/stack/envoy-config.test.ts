@@ -3,7 +3,7 @@ import { buildEnvoyBootstrap, EnvoyBootstrapProps } from '../../envoy/bootstrap'
 import { TYPE_URLS } from '../../envoy/types';
 import { bootstrapToYaml } from '../../envoy/yaml';
 
-type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Json = any;  
 
 const PROPS: EnvoyBootstrapProps = {
   backendHost: 'ws-backend.ws-admission.svc.cluster.local',

@@ -1,10 +1,11 @@
 import * as fs from 'fs';
 import * as path from 'path';
+import * as os from 'os';
 import { Testing, TerraformStack } from 'cdktf';
 import { collectLuaFiles, configChecksum, escapeTerraformTemplate, FilterConfig } from '../../constructs/filter-config';
 import { FIXTURES, FIXTURE_LUA_DIRS, byName, synth, tempLuaDirs, unescapeTemplate } from './support/synth';
 
-const checksumOf = (json: any) => // eslint-disable-line @typescript-eslint/no-explicit-any
+const checksumOf = (json: any) =>  
   byName(json, 'kubernetes_deployment_v1', 'ws-envoy').spec.template.metadata.annotations['checksum/config'];
 
 describe('collectLuaFiles', () => {
@@ -13,7 +14,7 @@ describe('collectLuaFiles', () => {
   });
 
   it('sorts by code point, whatever the locale (the order is the volume items order)', () => {
-    const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'lua-order-'));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lua-order-'));
     for (const n of ['b.lua', 'B.lua', 'a_b.lua', 'a.lua', 'a-b.lua']) fs.writeFileSync(path.join(dir, n), '-- x\n');
     // localeCompare (ICU, en) gives a_b.lua, a-b.lua, a.lua, b.lua, B.lua here.
     expect(collectLuaFiles([dir]).map((f) => f.name)).toEqual(['B.lua', 'a-b.lua', 'a.lua', 'a_b.lua', 'b.lua']);
@@ -60,7 +61,7 @@ describe('the Envoy ConfigMap', () => {
   });
 
   it('is mounted at /etc/envoy with envoy.yaml at the top and the Lua files under lua/', () => {
-    const volume = deployment.spec.template.spec.volume.find((v: any) => v.name === 'config'); // eslint-disable-line @typescript-eslint/no-explicit-any
+    const volume = deployment.spec.template.spec.volume.find((v: any) => v.name === 'config');  
     expect(volume.config_map.name).toBe('ws-envoy-config');
     expect(volume.config_map.items).toEqual([
       { key: 'envoy.yaml', path: 'envoy.yaml' },
@@ -69,7 +70,7 @@ describe('the Envoy ConfigMap', () => {
       { key: 'filter.lua', path: 'lua/filter.lua' },
       { key: 'metrics.lua', path: 'lua/metrics.lua' },
     ]);
-    const mount = deployment.spec.template.spec.container[0].volume_mount.find((m: any) => m.name === 'config'); // eslint-disable-line @typescript-eslint/no-explicit-any
+    const mount = deployment.spec.template.spec.container[0].volume_mount.find((m: any) => m.name === 'config');  
     expect(mount).toEqual({ name: 'config', mount_path: '/etc/envoy', read_only: true });
   });
 

@@ -444,7 +444,7 @@ describe('default profile', () => {
     expect(Object.keys(json.output).sort()).toEqual(
       ['load_balancer_hostname', 'metrics_port_forward', 'namespace', 'redis_password_secret', 'redis_service', 'state_backend', 'websocket_url'].sort(),
     );
-    for (const o of Object.values(json.output) as Json[]) expect(o.description.length).toBeGreaterThan(10);
+    for (const o of Object.values<Json>(json.output)) expect(o.description.length).toBeGreaterThan(10);
     expect(json.output.load_balancer_hostname.value).toMatch(/^\$\{try\(kubernetes_service_v1\.[^.]+\.status\[0\]\.load_balancer\[0\]\.ingress\[0\]\.hostname, ""\)\}$/);
     expect(json.output.websocket_url.value).toMatch(/^ws:\/\/\$\{try\(.*\)\}\/$/);
     // Never null: before the controller has made the NLB, the URL has no host, and says so.
@@ -475,7 +475,7 @@ describe('every option changed', () => {
   it('creates a ServiceMonitor on the metrics Service, with the extra labels, and no dashboard', () => {
     const sm = resources(json, 'kubernetes_manifest');
     expect(sm).toHaveLength(1);
-    const m = (sm[0] as Json).manifest;
+    const m = (sm[0]).manifest;
     expect(m.kind).toBe('ServiceMonitor');
     expect(m.metadata.labels.release).toBe('kube-prometheus-stack');
     expect(m.spec.selector.matchLabels['app.kubernetes.io/component']).toBe('metrics');

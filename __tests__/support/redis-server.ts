@@ -18,7 +18,7 @@ export interface RedisServer {
   /** Starts it again on the same port, empty (no persistence). */
   restart(): Promise<void>;
   /** Runs redis-cli against it and returns stdout (trimmed). */
-  cli(...args: string[]): string;
+  readonly cli: (...args: string[]) => string;
 }
 
 export async function freePort(): Promise<number> {

@@ -232,7 +232,7 @@ describe('npm run deploy', () => {
       'GET http://k8s-ws-nlb-1234.elb.eu-west-1.amazonaws.com/', 'GET http://k8s-ws-nlb-1234.elb.eu-west-1.amazonaws.com/',
       'WS ws://k8s-ws-nlb-1234.elb.eu-west-1.amazonaws.com/', 'WS ws://k8s-ws-nlb-1234.elb.eu-west-1.amazonaws.com/',
     ]);
-    expect(out).toMatch(/    namespace {7}ws-admission\n/);
+    expect(out).toMatch(/ {4}namespace {7}ws-admission\n/);
     expect(out).toContain('    metricsCommand  npm run metrics -- --port-forward\n');
   });
 

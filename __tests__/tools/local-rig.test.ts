@@ -6,7 +6,7 @@ import { ENVOY_YAML_KEY } from '../../constructs/filter-config';
 import { DEFAULT_BASE_PORT, localLayout, localRedis, proxyName, renderLocalFiles } from '../../tools/lib/local-rig';
 import { byName, synth, unescapeTemplate } from '../stack/support/synth';
 
-type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Json = any;  
 
 /** Paths (a.b[0].c) of every leaf that differs between two JSON values. */
 function diffPaths(a: Json, b: Json, at = ''): string[] {

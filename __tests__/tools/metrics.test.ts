@@ -171,6 +171,7 @@ describe('npm run metrics', () => {
     expect(screens[2]).toContain(`! cannot reach ${srv.url}: ECONNREFUSED`);
     expect(screens[2]).not.toContain('rates need two scrapes');
     expect(screens[2]).toContain('10.0.1.23:8080');
+    // eslint-disable-next-line no-control-regex -- the terminal's escape sequences (ESC [ ...) are what is stripped
     for (const s of screens) for (const line of s.replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, '').split('\n')) expect([...line].length).toBeLessThanOrEqual(72);
     expect(c.text().startsWith('\x1b[?25l')).toBe(true);
     expect(c.text().endsWith('\x1b[?25h')).toBe(true);
@@ -191,6 +192,7 @@ describe('npm run metrics', () => {
     };
     await runMetrics(['--url', srv.url], deps(c, { stopSignal, fetchText: fetchAndResize }));
     await srv.close();
+    // eslint-disable-next-line no-control-regex -- the terminal's escape sequences (ESC [ ...) are what is stripped
     const screens = c.text().split('\x1b[H\x1b[2J').slice(1).map((s) => s.replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, ''));
     expect(screens.length).toBeGreaterThanOrEqual(2);
     expect(Math.max(...screens[0].split('\n').map((l) => [...l].length))).toBeGreaterThan(24);

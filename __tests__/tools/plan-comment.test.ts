@@ -47,7 +47,7 @@ describe('plan comment', () => {
     expect(text).toMatch(/… \d+ more lines cut to fit GitHub's comment limit; the full plan is in the artifact `plan-s`\./);
     expect(text.trimEnd().endsWith('</details>')).toBe(true);
     const inFence = text.split('```diff\n')[1].split('\n```')[0];
-    for (const line of inFence.split('\n').slice(0, -1)) expect(line).toMatch(/^\+   resource "kubernetes_config_map_v1" "cm_\d+" \{ data = \{ k = "x{20}" \} \}$|^…/);
+    for (const line of inFence.split('\n').slice(0, -1)) expect(line).toMatch(/^\+ {3}resource "kubernetes_config_map_v1" "cm_\d+" \{ data = \{ k = "x{20}" \} \}$|^…/);
   });
 
   it('shows a failed plan with its error open', () => {

@@ -124,7 +124,7 @@ export async function startCluster(o: StartOptions): Promise<ClusterState> {
   if (fs.existsSync(path.join(dir, STATE_FILE))) {
     throw new Error(`cluster: ${dir} already holds a cluster (${STATE_FILE}); stop it first (npm run cluster:down)`);
   }
-  for (const [what, port] of Object.entries(ports)) {
+  for (const [what, port] of Object.entries(ports) as [string, number][]) {
     if (!(await portFree(port))) throw new Error(`cluster: port ${port} (${what}) on 127.0.0.1 is taken; stop what holds it or choose another --base-port in ${PORT_RANGE.min}-${PORT_RANGE.max}`);
   }
   fs.mkdirSync(path.join(dir, 'pki'), { recursive: true });

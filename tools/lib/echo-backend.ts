@@ -14,6 +14,7 @@
 import * as http from 'http';
 import type { Socket } from 'net';
 import { WebSocket, WebSocketServer } from 'ws';
+import { wsText } from './ws-data';
 
 export const BACKEND_HEADER = 'x-backend';
 
@@ -94,9 +95,10 @@ export class EchoBackends {
         ws.on('close', () => be.open.delete(ws));
         ws.on('message', (data, isBinary) => {
           // `push <ms> <count>`: the backend talks on its own (server -> client traffic only).
-          if (!isBinary && String(data) === 'headers') return ws.send(JSON.stringify(req.headers));
-          if (!isBinary && String(data).startsWith('sink')) return undefined; // client -> server only
-          const m = !isBinary && /^push (\d{1,6}) (\d{1,6})$/.exec(String(data));
+          const text = isBinary ? '' : wsText(data);
+          if (text === 'headers') return ws.send(JSON.stringify(req.headers));
+          if (text.startsWith('sink')) return undefined; // client -> server only
+          const m = /^push (\d{1,6}) (\d{1,6})$/.exec(text);
           if (!m) return ws.send(data, { binary: isBinary });
           let left = Number(m[2]);
           const t = setInterval(() => {

@@ -414,7 +414,7 @@ export class LocalRig {
 
   async backendCounts(): Promise<{ [id: string]: BackendCounts }> {
     if (this.inline) return this.inline.counts();
-    return JSON.parse((await httpGet(`${this.backendControl}/counts`)).body);
+    return JSON.parse((await httpGet(`${this.backendControl}/counts`)).body) as { [id: string]: BackendCounts };
   }
 
   async backendAction(action: 'close' | 'drop' | 'kill' | 'reset-peaks', id = ''): Promise<void> {

@@ -112,7 +112,7 @@ export class NodeProcessRunner implements ProcessRunner {
           const timer = setTimeout(() => { cleanup(); reject(new Error(`${cmd} printed nothing matching ${pattern} within ${Math.round(timeoutMs / 1000)} s${err ? `: ${err.trim()}` : ''}`)); }, timeoutMs);
           const cleanup = (): void => { clearTimeout(timer); child.stdout?.off('data', onData); };
           child.stdout?.on('data', onData);
-          exited.then((code) => { cleanup(); reject(new Error(`${cmd} exited (code ${code}) before it was ready${err ? `: ${err.trim()}` : ''}`)); });
+          void exited.then((code) => { cleanup(); reject(new Error(`${cmd} exited (code ${code}) before it was ready${err ? `: ${err.trim()}` : ''}`)); });
           check();
         });
       },

@@ -4,8 +4,8 @@
  * label escaping, summaries and histograms). No regexes over the exposition here.
  */
 // The package ships no types; this is its documented shape.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const parseText: (text: string) => RawFamily[] = require('parse-prometheus-text-format');
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- no type declarations to import
+const parseText = require('parse-prometheus-text-format') as (text: string) => RawFamily[];
 
 interface RawFamily {
   name: string;

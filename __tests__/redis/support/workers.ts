@@ -45,7 +45,7 @@ export async function runWorkers(entry: string, configs: readonly WorkerConfig[]
   let timedOut = false;
   const timeoutNote = () => (timedOut ? `; the ${timeoutMs} ms timeout had fired` : '');
   const ready = children.map((c, i) => new Promise<void>((resolve, reject) => {
-    c.stdout!.on('data', (d: Buffer) => {
+    c.stdout.on('data', (d: Buffer) => {
       outputs[i] += d.toString();
       if (outputs[i].includes('READY\n')) resolve();
     });
@@ -60,7 +60,7 @@ export async function runWorkers(entry: string, configs: readonly WorkerConfig[]
   try {
     await Promise.all(ready);
     await opts.onStarted?.();
-    for (const c of children) c.stdin!.write('go\n');
+    for (const c of children) c.stdin.write('go\n');
     await opts.onRunning?.(children);
     const ends = await Promise.all(closed);
     return outputs.flatMap((o, i) => {

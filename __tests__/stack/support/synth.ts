@@ -11,7 +11,7 @@ export const FIXTURES = path.resolve(__dirname, '..', 'fixtures');
 /** A small, stable set of Lua files, so these tests do not move with lua/. */
 export const FIXTURE_LUA_DIRS = [path.join(FIXTURES, 'lua', 'envoy'), path.join(FIXTURES, 'lua', 'redis')];
 
-export type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+export type Json = any;  
 
 export function config(overrides: Partial<StackConfig> = {}): StackConfig {
   return { ...defaults(), ...overrides };
@@ -27,7 +27,7 @@ export function makeStack(overrides: Partial<StackConfig> = {}, luaDirs: readonl
 export function synth(overrides: Partial<StackConfig> = {}, luaDirs: readonly string[] = FIXTURE_LUA_DIRS) {
   const { stack } = makeStack(overrides, luaDirs);
   const text = Testing.synth(stack);
-  return { text, json: JSON.parse(text) as Json, stack };
+  return { text, json: JSON.parse(text), stack };
 }
 
 /** All resources of one type, as an array of their bodies. */
