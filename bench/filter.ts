@@ -21,8 +21,19 @@ import { Worker, defaultSettings, makeLuaDir, makeStateDir } from '../__tests__/
 
 const PODS = ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'];
 
-interface Percentiles { n: number; p50_us: number; p90_us: number; p99_us: number; max_us: number }
-interface LuaResult { decision: Percentiles; evalsha: Percentiles; ratio_p50: number; ratio_p99: number }
+interface Percentiles {
+  n: number;
+  p50_us: number;
+  p90_us: number;
+  p99_us: number;
+  max_us: number;
+}
+interface LuaResult {
+  decision: Percentiles;
+  evalsha: Percentiles;
+  ratio_p50: number;
+  ratio_p99: number;
+}
 
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
@@ -34,18 +45,29 @@ export async function run(): Promise<Record<string, unknown>> {
   try {
     const luaDir = makeLuaDir({
       ...defaultSettings(redis.port, {
-        rate_limit: 1000000000, rate_window_ms: 60000, max_connections_per_pod: 2,
-        lease_ttl_ms: 60000, renew_interval_ms: 10000, hosts_cache_ms: 60000,
-        redis_connect_timeout_ms: 1000, redis_read_timeout_ms: 1000,
+        rate_limit: 1000000000,
+        rate_window_ms: 60000,
+        max_connections_per_pod: 2,
+        lease_ttl_ms: 60000,
+        renew_interval_ms: 10000,
+        hosts_cache_ms: 60000,
+        redis_connect_timeout_ms: 1000,
+        redis_read_timeout_ms: 1000,
       }),
     });
     worker = await Worker.start({
-      luaDir, stateDir: makeStateDir(), podName: 'envoy-bench-0',
+      luaDir,
+      stateDir: makeStateDir(),
+      podName: 'envoy-bench-0',
       hosts: PODS.map((p) => [p, 'healthy'] as [string, string]),
     });
     const r = await worker.send<LuaResult>({ op: 'bench', n, warmup, pods: PODS });
     const fmt = (p: Percentiles) => ({
-      samples: p.n, p50Us: round(p.p50_us), p90Us: round(p.p90_us), p99Us: round(p.p99_us), maxUs: round(p.max_us),
+      samples: p.n,
+      p50Us: round(p.p50_us),
+      p90Us: round(p.p90_us),
+      p99Us: round(p.p99_us),
+      maxUs: round(p.max_us),
     });
     return {
       what: 'envoy_on_request decision (filter.lua, LuaJIT + luasocket, loopback Redis, 3 candidate pods, admitting)',
@@ -66,10 +88,12 @@ export async function run(): Promise<Record<string, unknown>> {
 }
 
 if (require.main === module) {
-  run().then((r) => {
-    process.stdout.write(JSON.stringify(r, null, 2) + '\n');
-  }).catch((e: Error) => {
-    process.stderr.write(`${e.stack ?? e.message}\n`);
-    process.exit(1);
-  });
+  run()
+    .then((r) => {
+      process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    })
+    .catch((e: Error) => {
+      process.stderr.write(`${e.stack ?? e.message}\n`);
+      process.exit(1);
+    });
 }

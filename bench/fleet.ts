@@ -97,14 +97,16 @@ export async function run(): Promise<Record<string, unknown>> {
     const open: { id: string; pod: string; w: number }[] = [];
     const total = PODS * PER_POD;
     const fillStart = Date.now();
-    await Promise.all(workers.map(async (r, w) => {
-      for (let n = w; n < total; n += workers.length) {
-        const id = `envoy-${Math.floor(w / WORKERS)}|${(w % WORKERS).toString(16).padStart(6, '0')}|${n}|a1b2c3`;
-        const [status, pod] = await admit(r, id, PER_POD);
-        if (status !== 'ADMITTED') throw new Error(`fleet bench: admission ${n} got ${status}`);
-        open.push({ id, pod, w });
-      }
-    }));
+    await Promise.all(
+      workers.map(async (r, w) => {
+        for (let n = w; n < total; n += workers.length) {
+          const id = `envoy-${Math.floor(w / WORKERS)}|${(w % WORKERS).toString(16).padStart(6, '0')}|${n}|a1b2c3`;
+          const [status, pod] = await admit(r, id, PER_POD);
+          if (status !== 'ADMITTED') throw new Error(`fleet bench: admission ${n} got ${status}`);
+          open.push({ id, pod, w });
+        }
+      }),
+    );
     const fillSeconds = (Date.now() - fillStart) / 1000;
     const load = await control.zrange(`${T}:load`, 0, -1, 'WITHSCORES');
     const counts = new Set(load.filter((_, i) => i % 2 === 1));
@@ -165,8 +167,11 @@ export async function run(): Promise<Record<string, unknown>> {
         note: `every proxy scraped every ${SCRAPE_INTERVAL_S} s: ${round(PROXIES / SCRAPE_INTERVAL_S, 1)} snapshots per second`,
       },
       decisionUsec: {
-        admitAt10Pods: round(admitAt10), admitAtFleet: round(admitFull), refuseAtFleet: round(refuseFull),
-        admitRatio: round(admitFull / admitAt10), refuseRatioToAdmitAt10: round(refuseFull / admitAt10),
+        admitAt10Pods: round(admitAt10),
+        admitAtFleet: round(admitFull),
+        refuseAtFleet: round(refuseFull),
+        admitRatio: round(admitFull / admitAt10),
+        refuseRatioToAdmitAt10: round(refuseFull / admitAt10),
       },
       // MEMORY USAGE: of the leases set per lease, of the pods' counts and the view per pod.
       redisBytesPerLease: round(leaseBytes / total, 1),
@@ -180,5 +185,11 @@ export async function run(): Promise<Record<string, unknown>> {
 }
 
 if (require.main === module) {
-  run().then((r) => console.log(JSON.stringify(r, null, 2)), (e) => { console.error(e); process.exit(1); });
+  run().then(
+    (r) => console.log(JSON.stringify(r, null, 2)),
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
 }

@@ -29,7 +29,12 @@ function rssBytes(pid: number): number {
 export async function run(): Promise<Record<string, unknown>> {
   const rig = await LocalRig.start({
     config: loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 1000, rateLimitPerMinute: 0, envoyMaxConnections: 5000 } }),
-    basePort: 24200, proxies: 1, backends: 10, backendsIn: 'inline', probeIntervalMs: 1000, concurrency: 1,
+    basePort: 24200,
+    proxies: 1,
+    backends: 10,
+    backendsIn: 'inline',
+    probeIntervalMs: 1000,
+    concurrency: 1,
   });
   const sockets: WebSocket[] = [];
   try {
@@ -39,7 +44,7 @@ export async function run(): Promise<Record<string, unknown>> {
     for (const n of STEPS) {
       while (sockets.length < n) {
         const batch = Math.min(50, n - sockets.length);
-        sockets.push(...await Promise.all(Array.from({ length: batch }, () => open(rig.proxies[0].publicUrl))));
+        sockets.push(...(await Promise.all(Array.from({ length: batch }, () => open(rig.proxies[0].publicUrl)))));
       }
       await new Promise((r) => setTimeout(r, 1500));
       const leases = Object.values(await rig.leases()).reduce((a, b) => a + b, 0);

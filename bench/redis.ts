@@ -38,8 +38,11 @@ interface Scenario {
 }
 
 function benchmark(port: number, requests: number, args: string[]): Throughput {
-  const r = spawnSync('redis-benchmark', ['-h', '127.0.0.1', '-p', String(port), '-c', '50', '-n', String(requests),
-    '-r', '100000000', '--csv', ...args], { encoding: 'utf8' });
+  const r = spawnSync(
+    'redis-benchmark',
+    ['-h', '127.0.0.1', '-p', String(port), '-c', '50', '-n', String(requests), '-r', '100000000', '--csv', ...args],
+    { encoding: 'utf8' },
+  );
   if (r.status !== 0) throw new Error(`redis-benchmark failed: ${r.stderr || r.stdout}`);
   const row = r.stdout.trim().split('\n').pop() ?? '';
   const cols = row.split('","').map((c) => c.replace(/"/g, ''));
@@ -74,8 +77,18 @@ const VIEW = '0123456789abcdef';
  * connection id is new.
  */
 function admitArgs(sha: string, prefix: string, o: { limit: number; windowMs: number; maxPerPod: number; ttlMs: number }): string[] {
-  return ['EVALSHA', sha, '6', ...admitKeys(prefix),
-    String(o.limit), String(o.windowMs), String(o.maxPerPod), String(o.ttlMs), 'envoy-bench|0|__rand_int__|0', VIEW];
+  return [
+    'EVALSHA',
+    sha,
+    '6',
+    ...admitKeys(prefix),
+    String(o.limit),
+    String(o.windowMs),
+    String(o.maxPerPod),
+    String(o.ttlMs),
+    'envoy-bench|0|__rand_int__|0',
+    VIEW,
+  ];
 }
 // The rate limit is on in the admit scenarios (as in production) but never binds.
 // A 2 ms window at benchmark rates (~20-40k/s) keeps the window set at 40-80
@@ -94,27 +107,32 @@ const SCENARIOS: Scenario[] = [
     args: (sha) => admitArgs(sha, `${TAG}:full`, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
   },
   {
-    name: 'admit', expect: 'ADMITTED',
+    name: 'admit',
+    expect: 'ADMITTED',
     what: 'ADMITTED onto the least-loaded of 3 pods (counts ~0-1 of 1e9), rate limit on; leases of 2 ms, so about one expired lease given back per call',
     args: (sha) => admitArgs(sha, `${TAG}:adm`, { ...RATE, maxPerPod: 1000000000, ttlMs: 2 }),
   },
   {
-    name: 'admitNoRateLimit', expect: 'ADMITTED',
+    name: 'admitNoRateLimit',
+    expect: 'ADMITTED',
     what: 'as admit with the rate limit off (ARGV[1] = 0)',
     args: (sha) => admitArgs(sha, `${TAG}:adm0`, { limit: 0, windowMs: 60000, maxPerPod: 1000000000, ttlMs: 2 }),
   },
   {
-    name: 'refuseFull', expect: 'FULL',
+    name: 'refuseFull',
+    expect: 'FULL',
     what: 'FULL: 3 pods with 2 of 2 live leases each, rate limit on (60 per 60 s, 1 used)',
     args: (sha) => admitArgs(sha, `${TAG}:full`, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
   },
   {
-    name: 'refuseFullNoRateLimit', expect: 'FULL',
+    name: 'refuseFullNoRateLimit',
+    expect: 'FULL',
     what: 'as refuseFull with the rate limit off (ARGV[1] = 0)',
     args: (sha) => admitArgs(sha, `${TAG}:full`, { limit: 0, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
   },
   {
-    name: 'refuseRateLimited', expect: 'RATE_LIMITED',
+    name: 'refuseRateLimited',
+    expect: 'RATE_LIMITED',
     what: 'RATE_LIMITED: window already holds the limit (60 per 60 s)',
     args: (sha) => admitArgs(sha, `${TAG}:rl`, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
   },
@@ -147,7 +165,10 @@ async function prepare(redis: Redis, sha: string): Promise<void> {
 
 async function checkScenario(redis: Redis, s: Scenario, sha: string): Promise<void> {
   if (!s.expect) return;
-  const argv = s.args(sha).slice(1).map((a) => a.replace(/__rand_int__/g, String(Math.floor(Math.random() * 1e12)).padStart(12, '0')));
+  const argv = s
+    .args(sha)
+    .slice(1)
+    .map((a) => a.replace(/__rand_int__/g, String(Math.floor(Math.random() * 1e12)).padStart(12, '0')));
   const reply = (await redis.call('EVALSHA', ...argv)) as unknown[];
   if (reply[0] !== s.expect) throw new Error(`bench scenario ${s.name}: expected ${s.expect}, got ${JSON.stringify(reply)}`);
 }
@@ -183,12 +204,20 @@ async function memoryPerLease(redis: Redis, sha: string, leases: number, perPod:
   const per = (bytes: number) => Math.round((bytes / leases) * 10) / 10;
   const perPodBytes = (bytes: number) => Math.round((bytes / pods) * 10) / 10;
   const result = {
-    leases, pods, perPod, sampleConnectionId: sampleId, connectionIdBytes: sampleId.length,
+    leases,
+    pods,
+    perPod,
+    sampleConnectionId: sampleId,
+    connectionIdBytes: sampleId.length,
     leasesEncoding: String(await redis.object('ENCODING', `${tag}:leases`)),
     memoryUsageBytesPerLease: per(leaseBytes),
     usedMemoryDeltaBytesPerLease: per(after - afterView),
     // Per pod, whatever its leases: its count in `load` and its member of the view in `hosts`.
-    bytesPerPod: { load: perPodBytes(await usage(`${tag}:load`)), hostsPerView: perPodBytes(await usage(`${tag}:hosts`)), usedMemoryDelta: perPodBytes(afterView - before) },
+    bytesPerPod: {
+      load: perPodBytes(await usage(`${tag}:load`)),
+      hostsPerView: perPodBytes(await usage(`${tag}:hosts`)),
+      usedMemoryDelta: perPodBytes(afterView - before),
+    },
   };
   await redis.flushall();
   return result;
@@ -203,14 +232,35 @@ async function memoryPerLease(redis: Redis, sha: string, leases: number, perPod:
 async function instructionCounts(requests = 2000): Promise<Record<string, number>> {
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-callgrind-'));
-  const vg = spawn('valgrind', ['--tool=callgrind', `--callgrind-out-file=${dir}/cg.out`,
-    'redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
-  { stdio: 'ignore' });
+  const vg = spawn(
+    'valgrind',
+    [
+      '--tool=callgrind',
+      `--callgrind-out-file=${dir}/cg.out`,
+      'redis-server',
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+    ],
+    { stdio: 'ignore' },
+  );
   const redis = new Redis({ host: '127.0.0.1', port, lazyConnect: true, retryStrategy: () => 200 });
-  redis.on('error', () => { /* connection refused until valgrind has started redis-server */ });
+  redis.on('error', () => {
+    /* connection refused until valgrind has started redis-server */
+  });
   try {
     for (let i = 0; ; i++) {
-      try { await redis.connect(); break; } catch (e) {
+      try {
+        await redis.connect();
+        break;
+      } catch (e) {
         if (i > 100) throw new Error(`redis-server under valgrind did not start: ${String(e)}`, { cause: e });
         redis.disconnect();
         await new Promise((r) => setTimeout(r, 200));
@@ -224,8 +274,23 @@ async function instructionCounts(requests = 2000): Promise<Record<string, number
     for (const s of SCENARIOS) {
       for (const f of fs.readdirSync(dir)) if (f.startsWith('cg.out.')) fs.rmSync(path.join(dir, f));
       control('-z');
-      const r = spawnSync('redis-benchmark', ['-h', '127.0.0.1', '-p', String(port), '-c', '10', '-n', String(requests),
-        '-r', '100000000', ...s.args(s.name === 'noopScript' ? noopSha : sha)], { encoding: 'utf8' });
+      const r = spawnSync(
+        'redis-benchmark',
+        [
+          '-h',
+          '127.0.0.1',
+          '-p',
+          String(port),
+          '-c',
+          '10',
+          '-n',
+          String(requests),
+          '-r',
+          '100000000',
+          ...s.args(s.name === 'noopScript' ? noopSha : sha),
+        ],
+        { encoding: 'utf8' },
+      );
       if (r.status !== 0) throw new Error(`redis-benchmark failed: ${r.stderr}`);
       control('-d');
       const dump = fs.readdirSync(dir).find((f) => f.startsWith('cg.out.'));
@@ -270,7 +335,7 @@ export async function run(): Promise<Record<string, unknown>> {
       await redis.config('RESETSTAT');
       const cpu0 = await serverCpu(redis);
       const t = benchmark(server.port, requests, args);
-      (cpu[name] ??= []).push(((await serverCpu(redis)) - cpu0) * 1e6 / requests);
+      (cpu[name] ??= []).push((((await serverCpu(redis)) - cpu0) * 1e6) / requests);
       (usec[name] ??= []).push(await usecPerCall(redis, command));
       (samples[name] ??= []).push(t);
       return t.rps;
@@ -291,7 +356,8 @@ export async function run(): Promise<Record<string, unknown>> {
     const incrCpu = median(cpu.incr);
     for (const s of scenarios) {
       throughput[s.name] = {
-        what: s.what, rps: Math.round(median(samples[s.name].map((t) => t.rps))),
+        what: s.what,
+        rps: Math.round(median(samples[s.name].map((t) => t.rps))),
         ratioToIncr: s.name === 'incr' ? 1 : round3(median(ratios[s.name])),
         roundRatios: (ratios[s.name] ?? []).map(round3),
         cpuRatioToIncr: round3(incrCpu / median(cpu[s.name])),
@@ -299,7 +365,8 @@ export async function run(): Promise<Record<string, unknown>> {
         // CPU the server spent per request, network I/O included: what bounds
         // throughput once Redis is the bottleneck, and not skewed by other load.
         serverCpuUsPerRequest: Math.round(median(cpu[s.name]) * 100) / 100,
-        p50Ms: median(samples[s.name].map((t) => t.p50Ms)), p99Ms: median(samples[s.name].map((t) => t.p99Ms)),
+        p50Ms: median(samples[s.name].map((t) => t.p50Ms)),
+        p99Ms: median(samples[s.name].map((t) => t.p99Ms)),
       };
     }
     // Correctness under load: the refusal scenarios stayed refusals.
@@ -309,7 +376,9 @@ export async function run(): Promise<Record<string, unknown>> {
     let instructions: Record<string, unknown> | undefined;
     if (process.env.BENCH_REDIS_CALLGRIND === '1') {
       const counts = await instructionCounts();
-      instructions = Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, { perRequest: v, xIncr: Math.round((v / counts.incr) * 10) / 10 }]));
+      instructions = Object.fromEntries(
+        Object.entries(counts).map(([k, v]) => [k, { perRequest: v, xIncr: Math.round((v / counts.incr) * 10) / 10 }]),
+      );
     }
     return {
       redisVersion: info,
@@ -334,28 +403,59 @@ export async function run(): Promise<Record<string, unknown>> {
 
 function report(r: Record<string, unknown>): string {
   const lines = [`Redis ${String(r.redisVersion)}: ${String(r.method)}`];
-  for (const [name, t] of Object.entries(r.throughput as Record<string, { what: string; rps: number; ratioToIncr: number; cpuRatioToIncr: number; serverUsecPerCall: number; serverCpuUsPerRequest: number; p50Ms: number; p99Ms: number; roundRatios: number[] }>)) {
-    lines.push(`  ${name.padEnd(18)} ${String(t.rps).padStart(7)} ops/s  ${t.ratioToIncr.toFixed(3)}x INCR  (server CPU ${t.serverCpuUsPerRequest} us/req, ${t.cpuRatioToIncr.toFixed(3)}x; command ${t.serverUsecPerCall} us)  p50 ${t.p50Ms} ms p99 ${t.p99Ms} ms`
-      + (t.roundRatios.length ? `  rounds ${t.roundRatios.join(' ')}` : ''));
+  for (const [name, t] of Object.entries(
+    r.throughput as Record<
+      string,
+      {
+        what: string;
+        rps: number;
+        ratioToIncr: number;
+        cpuRatioToIncr: number;
+        serverUsecPerCall: number;
+        serverCpuUsPerRequest: number;
+        p50Ms: number;
+        p99Ms: number;
+        roundRatios: number[];
+      }
+    >,
+  )) {
+    lines.push(
+      `  ${name.padEnd(18)} ${String(t.rps).padStart(7)} ops/s  ${t.ratioToIncr.toFixed(3)}x INCR  (server CPU ${t.serverCpuUsPerRequest} us/req, ${t.cpuRatioToIncr.toFixed(3)}x; command ${t.serverUsecPerCall} us)  p50 ${t.p50Ms} ms p99 ${t.p99Ms} ms` +
+        (t.roundRatios.length ? `  rounds ${t.roundRatios.join(' ')}` : ''),
+    );
     lines.push(`  ${''.padEnd(18)} ${t.what}`);
   }
   for (const key of ['memoryPerLease', 'memoryPerLease100PerPod']) {
     const m = r[key] as Record<string, string | number>;
-    lines.push(`  memory: ${m.leases} leases on ${m.pods} pods (${m.perPod} per pod, leases ${m.leasesEncoding}), id ${m.connectionIdBytes} B ('${m.sampleConnectionId}'):`
-      + ` MEMORY USAGE ${m.memoryUsageBytesPerLease} B/lease, used_memory delta ${m.usedMemoryDeltaBytesPerLease} B/lease;`
-      + ` per pod ${Object.entries(m.bytesPerPod as unknown as Record<string, number>).map(([k, v]) => `${k} ${v}`).join(', ')} B`);
+    lines.push(
+      `  memory: ${m.leases} leases on ${m.pods} pods (${m.perPod} per pod, leases ${m.leasesEncoding}), id ${m.connectionIdBytes} B ('${m.sampleConnectionId}'):` +
+        ` MEMORY USAGE ${m.memoryUsageBytesPerLease} B/lease, used_memory delta ${m.usedMemoryDeltaBytesPerLease} B/lease;` +
+        ` per pod ${Object.entries(m.bytesPerPod as unknown as Record<string, number>)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ')} B`,
+    );
   }
   if (r.userInstructionsPerRequest) {
-    lines.push('  user-space instructions per request (callgrind): ' + Object.entries(r.userInstructionsPerRequest as Record<string, { perRequest: number; xIncr: number }>)
-      .map(([k, v]) => `${k} ${v.perRequest} (${v.xIncr}x)`).join(', '));
+    lines.push(
+      '  user-space instructions per request (callgrind): ' +
+        Object.entries(r.userInstructionsPerRequest as Record<string, { perRequest: number; xIncr: number }>)
+          .map(([k, v]) => `${k} ${v.perRequest} (${v.xIncr}x)`)
+          .join(', '),
+    );
   }
   lines.push(`  targets: admit >= 0.45x (${String(r.admitRatio)}), refuse >= 0.8x (${String(r.refuseRatio)}), < 150 B/lease`);
   return lines.join('\n');
 }
 
 if (require.main === module) {
-  run().then((r) => {
-    console.log(report(r));
-    if (process.argv.includes('--json')) console.log(JSON.stringify(r, null, 2));
-  }, (e) => { console.error(e); process.exit(1); });
+  run().then(
+    (r) => {
+      console.log(report(r));
+      if (process.argv.includes('--json')) console.log(JSON.stringify(r, null, 2));
+    },
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
 }

@@ -45,7 +45,13 @@ async function main(): Promise<void> {
     results[part] = await runPart(part);
     process.stdout.write(JSON.stringify(results[part], null, 2) + '\n');
   }
-  const synth = results.synth as { app?: { medianMs: number }; floor?: { medianMs: number }; ratio?: number; targetRatio?: number; cli?: { medianMs: number } | string };
+  const synth = results.synth as {
+    app?: { medianMs: number };
+    floor?: { medianMs: number };
+    ratio?: number;
+    targetRatio?: number;
+    cli?: { medianMs: number } | string;
+  };
   if (synth && synth.app && synth.floor) {
     const cli = typeof synth.cli === 'object' ? `${synth.cli.medianMs} ms` : String(synth.cli);
     process.stdout.write(

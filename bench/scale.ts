@@ -64,8 +64,24 @@ const after: Contract = {
     }
     await redis.zadd(`${T}:views`, Date.now(), VIEW);
   },
-  call: (sha, _pods, id) => ['EVALSHA', sha, '6', `${T}:rate`, `${T}:stats`, `${T}:leases`, `${T}:load`, `${T}:views`, `${T}:hosts`,
-    '60', '60000', '2', String(HOUR), id, VIEW, 'e1'],
+  call: (sha, _pods, id) => [
+    'EVALSHA',
+    sha,
+    '6',
+    `${T}:rate`,
+    `${T}:stats`,
+    `${T}:leases`,
+    `${T}:load`,
+    `${T}:views`,
+    `${T}:hosts`,
+    '60',
+    '60000',
+    '2',
+    String(HOUR),
+    id,
+    VIEW,
+    'e1',
+  ],
   async undo(redis, id, pod) {
     await redis.multi().zrem(`${T}:leases`, `${id} ${pod}`).zincrby(`${T}:load`, -1, pod).zrem(`${T}:rate`, id).exec();
   },
@@ -84,14 +100,33 @@ const before: Contract = {
       await p.exec();
     }
   },
-  call: (sha, pods, id) => ['EVALSHA', sha, String(3 + pods.length), `${T}:rate`, `${T}:stats`, `${T}:pods`,
-    ...pods.map((p) => `${T}:pod:${p}`), '60', '60000', '2', String(HOUR), id, ...pods, 'e1'],
+  call: (sha, pods, id) => [
+    'EVALSHA',
+    sha,
+    String(3 + pods.length),
+    `${T}:rate`,
+    `${T}:stats`,
+    `${T}:pods`,
+    ...pods.map((p) => `${T}:pod:${p}`),
+    '60',
+    '60000',
+    '2',
+    String(HOUR),
+    id,
+    ...pods,
+    'e1',
+  ],
   async undo(redis, id, pod) {
     await redis.multi().zrem(`${T}:pod:${pod}`, id).zrem(`${T}:rate`, id).exec();
   },
 };
 
-interface Figures { admitUs: number; refuseUs: number; bytesPerCall: number; refuseExactUs?: number }
+interface Figures {
+  admitUs: number;
+  refuseUs: number;
+  bytesPerCall: number;
+  refuseExactUs?: number;
+}
 
 async function measure(redis: Redis, c: Contract, sha: string, n: number, calls: number, isBefore: boolean): Promise<Figures> {
   await redis.flushall();
@@ -99,7 +134,7 @@ async function measure(redis: Redis, c: Contract, sha: string, n: number, calls:
   const pods = Array.from({ length: n }, (_, i) => podId(i));
   await c.fill(redis, pods, 1, 'a');
   // The contract before costs ~1.5 ms per call per 100 pods: fewer calls at large sizes.
-  const k = isBefore ? Math.max(20, Math.min(calls, Math.round(calls * 1000 / n))) : calls;
+  const k = isBefore ? Math.max(20, Math.min(calls, Math.round((calls * 1000) / n))) : calls;
   await redis.config('RESETSTAT');
   for (let i = 0; i < k; i++) {
     const id = `p|w|${i}|a`;
@@ -123,7 +158,12 @@ async function measure(redis: Redis, c: Contract, sha: string, n: number, calls:
   const refuseUs = await refuse();
   const refuseExactUs = isBefore ? await refuse(() => redis.hdel(`${T}:stats`, 'hint:full')) : undefined;
   const r2 = (x: number) => Math.round(x * 100) / 100;
-  return { admitUs: r2(admitUs), refuseUs: r2(refuseUs), bytesPerCall: wireBytes(c.call(sha, pods, ID)), ...(refuseExactUs !== undefined ? { refuseExactUs: r2(refuseExactUs) } : {}) };
+  return {
+    admitUs: r2(admitUs),
+    refuseUs: r2(refuseUs),
+    bytesPerCall: wireBytes(c.call(sha, pods, ID)),
+    ...(refuseExactUs !== undefined ? { refuseExactUs: r2(refuseExactUs) } : {}),
+  };
 }
 
 function beforeScript(): string | undefined {
@@ -149,18 +189,27 @@ export async function run(): Promise<Record<string, unknown>> {
       const now = await measure(redis, after, sha, n, calls, false);
       base ??= now;
       const row: Record<string, unknown> = {
-        pods: n, ...now,
-        admitX10: ratio(now.admitUs, base.admitUs), refuseX10: ratio(now.refuseUs, base.refuseUs), bytesX10: ratio(now.bytesPerCall, base.bytesPerCall),
+        pods: n,
+        ...now,
+        admitX10: ratio(now.admitUs, base.admitUs),
+        refuseX10: ratio(now.refuseUs, base.refuseUs),
+        bytesX10: ratio(now.bytesPerCall, base.bytesPerCall),
       };
       if (oldSha) {
         const b = await measure(redis, before, oldSha, n, calls, true);
         baseBefore ??= b;
-        row.before = { ...b, admitX10: ratio(b.admitUs, baseBefore.admitUs), refuseExactX10: ratio(b.refuseExactUs!, baseBefore.refuseExactUs!), bytesX10: ratio(b.bytesPerCall, baseBefore.bytesPerCall) };
+        row.before = {
+          ...b,
+          admitX10: ratio(b.admitUs, baseBefore.admitUs),
+          refuseExactX10: ratio(b.refuseExactUs!, baseBefore.refuseExactUs!),
+          bytesX10: ratio(b.bytesPerCall, baseBefore.bytesPerCall),
+        };
       }
       rows.push(row);
     }
     return {
-      method: 'Redis usec per admit.lua call (INFO commandstats, the mean over the calls), one client; every pod 1 of 2 leases for the admission, 2 of 2 for the refusal; xX10 = ratio to the same path at the first size',
+      method:
+        'Redis usec per admit.lua call (INFO commandstats, the mean over the calls), one client; every pod 1 of 2 leases for the admission, 2 of 2 for the refusal; xX10 = ratio to the same path at the first size',
       before: oldSha ? `admit.lua of commit ${BEFORE_COMMIT} (git show)` : 'not measured (no git history here)',
       rows,
       target: 'admitX10 and refuseX10 <= 2 at 1,000 and 10,000 pods',
@@ -172,5 +221,11 @@ export async function run(): Promise<Record<string, unknown>> {
 }
 
 if (require.main === module) {
-  run().then((r) => console.log(JSON.stringify(r, null, 2)), (e) => { console.error(e); process.exit(1); });
+  run().then(
+    (r) => console.log(JSON.stringify(r, null, 2)),
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
 }

@@ -14,7 +14,6 @@ import { openWebSocket } from './ws';
 const TRIALS = 5;
 const LEASE_TTL_S = 360; // the default: what every one of these ends waited before
 
-
 const closed = (ws: WebSocket) => new Promise<void>((r) => (ws.readyState === ws.CLOSED ? r() : ws.once('close', () => r())));
 
 async function admittedAfter(url: string, limitMs: number): Promise<{ ms: number; ws: WebSocket }> {
@@ -29,16 +28,47 @@ async function admittedAfter(url: string, limitMs: number): Promise<{ ms: number
 
 export async function run(): Promise<Record<string, unknown>> {
   const rig = await LocalRig.start({
-    config: loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, capacityCacheMs: 0, idleTimeoutSeconds: 2, renewIntervalSeconds: 1, leaseTtlSeconds: 8 } }),
-    basePort: 24000, backends: 1, backendsIn: 'inline', probeIntervalMs: 1000,
+    config: loadConfig({
+      env: {},
+      overrides: {
+        maxConnectionsPerPod: 1,
+        rateLimitPerMinute: 0,
+        capacityCacheMs: 0,
+        idleTimeoutSeconds: 2,
+        renewIntervalSeconds: 1,
+        leaseTtlSeconds: 8,
+      },
+    }),
+    basePort: 24000,
+    backends: 1,
+    backendsIn: 'inline',
+    probeIntervalMs: 1000,
   });
   const id = rig.backendIds[0];
   const ends: Record<string, (ws: WebSocket) => Promise<void>> = {
-    client_close_handshake: async (ws) => { const c = closed(ws); ws.close(1000); await c; },
-    backend_close_handshake: async (ws) => { const c = closed(ws); await rig.backendAction('close', id); await c; },
-    client_drop: async (ws) => { const c = closed(ws); ws.terminate(); await c; },
-    backend_drop: async (ws) => { const c = closed(ws); await rig.backendAction('drop', id); await c; },
-    idle_timeout_2s: async (ws) => { await closed(ws); },
+    client_close_handshake: async (ws) => {
+      const c = closed(ws);
+      ws.close(1000);
+      await c;
+    },
+    backend_close_handshake: async (ws) => {
+      const c = closed(ws);
+      await rig.backendAction('close', id);
+      await c;
+    },
+    client_drop: async (ws) => {
+      const c = closed(ws);
+      ws.terminate();
+      await c;
+    },
+    backend_drop: async (ws) => {
+      const c = closed(ws);
+      await rig.backendAction('drop', id);
+      await c;
+    },
+    idle_timeout_2s: async (ws) => {
+      await closed(ws);
+    },
   };
   const out: Record<string, unknown> = { trials: TRIALS, leaseTtlSeconds: LEASE_TTL_S };
   try {
@@ -57,7 +87,11 @@ export async function run(): Promise<Record<string, unknown>> {
         await new Promise((r) => setTimeout(r, 100));
       }
       ms.sort((a, b) => a - b);
-      out[name] = { medianMs: ms[Math.floor(ms.length / 2)], maxMs: ms[ms.length - 1], ratioToLeaseTtl: +(ms[Math.floor(ms.length / 2)] / (LEASE_TTL_S * 1000)).toExponential(2) };
+      out[name] = {
+        medianMs: ms[Math.floor(ms.length / 2)],
+        maxMs: ms[ms.length - 1],
+        ratioToLeaseTtl: +(ms[Math.floor(ms.length / 2)] / (LEASE_TTL_S * 1000)).toExponential(2),
+      };
     }
   } finally {
     await rig.stop();

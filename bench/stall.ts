@@ -22,7 +22,6 @@ const ECHO_EVERY_MS = 20;
 const UPGRADE_EVERY_MS = 20;
 const READ_TIMEOUT_MS = 200;
 
-
 function quantile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
@@ -35,7 +34,10 @@ async function measure(sockets: WebSocket[], ms: number, load: () => Promise<num
   const onMessage = (data: WebSocket.RawData) => {
     const k = wsText(data);
     const at = pending.get(k);
-    if (at !== undefined) { rtts.push(Date.now() - at); pending.delete(k); }
+    if (at !== undefined) {
+      rtts.push(Date.now() - at);
+      pending.delete(k);
+    }
   };
   for (const s of sockets) s.on('message', onMessage);
   let n = 0;
@@ -49,7 +51,9 @@ async function measure(sockets: WebSocket[], ms: number, load: () => Promise<num
   }, ECHO_EVERY_MS);
   const end = Date.now() + ms;
   let upgrades = 0;
-  const loader = (async () => { while (Date.now() < end) upgrades += await load(); })();
+  const loader = (async () => {
+    while (Date.now() < end) upgrades += await load();
+  })();
   await new Promise((r) => setTimeout(r, ms));
   clearInterval(tick);
   await loader;
@@ -62,8 +66,17 @@ async function measure(sockets: WebSocket[], ms: number, load: () => Promise<num
 
 export async function run(): Promise<Record<string, unknown>> {
   const rig = await LocalRig.start({
-    config: loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 100000, rateLimitPerMinute: 0, redisReadTimeoutMs: READ_TIMEOUT_MS } }),
-    basePort: 24100, proxies: 1, backends: 3, backendsIn: 'inline', probeIntervalMs: 1000, concurrency: 1, redisFaults: true,
+    config: loadConfig({
+      env: {},
+      overrides: { maxConnectionsPerPod: 100000, rateLimitPerMinute: 0, redisReadTimeoutMs: READ_TIMEOUT_MS },
+    }),
+    basePort: 24100,
+    proxies: 1,
+    backends: 3,
+    backendsIn: 'inline',
+    probeIntervalMs: 1000,
+    concurrency: 1,
+    redisFaults: true,
   });
   const url = rig.proxies[0].publicUrl;
   try {
@@ -79,7 +92,10 @@ export async function run(): Promise<Record<string, unknown>> {
       await new Promise((res) => setTimeout(res, UPGRADE_EVERY_MS));
       return 1;
     };
-    const idle = async (): Promise<number> => { await new Promise((res) => setTimeout(res, 50)); return 0; };
+    const idle = async (): Promise<number> => {
+      await new Promise((res) => setTimeout(res, 50));
+      return 0;
+    };
 
     const phases: Array<[string, Partial<{ delayMs: number; silent: boolean }>, () => Promise<number>]> = [
       ['quiet', { delayMs: 0, silent: false }, idle],
@@ -98,8 +114,11 @@ export async function run(): Promise<Record<string, unknown>> {
       const p99 = quantile(rtts, 0.99);
       if (name === 'quiet') quietP99 = p99;
       out[name] = {
-        echoes: rtts.length, upgrades,
-        p50Ms: quantile(rtts, 0.5), p99Ms: p99, maxMs: rtts[rtts.length - 1],
+        echoes: rtts.length,
+        upgrades,
+        p50Ms: quantile(rtts, 0.5),
+        p99Ms: p99,
+        maxMs: rtts[rtts.length - 1],
         p99VsQuiet: Math.round((p99 / Math.max(1, quietP99)) * 10) / 10,
       };
     }

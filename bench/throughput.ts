@@ -35,8 +35,9 @@ const LARGE_FLEET = 1000;
 /** envoyproxy/ratelimit by commit (the Go module proxy serves no tagged version). */
 export const RATELIMIT = { module: 'github.com/envoyproxy/ratelimit/src/service_cmd', version: 'v1.4.1-0.20260122083618-3fb702589d36' };
 const TOOLS = process.env.WS_BENCH_TOOLS || '/var/cache/ws-bench-tools';
-const UPGRADE = 'GET / HTTP/1.1\r\nHost: bench\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n'
-  + 'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+const UPGRADE =
+  'GET / HTTP/1.1\r\nHost: bench\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+  'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
 
 function ratelimitBinary(): string {
   const bin = path.join(TOOLS, `ratelimit-${RATELIMIT.version}`);
@@ -44,7 +45,9 @@ function ratelimitBinary(): string {
   fs.mkdirSync(TOOLS, { recursive: true });
   const gobin = fs.mkdtempSync(path.join(os.tmpdir(), 'rl-'));
   const r = spawnSync('nice', ['-n', '10', 'go', 'install', `${RATELIMIT.module}@${RATELIMIT.version}`], {
-    env: { ...process.env, GOBIN: gobin, GOFLAGS: '-mod=mod' }, encoding: 'utf8', timeout: 20 * 60_000,
+    env: { ...process.env, GOBIN: gobin, GOFLAGS: '-mod=mod' },
+    encoding: 'utf8',
+    timeout: 20 * 60_000,
   });
   if (r.status !== 0) throw new Error(`building envoyproxy/ratelimit failed: ${r.stderr.slice(-2000)}`);
   fs.renameSync(path.join(gobin, 'service_cmd'), bin);
@@ -63,7 +66,10 @@ function upgradeOnce(port: number): Promise<{ status: number; ms: number }> {
     const start = process.hrtime.bigint();
     const s = net.connect(port, '127.0.0.1', () => s.write(UPGRADE));
     let got = '';
-    const done = (status: number) => { s.destroy(); resolve({ status, ms: Number(process.hrtime.bigint() - start) / 1e6 }); };
+    const done = (status: number) => {
+      s.destroy();
+      resolve({ status, ms: Number(process.hrtime.bigint() - start) / 1e6 });
+    };
     s.on('data', (d) => {
       got += d.toString('latin1');
       if (got.includes('\r\n\r\n')) done(Number(/^HTTP\/1\.1 (\d{3})/.exec(got)?.[1] ?? 0));
@@ -79,18 +85,26 @@ async function load(port: number, pids: Array<number | undefined>, want = 101): 
   const lat: number[] = [];
   let ok = 0;
   let other = 0;
-  await Promise.all(Array.from({ length: CLIENTS }, async () => {
-    while (Date.now() < end) {
-      const r = await upgradeOnce(port);
-      if (r.status === want) { ok++; lat.push(r.ms); } else other++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async () => {
+      while (Date.now() < end) {
+        const r = await upgradeOnce(port);
+        if (r.status === want) {
+          ok++;
+          lat.push(r.ms);
+        } else other++;
+      }
+    }),
+  );
   lat.sort((a, b) => a - b);
   const cpu = pids.map((p, i) => Math.round((cpuSeconds(p) - cpu0[i]) * 100) / 100);
   return {
-    upgradesPerSecond: Math.round(ok / SECONDS), notUpgraded: other,
-    p50Ms: Math.round(lat[Math.floor(lat.length / 2)] * 100) / 100, p99Ms: Math.round(lat[Math.floor(lat.length * 0.99)] * 100) / 100,
-    envoyCpuSeconds: cpu[0], sideCpuSeconds: cpu[1] ?? NaN,
+    upgradesPerSecond: Math.round(ok / SECONDS),
+    notUpgraded: other,
+    p50Ms: Math.round(lat[Math.floor(lat.length / 2)] * 100) / 100,
+    p99Ms: Math.round(lat[Math.floor(lat.length * 0.99)] * 100) / 100,
+    envoyCpuSeconds: cpu[0],
+    sideCpuSeconds: cpu[1] ?? NaN,
   };
 }
 
@@ -108,15 +122,32 @@ function publicHcm(bootstrap: Json): Json {
  * What the cache buys is the ratio of the two runs.
  */
 async function refusalFlood(cacheMs: number, basePort: number): Promise<Record<string, number>> {
-  const config = loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 1, rateLimitPerMinute: 100_000_000, envoyMaxConnections: 50_000, capacityCacheMs: cacheMs } });
-  const rig = await LocalRig.start({ config, basePort, proxies: 1, backends: 3, backendsIn: 'inline', probeIntervalMs: 1000, concurrency: 1 });
+  const config = loadConfig({
+    env: {},
+    overrides: { maxConnectionsPerPod: 1, rateLimitPerMinute: 100_000_000, envoyMaxConnections: 50_000, capacityCacheMs: cacheMs },
+  });
+  const rig = await LocalRig.start({
+    config,
+    basePort,
+    proxies: 1,
+    backends: 3,
+    backendsIn: 'inline',
+    probeIntervalMs: 1000,
+    concurrency: 1,
+  });
   const held: net.Socket[] = [];
   try {
     const port = rig.proxies[0].publicPort;
     for (let i = 0; i < 3; i++) {
       const s = net.connect(port, '127.0.0.1', () => s.write(UPGRADE));
       held.push(s);
-      const got = await new Promise<string>((resolve) => { let g = ''; s.on('data', (d) => { g += d.toString('latin1'); if (g.includes('\r\n\r\n')) resolve(g); }); });
+      const got = await new Promise<string>((resolve) => {
+        let g = '';
+        s.on('data', (d) => {
+          g += d.toString('latin1');
+          if (g.includes('\r\n\r\n')) resolve(g);
+        });
+      });
       if (!got.startsWith('HTTP/1.1 101')) throw new Error(`refusal flood: connection ${i} not upgraded: ${got.slice(0, 60)}`);
     }
     if ((await upgradeOnce(port)).status !== 503) throw new Error('refusal flood: the 4th upgrade was not refused');
@@ -132,7 +163,15 @@ async function refusalFlood(cacheMs: number, basePort: number): Promise<Record<s
 
 /** (b) with LARGE_FLEET healthy backends: its own rig, checked to hold every pod in one view. */
 async function largeFleet(config: ReturnType<typeof loadConfig>): Promise<Record<string, number>> {
-  const rig = await LocalRig.start({ config, basePort: BASE + 50, proxies: 1, backends: LARGE_FLEET, backendsIn: 'inline', probeIntervalMs: 1000, concurrency: 1 });
+  const rig = await LocalRig.start({
+    config,
+    basePort: BASE + 50,
+    proxies: 1,
+    backends: LARGE_FLEET,
+    backendsIn: 'inline',
+    probeIntervalMs: 1000,
+    concurrency: 1,
+  });
   try {
     const port = rig.proxies[0].publicPort;
     const deadline = Date.now() + 30_000;
@@ -152,8 +191,19 @@ async function largeFleet(config: ReturnType<typeof loadConfig>): Promise<Record
 
 export async function run(): Promise<Record<string, unknown>> {
   const rl = ratelimitBinary();
-  const config = loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 1_000_000, rateLimitPerMinute: 100_000_000, envoyMaxConnections: 50_000 } });
-  const rig = await LocalRig.start({ config, basePort: BASE, proxies: 1, backends: 3, backendsIn: 'inline', probeIntervalMs: 1000, concurrency: 1 });
+  const config = loadConfig({
+    env: {},
+    overrides: { maxConnectionsPerPod: 1_000_000, rateLimitPerMinute: 100_000_000, envoyMaxConnections: 50_000 },
+  });
+  const rig = await LocalRig.start({
+    config,
+    basePort: BASE,
+    proxies: 1,
+    backends: 3,
+    backendsIn: 'inline',
+    probeIntervalMs: 1000,
+    concurrency: 1,
+  });
   const children: ChildProcess[] = [];
   let stopped = false;
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-throughput-'));
@@ -170,8 +220,11 @@ export async function run(): Promise<Record<string, unknown>> {
       fs.writeFileSync(file, stringify(b));
       const log = fs.openSync(path.join(work, `envoy-${i}.log`), 'a');
       const env = {
-        PATH: process.env.PATH, ...DEBIAN_LUA_ENV, POD_NAME: `envoy-${i}`,
-        WS_LUA_DIR: path.join(rig.workDir, 'lua'), WS_STATE_DIR: localLayout(BASE, i, rig.workDir).stateDir, // the metrics listener's filter
+        PATH: process.env.PATH,
+        ...DEBIAN_LUA_ENV,
+        POD_NAME: `envoy-${i}`,
+        WS_LUA_DIR: path.join(rig.workDir, 'lua'),
+        WS_STATE_DIR: localLayout(BASE, i, rig.workDir).stateDir, // the metrics listener's filter
       };
       children.push(spawn(envoyBinary(), envoyArgs(file, 1), { env, stdio: ['ignore', log, log] }));
       return localLayout(BASE, i, rig.workDir).publicPort;
@@ -183,19 +236,36 @@ export async function run(): Promise<Record<string, unknown>> {
     // (c): its own redis-server and the ratelimit service.
     const rlRedisPort = BASE + 80;
     const rlGrpc = BASE + 81;
-    const rlRedis = spawn('redis-server', ['--port', String(rlRedisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const rlRedis = spawn('redis-server', ['--port', String(rlRedisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      stdio: 'ignore',
+    });
     children.push(rlRedis);
     const runtime = path.join(work, 'runtime', 'ratelimit', 'config');
     fs.mkdirSync(runtime, { recursive: true });
-    fs.writeFileSync(path.join(runtime, 'ws.yaml'), stringify({
-      domain: 'ws', descriptors: [{ key: 'generic_key', value: 'upgrade', rate_limit: { unit: 'minute', requests_per_unit: 100_000_000 } }],
-    }));
+    fs.writeFileSync(
+      path.join(runtime, 'ws.yaml'),
+      stringify({
+        domain: 'ws',
+        descriptors: [{ key: 'generic_key', value: 'upgrade', rate_limit: { unit: 'minute', requests_per_unit: 100_000_000 } }],
+      }),
+    );
     const rlLog = fs.openSync(path.join(work, 'ratelimit.log'), 'a');
     const rlProc = spawn(rl, [], {
       env: {
-        PATH: process.env.PATH, USE_STATSD: 'false', LOG_LEVEL: 'error', REDIS_SOCKET_TYPE: 'tcp', REDIS_URL: `127.0.0.1:${rlRedisPort}`,
-        RUNTIME_ROOT: path.join(work, 'runtime'), RUNTIME_SUBDIRECTORY: 'ratelimit', RUNTIME_WATCH_ROOT: 'false',
-        GRPC_HOST: '127.0.0.1', GRPC_PORT: String(rlGrpc), HOST: '127.0.0.1', PORT: String(BASE + 82), DEBUG_HOST: '127.0.0.1', DEBUG_PORT: String(BASE + 83),
+        PATH: process.env.PATH,
+        USE_STATSD: 'false',
+        LOG_LEVEL: 'error',
+        REDIS_SOCKET_TYPE: 'tcp',
+        REDIS_URL: `127.0.0.1:${rlRedisPort}`,
+        RUNTIME_ROOT: path.join(work, 'runtime'),
+        RUNTIME_SUBDIRECTORY: 'ratelimit',
+        RUNTIME_WATCH_ROOT: 'false',
+        GRPC_HOST: '127.0.0.1',
+        GRPC_PORT: String(rlGrpc),
+        HOST: '127.0.0.1',
+        PORT: String(BASE + 82),
+        DEBUG_HOST: '127.0.0.1',
+        DEBUG_PORT: String(BASE + 83),
       },
       stdio: ['ignore', rlLog, rlLog],
     });
@@ -207,7 +277,9 @@ export async function run(): Promise<Record<string, unknown>> {
           name: 'envoy.filters.http.ratelimit',
           typed_config: {
             '@type': 'type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit',
-            domain: 'ws', failure_mode_deny: false, timeout: '0.2s',
+            domain: 'ws',
+            failure_mode_deny: false,
+            timeout: '0.2s',
             rate_limit_service: { grpc_service: { envoy_grpc: { cluster_name: 'ratelimit' } }, transport_api_version: 'V3' },
           },
         },
@@ -215,14 +287,19 @@ export async function run(): Promise<Record<string, unknown>> {
       ];
       hcm.route_config.virtual_hosts[0].routes[0].route.rate_limits = [{ actions: [{ generic_key: { descriptor_value: 'upgrade' } }] }];
       b.static_resources.clusters.push({
-        name: 'ratelimit', type: 'STATIC', connect_timeout: '1s',
+        name: 'ratelimit',
+        type: 'STATIC',
+        connect_timeout: '1s',
         typed_extension_protocol_options: {
           'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
             '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
             explicit_http_config: { http2_protocol_options: {} },
           },
         },
-        load_assignment: { cluster_name: 'ratelimit', endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: rlGrpc } } } }] }] },
+        load_assignment: {
+          cluster_name: 'ratelimit',
+          endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: rlGrpc } } } }] }],
+        },
       });
     });
     // Ready when each answers an upgrade with 101.
@@ -230,7 +307,10 @@ export async function run(): Promise<Record<string, unknown>> {
       const deadline = Date.now() + 30_000;
       while ((await upgradeOnce(port)).status !== 101) {
         if (Date.now() > deadline) {
-          const logs = fs.readdirSync(work).filter((f) => f.endsWith('.log')).map((f) => `${f}: ${fs.readFileSync(path.join(work, f), 'utf8').slice(-1500)}`);
+          const logs = fs
+            .readdirSync(work)
+            .filter((f) => f.endsWith('.log'))
+            .map((f) => `${f}: ${fs.readFileSync(path.join(work, f), 'utf8').slice(-1500)}`);
           throw new Error(`the variant on port ${port} never answered 101:\n${logs.join('\n')}`);
         }
         await new Promise((r) => setTimeout(r, 200));
@@ -255,7 +335,8 @@ export async function run(): Promise<Record<string, unknown>> {
       bVsC: Math.round((b.upgradesPerSecond / c.upgradesPerSecond) * 100) / 100,
       [`b_admission_${LARGE_FLEET}Pods`]: { ...large, rateVsB: Math.round((large.upgradesPerSecond / b.upgradesPerSecond) * 100) / 100 },
       refusalFlood: {
-        capacityCache250ms: floodCached, capacityCacheOff: floodUncached,
+        capacityCache250ms: floodCached,
+        capacityCacheOff: floodUncached,
         cacheGain: Math.round((floodCached.refusalsPerSecond / floodUncached.refusalsPerSecond) * 100) / 100,
       },
     };

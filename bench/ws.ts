@@ -8,7 +8,12 @@ export function openWebSocket(url: string): Promise<WebSocket | number> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url);
     ws.once('message', () => resolve(ws));
-    ws.once('unexpected-response', (_q, r) => { r.resume(); resolve(r.statusCode ?? 0); });
-    ws.once('error', (e) => { if (!String(e.message).startsWith('Unexpected server response')) reject(e); });
+    ws.once('unexpected-response', (_q, r) => {
+      r.resume();
+      resolve(r.statusCode ?? 0);
+    });
+    ws.once('error', (e) => {
+      if (!String(e.message).startsWith('Unexpected server response')) reject(e);
+    });
   });
 }

@@ -48,7 +48,9 @@ export function renderConfigTable(): string {
   const rows = [
     '| Setting (JSON key) | Environment variable | Type | Default | Description |',
     '|---|---|---|---|---|',
-    ...FIELDS.map((f) => `| \`${f.key}\` | \`${envName(f.key)}\` | ${cell(typeText(f))} | ${cell(defaultText(f))} | ${cell(f.description)} |`),
+    ...FIELDS.map(
+      (f) => `| \`${f.key}\` | \`${envName(f.key)}\` | ${cell(typeText(f))} | ${cell(defaultText(f))} | ${cell(f.description)} |`,
+    ),
   ];
   return rows.join('\n');
 }

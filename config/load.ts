@@ -109,7 +109,10 @@ export function parseEnvValue(f: FieldSpec, name: string, raw: string, problems:
       return undefined;
     case 'labels': {
       const labels: Record<string, string> = {};
-      for (const part of v.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+      for (const part of v
+        .split(',')
+        .map((p) => p.trim())
+        .filter((p) => p !== '')) {
         const eq = part.indexOf('=');
         if (eq <= 0) {
           problems.push(`${f.key} must be written as key=value[,key=value], got ${show(raw)} (from ${name}).`);
@@ -121,7 +124,10 @@ export function parseEnvValue(f: FieldSpec, name: string, raw: string, problems:
     }
     case 'cidrs':
     case 'list':
-      return v.split(',').map((p) => p.trim()).filter((p) => p !== '');
+      return v
+        .split(',')
+        .map((p) => p.trim())
+        .filter((p) => p !== '');
     default:
       return v;
   }

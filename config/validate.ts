@@ -84,8 +84,7 @@ export function labelsProblem(labels: Record<string, unknown>): string | null {
 function integerProblem(f: FieldSpec, value: number): string | null {
   const min = f.min ?? Number.MIN_SAFE_INTEGER;
   const max = f.max ?? Number.MAX_SAFE_INTEGER;
-  const range =
-    f.max !== undefined ? `between ${min} and ${max}` : min === 1 ? 'a positive integer' : `an integer of at least ${min}`;
+  const range = f.max !== undefined ? `between ${min} and ${max}` : min === 1 ? 'a positive integer' : `an integer of at least ${min}`;
   if (!Number.isSafeInteger(value)) {
     return `${f.key} must be ${f.max !== undefined ? `an integer ${range}` : range}, got ${show(value)}. Fix: use a whole number such as ${show(f.default)}.`;
   }
@@ -110,7 +109,8 @@ export function cidrProblem(v: string): string | null {
 export function fieldProblem(f: FieldSpec, value: unknown): string | null {
   switch (f.kind) {
     case 'integer':
-      if (typeof value !== 'number') return `${f.key} must be a number, got ${show(value)}. Fix: write it without quotes, e.g. ${show(f.default)}.`;
+      if (typeof value !== 'number')
+        return `${f.key} must be a number, got ${show(value)}. Fix: write it without quotes, e.g. ${show(f.default)}.`;
       return integerProblem(f, value);
     case 'boolean':
       if (typeof value !== 'boolean') return `${f.key} must be true or false, got ${show(value)}.`;
@@ -224,9 +224,7 @@ export function crossFieldProblems(c: StackConfig): string[] {
     if (c.exposeMetricsOnNlb) used.push([METRICS_PORT, 'the metrics port (exposeMetricsOnNlb)']);
     const clash = used.find(([p]) => p === c.nlbTlsPort);
     if (clash) {
-      out.push(
-        `nlbTlsPort ${c.nlbTlsPort} is also ${clash[1]} on the NLB. Fix: choose another nlbTlsPort, e.g. 443.`,
-      );
+      out.push(`nlbTlsPort ${c.nlbTlsPort} is also ${clash[1]} on the NLB. Fix: choose another nlbTlsPort, e.g. 443.`);
     }
     // AWS: "The connection idle timeout for TLS listeners is 350 seconds and can't be
     // modified" (Network Load Balancers, "Update the TCP idle timeout").
@@ -244,10 +242,12 @@ export function crossFieldProblems(c: StackConfig): string[] {
     );
   }
   if (c.installLbController !== (c.lbControllerIamPolicyFile !== '')) {
-    out.push(c.installLbController
-      ? 'installLbController is true but lbControllerIamPolicyFile is empty: the controller\'s IAM role needs its policy. ' +
-        'Fix: download docs/install/iam_policy.json of kubernetes-sigs/aws-load-balancer-controller v3.5.0 and set lbControllerIamPolicyFile to its path.'
-      : `lbControllerIamPolicyFile is set (${JSON.stringify(c.lbControllerIamPolicyFile)}) but installLbController is false. Fix: set installLbController true, or clear lbControllerIamPolicyFile.`);
+    out.push(
+      c.installLbController
+        ? "installLbController is true but lbControllerIamPolicyFile is empty: the controller's IAM role needs its policy. " +
+            'Fix: download docs/install/iam_policy.json of kubernetes-sigs/aws-load-balancer-controller v3.5.0 and set lbControllerIamPolicyFile to its path.'
+        : `lbControllerIamPolicyFile is set (${JSON.stringify(c.lbControllerIamPolicyFile)}) but installLbController is false. Fix: set installLbController true, or clear lbControllerIamPolicyFile.`,
+    );
   }
   if (c.envoyAutoscaling && c.envoyMaxReplicas < c.envoyReplicas) {
     out.push(
@@ -282,7 +282,7 @@ export function crossFieldProblems(c: StackConfig): string[] {
   if (c.externalRedisUsername !== '' && c.externalRedisPasswordSecret === '') {
     out.push(
       `externalRedisUsername is set (${JSON.stringify(c.externalRedisUsername)}) but externalRedisPasswordSecret is empty: an ACL user needs its password. ` +
-        'Fix: set externalRedisPasswordSecret to the Secret holding that user\'s password, or clear externalRedisUsername.',
+        "Fix: set externalRedisPasswordSecret to the Secret holding that user's password, or clear externalRedisUsername.",
     );
   }
   // The stack's own Services: a backend Service of the same name would make the apply fail
@@ -295,7 +295,10 @@ export function crossFieldProblems(c: StackConfig): string[] {
     );
   }
   // Envoy would offer its own pods (or Redis) as WebSocket backends.
-  for (const [what, name, component] of [['Envoy', NAMES.envoy, 'proxy'], ['Redis', NAMES.redis, 'state']] as const) {
+  for (const [what, name, component] of [
+    ['Envoy', NAMES.envoy, 'proxy'],
+    ['Redis', NAMES.redis, 'state'],
+  ] as const) {
     const podLabels: { [k: string]: string } = { ...componentLabels(name, component), ...selectorLabels(name) };
     const sel = Object.entries(c.backendSelector);
     if (sel.length > 0 && sel.every(([k, v]) => podLabels[k] === v)) {

@@ -41,7 +41,9 @@ export class EnvoyImageRepository extends Construct {
     this.name = props.name ?? 'ws-envoy-lua';
     const keep = props.keepImages ?? 20;
     if (!/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/.test(this.name) || this.name.length > 256) {
-      throw new Error(`EnvoyImageRepository: name must be an ECR repository name (lower-case letters, digits, ".", "_", "-", "/"), got ${JSON.stringify(this.name)}`);
+      throw new Error(
+        `EnvoyImageRepository: name must be an ECR repository name (lower-case letters, digits, ".", "_", "-", "/"), got ${JSON.stringify(this.name)}`,
+      );
     }
     if (!Number.isInteger(keep) || keep < 1) {
       throw new Error(`EnvoyImageRepository: keepImages must be a positive integer, got ${keep}`);
@@ -56,12 +58,14 @@ export class EnvoyImageRepository extends Construct {
     new EcrLifecyclePolicy(this, 'lifecycle', {
       repository: this.repository.name,
       policy: JSON.stringify({
-        rules: [{
-          rulePriority: 1,
-          description: `keep the ${keep} most recent images`,
-          selection: { tagStatus: 'any', countType: 'imageCountMoreThan', countNumber: keep },
-          action: { type: 'expire' },
-        }],
+        rules: [
+          {
+            rulePriority: 1,
+            description: `keep the ${keep} most recent images`,
+            selection: { tagStatus: 'any', countType: 'imageCountMoreThan', countNumber: keep },
+            action: { type: 'expire' },
+          },
+        ],
       }),
     });
     this.repositoryUrl = this.repository.repositoryUrl;

@@ -50,10 +50,7 @@ export function preStopCommand(sleepSeconds: number): string[] {
   if (!Number.isSafeInteger(sleepSeconds) || sleepSeconds < 0) {
     throw new Error(`EnvoyProxy: preStopSleepSeconds must be an integer >= 0, got ${sleepSeconds}; use e.g. 15`);
   }
-  return [
-    'sh', '-c',
-    `sleep ${sleepSeconds}; exec timeout ${DRAIN_TIMEOUT_SECONDS} luajit ${DRAIN_LUA} --log-file /proc/1/fd/1`,
-  ];
+  return ['sh', '-c', `sleep ${sleepSeconds}; exec timeout ${DRAIN_TIMEOUT_SECONDS} luajit ${DRAIN_LUA} --log-file /proc/1/fd/1`];
 }
 
 /**
@@ -70,9 +67,10 @@ export function leaseLogCommand(): string[] {
 /** Exit 0 when lease_log.lua's heartbeat ($WS_STATE_DIR/lease-log.alive) is under 30 s old. */
 export function leaseLogLivenessCommand(): string[] {
   return [
-    'luajit', '-e',
-    `local f = io.open("${STATE_DIR}/lease-log.alive") local t = f and tonumber(f:read("*l")) `
-      + 'os.exit((t and os.time() - t < 30) and 0 or 1)',
+    'luajit',
+    '-e',
+    `local f = io.open("${STATE_DIR}/lease-log.alive") local t = f and tonumber(f:read("*l")) ` +
+      'os.exit((t and os.time() - t < 30) and 0 or 1)',
   ];
 }
 
@@ -170,7 +168,10 @@ export class EnvoyProxy extends Construct {
     super(scope, id);
     this.replicas = props.replicas ?? 2;
     this.concurrency = props.concurrency ?? 2;
-    for (const [field, value] of [['replicas', this.replicas], ['concurrency', this.concurrency]] as const) {
+    for (const [field, value] of [
+      ['replicas', this.replicas],
+      ['concurrency', this.concurrency],
+    ] as const) {
       if (!Number.isSafeInteger(value) || value < 1) {
         throw new Error(`EnvoyProxy: ${field} must be a positive integer, got ${value}; use 1 or more`);
       }
@@ -272,8 +273,10 @@ export class EnvoyProxy extends Construct {
                 ],
                 resources: resources(
                   props.resources ?? {
-                    cpuRequest: `${250 * this.concurrency}m`, memoryRequest: '128Mi',
-                    cpuLimit: `${1000 * this.concurrency + 500}m`, memoryLimit: `${EDGE.memoryLimitMiB}Mi`,
+                    cpuRequest: `${250 * this.concurrency}m`,
+                    memoryRequest: '128Mi',
+                    cpuLimit: `${1000 * this.concurrency + 500}m`,
+                    memoryLimit: `${EDGE.memoryLimitMiB}Mi`,
                   },
                 ),
                 securityContext: containerSecurityContext(),
@@ -305,7 +308,10 @@ export class EnvoyProxy extends Construct {
                 // Liveness: its loop wrote the heartbeat file within the last 30 s.
                 livenessProbe: {
                   exec: { command: leaseLogLivenessCommand() },
-                  initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3,
+                  initialDelaySeconds: 10,
+                  periodSeconds: 10,
+                  timeoutSeconds: 5,
+                  failureThreshold: 3,
                 },
                 // The kubelet stops every container of the pod at once, but Envoy keeps
                 // serving through its preStop sleep: keep releasing ended streams until

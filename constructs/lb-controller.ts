@@ -47,15 +47,19 @@ export class LbController extends Construct {
     // The policy document data source writes the JSON (condition keys that are
     // references included), not a hand-built string.
     const trust = new DataAwsIamPolicyDocument(this, 'trust', {
-      statement: [{
-        effect: 'Allow',
-        actions: ['sts:AssumeRoleWithWebIdentity'],
-        principals: [{ type: 'Federated', identifiers: [`arn:${partition.partition}:iam::${account.accountId}:oidc-provider/${issuer}`] }],
-        condition: [
-          { test: 'StringEquals', variable: `${issuer}:sub`, values: [`system:serviceaccount:${NAMESPACE}:${SERVICE_ACCOUNT}`] },
-          { test: 'StringEquals', variable: `${issuer}:aud`, values: ['sts.amazonaws.com'] },
-        ],
-      }],
+      statement: [
+        {
+          effect: 'Allow',
+          actions: ['sts:AssumeRoleWithWebIdentity'],
+          principals: [
+            { type: 'Federated', identifiers: [`arn:${partition.partition}:iam::${account.accountId}:oidc-provider/${issuer}`] },
+          ],
+          condition: [
+            { test: 'StringEquals', variable: `${issuer}:sub`, values: [`system:serviceaccount:${NAMESPACE}:${SERVICE_ACCOUNT}`] },
+            { test: 'StringEquals', variable: `${issuer}:aud`, values: ['sts.amazonaws.com'] },
+          ],
+        },
+      ],
     });
     this.role = new IamRole(this, 'role', {
       name: `${props.namePrefix}-lb-controller`,
@@ -70,12 +74,14 @@ export class LbController extends Construct {
       name: 'aws-load-balancer-controller',
       namespace: NAMESPACE,
       ...LB_CONTROLLER_CHART,
-      values: [JSON.stringify({
-        clusterName: props.cluster.name,
-        region: props.region,
-        vpcId: props.cluster.vpcConfig.get(0).vpcId,
-        serviceAccount: { create: true, name: SERVICE_ACCOUNT, annotations: { 'eks.amazonaws.com/role-arn': this.role.arn } },
-      })],
+      values: [
+        JSON.stringify({
+          clusterName: props.cluster.name,
+          region: props.region,
+          vpcId: props.cluster.vpcConfig.get(0).vpcId,
+          serviceAccount: { create: true, name: SERVICE_ACCOUNT, annotations: { 'eks.amazonaws.com/role-arn': this.role.arn } },
+        }),
+      ],
       wait: true,
       dependsOn: [policy],
     });

@@ -89,9 +89,15 @@ export class Monitoring extends Construct {
       throw new Error(`Monitoring: scrapeInterval must be a Prometheus duration such as "15s", got ${JSON.stringify(scrapeInterval)}`);
     }
     if (Object.keys(props.envoyServiceLabels).length === 0 && this.serviceMonitorEnabled) {
-      throw new Error('Monitoring: envoyServiceLabels must not be empty when serviceMonitor is on (an empty selector would scrape every Service in the namespace)');
+      throw new Error(
+        'Monitoring: envoyServiceLabels must not be empty when serviceMonitor is on (an empty selector would scrape every Service in the namespace)',
+      );
     }
-    const labels = { 'app.kubernetes.io/part-of': 'ws-admission', 'app.kubernetes.io/component': 'monitoring', 'app.kubernetes.io/managed-by': 'cdktf' };
+    const labels = {
+      'app.kubernetes.io/part-of': 'ws-admission',
+      'app.kubernetes.io/component': 'monitoring',
+      'app.kubernetes.io/managed-by': 'cdktf',
+    };
 
     if (this.dashboardEnabled) {
       const file = props.dashboardFile ?? DASHBOARD_FILE;

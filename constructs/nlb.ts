@@ -87,7 +87,9 @@ export class Nlb extends Construct {
     }
     const idle = props.tcpIdleTimeoutSeconds;
     if (idle !== undefined && (!Number.isInteger(idle) || idle < NLB_TCP_IDLE_TIMEOUT.min || idle > NLB_TCP_IDLE_TIMEOUT.max)) {
-      throw new Error(`Nlb: tcpIdleTimeoutSeconds must be an integer between ${NLB_TCP_IDLE_TIMEOUT.min} and ${NLB_TCP_IDLE_TIMEOUT.max} (the NLB's range), got ${idle}`);
+      throw new Error(
+        `Nlb: tcpIdleTimeoutSeconds must be an integer between ${NLB_TCP_IDLE_TIMEOUT.min} and ${NLB_TCP_IDLE_TIMEOUT.max} (the NLB's range), got ${idle}`,
+      );
     }
     const tls = props.tls;
     if (tls && tls.certificateArns.length === 0) throw new Error('Nlb: tls.certificateArns must name at least one ACM certificate');
@@ -113,13 +115,18 @@ export class Nlb extends Construct {
       [`${ANNOTATION}-target-group-attributes`]: `deregistration_delay.timeout_seconds=${delay}`,
       // Needs a controller that knows listener attributes (v2.9.0+); an older one ignores
       // the annotation and the NLB keeps 350 s.
-      ...Object.fromEntries(idle === undefined ? [] : tcpListeners.map((p) =>
-        [`${ANNOTATION}-listener-attributes.${p.protocol}-${p.port}`, `tcp.idle_timeout.seconds=${idle}`])),
-      ...(tls ? {
-        [`${ANNOTATION}-ssl-cert`]: tls.certificateArns.join(','),
-        [`${ANNOTATION}-ssl-ports`]: String(tls.port),
-        [`${ANNOTATION}-ssl-negotiation-policy`]: tls.policy,
-      } : {}),
+      ...Object.fromEntries(
+        idle === undefined
+          ? []
+          : tcpListeners.map((p) => [`${ANNOTATION}-listener-attributes.${p.protocol}-${p.port}`, `tcp.idle_timeout.seconds=${idle}`]),
+      ),
+      ...(tls
+        ? {
+            [`${ANNOTATION}-ssl-cert`]: tls.certificateArns.join(','),
+            [`${ANNOTATION}-ssl-ports`]: String(tls.port),
+            [`${ANNOTATION}-ssl-negotiation-policy`]: tls.policy,
+          }
+        : {}),
       [`${ANNOTATION}-healthcheck-protocol`]: 'HTTP',
       [`${ANNOTATION}-healthcheck-port`]: String(METRICS_PORT),
       [`${ANNOTATION}-healthcheck-path`]: '/ready',

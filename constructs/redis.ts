@@ -28,11 +28,29 @@ export const REDIS_ADMIN_USER = 'ws-admin';
  * the real Envoy against a Redis with exactly this ACL.
  */
 export const REDIS_PROXY_COMMANDS = [
-  'ping', 'script|load', 'evalsha', 'time',
-  'del', 'pexpire',
-  'hdel', 'hget', 'hgetall', 'hincrby', 'hset', 'hsetnx',
-  'zadd', 'zcard', 'zcount', 'zincrby', 'zrange', 'zrangebyscore', 'zrem', 'zremrangebylex', 'zremrangebyscore',
-  'zscan', 'zscore',
+  'ping',
+  'script|load',
+  'evalsha',
+  'time',
+  'del',
+  'pexpire',
+  'hdel',
+  'hget',
+  'hgetall',
+  'hincrby',
+  'hset',
+  'hsetnx',
+  'zadd',
+  'zcard',
+  'zcount',
+  'zincrby',
+  'zrange',
+  'zrangebyscore',
+  'zrem',
+  'zremrangebylex',
+  'zremrangebyscore',
+  'zscan',
+  'zscore',
 ] as const;
 
 export interface RedisConfOptions {
@@ -57,7 +75,10 @@ export interface RedisConfOptions {
  * Passwords must be alphanumeric (they stand unquoted in the file).
  */
 export function redisConf(o: RedisConfOptions): string {
-  for (const [name, v] of [['proxyPassword', o.proxyPassword], ['adminPassword', o.adminPassword]] as const) {
+  for (const [name, v] of [
+    ['proxyPassword', o.proxyPassword],
+    ['adminPassword', o.adminPassword],
+  ] as const) {
     // Terraform tokens (`${...}`) pass: the value is generated alphanumeric.
     if (!/^[A-Za-z0-9]+$/.test(v) && !/^\$\{.*\}$/.test(v)) throw new Error(`redisConf: ${name} must be alphanumeric`);
   }
@@ -157,9 +178,7 @@ export class Redis extends Construct {
     super(scope, id);
     this.replicas = props.replicas ?? 1;
     if (this.replicas !== 1) {
-      throw new Error(
-        `Redis: replicas must be 1, got ${this.replicas}; for a replicated Redis use ElastiCache and set externalRedisHost`,
-      );
+      throw new Error(`Redis: replicas must be 1, got ${this.replicas}; for a replicated Redis use ElastiCache and set externalRedisHost`);
     }
     const imageErr = imageProblem(props.image);
     if (imageErr) throw new Error(`Redis: image ${imageErr}, got ${JSON.stringify(props.image)}`);
@@ -171,10 +190,17 @@ export class Redis extends Construct {
     this.host = `${NAMES.redis}.${props.namespace}.svc.cluster.local`;
 
     // Alphanumeric only: the value goes into redis.conf unquoted and into a file read by Lua.
-    const confWith = (proxyPassword: string, adminPass: string) => redisConf({
-      port: REDIS_PORT, bind: '0.0.0.0', maxMemory: props.maxMemory ?? '192mb', dir: '/data', hashTag: props.hashTag ?? 'ws',
-      proxyPassword, adminPassword: adminPass, appendOnly: props.persistence !== undefined,
-    });
+    const confWith = (proxyPassword: string, adminPass: string) =>
+      redisConf({
+        port: REDIS_PORT,
+        bind: '0.0.0.0',
+        maxMemory: props.maxMemory ?? '192mb',
+        dir: '/data',
+        hashTag: props.hashTag ?? 'ws',
+        proxyPassword,
+        adminPassword: adminPass,
+        appendOnly: props.persistence !== undefined,
+      });
     const settingsHash = createHash('sha256').update(confWith('PROXYPASSWORD', 'ADMINPASSWORD')).digest('hex');
     const revision = props.passwordRevision ?? 1;
     if (!Number.isSafeInteger(revision) || revision < 1) {
@@ -189,7 +215,11 @@ export class Redis extends Construct {
       this.secret = new SecretV1(this, 'secret', {
         metadata: { name: NAMES.redisSecret, namespace: props.namespace, labels },
         type: 'Opaque',
-        data: { password: password.result, 'admin-password': adminPassword.result, 'redis.conf': confWith(password.result, adminPassword.result) },
+        data: {
+          password: password.result,
+          'admin-password': adminPassword.result,
+          'redis.conf': confWith(password.result, adminPassword.result),
+        },
       });
       // The settings and the passwords (hashed by Terraform): a new password rolls the pod.
       confChecksum = Fn.sha256(`${settingsHash}:${password.result}:${adminPassword.result}`);
@@ -255,9 +285,7 @@ export class Redis extends Construct {
                 args: ['/etc/redis/redis.conf'],
                 port: [{ name: 'redis', containerPort: REDIS_PORT, protocol: 'TCP' }],
                 // For the probe and `kubectl exec ... redis-cli --user ws-admin`.
-                env: [
-                  { name: 'REDISCLI_AUTH', valueFrom: { secretKeyRef: { name: NAMES.redisSecret, key: 'admin-password' } } },
-                ],
+                env: [{ name: 'REDISCLI_AUTH', valueFrom: { secretKeyRef: { name: NAMES.redisSecret, key: 'admin-password' } } }],
                 resources: resources(
                   props.resources ?? { cpuRequest: '100m', memoryRequest: '256Mi', cpuLimit: '1', memoryLimit: '256Mi' },
                 ),

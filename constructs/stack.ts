@@ -27,16 +27,24 @@ function readIamPolicy(file: string): string {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
-    throw new Error(`lbControllerIamPolicyFile ${JSON.stringify(file)} cannot be read (${(e as Error).message}). Fix: set it to the path of the controller's iam_policy.json.`, { cause: e });
+    throw new Error(
+      `lbControllerIamPolicyFile ${JSON.stringify(file)} cannot be read (${(e as Error).message}). Fix: set it to the path of the controller's iam_policy.json.`,
+      { cause: e },
+    );
   }
   let doc: { Version?: unknown; Statement?: unknown };
   try {
     doc = JSON.parse(text) as typeof doc;
   } catch (e) {
-    throw new Error(`lbControllerIamPolicyFile ${JSON.stringify(file)} is not JSON (${(e as Error).message}). Fix: use the controller's iam_policy.json as published.`, { cause: e });
+    throw new Error(
+      `lbControllerIamPolicyFile ${JSON.stringify(file)} is not JSON (${(e as Error).message}). Fix: use the controller's iam_policy.json as published.`,
+      { cause: e },
+    );
   }
   if (doc.Version !== '2012-10-17' || !Array.isArray(doc.Statement) || doc.Statement.length === 0) {
-    throw new Error(`lbControllerIamPolicyFile ${JSON.stringify(file)} is not an IAM policy (Version "2012-10-17" and a list of Statement). Fix: use the controller's iam_policy.json as published.`);
+    throw new Error(
+      `lbControllerIamPolicyFile ${JSON.stringify(file)} is not an IAM policy (Version "2012-10-17" and a list of Statement). Fix: use the controller's iam_policy.json as published.`,
+    );
   }
   return JSON.stringify(doc);
 }
@@ -90,9 +98,10 @@ export class WsAdmissionStack extends TerraformStack {
       lockfile: c.remoteStateLockfile,
     });
     // A kubeconfig connection needs no AWS at all; the EKS lookup needs the aws provider.
-    this.providers = c.kubeconfigPath !== ''
-      ? new KubeconfigProviders(this, 'kubeconfig', { path: c.kubeconfigPath, context: c.kubeContext || undefined })
-      : new EksProviders(this, 'eks', { clusterName: c.clusterName, region: c.region });
+    this.providers =
+      c.kubeconfigPath !== ''
+        ? new KubeconfigProviders(this, 'kubeconfig', { path: c.kubeconfigPath, context: c.kubeContext || undefined })
+        : new EksProviders(this, 'eks', { clusterName: c.clusterName, region: c.region });
 
     // With createNamespace, referencing the resource's name orders everything after it.
     const namespace = c.createNamespace
@@ -126,15 +135,16 @@ export class WsAdmissionStack extends TerraformStack {
         hashTag: c.hashTag,
         passwordInState: c.redisPasswordInState,
         passwordRevision: c.redisPasswordRevision,
-        persistence: c.redisPersistence === 'aof'
-          ? { size: c.redisVolumeSize, storageClass: c.redisStorageClass || undefined }
-          : undefined,
+        persistence: c.redisPersistence === 'aof' ? { size: c.redisVolumeSize, storageClass: c.redisStorageClass || undefined } : undefined,
       });
       // Fully qualified, with the trailing dot: the filter resolves it on an Envoy worker
       // (getaddrinfo has no timeout), and with the pod's `ndots:5` a name of 4 dots is
       // first tried under every search domain, each a DNS round trip that stalls the worker.
       redisEndpoint = {
-        host: `${NAMES.redis}.${c.namespace}.svc.cluster.local.`, port: this.redis.port, tls: false, auth: true,
+        host: `${NAMES.redis}.${c.namespace}.svc.cluster.local.`,
+        port: this.redis.port,
+        tls: false,
+        auth: true,
         username: REDIS_PROXY_USER,
       };
       redisPassword = { secretName: this.redis.secretName, key: 'password' };
@@ -184,14 +194,15 @@ export class WsAdmissionStack extends TerraformStack {
     });
     // The controller's webhooks (pod readiness gates, Services) must answer before the
     // pods and the Service they act on are created.
-    const lbRelease = c.installLbController && this.providers instanceof EksProviders
-      ? new LbController(this, 'lb-controller', {
-          cluster: this.providers.cluster,
-          region: c.region,
-          iamPolicyJson: readIamPolicy(c.lbControllerIamPolicyFile),
-          namePrefix: `${c.clusterName}-${c.namespace}`.slice(0, 40),
-        }).release
-      : undefined;
+    const lbRelease =
+      c.installLbController && this.providers instanceof EksProviders
+        ? new LbController(this, 'lb-controller', {
+            cluster: this.providers.cluster,
+            region: c.region,
+            iamPolicyJson: readIamPolicy(c.lbControllerIamPolicyFile),
+            namePrefix: `${c.clusterName}-${c.namespace}`.slice(0, 40),
+          }).release
+        : undefined;
     this.envoy = new EnvoyProxy(this, 'envoy', {
       namespace,
       image: c.envoyImage,
@@ -279,7 +290,8 @@ export class WsAdmissionStack extends TerraformStack {
       value: `kubectl -n ${c.namespace} port-forward svc/${NAMES.envoyMetrics} ${METRICS_PORT}:${METRICS_PORT}`,
     });
     new TerraformOutput(this, 'state_backend', {
-      description: 'Where the Terraform state lives ("local" or s3://bucket/key); README.md, "Remote state", shows how to bootstrap the bucket.',
+      description:
+        'Where the Terraform state lives ("local" or s3://bucket/key); README.md, "Remote state", shows how to bootstrap the bucket.',
       value: c.remoteStateBucket === '' ? 'local' : `s3://${c.remoteStateBucket}/${c.remoteStateKey}`,
     });
   }

@@ -52,11 +52,16 @@ export function open(url: string, timeoutMs = 5000): Promise<Opened> {
 }
 
 function closeAll(list: Opened[]): Promise<void> {
-  return Promise.all(list.map((o) => new Promise<void>((r) => {
-    if (!o.ws || o.ws.readyState === WebSocket.CLOSED) return r();
-    o.ws.once('close', () => r());
-    o.ws.close(1000, 'e2e');
-  }))).then(() => undefined);
+  return Promise.all(
+    list.map(
+      (o) =>
+        new Promise<void>((r) => {
+          if (!o.ws || o.ws.readyState === WebSocket.CLOSED) return r();
+          o.ws.once('close', () => r());
+          o.ws.close(1000, 'e2e');
+        }),
+    ),
+  ).then(() => undefined);
 }
 
 async function scrape(url: string): Promise<SampleSet> {
@@ -75,7 +80,8 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
     } catch (err) {
       last = err instanceof Error ? err.message : String(err);
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (last error: ${last})` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (last error: ${last})` : ''}`);
     await sleep(500);
   }
 }
@@ -130,27 +136,47 @@ export async function main(): Promise<number> {
     const capacity = x.maxConnectionsPerPod * x.backendReplicas;
     for (let i = 0; i < capacity; i++) held.push(await open(proxyFor(i).ws));
     const admitted = held.filter((o) => o.status === 101).length;
-    report.check('per-pod limit: fill every slot', admitted === capacity, `${admitted}/${capacity} upgrades answered 101 (alternating ${a.name}/${b.name})`);
+    report.check(
+      'per-pod limit: fill every slot',
+      admitted === capacity,
+      `${admitted}/${capacity} upgrades answered 101 (alternating ${a.name}/${b.name})`,
+    );
     const byBackend = new Map<string, number>();
     for (const o of held) if (o.servedBy) byBackend.set(o.servedBy, (byBackend.get(o.servedBy) ?? 0) + 1);
     if (byBackend.size) {
       const spread = [...byBackend.values()];
-      report.check('per-pod limit: spread', byBackend.size === x.backendReplicas && spread.every((n) => n === x.maxConnectionsPerPod),
-        `connections per backend: ${[...byBackend].map(([k, v]) => `${k}=${v}`).join(', ')}`);
+      report.check(
+        'per-pod limit: spread',
+        byBackend.size === x.backendReplicas && spread.every((n) => n === x.maxConnectionsPerPod),
+        `connections per backend: ${[...byBackend].map(([k, v]) => `${k}=${v}`).join(', ')}`,
+      );
     }
     const extra = await open(proxyFor(capacity).ws);
-    report.check('per-pod limit: refuse the next', extra.status === 503, `upgrade ${capacity + 1} answered ${extra.status} (want 503), retry-after ${String(extra.headers['retry-after'] ?? '-')}`);
+    report.check(
+      'per-pod limit: refuse the next',
+      extra.status === 503,
+      `upgrade ${capacity + 1} answered ${extra.status} (want 503), retry-after ${String(extra.headers['retry-after'] ?? '-')}`,
+    );
     await closeAll([extra]);
 
     const m1 = await scrape(a.metrics);
     const perPod = [...m1.byLabel(METRICS.activeConnections, 'pod').values()];
-    report.check('metrics: per-pod gauge', perPod.length === x.backendReplicas && perPod.every((n) => n === x.maxConnectionsPerPod),
-      `${METRICS.activeConnections} = [${perPod.join(', ')}]`);
-    report.check('metrics: admitted and refused', m1.scalar(METRICS.admitted) === capacity && (m1.byLabel(METRICS.rejected, 'reason').get('capacity') ?? 0) === 1,
-      `admitted_total ${m1.scalar(METRICS.admitted)}, rejected_total{reason="capacity"} ${m1.byLabel(METRICS.rejected, 'reason').get('capacity') ?? 0}`);
+    report.check(
+      'metrics: per-pod gauge',
+      perPod.length === x.backendReplicas && perPod.every((n) => n === x.maxConnectionsPerPod),
+      `${METRICS.activeConnections} = [${perPod.join(', ')}]`,
+    );
+    report.check(
+      'metrics: admitted and refused',
+      m1.scalar(METRICS.admitted) === capacity && (m1.byLabel(METRICS.rejected, 'reason').get('capacity') ?? 0) === 1,
+      `admitted_total ${m1.scalar(METRICS.admitted)}, rejected_total{reason="capacity"} ${m1.byLabel(METRICS.rejected, 'reason').get('capacity') ?? 0}`,
+    );
     const m1b = await scrape(b.metrics);
-    report.check('metrics: both proxies agree', m1b.scalar(METRICS.admitted) === m1.scalar(METRICS.admitted),
-      `admitted_total ${a.name}=${m1.scalar(METRICS.admitted)} ${b.name}=${m1b.scalar(METRICS.admitted)}`);
+    report.check(
+      'metrics: both proxies agree',
+      m1b.scalar(METRICS.admitted) === m1.scalar(METRICS.admitted),
+      `admitted_total ${a.name}=${m1.scalar(METRICS.admitted)} ${b.name}=${m1b.scalar(METRICS.admitted)}`,
+    );
 
     // 2. Release on close.
     const first = held.shift()!;
@@ -158,17 +184,27 @@ export async function main(): Promise<number> {
     const released = await until('the closed connection to be released', 10000, async () => {
       const s = await scrape(a.metrics);
       return (s.scalar(METRICS.released) ?? 0) >= 1 ? s : undefined;
-    }).then(() => true, () => false);
+    }).then(
+      () => true,
+      () => false,
+    );
     report.check('release on close: lease released', released, `${METRICS.released} >= 1 after closing one connection`);
     const again = await open(b.ws);
     if (again.status === 101) held.push(again);
-    report.check('release on close: slot reused', again.status === 101, `a new upgrade after the close answered ${again.status}${again.servedBy ? ` (served by ${again.servedBy})` : ''}`);
+    report.check(
+      'release on close: slot reused',
+      again.status === 101,
+      `a new upgrade after the close answered ${again.status}${again.servedBy ? ` (served by ${again.servedBy})` : ''}`,
+    );
     await closeAll(held.splice(0));
     const drained = await until('every lease to be released', 10000, async () => {
       const s = await scrape(a.metrics);
       const total = [...s.byLabel(METRICS.activeConnections, 'pod').values()].reduce((p, n) => p + n, 0);
       return total === 0 ? true : undefined;
-    }).then(() => true, () => false);
+    }).then(
+      () => true,
+      () => false,
+    );
     report.check('release on close: all released', drained, 'no live lease after closing every connection');
 
     // 3. Rate limit: use what is left of the window, then one more.
@@ -181,15 +217,25 @@ export async function main(): Promise<number> {
       if (o.status === 101) ok++;
       await closeAll([o]);
     }
-    report.check('rate limit: admit the rest of the window', ok === left, `${ok}/${left} answered 101 (window had ${used}/${x.rateLimitPerMinute} used)`);
+    report.check(
+      'rate limit: admit the rest of the window',
+      ok === left,
+      `${ok}/${left} answered 101 (window had ${used}/${x.rateLimitPerMinute} used)`,
+    );
     const limited = await open(proxyFor(left).ws);
     const retryAfter = Number(limited.headers['retry-after']);
-    report.check('rate limit: refuse the next with 429', limited.status === 429 && retryAfter > 0 && retryAfter <= x.rateWindowSeconds,
-      `answered ${limited.status}, Retry-After ${String(limited.headers['retry-after'] ?? '-')}`);
+    report.check(
+      'rate limit: refuse the next with 429',
+      limited.status === 429 && retryAfter > 0 && retryAfter <= x.rateWindowSeconds,
+      `answered ${limited.status}, Retry-After ${String(limited.headers['retry-after'] ?? '-')}`,
+    );
     await closeAll([limited]);
     const m4 = await scrape(b.metrics);
-    report.check('metrics: rate limited counted', (m4.byLabel(METRICS.rejected, 'reason').get('rate_limited') ?? 0) >= 1 && m4.scalar(METRICS.rateWindowUsed) === x.rateLimitPerMinute,
-      `rejected_total{reason="rate_limited"} ${m4.byLabel(METRICS.rejected, 'reason').get('rate_limited') ?? 0}, rate_window_used ${m4.scalar(METRICS.rateWindowUsed)}`);
+    report.check(
+      'metrics: rate limited counted',
+      (m4.byLabel(METRICS.rejected, 'reason').get('rate_limited') ?? 0) >= 1 && m4.scalar(METRICS.rateWindowUsed) === x.rateLimitPerMinute,
+      `rejected_total{reason="rate_limited"} ${m4.byLabel(METRICS.rejected, 'reason').get('rate_limited') ?? 0}, rate_window_used ${m4.scalar(METRICS.rateWindowUsed)}`,
+    );
   } catch (err) {
     report.check('e2e run', false, err instanceof Error ? err.message : String(err));
   } finally {
@@ -200,8 +246,11 @@ export async function main(): Promise<number> {
 }
 
 if (require.main === module) {
-  main().then((code) => process.exit(code), (err) => {
-    process.stderr.write(`e2e: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-    process.exit(1);
-  });
+  main().then(
+    (code) => process.exit(code),
+    (err) => {
+      process.stderr.write(`e2e: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(1);
+    },
+  );
 }

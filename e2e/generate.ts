@@ -73,7 +73,10 @@ export function generate(outDir: string): string[] {
     maxStreamDurationSeconds: c.maxStreamDurationSeconds,
   });
   write('envoy/envoy.yaml', bootstrapToYaml(bootstrap));
-  write('envoy/lua/settings.lua', renderSettingsLua(c, { host: E2E_HOSTS.redis, port: 6379, tls: false, auth: true, username: REDIS_PROXY_USER }));
+  write(
+    'envoy/lua/settings.lua',
+    renderSettingsLua(c, { host: E2E_HOSTS.redis, port: 6379, tls: false, auth: true, username: REDIS_PROXY_USER }),
+  );
   for (const f of collectLuaFiles(DEFAULT_LUA_DIRS)) write(`envoy/lua/${f.name}`, f.content);
 
   // Kept across runs so a running Redis and a regenerated config agree. Readable by
@@ -87,9 +90,18 @@ export function generate(outDir: string): string[] {
   const proxyPassword = keep('redis/password');
   const adminPassword = keep('redis/admin-password');
   // The stack's own redis.conf: the default user off, the proxies' ACL user.
-  write('redis/redis.conf', redisConf({
-    port: 6379, bind: '0.0.0.0', maxMemory: '192mb', dir: '/data', hashTag: c.hashTag, proxyPassword, adminPassword,
-  }));
+  write(
+    'redis/redis.conf',
+    redisConf({
+      port: 6379,
+      bind: '0.0.0.0',
+      maxMemory: '192mb',
+      dir: '/data',
+      hashTag: c.hashTag,
+      proxyPassword,
+      adminPassword,
+    }),
+  );
 
   const expect: Expectations = {
     maxConnectionsPerPod: c.maxConnectionsPerPod,
@@ -109,5 +121,7 @@ export function generate(outDir: string): string[] {
 if (require.main === module) {
   const out = path.resolve(__dirname, '..', '.e2e');
   const files = generate(out);
-  process.stdout.write(`wrote ${files.length} files to ${path.relative(process.cwd(), out) || '.'}:\n${files.map((f) => `  ${f}`).join('\n')}\n`);
+  process.stdout.write(
+    `wrote ${files.length} files to ${path.relative(process.cwd(), out) || '.'}:\n${files.map((f) => `  ${f}`).join('\n')}\n`,
+  );
 }

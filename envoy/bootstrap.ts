@@ -79,7 +79,10 @@ function overloadManager(maxConnections: number): OverloadManager {
     resource_monitors: [
       {
         name: heap,
-        typed_config: { '@type': TYPE_URLS.fixedHeap, max_heap_size_bytes: Math.floor(EDGE.memoryLimitMiB * 1024 * 1024 * EDGE.heapShareOfLimit) },
+        typed_config: {
+          '@type': TYPE_URLS.fixedHeap,
+          max_heap_size_bytes: Math.floor(EDGE.memoryLimitMiB * 1024 * 1024 * EDGE.heapShareOfLimit),
+        },
       },
       {
         name: 'envoy.resource_monitors.global_downstream_max_connections',
@@ -88,7 +91,10 @@ function overloadManager(maxConnections: number): OverloadManager {
     ],
     actions: [
       { name: 'envoy.overload_actions.shrink_heap', triggers: [{ name: heap, threshold: { value: EDGE.shrinkHeapAt } }] },
-      { name: 'envoy.overload_actions.stop_accepting_requests', triggers: [{ name: heap, threshold: { value: EDGE.stopAcceptingRequestsAt } }] },
+      {
+        name: 'envoy.overload_actions.stop_accepting_requests',
+        triggers: [{ name: heap, threshold: { value: EDGE.stopAcceptingRequestsAt } }],
+      },
     ],
   };
 }
@@ -100,13 +106,17 @@ function overloadManager(maxConnections: number): OverloadManager {
  */
 export function envoyArgs(configFile: string, concurrency: number): string[] {
   return [
-    '-c', configFile,
-    '--concurrency', String(concurrency),
+    '-c',
+    configFile,
+    '--concurrency',
+    String(concurrency),
     '--disable-hot-restart',
-    '--log-level', 'info',
+    '--log-level',
+    'info',
     // Envoy writes the lease log (and every access log file) this often (default 10 s):
     // a dropped WebSocket's slot is back that much sooner.
-    '--file-flush-interval-msec', String(FILE_FLUSH_INTERVAL_MS),
+    '--file-flush-interval-msec',
+    String(FILE_FLUSH_INTERVAL_MS),
   ];
 }
 
@@ -446,7 +456,7 @@ function adminCluster(l: EnvoyLayout): Cluster {
 /** The whole Envoy bootstrap of one proxy. */
 export function buildEnvoyBootstrap(p: EnvoyBootstrapProps): Bootstrap {
   const hosts = backendHosts(p);
-  if (hosts.length === 0) throw new Error('backendHost must name at least one host, got []; pass the headless Service\'s FQDN');
+  if (hosts.length === 0) throw new Error("backendHost must name at least one host, got []; pass the headless Service's FQDN");
   for (const h of hosts) {
     if (!/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(h)) {
       throw new Error(`backendHost must be a DNS name, got ${JSON.stringify(h)}; pass the headless Service's FQDN`);

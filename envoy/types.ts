@@ -9,8 +9,7 @@
 export type Duration = `${number}s`;
 
 export const TYPE_URLS = {
-  httpConnectionManager:
-    'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+  httpConnectionManager: 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
   lua: 'type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua',
   luaPerRoute: 'type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute',
   router: 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router',
@@ -137,22 +136,22 @@ export interface MetadataAccessLogFilter {
 /** config.accesslog.v3.AccessLog: stdout (extensions.access_loggers.stream.v3) or a file (file.v3). */
 export type AccessLog =
   | {
-    readonly name: 'envoy.access_loggers.stdout';
-    readonly typed_config: {
-      readonly '@type': typeof TYPE_URLS.stdoutAccessLog;
-      /** config.core.v3.SubstitutionFormatString in its JSON form. */
-      readonly log_format?: { readonly json_format: { readonly [field: string]: string } };
-    };
-  }
+      readonly name: 'envoy.access_loggers.stdout';
+      readonly typed_config: {
+        readonly '@type': typeof TYPE_URLS.stdoutAccessLog;
+        /** config.core.v3.SubstitutionFormatString in its JSON form. */
+        readonly log_format?: { readonly json_format: { readonly [field: string]: string } };
+      };
+    }
   | {
-    readonly name: 'envoy.access_loggers.file';
-    readonly filter?: MetadataAccessLogFilter;
-    readonly typed_config: {
-      readonly '@type': typeof TYPE_URLS.fileAccessLog;
-      readonly path: string;
-      readonly log_format: { readonly text_format_source: { readonly inline_string: string } };
+      readonly name: 'envoy.access_loggers.file';
+      readonly filter?: MetadataAccessLogFilter;
+      readonly typed_config: {
+        readonly '@type': typeof TYPE_URLS.fileAccessLog;
+        readonly path: string;
+        readonly log_format: { readonly text_format_source: { readonly inline_string: string } };
+      };
     };
-  };
 
 /** extensions.filters.network.http_connection_manager.v3.HttpConnectionManager */
 export interface HttpConnectionManagerConfig {
@@ -230,11 +229,17 @@ export interface Listener {
 export interface OverloadManager {
   readonly refresh_interval: Duration;
   readonly resource_monitors: ReadonlyArray<
-    | { readonly name: 'envoy.resource_monitors.fixed_heap'; readonly typed_config: { readonly '@type': typeof TYPE_URLS.fixedHeap; readonly max_heap_size_bytes: number } }
     | {
-      readonly name: 'envoy.resource_monitors.global_downstream_max_connections';
-      readonly typed_config: { readonly '@type': typeof TYPE_URLS.downstreamConnections; readonly max_active_downstream_connections: number };
-    }
+        readonly name: 'envoy.resource_monitors.fixed_heap';
+        readonly typed_config: { readonly '@type': typeof TYPE_URLS.fixedHeap; readonly max_heap_size_bytes: number };
+      }
+    | {
+        readonly name: 'envoy.resource_monitors.global_downstream_max_connections';
+        readonly typed_config: {
+          readonly '@type': typeof TYPE_URLS.downstreamConnections;
+          readonly max_active_downstream_connections: number;
+        };
+      }
   >;
   readonly actions: ReadonlyArray<{
     readonly name: 'envoy.overload_actions.shrink_heap' | 'envoy.overload_actions.stop_accepting_requests';

@@ -16,7 +16,16 @@ import { ConsoleReporter, Reporter } from './lib/progress';
 import { CheckResult, PREREQUISITE_NAMES, Target, checkPrerequisites } from './lib/prereqs';
 import { NodeProcessRunner, ProcessRunner, formatCommand } from './lib/process';
 import { DEFAULT_NAMESPACE, cdktfOutDir, chooseStack, findOutput, readOutputsFile, synthesizedStacks } from './lib/stack-info';
-import { NetProbes, VerifyContext, realProbes, waitForDns, waitForHttp, waitForLoadBalancer, waitForRollouts, waitForWebSocket } from './lib/verify';
+import {
+  NetProbes,
+  VerifyContext,
+  realProbes,
+  waitForDns,
+  waitForHttp,
+  waitForLoadBalancer,
+  waitForRollouts,
+  waitForWebSocket,
+} from './lib/verify';
 import { Clock, WaitTimeoutError, realClock, waitFor, notYet, done } from './lib/wait';
 
 export interface DeployDeps {
@@ -58,7 +67,10 @@ export interface DeployOptions {
 
 /** A step that failed; the message already says which and why. */
 export class StepFailed extends Error {
-  constructor(readonly step: string, message: string) {
+  constructor(
+    readonly step: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'StepFailed';
   }
@@ -99,7 +111,11 @@ export interface ConfigView {
   readonly nlbKeepPlainPort?: boolean;
 }
 
-export function parseDeployArgs(argv: readonly string[], config: ConfigView, mode: 'deploy' | 'destroy'): DeployOptions & { help: boolean } {
+export function parseDeployArgs(
+  argv: readonly string[],
+  config: ConfigView,
+  mode: 'deploy' | 'destroy',
+): DeployOptions & { help: boolean } {
   const { values } = parseArgs({
     args: [...argv],
     options: {
@@ -139,7 +155,9 @@ export function parseDeployArgs(argv: readonly string[], config: ConfigView, mod
     checkOnly: Boolean(values.check),
     skipVerify: Boolean(values['skip-verify']),
     internalNlb: config.nlbScheme === 'internal',
-    tls: config.nlbTls ? { port: config.nlbTlsPort ?? 443, hostname: config.nlbTlsHostname ?? '', keepPlainPort: config.nlbKeepPlainPort ?? false } : undefined,
+    tls: config.nlbTls
+      ? { port: config.nlbTlsPort ?? 443, hostname: config.nlbTlsHostname ?? '', keepPlainPort: config.nlbKeepPlainPort ?? false }
+      : undefined,
     verifyInternal: Boolean(values['verify-internal']),
     help: Boolean(values.help),
   };
@@ -176,7 +194,10 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
     const failedChecks = reportChecks(reporter, results);
     if (failedChecks.length) {
       const missing = failedChecks.filter((r) => !r.skipped).map((r) => r.name);
-      throw new StepFailed('prerequisites', `${missing.length} prerequisite${missing.length === 1 ? '' : 's'} missing: ${missing.join(', ')}`);
+      throw new StepFailed(
+        'prerequisites',
+        `${missing.length} prerequisite${missing.length === 1 ? '' : 's'} missing: ${missing.join(', ')}`,
+      );
     }
     if (opts.checkOnly) {
       reporter.info('all prerequisites are met');
@@ -187,35 +208,58 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
     reporter.step('Synthesizing the app (cdktf synth)');
     const cdktf = cdktfBin(deps.projectDir);
     const synth = await deps.runner.run(cdktf, ['synth'], { env, cwd: deps.projectDir, inherit: true });
-    if (synth.code !== 0) throw new StepFailed('synth', `cdktf synth failed (exit ${synth.code}); the configuration error is printed above`);
+    if (synth.code !== 0)
+      throw new StepFailed('synth', `cdktf synth failed (exit ${synth.code}); the configuration error is printed above`);
     const stack = chooseStack(opts.stack, synthesizedStacks(deps.projectDir, cdktfOutDir(deps.projectDir)));
     reporter.ok(`stack ${stack}`);
 
     // 3. cdktf deploy/destroy, output streamed as it comes.
     const outputsFile = path.join(os.tmpdir(), `ws-admission-outputs-${process.pid}.json`);
-    const args = opts.mode === 'deploy'
-      ? ['deploy', stack, '--auto-approve', '--outputs-file', outputsFile]
-      : ['destroy', stack, '--auto-approve'];
+    const args =
+      opts.mode === 'deploy' ? ['deploy', stack, '--auto-approve', '--outputs-file', outputsFile] : ['destroy', stack, '--auto-approve'];
     reporter.step(`Running ${formatCommand('cdktf', args)}`);
     const applied = await deps.runner.run(cdktf, args, { env, cwd: deps.projectDir, inherit: true });
-    if (applied.code !== 0) throw new StepFailed(opts.mode, `cdktf ${opts.mode} failed (exit ${applied.code}); terraform's error is printed above`);
+    if (applied.code !== 0)
+      throw new StepFailed(opts.mode, `cdktf ${opts.mode} failed (exit ${applied.code}); terraform's error is printed above`);
     const outputs = opts.mode === 'deploy' ? readOutputsFile(outputsFile, stack) : {};
     // Read once; a later failing step must not leave the file behind in the temp dir.
     fs.rmSync(outputsFile, { force: true });
     const namespace = opts.namespace ?? findOutput(outputs, 'namespace') ?? DEFAULT_NAMESPACE;
 
-    const ctx: VerifyContext = { runner: deps.runner, probes: deps.probes, reporter, clock: deps.clock, env, timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs };
+    const ctx: VerifyContext = {
+      runner: deps.runner,
+      probes: deps.probes,
+      reporter,
+      clock: deps.clock,
+      env,
+      timeoutMs: opts.timeoutMs,
+      intervalMs: opts.intervalMs,
+    };
     if (opts.mode === 'destroy') {
       if (!opts.skipVerify) {
         reporter.step('Waiting for the load balancer to be released');
-        await step('destroy verification', () => waitFor(`the LoadBalancer Service in ${namespace} to be deleted (the controller deletes the NLB then)`, async () => {
-          const r = await deps.runner.run('kubectl', ['get', 'services', '-n', namespace, '-o', 'json', '--request-timeout=15s'], { env, timeoutMs: 30000 });
-          if (r.code !== 0 && /NotFound|not found/i.test(r.stderr)) return done(true);
-          if (r.code !== 0) return notYet(r.stderr.trim());
-          const items = (JSON.parse(r.stdout) as { items: Array<{ spec?: { type?: string }; metadata: { name: string } }> }).items;
-          const lbs = items.filter((s) => s.spec?.type === 'LoadBalancer');
-          return lbs.length ? notYet(`still there: ${lbs.map((s) => s.metadata.name).join(', ')}`) : done(true);
-        }, { timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, clock: deps.clock, onProgress: (e, d) => reporter.progress('load balancer deletion', e, d) }));
+        await step('destroy verification', () =>
+          waitFor(
+            `the LoadBalancer Service in ${namespace} to be deleted (the controller deletes the NLB then)`,
+            async () => {
+              const r = await deps.runner.run('kubectl', ['get', 'services', '-n', namespace, '-o', 'json', '--request-timeout=15s'], {
+                env,
+                timeoutMs: 30000,
+              });
+              if (r.code !== 0 && /NotFound|not found/i.test(r.stderr)) return done(true);
+              if (r.code !== 0) return notYet(r.stderr.trim());
+              const items = (JSON.parse(r.stdout) as { items: Array<{ spec?: { type?: string }; metadata: { name: string } }> }).items;
+              const lbs = items.filter((s) => s.spec?.type === 'LoadBalancer');
+              return lbs.length ? notYet(`still there: ${lbs.map((s) => s.metadata.name).join(', ')}`) : done(true);
+            },
+            {
+              timeoutMs: opts.timeoutMs,
+              intervalMs: opts.intervalMs,
+              clock: deps.clock,
+              onProgress: (e, d) => reporter.progress('load balancer deletion', e, d),
+            },
+          ),
+        );
         reporter.ok('no LoadBalancer Service left');
       }
       reporter.step('Destroyed');
@@ -228,14 +272,17 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
       for (const r of rolled) reporter.ok(r);
 
       reporter.step('Waiting for the NLB');
-      const host = findOutput(outputs, 'loadBalancerHostname', 'lbHostname', 'nlbHostname', 'loadBalancerDns', 'nlbDnsName')
-        ?? (await step('NLB hostname', () => waitForLoadBalancer(ctx, namespace)));
+      const host =
+        findOutput(outputs, 'loadBalancerHostname', 'lbHostname', 'nlbHostname', 'loadBalancerDns', 'nlbDnsName') ??
+        (await step('NLB hostname', () => waitForLoadBalancer(ctx, namespace)));
       reporter.ok(`hostname ${host}`);
       const addrs = await step('DNS', () => waitForDns(ctx, host));
       reporter.ok(`resolves to ${addrs.join(', ')}`);
 
       if (opts.internalNlb && !opts.verifyInternal) {
-        reporter.skip('traffic checks: the NLB is internal (nlbScheme), reachable only from inside the VPC; rerun there with --verify-internal');
+        reporter.skip(
+          'traffic checks: the NLB is internal (nlbScheme), reachable only from inside the VPC; rerun there with --verify-internal',
+        );
       } else {
         reporter.step('Checking traffic through the NLB');
         const check = async (http: string, ws: string, what: string): Promise<void> => {
@@ -247,7 +294,9 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
         const tls = opts.tls;
         if (!tls || tls.keepPlainPort) await check(`http://${host}`, `ws://${host}`, '');
         if (tls && tls.hostname === '') {
-          reporter.skip('TLS checks: nlbTlsHostname is not set, and the certificate cannot cover the NLB\'s own name; set it to the name your DNS points at the NLB');
+          reporter.skip(
+            "TLS checks: nlbTlsHostname is not set, and the certificate cannot cover the NLB's own name; set it to the name your DNS points at the NLB",
+          );
         } else if (tls) {
           // Through DNS, the certificate and the TLS listener: what a browser does.
           const authority = tls.port === 443 ? tls.hostname : `${tls.hostname}:${tls.port}`;
@@ -296,7 +345,10 @@ export async function main(argv: readonly string[], mode: 'deploy' | 'destroy'):
     process.stderr.write(`${mode}: ${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
     return 2;
   }
-  if (opts.help) { process.stdout.write(USAGE); return 0; }
+  if (opts.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   return runDeploy(opts, {
     runner: new NodeProcessRunner(),
     probes: realProbes,

@@ -22,13 +22,20 @@ async function main(): Promise<number> {
   const port = Number(values.port);
   const count = Number(values.backends);
   const control = Number(values['control-port']);
-  for (const [name, v] of [['--port', port], ['--backends', count], ['--control-port', control]] as const) {
+  for (const [name, v] of [
+    ['--port', port],
+    ['--backends', count],
+    ['--control-port', control],
+  ] as const) {
     if (!Number.isSafeInteger(v) || v < 1) {
       process.stderr.write(`echo-backend: ${name} must be a positive integer, got ${String(v)}\n`);
       return 2;
     }
   }
-  const backends = await EchoBackends.start(Array.from({ length: count }, (_, i) => backendAddress(i)), port);
+  const backends = await EchoBackends.start(
+    Array.from({ length: count }, (_, i) => backendAddress(i)),
+    port,
+  );
   const api = http.createServer((req, res) => {
     const [, action, id] = (req.url ?? '').split('/');
     const reply = (status: number, body: unknown) => {
@@ -37,9 +44,18 @@ async function main(): Promise<number> {
     };
     try {
       if (req.method === 'GET' && action === 'counts') return reply(200, backends.counts());
-      if (req.method === 'POST' && action === 'reset-peaks') { backends.resetPeaks(); return reply(200, {}); }
-      if (req.method === 'POST' && action === 'close' && id) { backends.closeAll(decodeURIComponent(id)); return reply(200, {}); }
-      if (req.method === 'POST' && action === 'drop' && id) { backends.dropAll(decodeURIComponent(id)); return reply(200, {}); }
+      if (req.method === 'POST' && action === 'reset-peaks') {
+        backends.resetPeaks();
+        return reply(200, {});
+      }
+      if (req.method === 'POST' && action === 'close' && id) {
+        backends.closeAll(decodeURIComponent(id));
+        return reply(200, {});
+      }
+      if (req.method === 'POST' && action === 'drop' && id) {
+        backends.dropAll(decodeURIComponent(id));
+        return reply(200, {});
+      }
       if (req.method === 'POST' && action === 'kill' && id) {
         return void backends.kill(decodeURIComponent(id)).then(() => reply(200, {}));
       }
@@ -64,6 +80,11 @@ async function main(): Promise<number> {
 }
 
 main().then(
-  (code) => { if (code >= 0) process.exit(code); },
-  (err) => { process.stderr.write(`echo-backend: ${err instanceof Error ? err.message : String(err)}\n`); process.exit(1); },
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err) => {
+    process.stderr.write(`echo-backend: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
 );

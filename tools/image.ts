@@ -34,7 +34,10 @@ export interface ImageOptions {
 }
 
 export class ImageError extends Error {
-  constructor(readonly step: string, message: string) {
+  constructor(
+    readonly step: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'ImageError';
   }
@@ -43,11 +46,29 @@ export class ImageError extends Error {
 export async function pushImage(o: ImageOptions, runner: ProcessRunner, projectDir: string, log: (s: string) => void): Promise<void> {
   const ecr = parseEcrImage(o.image);
   if (!ecr || !ecr.tag) {
-    throw new ImageError('image', `image must be an ECR reference with a tag (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG), got ${JSON.stringify(o.image)}; set envoyImage in the config or pass --image`);
+    throw new ImageError(
+      'image',
+      `image must be an ECR reference with a tag (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG), got ${JSON.stringify(o.image)}; set envoyImage in the config or pass --image`,
+    );
   }
   const base = splitPinnedBase(o.envoyBase ?? defaultEnvoyBase());
-  const build = ['buildx', 'build', '--platform', o.platforms, '--file', path.join('envoy', 'Dockerfile'), '--tag', o.image,
-    '--build-arg', `ENVOY_IMAGE=${base.image}`, '--build-arg', `ENVOY_DIGEST=${base.digest}`, '--provenance=false', '--push', '.'];
+  const build = [
+    'buildx',
+    'build',
+    '--platform',
+    o.platforms,
+    '--file',
+    path.join('envoy', 'Dockerfile'),
+    '--tag',
+    o.image,
+    '--build-arg',
+    `ENVOY_IMAGE=${base.image}`,
+    '--build-arg',
+    `ENVOY_DIGEST=${base.digest}`,
+    '--provenance=false',
+    '--push',
+    '.',
+  ];
   if (o.dryRun) {
     log(`aws ecr get-login-password --region ${ecr.region} | docker login --username AWS --password-stdin ${ecr.registry}`);
     log(formatCommand('aws', ['ecr', 'describe-repositories', '--repository-names', ecr.repository, '--region', ecr.region]));
@@ -65,16 +86,39 @@ export async function pushImage(o: ImageOptions, runner: ProcessRunner, projectD
   log(`==> Logging in to ${ecr.registry}`);
   const pw = await runner.run('aws', ['ecr', 'get-login-password', '--region', ecr.region], { timeoutMs: 60000 });
   if (pw.code !== 0) throw new ImageError('ecr login', `aws ecr get-login-password failed: ${lastLine(pw)}`);
-  const login = await runner.run('docker', ['login', '--username', 'AWS', '--password-stdin', ecr.registry], { input: pw.stdout.trim(), timeoutMs: 60000 });
+  const login = await runner.run('docker', ['login', '--username', 'AWS', '--password-stdin', ecr.registry], {
+    input: pw.stdout.trim(),
+    timeoutMs: 60000,
+  });
   if (login.code !== 0) throw new ImageError('ecr login', `docker login to ${ecr.registry} failed: ${lastLine(login)}`);
 
-  const repo = await runner.run('aws', ['ecr', 'describe-repositories', '--repository-names', ecr.repository, '--region', ecr.region, '--output', 'json'], { timeoutMs: 60000 });
+  const repo = await runner.run(
+    'aws',
+    ['ecr', 'describe-repositories', '--repository-names', ecr.repository, '--region', ecr.region, '--output', 'json'],
+    { timeoutMs: 60000 },
+  );
   if (repo.code !== 0) {
-    if (!/RepositoryNotFoundException/.test(repo.stderr)) throw new ImageError('repository', `aws ecr describe-repositories failed: ${lastLine(repo)}`);
-    const create = ['ecr', 'create-repository', '--repository-name', ecr.repository, '--region', ecr.region,
-      '--image-tag-mutability', 'IMMUTABLE', '--image-scanning-configuration', 'scanOnPush=true', '--output', 'json'];
+    if (!/RepositoryNotFoundException/.test(repo.stderr))
+      throw new ImageError('repository', `aws ecr describe-repositories failed: ${lastLine(repo)}`);
+    const create = [
+      'ecr',
+      'create-repository',
+      '--repository-name',
+      ecr.repository,
+      '--region',
+      ecr.region,
+      '--image-tag-mutability',
+      'IMMUTABLE',
+      '--image-scanning-configuration',
+      'scanOnPush=true',
+      '--output',
+      'json',
+    ];
     if (!o.createRepository) {
-      throw new ImageError('repository', `the ECR repository ${ecr.repository} does not exist in ${ecr.region}; create it with \`aws ${create.join(' ')}\` or rerun with --create-repository`);
+      throw new ImageError(
+        'repository',
+        `the ECR repository ${ecr.repository} does not exist in ${ecr.region}; create it with \`aws ${create.join(' ')}\` or rerun with --create-repository`,
+      );
     }
     log(`==> Creating the ECR repository ${ecr.repository}`);
     const c = await runner.run('aws', create, { timeoutMs: 60000 });
@@ -83,7 +127,11 @@ export async function pushImage(o: ImageOptions, runner: ProcessRunner, projectD
 
   log(`==> ${formatCommand('docker', build)}`);
   const b = await runner.run('docker', build, { cwd: projectDir, inherit: true });
-  if (b.code !== 0) throw new ImageError('build', `docker buildx build failed (exit ${b.code}); the build output is above. A multi-arch build on one machine needs QEMU (docker run --privileged --rm tonistiigi/binfmt --install all) or a builder per platform`);
+  if (b.code !== 0)
+    throw new ImageError(
+      'build',
+      `docker buildx build failed (exit ${b.code}); the build output is above. A multi-arch build on one machine needs QEMU (docker run --privileged --rm tonistiigi/binfmt --install all) or a builder per platform`,
+    );
   log(`==> Pushed ${o.image} (${o.platforms})`);
 }
 
@@ -94,9 +142,12 @@ export async function pushImage(o: ImageOptions, runner: ProcessRunner, projectD
 export function defaultEnvoyBase(r: EnvoyRelease = ENVOY_RELEASE): string {
   const pinned = pinnedEnvoyBase(r);
   if (pinned === undefined) {
-    throw new ImageError('image', `envoy/release.json records no digest for ${r.image}; resolve it with \`docker buildx imagetools inspect ${r.image}\` `
-      + '(first line: Digest:), set it as "digest" there (and as ENVOY_DIGEST\'s default in envoy/Dockerfile), '
-      + `or pass --envoy-base ${r.image}@sha256:…`);
+    throw new ImageError(
+      'image',
+      `envoy/release.json records no digest for ${r.image}; resolve it with \`docker buildx imagetools inspect ${r.image}\` ` +
+        '(first line: Digest:), set it as "digest" there (and as ENVOY_DIGEST\'s default in envoy/Dockerfile), ' +
+        `or pass --envoy-base ${r.image}@sha256:…`,
+    );
   }
   return pinned;
 }
@@ -108,8 +159,11 @@ export function defaultEnvoyBase(r: EnvoyRelease = ENVOY_RELEASE): string {
 export function splitPinnedBase(ref: string): { image: string; digest: string } {
   const m = /^([^@\s]+:[^@:/\s]+)@(sha256:[a-f0-9]{64})$/.exec(ref);
   if (!m) {
-    throw new ImageError('image', `--envoy-base must be NAME:TAG@sha256:DIGEST (the Dockerfile pins its base by digest), got ${JSON.stringify(ref)}; `
-      + 'the digest is the first line of `docker buildx imagetools inspect NAME:TAG`');
+    throw new ImageError(
+      'image',
+      `--envoy-base must be NAME:TAG@sha256:DIGEST (the Dockerfile pins its base by digest), got ${JSON.stringify(ref)}; ` +
+        'the digest is the first line of `docker buildx imagetools inspect NAME:TAG`',
+    );
   }
   return { image: m[1], digest: m[2] };
 }
@@ -129,19 +183,33 @@ export function parseImageArgs(argv: readonly string[], defaultImage: string | u
   const image = values.image ?? defaultImage;
   if (!image) throw new Error('no image given: set envoyImage in the config or pass --image');
   if (values['envoy-base'] !== undefined) splitPinnedBase(values['envoy-base']);
-  return { image, platforms: values.platforms, envoyBase: values['envoy-base'], createRepository: Boolean(values['create-repository']), dryRun: Boolean(values['dry-run']) };
+  return {
+    image,
+    platforms: values.platforms,
+    envoyBase: values['envoy-base'],
+    createRepository: Boolean(values['create-repository']),
+    dryRun: Boolean(values['dry-run']),
+  };
 }
 
 if (require.main === module) {
   (async () => {
     let def: string | undefined;
-    try { def = loadConfig().envoyImage; } catch (err) { process.stderr.write(`image:push: ${err instanceof Error ? err.message : String(err)}\n`); return 2; }
+    try {
+      def = loadConfig().envoyImage;
+    } catch (err) {
+      process.stderr.write(`image:push: ${err instanceof Error ? err.message : String(err)}\n`);
+      return 2;
+    }
     const o = parseImageArgs(process.argv.slice(2), def);
     await pushImage(o, new NodeProcessRunner(), path.resolve(__dirname, '..'), (s) => process.stdout.write(`${s}\n`));
     return 0;
-  })().then((code) => process.exit(code), (err) => {
-    const step = err instanceof ImageError ? ` at step "${err.step}"` : '';
-    process.stderr.write(`image:push failed${step}: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
+  })().then(
+    (code) => process.exit(code),
+    (err) => {
+      const step = err instanceof ImageError ? ` at step "${err.step}"` : '';
+      process.stderr.write(`image:push failed${step}: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exit(1);
+    },
+  );
 }

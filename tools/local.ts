@@ -22,15 +22,21 @@ async function main(): Promise<number> {
   // Signals during startup too: whatever has started is stopped, nothing is left behind.
   let stopRequested = false;
   let wake: () => void = () => undefined;
-  const onSignal = () => { stopRequested = true; wake(); };
+  const onSignal = () => {
+    stopRequested = true;
+    wake();
+  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   let rig: LocalRig | undefined;
   try {
     const { values } = parseArgs({
       options: {
-        proxies: { type: 'string' }, backends: { type: 'string' }, 'base-port': { type: 'string' },
-        workers: { type: 'string' }, keep: { type: 'boolean' },
+        proxies: { type: 'string' },
+        backends: { type: 'string' },
+        'base-port': { type: 'string' },
+        workers: { type: 'string' },
+        keep: { type: 'boolean' },
       },
     });
     const config = loadConfig();
@@ -50,7 +56,9 @@ async function main(): Promise<number> {
   if (!stopRequested) {
     for (const p of rig.proxies) process.stdout.write(`proxy ${p.name} ${p.publicUrl} metrics ${p.metricsUrl}\n`);
     process.stdout.write('ready\n');
-    await new Promise<void>((resolve) => { wake = resolve; });
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+    });
   }
   await rig.stop();
   process.stderr.write(`local: stopped${rig.options.keepFiles ? `; files kept in ${rig.workDir}` : ''}\n`);

@@ -84,9 +84,11 @@ export function parseMetricsArgs(argv: readonly string[], env: NodeJS.ProcessEnv
     strict: true,
   });
   const interval = Number(values.interval);
-  if (!Number.isFinite(interval) || interval < 0.2) throw new Error(`--interval must be a number of seconds >= 0.2, got ${values.interval}`);
+  if (!Number.isFinite(interval) || interval < 0.2)
+    throw new Error(`--interval must be a number of seconds >= 0.2, got ${values.interval}`);
   const width = values.width === undefined ? undefined : Number(values.width);
-  if (width !== undefined && (!Number.isInteger(width) || width < 20)) throw new Error(`--width must be an integer >= 20, got ${values.width}`);
+  if (width !== undefined && (!Number.isInteger(width) || width < 20))
+    throw new Error(`--width must be an integer >= 20, got ${values.width}`);
   if (values.url && values['port-forward']) throw new Error('--url and --port-forward exclude each other: pick one source');
   return {
     url: values.url,
@@ -112,7 +114,10 @@ async function startPortForward(runner: ProcessRunner, namespace: string, target
     return { url: `http://127.0.0.1:${port}/metrics`, pf };
   } catch (err) {
     await pf.stop();
-    throw new Error(`kubectl port-forward to ${target} in namespace ${namespace} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw new Error(
+      `kubectl port-forward to ${target} in namespace ${namespace} failed: ${err instanceof Error ? err.message : String(err)}`,
+      { cause: err },
+    );
   }
 }
 
@@ -130,7 +135,10 @@ export async function runMetrics(argv: readonly string[], deps: MetricsDeps): Pr
     deps.err.write(`metrics: ${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
     return 2;
   }
-  if (args.help) { deps.out.write(USAGE); return 0; }
+  if (args.help) {
+    deps.out.write(USAGE);
+    return 0;
+  }
 
   let pf: LongRunning | undefined;
   let url = args.url ?? 'http://127.0.0.1:9901/metrics';
@@ -164,7 +172,9 @@ export async function runMetrics(argv: readonly string[], deps: MetricsDeps): Pr
 
     let prev: MetricsSnapshot | undefined;
     let stopped = false;
-    void deps.stopSignal.then(() => { stopped = true; });
+    void deps.stopSignal.then(() => {
+      stopped = true;
+    });
     if (tty && !args.json) deps.out.write('\x1b[?25l');
     while (!stopped) {
       let snap: MetricsSnapshot | undefined;
@@ -178,7 +188,14 @@ export async function runMetrics(argv: readonly string[], deps: MetricsDeps): Pr
       if (args.json) {
         deps.out.write(`${JSON.stringify(snap ? toJson(snap, rates) : { error, source })}\n`);
       } else {
-        const screen = renderScreen(snap ?? prev, { width: widthNow(), source, color, rates: snap ? rates : undefined, error: error ?? undefined, intervalSeconds: args.interval });
+        const screen = renderScreen(snap ?? prev, {
+          width: widthNow(),
+          source,
+          color,
+          rates: snap ? rates : undefined,
+          error: error ?? undefined,
+          intervalSeconds: args.interval,
+        });
         deps.out.write(tty ? `\x1b[H\x1b[2J${screen}` : `${screen}\n`);
       }
       if (snap) prev = snap;
@@ -209,8 +226,11 @@ if (require.main === module) {
     clock: realClock,
     stopSignal,
     env: process.env,
-  }).then((code) => process.exit(code), (err) => {
-    process.stderr.write(`metrics: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-    process.exit(1);
-  });
+  }).then(
+    (code) => process.exit(code),
+    (err) => {
+      process.stderr.write(`metrics: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(1);
+    },
+  );
 }

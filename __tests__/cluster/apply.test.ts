@@ -50,8 +50,22 @@ function startFakeLoadBalancerController(): void {
     if (r.status !== 0) return;
     for (const s of JSON.parse(r.stdout).items as Json[]) {
       if (s.spec.type !== 'LoadBalancer' || s.status?.loadBalancer?.ingress) continue;
-      kubectl(toolchain, cluster!.kubeconfig, ['-n', s.metadata.namespace, 'patch', 'svc', s.metadata.name, '--subresource=status', '--type=merge',
-        '-p', JSON.stringify({ status: { loadBalancer: { ingress: [{ hostname: FAKE_LB_HOSTNAME }] } } })], 10_000);
+      kubectl(
+        toolchain,
+        cluster!.kubeconfig,
+        [
+          '-n',
+          s.metadata.namespace,
+          'patch',
+          'svc',
+          s.metadata.name,
+          '--subresource=status',
+          '--type=merge',
+          '-p',
+          JSON.stringify({ status: { loadBalancer: { ingress: [{ hostname: FAKE_LB_HOSTNAME }] } } }),
+        ],
+        10_000,
+      );
     }
   }, 1000);
 }
@@ -90,7 +104,8 @@ function changes(plan: Json): { [address: string]: string } {
 
 function luaFiles(dirs: readonly string[]): { [name: string]: string } {
   const out: { [name: string]: string } = {};
-  for (const d of dirs) for (const f of fs.readdirSync(d).filter((n) => n.endsWith('.lua'))) out[f] = fs.readFileSync(path.join(d, f), 'utf8');
+  for (const d of dirs)
+    for (const f of fs.readdirSync(d).filter((n) => n.endsWith('.lua'))) out[f] = fs.readFileSync(path.join(d, f), 'utf8');
   return out;
 }
 
@@ -98,11 +113,20 @@ function luaFiles(dirs: readonly string[]): { [name: string]: string } {
 function expectRolledOut(ns: string): void {
   for (const d of get(ns, 'deployments').items as Json[]) {
     const want = d.spec.replicas;
-    expect({ name: d.metadata.name, updated: d.status.updatedReplicas, ready: d.status.readyReplicas, available: d.status.availableReplicas, total: d.status.replicas })
-      .toStrictEqual({ name: d.metadata.name, updated: want, ready: want, available: want, total: want });
+    expect({
+      name: d.metadata.name,
+      updated: d.status.updatedReplicas,
+      ready: d.status.readyReplicas,
+      available: d.status.availableReplicas,
+      total: d.status.replicas,
+    }).toStrictEqual({ name: d.metadata.name, updated: want, ready: want, available: want, total: want });
   }
   for (const p of get(ns, 'pods').items as Json[]) {
-    expect({ pod: p.metadata.name, phase: p.status.phase, node: p.spec.nodeName }).toStrictEqual({ pod: p.metadata.name, phase: 'Running', node: NODE_NAME });
+    expect({ pod: p.metadata.name, phase: p.status.phase, node: p.spec.nodeName }).toStrictEqual({
+      pod: p.metadata.name,
+      phase: 'Running',
+      node: NODE_NAME,
+    });
   }
 }
 
@@ -126,7 +150,11 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
     first = await apply({});
     expect(Object.values(changes(first.plan)).every((a) => a === 'create')).toBe(true);
     expectRolledOut(ns);
-    expect(get(ns, 'deployments').items.map((d: Json) => d.metadata.name).sort()).toStrictEqual([NAMES.sampleBackend, NAMES.envoy, NAMES.redis].sort());
+    expect(
+      get(ns, 'deployments')
+        .items.map((d: Json) => d.metadata.name)
+        .sort(),
+    ).toStrictEqual([NAMES.sampleBackend, NAMES.envoy, NAMES.redis].sort());
     // The NLB's hostname reached the outputs.
     const outputs = JSON.parse(tfOk(toolchain, stateDir, ['output', '-json']));
     expect(outputs.load_balancer_hostname.value).toBe(FAKE_LB_HOSTNAME);
@@ -139,10 +167,16 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
     // hostname is the fake controller's; kwok runs no container, so no Envoy answers), and
     // the AWS prerequisites (kubeconfig mode uses no AWS).
     const ctx = {
-      runner: new NodeProcessRunner(), probes: realProbes, reporter: new MemoryReporter(), timeoutMs: 30_000, intervalMs: 500,
+      runner: new NodeProcessRunner(),
+      probes: realProbes,
+      reporter: new MemoryReporter(),
+      timeoutMs: 30_000,
+      intervalMs: 500,
       env: { ...process.env, KUBECONFIG: cluster!.kubeconfig, PATH: `${path.dirname(toolchain.bin.kubectl)}:${process.env.PATH}` },
     };
-    expect((await waitForRollouts(ctx, ns)).sort()).toStrictEqual([`${NAMES.sampleBackend} 3/3`, `${NAMES.envoy} 2/2`, `${NAMES.redis} 1/1`].sort());
+    expect((await waitForRollouts(ctx, ns)).sort()).toStrictEqual(
+      [`${NAMES.sampleBackend} 3/3`, `${NAMES.envoy} 2/2`, `${NAMES.redis} 1/1`].sort(),
+    );
     expect(await waitForLoadBalancer(ctx, ns, NAMES.nlb)).toBe(FAKE_LB_HOSTNAME);
   });
 
@@ -170,8 +204,13 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
       expect(pod.securityContext.runAsUser).toBeGreaterThan(0);
       for (const c of pod.containers) {
         expect({ c: c.name, ...c.securityContext }).toStrictEqual({
-          c: c.name, runAsNonRoot: true, allowPrivilegeEscalation: false, privileged: false, readOnlyRootFilesystem: true,
-          capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' },
+          c: c.name,
+          runAsNonRoot: true,
+          allowPrivilegeEscalation: false,
+          privileged: false,
+          readOnlyRootFilesystem: true,
+          capabilities: { drop: ['ALL'] },
+          seccompProfile: { type: 'RuntimeDefault' },
         });
       }
     }
@@ -180,7 +219,14 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
   it('passes the API server\'s own PodSecurity check at "restricted" (the namespace only warns; enforcing would keep every pod)', () => {
     // A server-side dry run of `enforce=restricted` lists every existing pod that would violate it.
     const warnings = (namespace: string): string => {
-      const r = kubectl(toolchain, cluster!.kubeconfig, ['label', '--dry-run=server', '--overwrite', 'namespace', namespace, 'pod-security.kubernetes.io/enforce=restricted']);
+      const r = kubectl(toolchain, cluster!.kubeconfig, [
+        'label',
+        '--dry-run=server',
+        '--overwrite',
+        'namespace',
+        namespace,
+        'pod-security.kubernetes.io/enforce=restricted',
+      ]);
       expect(r.status).toBe(0);
       return r.stderr;
     };
@@ -198,7 +244,12 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
   it('probes Envoy on the metrics listener and puts the config checksum and scrape annotations on its pods', () => {
     const envoy = get(ns, `deployment/${NAMES.envoy}`);
     const c = envoy.spec.template.spec.containers.find((x: Json) => x.name === 'envoy');
-    expect(c.readinessProbe).toMatchObject({ httpGet: { path: '/ready', port: 9901, scheme: 'HTTP' }, periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 2 });
+    expect(c.readinessProbe).toMatchObject({
+      httpGet: { path: '/ready', port: 9901, scheme: 'HTTP' },
+      periodSeconds: 5,
+      timeoutSeconds: 2,
+      failureThreshold: 2,
+    });
     expect(c.livenessProbe).toMatchObject({ httpGet: { path: '/ready', port: 9901 }, initialDelaySeconds: 10, periodSeconds: 10 });
     const synthesized = byName(first.json, 'kubernetes_deployment_v1', NAMES.envoy).spec.template.metadata.annotations;
     expect(envoy.spec.template.metadata.annotations).toStrictEqual(synthesized);
@@ -251,7 +302,9 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
 
   it('changes replicas, a limit, a Lua file and the backend selector in place; the Lua change rolls Envoy', async () => {
     const before = get(ns, `deployment/${NAMES.envoy}`);
-    const oldPods = (get(ns, 'pods').items as Json[]).filter((p) => p.metadata.labels['app.kubernetes.io/name'] === NAMES.envoy).map((p) => p.metadata.name);
+    const oldPods = (get(ns, 'pods').items as Json[])
+      .filter((p) => p.metadata.labels['app.kubernetes.io/name'] === NAMES.envoy)
+      .map((p) => p.metadata.name);
     // GIVEN a copy of the Lua files with filter.lua changed
     const lua = DEFAULT_LUA_DIRS.map((d) => {
       const to = path.join(root, 'lua', path.basename(d));
@@ -265,20 +318,30 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
     const second = await apply({ envoyReplicas: 3, maxConnectionsPerPod: 3, backendSelector: selector }, lua);
     // THEN Envoy's Deployment, its ConfigMap and the backend Service update in place
     const c = changes(second.plan);
-    for (const [type, name] of [['kubernetes_deployment_v1', NAMES.envoy], ['kubernetes_config_map_v1', NAMES.envoyConfig], ['kubernetes_service_v1', 'ws-backend']]) {
+    for (const [type, name] of [
+      ['kubernetes_deployment_v1', NAMES.envoy],
+      ['kubernetes_config_map_v1', NAMES.envoyConfig],
+      ['kubernetes_service_v1', 'ws-backend'],
+    ]) {
       const address = Object.keys(second.json.resource[type]).find((a) => second.json.resource[type][a].metadata.name === name)!;
       expect({ address, action: c[`${type}.${address}`] }).toStrictEqual({ address, action: 'update' });
     }
     // Only the sample backend's Deployment may be replaced (its selector is immutable).
-    const replaced = Object.entries(c).filter(([, a]) => a.includes('delete')).map(([address]) => address);
+    const replaced = Object.entries(c)
+      .filter(([, a]) => a.includes('delete'))
+      .map(([address]) => address);
     expect(replaced.filter((a) => !a.startsWith('kubernetes_deployment_v1.sample-backend'))).toStrictEqual([]);
     const after = get(ns, `deployment/${NAMES.envoy}`);
     expect(after.metadata.uid).toBe(before.metadata.uid);
     expect(after.spec.replicas).toBe(3);
-    expect(after.spec.template.metadata.annotations['checksum/config']).not.toBe(before.spec.template.metadata.annotations['checksum/config']);
+    expect(after.spec.template.metadata.annotations['checksum/config']).not.toBe(
+      before.spec.template.metadata.annotations['checksum/config'],
+    );
     expectRolledOut(ns);
     // The rollout replaced every Envoy pod.
-    const newPods = (get(ns, 'pods').items as Json[]).filter((p) => p.metadata.labels['app.kubernetes.io/name'] === NAMES.envoy).map((p) => p.metadata.name);
+    const newPods = (get(ns, 'pods').items as Json[])
+      .filter((p) => p.metadata.labels['app.kubernetes.io/name'] === NAMES.envoy)
+      .map((p) => p.metadata.name);
     expect(newPods).toHaveLength(3);
     expect(newPods.filter((p) => oldPods.includes(p))).toStrictEqual([]);
     const data = get(ns, `configmap/${NAMES.envoyConfig}`).data;
@@ -293,7 +356,10 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
     const secret = () => get(ns, `secret/${NAMES.redisSecret}`);
     const before = { secret: secret(), redis: get(ns, `deployment/${NAMES.redis}`) };
     // WHEN the same config as the step before, with the next revision
-    const third = await apply({ envoyReplicas: 3, maxConnectionsPerPod: 3, backendSelector: { 'app.kubernetes.io/name': 'ws-echo-v2' }, redisPasswordRevision: 2 }, lua);
+    const third = await apply(
+      { envoyReplicas: 3, maxConnectionsPerPod: 3, backendSelector: { 'app.kubernetes.io/name': 'ws-echo-v2' }, redisPasswordRevision: 2 },
+      lua,
+    );
     // THEN the Secret is updated in place with new passwords, and the Redis pod template changes
     expect(Object.values(changes(third.plan)).filter((a) => a.includes('delete'))).toStrictEqual([]);
     const after = { secret: secret(), redis: get(ns, `deployment/${NAMES.redis}`) };
@@ -301,16 +367,27 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
     for (const key of ['password', 'admin-password']) expect(after.secret.data[key]).not.toBe(before.secret.data[key]);
     const conf = Buffer.from(after.secret.data['redis.conf'], 'base64').toString();
     expect(conf).toContain(`user ws-proxy on >${Buffer.from(after.secret.data.password, 'base64').toString()} `);
-    expect(after.redis.spec.template.metadata.annotations['checksum/config']).not.toBe(before.redis.spec.template.metadata.annotations['checksum/config']);
+    expect(after.redis.spec.template.metadata.annotations['checksum/config']).not.toBe(
+      before.redis.spec.template.metadata.annotations['checksum/config'],
+    );
     expectRolledOut(ns);
   });
 
   it('moves everything to a renamed namespace, and the old one is gone', async () => {
     const moved = 'ws-admission-b';
-    await apply({ namespace: moved, envoyReplicas: 3, maxConnectionsPerPod: 3, backendSelector: { 'app.kubernetes.io/name': 'ws-echo-v2' } });
+    await apply({
+      namespace: moved,
+      envoyReplicas: 3,
+      maxConnectionsPerPod: 3,
+      backendSelector: { 'app.kubernetes.io/name': 'ws-echo-v2' },
+    });
     expect(exists(undefined, `namespace/${ns}`)).toBe(false);
     expectRolledOut(moved);
-    expect(get(moved, 'deployments').items.map((d: Json) => d.metadata.name).sort()).toStrictEqual([NAMES.sampleBackend, NAMES.envoy, NAMES.redis].sort());
+    expect(
+      get(moved, 'deployments')
+        .items.map((d: Json) => d.metadata.name)
+        .sort(),
+    ).toStrictEqual([NAMES.sampleBackend, NAMES.envoy, NAMES.redis].sort());
     // settings.lua names Redis by its name in the new namespace.
     expect(get(moved, `configmap/${NAMES.envoyConfig}`).data['settings.lua']).toContain(`${NAMES.redis}.${moved}.svc.cluster.local.`);
   });
@@ -319,7 +396,15 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
     await tfAsyncOk(toolchain, stateDir, ['destroy', '-input=false', '-auto-approve']);
     expect(tfOk(toolchain, stateDir, ['state', 'list']).trim()).toBe('');
     expect(exists(undefined, 'namespace/ws-admission-b')).toBe(false);
-    const left = k(['get', 'all,configmaps,secrets,networkpolicies,pdb', '-A', '-l', `app.kubernetes.io/part-of=${PART_OF}`, '-o', 'name']).trim();
+    const left = k([
+      'get',
+      'all,configmaps,secrets,networkpolicies,pdb',
+      '-A',
+      '-l',
+      `app.kubernetes.io/part-of=${PART_OF}`,
+      '-o',
+      'name',
+    ]).trim();
     expect(left).toBe('');
   });
 });
@@ -330,7 +415,15 @@ describe('every option changed, on the same cluster', () => {
   it('applies into an existing namespace with an external Redis and a ServiceMonitor (CRD installed), then destroys only its own objects', async () => {
     // GIVEN what that profile expects to exist: its namespace, the Redis AUTH Secret, the CRD
     k(['create', 'namespace', ns]);
-    k(['-n', ns, 'create', 'secret', 'generic', EVERYTHING_CHANGED.externalRedisPasswordSecret, '--from-literal=password=not-a-real-token']);
+    k([
+      '-n',
+      ns,
+      'create',
+      'secret',
+      'generic',
+      EVERYTHING_CHANGED.externalRedisPasswordSecret,
+      '--from-literal=password=not-a-real-token',
+    ]);
     k(['apply', '-f', path.join(__dirname, 'fixtures', 'servicemonitor-crd.yaml')]);
     k(['wait', '--for=condition=Established', 'crd/servicemonitors.monitoring.coreos.com', '--timeout=60s']);
     // WHEN applied (state kept locally: the profile's S3 backend is dropped)
@@ -348,13 +441,19 @@ describe('every option changed, on the same cluster', () => {
     expect(get(ns, `deployment/${NAMES.envoy}`).spec.replicas).toBe(EVERYTHING_CHANGED.envoyReplicas);
     k(['-n', ns, 'scale', `deployment/${NAMES.envoy}`, '--replicas=6']); // what the autoscaler does under load
     // The TLS listener and the source ranges, as the API server keeps them.
-    expect(get(ns, `svc/${NAMES.nlb}`).spec.ports.map((p: Json) => [p.name, p.port, p.targetPort])).toStrictEqual([['http', 80, 'http'], ['https', 8443, 'http'], ['metrics', 9901, 'metrics']]);
+    expect(get(ns, `svc/${NAMES.nlb}`).spec.ports.map((p: Json) => [p.name, p.port, p.targetPort])).toStrictEqual([
+      ['http', 80, 'http'],
+      ['https', 8443, 'http'],
+      ['metrics', 9901, 'metrics'],
+    ]);
     expect(get(ns, `svc/${NAMES.nlb}`).spec.loadBalancerSourceRanges).toStrictEqual(EVERYTHING_CHANGED.nlbSourceRanges);
     const sm = get(ns, 'servicemonitor/ws-envoy');
     const want = Object.values(json.resource.kubernetes_manifest)[0] as Json;
     expect(sm.spec).toStrictEqual(want.manifest.spec);
     expect(sm.metadata.labels).toMatchObject({ release: 'kube-prometheus-stack' });
-    expect(get(ns, `svc/${NAMES.nlb}`).metadata.annotations).toStrictEqual(byName(json, 'kubernetes_service_v1', NAMES.nlb).metadata.annotations);
+    expect(get(ns, `svc/${NAMES.nlb}`).metadata.annotations).toStrictEqual(
+      byName(json, 'kubernetes_service_v1', NAMES.nlb).metadata.annotations,
+    );
     // AND a second plan changes nothing (kubernetes_manifest included; the replica count
     // the autoscaler, here kubectl, set is not reset)
     const again = await tfAsync(toolchain, stateDir, ['plan', '-input=false', '-detailed-exitcode']);
@@ -362,7 +461,17 @@ describe('every option changed, on the same cluster', () => {
     // AND a destroy removes the stack's objects and leaves the namespace and the user's Secret
     await tfAsyncOk(toolchain, stateDir, ['destroy', '-input=false', '-auto-approve']);
     expect(tfOk(toolchain, stateDir, ['state', 'list']).trim()).toBe('');
-    expect(k(['get', 'all,configmaps,secrets,networkpolicies,pdb,servicemonitors', '-A', '-l', `app.kubernetes.io/part-of=${PART_OF}`, '-o', 'name']).trim()).toBe('');
+    expect(
+      k([
+        'get',
+        'all,configmaps,secrets,networkpolicies,pdb,servicemonitors',
+        '-A',
+        '-l',
+        `app.kubernetes.io/part-of=${PART_OF}`,
+        '-o',
+        'name',
+      ]).trim(),
+    ).toBe('');
     expect(exists(ns, `secret/${EVERYTHING_CHANGED.externalRedisPasswordSecret}`)).toBe(true);
   });
 });
@@ -375,7 +484,12 @@ describe('EKS mode on the same cluster: kubernetes and helm authenticate through
     const bin = path.join(root, 'fake-aws');
     fs.mkdirSync(bin, { recursive: true });
     const calls = path.join(bin, 'calls.log');
-    const credential = JSON.stringify({ kind: 'ExecCredential', apiVersion: 'client.authentication.k8s.io/v1beta1', spec: {}, status: { token: cluster!.token } });
+    const credential = JSON.stringify({
+      kind: 'ExecCredential',
+      apiVersion: 'client.authentication.k8s.io/v1beta1',
+      spec: {},
+      status: { token: cluster!.token },
+    });
     fs.writeFileSync(path.join(bin, 'aws'), `#!/bin/sh\necho "$*" >> '${calls}'\necho '${credential}'\n`, { mode: 0o755 });
     // (metricsAllowedCidrs given: the Envoy NetworkPolicy needs no VPC lookup either)
     const { json } = synthInto(stateDir, toolchain, { metricsAllowedCidrs: ['127.0.0.0/8'] });
@@ -397,7 +511,13 @@ describe('EKS mode on the same cluster: kubernetes and helm authenticate through
     // The Envoy NetworkPolicy (its sources given) as the API server keeps it.
     expect(get('ws-admission', 'networkpolicy/ws-envoy-metrics-restricted').spec.ingress).toStrictEqual([
       { ports: [{ port: 8080, protocol: 'TCP' }] },
-      { from: [{ ipBlock: { cidr: '127.0.0.0/8' } }, { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }], ports: [{ port: 9901, protocol: 'TCP' }] },
+      {
+        from: [
+          { ipBlock: { cidr: '127.0.0.0/8' } },
+          { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } },
+        ],
+        ports: [{ port: 9901, protocol: 'TCP' }],
+      },
     ]);
     await tfAsyncOk(toolchain, stateDir, ['destroy', '-input=false', '-auto-approve'], 5 * 60_000, env);
     // THEN every call of the plugin asked for exactly this cluster's token

@@ -19,11 +19,16 @@ it('a module the go command cannot get fails its step, naming the step, the log 
     process.env.WS_TOOLCHAIN_CACHE = path.join(dir, 'cache');
     process.env.GOPROXY = 'off';
     // WHEN installed THEN the opentofu step fails with its log and the fix
-    expect(() => install({ file })).toThrow(/^toolchain: step "opentofu" failed \(go mod tidy[^)]*: exit 1\); log: \S+\/logs\/opentofu\.log\n[\s\S]*github\.com\/opentofu\/opentofu[\s\S]*GOPROXY=off[\s\S]*\nfix: the Go module proxy must serve github\.com\/opentofu\/opentofu@v1\.10\.999 and everything it requires: check the log for the module it refused, and pin a served version in tools\/cluster\/toolchain\.json$/);
+    expect(() => install({ file })).toThrow(
+      /^toolchain: step "opentofu" failed \(go mod tidy[^)]*: exit 1\); log: \S+\/logs\/opentofu\.log\n[\s\S]*github\.com\/opentofu\/opentofu[\s\S]*GOPROXY=off[\s\S]*\nfix: the Go module proxy must serve github\.com\/opentofu\/opentofu@v1\.10\.999 and everything it requires: check the log for the module it refused, and pin a served version in tools\/cluster\/toolchain\.json$/,
+    );
     // AND nothing was marked installed
     expect(fs.existsSync(path.join(dir, 'cache', 'current'))).toBe(false);
   } finally {
-    for (const [name, value] of [['WS_TOOLCHAIN_CACHE', saved.cache], ['GOPROXY', saved.proxy]] as const) {
+    for (const [name, value] of [
+      ['WS_TOOLCHAIN_CACHE', saved.cache],
+      ['GOPROXY', saved.proxy],
+    ] as const) {
       if (value === undefined) delete process.env[name];
       else process.env[name] = value;
     }

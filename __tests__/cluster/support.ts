@@ -25,11 +25,18 @@ export const PROFILES: ReadonlyArray<readonly [string, Partial<StackConfig>]> = 
   ['the NLB idle timeout left alone', { nlbSetIdleTimeout: false, idleTimeoutSeconds: 300 }],
   ['metrics on an internal NLB', { idleTimeoutSeconds: 200, renewIntervalSeconds: 5, exposeMetricsOnNlb: true, nlbScheme: 'internal' }],
   ['remote state in S3', { remoteStateBucket: 'acme-tfstate' }],
-  ['Redis on a volume (AOF), its passwords in the state', { redisPersistence: 'aof', redisStorageClass: 'gp3', redisPasswordInState: true }],
-  ['TLS at the NLB with defaults, the metrics port restricted', {
-    nlbTls: true, nlbTlsCertificateArns: ['arn:aws:acm:us-east-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b'],
-    metricsAllowedCidrs: ['10.0.0.0/16'],
-  }],
+  [
+    'Redis on a volume (AOF), its passwords in the state',
+    { redisPersistence: 'aof', redisStorageClass: 'gp3', redisPasswordInState: true },
+  ],
+  [
+    'TLS at the NLB with defaults, the metrics port restricted',
+    {
+      nlbTls: true,
+      nlbTlsCertificateArns: ['arn:aws:acm:us-east-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b'],
+      metricsAllowedCidrs: ['10.0.0.0/16'],
+    },
+  ],
 ];
 
 export interface Synthesized {
@@ -44,7 +51,12 @@ export interface Synthesized {
  * proxy could not serve a provider at the bindings' version, the required version is
  * changed to the one built (toolchain.json says which and why); nothing else is touched.
  */
-export function synthInto(dir: string, t: InstalledToolchain, overrides: Partial<StackConfig>, luaDirs: readonly string[] = DEFAULT_LUA_DIRS): Synthesized {
+export function synthInto(
+  dir: string,
+  t: InstalledToolchain,
+  overrides: Partial<StackConfig>,
+  luaDirs: readonly string[] = DEFAULT_LUA_DIRS,
+): Synthesized {
   fs.mkdirSync(dir, { recursive: true });
   const stack = new WsAdmissionStack(Testing.app(), 'ws-envoy-admission', { config: config(overrides), luaDirs });
   const json = JSON.parse(Testing.synth(stack));
@@ -52,7 +64,10 @@ export function synthInto(dir: string, t: InstalledToolchain, overrides: Partial
   for (const p of t.providers) {
     const req = json.terraform.required_providers[p.name];
     if (!req) continue;
-    if (req.version !== p.bindings) throw new Error(`required_providers.${p.name} is ${req.version}, toolchain.json says the bindings pin ${p.bindings}: update tools/cluster/toolchain.json`);
+    if (req.version !== p.bindings)
+      throw new Error(
+        `required_providers.${p.name} is ${req.version}, toolchain.json says the bindings pin ${p.bindings}: update tools/cluster/toolchain.json`,
+      );
     if (p.version !== p.bindings) {
       req.version = p.version;
       repinned.push(`${p.name} ${p.bindings} -> ${p.version}`);
@@ -68,13 +83,28 @@ export interface TfResult {
 }
 
 /** One terraform/tofu command in `dir`, offline (providers from the mirror only), bounded in time. */
-export function tf(t: InstalledToolchain, dir: string, args: readonly string[], timeoutMs = 10 * 60_000, env: NodeJS.ProcessEnv = {}): TfResult {
+export function tf(
+  t: InstalledToolchain,
+  dir: string,
+  args: readonly string[],
+  timeoutMs = 10 * 60_000,
+  env: NodeJS.ProcessEnv = {},
+): TfResult {
   const r = spawnSync(t.cli.path, [...args, '-no-color'], {
-    cwd: dir, encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGTERM', maxBuffer: 64 * 1024 * 1024,
+    cwd: dir,
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    killSignal: 'SIGTERM',
+    maxBuffer: 64 * 1024 * 1024,
     env: {
-      PATH: process.env.PATH, HOME: process.env.HOME ?? os.homedir(),
-      CHECKPOINT_DISABLE: '1', TF_IN_AUTOMATION: '1', TF_INPUT: '0',
-      TF_CLI_CONFIG_FILE: t.cliConfig, TF_PLUGIN_CACHE_DIR: pluginCache(t), ...env,
+      PATH: process.env.PATH,
+      HOME: process.env.HOME ?? os.homedir(),
+      CHECKPOINT_DISABLE: '1',
+      TF_IN_AUTOMATION: '1',
+      TF_INPUT: '0',
+      TF_CLI_CONFIG_FILE: t.cliConfig,
+      TF_PLUGIN_CACHE_DIR: pluginCache(t),
+      ...env,
     },
   });
   return { status: r.status ?? 124, out: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? `\n${r.error}` : ''}` };
@@ -95,14 +125,26 @@ export function tfOk(t: InstalledToolchain, dir: string, args: readonly string[]
 }
 
 /** Like `tf`, without blocking the event loop (the fake load balancer controller runs meanwhile). */
-export function tfAsync(t: InstalledToolchain, dir: string, args: readonly string[], timeoutMs = 10 * 60_000, env: NodeJS.ProcessEnv = {}): Promise<TfResult> {
+export function tfAsync(
+  t: InstalledToolchain,
+  dir: string,
+  args: readonly string[],
+  timeoutMs = 10 * 60_000,
+  env: NodeJS.ProcessEnv = {},
+): Promise<TfResult> {
   return new Promise((resolve) => {
     const child = spawn(t.cli.path, [...args, '-no-color'], {
-      cwd: dir, stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
       env: {
-        PATH: process.env.PATH, HOME: process.env.HOME ?? os.homedir(),
-        CHECKPOINT_DISABLE: '1', TF_IN_AUTOMATION: '1', TF_INPUT: '0',
-        TF_CLI_CONFIG_FILE: t.cliConfig, TF_PLUGIN_CACHE_DIR: pluginCache(t), ...env,
+        PATH: process.env.PATH,
+        HOME: process.env.HOME ?? os.homedir(),
+        CHECKPOINT_DISABLE: '1',
+        TF_IN_AUTOMATION: '1',
+        TF_INPUT: '0',
+        TF_CLI_CONFIG_FILE: t.cliConfig,
+        TF_PLUGIN_CACHE_DIR: pluginCache(t),
+        ...env,
       },
     });
     let out = '';
@@ -120,7 +162,13 @@ export function tfAsync(t: InstalledToolchain, dir: string, args: readonly strin
   });
 }
 
-export async function tfAsyncOk(t: InstalledToolchain, dir: string, args: readonly string[], timeoutMs?: number, env?: NodeJS.ProcessEnv): Promise<string> {
+export async function tfAsyncOk(
+  t: InstalledToolchain,
+  dir: string,
+  args: readonly string[],
+  timeoutMs?: number,
+  env?: NodeJS.ProcessEnv,
+): Promise<string> {
   const r = await tfAsync(t, dir, args, timeoutMs, env);
   if (r.status !== 0) throw new Error(`${path.basename(t.cli.path)} ${args.join(' ')} failed (exit ${r.status}):\n${r.out}`);
   return r.out;

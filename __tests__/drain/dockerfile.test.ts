@@ -8,7 +8,7 @@ const builder = DOCKERFILE.slice(0, split);
 const final = DOCKERFILE.slice(split);
 
 describe('envoy/Dockerfile: a luajit CLI for lua/envoy/drain.lua', () => {
-  it('stages the builder\'s luajit (the one that loaded socket and ssl there) and a dynamic libluajit if any', () => {
+  it("stages the builder's luajit (the one that loaded socket and ssl there) and a dynamic libluajit if any", () => {
     const stage = builder.indexOf('install -D -m 0755 "$bin" /opt/luajit/bin/luajit');
     expect(stage).toBeGreaterThan(builder.search(/luajit -e 'local s = require\("socket"\); local ssl = require\("ssl"\)/));
     expect(builder).toContain('bin="$(readlink -f "$(command -v luajit)")"');

@@ -25,21 +25,34 @@ beforeAll(async () => {
   passwordFile = path.join(dir, 'password');
   fs.writeFileSync(passwordFile, `${PASSWORD}\n`, { mode: 0o400 }); // a Secret file often ends in a newline
 });
-afterAll(async () => { await redis.stop(); });
-beforeEach(() => { redis.cli('FLUSHALL'); redis.cli('SCRIPT', 'FLUSH'); });
+afterAll(async () => {
+  await redis.stop();
+});
+beforeEach(() => {
+  redis.cli('FLUSHALL');
+  redis.cli('SCRIPT', 'FLUSH');
+});
 
 // (An object literal type, so it passes as makeLuaDir's Record<string, unknown>.)
-const settings = (overrides: Partial<Settings> = {}) =>
-  ({ ...defaultSettings(redis.port, { redis_password_file: passwordFile, ...overrides }) });
+const settings = (overrides: Partial<Settings> = {}) => ({
+  ...defaultSettings(redis.port, { redis_password_file: passwordFile, ...overrides }),
+});
 
-interface Run { code: number | null; stdout: string; stderr: string; ms: number }
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
 
 /** `luajit drain.lua` as the preStop hook runs it: WS_LUA_DIR, POD_NAME, nothing else. */
 function runDrain(opts: { luaDir?: string; podName?: string | null; args?: string[]; env?: Record<string, string> } = {}): Promise<Run> {
   const luaDir = opts.luaDir ?? makeLuaDir(settings());
   const env: Record<string, string> = {
-    PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: luaDir,
-    WS_STATE_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'ws-drain-state-')), ...opts.env,
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    WS_LUA_DIR: luaDir,
+    WS_STATE_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'ws-drain-state-')),
+    ...opts.env,
   };
   if (opts.podName !== null) env.POD_NAME = opts.podName ?? 'ws-envoy-6f7c9d8b5d-x7k2p';
   const started = Date.now();
@@ -47,11 +60,18 @@ function runDrain(opts: { luaDir?: string; podName?: string | null; args?: strin
     const p = spawn('luajit', [DRAIN, ...(opts.args ?? [])], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    p.stdout.on('data', (d) => { stdout += d; });
-    p.stderr.on('data', (d) => { stderr += d; });
+    p.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    p.stderr.on('data', (d) => {
+      stderr += d;
+    });
     const guard = setTimeout(() => p.kill('SIGKILL'), 15000);
     p.on('error', reject);
-    p.on('close', (code) => { clearTimeout(guard); resolve({ code, stdout, stderr, ms: Date.now() - started }); });
+    p.on('close', (code) => {
+      clearTimeout(guard);
+      resolve({ code, stdout, stderr, ms: Date.now() - started });
+    });
   });
 }
 
@@ -63,7 +83,10 @@ function lease(pod: string, id: string, expiry = FAR) {
 /** Connection ids of the leases on `pod`. */
 const members = (pod: string) => {
   const out = redis.cli('ZRANGE', '{ws}:leases', '0', '-1');
-  return (out === '' ? [] : out.split('\n')).filter((m) => m.endsWith(` ${pod}`)).map((m) => m.slice(0, m.indexOf(' '))).sort();
+  return (out === '' ? [] : out.split('\n'))
+    .filter((m) => m.endsWith(` ${pod}`))
+    .map((m) => m.slice(0, m.indexOf(' ')))
+    .sort();
 };
 const count = (pod: string) => Number(redis.cli('ZSCORE', '{ws}:load', pod));
 
@@ -97,7 +120,11 @@ describe('drain.lua', () => {
   });
 
   it('falls back to the host name without POD_NAME (or with an empty one), as filter.lua does', async () => {
-    const host = os.hostname().toLowerCase().replace(/[^a-z0-9.-]/g, '-').slice(0, 63);
+    const host = os
+      .hostname()
+      .toLowerCase()
+      .replace(/[^a-z0-9.-]/g, '-')
+      .slice(0, 63);
     lease(P1, `${host}|a|1|b`);
     lease(P1, `${host}|a|2|c`);
     expect((await runDrain({ podName: null })).stdout).toContain(`drain: released 2 leases of proxy ${host} (`);
@@ -108,7 +135,9 @@ describe('drain.lua', () => {
   it('says so when it cannot write the draining marker, and still releases', async () => {
     lease(P1, 'ws-envoy-6f7c9d8b5d-x7k2p|w|1|a');
     const r = await runDrain({ env: { WS_STATE_DIR: '/nonexistent/ws-state' } });
-    expect(r.stdout).toMatch(/^drain: released 1 leases of proxy ws-envoy-6f7c9d8b5d-x7k2p \(1 scan steps, \d+ ms\); no draining marker \(\/nonexistent\/ws-state\/draining: No such file or directory\): a connection renewing before SIGTERM may re-register\n$/);
+    expect(r.stdout).toMatch(
+      /^drain: released 1 leases of proxy ws-envoy-6f7c9d8b5d-x7k2p \(1 scan steps, \d+ ms\); no draining marker \(\/nonexistent\/ws-state\/draining: No such file or directory\): a connection renewing before SIGTERM may re-register\n$/,
+    );
     expect(r.code).toBe(0);
   });
 
@@ -121,12 +150,20 @@ describe('drain.lua', () => {
   it('covers any number of leases in scan steps of about 1000 (each release_proxy.lua call stays short)', async () => {
     const me = 'envoy-big';
     // 450 pods with 5 leases of ours and one of another proxy each (one EVAL to set up).
-    redis.cli('EVAL', `for i = 0, 449 do
+    redis.cli(
+      'EVAL',
+      `for i = 0, 449 do
       local pod = '10.1.' .. math.floor(i / 256) .. '.' .. (i % 256) .. ':8080'
       for j = 1, 5 do redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2] .. '|w|' .. j .. '|x ' .. pod) end
       redis.call('ZADD', KEYS[1], ARGV[1], 'other|w|1|x ' .. pod)
       redis.call('ZADD', KEYS[2], 6, pod)
-    end`, '2', '{ws}:leases', '{ws}:load', String(FAR), me);
+    end`,
+      '2',
+      '{ws}:leases',
+      '{ws}:load',
+      String(FAR),
+      me,
+    );
     redis.cli('CONFIG', 'RESETSTAT');
     const r = await runDrain({ podName: me });
     const steps = Number(/\((\d+) scan steps,/.exec(r.stdout)?.[1]);
@@ -157,8 +194,8 @@ describe('drain.lua', () => {
       const port = await freePort();
       const r = await runDrain({ luaDir: makeLuaDir(settings({ redis_port: port })) });
       expect(r.stdout).toBe(
-        `drain: FAILED to release the leases of proxy ws-envoy-6f7c9d8b5d-x7k2p: Redis 127.0.0.1:${port} unavailable: `
-        + `connect 127.0.0.1:${port}: connection refused (they expire by themselves within the lease TTL)\n`,
+        `drain: FAILED to release the leases of proxy ws-envoy-6f7c9d8b5d-x7k2p: Redis 127.0.0.1:${port} unavailable: ` +
+          `connect 127.0.0.1:${port}: connection refused (they expire by themselves within the lease TTL)\n`,
       );
       expect(r.code).toBe(1);
       expect(r.ms).toBeLessThan(2000);
@@ -166,14 +203,18 @@ describe('drain.lua', () => {
 
     it('Redis accepts but never answers: bounded by redis_read_timeout_ms', async () => {
       const sockets: net.Socket[] = [];
-      const silent = net.createServer((s) => { sockets.push(s); });
+      const silent = net.createServer((s) => {
+        sockets.push(s);
+      });
       await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
       const port = (silent.address() as net.AddressInfo).port;
       try {
         const r = await runDrain({
           luaDir: makeLuaDir(settings({ redis_port: port, redis_connect_timeout_ms: 300, redis_read_timeout_ms: 300 })),
         });
-        expect(r.stdout).toMatch(/^drain: FAILED to release the leases of proxy ws-envoy-6f7c9d8b5d-x7k2p: Redis 127\.0\.0\.1:\d+ unavailable: receive: timeout \(they expire/);
+        expect(r.stdout).toMatch(
+          /^drain: FAILED to release the leases of proxy ws-envoy-6f7c9d8b5d-x7k2p: Redis 127\.0\.0\.1:\d+ unavailable: receive: timeout \(they expire/,
+        );
         expect(r.code).toBe(1);
         expect(r.ms).toBeGreaterThanOrEqual(250);
         expect(r.ms).toBeLessThan(3000); // AUTH's round trip, then the error: no retry loop
@@ -187,7 +228,9 @@ describe('drain.lua', () => {
       const bad = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ws-drain-auth-')), 'password');
       fs.writeFileSync(bad, 'wrong\n');
       const r = await runDrain({ luaDir: makeLuaDir(settings({ redis_password_file: bad })) });
-      expect(r.stdout).toMatch(/^drain: FAILED to release the leases of proxy \S+: Redis 127\.0\.0\.1:\d+ unavailable: AUTH failed: WRONGPASS/);
+      expect(r.stdout).toMatch(
+        /^drain: FAILED to release the leases of proxy \S+: Redis 127\.0\.0\.1:\d+ unavailable: AUTH failed: WRONGPASS/,
+      );
       expect(r.code).toBe(1);
       const r2 = await runDrain({ luaDir: makeLuaDir(settings({ redis_password_file: '/nonexistent/password' })) });
       expect(r2.stdout).toContain('unavailable: cannot read redis_password_file /nonexistent/password');
@@ -198,8 +241,10 @@ describe('drain.lua', () => {
       const s: Record<string, unknown> = { ...settings() };
       delete s.redis_port;
       const r = await runDrain({ luaDir: makeLuaDir(s) });
-      expect(r.stdout).toBe('drain: FAILED to release the leases of proxy ws-envoy-6f7c9d8b5d-x7k2p: bad settings: '
-        + 'settings.redis_port is missing (want integer) (they expire by themselves within the lease TTL)\n');
+      expect(r.stdout).toBe(
+        'drain: FAILED to release the leases of proxy ws-envoy-6f7c9d8b5d-x7k2p: bad settings: ' +
+          'settings.redis_port is missing (want integer) (they expire by themselves within the lease TTL)\n',
+      );
       expect(r.code).toBe(1);
     });
 
@@ -227,12 +272,19 @@ describe('drain.lua', () => {
 
 describe('drain.lua with the public filter taking the leases (harness)', () => {
   let fleet: Fleet;
-  beforeEach(() => { fleet = new Fleet(redis.port); });
-  afterEach(async () => { await fleet.closeAll(); });
+  beforeEach(() => {
+    fleet = new Fleet(redis.port);
+  });
+  afterEach(async () => {
+    await fleet.closeAll();
+  });
 
-  it('after a rollout\'s drain, the slots of the old proxy\'s connections are free at once for the new one', async () => {
+  it("after a rollout's drain, the slots of the old proxy's connections are free at once for the new one", async () => {
     const s = { max_connections_per_pod: 1, lease_ttl_ms: 60000, renew_interval_ms: 30000, redis_password_file: passwordFile };
-    const hosts: Array<[string, string]> = [[P1, 'healthy'], [P2, 'healthy']];
+    const hosts: Array<[string, string]> = [
+      [P1, 'healthy'],
+      [P2, 'healthy'],
+    ];
     const oldProxy = await fleet.worker(s, { podName: 'ws-envoy-old-abcde', hosts });
     const newProxy = await fleet.worker(s, { podName: 'ws-envoy-new-fghij', hosts });
     expect((await openSocket(oldProxy)).pod).toBe(P1);
@@ -264,7 +316,7 @@ describe('drain.lua with the public filter taking the leases (harness)', () => {
     expect(Math.abs(Number(at) - Date.now())).toBeLessThan(5000); // ms, this node's clock
 
     await new Promise((res) => setTimeout(res, 100)); // past the renew interval
-    await oldProxy.data(conn.sid, 'response');        // renew answers 0: without the marker it would re-register
+    await oldProxy.data(conn.sid, 'response'); // renew answers 0: without the marker it would re-register
     expect(members(P1)).toEqual([]);
     expect(statsHash(redis.cli).reregistered).toBeUndefined();
     expect((await oldProxy.logs()).logs.map((l) => l.msg)).toContainEqual(
@@ -281,10 +333,10 @@ describe('drain.lua with the public filter taking the leases (harness)', () => {
     const r = await runDrain({ luaDir: makeLuaDir(settings(s)), podName: 'ws-envoy-old-abcde', env: { WS_STATE_DIR: fleet.stateDir } });
     expect(r.stdout).toMatch(/^drain: released 1 leases/);
     await new Promise((res) => setTimeout(res, 100));
-    await proxy.data(conn.sid, 'response');            // within the marker's life: not re-registered
+    await proxy.data(conn.sid, 'response'); // within the marker's life: not re-registered
     expect(members(P1)).toEqual([]);
     await new Promise((res) => setTimeout(res, 350));
-    await proxy.data(conn.sid, 'response');            // marker expired: re-registered
+    await proxy.data(conn.sid, 'response'); // marker expired: re-registered
     expect(members(P1)).toHaveLength(1);
     expect(statsHash(redis.cli).reregistered).toBe(1);
   });

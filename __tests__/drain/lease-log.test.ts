@@ -29,8 +29,12 @@ beforeAll(async () => {
   fs.writeFileSync(pwFile, PASSWORD, { mode: 0o400 });
   luaDir = makeLuaDir({ ...defaultSettings(redis.port, { redis_password_file: pwFile }) });
 });
-afterAll(async () => { await redis.stop(); });
-beforeEach(() => { redis.cli('FLUSHALL'); });
+afterAll(async () => {
+  await redis.stop();
+});
+beforeEach(() => {
+  redis.cli('FLUSHALL');
+});
 
 /** A lease as the scripts write it (lua/redis/README.md): the member in {ws}:leases and its pod's count. */
 function lease(pod: string, id: string) {
@@ -38,19 +42,29 @@ function lease(pod: string, id: string) {
   redis.cli('ZINCRBY', '{ws}:load', '1', pod);
 }
 /** Connection ids of the leases on `pod`. */
-const members = (pod: string) => redis.cli('ZRANGE', '{ws}:leases', '0', '-1').split('\n').filter(Boolean)
-  .filter((m) => m.endsWith(` ${pod}`)).map((m) => m.slice(0, m.indexOf(' '))).sort();
+const members = (pod: string) =>
+  redis
+    .cli('ZRANGE', '{ws}:leases', '0', '-1')
+    .split('\n')
+    .filter(Boolean)
+    .filter((m) => m.endsWith(` ${pod}`))
+    .map((m) => m.slice(0, m.indexOf(' ')))
+    .sort();
 
 function run(stateDir: string, args: string[] = ['--once'], dir = luaDir): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
     const p = spawn('luajit', [PROGRAM, ...args], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: dir, WS_STATE_DIR: stateDir }, stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: dir, WS_STATE_DIR: stateDir },
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (out += d));
     const guard = setTimeout(() => p.kill('SIGKILL'), 20000);
-    p.on('close', (code) => { clearTimeout(guard); resolve({ code, out }); });
+    p.on('close', (code) => {
+      clearTimeout(guard);
+      resolve({ code, out });
+    });
   });
 }
 
@@ -62,15 +76,18 @@ describe('lease_log.lua', () => {
     lease(P1, 'envoy-a|abc123|2|00ff01');
     lease(P2, 'envoy-b|def456|7|0000aa');
     const dir = stateDir();
-    fs.writeFileSync(path.join(dir, 'leases.log'), [
-      `lease envoy-a|abc123|1|00ff00 ${P1}`,
-      `lease envoy-b|def456|7|0000aa ${P2}`,
-      'lease evil|x|1|1 {ws}:rate',               // a key-like pod
-      `lease ../../etc|1|1|1 ${P1}`,             // not a connection id
-      `lease envoy-a|abc123|2|00ff01 ${P1} extra`, // trailing field
-      `lease envoy-a|abc123|1|00ff00 ${P1}`,     // twice: harmless
-      '',
-    ].join('\n'));
+    fs.writeFileSync(
+      path.join(dir, 'leases.log'),
+      [
+        `lease envoy-a|abc123|1|00ff00 ${P1}`,
+        `lease envoy-b|def456|7|0000aa ${P2}`,
+        'lease evil|x|1|1 {ws}:rate', // a key-like pod
+        `lease ../../etc|1|1|1 ${P1}`, // not a connection id
+        `lease envoy-a|abc123|2|00ff01 ${P1} extra`, // trailing field
+        `lease envoy-a|abc123|1|00ff00 ${P1}`, // twice: harmless
+        '',
+      ].join('\n'),
+    );
     const r = await run(dir);
     expect(r.code).toBe(0);
     expect(r.out).toContain('released 2 leases; 3 unreadable lines');
@@ -85,7 +102,8 @@ describe('lease_log.lua', () => {
     const file = path.join(dir, 'leases.log');
     fs.writeFileSync(file, '');
     const p = spawn('luajit', [PROGRAM], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: luaDir, WS_STATE_DIR: dir }, stdio: 'ignore',
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: luaDir, WS_STATE_DIR: dir },
+      stdio: 'ignore',
     });
     try {
       lease(P1, 'e|aa|1|01');
@@ -101,7 +119,7 @@ describe('lease_log.lua', () => {
     }
   });
 
-  it('rotates the file through Envoy\'s admin /reopen_logs without losing a line, while lines keep coming', async () => {
+  it("rotates the file through Envoy's admin /reopen_logs without losing a line, while lines keep coming", async () => {
     const dir = stateDir();
     const file = path.join(dir, 'leases.log');
     // Envoy's side, as its file access log does it: one O_APPEND descriptor, replaced by a
@@ -110,7 +128,11 @@ describe('lease_log.lua', () => {
     let reopens = 0;
     const admin = http.createServer((req, res) => {
       if (req.method === 'POST' && req.url === '/reopen_logs') {
-        setTimeout(() => { fs.closeSync(fd); fd = fs.openSync(file, 'a'); reopens++; }, 30);
+        setTimeout(() => {
+          fs.closeSync(fd);
+          fd = fs.openSync(file, 'a');
+          reopens++;
+        }, 30);
         res.end('OK\n');
       } else {
         res.writeHead(404).end();
@@ -123,14 +145,23 @@ describe('lease_log.lua', () => {
     redis.cli('ZADD', '{ws}:load', String(N), P1);
     const p = spawn('luajit', [PROGRAM], {
       env: {
-        PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: luaDir, WS_STATE_DIR: dir,
-        WS_ENVOY_ADMIN: `127.0.0.1:${(admin.address() as AddressInfo).port}`, WS_LEASE_LOG_ROTATE_BYTES: '16384',
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        WS_LUA_DIR: luaDir,
+        WS_STATE_DIR: dir,
+        WS_ENVOY_ADMIN: `127.0.0.1:${(admin.address() as AddressInfo).port}`,
+        WS_LEASE_LOG_ROTATE_BYTES: '16384',
       },
       stdio: 'ignore',
     });
     try {
       for (let i = 0; i < N; i += 50) {
-        fs.writeSync(fd, ids.slice(i, i + 50).map((id) => `lease ${id} ${P1}\n`).join(''));
+        fs.writeSync(
+          fd,
+          ids
+            .slice(i, i + 50)
+            .map((id) => `lease ${id} ${P1}\n`)
+            .join(''),
+        );
         await new Promise((r) => setTimeout(r, 12));
       }
       await waitFor(() => members(P1).length === 0, 15000);
@@ -158,7 +189,7 @@ describe('lease_log.lua', () => {
     expect(r.out).toContain('truncated');
   });
 
-  it('with connection_inventory, also deletes the connection\'s inventory hash', async () => {
+  it("with connection_inventory, also deletes the connection's inventory hash", async () => {
     const inv = makeLuaDir({ ...defaultSettings(redis.port, { redis_password_file: pwFile, connection_inventory: true }) });
     lease(P1, 'e|aa|9|09');
     redis.cli('HSET', '{ws}:conn:e|aa|9|09', 'pod', P1);
@@ -204,7 +235,7 @@ describe('lease_log.lua', () => {
     expect(u.out).toContain('usage: luajit lease_log.lua [--once]');
   });
 
-  it('the sidecar\'s liveness command passes on a fresh heartbeat and fails on a stale or missing one', () => {
+  it("the sidecar's liveness command passes on a fresh heartbeat and fails on a stale or missing one", () => {
     const dir = stateDir();
     const cmd = leaseLogLivenessCommand().map((a) => a.split(STATE_DIR).join(dir));
     const probe = () => spawnSync(cmd[0], cmd.slice(1)).status;

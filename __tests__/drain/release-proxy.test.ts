@@ -23,7 +23,9 @@ afterAll(async () => {
   redis.disconnect();
   await server.stop();
 });
-beforeEach(async () => { await redis.flushall(); });
+beforeEach(async () => {
+  await redis.flushall();
+});
 
 /** A lease as the scripts write it: the member in `leases`, and its pod's count. */
 async function lease(pod: string, id: string, expiry = FAR) {
@@ -31,13 +33,16 @@ async function lease(pod: string, id: string, expiry = FAR) {
   await redis.zincrby(s.keys.load, 1, pod);
 }
 /** Connection ids of the leases on `pod`. */
-const members = async (pod: string) => (await redis.zrange(s.keys.leases, 0, -1))
-  .filter((m) => m.endsWith(` ${pod}`)).map((m) => m.slice(0, m.indexOf(' '))).sort();
+const members = async (pod: string) =>
+  (await redis.zrange(s.keys.leases, 0, -1))
+    .filter((m) => m.endsWith(` ${pod}`))
+    .map((m) => m.slice(0, m.indexOf(' ')))
+    .sort();
 const released = async () => Number((await redis.hget(s.keys.stats, 'released')) ?? 0);
 const releaseProxy = async (proxy: string, ids: string[] = []) => (await s.releaseProxy(proxy, ids)).removed;
 
 describe('release_proxy.lua', () => {
-  it('removes only that proxy\'s leases across pods, counts them in released, and keeps the pods\' counts exact', async () => {
+  it("removes only that proxy's leases across pods, counts them in released, and keeps the pods' counts exact", async () => {
     await lease(P1, 'envoy-a|w1|1|x');
     await lease(P1, 'envoy-b|w1|1|y');
     await lease(P2, 'envoy-a|w2|7|z');
@@ -58,7 +63,7 @@ describe('release_proxy.lua', () => {
     expect(await released()).toBe(7);
   });
 
-  it('matches the exact prefix "<proxy>|": proxy a never takes ab\'s, b.a\'s or a-b\'s leases', async () => {
+  it("matches the exact prefix \"<proxy>|\": proxy a never takes ab's, b.a's or a-b's leases", async () => {
     const ids = ['a|1|1|x', 'ab|1|1|x', 'a-b|1|1|x', 'b.a|1|1|x', 'xa|1|1|x', 'a.|1|1|x', 'a|2|1|y', 'a', 'a||', 'a|'];
     for (const id of ids) await lease(P1, id);
     expect(await releaseProxy('a')).toBe(4); // a|1|1|x, a|2|1|y, a||, a|
@@ -69,8 +74,8 @@ describe('release_proxy.lua', () => {
   });
 
   it('treats the proxy id as text, never as a pattern: "." and "-" are not wildcards', async () => {
-    await lease(P1, 'envoyxa|1|1|x');   // "." would match any character in a Lua pattern
-    await lease(P1, 'envoy|1|1|x');     // "-" would make the "y" optional
+    await lease(P1, 'envoyxa|1|1|x'); // "." would match any character in a Lua pattern
+    await lease(P1, 'envoy|1|1|x'); // "-" would make the "y" optional
     await lease(P1, 'envoy.a|1|1|x');
     await lease(P1, 'envo-a|1|1|x');
     expect(await releaseProxy('envoy.a')).toBe(1);
@@ -78,7 +83,7 @@ describe('release_proxy.lua', () => {
     expect(await members(P1)).toEqual(['envo-a|1|1|x', 'envoy|1|1|x', 'envoyxa|1|1|x'].sort());
   });
 
-  it('removes expired leases of the proxy not yet given back too (counted as released, like release.lua), and leaves others\' expired ones', async () => {
+  it("removes expired leases of the proxy not yet given back too (counted as released, like release.lua), and leaves others' expired ones", async () => {
     await lease(P1, 'p|1|1|a', 1); // long expired
     await lease(P1, 'q|1|1|b', 1);
     await lease(P1, 'p|1|2|c');
@@ -97,7 +102,7 @@ describe('release_proxy.lua', () => {
     expect(await s.admit({ ...req, id: 'new|w|3|e' })).toMatchObject({ status: 'ADMITTED', pod: P1, activeOnPod: 1 });
   });
 
-  it('with connection ids, removes only those (the filter\'s phantom leases of lost admit answers)', async () => {
+  it("with connection ids, removes only those (the filter's phantom leases of lost admit answers)", async () => {
     await lease(P1, 'p|w|1|a');
     await lease(P2, 'p|w|2|b');
     await lease(P2, 'q|w|2|b');
@@ -122,16 +127,26 @@ describe('release_proxy.lua', () => {
   describe('refuses bad calls with a clear error and writes nothing', () => {
     const L = () => [s.keys.leases, s.keys.load, s.keys.stats];
     const cases: Array<[string, () => Promise<unknown>, string]> = [
-      ['too few keys', () => s.raw('release_proxy', [s.keys.leases], ['p', '0']),
-        'ERR release_proxy.lua: expected 3 KEYS and 2+ ARGV, got 1 KEYS and 2 ARGV'],
+      [
+        'too few keys',
+        () => s.raw('release_proxy', [s.keys.leases], ['p', '0']),
+        'ERR release_proxy.lua: expected 3 KEYS and 2+ ARGV, got 1 KEYS and 2 ARGV',
+      ],
       ['no cursor', () => s.raw('release_proxy', L(), ['p']), 'ERR release_proxy.lua: expected 3 KEYS and 2+ ARGV, got 3 KEYS and 1 ARGV'],
-      ['empty proxy id', () => s.raw('release_proxy', L(), ['', '0']),
-        "ERR release_proxy.lua: ARGV[1] proxy id must be 1-253 characters of a-z, 0-9, '.' and '-' (a DNS-1123 name, as filter.lua derives it from POD_NAME), got ''"],
+      [
+        'empty proxy id',
+        () => s.raw('release_proxy', L(), ['', '0']),
+        "ERR release_proxy.lua: ARGV[1] proxy id must be 1-253 characters of a-z, 0-9, '.' and '-' (a DNS-1123 name, as filter.lua derives it from POD_NAME), got ''",
+      ],
       ['proxy id with the separator', () => s.raw('release_proxy', L(), ['a|b', '0']), "got 'a|b'"],
       ['proxy id as a glob pattern', () => s.raw('release_proxy', L(), ['*', '0']), "got '*'"],
       ['upper case proxy id (filter.lua lower-cases it)', () => s.raw('release_proxy', L(), ['Envoy-A', '0']), "got 'Envoy-A'"],
       ['too long proxy id', () => s.raw('release_proxy', L(), ['a'.repeat(254), '0']), 'ARGV[1] proxy id must be 1-253'],
-      ['a cursor that is not digits', () => s.raw('release_proxy', L(), ['p', '1 OR 2']), "ARGV[2] scan cursor must be digits, got '1 OR 2'"],
+      [
+        'a cursor that is not digits',
+        () => s.raw('release_proxy', L(), ['p', '1 OR 2']),
+        "ARGV[2] scan cursor must be digits, got '1 OR 2'",
+      ],
     ];
     it.each(cases)('%s', async (_name, run, message) => {
       await lease(P1, 'p|1|1|a');

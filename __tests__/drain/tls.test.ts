@@ -19,7 +19,10 @@ beforeAll(async () => {
   ({ dir, port } = tlsRedis);
   fs.writeFileSync(path.join(dir, 'password'), `${PASSWORD}\n`);
   redis = new Redis({
-    host: '127.0.0.1', port, password: PASSWORD, lazyConnect: true,
+    host: '127.0.0.1',
+    port,
+    password: PASSWORD,
+    lazyConnect: true,
     tls: { ca: fs.readFileSync(tlsRedis.caFile), servername: 'localhost' },
   });
   await redis.connect();
@@ -32,17 +35,28 @@ afterAll(() => {
 function drain(caFile: string): Promise<{ code: number | null; stdout: string }> {
   const luaDir = makeLuaDir({
     ...defaultSettings(port, {
-      redis_host: 'localhost', redis_tls: true, redis_password_file: path.join(dir, 'password'),
-      redis_connect_timeout_ms: 1000, redis_read_timeout_ms: 1000,
+      redis_host: 'localhost',
+      redis_tls: true,
+      redis_password_file: path.join(dir, 'password'),
+      redis_connect_timeout_ms: 1000,
+      redis_read_timeout_ms: 1000,
     }),
   });
   return new Promise((resolve, reject) => {
     const p = spawn('luajit', [DRAIN], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', WS_LUA_DIR: luaDir, POD_NAME: 'envoy-tls', WS_REDIS_CA_FILE: caFile, WS_STATE_DIR: dir },
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        WS_LUA_DIR: luaDir,
+        POD_NAME: 'envoy-tls',
+        WS_REDIS_CA_FILE: caFile,
+        WS_STATE_DIR: dir,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
-    p.stdout.on('data', (d) => { stdout += d; });
+    p.stdout.on('data', (d) => {
+      stdout += d;
+    });
     p.on('error', reject);
     p.on('close', (code) => resolve({ code, stdout }));
   });

@@ -37,7 +37,11 @@ it('past envoyMaxConnections open connections a new one is closed at once, while
 });
 
 it('client Forwarded, X-Forwarded-Host and underscored header names never reach the backend', async () => {
-  const a = await connect(rig.proxies[0].publicUrl, { forwarded: 'for=6.6.6.6;host=evil.example', 'x-forwarded-host': 'evil.example', X_Ws_Pod: '127.0.1.1' });
+  const a = await connect(rig.proxies[0].publicUrl, {
+    forwarded: 'for=6.6.6.6;host=evil.example',
+    'x-forwarded-host': 'evil.example',
+    X_Ws_Pod: '127.0.1.1',
+  });
   expect(a.kind).toBe('open');
   const seen = JSON.parse(await echo(a as Opened, 'headers'));
   expect(seen.forwarded).toBeUndefined();
@@ -53,8 +57,14 @@ it('headers that trickle in slower than the request headers timeout are cut off'
   s.write('GET / HTTP/1.1\r\nHost: x\r\n');
   const started = Date.now();
   const ended = await new Promise<number>((resolve) => {
-    const t = setTimeout(() => { s.destroy(); resolve(-1); }, 20000);
-    s.on('close', () => { clearTimeout(t); resolve(Date.now() - started); });
+    const t = setTimeout(() => {
+      s.destroy();
+      resolve(-1);
+    }, 20000);
+    s.on('close', () => {
+      clearTimeout(t);
+      resolve(Date.now() - started);
+    });
     s.on('error', () => undefined);
     s.resume();
   });
@@ -62,17 +72,27 @@ it('headers that trickle in slower than the request headers timeout are cut off'
   expect(ended).toBeLessThan(15000);
 });
 
-it('the request log is one JSON object per stream: a client\'s quotes and backslashes cannot break or forge a line', async () => {
+it("the request log is one JSON object per stream: a client's quotes and backslashes cannot break or forge a line", async () => {
   const ua = 'evil" "status":"200" \\ {"forged":1} end';
-  const r = await rawRequest(rig.proxies[0].publicPort, `GET /json-log-probe?token=s3cret HTTP/1.1\r\nHost: x\r\nUser-Agent: ${ua}\r\nConnection: close\r\n\r\n`);
+  const r = await rawRequest(
+    rig.proxies[0].publicPort,
+    `GET /json-log-probe?token=s3cret HTTP/1.1\r\nHost: x\r\nUser-Agent: ${ua}\r\nConnection: close\r\n\r\n`,
+  );
   expect(statusOf(r)).toBe(200);
   let entry: { [k: string]: unknown } | undefined;
-  await waitUntil(() => {
-    const lines = fs.readFileSync(rig.proxies[0].logFile, 'utf8').split('\n').filter((l) => l.startsWith('{'));
-    for (const l of lines) JSON.parse(l); // every request log line is JSON
-    entry = lines.map((l) => JSON.parse(l)).find((j) => j.path === '/json-log-probe');
-    return entry !== undefined;
-  }, 5000, 'the request log line');
+  await waitUntil(
+    () => {
+      const lines = fs
+        .readFileSync(rig.proxies[0].logFile, 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('{'));
+      for (const l of lines) JSON.parse(l); // every request log line is JSON
+      entry = lines.map((l) => JSON.parse(l)).find((j) => j.path === '/json-log-probe');
+      return entry !== undefined;
+    },
+    5000,
+    'the request log line',
+  );
   expect(entry).toMatchObject({ method: 'GET', status: 200, user_agent: ua, upstream_host: rig.backendIds[0] });
   // The path is logged without its query string (clients carry tokens there).
   expect(fs.readFileSync(rig.proxies[0].logFile, 'utf8')).not.toContain('s3cret');

@@ -42,8 +42,11 @@ let backends: EchoBackends;
 let url: string;
 let port: number;
 const probeLog = () => path.join(dir, 'probe.log');
-const events = (id: string) => (fs.existsSync(probeLog()) ? fs.readFileSync(probeLog(), 'utf8') : '')
-  .split('\n').filter((l) => l.startsWith(id + ' ')).map((l) => l.slice(id.length + 1));
+const events = (id: string) =>
+  (fs.existsSync(probeLog()) ? fs.readFileSync(probeLog(), 'utf8') : '')
+    .split('\n')
+    .filter((l) => l.startsWith(id + ' '))
+    .map((l) => l.slice(id.length + 1));
 const leaseLog = () => {
   const f = path.join(localLayout(BASE, 0, dir).stateDir, LEASE_LOG_FILE);
   return fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '';
@@ -56,18 +59,29 @@ beforeAll(async () => {
   fs.mkdirSync(layout.stateDir);
   fs.writeFileSync(path.join(layout.luaDir, 'filter.lua'), PROBE);
   fs.writeFileSync(path.join(layout.luaDir, 'metrics.lua'), 'function envoy_on_request(h) end\n');
-  const yaml = bootstrapToYaml(buildEnvoyBootstrap({
-    backendHost: [backendAddress(0)], backendPort: BASE + 2, idleTimeoutSeconds: 2, maxStreamDurationSeconds: 60, layout,
-  }));
+  const yaml = bootstrapToYaml(
+    buildEnvoyBootstrap({
+      backendHost: [backendAddress(0)],
+      backendPort: BASE + 2,
+      idleTimeoutSeconds: 2,
+      maxStreamDurationSeconds: 60,
+      layout,
+    }),
+  );
   fs.writeFileSync(path.join(dir, 'envoy.yaml'), yaml);
   backends = await EchoBackends.start([backendAddress(0)], BASE + 2);
   const log = fs.openSync(path.join(dir, 'envoy.log'), 'a');
   envoy = spawn(envoyBinary(), envoyArgs(path.join(dir, 'envoy.yaml'), 1), {
-    env: { PATH: process.env.PATH, ...DEBIAN_LUA_ENV, PROBE_LOG: probeLog() }, stdio: ['ignore', log, log],
+    env: { PATH: process.env.PATH, ...DEBIAN_LUA_ENV, PROBE_LOG: probeLog() },
+    stdio: ['ignore', log, log],
   });
   port = layout.publicPort;
   url = `ws://127.0.0.1:${port}/`;
-  await waitUntil(async () => statusOf(await rawRequest(port, 'GET / HTTP/1.1\r\nHost: x\r\nx-probe: warm\r\n\r\n', 500)) === 200, 20000, 'envoy to route');
+  await waitUntil(
+    async () => statusOf(await rawRequest(port, 'GET / HTTP/1.1\r\nHost: x\r\nx-probe: warm\r\n\r\n', 500)) === 200,
+    20000,
+    'envoy to route',
+  );
 });
 
 afterAll(async () => {
@@ -91,7 +105,10 @@ describe('an upgraded HTTP/1.1 stream in real Envoy', () => {
     const ws = await open('hs');
     ws.send('hello'); // masked: 2 + 4 + 5 bytes; its echo 2 + 5
     await new Promise((r) => ws.once('message', r));
-    await new Promise<void>((r) => { ws.once('close', () => r()); ws.close(1000, 'bye'); });
+    await new Promise<void>((r) => {
+      ws.once('close', () => r());
+      ws.close(1000, 'bye');
+    });
     await settle();
     // Recorded order (the harness models each step): an empty request chunk as soon as
     // the headers went upstream, the 101, an empty response chunk, the frames (the

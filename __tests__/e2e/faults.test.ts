@@ -3,7 +3,19 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 import { LocalRig } from '../../tools/lib/local-rig';
-import { Opened, Refused, closeFromClient, connect, echo, metrics, startRig, sum, upgradeUntilAdmitted, statusOf, waitUntil } from './support';
+import {
+  Opened,
+  Refused,
+  closeFromClient,
+  connect,
+  echo,
+  metrics,
+  startRig,
+  sum,
+  upgradeUntilAdmitted,
+  statusOf,
+  waitUntil,
+} from './support';
 
 jest.setTimeout(120000);
 
@@ -22,9 +34,14 @@ async function upgradeUntilAnswered(url: string): Promise<Opened | Refused> {
 describe('Redis goes away (fail open, the default)', () => {
   let rig: LocalRig;
   beforeAll(async () => {
-    rig = await startRig(21300, { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, idleTimeoutSeconds: 30, renewIntervalSeconds: 3, leaseTtlSeconds: 38 }, {
-      backends: 2, settingsOverrides: { renew_interval_ms: RENEW_MS },
-    });
+    rig = await startRig(
+      21300,
+      { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, idleTimeoutSeconds: 30, renewIntervalSeconds: 3, leaseTtlSeconds: 38 },
+      {
+        backends: 2,
+        settingsOverrides: { renew_interval_ms: RENEW_MS },
+      },
+    );
   });
   afterAll(async () => rig?.stop());
 
@@ -51,10 +68,14 @@ describe('Redis goes away (fail open, the default)', () => {
     // fail-open one too, so the counts are the truth again (one pod holds two).
     const ticker = setInterval(() => held.forEach((o) => o.ws.send('tick')), 100);
     try {
-      await waitUntil(async () => {
-        const l = await rig.leases();
-        return rig.backendIds.reduce((n, id) => n + l[id], 0) === 3;
-      }, 5000, 'all three leases re-registered');
+      await waitUntil(
+        async () => {
+          const l = await rig.leases();
+          return rig.backendIds.reduce((n, id) => n + l[id], 0) === 3;
+        },
+        5000,
+        'all three leases re-registered',
+      );
     } finally {
       clearInterval(ticker);
     }
@@ -113,24 +134,32 @@ describe('fail closed, and a backend killed', () => {
     if (r.kind !== 'refused') return;
     expect(r.status).toBe(503);
     expect(r.headers['x-ws-admission']).toBeUndefined(); // Envoy's own 503, not a refusal of ours
-    await waitUntil(async () => (await rig.leases())[dead] === 0, 2000, 'the refused upgrade\'s lease released');
+    await waitUntil(async () => (await rig.leases())[dead] === 0, 2000, "the refused upgrade's lease released");
     // Two failed checks 5 s apart, then the next host list: upgrades go to the live backend only.
-    const ms = await waitUntil(async () => {
-      const x = await connect(rig.proxies[0].publicUrl);
-      if (x.kind === 'open') {
-        expect(x.backend).toBe(alive);
-        return true;
-      }
-      return false;
-    }, 30000, 'the killed host to leave the candidates');
+    const ms = await waitUntil(
+      async () => {
+        const x = await connect(rig.proxies[0].publicUrl);
+        if (x.kind === 'open') {
+          expect(x.backend).toBe(alive);
+          return true;
+        }
+        return false;
+      },
+      30000,
+      'the killed host to leave the candidates',
+    );
     expect(ms).toBeLessThan(30000);
     // The live backend is now full. Once the other proxy's own health checks have dropped
     // the dead host too (each Envoy checks on its own), it answers: capacity.
-    await waitUntil(async () => {
-      const x = await connect(rig.proxies[1].publicUrl);
-      expect(x.kind).toBe('refused'); // never admitted: the live backend is full
-      return x.kind === 'refused' && x.headers['x-ws-admission'] === 'capacity';
-    }, 30000, 'the other proxy to drop the killed host');
+    await waitUntil(
+      async () => {
+        const x = await connect(rig.proxies[1].publicUrl);
+        expect(x.kind).toBe('refused'); // never admitted: the live backend is full
+        return x.kind === 'refused' && x.headers['x-ws-admission'] === 'capacity';
+      },
+      30000,
+      'the other proxy to drop the killed host',
+    );
     expect((await rig.leases())[dead]).toBe(0);
   });
 
@@ -156,7 +185,7 @@ describe('no host list file (no probe reached metrics.lua): the one-way fallback
   });
   afterAll(async () => rig?.stop());
 
-  it('the upgrade that fetched the host list itself (httpCall) is passed on by Envoy, counted one-way, and released on the backend\'s Close', async () => {
+  it("the upgrade that fetched the host list itself (httpCall) is passed on by Envoy, counted one-way, and released on the backend's Close", async () => {
     for (const p of rig.proxies) fs.rmSync(path.join(p.stateDir, 'hosts'), { force: true });
     const a = await connect(rig.proxies[0].publicUrl);
     expect(a.kind).toBe('open'); // not held: Envoy continued the headers after the httpCall
@@ -177,7 +206,11 @@ describe('no host list file (no probe reached metrics.lua): the one-way fallback
 describe('a cold worker with no host list file: one admin fetch, not one per upgrade', () => {
   let rig: LocalRig;
   beforeAll(async () => {
-    rig = await startRig(22200, { maxConnectionsPerPod: 100, rateLimitPerMinute: 0 }, { proxies: 1, backends: 2, probeIntervalMs: 3_600_000 });
+    rig = await startRig(
+      22200,
+      { maxConnectionsPerPod: 100, rateLimitPerMinute: 0 },
+      { proxies: 1, backends: 2, probeIntervalMs: 3_600_000 },
+    );
   });
   afterAll(async () => rig?.stop());
 
@@ -194,22 +227,37 @@ describe('a cold worker with no host list file: one admin fetch, not one per upg
     // Connections first, then every request in the same tick: all 50 reach the worker
     // while the first one waits for the admin.
     const port = rig.proxies[0].publicPort;
-    const sockets = await Promise.all(Array.from({ length: 50 }, () => new Promise<net.Socket>((resolve, reject) => {
-      const c = net.connect(port, '127.0.0.1', () => resolve(c));
-      c.on('error', reject);
-    })));
-    const heads = sockets.map((c) => new Promise<string>((resolve) => {
-      let got = '';
-      c.on('data', (d) => { got += d.toString('latin1'); if (got.includes('\r\n\r\n')) resolve(got); });
-      c.on('close', () => resolve(got));
-    }));
-    const request = 'GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n'
-      + 'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+    const sockets = await Promise.all(
+      Array.from(
+        { length: 50 },
+        () =>
+          new Promise<net.Socket>((resolve, reject) => {
+            const c = net.connect(port, '127.0.0.1', () => resolve(c));
+            c.on('error', reject);
+          }),
+      ),
+    );
+    const heads = sockets.map(
+      (c) =>
+        new Promise<string>((resolve) => {
+          let got = '';
+          c.on('data', (d) => {
+            got += d.toString('latin1');
+            if (got.includes('\r\n\r\n')) resolve(got);
+          });
+          c.on('close', () => resolve(got));
+        }),
+    );
+    const request =
+      'GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+      'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
     for (const c of sockets) c.write(request);
     const answers = await Promise.all(heads);
     for (const c of sockets) c.destroy();
     const upgraded = answers.filter((a) => statusOf(a) === 101).length;
-    const retry = answers.filter((a) => statusOf(a) === 503 && /x-ws-admission: no_backend/i.test(a) && /retry-after: 1\r\n/i.test(a)).length;
+    const retry = answers.filter(
+      (a) => statusOf(a) === 503 && /x-ws-admission: no_backend/i.test(a) && /retry-after: 1\r\n/i.test(a),
+    ).length;
     expect(upgraded + retry).toBe(50);
     expect(upgraded).toBeGreaterThanOrEqual(1);
     // Envoy's own count of httpCalls to the admin cluster (metrics.lua's probes made some

@@ -16,10 +16,18 @@ beforeAll(async () => {
 });
 afterAll(async () => rig?.stop());
 
-const upgrade = (extra: string[] = [], conn = 'Connection: Upgrade', up = 'Upgrade: websocket') => [
-  'GET / HTTP/1.1', 'Host: example.test', conn, up,
-  'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', ...extra, '', '',
-].join('\r\n');
+const upgrade = (extra: string[] = [], conn = 'Connection: Upgrade', up = 'Upgrade: websocket') =>
+  [
+    'GET / HTTP/1.1',
+    'Host: example.test',
+    conn,
+    up,
+    'Sec-WebSocket-Version: 13',
+    'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+    ...extra,
+    '',
+    '',
+  ].join('\r\n');
 
 /**
  * Every pod id Redis holds (members of {ws}:load, and the pod part of {ws}:leases and
@@ -27,10 +35,11 @@ const upgrade = (extra: string[] = [], conn = 'Connection: Upgrade', up = 'Upgra
  */
 async function podIds(): Promise<string[]> {
   const keys = (await rig.redisCli('--scan', '--pattern', '*')).split('\n').filter(Boolean);
-  for (const k of keys) expect(k).toMatch(/^\{ws\}:(rate|rate:requests|stats|leases|load|views|hosts|conn:[a-z0-9.-]+\|[0-9a-f]{6}\|\d+\|[0-9a-f]{6})$/);
+  for (const k of keys)
+    expect(k).toMatch(/^\{ws\}:(rate|rate:requests|stats|leases|load|views|hosts|conn:[a-z0-9.-]+\|[0-9a-f]{6}\|\d+\|[0-9a-f]{6})$/);
   const list = async (...a: string[]) => (await rig.redisCli(...a)).split('\n').filter(Boolean);
   const ids = new Set(await list('ZRANGE', '{ws}:load', '0', '-1'));
-  for (const m of [...await list('ZRANGE', '{ws}:leases', '0', '-1'), ...await list('ZRANGE', '{ws}:hosts', '0', '-1')]) {
+  for (const m of [...(await list('ZRANGE', '{ws}:leases', '0', '-1')), ...(await list('ZRANGE', '{ws}:hosts', '0', '-1'))]) {
     ids.add(m.slice(m.indexOf(' ') + 1));
   }
   return [...ids].sort();
@@ -44,7 +53,10 @@ it('spoofed x-ws-* and x-envoy-original-dst-host headers neither reach the backe
   const free = taken === first ? second : first;
   // Ask for the full pod by every header that could steer Envoy or the filter.
   const b = await connect(rig.proxies[0].publicUrl, {
-    'x-envoy-original-dst-host': taken, 'x-ws-pod': taken, 'X-WS-Admission': 'admitted', 'x-ws-connection-id': 'evil|1|1|1',
+    'x-envoy-original-dst-host': taken,
+    'x-ws-pod': taken,
+    'X-WS-Admission': 'admitted',
+    'x-ws-connection-id': 'evil|1|1|1',
   });
   expect(b.kind).toBe('open');
   const opened = b as Opened;
@@ -96,7 +108,7 @@ it('huge and malformed headers are refused by Envoy, and the worker keeps servin
   const nul = await rawRequest(port, Buffer.from(upgrade(['X-Nul: a\u0000b']), 'latin1'));
   expect(statusOf(nul)).toBe(400);
   // The one worker answers the next upgrade promptly (nothing above held it).
-  await waitUntil(async () => Object.values(await rig.leases()).every((n) => n === 0), 5000, 'the 101\'s lease released');
+  await waitUntil(async () => Object.values(await rig.leases()).every((n) => n === 0), 5000, "the 101's lease released");
   const started = Date.now();
   const next = await connect(rig.proxies[0].publicUrl);
   expect(Date.now() - started).toBeLessThan(1000);

@@ -13,9 +13,7 @@ describe('per-pod limit across two real Envoys', () => {
 
   it('300 concurrent upgrades over both proxies open exactly 6 WebSockets, never more than 2 on a backend; the rest get 503 with Retry-After and never reach a backend', async () => {
     const urls = rig.proxies.map((p) => p.publicUrl);
-    const results: Array<Opened | Refused> = await Promise.all(
-      Array.from({ length: 300 }, (_, i) => connect(urls[i % urls.length])),
-    );
+    const results: Array<Opened | Refused> = await Promise.all(Array.from({ length: 300 }, (_, i) => connect(urls[i % urls.length])));
     try {
       const opened = results.filter((r): r is Opened => r.kind === 'open');
       const refused = results.filter((r): r is Refused => r.kind === 'refused');
@@ -72,9 +70,13 @@ describe('global rate limit across two real Envoys', () => {
   const WINDOW_MS = 3000;
   const LIMIT = 5;
   beforeAll(async () => {
-    rig = await startRig(21100, { maxConnectionsPerPod: 1000, rateLimitPerMinute: LIMIT }, {
-      settingsOverrides: { rate_window_ms: WINDOW_MS },
-    });
+    rig = await startRig(
+      21100,
+      { maxConnectionsPerPod: 1000, rateLimitPerMinute: LIMIT },
+      {
+        settingsOverrides: { rate_window_ms: WINDOW_MS },
+      },
+    );
   });
   afterAll(async () => rig?.stop());
 

@@ -18,11 +18,22 @@ let backend: string;
 beforeAll(async () => {
   // capacityCacheMs 0: these tests time the release paths; a worker's "full until" cache
   // would add up to its length to what a retrying client sees.
-  rig = await startRig(21200, { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, capacityCacheMs: 0, idleTimeoutSeconds: IDLE_S, renewIntervalSeconds: 1, leaseTtlSeconds: 8 }, {
-    backends: 1,
-    // Seconds instead of minutes, so "several lease TTLs" fit in a test.
-    settingsOverrides: { lease_ttl_ms: LEASE_TTL_MS, renew_interval_ms: RENEW_MS },
-  });
+  rig = await startRig(
+    21200,
+    {
+      maxConnectionsPerPod: 1,
+      rateLimitPerMinute: 0,
+      capacityCacheMs: 0,
+      idleTimeoutSeconds: IDLE_S,
+      renewIntervalSeconds: 1,
+      leaseTtlSeconds: 8,
+    },
+    {
+      backends: 1,
+      // Seconds instead of minutes, so "several lease TTLs" fit in a test.
+      settingsOverrides: { lease_ttl_ms: LEASE_TTL_MS, renew_interval_ms: RENEW_MS },
+    },
+  );
   backend = rig.backendIds[0];
 });
 afterAll(async () => rig?.stop());
@@ -31,7 +42,11 @@ function leaseLogLines(): number {
   let n = 0;
   for (const p of rig.proxies) {
     const f = path.join(p.stateDir, 'leases.log');
-    if (fs.existsSync(f)) n += fs.readFileSync(f, 'utf8').split('\n').filter((l) => l.startsWith('lease ')).length;
+    if (fs.existsSync(f))
+      n += fs
+        .readFileSync(f, 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('lease ')).length;
   }
   return n;
 }

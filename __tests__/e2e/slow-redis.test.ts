@@ -9,9 +9,16 @@ jest.setTimeout(60000);
 describe('an admission whose answer timed out (fail closed)', () => {
   let rig: LocalRig;
   beforeAll(async () => {
-    rig = await startRig(22000, {
-      maxConnectionsPerPod: 1, rateLimitPerMinute: 0, redisFailureMode: 'closed', redisReadTimeoutMs: 100,
-    }, { proxies: 1, backends: 1, redisFaults: true });
+    rig = await startRig(
+      22000,
+      {
+        maxConnectionsPerPod: 1,
+        rateLimitPerMinute: 0,
+        redisFailureMode: 'closed',
+        redisReadTimeoutMs: 100,
+      },
+      { proxies: 1, backends: 1, redisFaults: true },
+    );
   });
   afterAll(async () => rig?.stop());
 
@@ -21,7 +28,7 @@ describe('an admission whose answer timed out (fail closed)', () => {
     // so the next call is the admit itself (not a connect whose AUTH never got through).
     const warm = await connect(rig.proxies[0].publicUrl);
     await closeFromClient(warm as Opened);
-    await waitUntil(async () => (await rig.leases())[pod] === 0, 3000, 'the first connection\'s release');
+    await waitUntil(async () => (await rig.leases())[pod] === 0, 3000, "the first connection's release");
     rig.redisFaults!.set({ silent: true });
     const refused = await connect(rig.proxies[0].publicUrl);
     expect(refused.kind === 'refused' && refused.headers['x-ws-admission']).toBe('redis_unavailable');
@@ -37,16 +44,25 @@ describe('an admission whose answer timed out (fail closed)', () => {
     const m = await metrics(rig.proxies[0].metricsUrl);
     expect(sum(m, 'ws_admission_phantom_leases_released_total{')).toBe(1);
     await closeFromClient(next as Opened);
-    await waitUntil(async () => (await rig.leases())[pod] === 0, 3000, 'the connection\'s own release');
+    await waitUntil(async () => (await rig.leases())[pod] === 0, 3000, "the connection's own release");
   });
 });
 
 describe('an admission whose answer timed out (fail open, two pods)', () => {
   let rig: LocalRig;
   beforeAll(async () => {
-    rig = await startRig(22100, {
-      maxConnectionsPerPod: 1, rateLimitPerMinute: 0, redisReadTimeoutMs: 100, idleTimeoutSeconds: 30, renewIntervalSeconds: 3, leaseTtlSeconds: 38,
-    }, { proxies: 1, backends: 2, redisFaults: true, settingsOverrides: { renew_interval_ms: 200 } });
+    rig = await startRig(
+      22100,
+      {
+        maxConnectionsPerPod: 1,
+        rateLimitPerMinute: 0,
+        redisReadTimeoutMs: 100,
+        idleTimeoutSeconds: 30,
+        renewIntervalSeconds: 3,
+        leaseTtlSeconds: 38,
+      },
+      { proxies: 1, backends: 2, redisFaults: true, settingsOverrides: { renew_interval_ms: 200 } },
+    );
   });
   afterAll(async () => rig?.stop());
 
@@ -67,10 +83,14 @@ describe('an admission whose answer timed out (fail open, two pods)', () => {
     const held = [x as Opened, a as Opened];
     const ticker = setInterval(() => held.forEach((o) => o.ws.send('tick')), 100);
     try {
-      await waitUntil(async () => {
-        const l = await rig.leases();
-        return l[first] === 2 && l[other] === 0;
-      }, 5000, 'both leases on the pod both connections are on, none on the other');
+      await waitUntil(
+        async () => {
+          const l = await rig.leases();
+          return l[first] === 2 && l[other] === 0;
+        },
+        5000,
+        'both leases on the pod both connections are on, none on the other',
+      );
     } finally {
       clearInterval(ticker);
     }

@@ -15,14 +15,28 @@ export function testConfig(overrides: Partial<StackConfig>): StackConfig {
   return loadConfig({ env: {}, overrides });
 }
 
-export async function startRig(basePort: number, config: Partial<StackConfig>, more: {
-  proxies?: number; backends?: number; settingsOverrides?: { [field: string]: LuaScalar }; probeIntervalMs?: number;
-  leaseLogRotateBytes?: number; redisFaults?: boolean;
-} = {}): Promise<LocalRig> {
+export async function startRig(
+  basePort: number,
+  config: Partial<StackConfig>,
+  more: {
+    proxies?: number;
+    backends?: number;
+    settingsOverrides?: { [field: string]: LuaScalar };
+    probeIntervalMs?: number;
+    leaseLogRotateBytes?: number;
+    redisFaults?: boolean;
+  } = {},
+): Promise<LocalRig> {
   return LocalRig.start({
-    config: testConfig(config), basePort, backendsIn: 'inline', probeIntervalMs: more.probeIntervalMs ?? 1000,
-    proxies: more.proxies, backends: more.backends, settingsOverrides: more.settingsOverrides,
-    leaseLogRotateBytes: more.leaseLogRotateBytes, redisFaults: more.redisFaults,
+    config: testConfig(config),
+    basePort,
+    backendsIn: 'inline',
+    probeIntervalMs: more.probeIntervalMs ?? 1000,
+    proxies: more.proxies,
+    backends: more.backends,
+    settingsOverrides: more.settingsOverrides,
+    leaseLogRotateBytes: more.leaseLogRotateBytes,
+    redisFaults: more.redisFaults,
     keepFiles: process.env.WS_E2E_KEEP === '1',
   });
 }
@@ -50,8 +64,13 @@ export function connect(url: string, headers: { [k: string]: string } = {}, time
     const ws = new WebSocket(url, { headers, handshakeTimeout: timeoutMs });
     let upgradeHeaders: Opened['headers'] = {};
     const messages: string[] = [];
-    const timer = setTimeout(() => { ws.terminate(); reject(new Error(`no answer from ${url} within ${timeoutMs} ms`)); }, timeoutMs);
-    ws.on('upgrade', (res) => { upgradeHeaders = res.headers; });
+    const timer = setTimeout(() => {
+      ws.terminate();
+      reject(new Error(`no answer from ${url} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    ws.on('upgrade', (res) => {
+      upgradeHeaders = res.headers;
+    });
     ws.on('unexpected-response', (_req, res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString()));
@@ -119,7 +138,11 @@ export function rawRequest(port: number, request: string | Buffer, timeoutMs = 3
   return new Promise((resolve) => {
     const s = net.connect(port, '127.0.0.1');
     let out = '';
-    const done = () => { clearTimeout(t); s.destroy(); resolve(out); };
+    const done = () => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(out);
+    };
     const t = setTimeout(done, timeoutMs);
     s.on('data', (d) => {
       out += d.toString('latin1');

@@ -17,8 +17,15 @@ function validate(dir: string, yaml: string): { status: number | null; out: stri
   const file = path.join(dir, 'envoy.yaml');
   fs.writeFileSync(file, yaml);
   const r = spawnSync(envoyBinary(), ['--mode', 'validate', '-c', file, '--disable-hot-restart', '--log-level', 'warn'], {
-    env: { PATH: process.env.PATH, ...DEBIAN_LUA_ENV, WS_LUA_DIR: path.join(dir, 'lua'), WS_STATE_DIR: path.join(dir, 'state'), POD_NAME: 'validate-0' },
-    encoding: 'utf8', timeout: 60000,
+    env: {
+      PATH: process.env.PATH,
+      ...DEBIAN_LUA_ENV,
+      WS_LUA_DIR: path.join(dir, 'lua'),
+      WS_STATE_DIR: path.join(dir, 'state'),
+      POD_NAME: 'validate-0',
+    },
+    encoding: 'utf8',
+    timeout: 60000,
   });
   return { status: r.status, out: `${r.stdout}\n${r.stderr}` };
 }
@@ -36,7 +43,11 @@ function podFiles(json: Json): { dir: string; yaml: string } {
   for (const [key, value] of Object.entries(cm.data as { [k: string]: string })) {
     if (key !== ENVOY_YAML_KEY) fs.writeFileSync(path.join(dir, 'lua', key), unescapeTemplate(value));
   }
-  const yaml = unescapeTemplate(cm.data[ENVOY_YAML_KEY]).split(LUA_DIR).join(path.join(dir, 'lua')).split(STATE_DIR).join(path.join(dir, 'state'));
+  const yaml = unescapeTemplate(cm.data[ENVOY_YAML_KEY])
+    .split(LUA_DIR)
+    .join(path.join(dir, 'lua'))
+    .split(STATE_DIR)
+    .join(path.join(dir, 'state'));
   return { dir, yaml };
 }
 

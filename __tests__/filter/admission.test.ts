@@ -1,17 +1,24 @@
 // The public filter (lua/envoy/filter.lua) run unchanged under LuaJIT + luasocket in the
 // harness's reproduction of Envoy's Lua stream-handle API, against a real redis-server.
 import { startRedis, RedisServer } from '../support/redis-server';
-import {
-  Fleet, UPGRADE, PLAIN, HeaderList, openSocket, sleep, liveLeases, commandCalls, statsHash, redisNowMs,
-} from './harness/worker';
+import { Fleet, UPGRADE, PLAIN, HeaderList, openSocket, sleep, liveLeases, commandCalls, statsHash, redisNowMs } from './harness/worker';
 
 let redis: RedisServer;
 let fleet: Fleet;
 
-beforeAll(async () => { redis = await startRedis(); });
-afterAll(async () => { await redis.stop(); });
-beforeEach(() => { redis.cli('FLUSHALL'); fleet = new Fleet(redis.port); });
-afterEach(async () => { await fleet.closeAll(); });
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis.stop();
+});
+beforeEach(() => {
+  redis.cli('FLUSHALL');
+  fleet = new Fleet(redis.port);
+});
+afterEach(async () => {
+  await fleet.closeAll();
+});
 
 describe('admission', () => {
   it('admits onto the least-loaded healthy pod, pins it strictly and records {connection_id, pod}', async () => {
@@ -154,7 +161,7 @@ describe('admission', () => {
     const ttl = 900;
     const w = await fleet.worker({ lease_ttl_ms: ttl, renew_interval_ms: 250, max_connections_per_pod: 5 });
     const down = await openSocket(w); // server -> client traffic only
-    const up = await openSocket(w);   // client -> server traffic only
+    const up = await openSocket(w); // client -> server traffic only
     const idle = await openSocket(w);
     const ids = (s: { req: { metadata?: Record<string, Record<string, unknown>> } }) =>
       s.req.metadata!['ws.admission'].connection_id as string;
@@ -183,15 +190,15 @@ describe('admission', () => {
     // its 101). The harness refuses a response to a held request, so openSocket() fails then.
     const ttl = 900;
     const w = await fleet.worker({ lease_ttl_ms: ttl, renew_interval_ms: 250, hosts_cache_ms: 1000, max_connections_per_pod: 5 });
-    const cold = await w.request(UPGRADE);            // empty cache: admin call in this stream
+    const cold = await w.request(UPGRADE); // empty cache: admin call in this stream
     expect(cold.override).toBeDefined();
     expect(cold.passed).toBe(true);
     expect(cold.state).toBe('done');
-    const warm = await w.request(UPGRADE);            // cached list: no yield before the decision
+    const warm = await w.request(UPGRADE); // cached list: no yield before the decision
     expect(warm.passed).toBe(true);
     expect(warm.state).toBe('waiting_body');
     await sleep(1050);
-    const refresh = await w.request(UPGRADE);         // stale list: admin call again
+    const refresh = await w.request(UPGRADE); // stale list: admin call again
     expect(refresh.passed).toBe(true);
     expect(refresh.state).toBe('done');
     expect((await w.logs()).admin_calls).toBe(2);
@@ -200,9 +207,9 @@ describe('admission', () => {
     const id = (r: { metadata?: Record<string, Record<string, unknown>> }) => r.metadata!['ws.admission'].connection_id as string;
     const t0 = Date.now();
     while (Date.now() - t0 < 3 * ttl) {
-      await w.data(cold.sid, 'response');    // server -> client keeps the one-way stream
-      await w.data(warm.sid, 'request');     // client -> server keeps the two-way stream
-      await w.data(refresh.sid, 'request');  // not seen by the script: this one lapses
+      await w.data(cold.sid, 'response'); // server -> client keeps the one-way stream
+      await w.data(warm.sid, 'request'); // client -> server keeps the two-way stream
+      await w.data(refresh.sid, 'request'); // not seen by the script: this one lapses
       await sleep(100);
     }
     const live = [...liveLeases(redis.cli, '10.0.0.1:8080'), ...liveLeases(redis.cli, '10.0.0.2:8080')];
@@ -213,15 +220,15 @@ describe('admission', () => {
 
   it('one host-list fetch at a time per worker: upgrades arriving meanwhile use the previous list and stay two-way', async () => {
     const w = await fleet.worker({ hosts_cache_ms: 1000, max_connections_per_pod: 100 });
-    await openSocket(w);                                   // cold: fetch #1
-    await sleep(1050);                                     // the list is stale now
-    const a = await w.requestDeferred(UPGRADE);            // fetch #2 in flight...
+    await openSocket(w); // cold: fetch #1
+    await sleep(1050); // the list is stale now
+    const a = await w.requestDeferred(UPGRADE); // fetch #2 in flight...
     expect(a.state).toBe('waiting_http');
     expect(a.passed).toBe(false);
-    const b = await w.request(UPGRADE);                    // ...meanwhile: no second fetch, no yield
+    const b = await w.request(UPGRADE); // ...meanwhile: no second fetch, no yield
     expect(b.override).toBeDefined();
     expect(b.state).toBe('waiting_body');
-    expect((await w.logs()).admin_calls).toBe(1);          // only the cold fetch has been answered
+    expect((await w.logs()).admin_calls).toBe(1); // only the cold fetch has been answered
     const done = await w.httpComplete(a.sid);
     expect(done.override).toBeDefined();
     expect(done.passed).toBe(true);
@@ -233,23 +240,24 @@ describe('admission', () => {
     expect((await w.request(UPGRADE)).state).toBe('waiting_body'); // the reset fetch still counts as in flight
     await sleep(400);
     const d = await w.request(UPGRADE);
-    expect(d.state).toBe('done');                          // fetched itself
-    expect((await w.logs()).admin_calls).toBe(3);          // cold, a, d (c's call never completed)
+    expect(d.state).toBe('done'); // fetched itself
+    expect((await w.logs()).admin_calls).toBe(3); // cold, a, d (c's call never completed)
   });
 
   it('a one-way stream whose lease lapsed is still re-registered when its server speaks again (not swept)', async () => {
     const ttl = 300;
     const w = await fleet.worker({ lease_ttl_ms: ttl, renew_interval_ms: 100, hosts_cache_ms: 60000, max_connections_per_pod: 1000 });
-    const oneWay = await openSocket(w);                  // fetched the host list: one-way
+    const oneWay = await openSocket(w); // fetched the host list: one-way
     expect(oneWay.req.state).toBe('done');
     const id = oneWay.req.metadata!['ws.admission'].connection_id as string;
-    await sleep(2 * ttl + 200);                         // no server data: lapsed, older than 2 TTLs
-    for (let i = 0; i < 256; i++) {                     // the 256th admission sweeps the worker's table
+    await sleep(2 * ttl + 200); // no server data: lapsed, older than 2 TTLs
+    for (let i = 0; i < 256; i++) {
+      // the 256th admission sweeps the worker's table
       const r = await w.request(UPGRADE);
       await w.response(r.sid, '500');
     }
     expect(liveLeases(redis.cli, oneWay.pod!)).not.toContain(id);
-    await w.data(oneWay.sid, 'response');               // server -> client: renew answers 0, re-register
+    await w.data(oneWay.sid, 'response'); // server -> client: renew answers 0, re-register
     expect(liveLeases(redis.cli, oneWay.pod!)).toContain(id);
   });
 
@@ -269,8 +277,10 @@ describe('admission', () => {
 
   it('a reset stream never releases (the coroutine is abandoned); its slot comes back after the lease TTL', async () => {
     const ttl = 800;
-    const w1 = await fleet.worker({ lease_ttl_ms: ttl, renew_interval_ms: 200, max_connections_per_pod: 1 },
-      { hosts: [['10.0.0.1:8080', 'healthy']] });
+    const w1 = await fleet.worker(
+      { lease_ttl_ms: ttl, renew_interval_ms: 200, max_connections_per_pod: 1 },
+      { hosts: [['10.0.0.1:8080', 'healthy']] },
+    );
     const s = await openSocket(w1);
     await w1.data(s.sid, 'response');
     await w1.reset(s.sid);
@@ -285,8 +295,13 @@ describe('admission', () => {
 
   it('accepts an HTTP/2 extended CONNECT WebSocket (RFC 8441), which the filter sees as an H1 upgrade answered 101', async () => {
     const w = await fleet.worker();
-    const h2: HeaderList = [[':method', 'CONNECT'], [':protocol', 'websocket'], [':path', '/ws'],
-      [':authority', 'example.test'], [':scheme', 'https']];
+    const h2: HeaderList = [
+      [':method', 'CONNECT'],
+      [':protocol', 'websocket'],
+      [':path', '/ws'],
+      [':authority', 'example.test'],
+      [':scheme', 'https'],
+    ];
     const r = await w.request(h2);
     expect(r.override).toBeDefined();
     // Envoy's HTTP/2 codec rewrote it before the filters (transformUpgradeRequestFromH2toH1).
@@ -312,7 +327,7 @@ describe('non-WebSocket requests', () => {
     expect(commandCalls(redis.cli, 'evalsha') + commandCalls(redis.cli, 'script|load')).toBe(before);
   });
 
-  it('with limit_all_requests have a window of their own: they never spend (nor are refused for) the upgrades\' budget', async () => {
+  it("with limit_all_requests have a window of their own: they never spend (nor are refused for) the upgrades' budget", async () => {
     const w = await fleet.worker({ rate_limit: 3, rate_window_ms: 5000, limit_all_requests: true, max_connections_per_pod: 10 });
     for (let i = 0; i < 3; i++) expect((await w.request(PLAIN)).state).toBe('done');
     const r = await w.request(PLAIN);
@@ -346,8 +361,10 @@ describe('non-WebSocket requests', () => {
 
 describe('connection inventory', () => {
   it('writes {ws}:conn:<id> (pod, proxy, client, start) with the admission, renews its expiry and deletes it on release', async () => {
-    const w = await fleet.worker({ connection_inventory: true, max_connections_per_pod: 1, lease_ttl_ms: 5000 },
-      { podName: 'envoy-inv-1' });
+    const w = await fleet.worker(
+      { connection_inventory: true, max_connections_per_pod: 1, lease_ttl_ms: 5000 },
+      { podName: 'envoy-inv-1' },
+    );
     const s = await openSocket(w);
     const id = s.req.metadata!['ws.admission'].connection_id as string;
     const key = `{ws}:conn:${id}`;

@@ -12,12 +12,22 @@ let out = '';
 beforeAll(async () => {
   redis = await startRedis();
   monitor = spawn('redis-cli', ['-p', String(redis.port), 'MONITOR']);
-  monitor.stdout!.on('data', (d) => { out += d.toString(); });
+  monitor.stdout!.on('data', (d) => {
+    out += d.toString();
+  });
   for (let i = 0; i < 100 && !out.startsWith('OK'); i++) await sleep(20);
 });
-afterAll(async () => { monitor.kill(); await redis.stop(); });
-beforeEach(() => { redis.cli('FLUSHALL'); fleet = new Fleet(redis.port); });
-afterEach(async () => { await fleet.closeAll(); });
+afterAll(async () => {
+  monitor.kill();
+  await redis.stop();
+});
+beforeEach(() => {
+  redis.cli('FLUSHALL');
+  fleet = new Fleet(redis.port);
+});
+afterEach(async () => {
+  await fleet.closeAll();
+});
 
 /** A position in the MONITOR stream after everything sent so far has shown up. */
 async function markNow(): Promise<number> {
@@ -28,7 +38,9 @@ async function markNow(): Promise<number> {
 /** Client commands (not the ones scripts run inside Redis) since `mark`, as argument lists. */
 async function clientCommands(mark: number): Promise<string[][]> {
   await sleep(50);
-  return out.slice(mark).split('\n')
+  return out
+    .slice(mark)
+    .split('\n')
     .filter((l) => /^\d+\.\d+ \[\d+ 127\.0\.0\.1:\d+\]/.test(l))
     .map((l) => [...l.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1]))
     .filter((a) => a[0] !== 'SCRIPT' && a[0] !== 'FLUSHALL');
@@ -52,8 +64,18 @@ describe('the Redis calls of one connection', () => {
     expect(nkeys).toBe('6');
     const view = redis.cli('ZRANGE', '{ws}:views', '0', '0'); // registered by the warm-up upgrade
     expect(rest).toEqual([
-      '{ws}:rate', '{ws}:stats', '{ws}:leases', '{ws}:load', '{ws}:views', '{ws}:hosts',
-      '60', '60000', '2', '3000', id, view, // no host list: its view id
+      '{ws}:rate',
+      '{ws}:stats',
+      '{ws}:leases',
+      '{ws}:load',
+      '{ws}:views',
+      '{ws}:hosts',
+      '60',
+      '60000',
+      '2',
+      '3000',
+      id,
+      view, // no host list: its view id
       redis.cli('HGET', '{ws}:stats', 'epoch:id'), // the state epoch the worker holds
     ]);
     expect(view).toMatch(/^[0-9a-f]{16}$/);

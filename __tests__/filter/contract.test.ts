@@ -7,10 +7,18 @@ import { Fleet, UPGRADE } from './harness/worker';
 let redis: RedisServer;
 let fleet: Fleet;
 
-beforeAll(async () => { redis = await startRedis(); });
-afterAll(async () => { await redis.stop(); });
-beforeEach(() => { fleet = new Fleet(redis.port); });
-afterEach(async () => { await fleet.closeAll(); });
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis.stop();
+});
+beforeEach(() => {
+  fleet = new Fleet(redis.port);
+});
+afterEach(async () => {
+  await fleet.closeAll();
+});
 
 describe('settings.lua written by the stack', () => {
   it('loads without a complaint and admits; metrics.lua serves its metrics_path', async () => {
@@ -22,7 +30,10 @@ describe('settings.lua written by the stack', () => {
     expect(logs.filter((l) => l.level === 'err')).toEqual([]);
 
     const m = await fleet.worker({}, { settings: text, script: 'metrics.lua' });
-    const scrape = await m.request([[':method', 'GET'], [':path', '/metrics']]);
+    const scrape = await m.request([
+      [':method', 'GET'],
+      [':path', '/metrics'],
+    ]);
     expect(scrape.reply?.headers[':status']).toBe('200');
     expect(scrape.reply?.body).toMatch(/^ws_admission_rate_limit 60$/m);
     expect(scrape.reply?.body).toMatch(/^ws_admission_max_connections_per_pod 2$/m);

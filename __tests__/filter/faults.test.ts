@@ -4,9 +4,7 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { startRedis, RedisServer, freePort } from '../support/redis-server';
-import {
-  Fleet, UPGRADE, PLAIN, openSocket, sleep, liveLeases, statsHash,
-} from './harness/worker';
+import { Fleet, UPGRADE, PLAIN, openSocket, sleep, liveLeases, statsHash } from './harness/worker';
 
 const PASSWORD = 'test-secret-0fa1';
 let redis: RedisServer;
@@ -18,12 +16,22 @@ beforeAll(async () => {
   passwordFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ws-secret-')), 'password');
   fs.writeFileSync(passwordFile, PASSWORD + '\n', { mode: 0o400 }); // a Secret file often ends with \n
 });
-afterAll(async () => { await redis.stop(); });
-beforeEach(() => { redis.cli('FLUSHALL'); fleet = new Fleet(redis.port); });
-afterEach(async () => { await fleet.closeAll(); });
+afterAll(async () => {
+  await redis.stop();
+});
+beforeEach(() => {
+  redis.cli('FLUSHALL');
+  fleet = new Fleet(redis.port);
+});
+afterEach(async () => {
+  await fleet.closeAll();
+});
 
 const ONE_POD: Array<[string, string]> = [['10.0.0.1:8080', 'healthy']];
-const TWO_PODS: Array<[string, string]> = [['10.0.0.1:8080', 'healthy'], ['10.0.0.2:8080', 'healthy']];
+const TWO_PODS: Array<[string, string]> = [
+  ['10.0.0.1:8080', 'healthy'],
+  ['10.0.0.2:8080', 'healthy'],
+];
 
 /** Counters the workers wrote under WS_STATE_DIR, summed over workers. */
 function workerCounters(dir: string): Record<string, number> {
@@ -62,11 +70,16 @@ describe('proxy crash', () => {
 
 describe('Redis unavailable', () => {
   it('fail-open connections are counted once Redis is back: their traffic re-registers them, and the limit holds', async () => {
-    const settings = { redis_password_file: passwordFile, failure_mode: 'open' as const, max_connections_per_pod: 1, renew_interval_ms: 100 };
+    const settings = {
+      redis_password_file: passwordFile,
+      failure_mode: 'open' as const,
+      max_connections_per_pod: 1,
+      renew_interval_ms: 100,
+    };
     const w = await fleet.worker(settings, { hosts: TWO_PODS });
     const warm = await w.request(UPGRADE);
     expect(warm.override).toBeDefined(); // connected and working
-    await w.response(warm.sid, '500');   // and not open any more
+    await w.response(warm.sid, '500'); // and not open any more
     redis.cli('FLUSHALL');
     await redis.stop();
     const open: string[] = [];
@@ -162,7 +175,9 @@ describe('Redis unavailable', () => {
   it('a Redis that accepts but never answers costs at most the read timeout per attempt', async () => {
     const port = await freePort();
     const held: net.Socket[] = [];
-    const srv = net.createServer((sock) => { held.push(sock); }); // accepts, never answers
+    const srv = net.createServer((sock) => {
+      held.push(sock);
+    }); // accepts, never answers
     await new Promise<void>((r) => srv.listen(port, '127.0.0.1', () => r()));
     try {
       const fl = new Fleet(port);
@@ -198,7 +213,10 @@ describe('Redis restarted empty', () => {
   it('reconnects and reloads the scripts without a restart; open connections re-register within one renew interval', async () => {
     const renew = 400;
     const s = {
-      redis_password_file: passwordFile, lease_ttl_ms: 2000, renew_interval_ms: renew, max_connections_per_pod: 1,
+      redis_password_file: passwordFile,
+      lease_ttl_ms: 2000,
+      renew_interval_ms: renew,
+      max_connections_per_pod: 1,
     };
     const w = await fleet.worker(s, { hosts: TWO_PODS });
     const a = await openSocket(w);
@@ -228,8 +246,10 @@ describe('Redis restarted empty', () => {
   });
 
   it('SCRIPT FLUSH under a pipeline (admit + inventory): both are reloaded and re-sent in order', async () => {
-    const w = await fleet.worker({ redis_password_file: passwordFile, max_connections_per_pod: 10, connection_inventory: true },
-      { hosts: ONE_POD });
+    const w = await fleet.worker(
+      { redis_password_file: passwordFile, max_connections_per_pod: 10, connection_inventory: true },
+      { hosts: ONE_POD },
+    );
     expect((await w.request(UPGRADE)).override).toBeDefined();
     redis.cli('SCRIPT', 'FLUSH');
     const r = await w.request(UPGRADE);
@@ -249,4 +269,3 @@ describe('Redis restarted empty', () => {
     expect(logs.filter((l) => l.level === 'warn' || l.level === 'err')).toEqual([]);
   });
 });
-

@@ -32,7 +32,9 @@ beforeAll(async () => {
   fs.writeFileSync(path.join(dir, 'probe.lua'), SCRIPT);
   w = await Worker.start({ luaDir: dir, stateDir: makeStateDir(), script: 'probe.lua' as 'filter.lua', hosts: HOSTS });
 });
-afterAll(async () => { await w.close(); });
+afterAll(async () => {
+  await w.close();
+});
 
 const req = (mode: string) => w.request([...PLAIN, ['x-mode', mode]]);
 

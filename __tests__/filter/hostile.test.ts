@@ -14,8 +14,8 @@ let monitorOut = '';
 
 const GOOD_PODS = ['10.0.0.1:8080', '10.0.0.2:8080'];
 const KEY = new RegExp(
-  '^\\{ws\\}:(rate|rate:requests|stats|leases|load|views|hosts'
-  + '|conn:envoy-test-0\\|[0-9a-f]{6}\\|\\d+\\|[0-9a-f]{6})$');
+  '^\\{ws\\}:(rate|rate:requests|stats|leases|load|views|hosts' + '|conn:envoy-test-0\\|[0-9a-f]{6}\\|\\d+\\|[0-9a-f]{6})$',
+);
 const INJECTED = ['evil', '10.0.0.99', '1.2.3.4', '\\r', '\\n', 'x-ws', '999.1.1.1', '6.6.6.6'];
 
 /** Arguments of one MONITOR line: `<ts> [<db> <client>] "ARG" "ARG" ...` */
@@ -30,12 +30,22 @@ function monitorArgs(line: string): string[] {
 beforeAll(async () => {
   redis = await startRedis();
   monitor = spawn('redis-cli', ['-p', String(redis.port), 'MONITOR']);
-  monitor.stdout!.on('data', (d) => { monitorOut += d.toString(); });
+  monitor.stdout!.on('data', (d) => {
+    monitorOut += d.toString();
+  });
   for (let i = 0; i < 100 && !monitorOut.startsWith('OK'); i++) await sleep(20);
 });
-afterAll(async () => { monitor.kill(); await redis.stop(); });
-beforeEach(() => { redis.cli('FLUSHALL'); fleet = new Fleet(redis.port); });
-afterEach(async () => { await fleet.closeAll(); });
+afterAll(async () => {
+  monitor.kill();
+  await redis.stop();
+});
+beforeEach(() => {
+  redis.cli('FLUSHALL');
+  fleet = new Fleet(redis.port);
+});
+afterEach(async () => {
+  await fleet.closeAll();
+});
 
 function checkEverythingRedisSaw() {
   const lines = monitorOut.split('\n').filter((l) => l.includes('"'));
@@ -48,7 +58,10 @@ function checkEverythingRedisSaw() {
       for (const bad of INJECTED) expect(a.toLowerCase()).not.toContain(bad.toLowerCase());
     }
   }
-  const keys = redis.cli('--scan').split('\n').filter((k) => k !== '');
+  const keys = redis
+    .cli('--scan')
+    .split('\n')
+    .filter((k) => k !== '');
   for (const k of keys) expect(k).toMatch(KEY);
 }
 
@@ -70,7 +83,11 @@ describe('hostile requests', () => {
     expect(names).not.toContain('x-envoy-original-dst-host');
     expect(names).toContain('x-pod'); // not ours: forwarded, never read
     // Plain requests are stripped too (the headers are ours whatever the request is).
-    const plain = await w.request([[':method', 'GET'], [':path', '/'], ['x-ws-pod', 'evil']]);
+    const plain = await w.request([
+      [':method', 'GET'],
+      [':path', '/'],
+      ['x-ws-pod', 'evil'],
+    ]);
     expect(plain.headers.map(([k]) => k)).not.toContain('x-ws-pod');
     checkEverythingRedisSaw();
   });
@@ -82,7 +99,12 @@ describe('hostile requests', () => {
       ['Upgrade\r\nx-evil: 1', 'websocket\r\n'],
       ['Upgrade\n', 'evil\nwebsocket'],
     ]) {
-      const r = await w.request([[':method', 'GET'], [':path', '/'], ['connection', conn], ['upgrade', upg]]);
+      const r = await w.request([
+        [':method', 'GET'],
+        [':path', '/'],
+        ['connection', conn],
+        ['upgrade', upg],
+      ]);
       expect(r.state).toBe('done');
       expect(r.override).toBeUndefined();
     }
@@ -94,10 +116,19 @@ describe('hostile requests', () => {
     const big = 'x'.repeat(64 * 1024);
     const r1 = await w.request([...UPGRADE, ['x-big', big]]);
     expect(GOOD_PODS).toContain(r1.override?.host);
-    const r2 = await w.request([[':method', 'GET'], [':path', '/'], ['connection', 'upgrade'],
-      ['upgrade', `${big}, websocket`]]);
+    const r2 = await w.request([
+      [':method', 'GET'],
+      [':path', '/'],
+      ['connection', 'upgrade'],
+      ['upgrade', `${big}, websocket`],
+    ]);
     expect(GOOD_PODS).toContain(r2.override?.host);
-    const r3 = await w.request([[':method', 'GET'], [':path', '/'], ['connection', 'upgrade'], ['upgrade', big]]);
+    const r3 = await w.request([
+      [':method', 'GET'],
+      [':path', '/'],
+      ['connection', 'upgrade'],
+      ['upgrade', big],
+    ]);
     expect(r3.override).toBeUndefined(); // not a WebSocket upgrade
     checkEverythingRedisSaw();
   });
@@ -108,7 +139,12 @@ describe('hostile requests', () => {
     const w = await fleet.worker();
     const conn = `a${' \t'.repeat(30000)}b, upgrade`;
     const started = Date.now();
-    const r = await w.request([[':method', 'GET'], [':path', '/'], ['connection', conn], ['upgrade', `websocket${' '.repeat(30000)}x, websocket`]]);
+    const r = await w.request([
+      [':method', 'GET'],
+      [':path', '/'],
+      ['connection', conn],
+      ['upgrade', `websocket${' '.repeat(30000)}x, websocket`],
+    ]);
     const took = Date.now() - started;
     expect(GOOD_PODS).toContain(r.override?.host);
     expect(took).toBeLessThan(2000); // the quadratic version needs far longer (about 9 s here)
@@ -135,25 +171,38 @@ describe('hostile requests', () => {
       ['keep-alive,upgrade', 'h2c, WEBSOCKET'],
       [' Upgrade ', '\twebsocket '],
     ]) {
-      const r = await w.request([[':method', 'GET'], [':path', '/'], ['connection', conn], ['upgrade', upg]]);
+      const r = await w.request([
+        [':method', 'GET'],
+        [':path', '/'],
+        ['connection', conn],
+        ['upgrade', upg],
+      ]);
       expect(GOOD_PODS).toContain(r.override?.host);
     }
-    const h2c = await w.request([[':method', 'GET'], [':path', '/'], ['connection', 'upgrade'], ['upgrade', 'h2c']]);
+    const h2c = await w.request([
+      [':method', 'GET'],
+      [':path', '/'],
+      ['connection', 'upgrade'],
+      ['upgrade', 'h2c'],
+    ]);
     expect(h2c.override).toBeUndefined();
     checkEverythingRedisSaw();
   });
 
   it('malformed hosts in the admin host list are ignored (logged), never used as keys', async () => {
-    const w = await fleet.worker({}, {
-      hosts: [
-        ['999.1.1.1:80', 'healthy'],
-        ['10.0.0.1:0', 'healthy'],
-        ['evil}:{ws}:stats', 'healthy'],
-        ['10.0.0.1', 'healthy'],
-        ['10.0.0.99:8080', '/failed_active_hc'],
-        ['10.0.0.2:8080', 'healthy'],
-      ],
-    });
+    const w = await fleet.worker(
+      {},
+      {
+        hosts: [
+          ['999.1.1.1:80', 'healthy'],
+          ['10.0.0.1:0', 'healthy'],
+          ['evil}:{ws}:stats', 'healthy'],
+          ['10.0.0.1', 'healthy'],
+          ['10.0.0.99:8080', '/failed_active_hc'],
+          ['10.0.0.2:8080', 'healthy'],
+        ],
+      },
+    );
     const r = await w.request(UPGRADE);
     expect(r).toMatchObject({ override: { host: '10.0.0.2:8080' } });
     const { logs } = await w.logs();
@@ -164,11 +213,25 @@ describe('hostile requests', () => {
   it('hostile lines in the host list file (WS_STATE_DIR/hosts) are skipped (logged), never used as keys', async () => {
     const w = await fleet.worker({ max_connections_per_pod: 10 });
     const hostile = [
-      'evil}:{ws}:stats', '999.1.1.1:80', '10.0.0.1:0', '10.0.0.99', '10.0.0.2:8080 x-ws',
-      '1.2.3.4:80\r', '[::1]:80:{ws}', '6.6.6.6:080', '10.0.0.2:8080\u0000evil',
+      'evil}:{ws}:stats',
+      '999.1.1.1:80',
+      '10.0.0.1:0',
+      '10.0.0.99',
+      '10.0.0.2:8080 x-ws',
+      '1.2.3.4:80\r',
+      '[::1]:80:{ws}',
+      '6.6.6.6:080',
+      '10.0.0.2:8080\u0000evil',
     ];
-    const lines = ['ws-admission-hosts 1', `written_ms ${Date.now()}`, 'cluster backend',
-      ...hostile.map((h) => `host ${h}`), 'host 10.0.0.2:8080', 'evil line', `end ${hostile.length + 2}`];
+    const lines = [
+      'ws-admission-hosts 1',
+      `written_ms ${Date.now()}`,
+      'cluster backend',
+      ...hostile.map((h) => `host ${h}`),
+      'host 10.0.0.2:8080',
+      'evil line',
+      `end ${hostile.length + 2}`,
+    ];
     fs.writeFileSync(path.join(fleet.stateDir, 'hosts'), lines.join('\n') + '\n');
     for (let i = 0; i < 3; i++) {
       const r = await w.request(UPGRADE);

@@ -9,24 +9,34 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { startRedis, RedisServer } from '../support/redis-server';
-import {
-  Fleet, UPGRADE, sleep, liveLeases, commandCalls, Worker, SideResult, HOSTS,
-} from './harness/worker';
+import { Fleet, UPGRADE, sleep, liveLeases, commandCalls, Worker, SideResult, HOSTS } from './harness/worker';
 
 let redis: RedisServer;
 let fleet: Fleet;
 
-beforeAll(async () => { redis = await startRedis(); });
-afterAll(async () => { await redis.stop(); });
-beforeEach(() => { redis.cli('FLUSHALL'); fleet = new Fleet(redis.port); });
-afterEach(async () => { await fleet.closeAll(); });
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis.stop();
+});
+beforeEach(() => {
+  redis.cli('FLUSHALL');
+  fleet = new Fleet(redis.port);
+});
+afterEach(async () => {
+  await fleet.closeAll();
+});
 
 const hostsPath = () => path.join(fleet.stateDir, 'hosts');
 
 /** The file as metrics.lua writes it (lua/envoy/hosts.lua format_file). */
 function hostsFile(hosts: string[], writtenMs: number, cluster = 'backend'): string {
-  return ['ws-admission-hosts 1', `written_ms ${writtenMs}`, `cluster ${cluster}`,
-    ...hosts.map((h) => `host ${h}`), `end ${hosts.length}`].join('\n') + '\n';
+  return (
+    ['ws-admission-hosts 1', `written_ms ${writtenMs}`, `cluster ${cluster}`, ...hosts.map((h) => `host ${h}`), `end ${hosts.length}`].join(
+      '\n',
+    ) + '\n'
+  );
 }
 
 function parseHostsFile(text: string): { writtenMs: number; cluster: string; hosts: string[] } {
@@ -43,7 +53,11 @@ function parseHostsFile(text: string): { writtenMs: number; cluster: string; hos
 const id = (r: SideResult) => r.metadata!['ws.admission'].connection_id as string;
 
 async function scrape(m: Worker): Promise<string> {
-  const r = await m.request([[':method', 'GET'], [':path', '/metrics'], [':authority', 'localhost:9901']]);
+  const r = await m.request([
+    [':method', 'GET'],
+    [':path', '/metrics'],
+    [':authority', 'localhost:9901'],
+  ]);
   expect(r.reply?.headers[':status']).toBe('200');
   return r.reply!.body ?? '';
 }
@@ -108,8 +122,8 @@ describe('the probe path (metrics.lua, GET /ready)', () => {
     const ino = fs.statSync(hostsPath()).ino;
     await m.setHosts([['10.0.0.7:8080', 'healthy']]);
     await m.probe();
-    expect(fs.statSync(hostsPath()).ino).not.toBe(ino);           // a new file took the name
-    expect(fs.readFileSync(held, 'utf8')).toBe(before);           // the old one was never written into
+    expect(fs.statSync(hostsPath()).ino).not.toBe(ino); // a new file took the name
+    expect(fs.readFileSync(held, 'utf8')).toBe(before); // the old one was never written into
     expect(parseHostsFile(fs.readFileSync(hostsPath(), 'utf8')).hosts).toEqual(['10.0.0.7:8080']);
     // No temporary file is left behind.
     expect(fs.readdirSync(fleet.stateDir).filter((n) => n.includes('tmp'))).toEqual([]);
@@ -159,25 +173,26 @@ describe('the public filter with the host list file', () => {
     const m = await fleet.worker(s, { script: 'metrics.lua' });
     const w = await fleet.worker(s);
     await m.probe();
-    const first = await w.request(UPGRADE);       // a cold worker: the file, not the admin
+    const first = await w.request(UPGRADE); // a cold worker: the file, not the admin
     expect(first.passed).toBe(true);
-    expect(first.state).toBe('waiting_body');      // two-way
+    expect(first.state).toBe('waiting_body'); // two-way
     expect((await w.response(first.sid, '101')).state).toBe('waiting_body');
     const t0 = Date.now();
     const later: SideResult[] = [];
     while (Date.now() - t0 < 4 * ttl) {
-      await w.data(first.sid, 'request');         // the client talks, the server is quiet
-      if (later.length < 8) {                     // more upgrades across several cache periods
+      await w.data(first.sid, 'request'); // the client talks, the server is quiet
+      if (later.length < 8) {
+        // more upgrades across several cache periods
         const r = await w.request(UPGRADE);
         expect(r.state).toBe('waiting_body');
         later.push(r);
         await w.response(r.sid, '101');
       }
-      await m.probe();                            // kubelet (every 5 s in the cluster)
+      await m.probe(); // kubelet (every 5 s in the cluster)
       await sleep(100);
     }
     const live = [...liveLeases(redis.cli, '10.0.0.1:8080'), ...liveLeases(redis.cli, '10.0.0.2:8080')];
-    expect(live).toContain(id(first));            // renewed by request-direction data alone
+    expect(live).toContain(id(first)); // renewed by request-direction data alone
     expect((await w.logs()).admin_calls).toBe(0); // never waited in httpCall()
     // Nothing counted: no non-zero one-way series (a worker writes its counter file on its first count).
     expect(perWorker(await scrape(m), 'ws_admission_one_way_streams_total').filter((v) => v !== 0)).toEqual([]);
@@ -186,13 +201,16 @@ describe('the public filter with the host list file', () => {
   it('uses the list in the file, not its own admin call (a host the probe saw leave is no longer offered)', async () => {
     const m = await fleet.worker({ hosts_cache_ms: 200 }, { script: 'metrics.lua' });
     const w = await fleet.worker({ hosts_cache_ms: 200, max_connections_per_pod: 10 });
-    await m.setHosts([['10.0.0.2:8080', 'healthy'], ['10.0.0.1:8080', '/failed_outlier_check']]);
+    await m.setHosts([
+      ['10.0.0.2:8080', 'healthy'],
+      ['10.0.0.1:8080', '/failed_outlier_check'],
+    ]);
     await m.probe();
     for (let i = 0; i < 3; i++) expect((await w.request(UPGRADE)).override?.host).toBe('10.0.0.2:8080');
     await m.setHosts([['10.0.0.1:8080', 'healthy']]);
     await sleep(250);
     await m.probe();
-    await sleep(250);                              // the worker's cache expires
+    await sleep(250); // the worker's cache expires
     expect((await w.request(UPGRADE)).override?.host).toBe('10.0.0.1:8080');
     expect((await w.logs()).admin_calls).toBe(0);
   });
@@ -202,11 +220,12 @@ describe('the public filter with the host list file', () => {
     const w = await fleet.worker({ hosts_cache_ms: 200 });
     const r = await w.request(UPGRADE);
     expect(r.passed).toBe(true);
-    expect(r.state).toBe('done');                  // returned after the httpCall: one-way
+    expect(r.state).toBe('done'); // returned after the httpCall: one-way
     const first = await w.logs();
     expect(first.admin_calls).toBe(1);
-    expect(first.logs.map((l) => `${l.level} ${l.msg}`).join('\n'))
-      .toMatch(/^info .*hosts unusable \(missing\); fetching the host list from the admin/m);
+    expect(first.logs.map((l) => `${l.level} ${l.msg}`).join('\n')).toMatch(
+      /^info .*hosts unusable \(missing\); fetching the host list from the admin/m,
+    );
     const text = await scrape(m);
     expect(text).toMatch(/^# TYPE ws_admission_one_way_streams_total counter$/m);
     expect(perWorker(text, 'ws_admission_one_way_streams_total')).toEqual([1]);
@@ -223,7 +242,7 @@ describe('the public filter with the host list file', () => {
     const m = await fleet.worker({}, { script: 'metrics.lua' });
     const w = await fleet.worker({ hosts_cache_ms: 0, max_connections_per_pod: 100 });
     fs.writeFileSync(hostsPath(), hostsFile(['10.0.0.2:8080'], Date.now() - 9000));
-    expect((await w.request(UPGRADE)).state).toBe('waiting_body');   // 9 s: still fresh
+    expect((await w.request(UPGRADE)).state).toBe('waiting_body'); // 9 s: still fresh
     expect((await w.logs()).admin_calls).toBe(0);
     fs.writeFileSync(hostsPath(), hostsFile(['10.0.0.2:8080'], Date.now() - 11000));
     const stale = await w.request(UPGRADE);
@@ -231,10 +250,11 @@ describe('the public filter with the host list file', () => {
     expect(stale.passed).toBe(true);
     const staleLogs = await w.logs();
     expect(staleLogs.admin_calls).toBe(1);
-    expect(staleLogs.logs.map((l) => `${l.level} ${l.msg}`).join('\n'))
-      .toMatch(/^warn .*unusable \(stale \(written \d+ ms ago, limit 10000 ms\)\)/m);
+    expect(staleLogs.logs.map((l) => `${l.level} ${l.msg}`).join('\n')).toMatch(
+      /^warn .*unusable \(stale \(written \d+ ms ago, limit 10000 ms\)\)/m,
+    );
     fs.writeFileSync(hostsPath(), hostsFile(['10.0.0.2:8080'], Date.now() + 60000));
-    expect((await w.request(UPGRADE)).state).toBe('done');           // the clock stepped back
+    expect((await w.request(UPGRADE)).state).toBe('done'); // the clock stepped back
     expect((await w.logs()).admin_calls).toBe(2);
     fs.writeFileSync(hostsPath(), hostsFile(['10.0.0.2:8080'], Date.now() + 500)); // within the 1 s tolerance
     await sleep(1050); // the counter file is rewritten at most once a second, on the next event
@@ -269,7 +289,10 @@ describe('the public filter with the host list file', () => {
       good.replace('end 1', 'end 2'),
       good.replace('ws-admission-hosts 1\n', ''),
       good.replace(/written_ms \d+/, 'written_ms soon'),
-      hostsFile(Array.from({ length: 60000 }, () => '10.0.0.2:8080'), Date.now()),
+      hostsFile(
+        Array.from({ length: 60000 }, () => '10.0.0.2:8080'),
+        Date.now(),
+      ),
     ];
     for (const text of bad) {
       fs.writeFileSync(hostsPath(), text);
@@ -280,9 +303,17 @@ describe('the public filter with the host list file', () => {
 });
 
 describe('hosts.lua parse_file (the worker re-reads the file every hosts_cache_ms)', () => {
-  const lua = (code: string) => execFileSync('luajit', ['-e', `package.path = "${path.resolve(__dirname, '../../lua/envoy')}/?.lua;" .. package.path
+  const lua = (code: string) =>
+    execFileSync(
+      'luajit',
+      [
+        '-e',
+        `package.path = "${path.resolve(__dirname, '../../lua/envoy')}/?.lua;" .. package.path
 local hosts = require("hosts")
-${code}`], { encoding: 'utf8', timeout: 20000 });
+${code}`,
+      ],
+      { encoding: 'utf8', timeout: 20000 },
+    );
 
   it('gives the previous list (the same table) while the host lines stay the same, whatever written_ms says; a new line, a new list', () => {
     const out = lua(`
@@ -298,7 +329,11 @@ print(a == b, written, #c, c[2], c == a, d, why, e, why2)`);
 
 describe('keys.lua view_id (the name of a host list in Redis)', () => {
   it('16 hex digits that depend on the set of pods only: any order, the same id; one pod more or changed, another', () => {
-    const out = execFileSync('luajit', ['-e', `package.path = "${path.resolve(__dirname, '../../lua/envoy')}/?.lua;" .. package.path
+    const out = execFileSync(
+      'luajit',
+      [
+        '-e',
+        `package.path = "${path.resolve(__dirname, '../../lua/envoy')}/?.lua;" .. package.path
 local keys = require("keys")
 local a = keys.view_id({ "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80" })
 local b = keys.view_id({ "10.0.0.3:80", "10.0.0.1:80", "10.0.0.2:80" })
@@ -311,7 +346,10 @@ for i = 1, 20000 do
   if seen[id] then clash = clash + 1 end
   seen[id] = true
 end
-print(a:match("^%x+$") ~= nil and #a, a == b, a ~= c, a ~= d, a ~= e, clash)`], { encoding: 'utf8', timeout: 20000 });
+print(a:match("^%x+$") ~= nil and #a, a == b, a ~= c, a ~= d, a ~= e, clash)`,
+      ],
+      { encoding: 'utf8', timeout: 20000 },
+    );
     expect(out.trim()).toBe('16\ttrue\ttrue\ttrue\ttrue\t0');
   });
 });

@@ -21,11 +21,17 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
 print(json.dumps(out))
 `;
 
-interface Sample { family: string; type: string; name: string; labels: Record<string, string>; value: number }
+interface Sample {
+  family: string;
+  type: string;
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
 
 // The npm parser already in package.json; used only when the Python one is not installed
 // (CI should install python3-prometheus-client: the Prometheus project's own parser).
- 
+
 // The package ships no types; this is its documented shape.
 type NpmFamilies = Array<{ name: string; type: string; metrics: Array<{ value: string; labels?: Record<string, string> }> }>;
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- no type declarations to import
@@ -37,34 +43,56 @@ function parse(text: string): Sample[] {
   if (r.status === 3 || (r.error && (r.error as NodeJS.ErrnoException).code === 'ENOENT')) {
     if (!warned) {
       warned = true;
-       
+
       console.warn('python3-prometheus-client not installed; parsing with parse-prometheus-text-format instead');
     }
-    return parseNpm(text).flatMap((f) => f.metrics.map((m) => ({
-      family: f.name, type: f.type.toLowerCase(), name: f.name, labels: m.labels ?? {}, value: Number(m.value),
-    })));
+    return parseNpm(text).flatMap((f) =>
+      f.metrics.map((m) => ({
+        family: f.name,
+        type: f.type.toLowerCase(),
+        name: f.name,
+        labels: m.labels ?? {},
+        value: Number(m.value),
+      })),
+    );
   }
   if (r.status !== 0) throw new Error(`prometheus parser failed (${r.status}): ${r.stderr}`);
   return JSON.parse(r.stdout);
 }
 
 function value(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
-  const s = samples.find((x) => x.name === name
-    && Object.keys(labels).length === Object.keys(x.labels).length
-    && Object.entries(labels).every(([k, v]) => x.labels[k] === v));
+  const s = samples.find(
+    (x) =>
+      x.name === name &&
+      Object.keys(labels).length === Object.keys(x.labels).length &&
+      Object.entries(labels).every(([k, v]) => x.labels[k] === v),
+  );
   return s?.value;
 }
 
 let redis: RedisServer;
 let fleet: Fleet;
 
-beforeAll(async () => { redis = await startRedis(); });
-afterAll(async () => { await redis.stop(); });
-beforeEach(() => { redis.cli('FLUSHALL'); fleet = new Fleet(redis.port); });
-afterEach(async () => { await fleet.closeAll(); });
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis.stop();
+});
+beforeEach(() => {
+  redis.cli('FLUSHALL');
+  fleet = new Fleet(redis.port);
+});
+afterEach(async () => {
+  await fleet.closeAll();
+});
 
 async function scrape(m: Worker): Promise<{ text: string; samples: Sample[]; status: string; type: string }> {
-  const r = await m.request([[':method', 'GET'], [':path', '/metrics'], [':authority', 'localhost:9901']]);
+  const r = await m.request([
+    [':method', 'GET'],
+    [':path', '/metrics'],
+    [':authority', 'localhost:9901'],
+  ]);
   expect(r.state).toBe('responded');
   const text = r.reply!.body ?? '';
   return { text, samples: parse(text), status: r.reply!.headers[':status'], type: r.reply!.headers['content-type'] };
@@ -81,7 +109,7 @@ describe('metrics endpoint', () => {
     const released = await openSocket(b);
     await b.closeHandshake(released.sid);
     const dropped = await openSocket(a);
-    await a.reset(dropped.sid);          // will expire
+    await a.reset(dropped.sid); // will expire
     const full = await b.request(UPGRADE); // 2 pods x 2: full now
     expect(full.reply?.headers[':status']).toBe('503');
     // Wait until `dropped` has expired, keeping the others alive with traffic.
@@ -112,8 +140,10 @@ describe('metrics endpoint', () => {
       const live = liveLeases(redis.cli, pod).length;
       expect(value(samples, 'ws_admission_active_connections', { pod })).toBe(live);
     }
-    expect((value(samples, 'ws_admission_active_connections', { pod: '10.0.0.1:8080' }) ?? 0)
-      + (value(samples, 'ws_admission_active_connections', { pod: '10.0.0.2:8080' }) ?? 0)).toBe(3);
+    expect(
+      (value(samples, 'ws_admission_active_connections', { pod: '10.0.0.1:8080' }) ?? 0) +
+        (value(samples, 'ws_admission_active_connections', { pod: '10.0.0.2:8080' }) ?? 0),
+    ).toBe(3);
     expect(value(samples, 'ws_admission_active_connections_by_proxy', { proxy: 'envoy-a' })).toBe(2);
     expect(value(samples, 'ws_admission_active_connections_by_proxy', { proxy: 'envoy-b' })).toBe(1);
     expect(value(samples, 'ws_admission_admitted_total')).toBe(st.admitted);
@@ -139,12 +169,17 @@ describe('metrics endpoint', () => {
       await a.request(UPGRADE); // fail open, counted
       await a.request(UPGRADE);
       await sleep(1050);
-      await a.request(PLAIN);   // the counter file is rewritten on the next event after ~1 s
+      await a.request(PLAIN); // the counter file is rewritten on the next event after ~1 s
       const { samples } = await scrape(m);
       expect(value(samples, 'ws_admission_redis_up')).toBe(0);
-      for (const gone of ['ws_admission_active_connections', 'ws_admission_active_connections_by_proxy',
-        'ws_admission_admitted_total', 'ws_admission_released_total', 'ws_admission_expired_total',
-        'ws_admission_rate_window_used']) {
+      for (const gone of [
+        'ws_admission_active_connections',
+        'ws_admission_active_connections_by_proxy',
+        'ws_admission_admitted_total',
+        'ws_admission_released_total',
+        'ws_admission_expired_total',
+        'ws_admission_rate_window_used',
+      ]) {
         expect(samples.filter((s) => s.name === gone)).toEqual([]);
       }
       // Redis-held refusals ({reason} only) are gone; the workers' own ({reason,proxy,worker}) stay.
@@ -168,7 +203,10 @@ describe('metrics endpoint', () => {
   it('a Redis that accepts but never answers costs one read timeout, then scrapes back off (no Redis call for 2 s)', async () => {
     const port = await freePort();
     const held: net.Socket[] = [];
-    const srv = net.createServer((sock) => { held.push(sock); sock.on('data', () => undefined); }); // accepts, never answers
+    const srv = net.createServer((sock) => {
+      held.push(sock);
+      sock.on('data', () => undefined);
+    }); // accepts, never answers
     await new Promise<void>((r) => srv.listen(port, '127.0.0.1', () => r()));
     try {
       const fl = new Fleet(port);
@@ -203,12 +241,21 @@ describe('metrics endpoint', () => {
 
   it('serves only the metrics path: other paths pass through to their routes; POST is refused', async () => {
     const m = await fleet.worker(settings, { script: 'metrics.lua' });
-    const other = await m.request([[':method', 'GET'], [':path', '/stats/prometheus']]);
+    const other = await m.request([
+      [':method', 'GET'],
+      [':path', '/stats/prometheus'],
+    ]);
     expect(other.state).toBe('done');
     expect(other.reply).toBeUndefined();
-    const withQuery = await m.request([[':method', 'GET'], [':path', '/metrics?x=1']]);
+    const withQuery = await m.request([
+      [':method', 'GET'],
+      [':path', '/metrics?x=1'],
+    ]);
     expect(withQuery.reply?.headers[':status']).toBe('200');
-    const post = await m.request([[':method', 'POST'], [':path', '/metrics']]);
+    const post = await m.request([
+      [':method', 'POST'],
+      [':path', '/metrics'],
+    ]);
     expect(post.reply?.headers[':status']).toBe('405');
   });
 });

@@ -12,16 +12,27 @@ let redis: RedisServer;
 let fleet: Fleet;
 let workers: Worker[];
 
-beforeAll(async () => { redis = await startRedis(); });
-afterAll(async () => { await redis.stop(); });
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis.stop();
+});
 beforeEach(async () => {
   redis.cli('FLUSHALL');
   fleet = new Fleet(redis.port);
-  workers = await Promise.all(Array.from({ length: PROXIES }, (_, i) => fleet.worker(
-    { max_connections_per_pod: LIMIT, lease_ttl_ms: 30000, renew_interval_ms: 1000 },
-    { podName: `envoy-${i}`, hosts: PODS })));
+  workers = await Promise.all(
+    Array.from({ length: PROXIES }, (_, i) =>
+      fleet.worker(
+        { max_connections_per_pod: LIMIT, lease_ttl_ms: 30000, renew_interval_ms: 1000 },
+        { podName: `envoy-${i}`, hosts: PODS },
+      ),
+    ),
+  );
 });
-afterEach(async () => { await fleet.closeAll(); });
+afterEach(async () => {
+  await fleet.closeAll();
+});
 
 /** Polls every pod's lease count ({ws}:leases members, and {ws}:load's count) as fast as it can; remembers the maximum seen. */
 function auditor() {
@@ -31,7 +42,11 @@ function auditor() {
   let running = true;
   const loop = (async () => {
     while (running) {
-      const [[, members], [, load]] = (await client.multi().zrange('{ws}:leases', 0, -1).zrange('{ws}:load', 0, -1, 'WITHSCORES').exec()) as [unknown, string[]][];
+      const [[, members], [, load]] = (await client
+        .multi()
+        .zrange('{ws}:leases', 0, -1)
+        .zrange('{ws}:load', 0, -1, 'WITHSCORES')
+        .exec()) as [unknown, string[]][];
       const perPod = new Map<string, number>();
       for (const m of members) perPod.set(m.slice(m.indexOf(' ') + 1), (perPod.get(m.slice(m.indexOf(' ') + 1)) ?? 0) + 1);
       for (const n of perPod.values()) max = Math.max(max, n);
@@ -40,15 +55,19 @@ function auditor() {
     }
   })();
   return {
-    async stop() { running = false; await loop; client.disconnect(); return { max, samples }; },
+    async stop() {
+      running = false;
+      await loop;
+      client.disconnect();
+      return { max, samples };
+    },
   };
 }
 
 describe('multi-proxy race through the filter', () => {
   it('hundreds of concurrent upgrades: exactly 10 admitted, never more than 2 on a pod', async () => {
     const audit = auditor();
-    const results = await Promise.all(workers.flatMap((w) =>
-      Array.from({ length: 30 }, () => w.request(UPGRADE))));
+    const results = await Promise.all(workers.flatMap((w) => Array.from({ length: 30 }, () => w.request(UPGRADE))));
     const { max, samples } = await audit.stop();
     const admitted = results.filter((r) => r.override);
     expect(results).toHaveLength(300);
@@ -70,21 +89,26 @@ describe('multi-proxy race through the filter', () => {
     let worst = 0;
     let admittedTotal = 0;
     const deadline = Date.now() + 3000;
-    await Promise.all(workers.map(async (w) => {
-      while (Date.now() < deadline) {
-        const r = await w.request(UPGRADE);
-        if (!r.override) { await sleep(5); continue; }
-        admittedTotal += 1;
-        const pod = r.override.host;
-        open.set(pod, (open.get(pod) ?? 0) + 1);
-        worst = Math.max(worst, open.get(pod)!);
-        await w.response(r.sid, '101');
-        await w.data(r.sid, 'response');
-        await sleep(Math.floor(Math.random() * 20));
-        open.set(pod, open.get(pod)! - 1); // the slot may stay taken in Redis until release returns
-        await w.closeHandshake(r.sid);
-      }
-    }));
+    await Promise.all(
+      workers.map(async (w) => {
+        while (Date.now() < deadline) {
+          const r = await w.request(UPGRADE);
+          if (!r.override) {
+            await sleep(5);
+            continue;
+          }
+          admittedTotal += 1;
+          const pod = r.override.host;
+          open.set(pod, (open.get(pod) ?? 0) + 1);
+          worst = Math.max(worst, open.get(pod)!);
+          await w.response(r.sid, '101');
+          await w.data(r.sid, 'response');
+          await sleep(Math.floor(Math.random() * 20));
+          open.set(pod, open.get(pod)! - 1); // the slot may stay taken in Redis until release returns
+          await w.closeHandshake(r.sid);
+        }
+      }),
+    );
     const { max } = await audit.stop();
     expect(worst).toBeLessThanOrEqual(LIMIT);
     expect(max).toBeLessThanOrEqual(LIMIT);

@@ -5,8 +5,12 @@ import { startRedis, RedisServer } from '../support/redis-server';
 import { ROOT } from './harness/worker';
 
 let redis: RedisServer;
-beforeAll(async () => { redis = await startRedis(); });
-afterAll(async () => { await redis.stop(); });
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis.stop();
+});
 
 /** Runs a Lua snippet with lua/envoy on package.path; returns its stdout. */
 function lua(code: string): string {
@@ -79,7 +83,12 @@ describe('resp.lua read timeout', () => {
       sock.once('data', () => {
         const parts = ['*5\r\n', ':1\r\n', ':2\r\n', ':3\r\n', ':4\r\n', ':5\r\n'];
         let i = 0;
-        const tick = () => { if (i < parts.length && !sock.destroyed) { sock.write(parts[i++]); setTimeout(tick, 150); } };
+        const tick = () => {
+          if (i < parts.length && !sock.destroyed) {
+            sock.write(parts[i++]);
+            setTimeout(tick, 150);
+          }
+        };
         tick();
       });
       sock.on('error', () => undefined);
@@ -88,7 +97,9 @@ describe('resp.lua read timeout', () => {
     const port = (server.address() as { port: number }).port;
     try {
       const prelude = `package.path = ${JSON.stringify(path.join(ROOT, 'lua/envoy') + '/?.lua;')} .. package.path\n`;
-      const code = prelude + `
+      const code =
+        prelude +
+        `
         local socket = require("socket")
         local c = require("resp").new({ host = "127.0.0.1", port = ${port}, connect_timeout_ms = 200, read_timeout_ms = 200 })
         local t0 = socket.gettime()
@@ -98,7 +109,9 @@ describe('resp.lua read timeout', () => {
       const out = await new Promise<string>((resolve) => {
         const p = spawn('luajit', ['-e', code]);
         let s = '';
-        p.stdout.on('data', (d) => { s += d; });
+        p.stdout.on('data', (d) => {
+          s += d;
+        });
         p.on('close', () => resolve(s)); // 'close': stdout drained ('exit' may come first)
       });
       const [ms, ...rest] = out.trim().split(' ');

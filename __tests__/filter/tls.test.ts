@@ -13,9 +13,15 @@ beforeAll(async () => {
   tlsRedis = await startTlsRedis();
   ({ dir, port } = tlsRedis);
 });
-afterAll(() => { tlsRedis?.stop(); });
-beforeEach(() => { fleet = new Fleet(port); });
-afterEach(async () => { await fleet.closeAll(); });
+afterAll(() => {
+  tlsRedis?.stop();
+});
+beforeEach(() => {
+  fleet = new Fleet(port);
+});
+afterEach(async () => {
+  await fleet.closeAll();
+});
 
 const tls = { redis_tls: true, failure_mode: 'closed' as const, redis_connect_timeout_ms: 1000, redis_read_timeout_ms: 1000 };
 

@@ -31,17 +31,32 @@ afterAll(async () => {
   await server.stop();
   fs.rmSync(worker.dir, { recursive: true, force: true });
 });
-beforeEach(async () => { await redis.flushall(); });
+beforeEach(async () => {
+  await redis.flushall();
+});
 
 const cfg = (i: number, over: Partial<WorkerConfig>): WorkerConfig => ({
-  port: server.port, tag: 'race', shas: s.shas, proxy: `envoy-${i}`, mode: 'hold', loops: 4,
-  pods: PODS, maxPerPod: 2, rateLimit: 0, windowMs: 60000, ttlMs: 60000, ...over,
+  port: server.port,
+  tag: 'race',
+  shas: s.shas,
+  proxy: `envoy-${i}`,
+  mode: 'hold',
+  loops: 4,
+  pods: PODS,
+  maxPerPod: 2,
+  rateLimit: 0,
+  windowMs: 60000,
+  ttlMs: 60000,
+  ...over,
 });
 const sum = (rs: WorkerResult[], f: (r: WorkerResult) => number) => rs.reduce((a, r) => a + f(r), 0);
 
 test('hundreds of concurrent attempts from 10 processes: exactly 10 admitted, never 3 on a pod', async () => {
   const rec = await recordCommands(server.port);
-  const results = await runWorkers(worker.entry, Array.from({ length: PROCS }, (_, i) => cfg(i, { mode: 'hold', loops: 4, attempts: 10 })));
+  const results = await runWorkers(
+    worker.entry,
+    Array.from({ length: PROCS }, (_, i) => cfg(i, { mode: 'hold', loops: 4, attempts: 10 })),
+  );
   const log = await rec.stop();
 
   expect(results).toHaveLength(PROCS);
@@ -58,7 +73,10 @@ test('hundreds of concurrent attempts from 10 processes: exactly 10 admitted, ne
   // ... and it matches the live state, the pods' counts and what the processes were told.
   const { leases, load } = await s.counts();
   for (const pod of PODS) {
-    const told = admitted.filter((a) => a.pod === pod).map((a) => a.id).sort();
+    const told = admitted
+      .filter((a) => a.pod === pod)
+      .map((a) => a.id)
+      .sort();
     expect((final.get(pod) ?? []).sort()).toEqual(told);
     expect({ pod, leases: leases[pod], load: load[pod] }).toEqual({ pod, leases: 2, load: 2 });
   }
@@ -69,7 +87,10 @@ test('hundreds of concurrent attempts from 10 processes: exactly 10 admitted, ne
 
 test('churn (acquire, hold 1-5 ms, release) from 10 processes stays within limits and ends with zero leases', async () => {
   const rec = await recordCommands(server.port);
-  const results = await runWorkers(worker.entry, Array.from({ length: PROCS }, (_, i) => cfg(i, { mode: 'churn', loops: 3, durationMs: 1500, holdMs: [1, 5] })));
+  const results = await runWorkers(
+    worker.entry,
+    Array.from({ length: PROCS }, (_, i) => cfg(i, { mode: 'churn', loops: 3, durationMs: 1500, holdMs: [1, 5] })),
+  );
   const log = await rec.stop();
 
   expect(results).toHaveLength(PROCS);

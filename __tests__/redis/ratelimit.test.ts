@@ -35,10 +35,28 @@ afterAll(async () => {
 test(`8 processes over ~5 windows: never more than ${LIMIT} in any rolling ${WINDOW_MS} ms, and the limit is reached`, async () => {
   const rec = await recordCommands(server.port);
   let startMs = 0;
-  const results = await runWorkers(worker.entry, Array.from({ length: 8 }, (_, i) => ({
-    port: server.port, tag: 'rl', shas: s.shas, proxy: `envoy-${i}`, mode: 'rate' as const, loops: 2, durationMs: DURATION_MS,
-    pods: ['10.2.0.1:8080', '10.2.0.2:8080', '10.2.0.3:8080'], maxPerPod: 1000, rateLimit: LIMIT, windowMs: WINDOW_MS, ttlMs: 5000,
-  })), { onStarted: async () => { startMs = await s.nowMs(); } });
+  const results = await runWorkers(
+    worker.entry,
+    Array.from({ length: 8 }, (_, i) => ({
+      port: server.port,
+      tag: 'rl',
+      shas: s.shas,
+      proxy: `envoy-${i}`,
+      mode: 'rate' as const,
+      loops: 2,
+      durationMs: DURATION_MS,
+      pods: ['10.2.0.1:8080', '10.2.0.2:8080', '10.2.0.3:8080'],
+      maxPerPod: 1000,
+      rateLimit: LIMIT,
+      windowMs: WINDOW_MS,
+      ttlMs: 5000,
+    })),
+    {
+      onStarted: async () => {
+        startMs = await s.nowMs();
+      },
+    },
+  );
   const endMs = await s.nowMs();
   const log = await rec.stop();
 
@@ -49,7 +67,8 @@ test(`8 processes over ~5 windows: never more than ${LIMIT} in any rolling ${WIN
   expect(refused).toBeGreaterThan(admittedIds.length); // demand far above the limit
 
   // Every admission, in execution order, with the Redis time the script stamped.
-  const stamps = log.filter((c) => c.fromScript && c.args[0].toUpperCase() === 'ZADD' && c.args[1] === s.keys.rate)
+  const stamps = log
+    .filter((c) => c.fromScript && c.args[0].toUpperCase() === 'ZADD' && c.args[1] === s.keys.rate)
     .map((c) => ({ at: Number(c.args[2]), id: c.args[3] }));
   expect(stamps.map((x) => x.id).sort()).toEqual([...admittedIds].sort());
   const t = stamps.map((x) => x.at);
@@ -72,7 +91,7 @@ test(`8 processes over ~5 windows: never more than ${LIMIT} in any rolling ${WIN
   }
   expect(late).toEqual([]);
   const windows = (endMs - startMs) / WINDOW_MS;
-  expect(t.length).toBeGreaterThanOrEqual(LIMIT * Math.floor(windows * WINDOW_MS / (WINDOW_MS + SLACK_MS)));
+  expect(t.length).toBeGreaterThanOrEqual(LIMIT * Math.floor((windows * WINDOW_MS) / (WINDOW_MS + SLACK_MS)));
   expect(t.length).toBeLessThanOrEqual(LIMIT * Math.ceil(windows));
 
   // Stats agree with the log.

@@ -45,11 +45,26 @@ afterAll(async () => {
 });
 
 function client(username: string | undefined, password: string): Redis {
-  return new Redis({ host: '127.0.0.1', port, username, password, lazyConnect: false, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: true });
+  return new Redis({
+    host: '127.0.0.1',
+    port,
+    username,
+    password,
+    lazyConnect: false,
+    enableReadyCheck: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    enableOfflineQueue: true,
+  });
 }
 
 async function errorOf(p: Promise<unknown>): Promise<string> {
-  try { await p; return 'no error'; } catch (e) { return (e as Error).message; }
+  try {
+    await p;
+    return 'no error';
+  } catch (e) {
+    return (e as Error).message;
+  }
 }
 
 /** Raw RESP commands on one connection; answers the reply lines. */
@@ -60,7 +75,10 @@ function raw(commands: string[][]): Promise<string[]> {
     sock.on('data', (d) => {
       got += d.toString();
       const lines = got.split('\r\n').filter((l) => l !== '');
-      if (lines.length >= commands.length) { sock.destroy(); resolve(lines); }
+      if (lines.length >= commands.length) {
+        sock.destroy();
+        resolve(lines);
+      }
     });
     sock.on('error', reject);
     sock.write(commands.map((c) => `*${c.length}\r\n` + c.map((x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('')).join(''));
@@ -75,16 +93,33 @@ it('refuses the default user: an AUTH with the password alone fails, and nothing
   expect([ok, pong]).toEqual(['+OK', '+PONG']);
 });
 
-it('lets the proxies\' user run every script of the filter, metrics, drain and lease log', async () => {
+it("lets the proxies' user run every script of the filter, metrics, drain and lease log", async () => {
   const c = client(REDIS_PROXY_USER, proxyPassword);
   const sha = async (rel: string) => String(await c.script('LOAD', script(rel)));
   const id = 'envoy-a|abcdef|1|123456';
   const pod = '10.0.0.1:8080';
-  const [admit, registerView, renew, reregister, release, snapshot, releaseProxy, requestRate, inventory] = await Promise.all([
-    'lua/redis/admit.lua', 'lua/redis/register_view.lua', 'lua/redis/renew.lua', 'lua/redis/reregister.lua', 'lua/redis/release.lua',
-    'lua/redis/snapshot.lua', 'lua/redis/release_proxy.lua', 'lua/envoy/request_rate.lua', 'lua/redis/conn_inventory.lua',
-  ].map(sha));
-  const K = { rate: '{ws}:rate', stats: '{ws}:stats', leases: '{ws}:leases', load: '{ws}:load', views: '{ws}:views', hosts: '{ws}:hosts', conn: `{ws}:conn:${id}` };
+  const [admit, registerView, renew, reregister, release, snapshot, releaseProxy, requestRate, inventory] = await Promise.all(
+    [
+      'lua/redis/admit.lua',
+      'lua/redis/register_view.lua',
+      'lua/redis/renew.lua',
+      'lua/redis/reregister.lua',
+      'lua/redis/release.lua',
+      'lua/redis/snapshot.lua',
+      'lua/redis/release_proxy.lua',
+      'lua/envoy/request_rate.lua',
+      'lua/redis/conn_inventory.lua',
+    ].map(sha),
+  );
+  const K = {
+    rate: '{ws}:rate',
+    stats: '{ws}:stats',
+    leases: '{ws}:leases',
+    load: '{ws}:load',
+    views: '{ws}:views',
+    hosts: '{ws}:hosts',
+    conn: `{ws}:conn:${id}`,
+  };
   const A = [K.rate, K.stats, K.leases, K.load, K.views, K.hosts];
   const L = [K.leases, K.load, K.stats];
   const view = '0123456789abcdef';
@@ -93,14 +128,14 @@ it('lets the proxies\' user run every script of the filter, metrics, drain and l
   expect(await c.hget(K.stats, 'epoch:id')).toBe('e1');
   // An unknown view, its registration (with a dead view to delete: ZREMRANGEBYLEX), an
   // admission, two refusals (the second after an expired lease was given back).
-  expect((await c.evalsha(admit, 6, ...A, '10', '60000', '1', '30000', id, view) as unknown[])[0]).toBe('HOSTS');
+  expect(((await c.evalsha(admit, 6, ...A, '10', '60000', '1', '30000', id, view)) as unknown[])[0]).toBe('HOSTS');
   await c.zadd(K.views, '1', 'fedcba9876543210');
   expect(await c.evalsha(registerView, 3, K.views, K.hosts, K.load, view, pod)).toBe(1);
   expect(await c.evalsha(admit, 6, ...A, '10', '60000', '1', '30000', id, view, 'e1')).toEqual(['ADMITTED', pod, 1, 0, 9]);
-  expect((await c.evalsha(admit, 6, ...A, '10', '60000', '1', '30000', id + '9', view) as unknown[])[0]).toBe('FULL');
+  expect(((await c.evalsha(admit, 6, ...A, '10', '60000', '1', '30000', id + '9', view)) as unknown[])[0]).toBe('FULL');
   await c.zadd(K.leases, '1', `gone|0|0|0 ${pod}`);
   await c.zincrby(K.load, 1, pod);
-  expect((await c.evalsha(admit, 6, ...A, '10', '60000', '1', '30000', id + '8', view) as unknown[])[0]).toBe('FULL');
+  expect(((await c.evalsha(admit, 6, ...A, '10', '60000', '1', '30000', id + '8', view)) as unknown[])[0]).toBe('FULL');
   expect(await c.evalsha(inventory, 2, K.conn, K.leases, id, pod, '30000', 'envoy-a', '127.0.0.1')).toBe(1);
   expect(await c.evalsha(renew, 1, K.leases, id, pod, '30000')).toBe(1);
   await c.pexpire(K.conn, 30000);
@@ -114,12 +149,17 @@ it('lets the proxies\' user run every script of the filter, metrics, drain and l
   c.disconnect();
 });
 
-it('refuses the proxies\' user any other command, and any key outside {ws}, also from inside a script', async () => {
+it("refuses the proxies' user any other command, and any key outside {ws}, also from inside a script", async () => {
   const c = client(REDIS_PROXY_USER, proxyPassword);
   for (const [what, p] of [
-    ['FLUSHALL', c.flushall()], ['CONFIG GET', c.config('GET', 'requirepass')], ['KEYS', c.keys('*')],
-    ['EVAL', c.eval('return 1', 0)], ['ACL LIST', c.acl('LIST')], ['GET', c.get('{ws}:stats')],
-    ['SCRIPT FLUSH', c.script('FLUSH')], ['CLIENT LIST', c.call('CLIENT', 'LIST')],
+    ['FLUSHALL', c.flushall()],
+    ['CONFIG GET', c.config('GET', 'requirepass')],
+    ['KEYS', c.keys('*')],
+    ['EVAL', c.eval('return 1', 0)],
+    ['ACL LIST', c.acl('LIST')],
+    ['GET', c.get('{ws}:stats')],
+    ['SCRIPT FLUSH', c.script('FLUSH')],
+    ['CLIENT LIST', c.call('CLIENT', 'LIST')],
   ] as const) {
     expect({ what, err: await errorOf(p) }).toEqual({ what, err: expect.stringMatching(/NOPERM/) });
   }
@@ -135,7 +175,7 @@ it('lets the admin user (probe, operators) run anything', async () => {
   const a = client(REDIS_ADMIN_USER, adminPassword);
   expect(await a.ping()).toBe('PONG');
   expect(await a.set('other:key', '1')).toBe('OK');
-  expect((await a.acl('WHOAMI'))).toBe(REDIS_ADMIN_USER);
+  expect(await a.acl('WHOAMI')).toBe(REDIS_ADMIN_USER);
   a.disconnect();
 });
 
@@ -143,15 +183,49 @@ it('with appendOnly, a Redis killed (SIGKILL) comes back with the leases written
   const aofPort = await freePort();
   const aofDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-aof-'));
   const conf = path.join(aofDir, 'redis.conf');
-  fs.writeFileSync(conf, redisConf({ port: aofPort, bind: '127.0.0.1', maxMemory: '64mb', dir: aofDir, hashTag: 'ws', proxyPassword, adminPassword, appendOnly: true }));
+  fs.writeFileSync(
+    conf,
+    redisConf({
+      port: aofPort,
+      bind: '127.0.0.1',
+      maxMemory: '64mb',
+      dir: aofDir,
+      hashTag: 'ws',
+      proxyPassword,
+      adminPassword,
+      appendOnly: true,
+    }),
+  );
   const start = async (): Promise<ChildProcess> => {
     const p = spawn('redis-server', [conf], { stdio: ['ignore', 'ignore', 'inherit'] });
     for (let i = 0; ; i++) {
-      const c = new Redis({ host: '127.0.0.1', port: aofPort, username: REDIS_PROXY_USER, password: proxyPassword, lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      try { await c.connect(); await c.ping(); return p; } catch (e) { if (i > 200) throw e; await new Promise((r) => setTimeout(r, 25)); } finally { c.disconnect(); }
+      const c = new Redis({
+        host: '127.0.0.1',
+        port: aofPort,
+        username: REDIS_PROXY_USER,
+        password: proxyPassword,
+        lazyConnect: true,
+        enableReadyCheck: false,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
+      try {
+        await c.connect();
+        await c.ping();
+        return p;
+      } catch (e) {
+        if (i > 200) throw e;
+        await new Promise((r) => setTimeout(r, 25));
+      } finally {
+        c.disconnect();
+      }
     }
   };
-  const stop = (p: ChildProcess) => new Promise<void>((resolve) => { p.once('exit', () => resolve()); p.kill('SIGKILL'); });
+  const stop = (p: ChildProcess) =>
+    new Promise<void>((resolve) => {
+      p.once('exit', () => resolve());
+      p.kill('SIGKILL');
+    });
   let p = await start();
   try {
     const c = new Redis({ host: '127.0.0.1', port: aofPort, username: REDIS_PROXY_USER, password: proxyPassword, enableReadyCheck: false });
@@ -161,7 +235,13 @@ it('with appendOnly, a Redis killed (SIGKILL) comes back with the leases written
     await new Promise((r) => setTimeout(r, 1500)); // appendfsync everysec
     await stop(p);
     p = await start();
-    const again = new Redis({ host: '127.0.0.1', port: aofPort, username: REDIS_PROXY_USER, password: proxyPassword, enableReadyCheck: false });
+    const again = new Redis({
+      host: '127.0.0.1',
+      port: aofPort,
+      username: REDIS_PROXY_USER,
+      password: proxyPassword,
+      enableReadyCheck: false,
+    });
     expect(await again.zrange('{ws}:pod:10.0.0.1:8080', 0, -1)).toEqual(['envoy-a|abcdef|1|123456']);
     expect(await again.hget('{ws}:stats', 'epoch:id')).toBe('e1'); // same epoch: nothing to re-register
     again.disconnect();

@@ -18,15 +18,28 @@ afterAll(async () => {
   redis.disconnect();
   await server.stop();
 });
-beforeEach(async () => { await redis.flushall(); });
+beforeEach(async () => {
+  await redis.flushall();
+});
 
-const base: AdmitRequest = { rateLimit: 10, windowMs: 60000, maxPerPod: 2, ttlMs: 30000, id: 'x', pods: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'] };
+const base: AdmitRequest = {
+  rateLimit: 10,
+  windowMs: 60000,
+  maxPerPod: 2,
+  ttlMs: 30000,
+  id: 'x',
+  pods: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'],
+};
 const [P1, P2, P3] = base.pods;
 const admit = (over: Partial<AdmitRequest>) => s.admit({ ...base, ...over });
 /** The stats hash's counters (fields with a ':' are not counters: the epoch, the leases per proxy). */
 const stats = async () => {
   const h = await redis.hgetall(s.keys.stats);
-  return Object.fromEntries(Object.entries(h).filter(([k]) => !k.includes(':')).map(([k, v]) => [k, Number(v)]));
+  return Object.fromEntries(
+    Object.entries(h)
+      .filter(([k]) => !k.includes(':'))
+      .map(([k, v]) => [k, Number(v)]),
+  );
 };
 /** Everything the scripts keep but the stats hash, to show that a refusal changed nothing. */
 const state = async () => {
@@ -48,7 +61,7 @@ const expectCountsConsistent = async () => {
 };
 
 describe('admit.lua replies', () => {
-  test('ADMITTED: lease, window entry, the pod\'s count, counter, reply fields', async () => {
+  test("ADMITTED: lease, window entry, the pod's count, counter, reply fields", async () => {
     const before = await s.nowMs();
     const r = await admit({ id: 'envoy-a|0|1|ab' });
     const after = await s.nowMs();
@@ -134,7 +147,10 @@ describe('admit.lua replies', () => {
   });
 
   test('after the limit is lowered, the wait is for the entry that brings the count under it', async () => {
-    for (const id of ['a', 'b', 'c', 'd']) { await admit({ id, rateLimit: 4, windowMs: 10000, maxPerPod: 9 }); await sleep(5); }
+    for (const id of ['a', 'b', 'c', 'd']) {
+      await admit({ id, rateLimit: 4, windowMs: 10000, maxPerPod: 9 });
+      await sleep(5);
+    }
     const r = await admit({ id: 'e', rateLimit: 2, windowMs: 10000, maxPerPod: 9 });
     const now = await s.nowMs();
     const third = Number(await redis.zscore(s.keys.rate, 'c')); // a, b, c must leave
@@ -176,8 +192,8 @@ describe('host views (register_view.lua)', () => {
 
   test('a pod no live view holds and no lease holds leaves `load` on the way; one with leases stays counted', async () => {
     const P0 = '10.0.0.0:8080'; // sorts before P1 and P2
-    await admit({ id: 'a', pods: [P1, P2] });  // P1: 1
-    await s.registerView([P0, P3]);            // a view with P0 and P3 ...
+    await admit({ id: 'a', pods: [P1, P2] }); // P1: 1
+    await s.registerView([P0, P3]); // a view with P0 and P3 ...
     await redis.zadd(s.keys.views, '1', viewId([P0, P3])); // ... unused for ages: dead
     // The view [P2] holds neither P0 (0 leases, only a dead view: goes on the way to P2), nor P1
     // (1 lease: stays), nor P3 (after P2, not looked at).
@@ -186,7 +202,7 @@ describe('host views (register_view.lua)', () => {
     await expectCountsConsistent();
   });
 
-  test('a view unused for 10 minutes is dead: HOSTS again; register_view deletes dead views\' hosts', async () => {
+  test("a view unused for 10 minutes is dead: HOSTS again; register_view deletes dead views' hosts", async () => {
     await admit({ id: 'a', pods: [P1] });
     const old = viewId([P1]);
     await redis.zadd(s.keys.views, String((await s.nowMs()) - 600001), old);
@@ -198,7 +214,7 @@ describe('host views (register_view.lua)', () => {
     expect(await redis.zscore(s.keys.load, P1)).toBe('1');
   });
 
-  test('a live view\'s last use is written at most once a minute (not on every call)', async () => {
+  test("a live view's last use is written at most once a minute (not on every call)", async () => {
     await admit({ id: 'a' });
     const id = viewId(base.pods);
     const t = String((await s.nowMs()) - 59000);
@@ -227,7 +243,7 @@ describe('time edges (short windows and TTLs, real waiting)', () => {
     expect((await admit({ id: 'c', rateLimit: 1, windowMs: 150 })).status).toBe('ADMITTED');
   });
 
-  test('an expired lease gives its slot back: removed, the pod\'s count lowered, counted as expired', async () => {
+  test("an expired lease gives its slot back: removed, the pod's count lowered, counted as expired", async () => {
     await admit({ id: 'a', pods: [P1], maxPerPod: 1, ttlMs: 40 });
     expect((await admit({ id: 'b', pods: [P1], maxPerPod: 1 })).status).toBe('FULL');
     await sleep(60);
@@ -308,7 +324,7 @@ describe('renew.lua', () => {
 });
 
 describe('release.lua', () => {
-  test('1 then 0; counts only real removals; the pod\'s count follows', async () => {
+  test("1 then 0; counts only real removals; the pod's count follows", async () => {
     await admit({ id: 'a', pods: [P1] });
     expect(await s.release('a', P1)).toBe(1);
     expect(await s.release('a', P1)).toBe(0);
@@ -425,13 +441,22 @@ describe('snapshot.lua (the metrics view, one call)', () => {
 describe('the counts stay exact under any sequence of calls', () => {
   test('300 random admits, releases, renewals, re-registrations and expiries', async () => {
     let seed = 7;
-    const rand = (n: number) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
     const pods = Array.from({ length: 6 }, (_, i) => `10.5.0.${i}:80`);
     const held: { id: string; pod: string }[] = [];
     for (let i = 0; i < 300; i++) {
       const op = rand(5);
       if (op <= 1) {
-        const r = await admit({ id: `r|0|${i}|0`, pods: pods.slice(0, 3 + rand(4)), maxPerPod: 3, ttlMs: rand(3) === 0 ? 15 : 30000, rateLimit: 0 });
+        const r = await admit({
+          id: `r|0|${i}|0`,
+          pods: pods.slice(0, 3 + rand(4)),
+          maxPerPod: 3,
+          ttlMs: rand(3) === 0 ? 15 : 30000,
+          rateLimit: 0,
+        });
         if (r.status === 'ADMITTED') held.push({ id: `r|0|${i}|0`, pod: r.pod });
         else expect(r.status).toBe('FULL');
       } else if (op === 2 && held.length) {
@@ -492,20 +517,48 @@ describe('bad input is refused with a clear error', () => {
 
   test('register_view, release, renew, reregister, release_proxy, snapshot, conn_inventory', async () => {
     const L = [k().leases, k().load, k().stats];
-    await expect(s.raw('register_view', [k().views, k().hosts, k().load], ['xyz', P1])).rejects.toThrow("ERR register_view.lua: ARGV[1] host view id must be 16 hex digits, got 'xyz'");
-    await expect(s.raw('register_view', [k().views, k().hosts, k().load], ['0123456789abcdef', 'a b'])).rejects.toThrow("ERR register_view.lua: ARGV[2] pod id must be 1-64 characters without spaces, got 'a b'");
-    await expect(s.raw('register_view', [k().views, k().hosts], ['0123456789abcdef'])).rejects.toThrow('ERR register_view.lua: expected 3 KEYS and 1+n ARGV for n pods, got 2 KEYS and 1 ARGV');
-    await expect(s.raw('release', [k().leases, k().load], ['a', P1])).rejects.toThrow('ERR release.lua: expected 3 KEYS and 2 ARGV, got 2 KEYS and 2 ARGV');
-    await expect(s.raw('release', L, ['', P1])).rejects.toThrow("ERR release.lua: ARGV[1] connection id must be non-empty without spaces, got ''");
-    await expect(s.raw('release', L, ['a', 'x y'])).rejects.toThrow("ERR release.lua: ARGV[2] pod id must be non-empty without spaces, got 'x y'");
-    await expect(s.raw('renew', [k().leases], ['a', P1, 'soon'])).rejects.toThrow("ERR renew.lua: ARGV[3] lease TTL ms must be an integer >= 1, got 'soon'");
-    await expect(s.raw('renew', [k().leases], ['a', P1])).rejects.toThrow('ERR renew.lua: expected 1 KEYS and 3 ARGV, got 1 KEYS and 2 ARGV');
-    await expect(s.raw('reregister', L, ['a', P1, '0'])).rejects.toThrow("ERR reregister.lua: ARGV[3] lease TTL ms must be an integer >= 1, got '0'");
-    await expect(s.raw('release_proxy', L, ['Bad|Proxy', '0'])).rejects.toThrow("ERR release_proxy.lua: ARGV[1] proxy id must be 1-253 characters of a-z, 0-9, '.' and '-' (a DNS-1123 name, as filter.lua derives it from POD_NAME), got 'Bad|Proxy'");
-    await expect(s.raw('release_proxy', L, ['a', '-1'])).rejects.toThrow("ERR release_proxy.lua: ARGV[2] scan cursor must be digits, got '-1'");
-    await expect(s.raw('snapshot', [k().rate, k().stats, k().leases], ['1000'])).rejects.toThrow('ERR snapshot.lua: expected 4 KEYS and 1 ARGV, got 3 KEYS and 1 ARGV');
-    await expect(s.raw('snapshot', [k().rate, k().stats, k().leases, k().load], ['-5'])).rejects.toThrow("ERR snapshot.lua: ARGV[1] window ms must be an integer >= 1, got '-5'");
-    await expect(s.raw('conn_inventory', [k().conn('a'), k().leases], ['a', P1, 'x', 'p', 'c'])).rejects.toThrow("ERR conn_inventory.lua: ARGV[3] lease TTL ms must be an integer >= 1, got 'x'");
+    await expect(s.raw('register_view', [k().views, k().hosts, k().load], ['xyz', P1])).rejects.toThrow(
+      "ERR register_view.lua: ARGV[1] host view id must be 16 hex digits, got 'xyz'",
+    );
+    await expect(s.raw('register_view', [k().views, k().hosts, k().load], ['0123456789abcdef', 'a b'])).rejects.toThrow(
+      "ERR register_view.lua: ARGV[2] pod id must be 1-64 characters without spaces, got 'a b'",
+    );
+    await expect(s.raw('register_view', [k().views, k().hosts], ['0123456789abcdef'])).rejects.toThrow(
+      'ERR register_view.lua: expected 3 KEYS and 1+n ARGV for n pods, got 2 KEYS and 1 ARGV',
+    );
+    await expect(s.raw('release', [k().leases, k().load], ['a', P1])).rejects.toThrow(
+      'ERR release.lua: expected 3 KEYS and 2 ARGV, got 2 KEYS and 2 ARGV',
+    );
+    await expect(s.raw('release', L, ['', P1])).rejects.toThrow(
+      "ERR release.lua: ARGV[1] connection id must be non-empty without spaces, got ''",
+    );
+    await expect(s.raw('release', L, ['a', 'x y'])).rejects.toThrow(
+      "ERR release.lua: ARGV[2] pod id must be non-empty without spaces, got 'x y'",
+    );
+    await expect(s.raw('renew', [k().leases], ['a', P1, 'soon'])).rejects.toThrow(
+      "ERR renew.lua: ARGV[3] lease TTL ms must be an integer >= 1, got 'soon'",
+    );
+    await expect(s.raw('renew', [k().leases], ['a', P1])).rejects.toThrow(
+      'ERR renew.lua: expected 1 KEYS and 3 ARGV, got 1 KEYS and 2 ARGV',
+    );
+    await expect(s.raw('reregister', L, ['a', P1, '0'])).rejects.toThrow(
+      "ERR reregister.lua: ARGV[3] lease TTL ms must be an integer >= 1, got '0'",
+    );
+    await expect(s.raw('release_proxy', L, ['Bad|Proxy', '0'])).rejects.toThrow(
+      "ERR release_proxy.lua: ARGV[1] proxy id must be 1-253 characters of a-z, 0-9, '.' and '-' (a DNS-1123 name, as filter.lua derives it from POD_NAME), got 'Bad|Proxy'",
+    );
+    await expect(s.raw('release_proxy', L, ['a', '-1'])).rejects.toThrow(
+      "ERR release_proxy.lua: ARGV[2] scan cursor must be digits, got '-1'",
+    );
+    await expect(s.raw('snapshot', [k().rate, k().stats, k().leases], ['1000'])).rejects.toThrow(
+      'ERR snapshot.lua: expected 4 KEYS and 1 ARGV, got 3 KEYS and 1 ARGV',
+    );
+    await expect(s.raw('snapshot', [k().rate, k().stats, k().leases, k().load], ['-5'])).rejects.toThrow(
+      "ERR snapshot.lua: ARGV[1] window ms must be an integer >= 1, got '-5'",
+    );
+    await expect(s.raw('conn_inventory', [k().conn('a'), k().leases], ['a', P1, 'x', 'p', 'c'])).rejects.toThrow(
+      "ERR conn_inventory.lua: ARGV[3] lease TTL ms must be an integer >= 1, got 'x'",
+    );
     expect(await redis.dbsize()).toBe(0);
   });
 });

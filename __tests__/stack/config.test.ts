@@ -183,7 +183,11 @@ describe('redisReplicas', () => {
 describe('names', () => {
   it.each([
     ['namespace', '', 'namespace must not be empty, got "".'],
-    ['namespace', 'Bad_NS', 'namespace must be a DNS-1123 label (lower-case letters, digits and "-", starting and ending with a letter or digit), got "Bad_NS". Fix: e.g. "ws-admission".'],
+    [
+      'namespace',
+      'Bad_NS',
+      'namespace must be a DNS-1123 label (lower-case letters, digits and "-", starting and ending with a letter or digit), got "Bad_NS". Fix: e.g. "ws-admission".',
+    ],
     ['namespace', 'a'.repeat(64), 'namespace must be at most 63 characters (has 64)'],
     ['backendServiceName', '-backend', 'backendServiceName must be a DNS-1123 label'],
     ['externalRedisPasswordSecret', 'Secret!', 'externalRedisPasswordSecret must be a DNS-1123 label'],
@@ -197,7 +201,11 @@ describe('names', () => {
     ['clusterName', 'my cluster', 'clusterName must be an EKS cluster name'],
     ['region', 'mars-north-1x', 'region must be an AWS region such as "eu-west-1", got "mars-north-1x".'],
     ['hashTag', '{ws}', 'hashTag must be 1-32 characters of letters, digits, "_", ".", ":" or "-" (no braces), got "{ws}".'],
-    ['backendHealthCheckPath', 'healthz', 'backendHealthCheckPath must be an absolute HTTP path starting with "/" without spaces, got "healthz".'],
+    [
+      'backendHealthCheckPath',
+      'healthz',
+      'backendHealthCheckPath must be an absolute HTTP path starting with "/" without spaces, got "healthz".',
+    ],
     ['remoteStateBucket', 'Bad_Bucket', 'remoteStateBucket must be an S3 bucket name'],
     ['remoteStateKey', '/abs/key', 'remoteStateKey must be an S3 object key without spaces, not starting with "/"'],
     ['externalRedisHost', 'bad host', 'externalRedisHost must be a DNS name or IPv4 address, got "bad host".'],
@@ -277,18 +285,24 @@ describe('TLS at the NLB, source ranges, autoscaling', () => {
   it('refuses a bad source range and an autoscaler maximum below its minimum', () => {
     expect(bad({ nlbSourceRanges: ['0.0.0.0'] })).toThrow('nlbSourceRanges has "0.0.0.0": not address/prefix.');
     expect(bad({ envoyAutoscaling: true, envoyReplicas: 4, envoyMaxReplicas: 3 })).toThrow(
-      'envoyMaxReplicas (3) is below envoyReplicas (4), the autoscaler\'s minimum. Fix: raise envoyMaxReplicas to 4 or more, or lower envoyReplicas.',
+      "envoyMaxReplicas (3) is below envoyReplicas (4), the autoscaler's minimum. Fix: raise envoyMaxReplicas to 4 or more, or lower envoyReplicas.",
     );
   });
   it('reads a certificate list from the environment', () => {
-    expect(loadConfig({ env: { WS_ADMISSION_NLB_TLS: 'true', WS_ADMISSION_NLB_TLS_CERTIFICATE_ARNS: `${arn}, ${arn.replace('eu-west-1', 'us-east-1')}` } }).nlbTlsCertificateArns).toHaveLength(2);
+    expect(
+      loadConfig({
+        env: { WS_ADMISSION_NLB_TLS: 'true', WS_ADMISSION_NLB_TLS_CERTIFICATE_ARNS: `${arn}, ${arn.replace('eu-west-1', 'us-east-1')}` },
+      }).nlbTlsCertificateArns,
+    ).toHaveLength(2);
   });
 });
 
 describe('installLbController', () => {
   it('needs the policy file, the EKS target, and the file only with the install', () => {
     expect(bad({ installLbController: true })).toThrow('installLbController is true but lbControllerIamPolicyFile is empty');
-    expect(bad({ lbControllerIamPolicyFile: 'p.json' })).toThrow('lbControllerIamPolicyFile is set ("p.json") but installLbController is false.');
+    expect(bad({ lbControllerIamPolicyFile: 'p.json' })).toThrow(
+      'lbControllerIamPolicyFile is set ("p.json") but installLbController is false.',
+    );
     expect(bad({ installLbController: true, lbControllerIamPolicyFile: 'p.json', kubeconfigPath: '~/.kube/config' })).toThrow(
       'installLbController needs the EKS cluster (its OIDC provider, VPC and region), but kubeconfigPath is set.',
     );
@@ -305,8 +319,14 @@ describe('CIDR lists', () => {
     expect(bad({ metricsAllowedCidrs: '10.0.0.0/16' })).toThrow('metricsAllowedCidrs must be a list of CIDR blocks');
   });
   it('accepts IPv4 and IPv6 blocks, from a file or as a comma list in the environment', () => {
-    expect(loadConfig({ env: {}, overrides: { metricsAllowedCidrs: ['10.0.0.0/16', 'fd00::/8'] } }).metricsAllowedCidrs).toEqual(['10.0.0.0/16', 'fd00::/8']);
-    expect(loadConfig({ env: { WS_ADMISSION_METRICS_ALLOWED_CIDRS: ' 10.0.0.0/16, 10.1.0.0/16 ' } }).metricsAllowedCidrs).toEqual(['10.0.0.0/16', '10.1.0.0/16']);
+    expect(loadConfig({ env: {}, overrides: { metricsAllowedCidrs: ['10.0.0.0/16', 'fd00::/8'] } }).metricsAllowedCidrs).toEqual([
+      '10.0.0.0/16',
+      'fd00::/8',
+    ]);
+    expect(loadConfig({ env: { WS_ADMISSION_METRICS_ALLOWED_CIDRS: ' 10.0.0.0/16, 10.1.0.0/16 ' } }).metricsAllowedCidrs).toEqual([
+      '10.0.0.0/16',
+      '10.1.0.0/16',
+    ]);
     expect(loadConfig({ env: {} }).metricsAllowedCidrs).toEqual([]);
   });
 });
@@ -330,7 +350,7 @@ describe('enums and booleans', () => {
 });
 
 describe('rules across fields', () => {
-  it('refuses an idle timeout the NLB\'s own 350 s would cut when the stack may not raise it', () => {
+  it("refuses an idle timeout the NLB's own 350 s would cut when the stack may not raise it", () => {
     expect(bad({ nlbSetIdleTimeout: false, idleTimeoutSeconds: 321, leaseTtlSeconds: 400 })).toThrow(
       'idleTimeoutSeconds must be at most 320 while nlbSetIdleTimeout is false, got 321: the NLB keeps its 350 s TCP idle timeout ' +
         'and would drop quiet WebSockets silently before Envoy closes them. Fix: lower idleTimeoutSeconds to 320 or less, or set nlbSetIdleTimeout to true.',
@@ -358,7 +378,7 @@ describe('rules across fields', () => {
       'redisConnectTimeoutMs + redisReadTimeoutMs must stay below 10 x hostsCacheMs (1000), got 1200.',
     );
   });
-  it('refuses a backend Service named like one of the stack\'s own Services', () => {
+  it("refuses a backend Service named like one of the stack's own Services", () => {
     for (const name of ['ws-redis', 'ws-envoy-nlb', 'ws-envoy-metrics']) {
       expect(bad({ backendServiceName: name })).toThrow(
         'backendServiceName must not be the name of a Service the stack creates itself ("ws-redis", "ws-envoy-nlb", "ws-envoy-metrics"), ' +
@@ -389,9 +409,15 @@ describe('rules across fields', () => {
     expect(() => loadConfig({ env: {}, overrides: { kubeContext: 'staging', kubeconfigPath: '/etc/kubeconfig' } })).not.toThrow();
   });
   it('refuses a kubeconfigPath with a newline or leading space, and a context with a newline', () => {
-    expect(bad({ kubeconfigPath: ' /etc/kubeconfig' })).toThrow('kubeconfigPath must be a file path (no leading space, no newline), got " /etc/kubeconfig".');
-    expect(bad({ kubeconfigPath: '/etc/kube\nconfig' })).toThrow('kubeconfigPath must be a file path (no leading space, no newline), got "/etc/kube\\nconfig".');
-    expect(bad({ kubeconfigPath: '/k', kubeContext: 'a\nb' })).toThrow('kubeContext must be a kubeconfig context name (no leading space, no newline), got "a\\nb".');
+    expect(bad({ kubeconfigPath: ' /etc/kubeconfig' })).toThrow(
+      'kubeconfigPath must be a file path (no leading space, no newline), got " /etc/kubeconfig".',
+    );
+    expect(bad({ kubeconfigPath: '/etc/kube\nconfig' })).toThrow(
+      'kubeconfigPath must be a file path (no leading space, no newline), got "/etc/kube\\nconfig".',
+    );
+    expect(bad({ kubeconfigPath: '/k', kubeContext: 'a\nb' })).toThrow(
+      'kubeContext must be a kubeconfig context name (no leading space, no newline), got "a\\nb".',
+    );
   });
   it('refuses external Redis options without externalRedisHost', () => {
     expect(bad({ externalRedisTls: true })).toThrow(
@@ -403,14 +429,20 @@ describe('rules across fields', () => {
     expect(bad({ redisStorageClass: 'gp3' })).toThrow(
       'redisStorageClass is set ("gp3") but redisPersistence is "none": no volume would use it. Fix: set redisPersistence to "aof", or clear redisStorageClass.',
     );
-    expect(bad({ redisPersistence: 'aof', externalRedisHost: 'redis.example.com' })).toThrow('redisPersistence "aof" applies to the in-cluster Redis');
-    expect(bad({ redisPersistence: 'aof', redisVolumeSize: '1G' })).toThrow('redisVolumeSize must be a size such as 512Mi or 1Gi, got "1G".');
+    expect(bad({ redisPersistence: 'aof', externalRedisHost: 'redis.example.com' })).toThrow(
+      'redisPersistence "aof" applies to the in-cluster Redis',
+    );
+    expect(bad({ redisPersistence: 'aof', redisVolumeSize: '1G' })).toThrow(
+      'redisVolumeSize must be a size such as 512Mi or 1Gi, got "1G".',
+    );
     expect(() => loadConfig({ env: {}, overrides: { redisPersistence: 'aof', redisStorageClass: 'ebs.gp3' } })).not.toThrow();
   });
   it('refuses an external Redis user name without its password Secret', () => {
     expect(bad({ externalRedisHost: 'redis.example.com', externalRedisUsername: 'app' })).toThrow(
       'externalRedisUsername is set ("app") but externalRedisPasswordSecret is empty: an ACL user needs its password. Fix: set externalRedisPasswordSecret',
     );
-    expect(bad({ externalRedisHost: 'redis.example.com', externalRedisUsername: 'a b', externalRedisPasswordSecret: 's' })).toThrow('externalRedisUsername');
+    expect(bad({ externalRedisHost: 'redis.example.com', externalRedisUsername: 'a b', externalRedisPasswordSecret: 's' })).toThrow(
+      'externalRedisUsername',
+    );
   });
 });

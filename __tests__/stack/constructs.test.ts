@@ -73,7 +73,7 @@ describe('construct props are validated', () => {
     );
   });
 
-  it('Nlb: TCP idle timeout within the NLB\'s 60-6000 s', () => {
+  it("Nlb: TCP idle timeout within the NLB's 60-6000 s", () => {
     for (const bad of [59, 6001, 90.5]) {
       expect(() => new Nlb(stack(), 'n', { namespace: 'ns', selector: { a: 'b' }, tcpIdleTimeoutSeconds: bad })).toThrow(
         `Nlb: tcpIdleTimeoutSeconds must be an integer between 60 and 6000 (the NLB's range), got ${bad}`,
@@ -97,7 +97,7 @@ describe('constructs/index.ts', () => {
   });
 });
 
-describe('EnvoyProxy preStop: sleep, then release the proxy\'s leases (lua/envoy/drain.lua)', () => {
+describe("EnvoyProxy preStop: sleep, then release the proxy's leases (lua/envoy/drain.lua)", () => {
   const deploymentOf = (s: TerraformStack) => {
     const json = JSON.parse(Testing.synth(s));
     return Object.values(json.resource.kubernetes_deployment_v1 as Record<string, any>)[0];
@@ -107,9 +107,11 @@ describe('EnvoyProxy preStop: sleep, then release the proxy\'s leases (lua/envoy
     const s = stack();
     new EnvoyProxy(s, 'e', { namespace: 'ns', image: 'envoy:1.36.2', config: filterConfig(s) });
     const pod = deploymentOf(s).spec.template.spec;
-    expect(pod.container[0].lifecycle.pre_stop).toEqual([{
-      exec: { command: ['sh', '-c', 'sleep 15; exec timeout 20 luajit /etc/envoy/lua/drain.lua --log-file /proc/1/fd/1'] },
-    }]);
+    expect(pod.container[0].lifecycle.pre_stop).toEqual([
+      {
+        exec: { command: ['sh', '-c', 'sleep 15; exec timeout 20 luajit /etc/envoy/lua/drain.lua --log-file /proc/1/fd/1'] },
+      },
+    ]);
     // The grace period covers the sleep and the whole drain (the kubelet would cut it short).
     expect(pod.termination_grace_period_seconds).toBeGreaterThanOrEqual(15 + DRAIN_TIMEOUT_SECONDS);
   });
@@ -117,13 +119,15 @@ describe('EnvoyProxy preStop: sleep, then release the proxy\'s leases (lua/envoy
   it('takes another sleep, and refuses one that is not an integer >= 0 (it goes into sh -c)', () => {
     const s = stack();
     new EnvoyProxy(s, 'e', { namespace: 'ns', image: 'envoy:1.36.2', config: filterConfig(s), preStopSleepSeconds: 5 });
-    expect(deploymentOf(s).spec.template.spec.container[0].lifecycle.pre_stop[0].exec.command[2])
-      .toBe('sleep 5; exec timeout 20 luajit /etc/envoy/lua/drain.lua --log-file /proc/1/fd/1');
+    expect(deploymentOf(s).spec.template.spec.container[0].lifecycle.pre_stop[0].exec.command[2]).toBe(
+      'sleep 5; exec timeout 20 luajit /etc/envoy/lua/drain.lua --log-file /proc/1/fd/1',
+    );
     expect(preStopCommand(0)[2]).toMatch(/^sleep 0; exec timeout /);
     for (const bad of [-1, 1.5, Number.NaN]) {
       const s2 = stack();
-      expect(() => new EnvoyProxy(s2, 'e', { namespace: 'ns', image: 'envoy:1.36.2', config: filterConfig(s2), preStopSleepSeconds: bad }))
-        .toThrow(`EnvoyProxy: preStopSleepSeconds must be an integer >= 0, got ${bad}; use e.g. 15`);
+      expect(
+        () => new EnvoyProxy(s2, 'e', { namespace: 'ns', image: 'envoy:1.36.2', config: filterConfig(s2), preStopSleepSeconds: bad }),
+      ).toThrow(`EnvoyProxy: preStopSleepSeconds must be an integer >= 0, got ${bad}; use e.g. 15`);
     }
   });
 
@@ -133,13 +137,15 @@ describe('EnvoyProxy preStop: sleep, then release the proxy\'s leases (lua/envoy
     const fc = new FilterConfig(s, 'fc', { namespace: 'ns', envoyYaml: 'admin: {}\n', settingsLua: 'return {}\n' });
     expect(fc.data['drain.lua']).toBe(fs.readFileSync(path.join(__dirname, '..', '..', 'lua', 'envoy', 'drain.lua'), 'utf8'));
     expect(fc.data['release_proxy.lua']).toBeDefined();
-    expect(fc.items).toEqual(expect.arrayContaining([
-      { key: 'drain.lua', path: 'lua/drain.lua' },
-      { key: 'release_proxy.lua', path: 'lua/release_proxy.lua' },
-      // drain.lua's own dependencies
-      { key: 'resp.lua', path: 'lua/resp.lua' },
-      { key: 'settings_loader.lua', path: 'lua/settings_loader.lua' },
-      { key: 'settings.lua', path: 'lua/settings.lua' },
-    ]));
+    expect(fc.items).toEqual(
+      expect.arrayContaining([
+        { key: 'drain.lua', path: 'lua/drain.lua' },
+        { key: 'release_proxy.lua', path: 'lua/release_proxy.lua' },
+        // drain.lua's own dependencies
+        { key: 'resp.lua', path: 'lua/resp.lua' },
+        { key: 'settings_loader.lua', path: 'lua/settings_loader.lua' },
+        { key: 'settings.lua', path: 'lua/settings.lua' },
+      ]),
+    );
   });
 });

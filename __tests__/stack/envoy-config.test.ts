@@ -3,7 +3,7 @@ import { buildEnvoyBootstrap, EnvoyBootstrapProps } from '../../envoy/bootstrap'
 import { TYPE_URLS } from '../../envoy/types';
 import { bootstrapToYaml } from '../../envoy/yaml';
 
-type Json = any;  
+type Json = any;
 
 const PROPS: EnvoyBootstrapProps = {
   backendHost: 'ws-backend.ws-admission.svc.cluster.local',
@@ -35,43 +35,60 @@ describe('envoy.yaml', () => {
       },
     });
     expect(file.typed_config.path).toBe('/var/run/ws-admission/leases.log');
-    expect(file.typed_config.log_format.text_format_source.inline_string)
-      .toBe('lease %DYNAMIC_METADATA(ws.admission:connection_id)% %DYNAMIC_METADATA(ws.admission:pod)%\n');
+    expect(file.typed_config.log_format.text_format_source.inline_string).toBe(
+      'lease %DYNAMIC_METADATA(ws.admission:connection_id)% %DYNAMIC_METADATA(ws.admission:pod)%\n',
+    );
     // Periodic or per-request access logging would log streams that are still open.
     expect(hcm.access_log_options).toBeUndefined();
   });
 
-  it('takes the local rig\'s addresses, ports and paths from a layout, and several backend hosts', () => {
+  it("takes the local rig's addresses, ports and paths from a layout, and several backend hosts", () => {
     const l = yamlOf({
       backendHost: ['127.0.1.1', '127.0.1.2'],
-      layout: { listenAddress: '127.0.0.1', publicPort: 10010, metricsPort: 10011, adminPort: 10012, luaDir: '/tmp/x/lua', stateDir: '/tmp/x/state' },
+      layout: {
+        listenAddress: '127.0.0.1',
+        publicPort: 10010,
+        metricsPort: 10011,
+        adminPort: 10012,
+        luaDir: '/tmp/x/lua',
+        stateDir: '/tmp/x/state',
+      },
     });
     expect(listener(l, 'public').address.socket_address).toEqual({ address: '127.0.0.1', port_value: 10010 });
     expect(listener(l, 'metrics').address.socket_address).toEqual({ address: '127.0.0.1', port_value: 10011 });
     expect(l.admin.address.socket_address).toEqual({ address: '127.0.0.1', port_value: 10012 });
-    expect(cluster(l, 'backend').load_assignment.endpoints[0].lb_endpoints.map((e: Json) => e.endpoint.address.socket_address))
-      .toEqual([{ address: '127.0.1.1', port_value: 8080 }, { address: '127.0.1.2', port_value: 8080 }]);
+    expect(cluster(l, 'backend').load_assignment.endpoints[0].lb_endpoints.map((e: Json) => e.endpoint.address.socket_address)).toEqual([
+      { address: '127.0.1.1', port_value: 8080 },
+      { address: '127.0.1.2', port_value: 8080 },
+    ]);
     expect(hcmOf(listener(l, 'public')).http_filters[0].typed_config.default_source_code.filename).toBe('/tmp/x/lua/filter.lua');
     expect(hcmOf(listener(l, 'public')).access_log[1].typed_config.path).toBe('/tmp/x/state/leases.log');
     expect(() => buildEnvoyBootstrap({ ...PROPS, backendHost: [] })).toThrow('backendHost must name at least one host, got []');
   });
 
-  it('has Envoy\'s edge bounds: overload manager (heap, global connections), buffers, HTTP/2 limits, header timeout', () => {
+  it("has Envoy's edge bounds: overload manager (heap, global connections), buffers, HTTP/2 limits, header timeout", () => {
     expect(b.overload_manager.resource_monitors).toEqual([
-      { name: 'envoy.resource_monitors.fixed_heap', typed_config: { '@type': TYPE_URLS.fixedHeap, max_heap_size_bytes: Math.floor(256 * 1024 * 1024 * 0.6) } },
+      {
+        name: 'envoy.resource_monitors.fixed_heap',
+        typed_config: { '@type': TYPE_URLS.fixedHeap, max_heap_size_bytes: Math.floor(256 * 1024 * 1024 * 0.6) },
+      },
       {
         name: 'envoy.resource_monitors.global_downstream_max_connections',
         typed_config: { '@type': TYPE_URLS.downstreamConnections, max_active_downstream_connections: 2000 },
       },
     ]);
-    expect(b.overload_manager.actions.map((a: Json) => [a.name, a.triggers[0].threshold.value]))
-      .toEqual([['envoy.overload_actions.shrink_heap', 0.9], ['envoy.overload_actions.stop_accepting_requests', 0.95]]);
+    expect(b.overload_manager.actions.map((a: Json) => [a.name, a.triggers[0].threshold.value])).toEqual([
+      ['envoy.overload_actions.shrink_heap', 0.9],
+      ['envoy.overload_actions.stop_accepting_requests', 0.95],
+    ]);
     const seven = yamlOf({ maxDownstreamConnections: 7 });
     expect(seven.overload_manager.resource_monitors[1].typed_config.max_active_downstream_connections).toBe(7);
     // The backend cluster's circuit breakers follow (Envoy's default 1024 would cap a proxy).
     expect(cluster(seven, 'backend').circuit_breakers).toEqual({ thresholds: [{ max_connections: 7, max_requests: 7 }] });
     expect(cluster(b, 'backend').circuit_breakers).toEqual({ thresholds: [{ max_connections: 2000, max_requests: 2000 }] });
-    expect(() => buildEnvoyBootstrap({ ...PROPS, maxDownstreamConnections: 0 })).toThrow('maxDownstreamConnections must be a positive integer, got 0');
+    expect(() => buildEnvoyBootstrap({ ...PROPS, maxDownstreamConnections: 0 })).toThrow(
+      'maxDownstreamConnections must be a positive integer, got 0',
+    );
     // Probes, scrapes and metrics.lua's admin calls are not under the connection limit.
     expect(listener(b, 'metrics').ignore_global_conn_limit).toBe(true);
     // Nor do the overload manager's 503s reach the probes (a failed liveness probe restarts Envoy).
@@ -82,7 +99,11 @@ describe('envoy.yaml', () => {
     for (const l of b.static_resources.listeners) expect(l.per_connection_buffer_limit_bytes).toBe(32768);
     expect(cluster(b, 'backend').per_connection_buffer_limit_bytes).toBe(32768);
     const hcm = hcmOf(listener(b, 'public'));
-    expect(hcm.http2_protocol_options).toEqual({ max_concurrent_streams: 100, initial_stream_window_size: 65536, initial_connection_window_size: 1048576 });
+    expect(hcm.http2_protocol_options).toEqual({
+      max_concurrent_streams: 100,
+      initial_stream_window_size: 65536,
+      initial_connection_window_size: 1048576,
+    });
     expect(hcm.request_headers_timeout).toBe('10s');
     expect(hcm.route_config.request_headers_to_remove).toEqual(['forwarded', 'x-forwarded-host']);
   });
@@ -91,7 +112,9 @@ describe('envoy.yaml', () => {
     expect(b.admin.address.socket_address).toEqual({ address: '127.0.0.1', port_value: 9000 });
     expect(cluster(b, 'envoy_admin')).toMatchObject({
       type: 'STATIC',
-      load_assignment: { endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 9000 } } } }] }] },
+      load_assignment: {
+        endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 9000 } } } }] }],
+      },
     });
   });
 
@@ -104,7 +127,11 @@ describe('envoy.yaml', () => {
     expect(hcm['@type']).toBe('type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager');
     expect(hcm.upgrade_configs).toEqual([{ upgrade_type: 'websocket' }]);
     expect(hcm.stream_idle_timeout).toBe('300s');
-    expect(hcm.common_http_protocol_options).toEqual({ idle_timeout: '300s', max_stream_duration: '3600s', headers_with_underscores_action: 'DROP_HEADER' });
+    expect(hcm.common_http_protocol_options).toEqual({
+      idle_timeout: '300s',
+      max_stream_duration: '3600s',
+      headers_with_underscores_action: 'DROP_HEADER',
+    });
     expect(hcm.use_remote_address).toBe(true);
     expect(hcm.xff_num_trusted_hops).toBe(0);
     // Only loopback is internal: the NLB's private address must not make client x-envoy-* headers trusted.
@@ -165,7 +192,13 @@ describe('envoy.yaml', () => {
   });
 
   it('follows the options', () => {
-    const o = yamlOf({ healthCheckPath: '/healthz', idleTimeoutSeconds: 60, maxStreamDurationSeconds: 600, proxyProtocol: true, backendPort: 9000 });
+    const o = yamlOf({
+      healthCheckPath: '/healthz',
+      idleTimeoutSeconds: 60,
+      maxStreamDurationSeconds: 600,
+      proxyProtocol: true,
+      backendPort: 9000,
+    });
     const pub = listener(o, 'public');
     expect(pub.listener_filters).toEqual([
       { name: 'envoy.filters.listener.proxy_protocol', typed_config: { '@type': TYPE_URLS.proxyProtocol } },

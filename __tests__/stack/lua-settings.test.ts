@@ -50,7 +50,9 @@ describe('Lua literal writer', () => {
   });
 
   it('refuses floats, NaN and unsafe integers', () => {
-    expect(() => luaReturnTable([['rate_limit', 1.5]])).toThrow('settings field rate_limit must be a string, a boolean or a safe integer, got 1.5');
+    expect(() => luaReturnTable([['rate_limit', 1.5]])).toThrow(
+      'settings field rate_limit must be a string, a boolean or a safe integer, got 1.5',
+    );
     expect(() => luaReturnTable([['x', Number.NaN]])).toThrow('settings field x must be a string, a boolean or a safe integer, got null');
     expect(() => luaReturnTable([['x', 2 ** 60]])).toThrow('settings field x must be a string, a boolean or a safe integer');
   });
@@ -58,7 +60,12 @@ describe('Lua literal writer', () => {
   it('refuses keys that are not identifiers, keywords and duplicates', () => {
     expect(() => luaReturnTable([['bad-key', 1]])).toThrow('settings field name "bad-key" is not a Lua identifier');
     expect(() => luaReturnTable([['end', 1]])).toThrow('settings field name "end" is not a Lua identifier');
-    expect(() => luaReturnTable([['a', 1], ['a', 2]])).toThrow('settings field a is given twice');
+    expect(() =>
+      luaReturnTable([
+        ['a', 1],
+        ['a', 2],
+      ]),
+    ).toThrow('settings field a is given twice');
   });
 });
 
@@ -70,7 +77,11 @@ describe('settings.lua', () => {
     const section = doc.slice(doc.indexOf('## settings.lua'), doc.indexOf('## Envoy names'));
     const documented = [...section.matchAll(/^\| `([a-z_]+)` \|/gm)].map((m) => m[1]).sort();
     expect(documented.length).toBeGreaterThan(10);
-    expect(filterSettings(defaults(), REDIS).map(([k]) => k).sort()).toEqual(documented);
+    expect(
+      filterSettings(defaults(), REDIS)
+        .map(([k]) => k)
+        .sort(),
+    ).toEqual(documented);
   });
 
   it('parses with LuaJIT in an empty environment and returns the configured values', () => {

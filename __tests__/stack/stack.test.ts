@@ -43,7 +43,9 @@ describe('default profile (repository lua/)', () => {
     const text = JSON.stringify(json);
     const interpolations = text.match(/(?<!\$)\$\{[^}]*\}/g) ?? [];
     for (const i of interpolations) {
-      expect(i).toMatch(/^\$\{(data\.aws_eks_cluster|data\.aws_vpc\.cluster-vpc\.cidr_block\}|kubernetes_[a-z0-9_]+\.|random_password\.|ephemeral\.random_password\.ws_redis_(proxy|admin)\.result\}|try\(kubernetes_service_v1\.|base64decode\(data\.aws_eks_cluster\.|sha256\(\\"[0-9a-f]{64}:\d+:\$\{kubernetes_secret_v1\.)/);
+      expect(i).toMatch(
+        /^\$\{(data\.aws_eks_cluster|data\.aws_vpc\.cluster-vpc\.cidr_block\}|kubernetes_[a-z0-9_]+\.|random_password\.|ephemeral\.random_password\.ws_redis_(proxy|admin)\.result\}|try\(kubernetes_service_v1\.|base64decode\(data\.aws_eks_cluster\.|sha256\(\\"[0-9a-f]{64}:\d+:\$\{kubernetes_secret_v1\.)/,
+      );
     }
     expect(text.match(/(?<!%)%\{/g)).toBeNull();
     const dash = byName(json, 'kubernetes_config_map_v1', 'ws-admission-dashboard').data['ws-admission.json'];
@@ -113,8 +115,15 @@ describe('default profile', () => {
     expect(container.image).toBe(`ws-envoy-lua:${ENVOY_RELEASE.version}-${ENVOY_RELEASE.imageBuild}`);
     expect(container.command).toEqual(['envoy']);
     expect(container.args).toEqual([
-      '-c', '/etc/envoy/envoy.yaml', '--concurrency', '2', '--disable-hot-restart', '--log-level', 'info',
-      '--file-flush-interval-msec', '100',
+      '-c',
+      '/etc/envoy/envoy.yaml',
+      '--concurrency',
+      '2',
+      '--disable-hot-restart',
+      '--log-level',
+      'info',
+      '--file-flush-interval-msec',
+      '100',
     ]);
     expect(envoy.spec.strategy).toEqual({ type: 'RollingUpdate', rolling_update: { max_surge: '1', max_unavailable: '0' } });
   });
@@ -139,7 +148,7 @@ describe('default profile', () => {
     expect(side.resources).toEqual({ requests: { cpu: '10m', memory: '16Mi' }, limits: { cpu: '200m', memory: '64Mi' } });
   });
 
-  it('sizes Envoy\'s CPU by its worker threads: 250m requested per worker, 1 CPU per worker + 500m allowed', () => {
+  it("sizes Envoy's CPU by its worker threads: 250m requested per worker, 1 CPU per worker + 500m allowed", () => {
     expect(container.resources).toEqual({
       requests: { cpu: '500m', memory: '128Mi' },
       limits: { cpu: '2500m', memory: '256Mi' },
@@ -206,9 +215,14 @@ describe('default profile', () => {
   });
 
   it('spreads Envoy over zones and hosts and keeps a PDB', () => {
-    expect(pod.topology_spread_constraint.map((t: Json) => t.topology_key)).toEqual(['topology.kubernetes.io/zone', 'kubernetes.io/hostname']);
+    expect(pod.topology_spread_constraint.map((t: Json) => t.topology_key)).toEqual([
+      'topology.kubernetes.io/zone',
+      'kubernetes.io/hostname',
+    ]);
     for (const t of pod.topology_spread_constraint) {
-      expect(t.label_selector).toEqual([{ match_labels: { 'app.kubernetes.io/name': 'ws-envoy', 'app.kubernetes.io/part-of': 'ws-admission' } }]);
+      expect(t.label_selector).toEqual([
+        { match_labels: { 'app.kubernetes.io/name': 'ws-envoy', 'app.kubernetes.io/part-of': 'ws-admission' } },
+      ]);
       expect(t.max_skew).toBe(1);
     }
     expect(byName(json, 'kubernetes_pod_disruption_budget_v1', 'ws-envoy').spec).toEqual({
@@ -251,7 +265,10 @@ describe('default profile', () => {
     const { stack } = synth();
     expect(sum(json)).toBe(sum(JSON.parse(Testing.synth(stack))));
     const other = new Redis(new TerraformStack(Testing.app(), 'x'), 'r', {
-      namespace: 'ws-admission', image: 'redis:7.4.2-alpine', clientSelector: { a: 'b' }, maxMemory: '512mb',
+      namespace: 'ws-admission',
+      image: 'redis:7.4.2-alpine',
+      clientSelector: { a: 'b' },
+      maxMemory: '512mb',
     });
     expect(other.deployment).toBeDefined();
     const otherJson = JSON.parse(Testing.synth(other.node.scope as TerraformStack));
@@ -259,7 +276,8 @@ describe('default profile', () => {
   });
 
   it('rotates the passwords when redisPasswordRevision grows: the Secret is rewritten and Redis rolls', () => {
-    const sum = (j: Json): string => byName(j, 'kubernetes_deployment_v1', 'ws-redis').spec.template.metadata.annotations['checksum/config'];
+    const sum = (j: Json): string =>
+      byName(j, 'kubernetes_deployment_v1', 'ws-redis').spec.template.metadata.annotations['checksum/config'];
     const next = synth({ redisPasswordRevision: 2 }).json;
     expect(byName(json, 'kubernetes_secret_v1', 'ws-redis-auth').data_wo_revision).toBe(1);
     expect(byName(next, 'kubernetes_secret_v1', 'ws-redis-auth').data_wo_revision).toBe(2);
@@ -267,7 +285,7 @@ describe('default profile', () => {
     expect(sum(next)).toContain(':2:${kubernetes_secret_v1.');
   });
 
-  it('with redisPasswordInState: random_password resources, the Secret\'s data, and a checksum over both passwords', () => {
+  it("with redisPasswordInState: random_password resources, the Secret's data, and a checksum over both passwords", () => {
     const inState = synth({ redisPasswordInState: true }).json;
     expect(inState.ephemeral).toBeUndefined();
     expect(inState.terraform.required_version).toBeUndefined();
@@ -282,12 +300,15 @@ describe('default profile', () => {
     expect(Object.values(inState.resource.random_password).map((p) => (p as Json).keepers)).toEqual([{ revision: '1' }, { revision: '1' }]);
   });
 
-  it('generates the Redis passwords outside the state, into the Secret only: the default user off, the proxies\' user limited', () => {
+  it("generates the Redis passwords outside the state, into the Secret only: the default user off, the proxies' user limited", () => {
     // Ephemeral values (never in the state or a plan) through the write-only data_wo.
     expect(json.resource.random_password).toBeUndefined();
-    expect(json.ephemeral).toEqual({ random_password: {
-      ws_redis_proxy: { length: 40, special: false }, ws_redis_admin: { length: 40, special: false },
-    } });
+    expect(json.ephemeral).toEqual({
+      random_password: {
+        ws_redis_proxy: { length: 40, special: false },
+        ws_redis_admin: { length: 40, special: false },
+      },
+    });
     expect(json.terraform.required_version).toBe('>= 1.11.0');
     const secret = byName(json, 'kubernetes_secret_v1', 'ws-redis-auth');
     expect(secret.data).toBeUndefined();
@@ -343,7 +364,12 @@ describe('default profile', () => {
     // The VPC is the cluster's, and the ports are the ones the containers and the NLB use.
     expect(json.data.aws_vpc['cluster-vpc'].id).toMatch(/^\$\{data\.aws_eks_cluster\.[^.]+\.vpc_config\[0\]\.vpc_id\}$/);
     const ports = envoy.spec.template.spec.container[0].port.map((p: Json) => [p.name, p.container_port]);
-    expect(ports).toEqual(expect.arrayContaining([['http', 8080], ['metrics', 9901]]));
+    expect(ports).toEqual(
+      expect.arrayContaining([
+        ['http', 8080],
+        ['metrics', 9901],
+      ]),
+    );
     const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
     expect(nlb.metadata.annotations['service.beta.kubernetes.io/aws-load-balancer-healthcheck-port']).toBe('9901');
   });
@@ -367,7 +393,10 @@ describe('default profile', () => {
     const spec = byName(aof, 'kubernetes_deployment_v1', 'ws-redis').spec;
     expect(spec.strategy).toEqual({ type: 'Recreate' }); // one writer of the volume at a time
     expect(spec.template.spec.volume.find((v: Json) => v.name === 'data')).toEqual({
-      name: 'data', persistent_volume_claim: { claim_name: expect.stringMatching(/^\$\{kubernetes_persistent_volume_claim_v1\.redis_data_[0-9A-F]+\.metadata\[0\]\.name\}$/) },
+      name: 'data',
+      persistent_volume_claim: {
+        claim_name: expect.stringMatching(/^\$\{kubernetes_persistent_volume_claim_v1\.redis_data_[0-9A-F]+\.metadata\[0\]\.name\}$/),
+      },
     });
     const conf: string = byName(aof, 'kubernetes_secret_v1', 'ws-redis-auth').data_wo['redis.conf'];
     expect(conf).toContain('appendonly yes\nappendfsync everysec\n');
@@ -442,10 +471,20 @@ describe('default profile', () => {
 
   it('has described outputs, null-safe on the NLB hostname', () => {
     expect(Object.keys(json.output).sort()).toEqual(
-      ['load_balancer_hostname', 'metrics_port_forward', 'namespace', 'redis_password_secret', 'redis_service', 'state_backend', 'websocket_url'].sort(),
+      [
+        'load_balancer_hostname',
+        'metrics_port_forward',
+        'namespace',
+        'redis_password_secret',
+        'redis_service',
+        'state_backend',
+        'websocket_url',
+      ].sort(),
     );
     for (const o of Object.values<Json>(json.output)) expect(o.description.length).toBeGreaterThan(10);
-    expect(json.output.load_balancer_hostname.value).toMatch(/^\$\{try\(kubernetes_service_v1\.[^.]+\.status\[0\]\.load_balancer\[0\]\.ingress\[0\]\.hostname, ""\)\}$/);
+    expect(json.output.load_balancer_hostname.value).toMatch(
+      /^\$\{try\(kubernetes_service_v1\.[^.]+\.status\[0\]\.load_balancer\[0\]\.ingress\[0\]\.hostname, ""\)\}$/,
+    );
     expect(json.output.websocket_url.value).toMatch(/^ws:\/\/\$\{try\(.*\)\}\/$/);
     // Never null: before the controller has made the NLB, the URL has no host, and says so.
     expect(json.output.websocket_url.description).toContain('"ws:///" until the NLB has a hostname');
@@ -475,7 +514,7 @@ describe('every option changed', () => {
   it('creates a ServiceMonitor on the metrics Service, with the extra labels, and no dashboard', () => {
     const sm = resources(json, 'kubernetes_manifest');
     expect(sm).toHaveLength(1);
-    const m = (sm[0]).manifest;
+    const m = sm[0].manifest;
     expect(m.kind).toBe('ServiceMonitor');
     expect(m.metadata.labels.release).toBe('kube-prometheus-stack');
     expect(m.spec.selector.matchLabels['app.kubernetes.io/component']).toBe('metrics');
@@ -495,7 +534,16 @@ describe('every option changed', () => {
     expect(envoy.metadata.namespace).toBe('realtime');
     expect(Testing.toHaveDataSourceWithProperties(text, 'aws_eks_cluster', { name: 'prod-eks' })).toBe(true);
     expect(json.provider.aws[0].region).toBe('eu-west-1');
-    expect(json.provider.kubernetes[0].exec[0].args).toStrictEqual(['eks', 'get-token', '--cluster-name', 'prod-eks', '--region', 'eu-west-1', '--output', 'json']);
+    expect(json.provider.kubernetes[0].exec[0].args).toStrictEqual([
+      'eks',
+      'get-token',
+      '--cluster-name',
+      'prod-eks',
+      '--region',
+      'eu-west-1',
+      '--output',
+      'json',
+    ]);
   });
 
   it('uses the external Redis: no Redis of its own, the given Secret, TLS in settings.lua', () => {
@@ -554,7 +602,12 @@ describe('every option changed', () => {
     expect(a[`${LBC}-ssl-ports`]).toBe('8443');
     expect(a[`${LBC}-ssl-negotiation-policy`]).toBe('ELBSecurityPolicy-TLS13-1-3-2021-06');
     // The TLS port goes to Envoy's plain listener; the plain port was kept (nlbKeepPlainPort).
-    expect(nlb.spec.port.find((p: Json) => p.name === 'https')).toEqual({ name: 'https', port: 8443, target_port: 'http', protocol: 'TCP' });
+    expect(nlb.spec.port.find((p: Json) => p.name === 'https')).toEqual({
+      name: 'https',
+      port: 8443,
+      target_port: 'http',
+      protocol: 'TCP',
+    });
     expect(nlb.spec.load_balancer_source_ranges).toEqual(['203.0.113.0/24', '198.51.100.0/24']);
     expect(json.output.websocket_url.value).toBe('wss://chat.example.com:8443/');
   });
@@ -562,11 +615,19 @@ describe('every option changed', () => {
   it('scales Envoy with an autoscaler: CPU target, envoyReplicas as minimum, slow scale-down', () => {
     const hpa = byName(json, 'kubernetes_horizontal_pod_autoscaler_v2', 'ws-envoy');
     expect(hpa.spec).toEqual({
-      scale_target_ref: { api_version: 'apps/v1', kind: 'Deployment', name: expect.stringMatching(/^\$\{kubernetes_deployment_v1\.envoy_deployment_[0-9A-F]+\.metadata\[0\]\.name\}$/) },
+      scale_target_ref: {
+        api_version: 'apps/v1',
+        kind: 'Deployment',
+        name: expect.stringMatching(/^\$\{kubernetes_deployment_v1\.envoy_deployment_[0-9A-F]+\.metadata\[0\]\.name\}$/),
+      },
       min_replicas: 4,
       max_replicas: 12,
       metric: [{ type: 'Resource', resource: { name: 'cpu', target: { type: 'Utilization', average_utilization: 70 } } }],
-      behavior: { scale_down: [{ stabilization_window_seconds: 600, select_policy: 'Min', policy: [{ type: 'Pods', value: 1, period_seconds: 300 }] }] },
+      behavior: {
+        scale_down: [
+          { stabilization_window_seconds: 600, select_policy: 'Min', policy: [{ type: 'Pods', value: 1, period_seconds: 300 }] },
+        ],
+      },
     });
     // The disruption budget holds for any count the autoscaler picks.
     expect(byName(json, 'kubernetes_pod_disruption_budget_v1', 'ws-envoy').spec.max_unavailable).toBe('1');
@@ -580,16 +641,24 @@ describe('TLS at the NLB with the defaults around it', () => {
 
   it('closes the plain port, listens on 443 with the current default policy, and gives the wss:// URL of the NLB', () => {
     expect(nlb.spec.port).toEqual([{ name: 'https', port: 443, target_port: 'http', protocol: 'TCP' }]);
-    expect(nlb.metadata.annotations['service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy']).toBe('ELBSecurityPolicy-TLS13-1-2-2021-06');
+    expect(nlb.metadata.annotations['service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy']).toBe(
+      'ELBSecurityPolicy-TLS13-1-2-2021-06',
+    );
     // AWS fixes a TLS listener's idle timeout at 350 s: the attribute is for TCP listeners
     // only, so there is none here, and the kept plain port gets its own.
     expect(Object.keys(nlb.metadata.annotations).filter((k) => k.includes('listener-attributes'))).toEqual([]);
-    const kept = byName(synth({ nlbTls: true, nlbTlsCertificateArns: [arn], nlbKeepPlainPort: true }).json, 'kubernetes_service_v1', 'ws-envoy-nlb');
+    const kept = byName(
+      synth({ nlbTls: true, nlbTlsCertificateArns: [arn], nlbKeepPlainPort: true }).json,
+      'kubernetes_service_v1',
+      'ws-envoy-nlb',
+    );
     expect(Object.entries(kept.metadata.annotations).filter(([k]) => k.includes('listener-attributes'))).toEqual([
       ['service.beta.kubernetes.io/aws-load-balancer-listener-attributes.TCP-80', 'tcp.idle_timeout.seconds=330'],
     ]);
     expect(nlb.spec.load_balancer_source_ranges).toBeUndefined();
-    expect(json.output.websocket_url.value).toBe('wss://${try(kubernetes_service_v1.nlb_service_D1F1CBFF.status[0].load_balancer[0].ingress[0].hostname, "")}/');
+    expect(json.output.websocket_url.value).toBe(
+      'wss://${try(kubernetes_service_v1.nlb_service_D1F1CBFF.status[0].load_balancer[0].ingress[0].hostname, "")}/',
+    );
     // No autoscaler by default: the Deployment keeps its count.
     expect(json.resource.kubernetes_horizontal_pod_autoscaler_v2).toBeUndefined();
     expect(byName(json, 'kubernetes_deployment_v1', 'ws-envoy').spec.replicas).toBe('2');
@@ -608,7 +677,11 @@ describe('remote state', () => {
 describe('options one by one', () => {
   it('deploySampleBackend=false leaves the backend to the user', () => {
     const { json } = synth({ deploySampleBackend: false });
-    expect(resources(json, 'kubernetes_deployment_v1').map((d: Json) => d.metadata.name).sort()).toEqual(['ws-envoy', 'ws-redis']);
+    expect(
+      resources(json, 'kubernetes_deployment_v1')
+        .map((d: Json) => d.metadata.name)
+        .sort(),
+    ).toEqual(['ws-envoy', 'ws-redis']);
     expect(byName(json, 'kubernetes_service_v1', 'ws-backend')).toBeDefined();
   });
 
@@ -619,18 +692,23 @@ describe('options one by one', () => {
     expect(byName(json, 'kubernetes_config_map_v1', 'ws-envoy-config').data['settings.lua']).toContain('redis_password_file = "",');
   });
 
-  it('keeps the NLB\'s TCP idle timeout above Envoy\'s on every listener it publishes (120 s -> 150 s; 10 s -> the NLB minimum 60 s)', () => {
-    for (const [idle, nlbIdle] of [[120, 150], [10, 60]]) {
+  it("keeps the NLB's TCP idle timeout above Envoy's on every listener it publishes (120 s -> 150 s; 10 s -> the NLB minimum 60 s)", () => {
+    for (const [idle, nlbIdle] of [
+      [120, 150],
+      [10, 60],
+    ]) {
       const { json } = synth({ idleTimeoutSeconds: idle, renewIntervalSeconds: 5, exposeMetricsOnNlb: true, nlbScheme: 'internal' });
       const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
       const ports = nlb.spec.port.map((p: Json) => p.port);
       expect(ports).toEqual([80, 9901]);
-      const attrs = Object.entries(nlb.metadata.annotations as Record<string, string>).filter(([k]) => k.startsWith(`${LBC}-listener-attributes.`));
+      const attrs = Object.entries(nlb.metadata.annotations as Record<string, string>).filter(([k]) =>
+        k.startsWith(`${LBC}-listener-attributes.`),
+      );
       expect(attrs).toEqual(ports.map((p: number) => [`${LBC}-listener-attributes.TCP-${p}`, `tcp.idle_timeout.seconds=${nlbIdle}`]));
     }
   });
 
-  it('nlbSetIdleTimeout=false leaves the NLB\'s listener attributes alone (for a controller whose IAM policy lacks them)', () => {
+  it("nlbSetIdleTimeout=false leaves the NLB's listener attributes alone (for a controller whose IAM policy lacks them)", () => {
     const { json } = synth({ nlbSetIdleTimeout: false, idleTimeoutSeconds: 300 });
     const keys = Object.keys(byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb').metadata.annotations);
     expect(keys.filter((k) => k.includes('listener-attributes'))).toEqual([]);
@@ -661,7 +739,7 @@ describe('kubeconfig target', () => {
     expect(text).not.toMatch(/aws_eks|"aws"|get-token/);
   });
 
-  it('deploys the same objects as the EKS profile once metricsAllowedCidrs names the metrics port\'s sources', () => {
+  it("deploys the same objects as the EKS profile once metricsAllowedCidrs names the metrics port's sources", () => {
     const eks = synth().json;
     const own = synth({ kubeconfigPath: '/etc/ws/kubeconfig', kubeContext: 'staging', metricsAllowedCidrs: ['10.0.0.0/16'] }).json;
     for (const type of Object.keys(eks.resource)) {
@@ -686,32 +764,51 @@ describe('installLbController: the AWS Load Balancer Controller with its IAM rol
   it('installs the pinned chart in kube-system with the cluster, region, VPC and the role on its service account', () => {
     const release = Object.values(json.resource.helm_release)[0] as Json;
     expect(release).toMatchObject({
-      name: 'aws-load-balancer-controller', namespace: 'kube-system',
-      repository: 'https://aws.github.io/eks-charts', chart: 'aws-load-balancer-controller', version: '3.5.0', wait: true,
+      name: 'aws-load-balancer-controller',
+      namespace: 'kube-system',
+      repository: 'https://aws.github.io/eks-charts',
+      chart: 'aws-load-balancer-controller',
+      version: '3.5.0',
+      wait: true,
     });
     const values = JSON.parse(release.values[0]);
     expect(values).toEqual({
       clusterName: expect.stringMatching(/^\$\{data\.aws_eks_cluster\.[^.]+\.name\}$/),
       region: 'us-east-1',
       vpcId: expect.stringMatching(/^\$\{data\.aws_eks_cluster\.[^.]+\.vpc_config\[0\]\.vpc_id\}$/),
-      serviceAccount: { create: true, name: 'aws-load-balancer-controller', annotations: { 'eks.amazonaws.com/role-arn': expect.stringMatching(/^\$\{aws_iam_role\.[^.]+\.arn\}$/) } },
+      serviceAccount: {
+        create: true,
+        name: 'aws-load-balancer-controller',
+        annotations: { 'eks.amazonaws.com/role-arn': expect.stringMatching(/^\$\{aws_iam_role\.[^.]+\.arn\}$/) },
+      },
     });
   });
 
-  it('trusts only the controller\'s service account through the cluster\'s OIDC provider, with the policy from the file', () => {
+  it("trusts only the controller's service account through the cluster's OIDC provider, with the policy from the file", () => {
     const role = Object.values(json.resource.aws_iam_role)[0] as Json;
     expect(role.assume_role_policy).toMatch(/^\$\{data\.aws_iam_policy_document\.[^.]+\.json\}$/);
     const trust = Object.values(json.data.aws_iam_policy_document)[0] as Json;
     const issuer = '${replace(data.aws_eks_cluster.eks_cluster_55B0C966.identity[0].oidc[0].issuer, "https://", "")}';
-    expect(trust.statement).toEqual([{
-      effect: 'Allow',
-      actions: ['sts:AssumeRoleWithWebIdentity'],
-      principals: [{ type: 'Federated', identifiers: [expect.stringMatching(/^arn:\$\{data\.aws_partition\.[^}]+\}:iam::\$\{data\.aws_caller_identity\.[^}]+\}:oidc-provider\/\$\{replace\(/)] }],
-      condition: [
-        { test: 'StringEquals', variable: `${issuer}:sub`, values: ['system:serviceaccount:kube-system:aws-load-balancer-controller'] },
-        { test: 'StringEquals', variable: `${issuer}:aud`, values: ['sts.amazonaws.com'] },
-      ],
-    }]);
+    expect(trust.statement).toEqual([
+      {
+        effect: 'Allow',
+        actions: ['sts:AssumeRoleWithWebIdentity'],
+        principals: [
+          {
+            type: 'Federated',
+            identifiers: [
+              expect.stringMatching(
+                /^arn:\$\{data\.aws_partition\.[^}]+\}:iam::\$\{data\.aws_caller_identity\.[^}]+\}:oidc-provider\/\$\{replace\(/,
+              ),
+            ],
+          },
+        ],
+        condition: [
+          { test: 'StringEquals', variable: `${issuer}:sub`, values: ['system:serviceaccount:kube-system:aws-load-balancer-controller'] },
+          { test: 'StringEquals', variable: `${issuer}:aud`, values: ['sts.amazonaws.com'] },
+        ],
+      },
+    ]);
     const policy = Object.values(json.resource.aws_iam_policy)[0] as Json;
     expect(JSON.parse(policy.policy)).toEqual(JSON.parse(fs.readFileSync(policyFile, 'utf8')));
     expect(Object.keys(json.resource.aws_iam_role_policy_attachment)).toHaveLength(1);
@@ -732,6 +829,8 @@ describe('installLbController: the AWS Load Balancer Controller with its IAM rol
       'lbControllerIamPolicyFile "/nonexistent/policy.json" cannot be read',
     );
     const notPolicy = path.join(__dirname, 'fixtures', 'config', 'good.json');
-    expect(() => synth({ installLbController: true, lbControllerIamPolicyFile: notPolicy })).toThrow('is not an IAM policy (Version "2012-10-17" and a list of Statement)');
+    expect(() => synth({ installLbController: true, lbControllerIamPolicyFile: notPolicy })).toThrow(
+      'is not an IAM policy (Version "2012-10-17" and a list of Statement)',
+    );
   });
 });

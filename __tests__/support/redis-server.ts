@@ -38,7 +38,10 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
       s.once('error', () => resolve(false));
     });
     if (ok) return;
@@ -54,12 +57,26 @@ export async function startRedis(opts: { password?: string } = {}): Promise<Redi
 
   const launch = async () => {
     const args = [
-      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--dir', dir, '--daemonize', 'no', '--loglevel', 'warning',
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+      '--daemonize',
+      'no',
+      '--loglevel',
+      'warning',
     ];
     if (opts.password) args.push('--requirepass', opts.password);
     proc = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'inherit'] });
-    proc.on('error', (e) => { throw new Error(`cannot start redis-server (is it installed? apt-get install redis-server): ${e.message}`); });
+    proc.on('error', (e) => {
+      throw new Error(`cannot start redis-server (is it installed? apt-get install redis-server): ${e.message}`);
+    });
     await waitForPort(port, 10000);
   };
 
@@ -80,7 +97,10 @@ export async function startRedis(opts: { password?: string } = {}): Promise<Redi
     password: opts.password,
     dir,
     stop,
-    restart: async () => { await stop(true); await launch(); },
+    restart: async () => {
+      await stop(true);
+      await launch();
+    },
     cli: (...args: string[]) => {
       const auth = opts.password ? ['-a', opts.password, '--no-auth-warning'] : [];
       const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...auth, ...args], { encoding: 'utf8' });

@@ -26,22 +26,74 @@ export async function startTlsRedis(opts: { password?: string } = {}): Promise<T
   openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=ws-test-ca');
   openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=redis');
   fs.writeFileSync(path.join(dir, 'ext'), 'subjectAltName=DNS:localhost\n');
-  openssl('x509', '-req', '-in', 'srv.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'srv.crt',
-    '-days', '2', '-extfile', 'ext');
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    'srv.csr',
+    '-CA',
+    'ca.crt',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-out',
+    'srv.crt',
+    '-days',
+    '2',
+    '-extfile',
+    'ext',
+  );
   const port = await freePort();
   const auth = opts.password ? ['--requirepass', opts.password] : [];
-  const server: ChildProcess = spawn('redis-server', ['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1',
-    '--tls-cert-file', 'srv.crt', '--tls-key-file', 'srv.key', '--tls-ca-cert-file', 'ca.crt',
-    '--tls-auth-clients', 'no', ...auth, '--save', '', '--appendonly', 'no', '--dir', dir], { cwd: dir, stdio: 'ignore' });
+  const server: ChildProcess = spawn(
+    'redis-server',
+    [
+      '--port',
+      '0',
+      '--tls-port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--tls-cert-file',
+      'srv.crt',
+      '--tls-key-file',
+      'srv.key',
+      '--tls-ca-cert-file',
+      'ca.crt',
+      '--tls-auth-clients',
+      'no',
+      ...auth,
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+    ],
+    { cwd: dir, stdio: 'ignore' },
+  );
   for (let i = 0; ; i++) {
     const up = await new Promise<boolean>((r) => {
       const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => { s.destroy(); r(true); });
+      s.once('connect', () => {
+        s.destroy();
+        r(true);
+      });
       s.once('error', () => r(false));
     });
     if (up) break;
-    if (i >= 200) { server.kill('SIGKILL'); throw new Error(`TLS redis-server did not listen on 127.0.0.1:${port}`); }
+    if (i >= 200) {
+      server.kill('SIGKILL');
+      throw new Error(`TLS redis-server did not listen on 127.0.0.1:${port}`);
+    }
     await new Promise((r) => setTimeout(r, 25));
   }
-  return { port, dir, caFile: path.join(dir, 'ca.crt'), stop: () => { server.kill('SIGKILL'); } };
+  return {
+    port,
+    dir,
+    caFile: path.join(dir, 'ca.crt'),
+    stop: () => {
+      server.kill('SIGKILL');
+    },
+  };
 }

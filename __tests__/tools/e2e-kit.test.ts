@@ -77,14 +77,17 @@ describe('e2e kit (Docker does not run here: this checks the files, not the cont
     expect(envoy).toContain('../.e2e/redis/password:/etc/ws-redis/password:ro');
     const yaml = parse(fs.readFileSync(path.join(out, 'envoy', 'envoy.yaml'), 'utf8'));
     const text = JSON.stringify(yaml);
-    for (const m of text.matchAll(/\/etc\/envoy\/lua\/([\w.-]+\.lua)/g)) expect(fs.existsSync(path.join(out, 'envoy', 'lua', m[1]))).toBe(true);
+    for (const m of text.matchAll(/\/etc\/envoy\/lua\/([\w.-]+\.lua)/g))
+      expect(fs.existsSync(path.join(out, 'envoy', 'lua', m[1]))).toBe(true);
     expect(text).toContain(`"address":"${E2E_HOSTS.backend}"`);
   });
 
   it('ships the same Lua files as the stack ConfigMap, and settings.lua pointing at the compose Redis', () => {
     const luaNames = collectLuaFiles(DEFAULT_LUA_DIRS).map((f) => f.name);
     for (const n of luaNames) {
-      expect(fs.readFileSync(path.join(out, 'envoy', 'lua', n), 'utf8')).toBe(fs.readFileSync(collectLuaFiles(DEFAULT_LUA_DIRS).find((f) => f.name === n)!.source, 'utf8'));
+      expect(fs.readFileSync(path.join(out, 'envoy', 'lua', n), 'utf8')).toBe(
+        fs.readFileSync(collectLuaFiles(DEFAULT_LUA_DIRS).find((f) => f.name === n)!.source, 'utf8'),
+      );
     }
     const settings = fs.readFileSync(path.join(out, 'envoy', 'lua', 'settings.lua'), 'utf8');
     expect(settings).toContain('redis_host = "redis",');

@@ -42,7 +42,9 @@ export class FakeRunner implements ProcessRunner {
         if (!line) throw new Error(`${cmd} exited (code 1) before it was ready: ${out.trim()}`);
         return line;
       },
-      async stop(): Promise<void> { entry.stopped = true; },
+      async stop(): Promise<void> {
+        entry.stopped = true;
+      },
     };
   }
 
@@ -54,9 +56,16 @@ export class FakeRunner implements ProcessRunner {
 /** A clock whose sleep returns at once and moves time forward. */
 export class FakeClock implements Clock {
   constructor(public t = Date.UTC(2026, 10, 26, 6, 0, 0)) {}
-  now(): number { return this.t; }
-  async sleep(ms: number): Promise<void> { this.t += ms; }
+  now(): number {
+    return this.t;
+  }
+  async sleep(ms: number): Promise<void> {
+    this.t += ms;
+  }
 }
 
-export const ok = (stdout: unknown): Partial<RunResult> => ({ code: 0, stdout: typeof stdout === 'string' ? stdout : JSON.stringify(stdout) });
+export const ok = (stdout: unknown): Partial<RunResult> => ({
+  code: 0,
+  stdout: typeof stdout === 'string' ? stdout : JSON.stringify(stdout),
+});
 export const fail = (stderr: string, code = 1): Partial<RunResult> => ({ code, stderr });

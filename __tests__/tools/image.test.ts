@@ -26,27 +26,41 @@ describe('npm run image:push', () => {
     const r = runner();
     const calls: Array<{ line: string; input?: string }> = [];
     const orig = r.run.bind(r);
-    r.run = async (cmd, args, o) => { calls.push({ line: [cmd, ...args].join(' '), input: o?.input }); return orig(cmd, args, o); };
+    r.run = async (cmd, args, o) => {
+      calls.push({ line: [cmd, ...args].join(' '), input: o?.input });
+      return orig(cmd, args, o);
+    };
     await pushImage(opts, r, '/repo', () => undefined);
     const login = calls.find((c) => c.line.startsWith('docker login'))!;
     expect(login.line).toBe('docker login --username AWS --password-stdin 123456789012.dkr.ecr.eu-west-1.amazonaws.com');
     expect(login.input).toBe('s3cr3t-token');
     expect(calls.every((c) => !c.line.includes('s3cr3t'))).toBe(true);
-    expect(calls[calls.length - 1].line).toBe(`docker buildx build --platform linux/amd64,linux/arm64 --file envoy/Dockerfile --tag ${IMAGE} `
-      + `--build-arg ENVOY_IMAGE=${ENVOY_RELEASE.image} --build-arg ENVOY_DIGEST=sha256:${'b'.repeat(64)} --provenance=false --push .`);
+    expect(calls[calls.length - 1].line).toBe(
+      `docker buildx build --platform linux/amd64,linux/arm64 --file envoy/Dockerfile --tag ${IMAGE} ` +
+        `--build-arg ENVOY_IMAGE=${ENVOY_RELEASE.image} --build-arg ENVOY_DIGEST=sha256:${'b'.repeat(64)} --provenance=false --push .`,
+    );
   });
 
   it('refuses an image that is not in ECR', async () => {
-    await expect(pushImage({ ...opts, image: 'ws-envoy-lua:1.36.2-1' }, runner(), '/repo', () => undefined))
-      .rejects.toThrow('image must be an ECR reference with a tag (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG), got "ws-envoy-lua:1.36.2-1"');
+    await expect(pushImage({ ...opts, image: 'ws-envoy-lua:1.36.2-1' }, runner(), '/repo', () => undefined)).rejects.toThrow(
+      'image must be an ECR reference with a tag (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG), got "ws-envoy-lua:1.36.2-1"',
+    );
   });
 
   it('says how to create a missing repository, and creates it when asked', async () => {
-    const missing = () => runner().on('aws ecr describe-repositories', fail('An error occurred (RepositoryNotFoundException) when calling the DescribeRepositories operation', 254));
-    await expect(pushImage(opts, missing(), '/repo', () => undefined)).rejects.toThrow(/the ECR repository ws-envoy-lua does not exist in eu-west-1; create it with `aws ecr create-repository --repository-name ws-envoy-lua/);
+    const missing = () =>
+      runner().on(
+        'aws ecr describe-repositories',
+        fail('An error occurred (RepositoryNotFoundException) when calling the DescribeRepositories operation', 254),
+      );
+    await expect(pushImage(opts, missing(), '/repo', () => undefined)).rejects.toThrow(
+      /the ECR repository ws-envoy-lua does not exist in eu-west-1; create it with `aws ecr create-repository --repository-name ws-envoy-lua/,
+    );
     const r = missing().on('aws ecr create-repository', ok({}));
     await pushImage({ ...opts, createRepository: true }, r, '/repo', () => undefined);
-    expect(r.commandLines()).toContain('aws ecr create-repository --repository-name ws-envoy-lua --region eu-west-1 --image-tag-mutability IMMUTABLE --image-scanning-configuration scanOnPush=true --output json');
+    expect(r.commandLines()).toContain(
+      'aws ecr create-repository --repository-name ws-envoy-lua --region eu-west-1 --image-tag-mutability IMMUTABLE --image-scanning-configuration scanOnPush=true --output json',
+    );
   });
 
   it('names a missing docker buildx', async () => {
@@ -54,7 +68,9 @@ describe('npm run image:push', () => {
     const err = await pushImage(opts, r, '/repo', () => undefined).catch((e: ImageError) => e);
     expect(err).toBeInstanceOf(ImageError);
     expect((err as ImageError).step).toBe('prerequisites');
-    expect((err as ImageError).message).toBe('docker is not installed (not on PATH): Docker with the buildx plugin builds the multi-arch image');
+    expect((err as ImageError).message).toBe(
+      'docker is not installed (not on PATH): Docker with the buildx plugin builds the multi-arch image',
+    );
   });
 
   it('passes another Envoy base as image and digest, and refuses one without a digest', async () => {
@@ -64,11 +80,12 @@ describe('npm run image:push', () => {
     await pushImage({ ...opts, envoyBase: base }, r, '/repo', () => undefined);
     const build = r.commandLines()[r.commandLines().length - 1];
     expect(build).toContain('--build-arg ENVOY_IMAGE=envoyproxy/envoy:v1.36.3 --build-arg ENVOY_DIGEST=sha256:' + 'a'.repeat(64));
-    expect(() => parseImageArgs(['--envoy-base', 'envoyproxy/envoy:v1.36.3'], IMAGE))
-      .toThrow('--envoy-base must be NAME:TAG@sha256:DIGEST (the Dockerfile pins its base by digest), got "envoyproxy/envoy:v1.36.3"');
+    expect(() => parseImageArgs(['--envoy-base', 'envoyproxy/envoy:v1.36.3'], IMAGE)).toThrow(
+      '--envoy-base must be NAME:TAG@sha256:DIGEST (the Dockerfile pins its base by digest), got "envoyproxy/envoy:v1.36.3"',
+    );
   });
 
-  it('without --envoy-base, builds on envoy/release.json\'s base, or refuses while its digest is unknown', async () => {
+  it("without --envoy-base, builds on envoy/release.json's base, or refuses while its digest is unknown", async () => {
     const { envoyBase: _, ...noBase } = opts;
     if (ENVOY_RELEASE.digest === null) {
       const err = await pushImage(noBase, runner(), '/repo', () => undefined).catch((e: ImageError) => e);
@@ -77,9 +94,13 @@ describe('npm run image:push', () => {
     } else {
       const r = runner();
       await pushImage(noBase, r, '/repo', () => undefined);
-      expect(r.commandLines()[r.commandLines().length - 1]).toContain(`--build-arg ENVOY_IMAGE=${ENVOY_RELEASE.image} --build-arg ENVOY_DIGEST=${ENVOY_RELEASE.digest}`);
+      expect(r.commandLines()[r.commandLines().length - 1]).toContain(
+        `--build-arg ENVOY_IMAGE=${ENVOY_RELEASE.image} --build-arg ENVOY_DIGEST=${ENVOY_RELEASE.digest}`,
+      );
     }
-    expect(defaultEnvoyBase({ ...ENVOY_RELEASE, digest: 'sha256:' + 'd'.repeat(64) })).toBe(`${ENVOY_RELEASE.image}@sha256:${'d'.repeat(64)}`);
+    expect(defaultEnvoyBase({ ...ENVOY_RELEASE, digest: 'sha256:' + 'd'.repeat(64) })).toBe(
+      `${ENVOY_RELEASE.image}@sha256:${'d'.repeat(64)}`,
+    );
   });
 
   it('takes the config image by default', () => {
@@ -89,7 +110,7 @@ describe('npm run image:push', () => {
 });
 
 describe('envoy/Dockerfile', () => {
-  it('pins the Envoy base to the version of envoy/release.json (the default image tag\'s; __tests__/stack/envoy-release.test.ts)', () => {
+  it("pins the Envoy base to the version of envoy/release.json (the default image tag's; __tests__/stack/envoy-release.test.ts)", () => {
     expect(DOCKERFILE).toMatch(new RegExp(`^ARG ENVOY_IMAGE=envoyproxy/envoy:v${ENVOY_RELEASE.version.replace(/\./g, '\\.')}$`, 'm'));
   });
   it('pins both stages to the base by digest (no default while release.json has none), and no unpinned syntax frontend', () => {

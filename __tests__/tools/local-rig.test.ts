@@ -6,7 +6,7 @@ import { ENVOY_YAML_KEY } from '../../constructs/filter-config';
 import { DEFAULT_BASE_PORT, localLayout, localRedis, proxyName, renderLocalFiles } from '../../tools/lib/local-rig';
 import { byName, synth, unescapeTemplate } from '../stack/support/synth';
 
-type Json = any;  
+type Json = any;
 
 /** Paths (a.b[0].c) of every leaf that differs between two JSON values. */
 function diffPaths(a: Json, b: Json, at = ''): string[] {
@@ -21,25 +21,27 @@ describe('the local rig', () => {
   const files = renderLocalFiles({ config, backends: 1 }, '/tmp/rig');
   const local = parse(files.envoyYaml[0]);
 
-  it('differs from a pod\'s envoy.yaml only in addresses, ports, paths and the backend endpoint', () => {
+  it("differs from a pod's envoy.yaml only in addresses, ports, paths and the backend endpoint", () => {
     const L = 'static_resources.listeners';
     const HCM = 'filter_chains[0].filters[0].typed_config';
-    expect(diffPaths(pod, local).sort()).toEqual([
-      'admin.address.socket_address.port_value',
-      `${L}[0].address.socket_address.address`,
-      `${L}[0].address.socket_address.port_value`,
-      `${L}[0].${HCM}.access_log[1].typed_config.path`,
-      `${L}[0].${HCM}.http_filters[0].typed_config.default_source_code.filename`,
-      `${L}[1].address.socket_address.address`,
-      `${L}[1].address.socket_address.port_value`,
-      `${L}[1].${HCM}.http_filters[0].typed_config.default_source_code.filename`,
-      'static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address',
-      'static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value',
-      'static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value',
-    ].sort());
+    expect(diffPaths(pod, local).sort()).toEqual(
+      [
+        'admin.address.socket_address.port_value',
+        `${L}[0].address.socket_address.address`,
+        `${L}[0].address.socket_address.port_value`,
+        `${L}[0].${HCM}.access_log[1].typed_config.path`,
+        `${L}[0].${HCM}.http_filters[0].typed_config.default_source_code.filename`,
+        `${L}[1].address.socket_address.address`,
+        `${L}[1].address.socket_address.port_value`,
+        `${L}[1].${HCM}.http_filters[0].typed_config.default_source_code.filename`,
+        'static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address',
+        'static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value',
+        'static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value',
+      ].sort(),
+    );
   });
 
-  it('writes settings.lua from the same config, with only Redis\' address and password file its own', () => {
+  it("writes settings.lua from the same config, with only Redis' address and password file its own", () => {
     const settings = files.lua.get('settings.lua')!;
     expect(settings).toContain('redis_host = "127.0.0.1",');
     expect(settings).toContain(`redis_port = ${DEFAULT_BASE_PORT},`);
@@ -55,7 +57,8 @@ describe('the local rig', () => {
     expect([a.publicPort, a.metricsPort, a.adminPort, b.publicPort]).toEqual([10010, 10011, 10012, 10013]);
     expect(a.stateDir).not.toBe(b.stateDir);
     expect(proxyName(1)).toBe('envoy-1');
-    expect(() => renderLocalFiles({ config, settingsOverrides: { no_such_field: 1 } }, '/tmp/rig'))
-      .toThrow('settingsOverrides: no_such_field is not a settings.lua field');
+    expect(() => renderLocalFiles({ config, settingsOverrides: { no_such_field: 1 } }, '/tmp/rig')).toThrow(
+      'settingsOverrides: no_such_field is not a settings.lua field',
+    );
   });
 });

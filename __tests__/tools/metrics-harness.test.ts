@@ -11,8 +11,13 @@ import { EXPORTED_METRICS } from '../../tools/lib/metrics-contract';
 let redis: RedisServer;
 let fleet: Fleet;
 
-beforeAll(async () => { redis = await startRedis(); });
-afterAll(async () => { await fleet?.closeAll(); await redis.stop(); });
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await fleet?.closeAll();
+  await redis.stop();
+});
 
 const settings = { max_connections_per_pod: 2, lease_ttl_ms: 30000, renew_interval_ms: 5000, rate_limit: 8, rate_window_ms: 60000 };
 
@@ -27,15 +32,22 @@ it('renders the harness endpoint: per-pod bars, refusals by reason, rate window,
   const released = await openSocket(b);
   await b.closeHandshake(released.sid);
   await openSocket(a);
-  const full = await b.request(UPGRADE);                  // 2 healthy pods x 2: full
+  const full = await b.request(UPGRADE); // 2 healthy pods x 2: full
   expect(full.reply?.headers[':status']).toBe('503');
 
-  const r = await m.request([[':method', 'GET'], [':path', '/metrics'], [':authority', 'localhost:9901']]);
+  const r = await m.request([
+    [':method', 'GET'],
+    [':path', '/metrics'],
+    [':authority', 'localhost:9901'],
+  ]);
   const text = r.reply!.body ?? '';
   if (process.env.RECORD_METRICS) fs.writeFileSync(process.env.RECORD_METRICS, text);
 
   const snap = snapshotFrom(parseExposition(text), Date.UTC(2026, 10, 26, 6, 0, 0));
-  expect(snap.pods).toEqual([{ pod: '10.0.0.1:8080', active: 2 }, { pod: '10.0.0.2:8080', active: 2 }]);
+  expect(snap.pods).toEqual([
+    { pod: '10.0.0.1:8080', active: 2 },
+    { pod: '10.0.0.2:8080', active: 2 },
+  ]);
   expect(snap.maxConnectionsPerPod).toBe(2);
   expect(snap.admitted).toBe(5);
   expect(snap.released).toBe(1);
@@ -45,7 +57,11 @@ it('renders the harness endpoint: per-pod bars, refusals by reason, rate window,
   expect(snap.redisUp).toBe(1);
 
   // Nothing of ours that the contract does not list.
-  const ours = new Set(parseExposition(text).map((f) => f.name).filter((n) => n.startsWith('ws_admission_')));
+  const ours = new Set(
+    parseExposition(text)
+      .map((f) => f.name)
+      .filter((n) => n.startsWith('ws_admission_')),
+  );
   for (const n of ours) expect({ n, listed: EXPORTED_METRICS.includes(n) }).toEqual({ n, listed: true });
 
   const screen = renderScreen(snap, { width: 80, source: 'harness' });
@@ -57,8 +73,12 @@ it('renders the harness endpoint: per-pod bars, refusals by reason, rate window,
 
   // Redis gone: the endpoint still answers, the view says so instead of showing stale numbers.
   await redis.stop(true);
-  await a.request(UPGRADE);                                // fail open: counted per worker
-  const down = await m.request([[':method', 'GET'], [':path', '/metrics'], [':authority', 'localhost:9901']]);
+  await a.request(UPGRADE); // fail open: counted per worker
+  const down = await m.request([
+    [':method', 'GET'],
+    [':path', '/metrics'],
+    [':authority', 'localhost:9901'],
+  ]);
   const downText = down.reply!.body ?? '';
   if (process.env.RECORD_METRICS) fs.writeFileSync(process.env.RECORD_METRICS.replace(/\.txt$/, '-redis-down.txt'), downText);
   const downSnap = snapshotFrom(parseExposition(downText), Date.UTC(2026, 10, 26, 6, 0, 2));

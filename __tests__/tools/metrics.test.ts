@@ -7,6 +7,10 @@ import { ratesBetween, renderScreen, snapshotFrom } from '../../tools/lib/metric
 import { parseExposition } from '../../tools/lib/prometheus';
 import { FakeClock, FakeRunner } from './fakes';
 
+/** The terminal's escape sequences (ESC [ ...): what the screens are stripped of before measuring. */
+// eslint-disable-next-line no-control-regex -- ESC is the character matched
+const ANSI_ESCAPES = /\x1b\[[0-9;?]*[a-zA-Z]/g;
+
 const RECORDED = fs.readFileSync(path.join(__dirname, 'fixtures', 'metrics-recorded.txt'), 'utf8');
 const AT = Date.UTC(2026, 10, 26, 5, 30, 0);
 
@@ -18,25 +22,51 @@ function serve(bodies: string[], status = 200): Promise<{ url: string; close: ()
     res.writeHead(status, { 'content-type': 'text/plain; version=0.0.4' });
     res.end(body);
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
-    const port = (server.address() as AddressInfo).port;
-    resolve({ url: `http://127.0.0.1:${port}/metrics`, hits: () => hits, close: () => new Promise((r) => server.close(() => r())) });
-  }));
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as AddressInfo).port;
+      resolve({ url: `http://127.0.0.1:${port}/metrics`, hits: () => hits, close: () => new Promise((r) => server.close(() => r())) });
+    }),
+  );
 }
 
-function capture(isTTY = false, columns?: number): { out: MetricsDeps['out']; err: MetricsDeps['err']; text: () => string; errText: () => string } {
+function capture(
+  isTTY = false,
+  columns?: number,
+): { out: MetricsDeps['out']; err: MetricsDeps['err']; text: () => string; errText: () => string } {
   let o = '';
   let e = '';
   return {
-    out: { write: (s: string) => { o += s; return true; }, isTTY, columns },
-    err: { write: (s: string) => { e += s; return true; } },
+    out: {
+      write: (s: string) => {
+        o += s;
+        return true;
+      },
+      isTTY,
+      columns,
+    },
+    err: {
+      write: (s: string) => {
+        e += s;
+        return true;
+      },
+    },
     text: () => o,
     errText: () => e,
   };
 }
 
 function deps(c: ReturnType<typeof capture>, over: Partial<MetricsDeps> = {}): MetricsDeps {
-  return { fetchText, runner: new FakeRunner(), out: c.out, err: c.err, clock: new FakeClock(AT), stopSignal: new Promise(() => undefined), env: {}, ...over };
+  return {
+    fetchText,
+    runner: new FakeRunner(),
+    out: c.out,
+    err: c.err,
+    clock: new FakeClock(AT),
+    stopSignal: new Promise(() => undefined),
+    env: {},
+    ...over,
+  };
 }
 
 describe('metrics view', () => {
@@ -44,10 +74,26 @@ describe('metrics view', () => {
 
   it('reads every metric of the contract from a recorded endpoint', () => {
     expect(snap).toMatchObject({
-      pods: [{ pod: '10.0.1.23:8080', active: 2 }, { pod: '10.0.2.7:8080', active: 1 }, { pod: '10.0.3.112:8080', active: 0 }],
-      proxies: [{ proxy: 'envoy-7d9f8b6c4-kx2lp', active: 2 }, { proxy: 'envoy-7d9f8b6c4-q8z5n', active: 1 }],
-      maxConnectionsPerPod: 2, admitted: 148, rejected: { rate_limited: 12, capacity: 5, redis_unavailable: 0 },
-      released: 139, expired: 6, rateWindowUsed: 17, rateLimit: 60, rateWindowSeconds: 60, redisUp: 1, redisErrors: 1, failOpen: 1,
+      pods: [
+        { pod: '10.0.1.23:8080', active: 2 },
+        { pod: '10.0.2.7:8080', active: 1 },
+        { pod: '10.0.3.112:8080', active: 0 },
+      ],
+      proxies: [
+        { proxy: 'envoy-7d9f8b6c4-kx2lp', active: 2 },
+        { proxy: 'envoy-7d9f8b6c4-q8z5n', active: 1 },
+      ],
+      maxConnectionsPerPod: 2,
+      admitted: 148,
+      rejected: { rate_limited: 12, capacity: 5, redis_unavailable: 0 },
+      released: 139,
+      expired: 6,
+      rateWindowUsed: 17,
+      rateLimit: 60,
+      rateWindowSeconds: 60,
+      redisUp: 1,
+      redisErrors: 1,
+      failOpen: 1,
       reportingProxies: ['envoy-7d9f8b6c4-kx2lp'],
     });
   });
@@ -56,23 +102,36 @@ describe('metrics view', () => {
     expect(renderScreen(snap, { width: 80, source: 'http://127.0.0.1:9901/metrics', intervalSeconds: 2 })).toMatchSnapshot();
   });
 
-  it.each(['metrics-harness.txt', 'metrics-harness-redis-down.txt'])('renders the output recorded from the data-plane harness (%s)', (file) => {
-    // Recorded by __tests__/tools/metrics-harness.test.ts (RECORD_METRICS=...): lua/envoy/metrics.lua under LuaJIT.
-    const text = fs.readFileSync(path.join(__dirname, 'fixtures', file), 'utf8');
-    expect(renderScreen(snapshotFrom(parseExposition(text), AT), { width: 80, source: 'http://127.0.0.1:9901/metrics' })).toMatchSnapshot();
-  });
+  it.each(['metrics-harness.txt', 'metrics-harness-redis-down.txt'])(
+    'renders the output recorded from the data-plane harness (%s)',
+    (file) => {
+      // Recorded by __tests__/tools/metrics-harness.test.ts (RECORD_METRICS=...): lua/envoy/metrics.lua under LuaJIT.
+      const text = fs.readFileSync(path.join(__dirname, 'fixtures', file), 'utf8');
+      expect(
+        renderScreen(snapshotFrom(parseExposition(text), AT), { width: 80, source: 'http://127.0.0.1:9901/metrics' }),
+      ).toMatchSnapshot();
+    },
+  );
 
   it.each([40, 60, 80, 132, 200])('keeps every line within %i columns', (width) => {
-    const screen = renderScreen(snap, { width, source: 'deployment/ws-envoy (port-forward http://127.0.0.1:40123/metrics)', intervalSeconds: 2 });
+    const screen = renderScreen(snap, {
+      width,
+      source: 'deployment/ws-envoy (port-forward http://127.0.0.1:40123/metrics)',
+      intervalSeconds: 2,
+    });
     for (const line of screen.split('\n')) expect([...line].length).toBeLessThanOrEqual(width);
     expect(screen).toContain('10.0.1.23:8080');
   });
 
   it('computes per-minute rates from counter deltas, and none across a counter reset', () => {
-    const later = snapshotFrom(parseExposition(RECORDED
-      .replace('ws_admission_admitted_total 148', 'ws_admission_admitted_total 154')
-      .replace('{reason="rate_limited"} 9', '{reason="rate_limited"} 11')
-      .replace('ws_admission_released_total 139', 'ws_admission_released_total 100')), AT + 10000);
+    const later = snapshotFrom(
+      parseExposition(
+        RECORDED.replace('ws_admission_admitted_total 148', 'ws_admission_admitted_total 154')
+          .replace('{reason="rate_limited"} 9', '{reason="rate_limited"} 11')
+          .replace('ws_admission_released_total 139', 'ws_admission_released_total 100'),
+      ),
+      AT + 10000,
+    );
     const r = ratesBetween(snap, later);
     expect(r.admitted).toBeCloseTo(36);
     expect(r.rejected.rate_limited).toBeCloseTo(12);
@@ -152,7 +211,9 @@ describe('npm run metrics', () => {
     const srv = await serve([RECORDED, later]);
     const c = capture(true, 72);
     let stop!: () => void;
-    const stopSignal = new Promise<void>((r) => { stop = r; });
+    const stopSignal = new Promise<void>((r) => {
+      stop = r;
+    });
     const clock = new FakeClock(AT);
     let fetches = 0;
     const fetchOrFail = async (url: string, t: number): Promise<string> => {
@@ -171,8 +232,7 @@ describe('npm run metrics', () => {
     expect(screens[2]).toContain(`! cannot reach ${srv.url}: ECONNREFUSED`);
     expect(screens[2]).not.toContain('rates need two scrapes');
     expect(screens[2]).toContain('10.0.1.23:8080');
-    // eslint-disable-next-line no-control-regex -- the terminal's escape sequences (ESC [ ...) are what is stripped
-    for (const s of screens) for (const line of s.replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, '').split('\n')) expect([...line].length).toBeLessThanOrEqual(72);
+    for (const s of screens) for (const line of s.replace(ANSI_ESCAPES, '').split('\n')) expect([...line].length).toBeLessThanOrEqual(72);
     expect(c.text().startsWith('\x1b[?25l')).toBe(true);
     expect(c.text().endsWith('\x1b[?25h')).toBe(true);
   });
@@ -182,7 +242,9 @@ describe('npm run metrics', () => {
     const c = capture(true, 100);
     const out = c.out as { columns?: number };
     let stop!: () => void;
-    const stopSignal = new Promise<void>((r) => { stop = r; });
+    const stopSignal = new Promise<void>((r) => {
+      stop = r;
+    });
     let fetches = 0;
     const fetchAndResize = async (url: string, t: number): Promise<string> => {
       fetches++;
@@ -192,8 +254,11 @@ describe('npm run metrics', () => {
     };
     await runMetrics(['--url', srv.url], deps(c, { stopSignal, fetchText: fetchAndResize }));
     await srv.close();
-    // eslint-disable-next-line no-control-regex -- the terminal's escape sequences (ESC [ ...) are what is stripped
-    const screens = c.text().split('\x1b[H\x1b[2J').slice(1).map((s) => s.replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, ''));
+    const screens = c
+      .text()
+      .split('\x1b[H\x1b[2J')
+      .slice(1)
+      .map((s) => s.replace(ANSI_ESCAPES, ''));
     expect(screens.length).toBeGreaterThanOrEqual(2);
     expect(Math.max(...screens[0].split('\n').map((l) => [...l].length))).toBeGreaterThan(24);
     for (const s of screens.slice(1)) for (const line of s.split('\n')) expect([...line].length).toBeLessThanOrEqual(24);
@@ -207,7 +272,9 @@ describe('npm run metrics', () => {
     const code = await runMetrics(['--once', '--port-forward', '--namespace', 'ws-admission'], deps(c, { runner }));
     await srv.close();
     expect(code).toBe(0);
-    expect(runner.started).toEqual([{ cmd: 'kubectl', args: ['port-forward', '--namespace', 'ws-admission', 'deployment/ws-envoy', ':9901'], stopped: true }]);
+    expect(runner.started).toEqual([
+      { cmd: 'kubectl', args: ['port-forward', '--namespace', 'ws-admission', 'deployment/ws-envoy', ':9901'], stopped: true },
+    ]);
     expect(c.text()).toContain('deployment/ws-envoy (port-forward');
   });
 

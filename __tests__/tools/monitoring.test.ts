@@ -11,8 +11,24 @@ const LABELS = { 'app.kubernetes.io/name': 'ws-envoy', 'app.kubernetes.io/part-o
 
 interface Synth {
   resource?: {
-    kubernetes_config_map_v1?: Record<string, { metadata: { name: string; namespace: string; labels: Record<string, string>; annotations?: Record<string, string> }; data: Record<string, string> }>;
-    kubernetes_manifest?: Record<string, { manifest: { apiVersion: string; kind: string; metadata: { namespace: string; labels: Record<string, string> }; spec: { selector: { matchLabels: Record<string, string> }; endpoints: Array<Record<string, unknown>> } } }>;
+    kubernetes_config_map_v1?: Record<
+      string,
+      {
+        metadata: { name: string; namespace: string; labels: Record<string, string>; annotations?: Record<string, string> };
+        data: Record<string, string>;
+      }
+    >;
+    kubernetes_manifest?: Record<
+      string,
+      {
+        manifest: {
+          apiVersion: string;
+          kind: string;
+          metadata: { namespace: string; labels: Record<string, string> };
+          spec: { selector: { matchLabels: Record<string, string> }; endpoints: Array<Record<string, unknown>> };
+        };
+      }
+    >;
   };
 }
 
@@ -24,7 +40,10 @@ function synth(props: Partial<ConstructorParameters<typeof Monitoring>[2]> = {})
 }
 
 /** Every PromQL expression in the dashboard (panel targets and templating queries). */
-function queries(dash: { panels: Array<{ targets?: Array<{ expr: string }> }>; templating: { list: Array<{ query?: unknown; definition?: string }> } }): string[] {
+function queries(dash: {
+  panels: Array<{ targets?: Array<{ expr: string }> }>;
+  templating: { list: Array<{ query?: unknown; definition?: string }> };
+}): string[] {
   const out: string[] = [];
   for (const p of dash.panels) for (const t of p.targets ?? []) out.push(t.expr);
   for (const v of dash.templating.list) if (v.definition) out.push(v.definition);
@@ -56,14 +75,18 @@ describe('Grafana dashboard', () => {
     for (const m of EXPORTED_METRICS) expect({ m, used: new RegExp(`\\b${m}\\b`).test(all) }).toEqual({ m, used: true });
   });
 
-  it('every query is valid PromQL (the Prometheus project\'s own grammar)', () => {
+  it("every query is valid PromQL (the Prometheus project's own grammar)", () => {
     for (const q of queries(dash)) {
       // Grafana substitutes its variables before Prometheus sees the query.
       // label_values(metric, label) is Grafana's: its first argument must be a PromQL selector.
       const lv = /^label_values\((.+), *\w+\)$/.exec(q);
       const concrete = (lv ? lv[1] : q).replace(/\$__rate_interval/g, '1m').replace(/\$namespace/g, '.*');
       const errors: string[] = [];
-      promql.parse(concrete).iterate({ enter: (n) => { if (n.type.isError) errors.push(`at ${n.from}: ${concrete.slice(Math.max(0, n.from - 20), n.from + 20)}`); } });
+      promql.parse(concrete).iterate({
+        enter: (n) => {
+          if (n.type.isError) errors.push(`at ${n.from}: ${concrete.slice(Math.max(0, n.from - 20), n.from + 20)}`);
+        },
+      });
       expect({ q, errors }).toEqual({ q, errors: [] });
     }
   });
@@ -110,12 +133,18 @@ describe('Monitoring construct', () => {
   });
 
   it('refuses a bad scrape interval, an empty selector, and a file that is not a dashboard', () => {
-    expect(() => synth({ scrapeInterval: 'often' })).toThrow('Monitoring: scrapeInterval must be a Prometheus duration such as "15s", got "often"');
-    expect(() => synth({ serviceMonitor: true, envoyServiceLabels: {} })).toThrow('Monitoring: envoyServiceLabels must not be empty when serviceMonitor is on');
+    expect(() => synth({ scrapeInterval: 'often' })).toThrow(
+      'Monitoring: scrapeInterval must be a Prometheus duration such as "15s", got "often"',
+    );
+    expect(() => synth({ serviceMonitor: true, envoyServiceLabels: {} })).toThrow(
+      'Monitoring: envoyServiceLabels must not be empty when serviceMonitor is on',
+    );
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dash-'));
     const bad = path.join(dir, 'x.json');
     fs.writeFileSync(bad, '{"title": "x"}');
-    expect(() => synth({ dashboardFile: bad })).toThrow(`Monitoring: dashboardFile ${JSON.stringify(bad)} is not a Grafana dashboard (needs "uid" and "panels")`);
+    expect(() => synth({ dashboardFile: bad })).toThrow(
+      `Monitoring: dashboardFile ${JSON.stringify(bad)} is not a Grafana dashboard (needs "uid" and "panels")`,
+    );
     fs.writeFileSync(bad, '{');
     expect(() => synth({ dashboardFile: bad })).toThrow(/is not valid JSON/);
     expect(() => synth({ dashboardFile: path.join(dir, 'missing.json') })).toThrow(/cannot be read/);

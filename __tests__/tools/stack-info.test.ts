@@ -8,7 +8,9 @@ import { formatCommand, KILL_GRACE_MS, NodeProcessRunner } from '../../tools/lib
 
 describe('stack info', () => {
   let dir: string;
-  beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stack-')); });
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stack-'));
+  });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('reads the synthesized stacks and the output directory from cdktf files', () => {
@@ -30,7 +32,10 @@ describe('stack info', () => {
 
   it('finds outputs by name in snake or camel case, ignoring empty values', () => {
     const file = path.join(dir, 'outputs.json');
-    fs.writeFileSync(file, JSON.stringify({ s: { load_balancer_hostname: 'x.elb.amazonaws.com', namespace: '', websocketUrl: 'ws://x/' } }));
+    fs.writeFileSync(
+      file,
+      JSON.stringify({ s: { load_balancer_hostname: 'x.elb.amazonaws.com', namespace: '', websocketUrl: 'ws://x/' } }),
+    );
     const o = readOutputsFile(file, 's');
     expect(findOutput(o, 'loadBalancerHostname')).toBe('x.elb.amazonaws.com');
     expect(findOutput(o, 'websocket_url')).toBe('ws://x/');
@@ -42,8 +47,15 @@ describe('stack info', () => {
 describe('argument errors name the flag and the value', () => {
   it('metrics', () => {
     expect(() => parseMetricsArgs(['--width', '10'], {})).toThrow('--width must be an integer >= 20, got 10');
-    expect(() => parseMetricsArgs(['--url', 'http://x', '--port-forward'], {})).toThrow('--url and --port-forward exclude each other: pick one source');
-    expect(parseMetricsArgs([], { WS_ADMISSION_NAMESPACE: 'prod', NO_COLOR: '1' })).toMatchObject({ namespace: 'prod', target: 'deployment/ws-envoy', color: false, interval: 2 });
+    expect(() => parseMetricsArgs(['--url', 'http://x', '--port-forward'], {})).toThrow(
+      '--url and --port-forward exclude each other: pick one source',
+    );
+    expect(parseMetricsArgs([], { WS_ADMISSION_NAMESPACE: 'prod', NO_COLOR: '1' })).toMatchObject({
+      namespace: 'prod',
+      target: 'deployment/ws-envoy',
+      color: false,
+      interval: 2,
+    });
   });
   it('image', () => {
     expect(() => parseImageArgs([], undefined)).toThrow('no image given: set envoyImage in the config or pass --image');
@@ -54,14 +66,24 @@ describe('process runner', () => {
   it('answers 127 for a program that is not installed, and captures output otherwise', async () => {
     const r = new NodeProcessRunner();
     expect(await r.run('definitely-not-installed-ws-admission', [])).toMatchObject({ code: 127, notFound: true });
-    expect(await r.run(process.execPath, ['-e', 'process.stdout.write("hi"); process.stderr.write("err"); process.exit(3)'])).toMatchObject({ code: 3, stdout: 'hi', stderr: 'err', notFound: false });
-    expect(await r.run(process.execPath, ['-e', 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(s.toUpperCase()))'], { input: 'secret' })).toMatchObject({ code: 0, stdout: 'SECRET' });
+    expect(await r.run(process.execPath, ['-e', 'process.stdout.write("hi"); process.stderr.write("err"); process.exit(3)'])).toMatchObject(
+      { code: 3, stdout: 'hi', stderr: 'err', notFound: false },
+    );
+    expect(
+      await r.run(
+        process.execPath,
+        ['-e', 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(s.toUpperCase()))'],
+        { input: 'secret' },
+      ),
+    ).toMatchObject({ code: 0, stdout: 'SECRET' });
     expect(await r.run(process.execPath, ['-e', 'setTimeout(() => {}, 10000)'], { timeoutMs: 200 })).toMatchObject({ code: 124 });
   });
   it('kills a timed-out command that ignores SIGTERM, and answers 124 all the same', async () => {
     const r = new NodeProcessRunner();
     const t0 = Date.now();
-    const res = await r.run(process.execPath, ['-e', 'process.on("SIGTERM", () => {}); console.log("up"); setInterval(() => {}, 1000)'], { timeoutMs: 300 });
+    const res = await r.run(process.execPath, ['-e', 'process.on("SIGTERM", () => {}); console.log("up"); setInterval(() => {}, 1000)'], {
+      timeoutMs: 300,
+    });
     expect(res).toMatchObject({ code: 124, notFound: false });
     expect(Date.now() - t0).toBeLessThan(300 + 2 * KILL_GRACE_MS + 2000);
   });
@@ -73,10 +95,14 @@ describe('process runner', () => {
     const dead = r.start(process.execPath, ['-e', 'console.error("error: no such deployment"); process.exit(1)']);
     await expect(dead.waitForOutput(/Forwarding/, 5000)).rejects.toThrow('exited (code 1) before it was ready: error: no such deployment');
     const missing = r.start('definitely-not-installed-ws-admission', ['port-forward']);
-    await expect(missing.waitForOutput(/Forwarding/, 5000)).rejects.toThrow('exited (code 127) before it was ready: definitely-not-installed-ws-admission is not installed (not on PATH)');
+    await expect(missing.waitForOutput(/Forwarding/, 5000)).rejects.toThrow(
+      'exited (code 127) before it was ready: definitely-not-installed-ws-admission is not installed (not on PATH)',
+    );
   });
   it('quotes commands for messages', () => {
-    expect(formatCommand('aws', ['ecr', 'describe-images', '--image-ids', 'imageTag=1.0'])).toBe('aws ecr describe-images --image-ids imageTag=1.0');
+    expect(formatCommand('aws', ['ecr', 'describe-images', '--image-ids', 'imageTag=1.0'])).toBe(
+      'aws ecr describe-images --image-ids imageTag=1.0',
+    );
     expect(formatCommand('sh', ['-c', "echo 'x y'"])).toBe(`sh -c 'echo '\\''x y'\\'''`);
   });
 });

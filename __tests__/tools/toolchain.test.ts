@@ -4,7 +4,16 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { parse } from 'yaml';
-import { cacheKey, cacheRoot, CURRENT_LINK, findInstalled, loadToolchain, LOCK_FILE, sha256, TOOLCHAIN_FILE } from '../../tools/cluster/toolchain';
+import {
+  cacheKey,
+  cacheRoot,
+  CURRENT_LINK,
+  findInstalled,
+  loadToolchain,
+  LOCK_FILE,
+  sha256,
+  TOOLCHAIN_FILE,
+} from '../../tools/cluster/toolchain';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const t = loadToolchain();
@@ -16,7 +25,9 @@ describe('toolchain.json', () => {
   });
 
   it('pins every Go module to an exact version, and every provider to hashes', () => {
-    const versions = [t.terraform.opentofu, t.kubernetes, t.etcd, t.kwok].map((m) => m.version).concat(t.providers.map((p) => p.moduleVersion));
+    const versions = [t.terraform.opentofu, t.kubernetes, t.etcd, t.kwok]
+      .map((m) => m.version)
+      .concat(t.providers.map((p) => p.moduleVersion));
     for (const v of versions) expect(v).toMatch(/^v\d+\.\d+\.\d+(-0\.\d{14}-[0-9a-f]{12})?$/);
     for (const p of t.providers) {
       expect(p.sum).toMatch(/^h1:[A-Za-z0-9+/]{43}=$/);
@@ -49,11 +60,15 @@ describe('the cache', () => {
   it('refuses a missing or stale install, saying what to run', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tc-'));
     try {
-      expect(() => findInstalled({ WS_TOOLCHAIN_CACHE: dir })).toThrow(`no cluster toolchain in ${dir} (${path.join(dir, CURRENT_LINK, LOCK_FILE)} is missing); build it with tools/cluster/install-toolchain`);
+      expect(() => findInstalled({ WS_TOOLCHAIN_CACHE: dir })).toThrow(
+        `no cluster toolchain in ${dir} (${path.join(dir, CURRENT_LINK, LOCK_FILE)} is missing); build it with tools/cluster/install-toolchain`,
+      );
       fs.mkdirSync(path.join(dir, 'k1'));
       fs.symlinkSync('k1', path.join(dir, CURRENT_LINK));
       fs.writeFileSync(path.join(dir, 'k1', LOCK_FILE), JSON.stringify({ pinsSha: sha256('older pins') }));
-      expect(() => findInstalled({ WS_TOOLCHAIN_CACHE: dir })).toThrow(`the cluster toolchain in ${dir} was built from other pins than ${TOOLCHAIN_FILE}; run tools/cluster/install-toolchain again`);
+      expect(() => findInstalled({ WS_TOOLCHAIN_CACHE: dir })).toThrow(
+        `the cluster toolchain in ${dir} was built from other pins than ${TOOLCHAIN_FILE}; run tools/cluster/install-toolchain again`,
+      );
       fs.writeFileSync(path.join(dir, 'k1', LOCK_FILE), JSON.stringify({ pinsSha: sha256(text), key: 'k1' }));
       expect(findInstalled({ WS_TOOLCHAIN_CACHE: dir }).key).toBe('k1');
     } finally {

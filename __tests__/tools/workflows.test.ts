@@ -31,7 +31,14 @@ describe('GitHub workflows', () => {
     const aws = plan.steps.find((s: { uses?: string }) => s.uses?.startsWith('aws-actions/configure-aws-credentials@'));
     expect(aws.with['role-to-assume']).toBe('${{ vars.AWS_PLAN_ROLE_ARN }}');
     const runs = plan.steps.map((s: { run?: string }) => s.run ?? '').join('\n');
-    for (const cmd of ['terraform init', 'terraform validate', 'terraform plan', 'terraform show -no-color tfplan', 'tools/plan-comment.js']) expect(runs).toContain(cmd);
+    for (const cmd of [
+      'terraform init',
+      'terraform validate',
+      'terraform plan',
+      'terraform show -no-color tfplan',
+      'tools/plan-comment.js',
+    ])
+      expect(runs).toContain(cmd);
     expect(plan.steps.some((s: { uses?: string }) => s.uses?.startsWith('actions/upload-artifact@'))).toBe(true);
     expect(plan.steps.some((s: { uses?: string }) => s.uses?.startsWith('actions/github-script@'))).toBe(true);
     expect(wf.jobs.plan.if).toBe('github.event.pull_request.head.repo.full_name == github.repository');
@@ -41,14 +48,19 @@ describe('GitHub workflows', () => {
     const installs = plan.steps.filter((s: { run?: string }) => /npm ci/.test(s.run ?? ''));
     expect(installs.map((s: { run: string }) => s.run)).toEqual(['npm ci --no-audit --no-fund --ignore-scripts']);
     const test = wf.jobs.test.steps.map((s: { run?: string }) => s.run ?? '').join('\n');
-    for (const cmd of ['redis-server redis-tools luajit lua-socket lua-sec', 'npm ci', 'tsc --noEmit', 'npm test', 'npm run synth']) expect(test).toContain(cmd);
+    for (const cmd of ['redis-server redis-tools luajit lua-socket lua-sec', 'npm ci', 'tsc --noEmit', 'npm test', 'npm run synth'])
+      expect(test).toContain(cmd);
   });
 
   it('the test job installs every package .ci/run installs, and the plan job can move to a runner that reaches the cluster', () => {
     const wf = parse(fs.readFileSync(path.join(DIR, 'pr.yml'), 'utf8'));
     const ci = fs.readFileSync(path.join(DIR, '..', '..', '.ci', 'run'), 'utf8');
     const ciPackages = /^APT_PACKAGES=\(([^)]*)\)$/m.exec(ci)![1].trim().split(/\s+/);
-    const install = wf.jobs.test.steps.map((s: { run?: string }) => s.run ?? '').join('\n').split('\n').find((l: string) => l.includes('apt-get install'))!;
+    const install = wf.jobs.test.steps
+      .map((s: { run?: string }) => s.run ?? '')
+      .join('\n')
+      .split('\n')
+      .find((l: string) => l.includes('apt-get install'))!;
     for (const p of ciPackages) expect(install.split(/\s+/)).toContain(p);
     expect(wf.jobs.plan['runs-on']).toBe("${{ vars.PLAN_RUNNER || 'ubuntu-24.04' }}");
     expect(wf.jobs.plan.env).toEqual({ TF_IN_AUTOMATION: '1', TF_INPUT: '0' });
@@ -58,7 +70,11 @@ describe('GitHub workflows', () => {
     const wf = parse(fs.readFileSync(path.join(DIR, 'pr.yml'), 'utf8'));
     const steps = wf.jobs.plan.steps as Array<{ id?: string; name?: string; run?: string; env?: Record<string, string>; if?: string }>;
     const check = steps.find((s) => s.name === 'Check the repository settings')!;
-    expect(check.env).toEqual({ ROLE: '${{ vars.AWS_PLAN_ROLE_ARN }}', REGION: '${{ vars.AWS_REGION }}', CONFIG_JSON: '${{ vars.WS_ADMISSION_CONFIG_JSON }}' });
+    expect(check.env).toEqual({
+      ROLE: '${{ vars.AWS_PLAN_ROLE_ARN }}',
+      REGION: '${{ vars.AWS_REGION }}',
+      CONFIG_JSON: '${{ vars.WS_ADMISSION_CONFIG_JSON }}',
+    });
     for (const v of ['AWS_PLAN_ROLE_ARN', 'AWS_REGION', 'WS_ADMISSION_CONFIG_JSON']) expect(check.run).toContain(`missing="$missing ${v}"`);
     expect(steps.indexOf(check)).toBeLessThan(steps.findIndex((s) => s.id === 'synth'));
     const plan = steps.find((s) => s.id === 'plan')!;
@@ -73,7 +89,8 @@ describe('GitHub workflows', () => {
     expect(Object.keys(wf.on)).toEqual(['workflow_dispatch', 'pull_request']);
     expect(wf.jobs.e2e.if).toContain("contains(github.event.pull_request.labels.*.name, 'e2e')");
     const runs = wf.jobs.e2e.steps.map((s: { run?: string }) => s.run ?? '').join('\n');
-    for (const cmd of ['npm run e2e:generate', 'docker compose up --detach --build --wait', 'npm run e2e:check', 'docker compose down']) expect(runs).toContain(cmd);
+    for (const cmd of ['npm run e2e:generate', 'docker compose up --detach --build --wait', 'npm run e2e:check', 'docker compose down'])
+      expect(runs).toContain(cmd);
     expect(wf.jobs.e2e.env.COMPOSE_FILE).toBe('e2e/docker-compose.yml');
   });
 });

@@ -37,7 +37,9 @@ export interface ClusterPorts {
 
 export function clusterPorts(base: number): ClusterPorts {
   if (!Number.isInteger(base) || base < PORT_RANGE.min || base + 5 > PORT_RANGE.max) {
-    throw new Error(`cluster: basePort must be an integer with basePort..basePort+5 inside ${PORT_RANGE.min}-${PORT_RANGE.max}, got ${base}`);
+    throw new Error(
+      `cluster: basePort must be an integer with basePort..basePort+5 inside ${PORT_RANGE.min}-${PORT_RANGE.max}, got ${base}`,
+    );
   }
   return { etcdClient: base, etcdPeer: base + 1, apiserver: base + 2, controllerManager: base + 3, scheduler: base + 4, kwok: base + 5 };
 }
@@ -70,7 +72,8 @@ async function waitFor(what: string, timeoutMs: number, check: () => Promise<boo
     if (await check().catch(() => false)) return;
     await new Promise((r) => setTimeout(r, 500));
   }
-  const tail = logFile && fs.existsSync(logFile) ? `\n  ${fs.readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-8).join('\n  ')}` : '';
+  const tail =
+    logFile && fs.existsSync(logFile) ? `\n  ${fs.readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-8).join('\n  ')}` : '';
   throw new Error(`cluster: ${what} not ready after ${timeoutMs / 1000} s${logFile ? ` (log: ${logFile})` : ''}${tail}`);
 }
 
@@ -83,7 +86,9 @@ function httpGet(url: string, token?: string): Promise<{ status: number; body: s
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     };
     // Readiness polls only: the apiserver's serving cert is self-signed (the kubeconfig pins it).
-    const req = url.startsWith('https:') ? https.get(url, { ...options, rejectUnauthorized: false }, onResponse) : http.get(url, options, onResponse);
+    const req = url.startsWith('https:')
+      ? https.get(url, { ...options, rejectUnauthorized: false }, onResponse)
+      : http.get(url, options, onResponse);
     req.on('error', reject);
     req.on('timeout', () => req.destroy(new Error('timeout')));
   });
@@ -111,8 +116,17 @@ export interface StartOptions {
   readonly lifetimeSeconds?: number;
 }
 
-export function kubectl(t: InstalledToolchain, kubeconfig: string, args: readonly string[], timeoutMs = 60_000): { status: number; stdout: string; stderr: string } {
-  const r = spawnSync(t.bin.kubectl, ['--kubeconfig', kubeconfig, ...args], { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 });
+export function kubectl(
+  t: InstalledToolchain,
+  kubeconfig: string,
+  args: readonly string[],
+  timeoutMs = 60_000,
+): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync(t.bin.kubectl, ['--kubeconfig', kubeconfig, ...args], {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    maxBuffer: 64 * 1024 * 1024,
+  });
   return { status: r.status ?? 124, stdout: r.stdout ?? '', stderr: r.stderr ?? String(r.error ?? '') };
 }
 
@@ -125,7 +139,10 @@ export async function startCluster(o: StartOptions): Promise<ClusterState> {
     throw new Error(`cluster: ${dir} already holds a cluster (${STATE_FILE}); stop it first (npm run cluster:down)`);
   }
   for (const [what, port] of Object.entries(ports) as [string, number][]) {
-    if (!(await portFree(port))) throw new Error(`cluster: port ${port} (${what}) on 127.0.0.1 is taken; stop what holds it or choose another --base-port in ${PORT_RANGE.min}-${PORT_RANGE.max}`);
+    if (!(await portFree(port)))
+      throw new Error(
+        `cluster: port ${port} (${what}) on 127.0.0.1 is taken; stop what holds it or choose another --base-port in ${PORT_RANGE.min}-${PORT_RANGE.max}`,
+      );
   }
   fs.mkdirSync(path.join(dir, 'pki'), { recursive: true });
   const bin = o.toolchain.bin;
@@ -137,80 +154,210 @@ export async function startCluster(o: StartOptions): Promise<ClusterState> {
   const save = (): void => fs.writeFileSync(path.join(dir, STATE_FILE), `${JSON.stringify(state(), null, 2)}\n`, { mode: 0o600 });
   const log = (name: string): string => path.join(dir, 'logs', `${name}.log`);
   try {
-    pids.etcd = startProcess(dir, 'etcd', bin.etcd, [
-      '--name', 'local', '--data-dir', path.join(dir, 'etcd'),
-      '--listen-client-urls', `http://127.0.0.1:${ports.etcdClient}`, '--advertise-client-urls', `http://127.0.0.1:${ports.etcdClient}`,
-      '--listen-peer-urls', `http://127.0.0.1:${ports.etcdPeer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${ports.etcdPeer}`,
-      '--initial-cluster', `local=http://127.0.0.1:${ports.etcdPeer}`,
-      // A throwaway store: no fsync (the other tests on this machine feel every disk flush).
-      '--unsafe-no-fsync', '--log-level', 'warn',
-    ], lifetime);
+    pids.etcd = startProcess(
+      dir,
+      'etcd',
+      bin.etcd,
+      [
+        '--name',
+        'local',
+        '--data-dir',
+        path.join(dir, 'etcd'),
+        '--listen-client-urls',
+        `http://127.0.0.1:${ports.etcdClient}`,
+        '--advertise-client-urls',
+        `http://127.0.0.1:${ports.etcdClient}`,
+        '--listen-peer-urls',
+        `http://127.0.0.1:${ports.etcdPeer}`,
+        '--initial-advertise-peer-urls',
+        `http://127.0.0.1:${ports.etcdPeer}`,
+        '--initial-cluster',
+        `local=http://127.0.0.1:${ports.etcdPeer}`,
+        // A throwaway store: no fsync (the other tests on this machine feel every disk flush).
+        '--unsafe-no-fsync',
+        '--log-level',
+        'warn',
+      ],
+      lifetime,
+    );
     save();
-    await waitFor('etcd', 30_000, async () => (await httpGet(`http://127.0.0.1:${ports.etcdClient}/health`)).body.includes('"true"'), log('etcd'));
+    await waitFor(
+      'etcd',
+      30_000,
+      async () => (await httpGet(`http://127.0.0.1:${ports.etcdClient}/health`)).body.includes('"true"'),
+      log('etcd'),
+    );
 
     fs.writeFileSync(path.join(dir, 'pki', 'tokens.csv'), `${token},admin,admin-uid,system:masters\n`, { mode: 0o600 });
     const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     fs.writeFileSync(path.join(dir, 'pki', 'sa.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
     fs.writeFileSync(path.join(dir, 'pki', 'sa.pub'), publicKey.export({ type: 'spki', format: 'pem' }));
-    pids.apiserver = startProcess(dir, 'kube-apiserver', bin['kube-apiserver'], [
-      '--etcd-servers', `http://127.0.0.1:${ports.etcdClient}`,
-      '--bind-address', '127.0.0.1', '--advertise-address', '127.0.0.1', '--secure-port', String(ports.apiserver),
-      // Self-signed serving certificate for 127.0.0.1/localhost, generated into the cert dir.
-      '--cert-dir', path.join(dir, 'pki'),
-      '--token-auth-file', path.join(dir, 'pki', 'tokens.csv'), '--authorization-mode', 'RBAC',
-      '--service-account-issuer', 'https://kubernetes.default.svc.cluster.local',
-      '--service-account-key-file', path.join(dir, 'pki', 'sa.pub'), '--service-account-signing-key-file', path.join(dir, 'pki', 'sa.key'),
-      '--service-cluster-ip-range', '10.96.0.0/16',
-      // The "kubernetes" Service's endpoints would be 127.0.0.1, which Endpoints refuse.
-      '--endpoint-reconciler-type', 'none',
-      '--enable-priority-and-fairness=false', '--profiling=false', '--v', '1',
-    ], lifetime);
+    pids.apiserver = startProcess(
+      dir,
+      'kube-apiserver',
+      bin['kube-apiserver'],
+      [
+        '--etcd-servers',
+        `http://127.0.0.1:${ports.etcdClient}`,
+        '--bind-address',
+        '127.0.0.1',
+        '--advertise-address',
+        '127.0.0.1',
+        '--secure-port',
+        String(ports.apiserver),
+        // Self-signed serving certificate for 127.0.0.1/localhost, generated into the cert dir.
+        '--cert-dir',
+        path.join(dir, 'pki'),
+        '--token-auth-file',
+        path.join(dir, 'pki', 'tokens.csv'),
+        '--authorization-mode',
+        'RBAC',
+        '--service-account-issuer',
+        'https://kubernetes.default.svc.cluster.local',
+        '--service-account-key-file',
+        path.join(dir, 'pki', 'sa.pub'),
+        '--service-account-signing-key-file',
+        path.join(dir, 'pki', 'sa.key'),
+        '--service-cluster-ip-range',
+        '10.96.0.0/16',
+        // The "kubernetes" Service's endpoints would be 127.0.0.1, which Endpoints refuse.
+        '--endpoint-reconciler-type',
+        'none',
+        '--enable-priority-and-fairness=false',
+        '--profiling=false',
+        '--v',
+        '1',
+      ],
+      lifetime,
+    );
     save();
     await waitFor('kube-apiserver', 90_000, async () => (await httpGet(`${server}/readyz`, token)).status === 200, log('kube-apiserver'));
 
     const kubeconfig = state().kubeconfig;
-    fs.writeFileSync(kubeconfig, [
-      'apiVersion: v1', 'kind: Config', `current-context: ${CONTEXT}`,
-      'clusters:', `- name: ${CONTEXT}`, '  cluster:', `    server: ${server}`, `    certificate-authority: ${caFile}`,
-      'users:', '- name: admin', '  user:', `    token: ${token}`,
-      'contexts:', `- name: ${CONTEXT}`, '  context:', `    cluster: ${CONTEXT}`, '    user: admin', '',
-    ].join('\n'), { mode: 0o600 });
+    fs.writeFileSync(
+      kubeconfig,
+      [
+        'apiVersion: v1',
+        'kind: Config',
+        `current-context: ${CONTEXT}`,
+        'clusters:',
+        `- name: ${CONTEXT}`,
+        '  cluster:',
+        `    server: ${server}`,
+        `    certificate-authority: ${caFile}`,
+        'users:',
+        '- name: admin',
+        '  user:',
+        `    token: ${token}`,
+        'contexts:',
+        `- name: ${CONTEXT}`,
+        '  context:',
+        `    cluster: ${CONTEXT}`,
+        '    user: admin',
+        '',
+      ].join('\n'),
+      { mode: 0o600 },
+    );
 
-    pids.controllerManager = startProcess(dir, 'kube-controller-manager', bin['kube-controller-manager'], [
-      '--kubeconfig', kubeconfig, '--bind-address', '127.0.0.1', '--secure-port', String(ports.controllerManager),
-      '--leader-elect=false', '--service-account-private-key-file', path.join(dir, 'pki', 'sa.key'),
-      '--root-ca-file', caFile, '--use-service-account-credentials=false',
-      '--authentication-skip-lookup', '--profiling=false', '--v', '1',
-      // The node is fake and the machine may be busy: never declare it NotReady (that marks
-      // every pod not ready and a rollout never finishes) over a late heartbeat.
-      '--node-monitor-grace-period', '10m',
-    ], lifetime);
-    pids.scheduler = startProcess(dir, 'kube-scheduler', bin['kube-scheduler'], [
-      '--kubeconfig', kubeconfig, '--bind-address', '127.0.0.1', '--secure-port', String(ports.scheduler),
-      '--leader-elect=false', '--authentication-skip-lookup', '--profiling=false', '--v', '1',
-    ], lifetime);
-    pids.kwok = startProcess(dir, 'kwok', bin.kwok, [
-      '--kubeconfig', kubeconfig, '--manage-all-nodes=false',
-      '--manage-nodes-with-annotation-selector', `${KWOK_ANNOTATION}=fake`,
-      '--server-address', `127.0.0.1:${ports.kwok}`,
-      // Heartbeat through a Lease like a kubelet (without it kwok rewrites the node status
-      // every 20-45 s, close to the controller-manager's grace period).
-      '--node-lease-duration-seconds', '40',
-    ], lifetime);
+    pids.controllerManager = startProcess(
+      dir,
+      'kube-controller-manager',
+      bin['kube-controller-manager'],
+      [
+        '--kubeconfig',
+        kubeconfig,
+        '--bind-address',
+        '127.0.0.1',
+        '--secure-port',
+        String(ports.controllerManager),
+        '--leader-elect=false',
+        '--service-account-private-key-file',
+        path.join(dir, 'pki', 'sa.key'),
+        '--root-ca-file',
+        caFile,
+        '--use-service-account-credentials=false',
+        '--authentication-skip-lookup',
+        '--profiling=false',
+        '--v',
+        '1',
+        // The node is fake and the machine may be busy: never declare it NotReady (that marks
+        // every pod not ready and a rollout never finishes) over a late heartbeat.
+        '--node-monitor-grace-period',
+        '10m',
+      ],
+      lifetime,
+    );
+    pids.scheduler = startProcess(
+      dir,
+      'kube-scheduler',
+      bin['kube-scheduler'],
+      [
+        '--kubeconfig',
+        kubeconfig,
+        '--bind-address',
+        '127.0.0.1',
+        '--secure-port',
+        String(ports.scheduler),
+        '--leader-elect=false',
+        '--authentication-skip-lookup',
+        '--profiling=false',
+        '--v',
+        '1',
+      ],
+      lifetime,
+    );
+    pids.kwok = startProcess(
+      dir,
+      'kwok',
+      bin.kwok,
+      [
+        '--kubeconfig',
+        kubeconfig,
+        '--manage-all-nodes=false',
+        '--manage-nodes-with-annotation-selector',
+        `${KWOK_ANNOTATION}=fake`,
+        '--server-address',
+        `127.0.0.1:${ports.kwok}`,
+        // Heartbeat through a Lease like a kubelet (without it kwok rewrites the node status
+        // every 20-45 s, close to the controller-manager's grace period).
+        '--node-lease-duration-seconds',
+        '40',
+      ],
+      lifetime,
+    );
     save();
 
     const node = {
-      apiVersion: 'v1', kind: 'Node',
-      metadata: { name: NODE_NAME, annotations: { [KWOK_ANNOTATION]: 'fake', 'node.alpha.kubernetes.io/ttl': '0' }, labels: { 'kubernetes.io/hostname': NODE_NAME, 'kubernetes.io/os': 'linux', type: 'kwok' } },
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: {
+        name: NODE_NAME,
+        annotations: { [KWOK_ANNOTATION]: 'fake', 'node.alpha.kubernetes.io/ttl': '0' },
+        labels: { 'kubernetes.io/hostname': NODE_NAME, 'kubernetes.io/os': 'linux', type: 'kwok' },
+      },
       status: { allocatable: { cpu: '32', memory: '128Gi', pods: '110' }, capacity: { cpu: '32', memory: '128Gi', pods: '110' } },
     };
     fs.writeFileSync(path.join(dir, 'node.json'), JSON.stringify(node));
-    await waitFor('the fake node (kubectl create)', 30_000, async () => kubectl(o.toolchain, kubeconfig, ['apply', '-f', path.join(dir, 'node.json')]).status === 0);
-    await waitFor(`node ${NODE_NAME} Ready (kwok)`, 60_000, async () =>
-      kubectl(o.toolchain, kubeconfig, ['get', 'node', NODE_NAME, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}']).stdout === 'True', log('kwok'));
+    await waitFor(
+      'the fake node (kubectl create)',
+      30_000,
+      async () => kubectl(o.toolchain, kubeconfig, ['apply', '-f', path.join(dir, 'node.json')]).status === 0,
+    );
+    await waitFor(
+      `node ${NODE_NAME} Ready (kwok)`,
+      60_000,
+      async () =>
+        kubectl(o.toolchain, kubeconfig, ['get', 'node', NODE_NAME, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'])
+          .stdout === 'True',
+      log('kwok'),
+    );
     // Pods need the namespace's "default" ServiceAccount: the controller-manager makes it.
-    await waitFor('ServiceAccount default/default (controller-manager)', 60_000, async () =>
-      kubectl(o.toolchain, kubeconfig, ['-n', 'default', 'get', 'serviceaccount', 'default']).status === 0, log('kube-controller-manager'));
+    await waitFor(
+      'ServiceAccount default/default (controller-manager)',
+      60_000,
+      async () => kubectl(o.toolchain, kubeconfig, ['-n', 'default', 'get', 'serviceaccount', 'default']).status === 0,
+      log('kube-controller-manager'),
+    );
     return state();
   } catch (e) {
     await stopCluster(state()).catch(() => undefined);

@@ -16,8 +16,18 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  cacheKey, cacheRoot, CURRENT_LINK, GoModulePin, InstalledToolchain, loadToolchain, LOCK_FILE,
-  ProviderPin, sha256, terraformPlatform, Toolchain, TOOLCHAIN_FILE,
+  cacheKey,
+  cacheRoot,
+  CURRENT_LINK,
+  GoModulePin,
+  InstalledToolchain,
+  loadToolchain,
+  LOCK_FILE,
+  ProviderPin,
+  sha256,
+  terraformPlatform,
+  Toolchain,
+  TOOLCHAIN_FILE,
 } from './toolchain';
 
 /** Upper bound of one build step (kube-apiserver takes ~10 min on 2 cores, cold). */
@@ -34,23 +44,45 @@ interface Ctx {
 function goVersion(): string {
   const r = spawnSync('go', ['env', 'GOVERSION'], { encoding: 'utf8' });
   if (r.error || r.status !== 0) {
-    throw new StepError('toolchain: step "go" failed: no working `go` on PATH; fix: install Go 1.26 (the machine image has it in /usr/local/go/bin) and put it on PATH');
+    throw new StepError(
+      'toolchain: step "go" failed: no working `go` on PATH; fix: install Go 1.26 (the machine image has it in /usr/local/go/bin) and put it on PATH',
+    );
   }
   return r.stdout.trim();
 }
 
 /** Runs one command of a step, its output in the step's log; throws with the log's tail on failure. */
-function run(ctx: Ctx, step: string, cwd: string, cmd: string, args: readonly string[], fix: string, extraEnv: NodeJS.ProcessEnv = {}): void {
+function run(
+  ctx: Ctx,
+  step: string,
+  cwd: string,
+  cmd: string,
+  args: readonly string[],
+  fix: string,
+  extraEnv: NodeJS.ProcessEnv = {},
+): void {
   const log = path.join(ctx.dir, 'logs', `${step}.log`);
   fs.mkdirSync(path.dirname(log), { recursive: true });
   fs.appendFileSync(log, `$ ${cmd} ${args.join(' ')}\n`);
   const fd = fs.openSync(log, 'a');
   try {
-    const r = spawnSync(cmd, [...args], { cwd, env: { ...ctx.env, ...extraEnv }, stdio: ['ignore', fd, fd], timeout: STEP_TIMEOUT_MS, killSignal: 'SIGKILL' });
+    const r = spawnSync(cmd, [...args], {
+      cwd,
+      env: { ...ctx.env, ...extraEnv },
+      stdio: ['ignore', fd, fd],
+      timeout: STEP_TIMEOUT_MS,
+      killSignal: 'SIGKILL',
+    });
     if (r.error || r.status !== 0) {
       const tail = fs.readFileSync(log, 'utf8').trimEnd().split('\n').slice(-12).join('\n  ');
-      const why = r.error ? String(r.error) : r.signal ? `killed by ${r.signal} (limit ${STEP_TIMEOUT_MS / 60_000} min)` : `exit ${r.status}`;
-      throw new StepError(`toolchain: step "${step}" failed (${cmd} ${args.slice(0, 3).join(' ')} ...: ${why}); log: ${log}\n  ${tail}\nfix: ${fix}`);
+      const why = r.error
+        ? String(r.error)
+        : r.signal
+          ? `killed by ${r.signal} (limit ${STEP_TIMEOUT_MS / 60_000} min)`
+          : `exit ${r.status}`;
+      throw new StepError(
+        `toolchain: step "${step}" failed (${cmd} ${args.slice(0, 3).join(' ')} ...: ${why}); log: ${log}\n  ${tail}\nfix: ${fix}`,
+      );
     }
   } finally {
     fs.closeSync(fd);
@@ -58,27 +90,69 @@ function run(ctx: Ctx, step: string, cwd: string, cmd: string, args: readonly st
 }
 
 /** A wrapper module that requires `pins` and imports `packages` (so `go mod tidy` resolves them). */
-function writeWrapper(dir: string, name: string, goDirective: string, pins: readonly GoModulePin[], packages: readonly string[], replaces: readonly string[], sums: readonly string[] = []): void {
+function writeWrapper(
+  dir: string,
+  name: string,
+  goDirective: string,
+  pins: readonly GoModulePin[],
+  packages: readonly string[],
+  replaces: readonly string[],
+  sums: readonly string[] = [],
+): void {
   fs.mkdirSync(dir, { recursive: true });
-  const lines = [`module ws-envoy-toolchain/${name}`, '', `go ${goDirective}`, '', ...pins.map((p) => `require ${p.module} ${p.version}`), '', ...replaces.map((r) => `replace ${r}`), ''];
+  const lines = [
+    `module ws-envoy-toolchain/${name}`,
+    '',
+    `go ${goDirective}`,
+    '',
+    ...pins.map((p) => `require ${p.module} ${p.version}`),
+    '',
+    ...replaces.map((r) => `replace ${r}`),
+    '',
+  ];
   fs.writeFileSync(path.join(dir, 'go.mod'), lines.join('\n'));
-  fs.writeFileSync(path.join(dir, 'tools.go'), `//go:build tools\n\npackage tools\n\nimport (\n${packages.map((p) => `\t_ "${p}"`).join('\n')}\n)\n`);
+  fs.writeFileSync(
+    path.join(dir, 'tools.go'),
+    `//go:build tools\n\npackage tools\n\nimport (\n${packages.map((p) => `\t_ "${p}"`).join('\n')}\n)\n`,
+  );
   fs.writeFileSync(path.join(dir, 'go.sum'), sums.map((s) => `${s}\n`).join(''));
 }
 
 /** Builds `packages` of the wrapper in `src` into `outDir/<name>`; skipped when every output exists. */
-function goBuild(ctx: Ctx, step: string, src: string, builds: ReadonlyArray<{ pkg: string; out: string; ldflags?: string }>, pinsSaid: string, extraEnv: NodeJS.ProcessEnv = {}): void {
+function goBuild(
+  ctx: Ctx,
+  step: string,
+  src: string,
+  builds: ReadonlyArray<{ pkg: string; out: string; ldflags?: string }>,
+  pinsSaid: string,
+  extraEnv: NodeJS.ProcessEnv = {},
+): void {
   if (builds.every((b) => fs.existsSync(b.out))) {
     ctx.seconds[step] = 0;
     return;
   }
   const started = Date.now();
-  run(ctx, step, src, 'go', ['mod', 'tidy'], `the Go module proxy must serve ${pinsSaid} and everything it requires: check the log for the module it refused, and pin a served version in tools/cluster/toolchain.json`, extraEnv);
+  run(
+    ctx,
+    step,
+    src,
+    'go',
+    ['mod', 'tidy'],
+    `the Go module proxy must serve ${pinsSaid} and everything it requires: check the log for the module it refused, and pin a served version in tools/cluster/toolchain.json`,
+    extraEnv,
+  );
   for (const b of builds) {
     if (fs.existsSync(b.out)) continue;
     const tmp = `${b.out}.partial`;
-    run(ctx, step, src, 'nice', ['-n', '19', 'go', 'build', '-trimpath', `-ldflags=-s -w ${b.ldflags ?? ''}`.trim(), '-o', tmp, b.pkg],
-      `compiling ${b.pkg} (${pinsSaid}) failed: a compile error names the package; a newer "go" directive than this Go needs another pin in tools/cluster/toolchain.json; "no space left" needs free disk (about 6 GB) under ${cacheRoot()}`, extraEnv);
+    run(
+      ctx,
+      step,
+      src,
+      'nice',
+      ['-n', '19', 'go', 'build', '-trimpath', `-ldflags=-s -w ${b.ldflags ?? ''}`.trim(), '-o', tmp, b.pkg],
+      `compiling ${b.pkg} (${pinsSaid}) failed: a compile error names the package; a newer "go" directive than this Go needs another pin in tools/cluster/toolchain.json; "no space left" needs free disk (about 6 GB) under ${cacheRoot()}`,
+      extraEnv,
+    );
     fs.renameSync(tmp, b.out);
   }
   ctx.seconds[step] = Math.round((Date.now() - started) / 1000);
@@ -86,7 +160,11 @@ function goBuild(ctx: Ctx, step: string, src: string, builds: ReadonlyArray<{ pk
 
 /** The pinned terraform on PATH, or undefined. */
 function pinnedTerraform(version: string): { path: string; version: string } | undefined {
-  const r = spawnSync('terraform', ['version', '-json'], { encoding: 'utf8', env: { ...process.env, CHECKPOINT_DISABLE: '1', TF_CLI_CONFIG_FILE: '/dev/null' }, timeout: 30_000 });
+  const r = spawnSync('terraform', ['version', '-json'], {
+    encoding: 'utf8',
+    env: { ...process.env, CHECKPOINT_DISABLE: '1', TF_CLI_CONFIG_FILE: '/dev/null' },
+    timeout: 30_000,
+  });
   if (r.error || r.status !== 0) return undefined;
   const found = (JSON.parse(r.stdout) as { terraform_version: string }).terraform_version;
   if (found !== version) return undefined;
@@ -119,11 +197,20 @@ function providers(ctx: Ctx, pins: readonly ProviderPin[]): string {
     const src = path.join(ctx.dir, 'src', `provider-${p.name}`);
     const out = path.join(ctx.dir, 'bin', `terraform-provider-${p.name}_v${p.version}`);
     if (!fs.existsSync(out)) {
-      writeWrapper(src, `provider-${p.name}`, '1.26.0', [{ module: p.module, version: p.moduleVersion }], [p.module], [],
-        [`${p.module} ${p.moduleVersion} ${p.sum}`, `${p.module} ${p.moduleVersion}/go.mod ${p.goModSum}`]);
+      writeWrapper(
+        src,
+        `provider-${p.name}`,
+        '1.26.0',
+        [{ module: p.module, version: p.moduleVersion }],
+        [p.module],
+        [],
+        [`${p.module} ${p.moduleVersion} ${p.sum}`, `${p.module} ${p.moduleVersion}/go.mod ${p.goModSum}`],
+      );
     }
     // The module's hashes are pinned in toolchain.json; the checksum database lacks some pseudo-versions.
-    goBuild(ctx, `provider-${p.name}`, src, [{ pkg: p.module, out }], `${p.module}@${p.moduleVersion} (${p.name} ${p.version})`, { GONOSUMDB: p.module });
+    goBuild(ctx, `provider-${p.name}`, src, [{ pkg: p.module, out }], `${p.module}@${p.moduleVersion} (${p.name} ${p.version})`, {
+      GONOSUMDB: p.module,
+    });
     for (const host of ['registry.terraform.io', 'registry.opentofu.org']) {
       const dir = path.join(mirror, host, 'hashicorp', p.name, p.version, platform);
       fs.mkdirSync(dir, { recursive: true });
@@ -144,17 +231,35 @@ function kubernetes(ctx: Ctx, k: Toolchain['kubernetes']): Record<string, string
     // upstream) points at its published version: v1.34.4 -> v0.34.4.
     const mod = fetchModFile(ctx, k);
     const staging = [...mod.matchAll(/^\s*(k8s\.io\/[a-z0-9-]+) => \.\/staging\/src\//gm)].map((m) => m[1]);
-    if (staging.length === 0) throw new StepError(`toolchain: step "kubernetes" failed: ${k.module}@${k.version}'s go.mod names no staging module; fix: pin a k8s.io/kubernetes release in tools/cluster/toolchain.json`);
+    if (staging.length === 0)
+      throw new StepError(
+        `toolchain: step "kubernetes" failed: ${k.module}@${k.version}'s go.mod names no staging module; fix: pin a k8s.io/kubernetes release in tools/cluster/toolchain.json`,
+      );
     const published = k.version.replace(/^v1\./, 'v0.');
-    writeWrapper(src, 'kubernetes', '1.24.0', [k], k.commands.map((c) => `${k.module}/cmd/${c}`), staging.map((s) => `${s} => ${s} ${published}`));
+    writeWrapper(
+      src,
+      'kubernetes',
+      '1.24.0',
+      [k],
+      k.commands.map((c) => `${k.module}/cmd/${c}`),
+      staging.map((s) => `${s} => ${s} ${published}`),
+    );
   }
   const [major, minor] = k.version.replace(/^v/, '').split('.');
   const ldflags = [
-    `-X k8s.io/component-base/version.gitVersion=${k.version}`, `-X k8s.io/component-base/version.gitMajor=${major}`,
-    `-X k8s.io/component-base/version.gitMinor=${minor}`, '-X k8s.io/component-base/version.gitTreeState=clean',
+    `-X k8s.io/component-base/version.gitVersion=${k.version}`,
+    `-X k8s.io/component-base/version.gitMajor=${major}`,
+    `-X k8s.io/component-base/version.gitMinor=${minor}`,
+    '-X k8s.io/component-base/version.gitTreeState=clean',
     `-X k8s.io/client-go/pkg/version.gitVersion=${k.version}`,
   ].join(' ');
-  goBuild(ctx, 'kubernetes', src, k.commands.map((c) => ({ pkg: `${k.module}/cmd/${c}`, out: bin[c], ldflags })), `${k.module}@${k.version}`);
+  goBuild(
+    ctx,
+    'kubernetes',
+    src,
+    k.commands.map((c) => ({ pkg: `${k.module}/cmd/${c}`, out: bin[c], ldflags })),
+    `${k.module}@${k.version}`,
+  );
   return bin;
 }
 
@@ -163,10 +268,17 @@ function fetchModFile(ctx: Ctx, pin: GoModulePin): string {
   const tmp = path.join(ctx.dir, 'src', 'modfile');
   fs.mkdirSync(tmp, { recursive: true });
   fs.writeFileSync(path.join(tmp, 'go.mod'), 'module ws-envoy-toolchain/modfile\n\ngo 1.24.0\n');
-  const r = spawnSync('go', ['mod', 'download', '-json', `${pin.module}@${pin.version}`], { cwd: tmp, env: ctx.env, encoding: 'utf8', timeout: STEP_TIMEOUT_MS });
+  const r = spawnSync('go', ['mod', 'download', '-json', `${pin.module}@${pin.version}`], {
+    cwd: tmp,
+    env: ctx.env,
+    encoding: 'utf8',
+    timeout: STEP_TIMEOUT_MS,
+  });
   const info = r.stdout ? (JSON.parse(r.stdout) as { GoMod?: string; Error?: string }) : {};
   if (r.status !== 0 || !info.GoMod) {
-    throw new StepError(`toolchain: step "kubernetes" failed: go mod download ${pin.module}@${pin.version}: ${info.Error ?? r.stderr}; fix: pin a version the Go module proxy serves in tools/cluster/toolchain.json`);
+    throw new StepError(
+      `toolchain: step "kubernetes" failed: go mod download ${pin.module}@${pin.version}: ${info.Error ?? r.stderr}; fix: pin a version the Go module proxy serves in tools/cluster/toolchain.json`,
+    );
   }
   return fs.readFileSync(info.GoMod, 'utf8');
 }
@@ -174,12 +286,16 @@ function fetchModFile(ctx: Ctx, pin: GoModulePin): string {
 function cliConfig(ctx: Ctx, mirror: string): string {
   const file = path.join(ctx.dir, 'terraformrc');
   // Only the mirror: `init` never reaches a registry, and fails at once if a provider is missing.
-  fs.writeFileSync(file, [
-    'disable_checkpoint = true',
-    'provider_installation {',
-    `  filesystem_mirror {\n    path = ${JSON.stringify(mirror)}\n  }`,
-    '}', '',
-  ].join('\n'));
+  fs.writeFileSync(
+    file,
+    [
+      'disable_checkpoint = true',
+      'provider_installation {',
+      `  filesystem_mirror {\n    path = ${JSON.stringify(mirror)}\n  }`,
+      '}',
+      '',
+    ].join('\n'),
+  );
   return file;
 }
 
@@ -202,8 +318,11 @@ export function install(o: InstallOptions = {}): InstalledToolchain {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     // Shared by every entry: a changed pin rebuilds only what changed.
-    GOMODCACHE: path.join(root, 'gomod'), GOCACHE: path.join(root, 'gocache'),
-    GOTOOLCHAIN: 'local', GOFLAGS: '-mod=mod -buildvcs=false', CGO_ENABLED: '0',
+    GOMODCACHE: path.join(root, 'gomod'),
+    GOCACHE: path.join(root, 'gocache'),
+    GOTOOLCHAIN: 'local',
+    GOFLAGS: '-mod=mod -buildvcs=false',
+    CGO_ENABLED: '0',
   };
   const ctx: Ctx = { dir, env, seconds: {} };
   const started = Date.now();
@@ -219,8 +338,14 @@ export function install(o: InstallOptions = {}): InstalledToolchain {
   goBuild(ctx, 'kwok', path.join(dir, 'src', 'kwok'), [{ pkg: t.kwok.package, out: bin.kwok }], `${t.kwok.module}@${t.kwok.version}`);
 
   const installed: InstalledToolchain = {
-    key, pinsSha: sha256(text), cli: chosen, bin, providerMirror: mirror, cliConfig: cliConfig(ctx, mirror),
-    providers: t.providers, buildSeconds: { ...ctx.seconds, total: Math.round((Date.now() - started) / 1000) },
+    key,
+    pinsSha: sha256(text),
+    cli: chosen,
+    bin,
+    providerMirror: mirror,
+    cliConfig: cliConfig(ctx, mirror),
+    providers: t.providers,
+    buildSeconds: { ...ctx.seconds, total: Math.round((Date.now() - started) / 1000) },
   };
   fs.writeFileSync(path.join(dir, LOCK_FILE), `${JSON.stringify(installed, null, 2)}\n`);
   const link = path.join(root, CURRENT_LINK);
@@ -241,7 +366,9 @@ function writeWrapperOnce(src: string, out: string, name: string, goDirective: s
 if (require.main === module) {
   try {
     const t = install({ trim: process.argv.includes('--trim') });
-    const built = Object.entries(t.buildSeconds).map(([k, v]) => `${k} ${v}s`).join(', ');
+    const built = Object.entries(t.buildSeconds)
+      .map(([k, v]) => `${k} ${v}s`)
+      .join(', ');
     process.stdout.write(`toolchain: ${t.cli.kind} ${t.cli.version} (${t.cli.path}); build times: ${built}\n`);
     process.stdout.write(`toolchain: ${path.join(cacheRoot(), t.key, LOCK_FILE)}\n`);
   } catch (e) {

@@ -93,7 +93,9 @@ export function findInstalled(env: NodeJS.ProcessEnv = process.env, file = TOOLC
   const root = cacheRoot(env);
   const lock = path.join(root, CURRENT_LINK, LOCK_FILE);
   if (!fs.existsSync(lock)) {
-    throw new Error(`no cluster toolchain in ${root} (${lock} is missing); build it with tools/cluster/install-toolchain (about 30 min the first time, seconds once cached)`);
+    throw new Error(
+      `no cluster toolchain in ${root} (${lock} is missing); build it with tools/cluster/install-toolchain (about 30 min the first time, seconds once cached)`,
+    );
   }
   const installed = JSON.parse(fs.readFileSync(lock, 'utf8')) as InstalledToolchain;
   if (installed.pinsSha !== sha256(fs.readFileSync(file, 'utf8'))) {

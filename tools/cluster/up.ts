@@ -17,7 +17,9 @@ async function main(): Promise<void> {
     basePort: values['base-port'] ? Number(values['base-port']) : DEFAULT_BASE_PORT,
     lifetimeSeconds: values.lifetime ? Number(values.lifetime) : 7200,
   });
-  process.stdout.write(`cluster: up (etcd, kube-apiserver :${state.ports.apiserver}, kube-controller-manager, kube-scheduler, kwok; logs in ${state.dir}/logs)\n`);
+  process.stdout.write(
+    `cluster: up (etcd, kube-apiserver :${state.ports.apiserver}, kube-controller-manager, kube-scheduler, kwok; logs in ${state.dir}/logs)\n`,
+  );
   process.stdout.write(`export KUBECONFIG=${state.kubeconfig}\n`);
   process.stdout.write(`kubectl: ${toolchain.bin.kubectl}\n`);
 }

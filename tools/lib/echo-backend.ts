@@ -112,7 +112,12 @@ export class EchoBackends {
     });
     return new Promise((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new Error(`backend ${id} cannot listen: ${err.code ?? err.message}; ${err.code === 'EADDRINUSE' ? 'choose another --port' : 'check the address'}`)));
+        reject(
+          new Error(
+            `backend ${id} cannot listen: ${err.code ?? err.message}; ${err.code === 'EADDRINUSE' ? 'choose another --port' : 'check the address'}`,
+          ),
+        ),
+      );
       server.listen(port, address, () => {
         this.backends.set(id, be);
         resolve();

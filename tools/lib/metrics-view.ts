@@ -44,8 +44,12 @@ const byNatural = (a: string, b: string): number => a.localeCompare(b, 'en', { n
 
 export function snapshotFrom(families: readonly MetricFamily[], at: number): MetricsSnapshot {
   const s = new SampleSet(families);
-  const pods = [...s.byLabel(METRICS.activeConnections, 'pod')].map(([pod, active]) => ({ pod, active })).sort((a, b) => byNatural(a.pod, b.pod));
-  const proxies = [...s.byLabel(METRICS.activeConnectionsByProxy, 'proxy')].map(([proxy, active]) => ({ proxy, active })).sort((a, b) => byNatural(a.proxy, b.proxy));
+  const pods = [...s.byLabel(METRICS.activeConnections, 'pod')]
+    .map(([pod, active]) => ({ pod, active }))
+    .sort((a, b) => byNatural(a.pod, b.pod));
+  const proxies = [...s.byLabel(METRICS.activeConnectionsByProxy, 'proxy')]
+    .map(([proxy, active]) => ({ proxy, active }))
+    .sort((a, b) => byNatural(a.proxy, b.proxy));
   const rejectedBy = s.byLabel(METRICS.rejected, 'reason');
   const rejected: Partial<Record<RejectReason, number>> = {};
   // A declared family without a series for a reason means none counted yet (per-worker series
@@ -56,7 +60,8 @@ export function snapshotFrom(families: readonly MetricFamily[], at: number): Met
     else if (s.has(METRICS.rejected) && redisReadable) rejected[r] = 0;
   }
   const reporting = new Set<string>();
-  for (const n of [METRICS.redisErrors, METRICS.failOpen, METRICS.rejected]) for (const x of s.all(n)) if (x.labels.proxy) reporting.add(x.labels.proxy);
+  for (const n of [METRICS.redisErrors, METRICS.failOpen, METRICS.rejected])
+    for (const x of s.all(n)) if (x.labels.proxy) reporting.add(x.labels.proxy);
   return {
     at,
     pods,
@@ -71,9 +76,9 @@ export function snapshotFrom(families: readonly MetricFamily[], at: number): Met
     rateLimit: s.scalar(METRICS.rateLimit),
     rateWindowSeconds: s.scalar(METRICS.rateWindowSeconds),
     redisUp: s.scalar(METRICS.redisUp),
-    redisErrors: s.has(METRICS.redisErrors) ? s.scalar(METRICS.redisErrors) ?? 0 : undefined,
-    failOpen: s.has(METRICS.failOpen) ? s.scalar(METRICS.failOpen) ?? 0 : undefined,
-    oneWayStreams: s.has(METRICS.oneWayStreams) ? s.scalar(METRICS.oneWayStreams) ?? 0 : undefined,
+    redisErrors: s.has(METRICS.redisErrors) ? (s.scalar(METRICS.redisErrors) ?? 0) : undefined,
+    failOpen: s.has(METRICS.failOpen) ? (s.scalar(METRICS.failOpen) ?? 0) : undefined,
+    oneWayStreams: s.has(METRICS.oneWayStreams) ? (s.scalar(METRICS.oneWayStreams) ?? 0) : undefined,
     reportingProxies: [...reporting].sort(byNatural),
     seriesCount: s.names.filter((n) => n.startsWith('ws_admission_')).reduce((a, n) => a + s.all(n).length, 0),
   };
@@ -146,10 +151,17 @@ export function renderScreen(snap: MetricsSnapshot | undefined, opts: RenderOpti
   const width = Math.max(MIN_WIDTH, opts.width);
   const c = (code: string, s: string): string => (opts.color ? `\x1b[${code}m${s}\x1b[0m` : s);
   const out: Array<{ text: string; color?: string }> = [];
-  const push = (text: string, color?: string): void => { out.push({ text, color }); };
+  const push = (text: string, color?: string): void => {
+    out.push({ text, color });
+  };
   const finish = (): string => out.map((l) => (l.color ? c(l.color, fit(l.text, width)) : fit(l.text, width))).join('\n') + '\n';
 
-  const when = snap ? new Date(snap.at).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '';
+  const when = snap
+    ? new Date(snap.at)
+        .toISOString()
+        .replace('T', ' ')
+        .replace(/\.\d+Z$/, 'Z')
+    : '';
   push(`ws-admission · ${opts.source}`, '1');
   if (when) push(`scraped ${when}${opts.intervalSeconds ? ` · refresh every ${opts.intervalSeconds} s · Ctrl-C to quit` : ''}`);
   if (opts.error) push(`! ${opts.error}${snap ? ' (showing the last good scrape)' : ''}`, '31');
@@ -167,10 +179,13 @@ export function renderScreen(snap: MetricsSnapshot | undefined, opts: RenderOpti
   push('');
   const up = snap.redisUp;
   const redisState = up === undefined ? 'unknown' : up >= 1 ? 'UP' : 'DOWN';
-  push(`Redis ${redisState}   errors ${fmt(snap.redisErrors)} (${rate(rates?.redisErrors)}/min)   fail-open admissions ${fmt(snap.failOpen)} (${rate(rates?.failOpen)}/min)`,
-    up === undefined ? undefined : up >= 1 ? '32' : '31');
+  push(
+    `Redis ${redisState}   errors ${fmt(snap.redisErrors)} (${rate(rates?.redisErrors)}/min)   fail-open admissions ${fmt(snap.failOpen)} (${rate(rates?.failOpen)}/min)`,
+    up === undefined ? undefined : up >= 1 ? '32' : '31',
+  );
   if (up !== undefined && up < 1) push('  Redis unreachable from this proxy: Redis-held numbers missing or stale', '31');
-  if (snap.reportingProxies.length) push(`  per-worker counters (errors, fail-open, refusals made without Redis) from proxy ${snap.reportingProxies.join(', ')} only`);
+  if (snap.reportingProxies.length)
+    push(`  per-worker counters (errors, fail-open, refusals made without Redis) from proxy ${snap.reportingProxies.join(', ')} only`);
 
   push('');
   const limit = snap.rateLimit;
@@ -181,7 +196,10 @@ export function renderScreen(snap: MetricsSnapshot | undefined, opts: RenderOpti
   } else {
     const tail = ` ${fmt(used)}/${fmt(limit)}`;
     const barW = Math.min(40, width - winLabel.length - tail.length - 4);
-    push(`${winLabel} [${bar(used ?? 0, limit ?? 0, barW)}]${tail}`, used !== undefined && limit !== undefined && used >= limit ? '33' : undefined);
+    push(
+      `${winLabel} [${bar(used ?? 0, limit ?? 0, barW)}]${tail}`,
+      used !== undefined && limit !== undefined && used >= limit ? '33' : undefined,
+    );
   }
 
   push('');
@@ -213,7 +231,8 @@ export function renderScreen(snap: MetricsSnapshot | undefined, opts: RenderOpti
   const row = (label: string, total: number | undefined, perMin: number | undefined, color?: string): void =>
     push(`  ${label.padEnd(labelW - 2)}${fmt(total).padStart(10)}${rate(perMin).padStart(10)}`, color);
   row('admitted', snap.admitted, rates?.admitted);
-  for (const r of REJECT_REASONS) row(`refused: ${r}`, snap.rejected[r], rates?.rejected[r], (snap.rejected[r] ?? 0) > 0 ? '33' : undefined);
+  for (const r of REJECT_REASONS)
+    row(`refused: ${r}`, snap.rejected[r], rates?.rejected[r], (snap.rejected[r] ?? 0) > 0 ? '33' : undefined);
   row('released', snap.released, rates?.released);
   row('expired (lease not renewed)', snap.expired, rates?.expired);
   row('re-registered (Redis lost)', snap.reregistered, rates?.reregistered, (snap.reregistered ?? 0) > 0 ? '33' : undefined);

@@ -67,7 +67,7 @@ export function toDiffSyntax(plan: string): string {
 const FAILURE_HINTS: ReadonlyArray<{ readonly test: RegExp; readonly hint: string }> = [
   {
     test: /not authorized to perform: eks:DescribeCluster|eks:DescribeCluster.*AccessDenied|AccessDenied.*eks:DescribeCluster/i,
-    hint: 'The plan role may not read the cluster: allow `eks:DescribeCluster` on it in the role\'s IAM policy.',
+    hint: "The plan role may not read the cluster: allow `eks:DescribeCluster` on it in the role's IAM policy.",
   },
   {
     test: /^\s*(Error: )?Unauthorized\b|the server has asked for the client to provide credentials/im,
@@ -79,7 +79,7 @@ const FAILURE_HINTS: ReadonlyArray<{ readonly test: RegExp; readonly hint: strin
   },
   {
     test: /dial tcp [^\n]*(i\/o timeout|connection refused|no route to host)|no such host|Kubernetes cluster unreachable|context deadline exceeded/i,
-    hint: 'The runner cannot reach the cluster\'s API endpoint. A private endpoint (or `publicAccessCidrs` that leave GitHub\'s runners out) needs the plan job on a runner inside the network: set the repository variable `PLAN_RUNNER` to its label.',
+    hint: "The runner cannot reach the cluster's API endpoint. A private endpoint (or `publicAccessCidrs` that leave GitHub's runners out) needs the plan job on a runner inside the network: set the repository variable `PLAN_RUNNER` to its label.",
   },
   {
     test: /Error acquiring the state lock|Error loading state|Failed to get existing workspaces|error (reading|writing) [^\n]*S3|S3[^\n]*AccessDenied|AccessDenied[^\n]*s3/i,
@@ -122,14 +122,25 @@ export function formatPlanComment(input: CommentInput): string {
   const summary = input.outcome === 'success' ? summarizePlan(input.plan) : undefined;
   const changes = input.outcome === 'success' ? resourceChanges(input.plan) : [];
   const head: string[] = [commentMarker(input.stack)];
-  const where = [input.commit ? `commit \`${input.commit}\`` : '', input.runUrl ? `[workflow run](${input.runUrl})` : ''].filter(Boolean).join(' · ');
+  const where = [input.commit ? `commit \`${input.commit}\`` : '', input.runUrl ? `[workflow run](${input.runUrl})` : '']
+    .filter(Boolean)
+    .join(' · ');
 
   if (input.outcome === 'failure') {
-    head.push(`### ❌ Terraform plan failed · \`${input.stack}\``, '', where ? `${where}\n` : '', 'The plan could not be made; the error output is below.');
+    head.push(
+      `### ❌ Terraform plan failed · \`${input.stack}\``,
+      '',
+      where ? `${where}\n` : '',
+      'The plan could not be made; the error output is below.',
+    );
     const hints = planFailureHints(input.plan);
     if (hints.length) head.push('', ...hints.map((h) => `- ${h}`), '', 'Setup: docs/operations.md, "CI: plans on pull requests".');
   } else {
-    const title = summary?.noChanges ? 'no changes' : summary ? `${summary.add} to add, ${summary.change} to change, ${summary.destroy} to destroy` : 'summary not found';
+    const title = summary?.noChanges
+      ? 'no changes'
+      : summary
+        ? `${summary.add} to add, ${summary.change} to change, ${summary.destroy} to destroy`
+        : 'summary not found';
     const icon = summary?.destroy ? '⚠️' : '📋';
     head.push(`### ${icon} Terraform plan · \`${input.stack}\` · ${title}`, '');
     if (where) head.push(where, '');
@@ -150,7 +161,9 @@ export function formatPlanComment(input: CommentInput): string {
   const lang = input.outcome === 'success' ? 'diff' : 'text';
   const fence = fenceFor(body);
   const lineCount = body.split('\n').length;
-  const artifactHint = input.artifactName ? ` the artifact \`${input.artifactName}\`${input.runUrl ? ` of the [workflow run](${input.runUrl})` : ''}` : ' the workflow run\'s artifacts';
+  const artifactHint = input.artifactName
+    ? ` the artifact \`${input.artifactName}\`${input.runUrl ? ` of the [workflow run](${input.runUrl})` : ''}`
+    : " the workflow run's artifacts";
   const open = `<details${input.outcome === 'failure' ? ' open' : ''}><summary>${input.outcome === 'success' ? 'Full plan' : 'Error output'} (${lineCount} lines)</summary>\n\n${fence}${lang}\n`;
   const close = `\n${fence}\n\n</details>\n`;
   const headText = head.join('\n') + '\n\n';

@@ -50,7 +50,11 @@ export class NodeProcessRunner implements ProcessRunner {
       let timedOut = false;
       let child: ChildProcess;
       try {
-        child = spawn(cmd, [...args], { env: opts.env ?? process.env, cwd: opts.cwd, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+        child = spawn(cmd, [...args], {
+          env: opts.env ?? process.env,
+          cwd: opts.cwd,
+          stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+        });
       } catch (err) {
         resolve({ code: 127, stdout: '', stderr: String(err), notFound: true });
         return;
@@ -70,21 +74,29 @@ export class NodeProcessRunner implements ProcessRunner {
         if (killer) clearTimeout(killer);
         resolve(r);
       };
-      const timer = opts.timeoutMs ? setTimeout(() => {
-        timedOut = true;
-        child.kill('SIGTERM');
-        killer = setTimeout(() => {
-          child.kill('SIGKILL');
-          killer = setTimeout(() => finish({ code: 124, stdout, stderr, notFound: false }), KILL_GRACE_MS);
-        }, KILL_GRACE_MS);
-      }, opts.timeoutMs) : undefined;
-      child.stdout?.on('data', (d: Buffer) => { stdout += d.toString(); if (opts.inherit) process.stdout.write(d); });
-      child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); if (opts.inherit) process.stderr.write(d); });
+      const timer = opts.timeoutMs
+        ? setTimeout(() => {
+            timedOut = true;
+            child.kill('SIGTERM');
+            killer = setTimeout(() => {
+              child.kill('SIGKILL');
+              killer = setTimeout(() => finish({ code: 124, stdout, stderr, notFound: false }), KILL_GRACE_MS);
+            }, KILL_GRACE_MS);
+          }, opts.timeoutMs)
+        : undefined;
+      child.stdout?.on('data', (d: Buffer) => {
+        stdout += d.toString();
+        if (opts.inherit) process.stdout.write(d);
+      });
+      child.stderr?.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (opts.inherit) process.stderr.write(d);
+      });
       child.on('error', (err: NodeJS.ErrnoException) => {
         finish({ code: 127, stdout, stderr: stderr + err.message, notFound: err.code === 'ENOENT' });
       });
       child.on('close', (code, signal) => {
-        finish({ code: timedOut ? 124 : code ?? (signal ? 128 : 1), stdout, stderr, notFound: false });
+        finish({ code: timedOut ? 124 : (code ?? (signal ? 128 : 1)), stdout, stderr, notFound: false });
       });
     });
   }
@@ -94,25 +106,51 @@ export class NodeProcessRunner implements ProcessRunner {
     let out = '';
     let err = '';
     const exited = new Promise<number>((resolve) => {
-      child.on('error', (e: NodeJS.ErrnoException) => { err += e.code === 'ENOENT' ? `${cmd} is not installed (not on PATH)` : e.message; resolve(127); });
+      child.on('error', (e: NodeJS.ErrnoException) => {
+        err += e.code === 'ENOENT' ? `${cmd} is not installed (not on PATH)` : e.message;
+        resolve(127);
+      });
       child.on('close', (code) => resolve(code ?? 1));
     });
-    child.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
     return {
       exited,
       waitForOutput(pattern: RegExp, timeoutMs: number): Promise<string> {
         return new Promise((resolve, reject) => {
           const check = (): boolean => {
             const line = out.split('\n').find((l) => pattern.test(l));
-            if (line !== undefined) { cleanup(); resolve(line); return true; }
+            if (line !== undefined) {
+              cleanup();
+              resolve(line);
+              return true;
+            }
             return false;
           };
-          const onData = (): void => { check(); };
-          const timer = setTimeout(() => { cleanup(); reject(new Error(`${cmd} printed nothing matching ${pattern} within ${Math.round(timeoutMs / 1000)} s${err ? `: ${err.trim()}` : ''}`)); }, timeoutMs);
-          const cleanup = (): void => { clearTimeout(timer); child.stdout?.off('data', onData); };
+          const onData = (): void => {
+            check();
+          };
+          const timer = setTimeout(() => {
+            cleanup();
+            reject(
+              new Error(
+                `${cmd} printed nothing matching ${pattern} within ${Math.round(timeoutMs / 1000)} s${err ? `: ${err.trim()}` : ''}`,
+              ),
+            );
+          }, timeoutMs);
+          const cleanup = (): void => {
+            clearTimeout(timer);
+            child.stdout?.off('data', onData);
+          };
           child.stdout?.on('data', onData);
-          void exited.then((code) => { cleanup(); reject(new Error(`${cmd} exited (code ${code}) before it was ready${err ? `: ${err.trim()}` : ''}`)); });
+          void exited.then((code) => {
+            cleanup();
+            reject(new Error(`${cmd} exited (code ${code}) before it was ready${err ? `: ${err.trim()}` : ''}`));
+          });
           check();
         });
       },
@@ -131,6 +169,9 @@ export function formatCommand(cmd: string, args: readonly string[]): string {
 
 /** The last meaningful line of a failed command's output, for one-line messages. */
 export function lastLine(r: RunResult): string {
-  const lines = `${r.stderr}\n${r.stdout}`.split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = `${r.stderr}\n${r.stdout}`
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   return lines.length ? lines[lines.length - 1] : `exit code ${r.code}`;
 }

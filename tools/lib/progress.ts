@@ -25,13 +25,21 @@ export class ConsoleReporter implements Reporter {
 
   constructor(private readonly out: StreamLike = process.stdout) {}
 
-  private get tty(): boolean { return Boolean(this.out.isTTY); }
-
-  private flush(): void {
-    if (this.pending) { this.out.write('\r\x1b[2K'); this.pending = false; }
+  private get tty(): boolean {
+    return Boolean(this.out.isTTY);
   }
 
-  step(title: string): void { this.flush(); this.out.write(`\n${this.tty ? '\x1b[1m' : ''}==> ${title}${this.tty ? '\x1b[0m' : ''}\n`); }
+  private flush(): void {
+    if (this.pending) {
+      this.out.write('\r\x1b[2K');
+      this.pending = false;
+    }
+  }
+
+  step(title: string): void {
+    this.flush();
+    this.out.write(`\n${this.tty ? '\x1b[1m' : ''}==> ${title}${this.tty ? '\x1b[0m' : ''}\n`);
+  }
 
   progress(what: string, elapsedMs: number, detail: string): void {
     const line = `    … waiting for ${what} (${formatDuration(elapsedMs)})${detail ? `: ${detail}` : ''}`;
@@ -48,19 +56,43 @@ export class ConsoleReporter implements Reporter {
     }
   }
 
-  ok(message: string): void { this.flush(); this.out.write(`    ${this.tty ? '\x1b[32m✓\x1b[0m' : 'ok'} ${message}\n`); }
-  fail(message: string): void { this.flush(); this.out.write(`    ${this.tty ? '\x1b[31m✗\x1b[0m' : 'FAIL'} ${message}\n`); }
-  skip(message: string): void { this.flush(); this.out.write(`    ${this.tty ? '\x1b[2m-' : '--'} ${message}${this.tty ? '\x1b[0m' : ''}\n`); }
-  info(message: string): void { this.flush(); this.out.write(`    ${message}\n`); }
+  ok(message: string): void {
+    this.flush();
+    this.out.write(`    ${this.tty ? '\x1b[32m✓\x1b[0m' : 'ok'} ${message}\n`);
+  }
+  fail(message: string): void {
+    this.flush();
+    this.out.write(`    ${this.tty ? '\x1b[31m✗\x1b[0m' : 'FAIL'} ${message}\n`);
+  }
+  skip(message: string): void {
+    this.flush();
+    this.out.write(`    ${this.tty ? '\x1b[2m-' : '--'} ${message}${this.tty ? '\x1b[0m' : ''}\n`);
+  }
+  info(message: string): void {
+    this.flush();
+    this.out.write(`    ${message}\n`);
+  }
 }
 
 /** Collects everything, for tests. */
 export class MemoryReporter implements Reporter {
   readonly lines: string[] = [];
-  step(title: string): void { this.lines.push(`==> ${title}`); }
-  progress(what: string, elapsedMs: number, detail: string): void { this.lines.push(`… ${what} ${elapsedMs}ms ${detail}`); }
-  ok(message: string): void { this.lines.push(`ok ${message}`); }
-  fail(message: string): void { this.lines.push(`FAIL ${message}`); }
-  skip(message: string): void { this.lines.push(`skip ${message}`); }
-  info(message: string): void { this.lines.push(message); }
+  step(title: string): void {
+    this.lines.push(`==> ${title}`);
+  }
+  progress(what: string, elapsedMs: number, detail: string): void {
+    this.lines.push(`… ${what} ${elapsedMs}ms ${detail}`);
+  }
+  ok(message: string): void {
+    this.lines.push(`ok ${message}`);
+  }
+  fail(message: string): void {
+    this.lines.push(`FAIL ${message}`);
+  }
+  skip(message: string): void {
+    this.lines.push(`skip ${message}`);
+  }
+  info(message: string): void {
+    this.lines.push(message);
+  }
 }

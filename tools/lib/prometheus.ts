@@ -47,9 +47,7 @@ export function parseExposition(text: string): MetricFamily[] {
     name: f.name,
     help: f.help,
     type: f.type.toLowerCase(),
-    samples: f.metrics
-      .filter((m) => m.value !== undefined)
-      .map((m) => ({ name: f.name, labels: m.labels ?? {}, value: Number(m.value) })),
+    samples: f.metrics.filter((m) => m.value !== undefined).map((m) => ({ name: f.name, labels: m.labels ?? {}, value: Number(m.value) })),
   }));
 }
 
@@ -65,12 +63,18 @@ export class SampleSet {
     }
   }
 
-  get names(): string[] { return [...this.byName.keys()]; }
+  get names(): string[] {
+    return [...this.byName.keys()];
+  }
 
   /** True when the family was declared, even with no series (e.g. a per-worker counter nobody incremented yet). */
-  has(name: string): boolean { return this.byName.has(name); }
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
 
-  all(name: string): readonly Sample[] { return this.byName.get(name) ?? []; }
+  all(name: string): readonly Sample[] {
+    return this.byName.get(name) ?? [];
+  }
 
   /** The value of a metric without labels (or the sum over its series), undefined if absent. */
   scalar(name: string): number | undefined {

@@ -25,8 +25,15 @@ export const realProbes: NetProbes = {
   wsUpgrade(url, timeoutMs) {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { handshakeTimeout: timeoutMs });
-      ws.once('upgrade', (res) => { resolve({ status: res.statusCode ?? 101, headers: res.headers }); ws.close(1000, 'deploy check'); });
-      ws.once('unexpected-response', (_req, res) => { resolve({ status: res.statusCode ?? 0, headers: res.headers }); res.resume(); ws.terminate(); });
+      ws.once('upgrade', (res) => {
+        resolve({ status: res.statusCode ?? 101, headers: res.headers });
+        ws.close(1000, 'deploy check');
+      });
+      ws.once('unexpected-response', (_req, res) => {
+        resolve({ status: res.statusCode ?? 0, headers: res.headers });
+        res.resume();
+        ws.terminate();
+      });
       ws.once('error', (err) => reject(err));
     });
   },
@@ -52,7 +59,8 @@ interface DeploymentJson {
 export function rolloutState(d: DeploymentJson): { ready: boolean; detail: string } {
   const want = d.spec?.replicas ?? 1;
   const s = d.status ?? {};
-  if ((s.observedGeneration ?? 0) < (d.metadata.generation ?? 0)) return { ready: false, detail: `${d.metadata.name}: new spec not yet observed` };
+  if ((s.observedGeneration ?? 0) < (d.metadata.generation ?? 0))
+    return { ready: false, detail: `${d.metadata.name}: new spec not yet observed` };
   const updated = s.updatedReplicas ?? 0;
   const available = s.availableReplicas ?? 0;
   const total = s.replicas ?? 0;
@@ -70,13 +78,22 @@ async function kubectlJson<T>(ctx: VerifyContext, args: string[]): Promise<T> {
 
 export async function waitForRollouts(ctx: VerifyContext, namespace: string): Promise<string[]> {
   const what = `the Deployments in namespace ${namespace} to be rolled out`;
-  return waitFor(what, async () => {
-    const list = await kubectlJson<{ items: DeploymentJson[] }>(ctx, ['get', 'deployments', '-n', namespace]);
-    if (list.items.length === 0) return notYet(`no Deployment in namespace ${namespace}`);
-    const states = list.items.map(rolloutState);
-    const pending = states.filter((s) => !s.ready);
-    return pending.length ? notYet(pending.map((s) => s.detail).join('; ')) : done(states.map((s) => s.detail));
-  }, { timeoutMs: ctx.timeoutMs, intervalMs: ctx.intervalMs, clock: ctx.clock, onProgress: (e, d) => ctx.reporter.progress('rollouts', e, d) });
+  return waitFor(
+    what,
+    async () => {
+      const list = await kubectlJson<{ items: DeploymentJson[] }>(ctx, ['get', 'deployments', '-n', namespace]);
+      if (list.items.length === 0) return notYet(`no Deployment in namespace ${namespace}`);
+      const states = list.items.map(rolloutState);
+      const pending = states.filter((s) => !s.ready);
+      return pending.length ? notYet(pending.map((s) => s.detail).join('; ')) : done(states.map((s) => s.detail));
+    },
+    {
+      timeoutMs: ctx.timeoutMs,
+      intervalMs: ctx.intervalMs,
+      clock: ctx.clock,
+      onProgress: (e, d) => ctx.reporter.progress('rollouts', e, d),
+    },
+  );
 }
 
 interface ServiceJson {
@@ -88,29 +105,53 @@ interface ServiceJson {
 /** The hostname the AWS Load Balancer Controller wrote into the LoadBalancer Service's status. */
 export async function waitForLoadBalancer(ctx: VerifyContext, namespace: string, serviceName?: string): Promise<string> {
   const what = `the NLB hostname on ${serviceName ? `Service ${serviceName}` : 'the LoadBalancer Service'} in namespace ${namespace}`;
-  return waitFor(what, async () => {
-    const list = await kubectlJson<{ items: ServiceJson[] }>(ctx, ['get', 'services', '-n', namespace]);
-    const lbs = list.items.filter((s) => (serviceName ? s.metadata.name === serviceName : s.spec?.type === 'LoadBalancer'));
-    if (lbs.length === 0) return notYet(serviceName ? `no Service ${serviceName}` : 'no Service of type LoadBalancer');
-    const ingress = lbs[0].status?.loadBalancer?.ingress?.[0];
-    const host = ingress?.hostname ?? ingress?.ip;
-    return host ? done(host) : notYet(`Service ${lbs[0].metadata.name} has no load balancer address yet (is the AWS Load Balancer Controller running?)`);
-  }, { timeoutMs: ctx.timeoutMs, intervalMs: ctx.intervalMs, clock: ctx.clock, onProgress: (e, d) => ctx.reporter.progress('NLB address', e, d) });
+  return waitFor(
+    what,
+    async () => {
+      const list = await kubectlJson<{ items: ServiceJson[] }>(ctx, ['get', 'services', '-n', namespace]);
+      const lbs = list.items.filter((s) => (serviceName ? s.metadata.name === serviceName : s.spec?.type === 'LoadBalancer'));
+      if (lbs.length === 0) return notYet(serviceName ? `no Service ${serviceName}` : 'no Service of type LoadBalancer');
+      const ingress = lbs[0].status?.loadBalancer?.ingress?.[0];
+      const host = ingress?.hostname ?? ingress?.ip;
+      return host
+        ? done(host)
+        : notYet(`Service ${lbs[0].metadata.name} has no load balancer address yet (is the AWS Load Balancer Controller running?)`);
+    },
+    {
+      timeoutMs: ctx.timeoutMs,
+      intervalMs: ctx.intervalMs,
+      clock: ctx.clock,
+      onProgress: (e, d) => ctx.reporter.progress('NLB address', e, d),
+    },
+  );
 }
 
 export async function waitForDns(ctx: VerifyContext, host: string): Promise<string[]> {
-  return waitFor(`DNS name ${host} to resolve`, async () => {
-    const addrs = await ctx.probes.lookup(host);
-    return addrs.length ? done(addrs) : notYet('no address yet');
-  }, { timeoutMs: ctx.timeoutMs, intervalMs: ctx.intervalMs, clock: ctx.clock, onProgress: (e, d) => ctx.reporter.progress('DNS', e, d) });
+  return waitFor(
+    `DNS name ${host} to resolve`,
+    async () => {
+      const addrs = await ctx.probes.lookup(host);
+      return addrs.length ? done(addrs) : notYet('no address yet');
+    },
+    { timeoutMs: ctx.timeoutMs, intervalMs: ctx.intervalMs, clock: ctx.clock, onProgress: (e, d) => ctx.reporter.progress('DNS', e, d) },
+  );
 }
 
 /** Any answer below 500 proves the path client -> NLB -> Envoy -> backend works. */
 export async function waitForHttp(ctx: VerifyContext, url: string): Promise<number> {
-  return waitFor(`an HTTP answer (< 500) from ${url}`, async () => {
-    const r = await ctx.probes.httpGet(url, 5000);
-    return r.status < 500 ? done(r.status) : notYet(`HTTP ${r.status}`);
-  }, { timeoutMs: ctx.timeoutMs, intervalMs: ctx.intervalMs, clock: ctx.clock, onProgress: (e, d) => ctx.reporter.progress('HTTP health check', e, d) });
+  return waitFor(
+    `an HTTP answer (< 500) from ${url}`,
+    async () => {
+      const r = await ctx.probes.httpGet(url, 5000);
+      return r.status < 500 ? done(r.status) : notYet(`HTTP ${r.status}`);
+    },
+    {
+      timeoutMs: ctx.timeoutMs,
+      intervalMs: ctx.intervalMs,
+      clock: ctx.clock,
+      onProgress: (e, d) => ctx.reporter.progress('HTTP health check', e, d),
+    },
+  );
 }
 
 /**
@@ -119,10 +160,19 @@ export async function waitForHttp(ctx: VerifyContext, url: string): Promise<numb
  * as what it is.
  */
 export async function waitForWebSocket(ctx: VerifyContext, url: string): Promise<number> {
-  return waitFor(`a WebSocket upgrade (101) at ${url}`, async () => {
-    const r = await ctx.probes.wsUpgrade(url, 5000);
-    if (r.status === 101) return done(101);
-    if (r.status === 429) return notYet(`429 rate limited (retry-after ${String(r.headers?.['retry-after'] ?? '?')} s)`);
-    return notYet(`HTTP ${r.status} instead of 101`);
-  }, { timeoutMs: ctx.timeoutMs, intervalMs: ctx.intervalMs, clock: ctx.clock, onProgress: (e, d) => ctx.reporter.progress('WebSocket upgrade', e, d) });
+  return waitFor(
+    `a WebSocket upgrade (101) at ${url}`,
+    async () => {
+      const r = await ctx.probes.wsUpgrade(url, 5000);
+      if (r.status === 101) return done(101);
+      if (r.status === 429) return notYet(`429 rate limited (retry-after ${String(r.headers?.['retry-after'] ?? '?')} s)`);
+      return notYet(`HTTP ${r.status} instead of 101`);
+    },
+    {
+      timeoutMs: ctx.timeoutMs,
+      intervalMs: ctx.intervalMs,
+      clock: ctx.clock,
+      onProgress: (e, d) => ctx.reporter.progress('WebSocket upgrade', e, d),
+    },
+  );
 }

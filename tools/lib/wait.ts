@@ -17,7 +17,11 @@ export const notYet = (detail: string): ProbeResult<never> => ({ done: false, de
 
 /** A wait that ran out of time; the message says what was awaited and the last thing seen. */
 export class WaitTimeoutError extends Error {
-  constructor(readonly what: string, readonly timeoutMs: number, readonly lastDetail: string) {
+  constructor(
+    readonly what: string,
+    readonly timeoutMs: number,
+    readonly lastDetail: string,
+  ) {
     super(`timed out after ${formatDuration(timeoutMs)} waiting for ${what}${lastDetail ? ` (last seen: ${lastDetail})` : ''}`);
     this.name = 'WaitTimeoutError';
   }
@@ -48,7 +52,10 @@ export async function waitFor<T>(what: string, probe: () => Promise<ProbeResult<
     // command that never exits) ends the wait at its deadline like any other "not yet".
     const remaining = Math.max(0, opts.timeoutMs - (clock.now() - start));
     let guard: NodeJS.Timeout | undefined;
-    const deadline = new Promise<'deadline'>((resolve) => { guard = setTimeout(() => resolve('deadline'), remaining); guard.unref?.(); });
+    const deadline = new Promise<'deadline'>((resolve) => {
+      guard = setTimeout(() => resolve('deadline'), remaining);
+      guard.unref?.();
+    });
     try {
       const first = await Promise.race([probe(), deadline]);
       if (first === 'deadline') {

@@ -80,9 +80,14 @@ export function toLua(v: unknown): string {
   }
   if (Array.isArray(v)) return '{' + v.map(toLua).join(',') + '}';
   if (typeof v === 'object') {
-    return '{' + Object.entries(v as Record<string, unknown>)
-      .filter(([, x]) => x !== undefined)
-      .map(([k, x]) => `[${toLua(k)}]=${toLua(x)}`).join(',') + '}';
+    return (
+      '{' +
+      Object.entries(v as Record<string, unknown>)
+        .filter(([, x]) => x !== undefined)
+        .map(([k, x]) => `[${toLua(k)}]=${toLua(x)}`)
+        .join(',') +
+      '}'
+    );
   }
   throw new Error(`cannot encode ${typeof v}`);
 }
@@ -129,16 +134,27 @@ export interface SideResult {
   reply?: { headers: Record<string, string>; body?: string };
 }
 
-export interface LogLine { level: string; msg: string }
+export interface LogLine {
+  level: string;
+  msg: string;
+}
 
 export const UPGRADE: HeaderList = [
-  [':method', 'GET'], [':path', '/ws'], [':authority', 'example.test'], [':scheme', 'http'],
-  ['connection', 'Upgrade'], ['upgrade', 'websocket'],
-  ['sec-websocket-version', '13'], ['sec-websocket-key', 'dGhlIHNhbXBsZSBub25jZQ=='],
+  [':method', 'GET'],
+  [':path', '/ws'],
+  [':authority', 'example.test'],
+  [':scheme', 'http'],
+  ['connection', 'Upgrade'],
+  ['upgrade', 'websocket'],
+  ['sec-websocket-version', '13'],
+  ['sec-websocket-key', 'dGhlIHNhbXBsZSBub25jZQ=='],
 ];
 
 export const PLAIN: HeaderList = [
-  [':method', 'GET'], [':path', '/'], [':authority', 'example.test'], [':scheme', 'http'],
+  [':method', 'GET'],
+  [':path', '/'],
+  [':authority', 'example.test'],
+  [':scheme', 'http'],
 ];
 
 /** One Envoy worker: a luajit process running the harness driver with one script. */
@@ -158,10 +174,15 @@ export class Worker {
     this.lines = readline.createInterface({ input: proc.stdout });
     this.lines.on('line', (l) => {
       const w = this.waiting.shift();
-      if (w) w(l); else this.buffered.push(l);
+      if (w) w(l);
+      else this.buffered.push(l);
     });
-    proc.stderr.on('data', (d) => { this.stderr += d.toString(); });
-    proc.on('exit', () => { this.exited = true; });
+    proc.stderr.on('data', (d) => {
+      this.stderr += d.toString();
+    });
+    proc.on('exit', () => {
+      this.exited = true;
+    });
     // Waiters are failed only once stdout is drained: 'exit' can fire before the
     // last lines the driver wrote have been read.
     this.lines.on('close', () => {
@@ -171,8 +192,13 @@ export class Worker {
   }
 
   static async start(opts: {
-    luaDir: string; stateDir: string; podName?: string; script?: 'filter.lua' | 'metrics.lua';
-    hosts?: Array<[string, string]>; adminDown?: boolean; env?: Record<string, string>;
+    luaDir: string;
+    stateDir: string;
+    podName?: string;
+    script?: 'filter.lua' | 'metrics.lua';
+    hosts?: Array<[string, string]>;
+    adminDown?: boolean;
+    env?: Record<string, string>;
   }): Promise<Worker> {
     const script = path.join(opts.luaDir, opts.script ?? 'filter.lua');
     const proc = spawn('luajit', [DRIVER, script], {
@@ -216,7 +242,10 @@ export class Worker {
     return this.send({ op: 'hosts', cluster: 'backend', admin: 'envoy_admin', hosts, admin_down: adminDown, admin_state: adminState });
   }
 
-  newSid(): string { this.seq += 1; return `s${this.seq}`; }
+  newSid(): string {
+    this.seq += 1;
+    return `s${this.seq}`;
+  }
 
   request(headers: HeaderList, sid = this.newSid(), remote?: string): Promise<SideResult & { sid: string }> {
     return this.send<SideResult>({ op: 'request', sid, headers, remote }).then((r) => ({ ...r, sid }));
@@ -270,7 +299,9 @@ export class Worker {
     await this.reset(sid);
   }
 
-  reset(sid: string) { return this.send({ op: 'reset', sid }); }
+  reset(sid: string) {
+    return this.send({ op: 'reset', sid });
+  }
 
   async logs(): Promise<{ logs: LogLine[]; admin_calls: number; admin_paths: Record<string, number> }> {
     return this.send({ op: 'logs' });
@@ -281,8 +312,15 @@ export class Worker {
    * kube-probe sends it. Run on a worker started with script 'metrics.lua'.
    */
   probe(method = 'GET'): Promise<SideResult & { sid: string }> {
-    return this.request([[':method', method], [':path', '/ready'], [':authority', '10.1.0.5:9901'],
-      [':scheme', 'http'], ['user-agent', 'kube-probe/1.31'], ['accept', '*/*'], ['connection', 'close']]);
+    return this.request([
+      [':method', method],
+      [':path', '/ready'],
+      [':authority', '10.1.0.5:9901'],
+      [':scheme', 'http'],
+      ['user-agent', 'kube-probe/1.31'],
+      ['accept', '*/*'],
+      ['connection', 'close'],
+    ]);
   }
 
   /** SIGKILL (a crashed proxy) or a clean exit. */
@@ -298,8 +336,13 @@ export class Worker {
     if (this.exited) return;
     this.proc.stdin.end();
     await new Promise<void>((resolve) => {
-      const t = setTimeout(() => { this.proc.kill('SIGKILL'); }, 2000);
-      this.proc.once('exit', () => { clearTimeout(t); resolve(); });
+      const t = setTimeout(() => {
+        this.proc.kill('SIGKILL');
+      }, 2000);
+      this.proc.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
     });
   }
 }
@@ -327,13 +370,23 @@ export class Fleet {
 
   constructor(private readonly redisPort: number) {}
 
-  async worker(overrides: Partial<Settings> = {}, opts: {
-    podName?: string; hosts?: Array<[string, string]>; script?: 'filter.lua' | 'metrics.lua';
-    settings?: Record<string, unknown> | string; env?: Record<string, string>;
-  } = {}): Promise<Worker> {
+  async worker(
+    overrides: Partial<Settings> = {},
+    opts: {
+      podName?: string;
+      hosts?: Array<[string, string]>;
+      script?: 'filter.lua' | 'metrics.lua';
+      settings?: Record<string, unknown> | string;
+      env?: Record<string, string>;
+    } = {},
+  ): Promise<Worker> {
     const luaDir = makeLuaDir(opts.settings ?? { ...defaultSettings(this.redisPort, overrides) });
     const w = await Worker.start({
-      luaDir, stateDir: this.stateDir, podName: opts.podName, script: opts.script, hosts: opts.hosts ?? HOSTS,
+      luaDir,
+      stateDir: this.stateDir,
+      podName: opts.podName,
+      script: opts.script,
+      hosts: opts.hosts ?? HOSTS,
       env: opts.env,
     });
     this.workers.push(w);

@@ -38,7 +38,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const rand = (lo: number, hi: number) => lo + Math.floor(Math.random() * (hi - lo + 1));
 function shuffled<T>(xs: readonly T[]): T[] {
   const a = [...xs];
-  for (let i = a.length - 1; i > 0; i--) { const j = rand(0, i); [a[i], a[j]] = [a[j], a[i]]; }
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = rand(0, i);
+    [a[i], a[j]] = [a[j], a[i]];
+  }
   return a;
 }
 
@@ -53,7 +56,14 @@ async function main(): Promise<void> {
   const attempt = async (loop: number): Promise<AdmitReply & { id: string }> => {
     const id = `${cfg.proxy}|${loop}|${(counter++).toString(36)}|${rand(0, 1295).toString(36)}`;
     res.attempts++;
-    const r = await s.admit({ rateLimit: cfg.rateLimit, windowMs: cfg.windowMs, maxPerPod: cfg.maxPerPod, ttlMs: cfg.ttlMs, id, pods: shuffled(cfg.pods) });
+    const r = await s.admit({
+      rateLimit: cfg.rateLimit,
+      windowMs: cfg.windowMs,
+      maxPerPod: cfg.maxPerPod,
+      ttlMs: cfg.ttlMs,
+      id,
+      pods: shuffled(cfg.pods),
+    });
     if (r.status === 'ADMITTED') res.admitted.push({ id, pod: r.pod, activeOnPod: r.activeOnPod });
     else res.refused[r.status] = (res.refused[r.status] ?? 0) + 1;
     return { ...r, id };

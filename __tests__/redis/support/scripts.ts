@@ -9,7 +9,16 @@ import Redis from 'ioredis';
  * the wire traffic is what the Envoy filter sends.
  */
 export const LUA_DIR = path.resolve(__dirname, '..', '..', '..', 'lua', 'redis');
-export const SCRIPT_NAMES = ['admit', 'register_view', 'release', 'renew', 'reregister', 'snapshot', 'release_proxy', 'conn_inventory'] as const;
+export const SCRIPT_NAMES = [
+  'admit',
+  'register_view',
+  'release',
+  'renew',
+  'reregister',
+  'snapshot',
+  'release_proxy',
+  'conn_inventory',
+] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 export function readScript(name: ScriptName): string {
@@ -64,7 +73,11 @@ export const lease = (id: string, pod: string) => `${id} ${pod}`;
  * the scripts (the filter uses keys.lua's own hash, tested in the filter tests).
  */
 export function viewId(pods: readonly string[]): string {
-  return crypto.createHash('sha1').update([...pods].sort().join('\n')).digest('hex').slice(0, 16);
+  return crypto
+    .createHash('sha1')
+    .update([...pods].sort().join('\n'))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 function pairs(flat: unknown[]): Record<string, number> {
@@ -82,7 +95,11 @@ export class Scripts {
 
   readonly keys: ReturnType<typeof keysFor>;
 
-  constructor(readonly redis: Redis, readonly tag: string, readonly shas: Record<ScriptName, string>) {
+  constructor(
+    readonly redis: Redis,
+    readonly tag: string,
+    readonly shas: Record<ScriptName, string>,
+  ) {
     this.keys = keysFor(tag);
   }
 
@@ -96,8 +113,13 @@ export class Scripts {
     const k = this.keys;
     const args: (string | number)[] = [r.rateLimit, r.windowMs, r.maxPerPod, r.ttlMs, r.id, viewId(r.pods)];
     if (r.epoch !== undefined) args.push(r.epoch);
-    const reply = (await this.raw('admit', [k.rate, k.stats, k.leases, k.load, k.views, k.hosts], args)) as
-      [AdmitStatus, string, number, number, number];
+    const reply = (await this.raw('admit', [k.rate, k.stats, k.leases, k.load, k.views, k.hosts], args)) as [
+      AdmitStatus,
+      string,
+      number,
+      number,
+      number,
+    ];
     const [status, pod, activeOnPod, retryAfterMs, rateRemaining] = reply;
     return { status, pod, activeOnPod, retryAfterMs, rateRemaining };
   }
@@ -148,8 +170,13 @@ export class Scripts {
   /** The metrics path: snapshot.lua, one call. */
   async snapshot(windowMs: number): Promise<Snapshot> {
     const k = this.keys;
-    const [nowMs, windowUsed, stats, perPod, perProxy] = (await this.raw('snapshot',
-      [k.rate, k.stats, k.leases, k.load], [windowMs])) as [number, number, unknown[], unknown[], unknown[]];
+    const [nowMs, windowUsed, stats, perPod, perProxy] = (await this.raw('snapshot', [k.rate, k.stats, k.leases, k.load], [windowMs])) as [
+      number,
+      number,
+      unknown[],
+      unknown[],
+      unknown[],
+    ];
     return { nowMs, windowUsed, stats: pairs(stats), pods: pairs(perPod), proxies: pairs(perProxy) };
   }
 
@@ -157,7 +184,12 @@ export class Scripts {
    * Leases per pod and per proxy as `leases` holds them (expired ones included), `load`'s
    * counts (zeros left out) and the stats fields `leases:<proxy>`.
    */
-  async counts(): Promise<{ leases: Record<string, number>; load: Record<string, number>; byProxy: Record<string, number>; proxyFields: Record<string, number> }> {
+  async counts(): Promise<{
+    leases: Record<string, number>;
+    load: Record<string, number>;
+    byProxy: Record<string, number>;
+    proxyFields: Record<string, number>;
+  }> {
     const k = this.keys;
     const leases: Record<string, number> = {};
     const byProxy: Record<string, number> = {};

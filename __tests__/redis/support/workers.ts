@@ -28,35 +28,52 @@ export function buildWorker(): { entry: string; dir: string } {
  * Starts one OS process per config, waits until every one is connected, releases
  * them together and collects their results. Each process is killed on timeout.
  */
-export async function runWorkers(entry: string, configs: readonly WorkerConfig[], opts: {
-  timeoutMs?: number;
-  onStarted?: () => void | Promise<void>;
-  /** Called with the child processes once all are running (e.g. to kill one). */
-  onRunning?: (children: ChildProcess[]) => void | Promise<void>;
-  /** A worker killed by a signal (by onRunning, not by the timeout) reports nothing and is left out. */
-  killedLeaveNoResult?: boolean;
-} = {}): Promise<WorkerResult[]> {
-  const children = configs.map((cfg) => spawn(process.execPath, [entry, JSON.stringify(cfg)], {
-    env: { ...process.env, NODE_PATH: path.join(REPO, 'node_modules') },
-    stdio: ['pipe', 'pipe', 'inherit'],
-  }));
+export async function runWorkers(
+  entry: string,
+  configs: readonly WorkerConfig[],
+  opts: {
+    timeoutMs?: number;
+    onStarted?: () => void | Promise<void>;
+    /** Called with the child processes once all are running (e.g. to kill one). */
+    onRunning?: (children: ChildProcess[]) => void | Promise<void>;
+    /** A worker killed by a signal (by onRunning, not by the timeout) reports nothing and is left out. */
+    killedLeaveNoResult?: boolean;
+  } = {},
+): Promise<WorkerResult[]> {
+  const children = configs.map((cfg) =>
+    spawn(process.execPath, [entry, JSON.stringify(cfg)], {
+      env: { ...process.env, NODE_PATH: path.join(REPO, 'node_modules') },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    }),
+  );
   const outputs = children.map(() => '');
   const timeoutMs = opts.timeoutMs ?? 20000;
   let timedOut = false;
   const timeoutNote = () => (timedOut ? `; the ${timeoutMs} ms timeout had fired` : '');
-  const ready = children.map((c, i) => new Promise<void>((resolve, reject) => {
-    c.stdout.on('data', (d: Buffer) => {
-      outputs[i] += d.toString();
-      if (outputs[i].includes('READY\n')) resolve();
-    });
-    c.once('exit', (code, signal) => reject(new Error(`worker ${i} exited (${signal ? `signal ${signal}` : `code ${code}`}${timeoutNote()}) before READY`)));
-  }));
+  const ready = children.map(
+    (c, i) =>
+      new Promise<void>((resolve, reject) => {
+        c.stdout.on('data', (d: Buffer) => {
+          outputs[i] += d.toString();
+          if (outputs[i].includes('READY\n')) resolve();
+        });
+        c.once('exit', (code, signal) =>
+          reject(new Error(`worker ${i} exited (${signal ? `signal ${signal}` : `code ${code}`}${timeoutNote()}) before READY`)),
+        );
+      }),
+  );
   // 'close', not 'exit': 'exit' can fire before the child's stdout is drained, and
   // the result line would be lost (seen in CI: 9 results from 10 workers).
-  const closed = children.map((c) => new Promise<string>((resolve) => {
-    c.once('close', (code, signal) => resolve(signal ? `signal ${signal}` : `code ${code}`));
-  }));
-  const timer = setTimeout(() => { timedOut = true; children.forEach((c) => c.kill('SIGKILL')); }, timeoutMs);
+  const closed = children.map(
+    (c) =>
+      new Promise<string>((resolve) => {
+        c.once('close', (code, signal) => resolve(signal ? `signal ${signal}` : `code ${code}`));
+      }),
+  );
+  const timer = setTimeout(() => {
+    timedOut = true;
+    children.forEach((c) => c.kill('SIGKILL'));
+  }, timeoutMs);
   try {
     await Promise.all(ready);
     await opts.onStarted?.();
@@ -72,7 +89,9 @@ export async function runWorkers(entry: string, configs: readonly WorkerConfig[]
     });
   } finally {
     clearTimeout(timer);
-    children.forEach((c) => { if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL'); });
+    children.forEach((c) => {
+      if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    });
   }
 }
 
@@ -96,7 +115,9 @@ export async function recordCommands(port: number): Promise<{ stop(): Promise<Ex
   const log: Executed[] = [];
   const marker = `audit-end-${process.pid}-${Date.now()}`;
   let done: () => void;
-  const finished = new Promise<void>((r) => { done = r; });
+  const finished = new Promise<void>((r) => {
+    done = r;
+  });
   monitor.on('monitor', (time: string, args: string[], source: string) => {
     if (args[0]?.toLowerCase() === 'echo' && args[1] === marker) done();
     else log.push({ time: Number(time), args, fromScript: source === 'lua' });

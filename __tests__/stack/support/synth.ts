@@ -11,7 +11,7 @@ export const FIXTURES = path.resolve(__dirname, '..', 'fixtures');
 /** A small, stable set of Lua files, so these tests do not move with lua/. */
 export const FIXTURE_LUA_DIRS = [path.join(FIXTURES, 'lua', 'envoy'), path.join(FIXTURES, 'lua', 'redis')];
 
-export type Json = any;  
+export type Json = any;
 
 export function config(overrides: Partial<StackConfig> = {}): StackConfig {
   return { ...defaults(), ...overrides };
