@@ -12,7 +12,6 @@ export const EXEC_API_VERSION = 'client.authentication.k8s.io/v1beta1';
 /** What the rest of the stack needs from the cluster connection, whichever mode made it. */
 export interface ClusterProviders {
   readonly kubernetes: KubernetesProvider;
-  readonly helm: HelmProvider;
 }
 
 export interface EksProvidersProps {
@@ -25,11 +24,17 @@ export interface EksProvidersProps {
    * @default - { 'app.kubernetes.io/part-of': 'ws-admission' }
    */
   readonly tags?: { readonly [key: string]: string };
+  /**
+   * Configure the helm provider too (for a Helm release in the stack: the AWS Load
+   * Balancer Controller, `installLbController`).
+   * @default false
+   */
+  readonly helm?: boolean;
 }
 
 /**
- * Looks up an existing EKS cluster and configures the aws, kubernetes, helm and random
- * providers from it. Kubernetes credentials come from an exec plugin (`aws eks get-token`),
+ * Looks up an existing EKS cluster and configures the aws, kubernetes and random providers
+ * from it (and helm, when asked). Kubernetes credentials come from an exec plugin (`aws eks get-token`),
  * run again whenever the token nears expiry: an apply that waits for rollouts and the NLB
  * longer than a token's 15 minutes keeps working, where a token read once by the
  * `aws_eks_cluster_auth` data source would expire half way. Needs the AWS CLI where
@@ -39,7 +44,7 @@ export interface EksProvidersProps {
 export class EksProviders extends Construct implements ClusterProviders {
   public readonly cluster: DataAwsEksCluster;
   public readonly kubernetes: KubernetesProvider;
-  public readonly helm: HelmProvider;
+  public readonly helm?: HelmProvider;
 
   constructor(scope: Construct, id: string, props: EksProvidersProps) {
     super(scope, id);
@@ -61,7 +66,7 @@ export class EksProviders extends Construct implements ClusterProviders {
       clusterCaCertificate: Fn.base64decode(this.cluster.certificateAuthority.get(0).data),
     };
     this.kubernetes = new KubernetesProvider(this, 'kubernetes', { ...endpoint, exec: [exec] });
-    this.helm = new HelmProvider(this, 'helm', { kubernetes: { ...endpoint, exec } });
+    if (props.helm) this.helm = new HelmProvider(this, 'helm', { kubernetes: { ...endpoint, exec } });
     new RandomProvider(this, 'random', {});
   }
 }

@@ -11,5 +11,4 @@ export * from './nlb';
 export * from './remote-state';
 export * from './stack';
 export * from './monitoring';
-export * from './ecr';
 export * from './lb-controller';

@@ -1,4 +1,3 @@
-import { HelmProvider } from '@cdktf/provider-helm/lib/provider';
 import { KubernetesProvider } from '@cdktf/provider-kubernetes/lib/provider';
 import { RandomProvider } from '@cdktf/provider-random/lib/provider';
 import { Construct } from 'constructs';
@@ -15,13 +14,13 @@ export interface KubeconfigProvidersProps {
 }
 
 /**
- * Configures the kubernetes, helm and random providers from a kubeconfig file and
- * context: any cluster the file reaches, with no AWS provider or lookup at all.
+ * Configures the kubernetes and random providers from a kubeconfig file and context: any
+ * cluster the file reaches, with no AWS provider or lookup at all. (The stack's one Helm
+ * release, the AWS Load Balancer Controller, is EKS only: no helm provider here.)
  * @see https://registry.terraform.io/providers/hashicorp/kubernetes/latest/docs#file-config
  */
 export class KubeconfigProviders extends Construct implements ClusterProviders {
   public readonly kubernetes: KubernetesProvider;
-  public readonly helm: HelmProvider;
 
   constructor(scope: Construct, id: string, props: KubeconfigProvidersProps) {
     super(scope, id);
@@ -33,7 +32,6 @@ export class KubeconfigProviders extends Construct implements ClusterProviders {
       ...(props.context ? { configContext: props.context } : {}),
     };
     this.kubernetes = new KubernetesProvider(this, 'kubernetes', connection);
-    this.helm = new HelmProvider(this, 'helm', { kubernetes: connection });
     new RandomProvider(this, 'random', {});
   }
 }

@@ -101,7 +101,7 @@ export class WsAdmissionStack extends TerraformStack {
     this.providers =
       c.kubeconfigPath !== ''
         ? new KubeconfigProviders(this, 'kubeconfig', { path: c.kubeconfigPath, context: c.kubeContext || undefined })
-        : new EksProviders(this, 'eks', { clusterName: c.clusterName, region: c.region });
+        : new EksProviders(this, 'eks', { clusterName: c.clusterName, region: c.region, helm: c.installLbController });
 
     // With createNamespace, referencing the resource's name orders everything after it.
     const namespace = c.createNamespace

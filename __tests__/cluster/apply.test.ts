@@ -476,7 +476,7 @@ describe('every option changed, on the same cluster', () => {
   });
 });
 
-describe('EKS mode on the same cluster: kubernetes and helm authenticate through the exec plugin', () => {
+describe('EKS mode on the same cluster: kubernetes authenticates through the exec plugin', () => {
   it('runs `aws eks get-token --cluster-name ws-eks --region us-east-1 --output json` and applies with the ExecCredential it prints', async () => {
     // GIVEN the EKS profile with only the AWS lookups replaced by this cluster's endpoint and
     // CA (no aws provider here), and a stand-in `aws` on PATH that logs its arguments and
@@ -498,7 +498,6 @@ describe('EKS mode on the same cluster: kubernetes and helm authenticate through
     const k8sProvider = json.provider.kubernetes[0];
     expect(k8sProvider.exec).toHaveLength(1);
     Object.assign(k8sProvider, endpoint);
-    Object.assign(json.provider.helm[0].kubernetes, endpoint);
     delete json.provider.aws;
     delete json.data;
     delete json.terraform.required_providers.aws;

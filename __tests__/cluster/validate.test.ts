@@ -11,11 +11,11 @@ const toolchain = findInstalled();
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-validate-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
-describe(`${toolchain.cli.kind} ${toolchain.cli.version} validate with the real kubernetes, helm and random providers`, () => {
+describe(`${toolchain.cli.kind} ${toolchain.cli.version} validate with the real kubernetes and random providers`, () => {
   it.each(PROFILES.map(([name, overrides], i) => [name, i, overrides] as const))('%s', (_name, i, overrides) => {
     // GIVEN the profile in kubeconfig mode (no AWS provider to build)
     const { dir, json } = synthInto(path.join(root, `p${i}`), toolchain, { ...overrides, kubeconfigPath: '/nonexistent/kubeconfig' });
-    expect(Object.keys(json.terraform.required_providers).sort()).toStrictEqual(['helm', 'kubernetes', 'random']);
+    expect(Object.keys(json.terraform.required_providers).sort()).toStrictEqual(['kubernetes', 'random']);
     // WHEN init (without the backend: the S3 profile needs no AWS to validate) and validate run
     tfOk(toolchain, dir, ['init', '-backend=false', '-input=false']);
     const out = tfOk(toolchain, dir, ['validate']);

@@ -70,7 +70,9 @@ describe('default profile', () => {
   // (Testing.toBeValidTerraform needs `terraform init` with provider downloads: not here.)
   it('has no backend block (local state)', () => {
     expect(json.terraform.backend).toBeUndefined();
-    expect(Object.keys(json.terraform.required_providers).sort()).toEqual(['aws', 'helm', 'kubernetes', 'random']);
+    // No Helm release by default (installLbController is off): no helm provider either.
+    expect(Object.keys(json.terraform.required_providers).sort()).toEqual(['aws', 'kubernetes', 'random']);
+    expect(json.provider.helm).toBeUndefined();
   });
 
   it('looks up the EKS cluster and configures the providers from it', () => {
@@ -82,7 +84,9 @@ describe('default profile', () => {
   });
 
   it('authenticates kubernetes and helm with `aws eks get-token` (an exec plugin), not a 15-minute token read once', () => {
-    // GIVEN the default (EKS) profile
+    // GIVEN the EKS profile with a Helm release (the controller)
+    const policy = path.join(__dirname, 'fixtures', 'iam', 'lb-controller-policy.json');
+    const { json } = synth({ installLbController: true, lbControllerIamPolicyFile: policy });
     const exec = {
       api_version: 'client.authentication.k8s.io/v1beta1',
       command: 'aws',
@@ -725,15 +729,15 @@ describe('kubeconfig target', () => {
   const { json } = synth({ kubeconfigPath: '/etc/ws/kubeconfig', kubeContext: 'staging' });
   const text = JSON.stringify(json);
 
-  it('configures kubernetes and helm from the file and context', () => {
+  it('configures kubernetes from the file and context (no helm: the one Helm release is EKS only)', () => {
     expect(json.provider.kubernetes).toStrictEqual([{ config_path: '/etc/ws/kubeconfig', config_context: 'staging' }]);
-    expect(json.provider.helm).toStrictEqual([{ kubernetes: { config_path: '/etc/ws/kubeconfig', config_context: 'staging' } }]);
+    expect(json.provider.helm).toBeUndefined();
     expect(json.provider.random).toStrictEqual([{}]);
   });
 
   it('has no AWS in the output: no aws provider, no aws_* data source or resource, no AWS requirement', () => {
-    expect(Object.keys(json.provider).sort()).toStrictEqual(['helm', 'kubernetes', 'random']);
-    expect(Object.keys(json.terraform.required_providers).sort()).toStrictEqual(['helm', 'kubernetes', 'random']);
+    expect(Object.keys(json.provider).sort()).toStrictEqual(['kubernetes', 'random']);
+    expect(Object.keys(json.terraform.required_providers).sort()).toStrictEqual(['kubernetes', 'random']);
     expect(json.data).toBeUndefined();
     expect(Object.keys(json.resource).filter((t) => t.startsWith('aws_'))).toStrictEqual([]);
     expect(text).not.toMatch(/aws_eks|"aws"|get-token/);
@@ -753,7 +757,6 @@ describe('kubeconfig target', () => {
   it("uses the file's current-context when kubeContext is empty", () => {
     const own = synth({ kubeconfigPath: '~/.kube/config' }).json;
     expect(own.provider.kubernetes).toStrictEqual([{ config_path: '~/.kube/config' }]);
-    expect(own.provider.helm).toStrictEqual([{ kubernetes: { config_path: '~/.kube/config' } }]);
   });
 });
 
