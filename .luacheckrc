@@ -12,7 +12,6 @@ ignore = { "212/self", "432/self" }
 
 -- Redis scripts: Redis' Lua 5.1 sandbox and its globals.
 files["lua/redis"] = { std = "lua51", read_globals = { "KEYS", "ARGV", "redis", "cjson", "cmsgpack", "bit", "struct" } }
-files["lua/envoy/request_rate.lua"] = { std = "lua51", read_globals = { "KEYS", "ARGV", "redis" } }
 -- The Envoy Lua filters define their entry points as globals (Envoy calls them by name).
 files["lua/envoy/filter.lua"] = { globals = { "envoy_on_request", "envoy_on_response" } }
 files["lua/envoy/metrics.lua"] = { globals = { "envoy_on_request", "envoy_on_response" } }

@@ -15,9 +15,9 @@ import { ResourceSpec, containerSecurityContext, podSecurityContext, resources }
 /** uid/gid of the non-root user of our Envoy image (envoy/Dockerfile, `USER 10101:10101`). */
 const ENVOY_UID = 10101;
 export { STATE_DIR };
-/** The program of the lease-log sidecar (lua/envoy/lease_log.lua, shipped in the ConfigMap). */
+/** The program of the lease-log sidecar (lua/cli/lease_log.lua, shipped in the ConfigMap). */
 export const LEASE_LOG_LUA = `${LUA_DIR}/lease_log.lua`;
-/** The program the preStop hook runs after its sleep (lua/envoy/drain.lua, shipped in the ConfigMap). */
+/** The program the preStop hook runs after its sleep (lua/cli/drain.lua, shipped in the ConfigMap). */
 export const DRAIN_LUA = `${LUA_DIR}/drain.lua`;
 /**
  * Hard limit on drain.lua (`timeout`): its Redis round trips are bounded by the Redis
@@ -113,7 +113,7 @@ export interface EnvoyProxyProps {
   /**
    * Seconds Envoy keeps running after the pod is told to stop, so the NLB deregisters it
    * before its listeners close; then the preStop hook releases the proxy's leases
-   * (lua/envoy/drain.lua) and the kubelet sends SIGTERM.
+   * (lua/cli/drain.lua) and the kubelet sends SIGTERM.
    * @default 15
    */
   readonly preStopSleepSeconds?: number;
@@ -290,7 +290,7 @@ export class EnvoyProxy extends Construct {
                 // Releases the lease of every WebSocket that ended without a close
                 // handshake the filter saw: Envoy runs no filter code when a stream is
                 // reset (how every upgraded HTTP/1.1 stream ends), but writes its access
-                // log, and the lease log line names the lease (lua/envoy/lease_log.lua).
+                // log, and the lease log line names the lease (lua/cli/lease_log.lua).
                 // Same image (luajit + luasocket), same settings and password.
                 name: 'lease-log',
                 image: props.image,

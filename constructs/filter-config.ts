@@ -6,10 +6,15 @@ import { Token } from 'cdktf';
 import { Construct } from 'constructs';
 import { NAMES, componentLabels } from './names';
 
-/** The repository's Lua sources: the filter (lua/envoy) and the Redis scripts (lua/redis). */
+/**
+ * The repository's Lua sources: the Envoy filters and their modules (lua/envoy), the Redis
+ * scripts (lua/redis) and the command-line programs of the pod (lua/cli: the preStop drain
+ * and the lease-log sidecar). One ConfigMap holds them all by base name.
+ */
 export const DEFAULT_LUA_DIRS: readonly string[] = [
   path.resolve(__dirname, '..', 'lua', 'envoy'),
   path.resolve(__dirname, '..', 'lua', 'redis'),
+  path.resolve(__dirname, '..', 'lua', 'cli'),
 ];
 
 /** Keys that the stack generates itself; a Lua file of the same name is refused. */
@@ -91,7 +96,7 @@ export interface FilterConfigProps {
   readonly settingsLua: string;
   /**
    * Directories whose `*.lua` files are shipped, by base name.
-   * @default DEFAULT_LUA_DIRS (lua/envoy and lua/redis of this repository)
+   * @default DEFAULT_LUA_DIRS (lua/envoy, lua/redis and lua/cli of this repository)
    */
   readonly luaDirs?: readonly string[];
   /**

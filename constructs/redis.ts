@@ -23,7 +23,7 @@ export const REDIS_PROXY_USER = 'ws-proxy';
 export const REDIS_ADMIN_USER = 'ws-admin';
 /**
  * Every command the proxies send or their scripts call (lua/redis/*.lua,
- * lua/envoy/{filter,metrics,drain,lease_log,request_rate}.lua): Redis
+ * lua/envoy/{filter,metrics}.lua, lua/cli/{drain,lease_log}.lua): Redis
  * checks a script's own calls against the caller's ACL too. The end-to-end tests run
  * the real Envoy against a Redis with exactly this ACL.
  */

@@ -3,7 +3,7 @@
  *
  *   .e2e/envoy/envoy.yaml          buildEnvoyBootstrap + bootstrapToYaml (envoy/)
  *   .e2e/envoy/lua/settings.lua    renderSettingsLua (config/settings.ts)
- *   .e2e/envoy/lua/<name>.lua      collectLuaFiles(lua/envoy, lua/redis), as the ConfigMap holds them
+ *   .e2e/envoy/lua/<name>.lua      collectLuaFiles(DEFAULT_LUA_DIRS), as the ConfigMap holds them
  *   .e2e/redis/password            a random password of the proxies' Redis user (ws-proxy)
  *   .e2e/redis/admin-password      a random password of the admin user (probe, check)
  *   .e2e/redis/redis.conf          the stack's redis.conf (constructs/redis.ts) with both

@@ -26,7 +26,7 @@ export const FILTER_LUA = `${LUA_DIR}/filter.lua`;
 export const METRICS_LUA = `${LUA_DIR}/metrics.lua`;
 /** Shared state of the filter's workers, metrics.lua and the lease log reader (WS_STATE_DIR). */
 export const STATE_DIR = '/var/run/ws-admission';
-/** The lease log, in the state directory (lua/envoy/lease_log.lua reads it). */
+/** The lease log, in the state directory (lua/cli/lease_log.lua reads it). */
 export const LEASE_LOG_FILE = 'leases.log';
 /** Dynamic metadata namespace of the filter (lua/envoy/filter.lua, NS). */
 export const FILTER_METADATA_NAMESPACE = 'ws.admission';
@@ -226,7 +226,7 @@ const STDOUT_LOG: AccessLog = {
  * The lease log: one line `lease <connection id> <pod>` for every stream that ends while
  * the filter's metadata still says its lease is held. Envoy writes access logs for every
  * stream end, resets included, and a reset is how every upgraded HTTP/1.1 stream ends in
- * Envoy (no filter code runs then); lua/envoy/lease_log.lua releases the lease from this
+ * Envoy (no filter code runs then); lua/cli/lease_log.lua releases the lease from this
  * line. Streams whose lease the filter released itself (close handshake, non-101) say
  * "released" and are not logged.
  */

@@ -7,7 +7,7 @@ const split = DOCKERFILE.lastIndexOf('\nFROM ');
 const builder = DOCKERFILE.slice(0, split);
 const final = DOCKERFILE.slice(split);
 
-describe('envoy/Dockerfile: a luajit CLI for lua/envoy/drain.lua', () => {
+describe('envoy/Dockerfile: a luajit CLI for lua/cli/drain.lua', () => {
   it("stages the builder's luajit (the one that loaded socket and ssl there) and a dynamic libluajit if any", () => {
     const stage = builder.indexOf('install -D -m 0755 "$bin" /opt/luajit/bin/luajit');
     expect(stage).toBeGreaterThan(builder.search(/luajit -e 'local s = require\("socket"\); local ssl = require\("ssl"\)/));

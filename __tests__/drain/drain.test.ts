@@ -1,4 +1,4 @@
-// lua/envoy/drain.lua, the preStop program, run as the hook runs it (`luajit drain.lua`,
+// lua/cli/drain.lua, the preStop program, run as the hook runs it (`luajit drain.lua`,
 // WS_LUA_DIR laid out like /etc/envoy/lua) against a real redis-server with a password;
 // and end to end with the public filter (the filter harness) taking the leases.
 import { spawn } from 'child_process';
@@ -10,7 +10,7 @@ import { startRedis, freePort, RedisServer } from '../support/redis-server';
 import { Fleet, UPGRADE, defaultSettings, makeLuaDir, openSocket, statsHash, Settings } from '../filter/harness/worker';
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const DRAIN = path.join(ROOT, 'lua', 'envoy', 'drain.lua');
+const DRAIN = path.join(ROOT, 'lua', 'cli', 'drain.lua');
 const PASSWORD = 'drain-s3cret';
 const FAR = 9_999_999_999_999;
 const P1 = '10.0.0.1:8080';

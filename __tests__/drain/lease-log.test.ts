@@ -1,4 +1,4 @@
-// lua/envoy/lease_log.lua, the lease-log sidecar, run as the pod runs it (`luajit
+// lua/cli/lease_log.lua, the lease-log sidecar, run as the pod runs it (`luajit
 // lease_log.lua`, WS_LUA_DIR and WS_STATE_DIR) against a real redis-server with a password.
 // End to end through real Envoy: __tests__/e2e/release.test.ts.
 import { spawn, spawnSync } from 'child_process';
@@ -13,7 +13,7 @@ import { startRedis, RedisServer } from '../support/redis-server';
 import { defaultSettings, makeLuaDir } from '../filter/harness/worker';
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const PROGRAM = path.join(ROOT, 'lua', 'envoy', 'lease_log.lua');
+const PROGRAM = path.join(ROOT, 'lua', 'cli', 'lease_log.lua');
 const PASSWORD = 'lease-log-s3cret';
 const FAR = 9_999_999_999_999;
 const P1 = '10.0.0.1:8080';

@@ -1,5 +1,5 @@
 // lua/redis/release_proxy.lua against a real redis-server: the Redis half of the
-// preStop drain (lua/envoy/drain.lua). Contract: the script's header comment.
+// preStop drain (lua/cli/drain.lua). Contract: the script's header comment.
 import Redis from 'ioredis';
 import { startRedis, RedisServer } from '../support/redis-server';
 import { lease as member, Scripts } from '../redis/support/scripts';

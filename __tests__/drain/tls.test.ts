@@ -7,7 +7,7 @@ import Redis from 'ioredis';
 import { startTlsRedis, TlsRedis } from '../support/tls-redis';
 import { defaultSettings, makeLuaDir } from '../filter/harness/worker';
 
-const DRAIN = path.resolve(__dirname, '..', '..', 'lua', 'envoy', 'drain.lua');
+const DRAIN = path.resolve(__dirname, '..', '..', 'lua', 'cli', 'drain.lua');
 const PASSWORD = 'tls-s3cret';
 let tlsRedis: TlsRedis;
 let dir: string;

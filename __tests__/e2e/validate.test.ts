@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { parse, stringify } from 'yaml';
-import { ENVOY_YAML_KEY } from '../../constructs/filter-config';
+import { DEFAULT_LUA_DIRS, ENVOY_YAML_KEY } from '../../constructs/filter-config';
 import { LUA_DIR, STATE_DIR } from '../../envoy/bootstrap';
 import { DEBIAN_LUA_ENV, envoyBinary } from '../../tools/lib/envoy-bin';
 import { DEFAULT_BASE_PORT, localLayout, renderLocalFiles } from '../../tools/lib/local-rig';
@@ -51,7 +51,7 @@ function podFiles(json: Json): { dir: string; yaml: string } {
   return { dir, yaml };
 }
 
-const REPO_LUA = [path.resolve(__dirname, '..', '..', 'lua', 'envoy'), path.resolve(__dirname, '..', '..', 'lua', 'redis')];
+const REPO_LUA = DEFAULT_LUA_DIRS;
 
 describe('envoy --mode validate on every generated bootstrap', () => {
   it.each([

@@ -107,7 +107,7 @@ it("lets the proxies' user run every script of the filter, metrics, drain and le
       'lua/redis/release.lua',
       'lua/redis/snapshot.lua',
       'lua/redis/release_proxy.lua',
-      'lua/envoy/request_rate.lua',
+      'lua/redis/request_rate.lua',
       'lua/redis/conn_inventory.lua',
     ].map(sha),
   );

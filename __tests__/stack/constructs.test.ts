@@ -97,7 +97,7 @@ describe('constructs/index.ts', () => {
   });
 });
 
-describe("EnvoyProxy preStop: sleep, then release the proxy's leases (lua/envoy/drain.lua)", () => {
+describe("EnvoyProxy preStop: sleep, then release the proxy's leases (lua/cli/drain.lua)", () => {
   const deploymentOf = (s: TerraformStack) => {
     const json = JSON.parse(Testing.synth(s));
     return Object.values(json.resource.kubernetes_deployment_v1 as Record<string, any>)[0];
@@ -135,7 +135,7 @@ describe("EnvoyProxy preStop: sleep, then release the proxy's leases (lua/envoy/
     expect(DRAIN_LUA).toBe(`${LUA_DIR}/drain.lua`);
     const s = stack();
     const fc = new FilterConfig(s, 'fc', { namespace: 'ns', envoyYaml: 'admin: {}\n', settingsLua: 'return {}\n' });
-    expect(fc.data['drain.lua']).toBe(fs.readFileSync(path.join(__dirname, '..', '..', 'lua', 'envoy', 'drain.lua'), 'utf8'));
+    expect(fc.data['drain.lua']).toBe(fs.readFileSync(path.join(__dirname, '..', '..', 'lua', 'cli', 'drain.lua'), 'utf8'));
     expect(fc.data['release_proxy.lua']).toBeDefined();
     expect(fc.items).toEqual(
       expect.arrayContaining([

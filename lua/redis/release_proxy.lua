@@ -1,5 +1,5 @@
 -- release_proxy.lua: give back the leases of one proxy (or of one set of its
--- connections). Run by lua/envoy/drain.lua from a terminating Envoy's preStop hook,
+-- connections). Run by lua/cli/drain.lua from a terminating Envoy's preStop hook,
 -- right before SIGTERM resets its WebSockets (Envoy's Lua filter has no hook on reset,
 -- so without this their leases would hold slots until they expire), and by the filter
 -- for admissions whose answer was lost (their pod is unknown).

@@ -1,7 +1,7 @@
 /**
  * The data plane on one machine, no Docker, no Kubernetes (`npm run local`, and the
  * end-to-end tests): a password-protected redis-server, N real Envoy processes, each
- * with its lease-log reader (lua/envoy/lease_log.lua, the pod's sidecar), and one
+ * with its lease-log reader (lua/cli/lease_log.lua, the pod's sidecar), and one
  * process of M WebSocket echo backends on distinct loopback addresses.
  *
  * Every proxy runs the stack's own generated config (envoy/bootstrap.ts and

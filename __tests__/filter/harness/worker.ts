@@ -99,17 +99,17 @@ export function settingsLua(s: Record<string, unknown>): string {
 }
 
 /**
- * A directory laid out like /etc/envoy/lua in the container: every lua/envoy/*.lua and
- * lua/redis/*.lua by base name (a duplicate base name is refused, as the stack does),
- * plus settings.lua.
+ * A directory laid out like /etc/envoy/lua in the container: every lua/envoy/*.lua,
+ * lua/redis/*.lua and lua/cli/*.lua by base name (a duplicate base name is refused, as
+ * the stack does), plus settings.lua.
  */
 export function makeLuaDir(settings: Record<string, unknown> | string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-lua-'));
-  for (const sub of ['lua/envoy', 'lua/redis']) {
+  for (const sub of ['lua/envoy', 'lua/redis', 'lua/cli']) {
     const src = path.join(ROOT, sub);
     for (const f of fs.readdirSync(src).filter((n) => n.endsWith('.lua'))) {
       const dst = path.join(dir, f);
-      if (fs.existsSync(dst)) throw new Error(`duplicate Lua base name ${f} in lua/envoy and lua/redis`);
+      if (fs.existsSync(dst)) throw new Error(`duplicate Lua base name ${f} in lua/envoy, lua/redis and lua/cli`);
       fs.copyFileSync(path.join(src, f), dst);
     }
   }
