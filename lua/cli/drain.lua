@@ -88,25 +88,19 @@ local function main(argv)
     fail("no proxy id (POD_NAME is unset and the host name is unknown); refusing to release the shared id 'unknown'")
   end
 
-  -- First mark the proxy as draining (WS_STATE_DIR, shared with Envoy's filter): its
+  -- First mark the proxy as draining (drain_marker.lua, shared with Envoy's filter): its
   -- workers stop re-registering leases that renew finds gone, so a connection that
   -- sends data between this release and SIGTERM does not take its slot back. Best
   -- effort: without the marker such a lease expires by itself within the lease TTL.
-  -- Content: the time (ms, this node's clock, as the filter reads it) and the proxy id.
-  local state_dir = os.getenv("WS_STATE_DIR") or "/var/run/ws-admission"
-  local marker_path = state_dir .. "/draining"
-  local marker, merr = io.open(marker_path, "wb")
+  local marked, merr = require("drain_marker").write(require("runtime").now_ms(), proxy)
   local marker_note = ""
-  if marker then
-    marker:write(string.format("%d\n%s\n", math.floor(socket.gettime() * 1000), proxy))
-    marker:close()
-  else
+  if not marked then
     marker_note = "; no draining marker (" .. tostring(merr)
       .. "): a connection renewing before SIGTERM may re-register"
   end
 
   local resp = require("resp")
-  local K = require("keys").new(S.hash_tag)
+  local calls = require("admission").new(S)
   local client = resp.new(settings_loader.redis_options(S, DIR))
   local where = "Redis " .. S.redis_host .. ":" .. S.redis_port
   local started = socket.gettime()
@@ -115,7 +109,8 @@ local function main(argv)
   -- never blocked for more than one step.
   local released, steps, cursor = 0, 0, "0"
   repeat
-    local r, rerr = client:script("release_proxy", { K.leases, K.load, K.stats }, { proxy, cursor })
+    local call = calls.release_proxy(proxy, cursor)
+    local r, rerr = client:script(call.script, call.keys, call.args)
     local done = released > 0 and (" after releasing " .. released .. " leases") or ""
     if r == nil then fail(where .. " unavailable" .. done .. ": " .. tostring(rerr)) end
     if resp.is_error(r) then fail(where .. ": release_proxy.lua" .. done .. ": " .. r.err) end

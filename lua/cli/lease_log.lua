@@ -104,13 +104,12 @@ local function main(argv)
     log("FAILED: bad settings: " .. table.concat(errs, "; "))
     os.exit(1)
   end
-  local state_dir = os.getenv("WS_STATE_DIR") or "/var/run/ws-admission"
   local admin = os.getenv("WS_ENVOY_ADMIN")
-  local path = state_dir .. "/leases.log"
+  local runtime = require("runtime")
+  local path = runtime.path("lease_log")
   local old_path = path .. ".old"
-  local alive_path = state_dir .. "/lease-log.alive"
-  local K = keys.new(S.hash_tag)
-  local K_STATS, K_LEASES, K_LOAD, K_CONN = K.stats, K.leases, K.load, K.conn
+  local alive_path = runtime.path("lease_log_alive")
+  local calls = require("admission").new(S)
   local client = resp.new(settings_loader.redis_options(S, DIR))
   log("following " .. path .. " (Redis " .. S.redis_host .. ":" .. S.redis_port .. ")")
 
@@ -175,9 +174,9 @@ local function main(argv)
     local entries, ids = {}, {}
     for i = head, math.min(head + BATCH - 1, tail) do
       local id, pod = pending[i][1], pending[i][2]
-      entries[#entries + 1] = { script = "release", keys = { K_LEASES, K_LOAD, K_STATS }, args = { id, pod } }
+      entries[#entries + 1] = calls.release(id, pod)
       ids[#ids + 1] = #entries
-      if S.connection_inventory then entries[#entries + 1] = { "DEL", K_CONN .. id } end
+      if S.connection_inventory then entries[#entries + 1] = calls.inventory_delete(id) end
     end
     local replies, err = client:run(entries)
     if replies then

@@ -3,7 +3,7 @@
 --
 -- Its own Lua state (a second Lua filter, on the metrics listener), so it shares
 -- nothing in memory with the public filter's workers. Its sources:
---  * Redis, read at scrape time (SMEMBERS of the pod index, then snapshot.lua):
+--  * Redis, read at scrape time (one snapshot.lua call):
 --    per-pod and per-proxy live leases, admitted/rejected/released/expired counters,
 --    rate window usage. When Redis cannot be read these are OMITTED (never
 --    stale values) and ws_admission_redis_up is 0.
@@ -12,12 +12,9 @@
 --    WS_STATE_DIR: Redis errors, fail-open admissions, refusals while Redis was
 --    unavailable, refusals from the per-worker rate-limit cache; labelled {proxy, worker}.
 --
--- GET /ready (kubelet readiness/liveness probes, NLB health checks) is answered here too:
--- admin's own /ready, status and body as admin gives them (readiness stays Envoy's), and
--- on the way the healthy hosts of the backend cluster (admin /clusters) are written to
--- WS_STATE_DIR/hosts, which the public filter's workers read instead of calling the
--- admin on the request path (hosts.lua, "The host list file"; docs/filter.md). GET
--- /metrics refreshes the file too. Redis is not involved in /ready.
+-- GET /ready (kubelet readiness/liveness probes, NLB health checks) is answered by
+-- ready.lua, in this same Lua filter (one filter per listener); GET /metrics refreshes the
+-- host list file too.
 -- Other paths pass through untouched (e.g. /stats/prometheus is routed to the admin).
 local DIR = os.getenv("WS_LUA_DIR") or "/etc/envoy/lua"
 package.path = DIR .. "/?.lua;" .. package.path
@@ -25,9 +22,10 @@ package.path = DIR .. "/?.lua;" .. package.path
 local settings_loader = require("settings_loader")
 local hosts = require("hosts")
 local worker_stats = require("worker_stats")
-local keys = require("keys")
+local runtime = require("runtime")
+local admission = require("admission")
+local ready = require("ready")
 
-local STATE_DIR = os.getenv("WS_STATE_DIR") or "/var/run/ws-admission"
 local S, errs = settings_loader.load(DIR .. "/settings.lua")
 local resp_ok, resp = pcall(require, "resp")
 local client
@@ -36,32 +34,8 @@ if S and resp_ok then
 end
 local METRICS_PATH = (S and S.metrics_path) or "/metrics"
 local MAX_PODS = 10000
-local READY_PATH = "/ready"
--- Admin calls of a probe (kubelet timeoutSeconds 2): /ready first, then /clusters.
-local ADMIN_READY_TIMEOUT_MS = 1000
-local ADMIN_CLUSTERS_TIMEOUT_MS = 500
--- Without settings the probe still answers from the admin (named as the stack names it).
-local ADMIN_CLUSTER = (S and S.admin_cluster) or "envoy_admin"
-local HOSTS_FILE = STATE_DIR .. "/hosts"
-
-local socket_ok, socket = pcall(require, "socket")
--- The writer's clock is the readers' (filter.lua now_ms): wall clock in ms, from
--- gettimeofday via luasocket, else os.time() (whole seconds).
-local function now_ms()
-  if socket_ok then return math.floor(socket.gettime() * 1000) end
-  return os.time() * 1000
-end
-
--- A temporary file name private to this worker (the metrics listener has a Lua state per
--- worker too, and two probes may refresh at once on two workers).
-local function token()
-  local f = io.open("/dev/urandom", "rb")
-  local b = f and f:read(4)
-  if f then f:close() end
-  if not b or #b < 4 then return string.format("%08x", math.random(0, 0x7fffffff)) end
-  return (b:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
-local HOSTS_TMP = HOSTS_FILE .. "." .. token() .. ".tmp"
+local probe = ready.new(S)
+local function now_ms() return math.floor(runtime.now_ms()) end
 
 local function esc(v)
   return (tostring(v):gsub("\\", "\\\\"):gsub("\n", "\\n"):gsub('"', '\\"'))
@@ -94,8 +68,8 @@ function Out:text() return table.concat(self.lines, "\n") .. "\n" end
 -- Reads the Redis-held numbers. Returns a table, or nil + error.
 local function redis_snapshot()
   if not client then return nil, "no Redis client (settings or resp.lua failed to load)" end
-  local K = keys.new(S.hash_tag)
-  local r, serr = client:script("snapshot", { K.rate, K.stats, K.leases, K.load }, { S.rate_window_ms })
+  local call = admission.new(S).snapshot()
+  local r, serr = client:script(call.script, call.keys, call.args)
   if r == nil then return nil, serr end
   if resp.is_error(r) then return nil, r.err end
   local snap = { window_used = tonumber(r[2]) or 0, stats = {}, pods = {}, proxies = {} }
@@ -137,7 +111,7 @@ end
 local function render(h)
   local o = out()
   local snap = snapshot_or_backoff(h)
-  local files = worker_stats.read_all(STATE_DIR)
+  local files = worker_stats.read_all(runtime.STATE_DIR)
 
   o:family("ws_admission_redis_up", "gauge", "1 if this proxy could read Redis at scrape time, else 0.")
   o:sample("ws_admission_redis_up", nil, snap and 1 or 0)
@@ -216,63 +190,15 @@ local function render(h)
   return o:text()
 end
 
--- Refreshes WS_STATE_DIR/hosts from the admin host list, unless any worker wrote it
--- less than hosts_cache_ms ago (probes from kubelet and every NLB node need not each
--- cost an admin call). Only a successful /clusters answer is written: on failure the
--- file ages, and past its bound the public filter falls back to its own admin calls.
-local function refresh_hosts(h)
-  if not S then return end
-  local now = now_ms()
-  local _, written_ms = hosts.read_file(HOSTS_FILE, S.backend_cluster)
-  if type(written_ms) == "number" and now - written_ms >= 0 and now - written_ms < S.hosts_cache_ms then
-    return
-  end
-  local ok, rh, body = pcall(h.httpCall, h, ADMIN_CLUSTER, {
-    [":method"] = "GET", [":path"] = "/clusters", [":authority"] = ADMIN_CLUSTER,
-  }, nil, ADMIN_CLUSTERS_TIMEOUT_MS)
-  if not (ok and type(rh) == "table" and rh[":status"] == "200" and type(body) == "string") then
-    h:logWarn("ws-admission metrics: admin host list unavailable ("
-      .. (ok and tostring(type(rh) == "table" and rh[":status"]) or tostring(rh)) .. "); " .. HOSTS_FILE .. " not refreshed")
-    return
-  end
-  local list, rejected = hosts.parse_clusters(body, S.backend_cluster)
-  if rejected > 0 then
-    h:logWarn("ws-admission metrics: ignored " .. rejected .. " host(s) of cluster " .. S.backend_cluster
-      .. " that are not ip:port")
-  end
-  local wok, werr = hosts.write_file(HOSTS_FILE, HOSTS_TMP, hosts.format_file(list, S.backend_cluster, now_ms()))
-  if not wok then h:logWarn("ws-admission metrics: cannot write " .. HOSTS_FILE .. ": " .. tostring(werr)) end
-end
-
--- GET/HEAD /ready: admin's /ready, mirrored (200 "LIVE", 503 "PRE_INITIALIZING",
--- "INITIALIZING", "DRAINING"), after the host list refresh.
-local function ready(h, head)
-  local ok, rh, body = pcall(h.httpCall, h, ADMIN_CLUSTER, {
-    [":method"] = "GET", [":path"] = READY_PATH, [":authority"] = ADMIN_CLUSTER,
-  }, nil, ADMIN_READY_TIMEOUT_MS)
-  local status = ok and type(rh) == "table" and tonumber(rh[":status"])
-  if not status or status < 200 or status > 599 or status % 1 ~= 0 then
-    -- Admin unreachable (Envoy's httpCall gives a 503 "upstream failure" then) or nonsense.
-    if not ok then h:logWarn("ws-admission metrics: admin /ready call failed: " .. tostring(rh)) end
-    return h:respond({ [":status"] = "503", ["content-type"] = "text/plain" }, head and "" or "admin unavailable\n")
-  end
-  -- Whatever admin's state: the list is what the public filter would fetch itself now.
-  refresh_hosts(h)
-  local headers = { [":status"] = string.format("%d", status) }
-  headers["content-type"] = type(rh["content-type"]) == "string" and rh["content-type"] or "text/plain"
-  headers["cache-control"] = "no-cache, max-age=0"
-  return h:respond(headers, (head or type(body) ~= "string") and "" or body)
-end
-
 local logged = false
 
 function envoy_on_request(h)
   local hdrs = h:headers()
   local p = (hdrs:get(":path") or ""):gsub("%?.*$", "")
   local m = hdrs:get(":method")
-  if p == READY_PATH and p ~= METRICS_PATH then
+  if p == ready.PATH and p ~= METRICS_PATH then
     -- Other methods go on to the route (admin /ready), as before this filter answered.
-    if m == "GET" or m == "HEAD" then return ready(h, m == "HEAD") end
+    if m == "GET" or m == "HEAD" then return probe.respond(h, m == "HEAD") end
     return
   end
   if p ~= METRICS_PATH then return end
@@ -284,7 +210,7 @@ function envoy_on_request(h)
     for _, e in ipairs(errs or {}) do h:logErr("ws-admission metrics: " .. e) end
   end
   local body = render(h)
-  refresh_hosts(h)
+  probe.refresh_hosts(h)
   h:respond({ [":status"] = "200", ["content-type"] = "text/plain; version=0.0.4; charset=utf-8" },
     m == "HEAD" and "" or body)
 end

@@ -148,8 +148,9 @@ function M.header_list(h)
 end
 
 -- The docs' `for key, value in pairs(headers)` needs a pairs() that honours __pairs
--- (LuaJIT's 5.2-compatibility build option). Debian's luajit is built without it, so
--- scripts loaded by the harness get this pairs instead.
+-- (LuaJIT's 5.2-compatibility build option, which Envoy's LuaJIT has: its builtin pairs
+-- honours __pairs everywhere, in modules the filter requires too). Debian's luajit is
+-- built without it, so the harness replaces the global pairs with this one (load_script).
 function M.pairs52(t)
   local mt = getmetatable(t)
   if mt and mt.__pairs then return mt.__pairs(t) end
@@ -310,7 +311,8 @@ end
 function M.load_script(path)
   local chunk, err = loadfile(path)
   if not chunk then error(err) end
-  local env = setmetatable({ pairs = M.pairs52 }, { __index = _G })
+  _G.pairs = M.pairs52
+  local env = setmetatable({}, { __index = _G })
   setfenv(chunk, env)
   chunk()
   return env
