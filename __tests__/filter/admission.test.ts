@@ -62,6 +62,7 @@ describe('admission', () => {
   it('after a FULL answer refuses from the worker cache (capacity_cache_ms) without Redis, until its own release or the cache ends', async () => {
     const cached = { max_connections_per_pod: 1, lease_ttl_ms: 5000, capacity_cache_ms: 400 };
     const w = await fleet.worker(cached);
+    await w.clock({ at: Date.now() }); // this worker's time moves only when the test says
     const other = await fleet.worker(cached);
     const mine = await openSocket(w);
     const theirs = await openSocket(other);
@@ -78,7 +79,9 @@ describe('admission', () => {
     // A slot freed by another worker is not seen until the cache ends (the documented cost).
     await other.closeHandshake(theirs.sid);
     expect((await w.request(UPGRADE)).reply?.headers['x-ws-admission']).toBe('capacity');
-    await sleep(450);
+    await w.clock({ advance: 399 });
+    expect((await w.request(UPGRADE)).reply?.headers['x-ws-admission']).toBe('capacity'); // 1 ms before its end
+    await w.clock({ advance: 2 });
     const admitted = await w.request(UPGRADE);
     expect(admitted.override?.host).toBeDefined();
     await w.response(admitted.sid, '101');

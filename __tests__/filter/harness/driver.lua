@@ -14,6 +14,8 @@
 --   {op="data", sid="s1", dir="request"|"response", bytes=N}    -- one body chunk
 --   {op="end", sid="s1", dir="request"|"response"}               -- end of stream in that direction
 --   {op="reset", sid="s1"}                                        -- stream reset: coroutines abandoned
+--   {op="clock", at=MS} | {op="clock", advance=MS} | {op="clock"}  -- the worker's clock
+--                                      (runtime.lua): driven from now on, moved, or the wall clock again
 --   {op="logs"}  {op="bench", ...}  {op="exit"}
 package.path = arg[0]:gsub("[^/]+$", "") .. "?.lua;" .. package.path
 local api = require("envoy_api")
@@ -337,6 +339,16 @@ function ops.reset(c)
   streams[c.sid] = nil
   collectgarbage()
   return { ok = true }
+end
+
+-- The worker's clock (runtime.now_ms): the filter's caches and timers follow it; Redis
+-- and socket timeouts keep real time.
+local driven
+function ops.clock(c)
+  local runtime = package.loaded["runtime"] or require("runtime")
+  if c.at then driven = c.at elseif c.advance then driven = (driven or runtime.now_ms()) + c.advance else driven = nil end
+  runtime.set_clock(driven and function() return driven end or nil)
+  return { ok = true, now = runtime.now_ms() }
 end
 
 function ops.logs()

@@ -303,6 +303,16 @@ export class Worker {
     return this.send({ op: 'reset', sid });
   }
 
+  /**
+   * The worker's clock (lua/envoy/runtime.lua): `at` drives it from that time (ms) on,
+   * `advance` moves a driven clock on, neither gives the wall clock back. Its caches and
+   * timers follow it; Redis TIME and socket timeouts keep real time.
+   */
+  async clock(o: { at?: number; advance?: number } = {}): Promise<number> {
+    const r = await this.send<{ now: number }>({ op: 'clock', ...o });
+    return r.now;
+  }
+
   async logs(): Promise<{ logs: LogLine[]; admin_calls: number; admin_paths: Record<string, number> }> {
     return this.send({ op: 'logs' });
   }
