@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CONFIG_FILE_ENV, ENV_PREFIX, FIELDS, FieldSpec, StackConfig, defaults, envName } from './schema';
 import { ConfigError, configProblems, show } from './validate';
+import { distance as levenshtein } from 'fastest-levenshtein';
 
 export interface LoadConfigOptions {
   /**
@@ -135,17 +136,6 @@ export function parseEnvValue(f: FieldSpec, name: string, raw: string, problems:
 
 function suggest(bad: string, known: string[]): string {
   const norm = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, '');
-  const close = known.find((k) => norm(k) === norm(bad)) ?? known.find((k) => distance(norm(k), norm(bad)) <= 2);
+  const close = known.find((k) => norm(k) === norm(bad)) ?? known.find((k) => levenshtein(norm(k), norm(bad)) <= 2);
   return close ? `did you mean ${show(close)}?` : 'remove it; the known settings are listed in README.md (Configuration).';
-}
-
-function distance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0][j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-  }
-  return d[a.length][b.length];
 }

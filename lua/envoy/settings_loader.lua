@@ -1,34 +1,42 @@
 -- Loads and checks the generated settings.lua (docs/internals.md, "settings.lua").
 --
 -- The file is `return { ... }`, written by the stack from its typed config. It is run
--- with an empty environment (it is data, not code: no globals, no require). Every field
--- of the contract must be present with the right type and a sane value, and no other
--- field may appear, so a drift between the stack and the filter is a clear error naming
--- the field instead of a silent default.
+-- with an empty environment (it is data, not code: no globals, no require). The stack
+-- has already validated every value against its one definition of the settings
+-- (config/schema.ts, the README table): this side trusts that and checks only what a
+-- stack/filter version drift or a hand edit of the file could break. Every field of the
+-- contract must be present with its type, no other field may appear, and a value must be
+-- one the filter can run with (no negative time, no key-unsafe hash tag); the stack's
+-- policy ranges (a hosts cache of at least 100 ms, timeouts of at most 10 s, ...) are not
+-- repeated here.
 local M = {}
 
 local function is_int(v) return type(v) == "number" and v == math.floor(v) and v > -2^53 and v < 2^53 end
 
+local function cluster_name(v) return v:match("^[%w_.:-]+$") ~= nil end
+local function at_least(n) return function(v) return v >= n end end
+
 -- field -> { type, check(value) -> ok, what is accepted }
 local FIELDS = {
-  backend_cluster = { "string", function(v) return v:match("^[%w_.:-]+$") ~= nil end, "a non-empty Envoy cluster name" },
-  admin_cluster = { "string", function(v) return v:match("^[%w_.:-]+$") ~= nil end, "a non-empty Envoy cluster name" },
-  hosts_cache_ms = { "integer", function(v) return v >= 0 and v <= 60000 end, "an integer from 0 to 60000" },
-  capacity_cache_ms = { "integer", function(v) return v >= 0 and v <= 5000 end, "an integer from 0 to 5000" },
-  rate_limit = { "integer", function(v) return v >= 0 end, "an integer >= 0 (0 = no rate limit)" },
-  rate_window_ms = { "integer", function(v) return v >= 1 end, "a positive integer" },
-  max_connections_per_pod = { "integer", function(v) return v >= 1 end, "a positive integer" },
-  lease_ttl_ms = { "integer", function(v) return v >= 1 end, "a positive integer" },
-  renew_interval_ms = { "integer", function(v) return v >= 1 end, "a positive integer" },
+  backend_cluster = { "string", cluster_name, "a non-empty Envoy cluster name" },
+  admin_cluster = { "string", cluster_name, "a non-empty Envoy cluster name" },
+  hosts_cache_ms = { "integer", at_least(0), "an integer >= 0" },
+  capacity_cache_ms = { "integer", at_least(0), "an integer >= 0 (0 = off)" },
+  rate_limit = { "integer", at_least(0), "an integer >= 0 (0 = no rate limit)" },
+  rate_window_ms = { "integer", at_least(1), "a positive integer" },
+  max_connections_per_pod = { "integer", at_least(1), "a positive integer" },
+  lease_ttl_ms = { "integer", at_least(1), "a positive integer" },
+  renew_interval_ms = { "integer", at_least(1), "a positive integer" },
   redis_host = { "string", function(v) return v ~= "" and not v:find("[%s%c]") end, "a host name or address" },
   redis_port = { "integer", function(v) return v >= 1 and v <= 65535 end, "an integer from 1 to 65535" },
   redis_password_file = { "string", function() return true end, "a file path or \"\"" },
   redis_username = { "string", function(v) return #v <= 64 and v:match("^[%w_.-]*$") ~= nil end,
     "an ACL user name (letters, digits, _ . -, at most 64) or \"\"" },
   redis_tls = { "boolean" },
-  redis_connect_timeout_ms = { "integer", function(v) return v >= 1 and v <= 10000 end, "an integer from 1 to 10000" },
-  redis_read_timeout_ms = { "integer", function(v) return v >= 1 and v <= 10000 end, "an integer from 1 to 10000" },
+  redis_connect_timeout_ms = { "integer", at_least(1), "a positive integer" },
+  redis_read_timeout_ms = { "integer", at_least(1), "a positive integer" },
   failure_mode = { "string", function(v) return v == "open" or v == "closed" end, "\"open\" or \"closed\"" },
+  -- Part of every key name ({<tag>}:...): never a brace, a glob character or a space.
   hash_tag = { "string", function(v) return v:match("^[%w_.:-]+$") ~= nil and #v <= 64 end,
     "1-64 characters of letters, digits, _ . : - (no braces)" },
   limit_all_requests = { "boolean" },
