@@ -115,9 +115,12 @@ describe('an upgraded HTTP/1.1 stream in real Envoy', () => {
     // backend's 25-byte hello, the client's masked 11-byte "hello" and its echo, the
     // client's Close and the backend's), one more empty response chunk when the backend
     // closes TCP -- and then only the reset: no loop ends.
-    // (TCP may coalesce frames into one chunk: the bytes per direction are what is fixed.)
+    // (TCP may coalesce frames into one chunk: the bytes per direction are what is fixed.
+    // On a busy machine the empty response chunk may come with the hello: seen once in
+    // about ten runs under full load, so the 4th event is any response chunk.)
     const e = events('hs');
-    expect(e.slice(0, 4)).toEqual(['request', 'up 0', 'response 101', 'down 0']);
+    expect(e.slice(0, 3)).toEqual(['request', 'up 0', 'response 101']);
+    expect(e[3]).toMatch(/^down (0|25)$/);
     expect(e[e.length - 1]).toBe('down 0');
     const bytes = (dir: string) => e.filter((x) => x.startsWith(dir + ' ')).reduce((n, x) => n + Number(x.split(' ')[1]), 0);
     expect(bytes('up')).toBe(11 + 11);
