@@ -116,8 +116,8 @@ describe('an upgraded HTTP/1.1 stream in real Envoy', () => {
     // client's Close and the backend's), one more empty response chunk when the backend
     // closes TCP -- and then only the reset: no loop ends.
     // (TCP may coalesce frames into one chunk: the bytes per direction are what is fixed.
-    // On a busy machine the empty response chunk may come with the hello: seen once in
-    // about ten runs under full load, so the 4th event is any response chunk.)
+    // On a busy machine the empty response chunk may come with the hello: seen in one full
+    // run of npm test, so the 4th event is either.)
     const e = events('hs');
     expect(e.slice(0, 3)).toEqual(['request', 'up 0', 'response 101']);
     expect(e[3]).toMatch(/^down (0|25)$/);
