@@ -7,6 +7,7 @@
  * `FIELDS`; a test fails if the two disagree.
  */
 import { ENVOY_IMAGE_REPOSITORY, envoyImageTag } from '../envoy/release';
+import { METRICS_PATH, METRICS_PORT, READY_PATH } from '../envoy/bootstrap';
 
 /** Labels as Kubernetes takes them (`key: value`). */
 export type Labels = { readonly [key: string]: string };
@@ -570,8 +571,7 @@ export const FIELDS: readonly FieldSpec[] = [
     key: 'exposeMetricsOnNlb',
     kind: 'boolean',
     default: false,
-    description:
-      'Also publish the metrics listener (port 9901) on the NLB; only with `nlbScheme: internal` (it has no authentication). Off: reach it with `kubectl port-forward` or the `ws-envoy-metrics` Service.',
+    description: `Also publish the metrics listener (port ${METRICS_PORT}) on the NLB; only with \`nlbScheme: internal\` (it has no authentication). Off: reach it with \`kubectl port-forward\` or the \`ws-envoy-metrics\` Service.`,
   },
   {
     key: 'grafanaDashboard',
@@ -597,23 +597,21 @@ export const FIELDS: readonly FieldSpec[] = [
     key: 'envoyNetworkPolicy',
     kind: 'boolean',
     default: true,
-    description:
-      'A NetworkPolicy on the Envoy pods: the public port open to all, the metrics port (9901: `/metrics`, `/ready`) only to `metricsAllowedCidrs` and the namespaces of `metricsScraperNamespaceLabels`.',
+    description: `A NetworkPolicy on the Envoy pods: the public port open to all, the metrics port (${METRICS_PORT}: \`${METRICS_PATH}\`, \`${READY_PATH}\`) only to \`metricsAllowedCidrs\` and the namespaces of \`metricsScraperNamespaceLabels\`.`,
   },
   {
     key: 'metricsAllowedCidrs',
     kind: 'cidrs',
     default: [],
     optional: true,
-    description:
-      "Sources allowed to reach port 9901: the NLB health checks and the kubelet probes come from inside the VPC. Empty = the EKS cluster VPC's primary CIDR (looked up; list secondary CIDRs here too if nodes or the NLB use them); with kubeconfigPath there is no VPC to look up, and empty means no Envoy NetworkPolicy.",
+    description: `Sources allowed to reach port ${METRICS_PORT}: the NLB health checks and the kubelet probes come from inside the VPC. Empty = the EKS cluster VPC's primary CIDR (looked up; list secondary CIDRs here too if nodes or the NLB use them); with kubeconfigPath there is no VPC to look up, and empty means no Envoy NetworkPolicy.`,
   },
   {
     key: 'metricsScraperNamespaceLabels',
     kind: 'labels',
     default: { 'kubernetes.io/metadata.name': 'monitoring' },
     optional: true,
-    description: 'Labels of the namespaces whose pods may scrape port 9901 (Prometheus); empty = none besides `metricsAllowedCidrs`.',
+    description: `Labels of the namespaces whose pods may scrape port ${METRICS_PORT} (Prometheus); empty = none besides \`metricsAllowedCidrs\`.`,
   },
   {
     key: 'remoteStateBucket',

@@ -1,9 +1,9 @@
 import { LuaScalar, luaReturnTable } from './lua';
-import { ADMIN_CLUSTER, BACKEND_CLUSTER } from '../envoy/bootstrap';
+import { ADMIN_CLUSTER, BACKEND_CLUSTER, METRICS_PATH } from '../envoy/bootstrap';
 import { RATE_WINDOW_MS, StackConfig } from './schema';
 
 /** Paths shared with the filter (docs/internals.md). */
-export const METRICS_PATH = '/metrics';
+export { METRICS_PATH };
 export const REDIS_PASSWORD_FILE = '/etc/ws-redis/password';
 
 /** Where the filter reaches Redis; decided by the stack (in-cluster Service or external). */

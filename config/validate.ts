@@ -202,7 +202,7 @@ export function crossFieldProblems(c: StackConfig): string[] {
     // The metrics listener has no authentication: per-pod counts, proxy and worker names,
     // and every scrape costs a Redis round trip on the proxy's workers.
     out.push(
-      `exposeMetricsOnNlb must be false while nlbScheme is "internet-facing", got true: the metrics port (9901) would be open to the internet without authentication. ` +
+      `exposeMetricsOnNlb must be false while nlbScheme is "internet-facing", got true: the metrics port (${METRICS_PORT}) would be open to the internet without authentication. ` +
         'Fix: set nlbScheme to "internal", or leave exposeMetricsOnNlb false and scrape through the ws-envoy-metrics Service.',
     );
   }

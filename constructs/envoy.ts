@@ -7,7 +7,18 @@ import { ITerraformDependable } from 'cdktf';
 import { Construct } from 'constructs';
 import { imageProblem } from '../config/validate';
 import { REDIS_PASSWORD_FILE } from '../config/settings';
-import { ADMIN_ADDRESS, ADMIN_PORT, CONFIG_DIR, EDGE, envoyArgs, LUA_DIR, METRICS_PORT, PUBLIC_PORT, STATE_DIR } from '../envoy/bootstrap';
+import {
+  ADMIN_ADDRESS,
+  ADMIN_PORT,
+  CONFIG_DIR,
+  EDGE,
+  envoyArgs,
+  LUA_DIR,
+  METRICS_PATH,
+  METRICS_PORT,
+  PUBLIC_PORT,
+  STATE_DIR,
+} from '../envoy/bootstrap';
 import { FilterConfig } from './filter-config';
 import { ENVOY_SELECTOR, NAMES, componentLabels } from './names';
 import { ResourceSpec, containerSecurityContext, podSecurityContext, resources } from './security';
@@ -233,7 +244,7 @@ export class EnvoyProxy extends Construct {
               'checksum/config': props.config.checksum,
               'prometheus.io/scrape': 'true',
               'prometheus.io/port': String(METRICS_PORT),
-              'prometheus.io/path': '/metrics',
+              'prometheus.io/path': METRICS_PATH,
             },
           },
           spec: {

@@ -4,6 +4,7 @@ import { ConfigMapV1 } from '@cdktf/provider-kubernetes/lib/config-map-v1';
 import { Manifest } from '@cdktf/provider-kubernetes/lib/manifest';
 import { Construct } from 'constructs';
 import { escapeTerraformTemplate } from './filter-config';
+import { METRICS_PATH } from '../envoy/bootstrap';
 
 /** The dashboard shipped with the repository. */
 export const DASHBOARD_FILE = path.join(__dirname, '..', 'dashboards', 'ws-admission.json');
@@ -128,7 +129,7 @@ export class Monitoring extends Construct {
           spec: {
             selector: { matchLabels: { ...props.envoyServiceLabels } },
             namespaceSelector: { matchNames: [props.namespace] },
-            endpoints: [{ port: props.metricsPortName ?? 'metrics', path: '/metrics', interval: scrapeInterval, honorLabels: true }],
+            endpoints: [{ port: props.metricsPortName ?? 'metrics', path: METRICS_PATH, interval: scrapeInterval, honorLabels: true }],
           },
         },
       });

@@ -7,7 +7,8 @@ import { NAMES, componentLabels } from './names';
 
 const ANNOTATION = 'service.beta.kubernetes.io/aws-load-balancer';
 /** The NLB's public (WebSocket) port. */
-const PUBLIC_PORT = 80;
+/** The NLB's plain WebSocket listener port (ws://; the TLS one is nlbTlsPort). Envoy's own port is envoy/bootstrap.ts PUBLIC_PORT. */
+export const NLB_PLAIN_PORT = 80;
 
 export interface NlbProps {
   readonly namespace: string;
@@ -95,7 +96,7 @@ export class Nlb extends Construct {
     if (tls && tls.certificateArns.length === 0) throw new Error('Nlb: tls.certificateArns must name at least one ACM certificate');
     // The listeners the NLB publishes. TLS terminates at the NLB: its port goes to Envoy's
     // plain listener too.
-    const plain = { name: 'http', port: PUBLIC_PORT, targetPort: 'http', protocol: 'TCP' };
+    const plain = { name: 'http', port: NLB_PLAIN_PORT, targetPort: 'http', protocol: 'TCP' };
     const ports = [
       ...(!tls || tls.keepPlainPort ? [plain] : []),
       ...(tls ? [{ name: 'https', port: tls.port, targetPort: 'http', protocol: 'TCP' }] : []),

@@ -16,6 +16,10 @@ export const PUBLIC_LISTENER = 'public';
 export const PUBLIC_PORT = 8080;
 export const METRICS_LISTENER = 'metrics';
 export const METRICS_PORT = 9901;
+/** The metrics listener's scrape path (metrics.lua answers it; settings.lua metrics_path). */
+export const METRICS_PATH = '/metrics';
+/** The probes' path on the metrics listener (ready.lua answers it). */
+export const READY_PATH = '/ready';
 export const ADMIN_ADDRESS = '127.0.0.1';
 export const ADMIN_PORT = 9000;
 export const BACKEND_CLUSTER = 'backend';
@@ -355,7 +359,7 @@ function metricsListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
             {
               // metrics.lua answers this itself (respond); reaching the router means it did not.
               name: 'metrics',
-              match: { path: '/metrics' },
+              match: { path: METRICS_PATH },
               direct_response: { status: 503, body: { inline_string: 'metrics filter did not answer\n' } },
             },
             {
