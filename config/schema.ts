@@ -18,86 +18,14 @@ export type RedisFailureMode = 'open' | 'closed';
 /** Scheme of the NLB (AWS Load Balancer Controller `aws-load-balancer-scheme`). */
 export type NlbScheme = 'internet-facing' | 'internal';
 
-export interface StackConfig {
-  readonly clusterName: string;
-  readonly region: string;
-  readonly kubeconfigPath: string;
-  readonly kubeContext: string;
-  readonly namespace: string;
-  readonly createNamespace: boolean;
-  readonly maxConnectionsPerPod: number;
-  readonly rateLimitPerMinute: number;
-  readonly envoyReplicas: number;
-  readonly envoyConcurrency: number;
-  readonly envoyMaxConnections: number;
-  readonly redisReplicas: number;
-  readonly backendServiceName: string;
-  readonly backendPort: number;
-  readonly backendSelector: Labels;
-  readonly backendHealthCheckPath: string;
-  readonly deploySampleBackend: boolean;
-  readonly sampleBackendReplicas: number;
-  readonly envoyImage: string;
-  readonly redisImage: string;
-  readonly redisPersistence: RedisPersistence;
-  readonly redisPasswordInState: boolean;
-  readonly redisPasswordRevision: number;
-  readonly redisVolumeSize: string;
-  readonly redisStorageClass: string;
-  readonly sampleBackendImage: string;
-  readonly leaseTtlSeconds: number;
-  readonly renewIntervalSeconds: number;
-  readonly idleTimeoutSeconds: number;
-  readonly maxStreamDurationSeconds: number;
-  readonly redisFailureMode: RedisFailureMode;
-  readonly hashTag: string;
-  readonly hostsCacheMs: number;
-  readonly capacityCacheMs: number;
-  readonly redisConnectTimeoutMs: number;
-  readonly redisReadTimeoutMs: number;
-  readonly limitAllRequests: boolean;
-  readonly connectionInventory: boolean;
-  readonly externalRedisHost: string;
-  readonly externalRedisPort: number;
-  readonly externalRedisTls: boolean;
-  readonly externalRedisPasswordSecret: string;
-  readonly externalRedisUsername: string;
-  readonly nlbScheme: NlbScheme;
-  readonly nlbProxyProtocol: boolean;
-  readonly nlbSetIdleTimeout: boolean;
-  readonly nlbTls: boolean;
-  readonly nlbTlsCertificateArns: readonly string[];
-  readonly nlbTlsPort: number;
-  readonly nlbTlsPolicy: string;
-  readonly nlbTlsHostname: string;
-  readonly nlbKeepPlainPort: boolean;
-  readonly nlbSourceRanges: readonly string[];
-  readonly envoyAutoscaling: boolean;
-  readonly installLbController: boolean;
-  readonly lbControllerIamPolicyFile: string;
-  readonly envoyMaxReplicas: number;
-  readonly envoyTargetCpuPercent: number;
-  readonly exposeMetricsOnNlb: boolean;
-  readonly grafanaDashboard: boolean;
-  readonly serviceMonitor: boolean;
-  readonly serviceMonitorLabels: Labels;
-  readonly envoyNetworkPolicy: boolean;
-  readonly metricsAllowedCidrs: readonly string[];
-  readonly metricsScraperNamespaceLabels: Labels;
-  readonly remoteStateBucket: string;
-  readonly remoteStateKey: string;
-  readonly remoteStateRegion: string;
-  readonly remoteStateLockfile: boolean;
-}
-
 export type RedisPersistence = 'none' | 'aof';
 
 export type FieldKind = 'integer' | 'boolean' | 'string' | 'enum' | 'labels' | 'cidrs' | 'list' | 'image' | 'dns1123Label';
 
 export interface FieldSpec {
-  readonly key: keyof StackConfig;
+  readonly key: string;
   readonly kind: FieldKind;
-  readonly default: StackConfig[keyof StackConfig];
+  readonly default: string | number | boolean | Labels | readonly string[];
   readonly description: string;
   /** Smallest accepted integer (inclusive). */
   readonly min?: number;
@@ -128,7 +56,13 @@ export const LEASE_MARGIN_SECONDS = 5;
 /** The sliding window of the global rate limit (the limit is "per minute"). */
 export const RATE_WINDOW_MS = 60_000;
 
-export const FIELDS: readonly FieldSpec[] = [
+/**
+ * The one definition of the configuration: every field with its kind, default, bounds and
+ * description. The TypeScript type (StackConfig), the defaults, the environment variable
+ * names, the validation, the README table and the config file's JSON Schema all follow
+ * from this table.
+ */
+const FIELD_TABLE = [
   {
     key: 'clusterName',
     kind: 'string',
@@ -642,7 +576,26 @@ export const FIELDS: readonly FieldSpec[] = [
     default: true,
     description: 'Lock the S3 state with a lock file next to it (`use_lockfile`, Terraform 1.10+).',
   },
-];
+] as const satisfies readonly FieldSpec[];
+
+/** The TypeScript type of a field's value, from its kind (and an enum's values). */
+type ValueOf<F> = F extends { readonly kind: 'integer' }
+  ? number
+  : F extends { readonly kind: 'boolean' }
+    ? boolean
+    : F extends { readonly kind: 'enum'; readonly values: readonly (infer V)[] }
+      ? V
+      : F extends { readonly kind: 'labels' }
+        ? Labels
+        : F extends { readonly kind: 'cidrs' | 'list' }
+          ? readonly string[]
+          : string;
+
+/** The resolved configuration: one readonly property per field of FIELD_TABLE. */
+export type StackConfig = { readonly [F in (typeof FIELD_TABLE)[number] as F['key']]: ValueOf<F> };
+
+/** Every field (the table, typed for the code that walks it). */
+export const FIELDS: readonly (FieldSpec & { readonly key: keyof StackConfig })[] = FIELD_TABLE;
 
 /** `maxConnectionsPerPod` -> `WS_ADMISSION_MAX_CONNECTIONS_PER_POD`. */
 export function envName(key: string): string {

@@ -1,5 +1,5 @@
-// The linters and the formatter, as part of `npm test` (`npm run lint` runs the same three
-// alone): each must be clean, and every suppression in the code says why.
+// The type check, the linters and the formatter, as part of `npm test` (`npm run lint`
+// runs the same): each must be clean, and every suppression in the code says why.
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 
@@ -15,6 +15,13 @@ describe('linters', () => {
   it('ESLint with typescript-eslint type-aware rules reports nothing (eslint.config.mjs)', () => {
     const r = run(path.join(BIN, 'eslint'), ['--max-warnings', '0', '.']);
     expect({ status: r.status, output: r.output.trim() }).toEqual({ status: 0, output: '' });
+  }, 180_000);
+
+  it('tsc type-checks every TypeScript file (jest only transpiles them)', () => {
+    for (const project of ['tsconfig.json', 'tools/tsconfig.json']) {
+      const r = run(path.join(BIN, 'tsc'), ['-p', project, '--noEmit', '--incremental', 'false']);
+      expect({ project, status: r.status, output: r.output.trim() }).toEqual({ project, status: 0, output: '' });
+    }
   }, 180_000);
 
   it('Prettier finds every TypeScript file formatted (.prettierrc.json)', () => {

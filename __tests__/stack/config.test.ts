@@ -446,3 +446,22 @@ describe('rules across fields', () => {
     );
   });
 });
+
+describe('StackConfig is derived from the field table (config/schema.ts)', () => {
+  it('gives each field the type of its kind: checked by tsc (the lint test compiles every file)', () => {
+    // These lines compile only while the derived type is right: an enum field is the union
+    // of its values, not any string; integers are numbers; labels and lists keep their shape.
+    const typed: [
+      StackConfig['redisFailureMode'],
+      StackConfig['envoyReplicas'],
+      StackConfig['backendSelector'],
+      StackConfig['nlbSourceRanges'],
+    ] = ['open', 2, { app: 'x' }, ['10.0.0.0/8']];
+    // @ts-expect-error -- not one of the enum's values
+    const wrongEnum: StackConfig['redisFailureMode'] = 'maybe';
+    // @ts-expect-error -- an integer field is a number
+    const wrongInteger: StackConfig['envoyReplicas'] = '2';
+    expect([typed, wrongEnum, wrongInteger]).toHaveLength(3);
+    expect(Object.keys(defaults()).sort()).toEqual(FIELDS.map((f) => f.key).sort());
+  });
+});
