@@ -18,6 +18,7 @@ import {
   METRICS_PORT,
   PUBLIC_PORT,
   STATE_DIR,
+  STATE_FILES,
 } from '../envoy/bootstrap';
 import { FilterConfig } from './filter-config';
 import { ENVOY_SELECTOR, NAMES, componentLabels } from './names';
@@ -80,7 +81,7 @@ export function leaseLogLivenessCommand(): string[] {
   return [
     'luajit',
     '-e',
-    `local f = io.open("${STATE_DIR}/lease-log.alive") local t = f and tonumber(f:read("*l")) ` +
+    `local f = io.open("${STATE_DIR}/${STATE_FILES.lease_log_alive}") local t = f and tonumber(f:read("*l")) ` +
       'os.exit((t and os.time() - t < 30) and 0 or 1)',
   ];
 }

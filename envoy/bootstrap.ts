@@ -30,8 +30,14 @@ export const FILTER_LUA = `${LUA_DIR}/filter.lua`;
 export const METRICS_LUA = `${LUA_DIR}/metrics.lua`;
 /** Shared state of the filter's workers, metrics.lua and the lease log reader (WS_STATE_DIR). */
 export const STATE_DIR = '/var/run/ws-admission';
+/**
+ * The files in the state directory, as lua/envoy/runtime.lua names them (FILES; a test
+ * holds the two together): the host list (metrics.lua writes, the filter reads), the drain
+ * marker (drain.lua), Envoy's lease log (lease_log.lua reads it) and the sidecar's heartbeat.
+ */
+export const STATE_FILES = { hosts: 'hosts', draining: 'draining', lease_log: 'leases.log', lease_log_alive: 'lease-log.alive' } as const;
 /** The lease log, in the state directory (lua/cli/lease_log.lua reads it). */
-export const LEASE_LOG_FILE = 'leases.log';
+export const LEASE_LOG_FILE = STATE_FILES.lease_log;
 /** Dynamic metadata namespace of the filter (lua/envoy/filter.lua, NS). */
 export const FILTER_METADATA_NAMESPACE = 'ws.admission';
 /**

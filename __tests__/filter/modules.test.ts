@@ -5,6 +5,7 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { STATE_DIR, STATE_FILES } from '../../envoy/bootstrap';
 
 const LUA = path.resolve(__dirname, '..', '..', 'lua', 'envoy');
 const HARNESS = path.resolve(__dirname, 'harness');
@@ -117,5 +118,23 @@ out(r)`,
       { WS_STATE_DIR: dir },
     );
     expect(out).toEqual([false, true, false, false, false, '100000\nenvoy-a\n']);
+  });
+});
+
+describe('runtime.lua and envoy/bootstrap.ts name the same state directory and files', () => {
+  it('GIVEN no WS_STATE_DIR THEN both default to the one the pod mounts, and every file has the same name on both sides', () => {
+    const env = { ...process.env };
+    delete env.WS_STATE_DIR;
+    const text = execFileSync(
+      'luajit',
+      [
+        '-e',
+        `package.path = "${LUA}/?.lua;${HARNESS}/?.lua;" .. package.path
+local runtime = require("runtime")
+io.write(require("json_out").encode({ dir = runtime.STATE_DIR, files = runtime.FILES }))`,
+      ],
+      { encoding: 'utf8', env },
+    );
+    expect(JSON.parse(text)).toEqual({ dir: STATE_DIR, files: STATE_FILES });
   });
 });

@@ -25,7 +25,7 @@ import { StackConfig } from '../../config/schema';
 import { filterSettings, RedisEndpoint } from '../../config/settings';
 import { DEFAULT_LUA_DIRS, collectLuaFiles } from '../../constructs/filter-config';
 import { REDIS_ADMIN_USER, REDIS_PROXY_USER, redisConf } from '../../constructs/redis';
-import { buildEnvoyBootstrap, EnvoyLayout, envoyArgs } from '../../envoy/bootstrap';
+import { buildEnvoyBootstrap, EnvoyLayout, envoyArgs, STATE_FILES } from '../../envoy/bootstrap';
 import { bootstrapToYaml } from '../../envoy/yaml';
 import { BackendCounts, EchoBackends, backendAddress } from './echo-backend';
 import { FaultProxy } from './fault-proxy';
@@ -383,7 +383,7 @@ export class LocalRig {
   private async hostsReady(p: LocalProxy): Promise<boolean> {
     const r = await httpGet(`http://${LOOPBACK}:${p.metricsPort}/ready`);
     if (r.status !== 200) return false;
-    const text = fs.readFileSync(path.join(p.stateDir, 'hosts'), 'utf8');
+    const text = fs.readFileSync(path.join(p.stateDir, STATE_FILES.hosts), 'utf8');
     return (text.match(/^host /gm) ?? []).length === this.backendIds.length;
   }
 
