@@ -4,6 +4,7 @@
 // resources it checks.)
 import { ENVOY_RELEASE } from '../../envoy/release';
 import { EVERYTHING_CHANGED, Json, byName, resources, synth } from '../stack/support/synth';
+import { parse } from 'yaml';
 
 describe('GIVEN the defaults', () => {
   const { json } = synth();
@@ -206,8 +207,13 @@ describe('GIVEN every option changed (EVERYTHING_CHANGED)', () => {
 
   it('points Envoy at the renamed backend Service and health path, without the sample backend', () => {
     const yaml = cm.data['envoy.yaml'];
-    expect(yaml).toContain('address: chat-backend.realtime.svc.cluster.local');
-    expect(yaml).toContain('port_value: 9000');
+    // The backend cluster's own endpoint (the admin listens on 9000 too: a text search for
+    // the port could not fail).
+    const backend = (parse(yaml) as Json).static_resources.clusters.find((c: Json) => c.name === 'backend');
+    expect(backend.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address).toEqual({
+      address: 'chat-backend.realtime.svc.cluster.local',
+      port_value: 9000,
+    });
     expect(yaml).toContain('path: /healthz');
     expect(yaml).toContain('stream_idle_timeout: 120s');
     expect(yaml).toContain('max_stream_duration: 7200s');

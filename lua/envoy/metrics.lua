@@ -89,7 +89,7 @@ end
 
 -- After a failed read, scrapes do not ask Redis for this long: this filter runs on the
 -- public listener's workers, and each attempt against a Redis that accepts but never
--- answers blocks the worker for a read timeout (10 scrapes in a row held one for 2 s).
+-- answers blocks the worker for a read timeout, and scrapes come back-to-back.
 -- Meanwhile the Redis-held series are omitted, as for any failure (never stale numbers).
 local REDIS_BACKOFF_MS = 2000
 local redis_down_until, redis_down_why = -math.huge, nil
