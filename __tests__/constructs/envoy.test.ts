@@ -209,7 +209,7 @@ describe('GIVEN every option changed (EVERYTHING_CHANGED)', () => {
     const yaml = cm.data['envoy.yaml'];
     // The backend cluster's own endpoint (the admin listens on 9000 too: a text search for
     // the port could not fail).
-    const backend = (parse(yaml) as Json).static_resources.clusters.find((c: Json) => c.name === 'backend');
+    const backend = parse(yaml).static_resources.clusters.find((c: Json) => c.name === 'backend');
     expect(backend.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address).toEqual({
       address: 'chat-backend.realtime.svc.cluster.local',
       port_value: 9000,

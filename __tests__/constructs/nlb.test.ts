@@ -101,3 +101,34 @@ describe('GIVEN one option at a time', () => {
     expect(keys).toContain(`${LBC}-target-group-attributes`);
   });
 });
+
+describe('TLS at the NLB with the defaults around it', () => {
+  const arn = 'arn:aws:acm:us-east-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b';
+  const { json } = synth({ nlbTls: true, nlbTlsCertificateArns: [arn] });
+  const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
+
+  it('closes the plain port, listens on 443 with the current default policy, and gives the wss:// URL of the NLB', () => {
+    expect(nlb.spec.port).toEqual([{ name: 'https', port: 443, target_port: 'http', protocol: 'TCP' }]);
+    expect(nlb.metadata.annotations['service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy']).toBe(
+      'ELBSecurityPolicy-TLS13-1-2-2021-06',
+    );
+    // AWS fixes a TLS listener's idle timeout at 350 s: the attribute is for TCP listeners
+    // only, so there is none here, and the kept plain port gets its own.
+    expect(Object.keys(nlb.metadata.annotations).filter((k) => k.includes('listener-attributes'))).toEqual([]);
+    const kept = byName(
+      synth({ nlbTls: true, nlbTlsCertificateArns: [arn], nlbKeepPlainPort: true }).json,
+      'kubernetes_service_v1',
+      'ws-envoy-nlb',
+    );
+    expect(Object.entries(kept.metadata.annotations).filter(([k]) => k.includes('listener-attributes'))).toEqual([
+      ['service.beta.kubernetes.io/aws-load-balancer-listener-attributes.TCP-80', 'tcp.idle_timeout.seconds=330'],
+    ]);
+    expect(nlb.spec.load_balancer_source_ranges).toBeUndefined();
+    expect(json.output.websocket_url.value).toBe(
+      'wss://${try(kubernetes_service_v1.nlb_service_D1F1CBFF.status[0].load_balancer[0].ingress[0].hostname, "")}/',
+    );
+    // No autoscaler by default: the Deployment keeps its count.
+    expect(json.resource.kubernetes_horizontal_pod_autoscaler_v2).toBeUndefined();
+    expect(byName(json, 'kubernetes_deployment_v1', 'ws-envoy').spec.replicas).toBe('2');
+  });
+});

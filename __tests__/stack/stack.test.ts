@@ -1,5 +1,4 @@
 import * as fs from 'fs';
-import * as path from 'path';
 import { Testing } from 'cdktf';
 import { DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
 import { DASHBOARD_FILE } from '../../constructs/monitoring';
@@ -68,32 +67,6 @@ describe('default profile', () => {
     expect(json.provider.helm).toBeUndefined();
   });
 
-  it('looks up the EKS cluster and configures the providers from it', () => {
-    expect(Testing.toHaveDataSourceWithProperties(text, 'aws_eks_cluster', { name: 'ws-eks' })).toBe(true);
-    expect(json.provider.aws[0].region).toBe('us-east-1');
-    const k8s = json.provider.kubernetes[0];
-    expect(k8s.host).toMatch(/^\$\{data\.aws_eks_cluster\.[^.]+\.endpoint\}$/);
-    expect(k8s.cluster_ca_certificate).toMatch(/^\$\{base64decode\(data\.aws_eks_cluster\.[^.]+\.certificate_authority\[0\]\.data\)\}$/);
-  });
-
-  it('authenticates kubernetes and helm with `aws eks get-token` (an exec plugin), not a 15-minute token read once', () => {
-    // GIVEN the EKS profile with a Helm release (the controller)
-    const policy = path.join(__dirname, 'fixtures', 'iam', 'lb-controller-policy.json');
-    const { json } = synth({ installLbController: true, lbControllerIamPolicyFile: policy });
-    const exec = {
-      api_version: 'client.authentication.k8s.io/v1beta1',
-      command: 'aws',
-      args: ['eks', 'get-token', '--cluster-name', 'ws-eks', '--region', 'us-east-1', '--output', 'json'],
-    };
-    const k8s = json.provider.kubernetes[0];
-    // THEN both providers run the plugin, and no token is read at plan time
-    expect(k8s.exec).toStrictEqual([exec]);
-    expect(k8s.token).toBeUndefined();
-    expect(json.data.aws_eks_cluster_auth).toBeUndefined();
-    // helm 3.x takes `kubernetes` (and its `exec`) as nested objects, not blocks
-    expect(json.provider.helm[0].kubernetes).toStrictEqual({ host: k8s.host, cluster_ca_certificate: k8s.cluster_ca_certificate, exec });
-  });
-
   it('creates the namespace and puts everything in it', () => {
     expect(Testing.toHaveResourceWithProperties(text, 'kubernetes_namespace_v1', { metadata: { name: 'ws-admission' } })).toBe(true);
     expect(resources(json, 'kubernetes_namespace_v1')[0].metadata.labels).toMatchObject({
@@ -151,13 +124,6 @@ describe('every option changed', () => {
     expect(resources(json, 'kubernetes_config_map_v1').map((r) => r.metadata.name)).not.toContain('ws-admission-dashboard');
   });
 
-  it('uses the S3 backend without the lock file when asked', () => {
-    expect(json.terraform.backend).toEqual({
-      s3: { bucket: 'acme-tfstate', key: 'realtime/ws.tfstate', region: 'eu-central-1', encrypt: true },
-    });
-    expect(json.output.state_backend.value).toBe('s3://acme-tfstate/realtime/ws.tfstate');
-  });
-
   it('uses an existing namespace, the other cluster and region', () => {
     expect(resources(json, 'kubernetes_namespace_v1')).toHaveLength(0);
     expect(envoy.metadata.namespace).toBe('realtime');
@@ -176,84 +142,8 @@ describe('every option changed', () => {
   });
 });
 
-describe('TLS at the NLB with the defaults around it', () => {
-  const arn = 'arn:aws:acm:us-east-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b';
-  const { json } = synth({ nlbTls: true, nlbTlsCertificateArns: [arn] });
-  const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
-
-  it('closes the plain port, listens on 443 with the current default policy, and gives the wss:// URL of the NLB', () => {
-    expect(nlb.spec.port).toEqual([{ name: 'https', port: 443, target_port: 'http', protocol: 'TCP' }]);
-    expect(nlb.metadata.annotations['service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy']).toBe(
-      'ELBSecurityPolicy-TLS13-1-2-2021-06',
-    );
-    // AWS fixes a TLS listener's idle timeout at 350 s: the attribute is for TCP listeners
-    // only, so there is none here, and the kept plain port gets its own.
-    expect(Object.keys(nlb.metadata.annotations).filter((k) => k.includes('listener-attributes'))).toEqual([]);
-    const kept = byName(
-      synth({ nlbTls: true, nlbTlsCertificateArns: [arn], nlbKeepPlainPort: true }).json,
-      'kubernetes_service_v1',
-      'ws-envoy-nlb',
-    );
-    expect(Object.entries(kept.metadata.annotations).filter(([k]) => k.includes('listener-attributes'))).toEqual([
-      ['service.beta.kubernetes.io/aws-load-balancer-listener-attributes.TCP-80', 'tcp.idle_timeout.seconds=330'],
-    ]);
-    expect(nlb.spec.load_balancer_source_ranges).toBeUndefined();
-    expect(json.output.websocket_url.value).toBe(
-      'wss://${try(kubernetes_service_v1.nlb_service_D1F1CBFF.status[0].load_balancer[0].ingress[0].hostname, "")}/',
-    );
-    // No autoscaler by default: the Deployment keeps its count.
-    expect(json.resource.kubernetes_horizontal_pod_autoscaler_v2).toBeUndefined();
-    expect(byName(json, 'kubernetes_deployment_v1', 'ws-envoy').spec.replicas).toBe('2');
-  });
-});
-
-describe('remote state', () => {
-  it('uses the S3 backend with use_lockfile, in the cluster region by default', () => {
-    const { json } = synth({ remoteStateBucket: 'acme-tfstate' });
-    expect(json.terraform.backend).toEqual({
-      s3: { bucket: 'acme-tfstate', key: 'ws-envoy-admission/terraform.tfstate', region: 'us-east-1', encrypt: true, use_lockfile: true },
-    });
-  });
-});
-
 describe('options one by one', () => {
   it('the stack validates the config it is given', () => {
     expect(() => synth({ maxConnectionsPerPod: 0 })).toThrow('maxConnectionsPerPod must be a positive integer, got 0.');
-  });
-});
-
-describe('kubeconfig target', () => {
-  // GIVEN a kubeconfig file and context instead of the EKS lookup
-  const { json } = synth({ kubeconfigPath: '/etc/ws/kubeconfig', kubeContext: 'staging' });
-  const text = JSON.stringify(json);
-
-  it('configures kubernetes from the file and context (no helm: the one Helm release is EKS only)', () => {
-    expect(json.provider.kubernetes).toStrictEqual([{ config_path: '/etc/ws/kubeconfig', config_context: 'staging' }]);
-    expect(json.provider.helm).toBeUndefined();
-    expect(json.provider.random).toStrictEqual([{}]);
-  });
-
-  it('has no AWS in the output: no aws provider, no aws_* data source or resource, no AWS requirement', () => {
-    expect(Object.keys(json.provider).sort()).toStrictEqual(['kubernetes', 'random']);
-    expect(Object.keys(json.terraform.required_providers).sort()).toStrictEqual(['kubernetes', 'random']);
-    expect(json.data).toBeUndefined();
-    expect(Object.keys(json.resource).filter((t) => t.startsWith('aws_'))).toStrictEqual([]);
-    expect(text).not.toMatch(/aws_eks|"aws"|get-token/);
-  });
-
-  it("deploys the same objects as the EKS profile once metricsAllowedCidrs names the metrics port's sources", () => {
-    const eks = synth().json;
-    const own = synth({ kubeconfigPath: '/etc/ws/kubeconfig', kubeContext: 'staging', metricsAllowedCidrs: ['10.0.0.0/16'] }).json;
-    for (const type of Object.keys(eks.resource)) {
-      expect(Object.keys(own.resource[type]).sort()).toStrictEqual(Object.keys(eks.resource[type]).sort());
-    }
-    // Without them there is no VPC to look up: no Envoy NetworkPolicy rather than one
-    // that would block the kubelet's probes (Redis keeps its own).
-    expect(Object.keys(json.resource.kubernetes_network_policy_v1)).toStrictEqual(['redis_network-policy_61AE90EF']);
-  });
-
-  it("uses the file's current-context when kubeContext is empty", () => {
-    const own = synth({ kubeconfigPath: '~/.kube/config' }).json;
-    expect(own.provider.kubernetes).toStrictEqual([{ config_path: '~/.kube/config' }]);
   });
 });
