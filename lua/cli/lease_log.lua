@@ -93,6 +93,136 @@ local function reopen_logs(admin)
   return false, status or "no answer"
 end
 
+-- The follower's state: the file being read and where, the queue of lines waiting for
+-- Redis, the counts. `current` is the file being read: leases.log, or leases.log.old while
+-- rotating (and first, when an earlier run stopped in the middle of a rotation).
+local function new_state(S, paths, calls, client)
+  local st = {
+    S = S, calls = calls, client = client, paths = paths,
+    current = paths.log, offset = 0, rest = "",
+    rotating_since = exists(paths.old) and socket.gettime() or nil,
+    admin_retry_at = 0,
+    pending = {}, head = 1, tail = 0, -- the queue: pending[head .. tail]
+    released = 0, bad = 0, dropped = 0, reported_dropped = 0, last_err = nil, last_beat = 0,
+  }
+  if st.rotating_since then st.current = paths.old end
+  return st
+end
+
+-- The sidecar's heartbeat (its liveness probe reads it), at most once a second.
+local function heartbeat(st)
+  local now = os.time()
+  if now == st.last_beat then return end
+  st.last_beat = now
+  local a = io.open(st.paths.alive, "wb")
+  if a then a:write(now, "\n") a:close() end
+end
+
+-- Queues one line's lease (a full queue drops its oldest: that lease expires by itself).
+local function queue(st, line)
+  local id, pod = parse(line)
+  if not id then
+    if line ~= "" then st.bad = st.bad + 1 end
+    return
+  end
+  st.tail = st.tail + 1
+  st.pending[st.tail] = { id, pod }
+  if st.tail - st.head + 1 > MAX_PENDING then
+    st.pending[st.head] = nil
+    st.head = st.head + 1
+    st.dropped = st.dropped + 1
+  end
+end
+
+-- Reads at most READ_MAX new bytes of the current file; true when it reached the end.
+local function read_some(st)
+  local f = io.open(st.current, "rb")
+  if not f then return true end
+  local size = f:seek("end")
+  -- Shorter than what was read: truncated by someone else (noticed only while it is
+  -- shorter; this program is the only one meant to shorten it).
+  if size < st.offset then st.offset, st.rest = 0, "" end
+  local n = math.min(size - st.offset, READ_MAX)
+  if n > 0 then
+    f:seek("set", st.offset)
+    local data = f:read(n) or ""
+    st.offset = st.offset + #data
+    data = st.rest .. data
+    local last = 1
+    for line, e in data:gmatch("([^\n]*)\n()") do
+      last = e
+      queue(st, line)
+    end
+    st.rest = data:sub(last)
+    if #st.rest > MAX_LINE then st.rest = "" end
+  end
+  f:close()
+  return st.offset >= size
+end
+
+-- One pipeline of releases; false after a failure (Redis down or an error reply).
+local function release_batch(st)
+  local entries, ids = {}, {}
+  for i = st.head, math.min(st.head + BATCH - 1, st.tail) do
+    local id, pod = st.pending[i][1], st.pending[i][2]
+    entries[#entries + 1] = st.calls.release(id, pod)
+    ids[#ids + 1] = #entries
+    if st.S.connection_inventory then entries[#entries + 1] = st.calls.inventory_delete(id) end
+  end
+  local replies, err = st.client:run(entries)
+  if replies then
+    for i = 1, #replies do
+      if resp.is_error(replies[i]) then replies, err = nil, replies[i].err break end
+    end
+  end
+  if not replies then
+    if err ~= st.last_err then
+      log("Redis unavailable (" .. tostring(err) .. "); keeping " .. (st.tail - st.head + 1) .. " lines, retrying")
+    end
+    st.last_err = err
+    return false
+  end
+  if st.last_err then log("Redis reachable again") end
+  st.last_err = nil
+  for _, i in ipairs(ids) do
+    if replies[i] == 1 then st.released = st.released + 1 end
+  end
+  for i = st.head, st.head + #ids - 1 do st.pending[i] = nil end
+  st.head = st.head + #ids
+  return true
+end
+
+-- Rotation (see the header): finish one that Envoy has switched over, give up on one it
+-- never did, start one once the file is read past ROTATE_BYTES, or truncate past
+-- HARD_MAX_BYTES when rotating is impossible.
+local function rotate(st, at_end, switched, once, admin)
+  local paths, now = st.paths, socket.gettime()
+  if st.rotating_since and at_end and switched then
+    os.remove(paths.old)
+    st.current, st.offset, st.rest, st.rotating_since = paths.log, 0, "", nil
+  elseif st.rotating_since and at_end and now - st.rotating_since > REOPEN_WAIT_S then
+    -- Envoy never reopened: the old file is still the one it writes to.
+    os.rename(paths.old, paths.log)
+    st.current, st.rotating_since = paths.log, nil
+    log("Envoy did not reopen its access logs within " .. REOPEN_WAIT_S .. " s; going on with " .. paths.log)
+  elseif not once and not st.rotating_since and at_end and st.offset > ROTATE_BYTES and now >= st.admin_retry_at then
+    if os.rename(paths.log, paths.old) then
+      local ok, why = reopen_logs(admin)
+      if ok then
+        st.current, st.rotating_since = paths.old, now
+      else
+        os.rename(paths.old, paths.log)
+        st.admin_retry_at = now + ADMIN_RETRY_S
+        log("cannot rotate " .. paths.log .. " (admin " .. tostring(admin) .. ": " .. tostring(why) .. ")")
+      end
+    end
+  end
+  if not st.rotating_since and at_end and st.offset > HARD_MAX_BYTES and truncate(paths.log) then
+    log("truncated " .. paths.log .. " at " .. st.offset .. " bytes (rotation impossible); lines written meanwhile are lost")
+    st.offset, st.rest = 0, ""
+  end
+end
+
 local function main(argv)
   local once = argv[1] == "--once"
   if argv[1] and not once then
@@ -106,147 +236,31 @@ local function main(argv)
   end
   local admin = os.getenv("WS_ENVOY_ADMIN")
   local runtime = require("runtime")
-  local path = runtime.path("lease_log")
-  local old_path = path .. ".old"
-  local alive_path = runtime.path("lease_log_alive")
-  local calls = require("admission").new(S)
-  local client = resp.new(settings_loader.redis_options(S, DIR))
-  log("following " .. path .. " (Redis " .. S.redis_host .. ":" .. S.redis_port .. ")")
+  local log_path = runtime.path("lease_log")
+  local paths = { log = log_path, old = log_path .. ".old", alive = runtime.path("lease_log_alive") }
+  local st = new_state(S, paths, require("admission").new(S), resp.new(settings_loader.redis_options(S, DIR)))
+  log("following " .. paths.log .. " (Redis " .. S.redis_host .. ":" .. S.redis_port .. ")")
 
-  -- `current` is the file being read: leases.log, or leases.log.old while rotating
-  -- (and first, when an earlier run stopped in the middle of a rotation).
-  local current, offset, rest = path, 0, ""
-  local rotating_since = exists(old_path) and socket.gettime() or nil
-  if rotating_since then current = old_path end
-  local admin_retry_at = 0
-  -- Pending lines, a queue: pending[head .. tail].
-  local pending, head, tail = {}, 1, 0
-  local released, bad, dropped, last_err = 0, 0, 0, nil
-  local last_beat = 0
-
-  local function heartbeat()
-    local now = os.time()
-    if now == last_beat then return end
-    last_beat = now
-    local a = io.open(alive_path, "wb")
-    if a then a:write(now, "\n") a:close() end
-  end
-
-  -- Reads at most READ_MAX new bytes of `current`; true when it reached the end.
-  local function read_some()
-    local f = io.open(current, "rb")
-    if not f then return true end
-    local size = f:seek("end")
-    -- Shorter than what was read: truncated by someone else (noticed only while it is
-    -- shorter; this program is the only one meant to shorten it).
-    if size < offset then offset, rest = 0, "" end
-    local n = math.min(size - offset, READ_MAX)
-    if n > 0 then
-      f:seek("set", offset)
-      local data = f:read(n) or ""
-      offset = offset + #data
-      data = rest .. data
-      local last = 1
-      for line, e in data:gmatch("([^\n]*)\n()") do
-        last = e
-        local id, pod = parse(line)
-        if id then
-          tail = tail + 1
-          pending[tail] = { id, pod }
-          if tail - head + 1 > MAX_PENDING then
-            pending[head] = nil
-            head = head + 1
-            dropped = dropped + 1
-          end
-        elseif line ~= "" then
-          bad = bad + 1
-        end
-      end
-      rest = data:sub(last)
-      if #rest > MAX_LINE then rest = "" end
-    end
-    f:close()
-    return offset >= size
-  end
-
-  -- One pipeline of releases; false after a failure (Redis down or an error reply).
-  local function release_batch()
-    local entries, ids = {}, {}
-    for i = head, math.min(head + BATCH - 1, tail) do
-      local id, pod = pending[i][1], pending[i][2]
-      entries[#entries + 1] = calls.release(id, pod)
-      ids[#ids + 1] = #entries
-      if S.connection_inventory then entries[#entries + 1] = calls.inventory_delete(id) end
-    end
-    local replies, err = client:run(entries)
-    if replies then
-      for i = 1, #replies do
-        if resp.is_error(replies[i]) then replies, err = nil, replies[i].err break end
-      end
-    end
-    if not replies then
-      if err ~= last_err then log("Redis unavailable (" .. tostring(err) .. "); keeping " .. (tail - head + 1) .. " lines, retrying") end
-      last_err = err
-      return false
-    end
-    if last_err then log("Redis reachable again") end
-    last_err = nil
-    for _, i in ipairs(ids) do
-      if replies[i] == 1 then released = released + 1 end
-    end
-    for i = head, head + #ids - 1 do pending[i] = nil end
-    head = head + #ids
-    return true
-  end
-
-  local reported_dropped = 0
   while true do
-    heartbeat()
+    heartbeat(st)
     -- Seen before this round's read: Envoy has reopened, so it no longer writes to the
     -- old file, and reading it to its end now gets every line it holds.
-    local switched = rotating_since ~= nil and exists(path)
-    local at_end = read_some()
-    while head <= tail do
-      heartbeat()
-      if not release_batch() then break end
+    local switched = st.rotating_since ~= nil and exists(paths.log)
+    local at_end = read_some(st)
+    while st.head <= st.tail do
+      heartbeat(st)
+      if not release_batch(st) then break end
     end
-    if dropped > reported_dropped then
-      log(dropped - reported_dropped .. " lines dropped while Redis was unavailable (their leases expire by themselves)")
-      reported_dropped = dropped
+    if st.dropped > st.reported_dropped then
+      log(st.dropped - st.reported_dropped .. " lines dropped while Redis was unavailable (their leases expire by themselves)")
+      st.reported_dropped = st.dropped
     end
-
-    -- Rotation (see the header).
-    local now = socket.gettime()
-    if rotating_since and at_end and switched then
-      os.remove(old_path)
-      current, offset, rest, rotating_since = path, 0, "", nil
-    elseif rotating_since and at_end and now - rotating_since > REOPEN_WAIT_S then
-      -- Envoy never reopened: the old file is still the one it writes to.
-      os.rename(old_path, path)
-      current, rotating_since = path, nil
-      log("Envoy did not reopen its access logs within " .. REOPEN_WAIT_S .. " s; going on with " .. path)
-    elseif not once and not rotating_since and at_end and offset > ROTATE_BYTES and now >= admin_retry_at then
-      if os.rename(path, old_path) then
-        local ok, why = reopen_logs(admin)
-        if ok then
-          current, rotating_since = old_path, now
-        else
-          os.rename(old_path, path)
-          admin_retry_at = now + ADMIN_RETRY_S
-          log("cannot rotate " .. path .. " (admin " .. tostring(admin) .. ": " .. tostring(why) .. ")")
-        end
-      end
-    end
-    if not rotating_since and at_end and offset > HARD_MAX_BYTES and truncate(path) then
-      log("truncated " .. path .. " at " .. offset .. " bytes (rotation impossible); lines written meanwhile are lost")
-      offset, rest = 0, ""
-    end
-
-    if once and at_end and (head > tail or last_err) then break end
-    if at_end or last_err then socket.sleep(last_err and RETRY_S or POLL_S) end
+    rotate(st, at_end, switched, once, admin)
+    if once and at_end and (st.head > st.tail or st.last_err) then break end
+    if at_end or st.last_err then socket.sleep(st.last_err and RETRY_S or POLL_S) end
   end
-  log(string.format("released %d leases; %d unreadable lines", released, bad))
-  os.exit(last_err and 1 or 0)
+  log(string.format("released %d leases; %d unreadable lines", st.released, st.bad))
+  os.exit(st.last_err and 1 or 0)
 end
 
 local ok, err = pcall(main, arg or {})
