@@ -138,15 +138,10 @@ const SCENARIOS: Scenario[] = [
   },
 ];
 
-/** register_view.lua's effect for `pods` under `prefix` (the bench loads only admit.lua). */
+/** register_view.lua itself for `pods` under `prefix`. */
 async function registerView(redis: Redis, prefix: string, pods: readonly string[], view = VIEW): Promise<void> {
-  const p = redis.pipeline();
-  for (const pod of pods) {
-    p.zadd(`${prefix}:hosts`, 0, `${view} ${pod}`);
-    p.zadd(`${prefix}:load`, 'NX', 0, pod);
-  }
-  p.zadd(`${prefix}:views`, Date.now(), view);
-  await p.exec();
+  const script = fs.readFileSync(path.join(LUA_DIR, 'register_view.lua'), 'utf8');
+  await redis.eval(script, 3, `${prefix}:views`, `${prefix}:hosts`, `${prefix}:load`, view, ...pods);
 }
 
 async function prepare(redis: Redis, sha: string): Promise<void> {

@@ -79,6 +79,20 @@ function upgradeOnce(port: number): Promise<{ status: number; ms: number }> {
   });
 }
 
+/** Waits (30 s at most) until `port` answers an upgrade with 101; else throws what `why` says. */
+async function untilUpgraded(port: number, why: () => string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while ((await upgradeOnce(port)).status !== 101) {
+    if (Date.now() > deadline) throw new Error(why());
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** The pid of the rig's redis-server (for its CPU seconds). */
+async function pidOfRedis(rig: LocalRig): Promise<number> {
+  return Number(/process_id:(\d+)/.exec(await rig.redisCli('INFO', 'server'))?.[1]);
+}
+
 async function load(port: number, pids: Array<number | undefined>, want = 101): Promise<Record<string, number>> {
   const cpu0 = pids.map(cpuSeconds);
   const end = Date.now() + SECONDS * 1000;
@@ -151,7 +165,7 @@ async function refusalFlood(cacheMs: number, basePort: number): Promise<Record<s
       if (!got.startsWith('HTTP/1.1 101')) throw new Error(`refusal flood: connection ${i} not upgraded: ${got.slice(0, 60)}`);
     }
     if ((await upgradeOnce(port)).status !== 503) throw new Error('refusal flood: the 4th upgrade was not refused');
-    const redisPid = Number(/process_id:(\d+)/.exec(await rig.redisCli('INFO', 'server'))?.[1]);
+    const redisPid = await pidOfRedis(rig);
     const r = await load(port, [rig.proxies[0].envoy!.pid, redisPid], 503);
     const { upgradesPerSecond, notUpgraded, ...rest } = r;
     return { refusalsPerSecond: upgradesPerSecond, notRefused: notUpgraded, ...rest };
@@ -174,15 +188,11 @@ async function largeFleet(config: ReturnType<typeof loadConfig>): Promise<Record
   });
   try {
     const port = rig.proxies[0].publicPort;
-    const deadline = Date.now() + 30_000;
-    while ((await upgradeOnce(port)).status !== 101) {
-      if (Date.now() > deadline) throw new Error(`the ${LARGE_FLEET}-backend rig never answered 101`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    await untilUpgraded(port, () => `the ${LARGE_FLEET}-backend rig never answered 101`);
     const tag = `{${config.hashTag}}`;
     const inView = Number((await rig.redisCli('ZCARD', `${tag}:hosts`)).trim());
     if (inView !== LARGE_FLEET) throw new Error(`the ${LARGE_FLEET}-backend rig's view holds ${inView} pods`);
-    const redisPid = Number(/process_id:(\d+)/.exec(await rig.redisCli('INFO', 'server'))?.[1]);
+    const redisPid = await pidOfRedis(rig);
     return { ...(await load(port, [rig.proxies[0].envoy!.pid, redisPid])), podsInView: inView };
   } finally {
     await rig.stop();
@@ -304,19 +314,15 @@ export async function run(): Promise<Record<string, unknown>> {
     });
     // Ready when each answers an upgrade with 101.
     for (const port of [plainPort, rlPort, localLayout(BASE, 0, rig.workDir).publicPort]) {
-      const deadline = Date.now() + 30_000;
-      while ((await upgradeOnce(port)).status !== 101) {
-        if (Date.now() > deadline) {
-          const logs = fs
-            .readdirSync(work)
-            .filter((f) => f.endsWith('.log'))
-            .map((f) => `${f}: ${fs.readFileSync(path.join(work, f), 'utf8').slice(-1500)}`);
-          throw new Error(`the variant on port ${port} never answered 101:\n${logs.join('\n')}`);
-        }
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      await untilUpgraded(port, () => {
+        const logs = fs
+          .readdirSync(work)
+          .filter((f) => f.endsWith('.log'))
+          .map((f) => `${f}: ${fs.readFileSync(path.join(work, f), 'utf8').slice(-1500)}`);
+        return `the variant on port ${port} never answered 101:\n${logs.join('\n')}`;
+      });
     }
-    const redisPid = Number(/process_id:(\d+)/.exec(await rig.redisCli('INFO', 'server'))?.[1]);
+    const redisPid = await pidOfRedis(rig);
     const a = await load(plainPort, [children[0].pid]);
     const b = await load(rig.proxies[0].publicPort, [rig.proxies[0].envoy!.pid, redisPid]);
     const c = await load(rlPort, [children[children.length - 1].pid, rlProc.pid]);

@@ -5,7 +5,6 @@
 // httpCall path, a one-way stream, counted in ws_admission_one_way_streams_total.
 // Each worker below is its own luajit process with its own fake admin (same host list
 // unless a test changes one), sharing the pod's WS_STATE_DIR as in the container.
-import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { startRedis, RedisServer } from '../support/redis-server';
@@ -299,57 +298,5 @@ describe('the public filter with the host list file', () => {
       expect((await w.request(UPGRADE)).state).toBe('done');
     }
     expect((await w.logs()).admin_calls).toBe(bad.length);
-  });
-});
-
-describe('hosts.lua parse_file (the worker re-reads the file every hosts_cache_ms)', () => {
-  const lua = (code: string) =>
-    execFileSync(
-      'luajit',
-      [
-        '-e',
-        `package.path = "${path.resolve(__dirname, '../../lua/envoy')}/?.lua;" .. package.path
-local hosts = require("hosts")
-${code}`,
-      ],
-      { encoding: 'utf8', timeout: 20000 },
-    );
-
-  it('gives the previous list (the same table) while the host lines stay the same, whatever written_ms says; a new line, a new list', () => {
-    const out = lua(`
-local a = hosts.parse_file(${JSON.stringify(hostsFile(['10.0.0.1:80', '10.0.0.2:80'], 1000))}, "backend")
-local b, written = hosts.parse_file(${JSON.stringify(hostsFile(['10.0.0.1:80', '10.0.0.2:80'], 2000))}, "backend")
-local c = hosts.parse_file(${JSON.stringify(hostsFile(['10.0.0.1:80', '10.0.0.3:80'], 3000))}, "backend")
-local d, why = hosts.parse_file(${JSON.stringify(hostsFile(['10.0.0.1:80', '10.0.0.3:80'], 4000, 'other'))}, "backend")
-local e, why2 = hosts.parse_file(${JSON.stringify(hostsFile(['10.0.0.1:80'], 5000).replace('end 1', 'end 2'))}, "backend")
-print(a == b, written, #c, c[2], c == a, d, why, e, why2)`);
-    expect(out.trim()).toBe('true\t2000\t2\t10.0.0.3:80\tfalse\tnil\tnot the host list of cluster backend\tnil\ttruncated');
-  });
-});
-
-describe('keys.lua view_id (the name of a host list in Redis)', () => {
-  it('16 hex digits that depend on the set of pods only: any order, the same id; one pod more or changed, another', () => {
-    const out = execFileSync(
-      'luajit',
-      [
-        '-e',
-        `package.path = "${path.resolve(__dirname, '../../lua/envoy')}/?.lua;" .. package.path
-local keys = require("keys")
-local a = keys.view_id({ "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80" })
-local b = keys.view_id({ "10.0.0.3:80", "10.0.0.1:80", "10.0.0.2:80" })
-local c = keys.view_id({ "10.0.0.1:80", "10.0.0.2:80" })
-local d = keys.view_id({ "10.0.0.1:80", "10.0.0.2:80", "10.0.0.4:80" })
-local e = keys.view_id({ "10.0.0.1:80", "10.0.0.2:8", "0.0.0.3:80" })
-local seen, clash = {}, 0
-for i = 1, 20000 do
-  local id = keys.view_id({ "10.0." .. math.floor(i / 256) .. "." .. (i % 256) .. ":80" })
-  if seen[id] then clash = clash + 1 end
-  seen[id] = true
-end
-print(a:match("^%x+$") ~= nil and #a, a == b, a ~= c, a ~= d, a ~= e, clash)`,
-      ],
-      { encoding: 'utf8', timeout: 20000 },
-    );
-    expect(out.trim()).toBe('16\ttrue\ttrue\ttrue\ttrue\t0');
   });
 });

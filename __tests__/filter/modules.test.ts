@@ -138,3 +138,36 @@ io.write(require("json_out").encode({ dir = runtime.STATE_DIR, files = runtime.F
     expect(JSON.parse(text)).toEqual({ dir: STATE_DIR, files: STATE_FILES });
   });
 });
+
+describe('hosts.lua parse_file: the worker re-reads the host list file every hosts_cache_ms', () => {
+  it('GIVEN the same host lines under a new written_ms THEN the previous list (the same table); a new line, a new list; a bad file, nil and why', () => {
+    const out = lua(`local hosts = require("hosts")
+local function file(list, ms, cluster) return hosts.format_file(list, cluster or "backend", ms) end
+local a = hosts.parse_file(file({ "10.0.0.1:80", "10.0.0.2:80" }, 1000), "backend")
+local b, written = hosts.parse_file(file({ "10.0.0.1:80", "10.0.0.2:80" }, 2000), "backend")
+local c = hosts.parse_file(file({ "10.0.0.1:80", "10.0.0.3:80" }, 3000), "backend")
+local d, why = hosts.parse_file(file({ "10.0.0.1:80", "10.0.0.3:80" }, 4000, "other"), "backend")
+local e, why2 = hosts.parse_file((file({ "10.0.0.1:80" }, 5000):gsub("end 1", "end 2")), "backend")
+out({ a == b, written, #c, c[2], c == a, d == nil, why, e == nil, why2 })`);
+    expect(out).toEqual([true, 2000, 2, '10.0.0.3:80', false, true, 'not the host list of cluster backend', true, 'truncated']);
+  });
+});
+
+describe('keys.lua view_id: the name of a host list in Redis', () => {
+  it('16 hex digits that depend on the set of pods only: any order, the same id; one pod more or changed, another', () => {
+    const out = lua(`local keys = require("keys")
+local a = keys.view_id({ "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80" })
+local b = keys.view_id({ "10.0.0.3:80", "10.0.0.1:80", "10.0.0.2:80" })
+local c = keys.view_id({ "10.0.0.1:80", "10.0.0.2:80" })
+local d = keys.view_id({ "10.0.0.1:80", "10.0.0.2:80", "10.0.0.4:80" })
+local e = keys.view_id({ "10.0.0.1:80", "10.0.0.2:8", "0.0.0.3:80" })
+local seen, clash = {}, 0
+for i = 1, 20000 do
+  local id = keys.view_id({ "10.0." .. math.floor(i / 256) .. "." .. (i % 256) .. ":80" })
+  if seen[id] then clash = clash + 1 end
+  seen[id] = true
+end
+out({ a:match("^%x+$") ~= nil and #a, a == b, a ~= c, a ~= d, a ~= e, clash })`);
+    expect(out).toEqual([16, true, true, true, true, 0]);
+  });
+});

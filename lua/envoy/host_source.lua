@@ -114,9 +114,10 @@ function M.new(S, log)
   --- The view of a list: { id = keys.view_id(list), set = pod -> true }, computed once
   -- per list (an unchanged list keeps its table).
   function src.view_of(list)
-    if view.list ~= list then view.list, view.id, view.set = list, keys.view_id(list), {} end
-    if next(view.set) == nil then
-      for i = 1, #list do view.set[list[i]] = true end
+    if view.list ~= list then
+      local set = {}
+      for i = 1, #list do set[list[i]] = true end
+      view.list, view.id, view.set = list, keys.view_id(list), set
     end
     return view
   end

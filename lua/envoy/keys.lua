@@ -27,9 +27,6 @@ function M.valid_connection_id(id)
     and id:match("^[a-z0-9.-]+|%x+|%d+|%x+$") ~= nil
 end
 
---- The member of `leases` for connection `id` on `pod` (neither contains a space).
-function M.lease(id, pod) return id .. " " .. pod end
-
 --- The host view id of a list of pod ids: 16 hex digits that depend only on the set
 -- (the list is sorted first), so every worker and proxy that sees the same healthy
 -- hosts names the same view. Two polynomial hashes modulo different primes below 2^32
