@@ -20,6 +20,9 @@ export type NlbScheme = 'internet-facing' | 'internal';
 
 export type RedisPersistence = 'none' | 'aof';
 
+/** Type of the public Service in front of Envoy (`publicServiceType`). */
+export type PublicServiceType = 'LoadBalancer' | 'NodePort' | 'ClusterIP';
+
 export type FieldKind = 'integer' | 'boolean' | 'string' | 'enum' | 'labels' | 'cidrs' | 'list' | 'image' | 'dns1123Label';
 
 export interface FieldSpec {
@@ -86,7 +89,7 @@ const FIELD_TABLE = [
     default: '',
     optional: true,
     description:
-      'Connect to the cluster through this kubeconfig file (and `kubeContext`) instead of looking up the EKS cluster: no aws provider and no AWS data source in the output (`clusterName` and `region` are then unused; `~` is expanded by the providers). The apply still waits for the `ws-envoy-nlb` Service to get a load balancer address, so the cluster needs a LoadBalancer implementation. Empty = the EKS cluster `clusterName`, authenticated with `aws eks get-token`.',
+      'Connect to the cluster through this kubeconfig file (and `kubeContext`) instead of looking up the EKS cluster: no aws provider and no AWS data source in the output (`clusterName` and `region` are then unused; `~` is expanded by the providers). With the default `publicServiceType` the apply waits for the `ws-envoy-nlb` Service to get a load balancer address, so the cluster needs a LoadBalancer implementation; otherwise choose `NodePort` or `ClusterIP` there. Empty = the EKS cluster `clusterName`, authenticated with `aws eks get-token`.',
     pattern: { re: /^[^\s\0][^\0\n]*$/, says: 'a file path (no leading space, no newline)' },
   },
   {
@@ -96,6 +99,14 @@ const FIELD_TABLE = [
     optional: true,
     description: "Context of `kubeconfigPath` to use; empty = the file's `current-context`. Only with `kubeconfigPath`.",
     pattern: { re: /^[^\s][^\n]{0,252}$/, says: 'a kubeconfig context name (no leading space, no newline)' },
+  },
+  {
+    key: 'publicServiceType',
+    kind: 'enum',
+    default: 'LoadBalancer',
+    values: ['LoadBalancer', 'NodePort', 'ClusterIP'],
+    description:
+      'Type of the public Service `ws-envoy-nlb` in front of Envoy. `LoadBalancer` (always in EKS mode): the AWS Load Balancer Controller makes it an NLB and the apply waits for its address. With `kubeconfigPath`, for a cluster without a load balancer implementation (kind, k3s, on premises): `NodePort` (Envoy on a port of every node) or `ClusterIP` (inside the cluster, or behind an ingress of your own); the apply then waits for no address, and the NLB settings (`nlb*`, `exposeMetricsOnNlb`) do not apply.',
   },
   {
     key: 'namespace',

@@ -255,6 +255,28 @@ export function crossFieldProblems(c: StackConfig): string[] {
         `Fix: raise envoyMaxReplicas to ${c.envoyReplicas} or more, or lower envoyReplicas.`,
     );
   }
+  if (c.publicServiceType !== 'LoadBalancer') {
+    if (c.kubeconfigPath === '') {
+      out.push(
+        `publicServiceType ${show(c.publicServiceType)} applies only with kubeconfigPath: in EKS mode the public Service is the NLB (type LoadBalancer). ` +
+          'Fix: leave publicServiceType at "LoadBalancer", or deploy through a kubeconfig (kubeconfigPath) to a cluster without a load balancer controller.',
+      );
+    }
+    const nlbOnly = [
+      ...(c.nlbTls ? ['nlbTls'] : []),
+      ...(c.exposeMetricsOnNlb ? ['exposeMetricsOnNlb'] : []),
+      ...(c.nlbProxyProtocol ? ['nlbProxyProtocol'] : []),
+      ...(c.nlbSourceRanges.length > 0 ? ['nlbSourceRanges'] : []),
+      ...(c.nlbScheme !== 'internet-facing' ? ['nlbScheme'] : []),
+    ];
+    if (nlbOnly.length > 0) {
+      out.push(
+        `${nlbOnly.join(', ')} ${nlbOnly.length === 1 ? 'is a setting' : 'are settings'} of the NLB, which publicServiceType ${show(c.publicServiceType)} does not create` +
+          `${c.nlbProxyProtocol ? ' (with nlbProxyProtocol Envoy would wait for a PROXY header no client sends)' : ''}. ` +
+          'Fix: set publicServiceType to "LoadBalancer", or leave those at their defaults.',
+      );
+    }
+  }
   if (c.kubeContext !== '' && c.kubeconfigPath === '') {
     out.push(
       `kubeContext applies only with kubeconfigPath, but kubeconfigPath is empty (kubeContext is ${show(c.kubeContext)}). ` +

@@ -1,7 +1,7 @@
 import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
 import { Fn, ITerraformDependable, Token } from 'cdktf';
 import { Construct } from 'constructs';
-import { NLB_TCP_IDLE_TIMEOUT, NlbScheme } from '../config/schema';
+import { NLB_TCP_IDLE_TIMEOUT, NlbScheme, PublicServiceType } from '../config/schema';
 import { METRICS_PORT } from '../envoy/bootstrap';
 import { NAMES, componentLabels } from './names';
 
@@ -14,6 +14,15 @@ export interface NlbProps {
   readonly namespace: string;
   /** Labels of the Envoy pods. */
   readonly selector: { readonly [key: string]: string };
+  /**
+   * Type of the Service. `LoadBalancer` is the NLB (the controller's annotations, the
+   * apply waits for its address); `NodePort` and `ClusterIP` are for a cluster without a
+   * load balancer implementation: no annotations, no wait, and none of the NLB-only props
+   * (tls, exposeMetrics, proxyProtocol, sourceRanges) may be set.
+   * @default 'LoadBalancer'
+   * @see https://kubernetes.io/docs/concepts/services-networking/service/#publishing-services-service-types
+   */
+  readonly type?: PublicServiceType;
   /**
    * Scheme of the NLB.
    * @default 'internet-facing'
@@ -75,8 +84,9 @@ export interface NlbTls {
  * @see https://kubernetes-sigs.github.io/aws-load-balancer-controller/latest/guide/service/annotations/
  */
 export class Nlb extends Construct {
+  public readonly type: PublicServiceType;
   public readonly service: ServiceV1;
-  /** DNS name of the NLB, or "" until it exists. */
+  /** DNS name of the NLB, or "" until it exists (always "" for a NodePort or ClusterIP Service). */
   public readonly hostname: string;
   public readonly annotations: { readonly [key: string]: string };
 
@@ -93,6 +103,23 @@ export class Nlb extends Construct {
       );
     }
     const tls = props.tls;
+    this.type = props.type ?? 'LoadBalancer';
+    const lb = this.type === 'LoadBalancer';
+    if (!lb) {
+      const nlbOnly = Object.entries({
+        tls: tls !== undefined,
+        exposeMetrics: props.exposeMetrics === true,
+        proxyProtocol: props.proxyProtocol === true,
+        sourceRanges: (props.sourceRanges ?? []).length > 0,
+      })
+        .filter(([, set]) => set)
+        .map(([name]) => name);
+      if (nlbOnly.length > 0) {
+        throw new Error(
+          `Nlb: ${nlbOnly.join(', ')} apply to a LoadBalancer Service only, got type ${JSON.stringify(this.type)}; set type "LoadBalancer" or leave them unset`,
+        );
+      }
+    }
     if (tls && tls.certificateArns.length === 0) throw new Error('Nlb: tls.certificateArns must name at least one ACM certificate');
     // The listeners the NLB publishes. TLS terminates at the NLB: its port goes to Envoy's
     // plain listener too.
@@ -108,7 +135,7 @@ export class Nlb extends Construct {
     // A TLS listener's idle timeout is fixed at 350 s by AWS: the attribute is for TCP
     // listeners only.
     const tcpListeners = ports.filter((p) => p.name !== 'https');
-    this.annotations = {
+    const annotations = {
       [`${ANNOTATION}-type`]: 'external',
       [`${ANNOTATION}-nlb-target-type`]: 'ip',
       [`${ANNOTATION}-scheme`]: props.scheme ?? 'internet-facing',
@@ -137,22 +164,24 @@ export class Nlb extends Construct {
       [`${ANNOTATION}-healthcheck-unhealthy-threshold`]: '2',
       ...(props.proxyProtocol ? { [`${ANNOTATION}-proxy-protocol`]: '*' } : {}),
     };
+    this.annotations = lb ? annotations : {};
     this.service = new ServiceV1(this, 'service', {
       metadata: {
         name: NAMES.nlb,
         namespace: props.namespace,
         labels: componentLabels(NAMES.envoy, 'load-balancer'),
-        annotations: this.annotations,
+        ...(lb ? { annotations } : {}),
       },
       spec: {
-        type: 'LoadBalancer',
+        type: this.type,
         selector: { ...props.selector },
         port: ports,
         ...(props.sourceRanges && props.sourceRanges.length > 0 ? { loadBalancerSourceRanges: [...props.sourceRanges] } : {}),
       },
-      waitForLoadBalancer: true,
+      // Only a LoadBalancer gets an address to wait for; elsewhere the apply would hang.
+      waitForLoadBalancer: lb,
       ...(props.dependsOn ? { dependsOn: props.dependsOn } : {}),
     });
-    this.hostname = Token.asString(Fn.try([this.service.status.get(0).loadBalancer.get(0).ingress.get(0).hostname, '']));
+    this.hostname = lb ? Token.asString(Fn.try([this.service.status.get(0).loadBalancer.get(0).ingress.get(0).hostname, ''])) : '';
   }
 }

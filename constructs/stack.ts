@@ -217,6 +217,7 @@ export class WsAdmissionStack extends TerraformStack {
     this.nlb = new Nlb(this, 'nlb', {
       namespace,
       selector: this.envoy.selector,
+      type: c.publicServiceType,
       scheme: c.nlbScheme,
       proxyProtocol: c.nlbProxyProtocol,
       exposeMetrics: c.exposeMetricsOnNlb,
@@ -227,9 +228,10 @@ export class WsAdmissionStack extends TerraformStack {
       dependsOn: lbRelease ? [lbRelease] : undefined,
       // Envoy's idle timeout closes a quiet WebSocket (and releases its slot) before
       // the NLB would drop the flow without a word to either side.
-      tcpIdleTimeoutSeconds: c.nlbSetIdleTimeout
-        ? Math.max(NLB_TCP_IDLE_TIMEOUT.min, c.idleTimeoutSeconds + NLB_IDLE_MARGIN_SECONDS)
-        : undefined,
+      tcpIdleTimeoutSeconds:
+        c.nlbSetIdleTimeout && c.publicServiceType === 'LoadBalancer'
+          ? Math.max(NLB_TCP_IDLE_TIMEOUT.min, c.idleTimeoutSeconds + NLB_IDLE_MARGIN_SECONDS)
+          : undefined,
     });
 
     if (c.grafanaDashboard || c.serviceMonitor) {
@@ -267,12 +269,21 @@ export class WsAdmissionStack extends TerraformStack {
       description: 'DNS name of the NLB in front of Envoy ("" until the AWS Load Balancer Controller has created it).',
       value: this.nlb.hostname,
     });
-    new TerraformOutput(this, 'websocket_url', {
-      description: c.nlbTls
-        ? `WebSocket URL through the NLB's TLS listener (wss://, port ${c.nlbTlsPort}); with nlbTlsHostname its name, else the NLB's (which the certificate does not cover).`
-        : 'WebSocket URL through the NLB (port 80, plain ws://; set nlbTls for wss://); "ws:///" until the NLB has a hostname.',
-      value: websocketUrl(c, this.nlb.hostname),
-    });
+    if (c.publicServiceType !== 'LoadBalancer') {
+      // No NLB: the Service's own name, which answers inside the cluster (and, for a
+      // NodePort, its node port on every node: kubectl get svc ws-envoy-nlb).
+      new TerraformOutput(this, 'websocket_url', {
+        description: `WebSocket URL of the public Service (type ${c.publicServiceType}, no load balancer) inside the cluster.`,
+        value: `ws://${NAMES.nlb}.${c.namespace}.svc.cluster.local/`,
+      });
+    } else {
+      new TerraformOutput(this, 'websocket_url', {
+        description: c.nlbTls
+          ? `WebSocket URL through the NLB's TLS listener (wss://, port ${c.nlbTlsPort}); with nlbTlsHostname its name, else the NLB's (which the certificate does not cover).`
+          : 'WebSocket URL through the NLB (port 80, plain ws://; set nlbTls for wss://); "ws:///" until the NLB has a hostname.',
+        value: websocketUrl(c, this.nlb.hostname),
+      });
+    }
     new TerraformOutput(this, 'namespace', {
       description: 'Kubernetes namespace of the stack.',
       value: c.namespace,

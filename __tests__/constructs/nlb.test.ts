@@ -132,3 +132,23 @@ describe('TLS at the NLB with the defaults around it', () => {
     expect(byName(json, 'kubernetes_deployment_v1', 'ws-envoy').spec.replicas).toBe('2');
   });
 });
+
+describe.each(['NodePort', 'ClusterIP'] as const)(
+  'GIVEN kubeconfig mode with publicServiceType %s (no load balancer controller)',
+  (type) => {
+    const { json } = synth({ kubeconfigPath: '/etc/kubeconfig', publicServiceType: type });
+
+    it('makes the public Service of that type, without the controller annotations, and does not wait for an address', () => {
+      const svc = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
+      expect(svc.spec.type).toBe(type);
+      expect(svc.wait_for_load_balancer).toBe(false);
+      expect(svc.metadata.annotations).toBeUndefined();
+      expect(svc.spec.port).toEqual([{ name: 'http', port: 80, target_port: 'http', protocol: 'TCP' }]);
+    });
+
+    it('outputs the in-cluster URL and no load balancer hostname', () => {
+      expect(json.output.websocket_url.value).toBe('ws://ws-envoy-nlb.ws-admission.svc.cluster.local/');
+      expect(json.output.load_balancer_hostname.value).toBe('');
+    });
+  },
+);

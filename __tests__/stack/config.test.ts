@@ -402,6 +402,31 @@ describe('rules across fields', () => {
     );
     expect(() => loadConfig({ env: {}, overrides: { exposeMetricsOnNlb: true, nlbScheme: 'internal' } })).not.toThrow();
   });
+  it('refuses a publicServiceType other than LoadBalancer in EKS mode, naming the value and the fix', () => {
+    expect(bad({ publicServiceType: 'NodePort' })).toThrow(
+      'publicServiceType "NodePort" applies only with kubeconfigPath: in EKS mode the public Service is the NLB (type LoadBalancer). Fix: leave publicServiceType at "LoadBalancer", or deploy through a kubeconfig (kubeconfigPath)',
+    );
+    for (const t of ['NodePort', 'ClusterIP'] as const) {
+      expect(() => loadConfig({ env: {}, overrides: { publicServiceType: t, kubeconfigPath: '/etc/kubeconfig' } })).not.toThrow();
+    }
+  });
+  it('refuses an unknown publicServiceType (from the environment too), listing the types', () => {
+    expect(bad({ publicServiceType: 'ExternalName' as never })).toThrow(
+      'publicServiceType must be one of "LoadBalancer", "NodePort", "ClusterIP", got "ExternalName".',
+    );
+    expect(() => loadConfig({ env: { WS_ADMISSION_PUBLIC_SERVICE_TYPE: 'nodeport' } })).toThrow(
+      'publicServiceType must be one of "LoadBalancer", "NodePort", "ClusterIP", got "nodeport".',
+    );
+  });
+  it('refuses NLB settings without an NLB (publicServiceType NodePort or ClusterIP), naming each and the fix', () => {
+    const kube = { kubeconfigPath: '/etc/kubeconfig', publicServiceType: 'ClusterIP' } as const;
+    expect(bad({ ...kube, nlbProxyProtocol: true, nlbSourceRanges: ['10.0.0.0/8'] })).toThrow(
+      'nlbProxyProtocol, nlbSourceRanges are settings of the NLB, which publicServiceType "ClusterIP" does not create (with nlbProxyProtocol Envoy would wait for a PROXY header no client sends). Fix: set publicServiceType to "LoadBalancer", or leave those at their defaults.',
+    );
+    expect(bad({ ...kube, nlbScheme: 'internal' })).toThrow(
+      'nlbScheme is a setting of the NLB, which publicServiceType "ClusterIP" does not create. Fix:',
+    );
+  });
   it('refuses kubeContext without kubeconfigPath, naming the value and the fix', () => {
     expect(bad({ kubeContext: 'staging' })).toThrow(
       'kubeContext applies only with kubeconfigPath, but kubeconfigPath is empty (kubeContext is "staging"). Fix: set kubeconfigPath to the kubeconfig file holding that context',

@@ -65,6 +65,8 @@ export const EVERYTHING_CHANGED: StackConfig = {
   // The connection mode has its own profile (KUBECONFIG_PROFILE): this one stays on EKS.
   kubeconfigPath: '',
   kubeContext: '',
+  // EKS mode keeps the NLB; the other types are tested in kubeconfig mode (constructs/nlb.test.ts).
+  publicServiceType: 'LoadBalancer',
   namespace: 'realtime',
   createNamespace: false,
   maxConnectionsPerPod: 5,
