@@ -78,7 +78,7 @@ export function readEnvoyRelease(file = ENVOY_RELEASE_FILE): EnvoyRelease {
 
 export const ENVOY_RELEASE: EnvoyRelease = readEnvoyRelease();
 
-/** `1.40.0-1`: Envoy version, then our build number. */
+/** `1.40.0-2`: Envoy version, then our build number. */
 export function envoyImageTag(r: EnvoyRelease = ENVOY_RELEASE): string {
   return `${r.version}-${r.imageBuild}`;
 }

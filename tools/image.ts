@@ -3,7 +3,7 @@
  * pushes it to ECR.
  *
  *   npm run image:push                                # the config's envoyImage (must be an ECR reference)
- *   npm run image:push -- --image 1234.dkr.ecr.eu-west-1.amazonaws.com/ws-envoy-lua:1.40.0-1
+ *   npm run image:push -- --image 1234.dkr.ecr.eu-west-1.amazonaws.com/ws-envoy-lua:1.40.0-2
  *   npm run image:push -- --envoy-base envoyproxy/envoy:v1.40.0@sha256:…   # another (or a not yet recorded) base digest
  *   npm run image:push -- --create-repository         # create the ECR repository if missing
  *   npm run image:push -- --dry-run                   # print the commands only

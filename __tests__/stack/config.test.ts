@@ -22,7 +22,7 @@ describe('defaults', () => {
   it('are valid and pinned', () => {
     const c = load();
     expect(validateConfig(c)).toEqual(c);
-    // The Envoy version of envoy/release.json, then our build number (1.40.0-1).
+    // The Envoy version of envoy/release.json, then our build number (1.40.0-2).
     expect(c.envoyImage).toBe(`ws-envoy-lua:${ENVOY_RELEASE.version}-${ENVOY_RELEASE.imageBuild}`);
     expect(c.leaseTtlSeconds).toBeGreaterThanOrEqual(c.idleTimeoutSeconds + c.renewIntervalSeconds + 5);
     expect(c.remoteStateBucket).toBe('');
