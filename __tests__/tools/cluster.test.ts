@@ -10,13 +10,17 @@ describe('clusterPorts', () => {
       controllerManager: 23403,
       scheduler: 23404,
       kwok: 23405,
+      kubelet: 23406,
+      kubeProxyMetrics: 23407,
+      kubeProxyHealthz: 23408,
+      kubeRouterHealth: 23409,
     });
     expect(PORT_RANGE).toStrictEqual({ min: 23000, max: 23999 });
   });
 
-  it.each([[21000], [22999], [23995], [23400.5]])('refuses base %p (outside 23000-23999 or not an integer)', (base) => {
+  it.each([[21000], [22999], [23991], [23400.5]])('refuses base %p (outside 23000-23999 or not an integer)', (base) => {
     expect(() => clusterPorts(base)).toThrow(
-      `cluster: basePort must be an integer with basePort..basePort+5 inside 23000-23999, got ${base}`,
+      `cluster: basePort must be an integer with basePort..basePort+9 inside 23000-23999, got ${base}`,
     );
   });
 });

@@ -15,6 +15,7 @@
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { buildImages, ImageError, IMAGES_FILE } from './images';
 import {
   cacheKey,
   cacheRoot,
@@ -123,7 +124,7 @@ function goBuild(
   ctx: Ctx,
   step: string,
   src: string,
-  builds: ReadonlyArray<{ pkg: string; out: string; ldflags?: string }>,
+  builds: ReadonlyArray<{ pkg: string; out: string; ldflags?: string; tags?: string }>,
   pinsSaid: string,
   extraEnv: NodeJS.ProcessEnv = {},
 ): void {
@@ -149,7 +150,18 @@ function goBuild(
       step,
       src,
       'nice',
-      ['-n', '19', 'go', 'build', '-trimpath', `-ldflags=-s -w ${b.ldflags ?? ''}`.trim(), '-o', tmp, b.pkg],
+      [
+        '-n',
+        '19',
+        'go',
+        'build',
+        '-trimpath',
+        ...(b.tags ? ['-tags', b.tags] : []),
+        `-ldflags=-s -w ${b.ldflags ?? ''}`.trim(),
+        '-o',
+        tmp,
+        b.pkg,
+      ],
       `compiling ${b.pkg} (${pinsSaid}) failed: a compile error names the package; a newer "go" directive than this Go needs another pin in tools/cluster/toolchain.json; "no space left" needs free disk (about 6 GB) under ${cacheRoot()}`,
       extraEnv,
     );
@@ -336,6 +348,18 @@ export function install(o: InstallOptions = {}): InstalledToolchain {
   bin.kwok = path.join(dir, 'bin', 'kwok');
   writeWrapperOnce(path.join(dir, 'src', 'kwok'), bin.kwok, 'kwok', '1.24.0', t.kwok, t.kwok.package);
   goBuild(ctx, 'kwok', path.join(dir, 'src', 'kwok'), [{ pkg: t.kwok.package, out: bin.kwok }], `${t.kwok.module}@${t.kwok.version}`);
+  // The real node's programs beside the control plane (kubelet and kube-proxy come with it).
+  for (const [name, pin] of [
+    ['coredns', t.coredns],
+    ['kube-router', t.kubeRouter],
+  ] as const) {
+    bin[name] = path.join(dir, 'bin', name);
+    writeWrapperOnce(path.join(dir, 'src', name), bin[name], name, '1.24.0', pin, pin.package);
+    goBuild(ctx, name, path.join(dir, 'src', name), [{ pkg: pin.package, out: bin[name] }], `${pin.module}@${pin.version}`);
+  }
+  bin.prometheus = prometheus(ctx, t.prometheus);
+  bin.pause = pause(ctx);
+  debianPackages(ctx, t.node.debian);
 
   const installed: InstalledToolchain = {
     key,
@@ -345,6 +369,7 @@ export function install(o: InstallOptions = {}): InstalledToolchain {
     providerMirror: mirror,
     cliConfig: cliConfig(ctx, mirror),
     providers: t.providers,
+    node: t.node,
     buildSeconds: { ...ctx.seconds, total: Math.round((Date.now() - started) / 1000) },
   };
   fs.writeFileSync(path.join(dir, LOCK_FILE), `${JSON.stringify(installed, null, 2)}\n`);
@@ -359,6 +384,56 @@ export function install(o: InstallOptions = {}): InstalledToolchain {
   return installed;
 }
 
+/** Prometheus with Kubernetes service discovery only (its build tags), through a wrapper repeating its replace. */
+function prometheus(ctx: Ctx, p: Toolchain['prometheus']): string {
+  const out = path.join(ctx.dir, 'bin', 'prometheus');
+  const src = path.join(ctx.dir, 'src', 'prometheus');
+  if (!fs.existsSync(out)) {
+    const replaces = Object.entries(p.replace).map(([from, to]) => `${from} => ${to}`);
+    writeWrapper(src, 'prometheus', '1.26.0', [p], [p.package], replaces);
+  }
+  const version = `-X github.com/prometheus/common/version.Version=${p.version.replace(/^v0\.(\d)(\d\d)\./, (_m, major: string, minor: string) => `${major}.${Number(minor)}.`)}`;
+  goBuild(ctx, 'prometheus', src, [{ pkg: p.package, out, tags: p.tags, ldflags: version }], `${p.module}@${p.version}`);
+  return out;
+}
+
+/** The pod sandbox stand-in (tools/cluster/images/pause/main.go), a static Go program. */
+function pause(ctx: Ctx): string {
+  const out = path.join(ctx.dir, 'bin', 'pause');
+  const src = path.join(ctx.dir, 'src', 'pause');
+  fs.mkdirSync(src, { recursive: true });
+  fs.writeFileSync(path.join(src, 'go.mod'), 'module ws-envoy-toolchain/pause\n\ngo 1.24.0\n');
+  fs.copyFileSync(path.join(__dirname, 'images', 'pause', 'main.go'), path.join(src, 'main.go'));
+  goBuild(ctx, 'pause', src, [{ pkg: '.', out }], 'tools/cluster/images/pause');
+  return out;
+}
+
+/**
+ * The real node's Debian packages at their pinned versions (toolchain.json "node.debian"),
+ * installed only where one is missing or at another version. Needs root (apt-get).
+ */
+function debianPackages(ctx: Ctx, pins: { readonly [name: string]: string }): void {
+  const started = Date.now();
+  const wrong = Object.entries(pins).filter(([name, version]) => {
+    const r = spawnSync('dpkg-query', ['-W', '-f=${Status}|${Version}', name], { encoding: 'utf8' });
+    return r.status !== 0 || r.stdout !== `install ok installed|${version}`;
+  });
+  if (wrong.length > 0) {
+    const want = wrong.map(([name, version]) => `${name}=${version}`);
+    if (process.getuid?.() !== 0) {
+      throw new StepError(
+        `toolchain: step "debian" failed: ${want.join(' ')} must be installed and this is not root; fix: run tools/cluster/install-toolchain as root once (apt-get), or install them yourself`,
+      );
+    }
+    const fix = `apt-get must serve these exact versions (tools/cluster/toolchain.json "node.debian"): a version Debian replaced is no longer served; pin the one \`apt-cache policy NAME\` shows`;
+    run(ctx, 'debian', ctx.dir, 'apt-get', ['update', '-qq'], fix);
+    run(ctx, 'debian', ctx.dir, 'nice', ['-n', '19', 'apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...want], fix, {
+      DEBIAN_FRONTEND: 'noninteractive',
+    });
+  }
+  ctx.seconds.debian = Math.round((Date.now() - started) / 1000);
+}
+
 function writeWrapperOnce(src: string, out: string, name: string, goDirective: string, pin: GoModulePin, pkg: string): void {
   if (!fs.existsSync(out)) writeWrapper(src, name, goDirective, [pin], [pkg], []);
 }
@@ -371,8 +446,23 @@ if (require.main === module) {
       .join(', ');
     process.stdout.write(`toolchain: ${t.cli.kind} ${t.cli.version} (${t.cli.path}); build times: ${built}\n`);
     process.stdout.write(`toolchain: ${path.join(cacheRoot(), t.key, LOCK_FILE)}\n`);
+    // The real node's images need root (debootstrap, buildah); the API suite needs none.
+    if (process.getuid?.() === 0) {
+      const images = buildImages(t);
+      const took = Object.entries(images.buildSeconds)
+        .map(([k, v]) => `${k} ${v}s`)
+        .join(', ');
+      process.stdout.write(
+        `images: ${Object.values(images.images)
+          .map((i) => i.ref)
+          .join(', ')}; build times: ${took}\n`,
+      );
+      process.stdout.write(`images: ${path.join(images.dir, IMAGES_FILE)}\n`);
+    } else {
+      process.stdout.write('images: not built (not root); the node suite needs them: run tools/cluster/install-toolchain as root\n');
+    }
   } catch (e) {
-    process.stderr.write(`${e instanceof StepError ? e.message : (e as Error).stack}\n`);
+    process.stderr.write(`${e instanceof StepError || e instanceof ImageError ? e.message : (e as Error).stack}\n`);
     process.exit(1);
   }
 }

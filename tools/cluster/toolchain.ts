@@ -35,6 +35,29 @@ export interface Toolchain {
   readonly kubernetes: GoModulePin & { readonly commands: readonly string[] };
   readonly etcd: GoModulePin;
   readonly kwok: GoModulePin & { readonly package: string };
+  readonly coredns: GoModulePin & { readonly package: string };
+  readonly kubeRouter: GoModulePin & { readonly package: string };
+  readonly prometheus: GoModulePin & {
+    readonly package: string;
+    readonly tags: string;
+    readonly replace: { readonly [from: string]: string };
+  };
+  readonly node: NodePins;
+}
+
+/** The real node's pins beside the Go programs: Debian packages and what the images are built from. */
+export interface NodePins {
+  /** Debian package name -> exact version (apt-get install NAME=VERSION). */
+  readonly debian: { readonly [name: string]: string };
+  readonly images: {
+    readonly debianSuite: string;
+    readonly debianMirror: string;
+    readonly debianSecurityMirror: string;
+    /** Tags of the stand-in images (the versions they stand in for). */
+    readonly pause: string;
+    readonly redis: string;
+    readonly echo: string;
+  };
 }
 
 /** What an installed toolchain offers (toolchain.lock.json). */
@@ -44,13 +67,15 @@ export interface InstalledToolchain {
   readonly pinsSha: string;
   /** `terraform` (found on PATH at the pinned version) or `tofu` (built). */
   readonly cli: { readonly kind: 'terraform' | 'tofu'; readonly path: string; readonly version: string };
-  /** Absolute paths of etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok. */
+  /** Absolute paths of etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, kubelet, kube-proxy, coredns, kube-router, pause. */
   readonly bin: { readonly [name: string]: string };
   /** The filesystem mirror the CLI config points at. */
   readonly providerMirror: string;
   /** A CLI config (TF_CLI_CONFIG_FILE) that installs providers from the mirror only. */
   readonly cliConfig: string;
   readonly providers: readonly ProviderPin[];
+  /** The real node's pins (toolchain.json "node"), for the image build and the cluster. */
+  readonly node: NodePins;
   /** Seconds each step took when it was built (0: taken from the cache). */
   readonly buildSeconds: { readonly [step: string]: number };
 }
@@ -58,7 +83,7 @@ export interface InstalledToolchain {
 export const TOOLCHAIN_FILE = path.join(__dirname, 'toolchain.json');
 
 /** Bumped when the installer builds differently from the same pins. */
-const INSTALLER_FORMAT = '1';
+const INSTALLER_FORMAT = '2';
 
 export function loadToolchain(file = TOOLCHAIN_FILE): Toolchain {
   return JSON.parse(fs.readFileSync(file, 'utf8')) as Toolchain;

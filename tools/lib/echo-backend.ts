@@ -10,6 +10,8 @@
  * `backend <ip:port>`), and counts its own WebSockets: how many are open now (not yet in
  * a close handshake), the most that were open at once, and how many upgrades it ever
  * accepted. Those counts are the judge in the end-to-end tests, independent of Redis.
+ * `GET /counts` answers them as JSON, with the open ones by peer address (the proxy that
+ * carries them): the node suite's backends are pods it cannot ask otherwise.
  */
 import * as http from 'http';
 import type { Socket } from 'net';
@@ -35,12 +37,23 @@ export interface BackendCounts {
   readonly upgrades: number;
 }
 
+/** What `GET /counts` answers: the counts, and the open WebSockets by the peer's address. */
+export interface BackendReport extends BackendCounts {
+  readonly id: string;
+  /** Open WebSockets by peer address (the proxy that carries them). */
+  readonly byPeer: { readonly [address: string]: number };
+  /** Upgrades accepted since the start, by peer address. */
+  readonly upgradesByPeer: { readonly [address: string]: number };
+}
+
 interface Backend {
   readonly id: string;
   readonly server: http.Server;
   readonly wss: WebSocketServer;
   readonly sockets: Set<Socket>;
   readonly open: Set<WebSocket>;
+  readonly peers: WeakMap<WebSocket, string>;
+  readonly upgradesByPeer: Map<string, number>;
   peak: number;
   upgrades: number;
   closed: boolean;
@@ -51,6 +64,16 @@ function openCount(b: Backend): number {
   let n = 0;
   for (const ws of b.open) if (ws.readyState === WebSocket.OPEN) n++;
   return n;
+}
+
+function report(b: Backend): BackendReport {
+  const byPeer: { [address: string]: number } = {};
+  for (const ws of b.open) {
+    if (ws.readyState !== WebSocket.OPEN) continue;
+    const peer = b.peers.get(ws) ?? 'unknown';
+    byPeer[peer] = (byPeer[peer] ?? 0) + 1;
+  }
+  return { id: b.id, open: openCount(b), peak: b.peak, upgrades: b.upgrades, byPeer, upgradesByPeer: Object.fromEntries(b.upgradesByPeer) };
 }
 
 export class EchoBackends {
@@ -76,12 +99,28 @@ export class EchoBackends {
 
   private listen(address: string, port: number): Promise<void> {
     const id = `${address}:${port}`;
-    const server = http.createServer((_req, res) => {
+    const server = http.createServer((req, res) => {
+      if (req.url === '/counts') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(report(be)));
+        return;
+      }
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end(`backend ${id}\n`);
     });
     const wss = new WebSocketServer({ noServer: true });
-    const be: Backend = { id, server, wss, sockets: new Set(), open: new Set(), peak: 0, upgrades: 0, closed: false };
+    const be: Backend = {
+      id,
+      server,
+      wss,
+      sockets: new Set(),
+      open: new Set(),
+      peers: new WeakMap(),
+      upgradesByPeer: new Map(),
+      peak: 0,
+      upgrades: 0,
+      closed: false,
+    };
     server.on('connection', (s) => {
       be.sockets.add(s);
       s.on('close', () => be.sockets.delete(s));
@@ -91,6 +130,9 @@ export class EchoBackends {
       wss.handleUpgrade(req, socket, head, (ws) => {
         be.upgrades++;
         be.open.add(ws);
+        const peer = req.socket.remoteAddress ?? 'unknown';
+        be.peers.set(ws, peer);
+        be.upgradesByPeer.set(peer, (be.upgradesByPeer.get(peer) ?? 0) + 1);
         be.peak = Math.max(be.peak, openCount(be));
         ws.on('close', () => be.open.delete(ws));
         ws.on('message', (data, isBinary) => {
