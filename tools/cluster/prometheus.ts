@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as path from 'path';
 import { stringify } from 'yaml';
-import { ClusterState } from './cluster';
+import { ClusterState, STATE_FILE } from './cluster';
 import { startProcess, stopGroups, waitFor } from './process';
 
 export interface Prometheus {
@@ -78,6 +78,12 @@ export async function startPrometheus(binary: string, cluster: ClusterState, por
     ],
     lifetimeSeconds,
   );
+  // Recorded with the cluster's processes, so cluster:down stops it too.
+  const stateFile = path.join(cluster.dir, STATE_FILE);
+  if (fs.existsSync(stateFile)) {
+    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as ClusterState;
+    fs.writeFileSync(stateFile, `${JSON.stringify({ ...state, pids: { ...state.pids, prometheus: pid } }, null, 2)}\n`, { mode: 0o600 });
+  }
   const url = `http://127.0.0.1:${port}`;
   await waitFor(
     'prometheus',
