@@ -33,7 +33,6 @@ export async function run(): Promise<Record<string, unknown>> {
     proxies: 1,
     backends: 10,
     backendsIn: 'inline',
-    probeIntervalMs: 1000,
     concurrency: 1,
   });
   const sockets: WebSocket[] = [];

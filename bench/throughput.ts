@@ -146,7 +146,6 @@ async function refusalFlood(cacheMs: number, basePort: number): Promise<Record<s
     proxies: 1,
     backends: 3,
     backendsIn: 'inline',
-    probeIntervalMs: 1000,
     concurrency: 1,
   });
   const held: net.Socket[] = [];
@@ -183,7 +182,6 @@ async function largeFleet(config: ReturnType<typeof loadConfig>): Promise<Record
     proxies: 1,
     backends: LARGE_FLEET,
     backendsIn: 'inline',
-    probeIntervalMs: 1000,
     concurrency: 1,
   });
   try {
@@ -211,7 +209,6 @@ export async function run(): Promise<Record<string, unknown>> {
     proxies: 1,
     backends: 3,
     backendsIn: 'inline',
-    probeIntervalMs: 1000,
     concurrency: 1,
   });
   const children: ChildProcess[] = [];

@@ -50,7 +50,10 @@ export const NLB_TCP_IDLE_TIMEOUT = { min: 60, max: 6000, default: 350 } as cons
 /** The NLB's TCP idle timeout is set this much above Envoy's idle timeout (Envoy closes first). */
 export const NLB_IDLE_MARGIN_SECONDS = 30;
 
-/** Margin added to `idleTimeoutSeconds + renewIntervalSeconds` for the lease TTL invariant. */
+/**
+ * A lease must outlive two renew intervals plus this: one lost periodic entry (an agent
+ * restart, a slow Redis) never lets an open stream's lease lapse.
+ */
 export const LEASE_MARGIN_SECONDS = 5;
 
 /** The sliding window of the global rate limit (the limit is "per minute"). */
@@ -257,16 +260,18 @@ const FIELD_TABLE = [
   {
     key: 'leaseTtlSeconds',
     kind: 'integer',
-    default: 360,
+    default: 30,
     min: 1,
-    description: `Expiry of a connection's slot lease without renewal. Must be at least idleTimeoutSeconds + renewIntervalSeconds + ${LEASE_MARGIN_SECONDS}.`,
+    description: `Expiry of a connection's slot lease without renewal: a proxy that dies (SIGKILL, a lost node) gives its slots back this long after its last renewal. Must be at least 2 x renewIntervalSeconds + ${LEASE_MARGIN_SECONDS}.`,
   },
   {
     key: 'renewIntervalSeconds',
     kind: 'integer',
-    default: 30,
+    default: 10,
     min: 1,
-    description: 'The filter renews a lease on traffic at most this often.',
+    max: 3600,
+    description:
+      "Envoy writes an entry for every open WebSocket to the lease log this often (`access_log_flush_interval`), and the proxy's agent renews the lease from it: quiet sockets keep their slot, traffic or not.",
   },
   {
     key: 'idleTimeoutSeconds',
@@ -296,14 +301,6 @@ const FIELD_TABLE = [
     default: 'ws',
     description: 'Redis key hash tag without braces; every key is `{<hashTag>}:...` so one call hits one shard.',
     pattern: { re: /^[A-Za-z0-9_.:-]{1,32}$/, says: '1-32 characters of letters, digits, "_", ".", ":" or "-" (no braces)' },
-  },
-  {
-    key: 'hostsCacheMs',
-    kind: 'integer',
-    default: 1000,
-    min: 100,
-    max: 60000,
-    description: 'How long a worker caches the healthy backend host list (ms).',
   },
   {
     key: 'capacityCacheMs',

@@ -13,6 +13,7 @@ export const NAMES = {
   nlb: 'ws-envoy-nlb',
   redis: 'ws-redis',
   redisSecret: 'ws-redis-auth',
+  redisFunctions: 'ws-redis-functions',
   redisData: 'ws-redis-data',
   redisPolicy: 'ws-redis-envoy-only',
   envoyPolicy: 'ws-envoy-metrics-restricted',

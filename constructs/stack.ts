@@ -183,6 +183,7 @@ export class WsAdmissionStack extends TerraformStack {
       healthCheckPath: c.backendHealthCheckPath,
       idleTimeoutSeconds: c.idleTimeoutSeconds,
       maxStreamDurationSeconds: c.maxStreamDurationSeconds,
+      renewIntervalSeconds: c.renewIntervalSeconds,
       proxyProtocol: c.nlbProxyProtocol,
       maxDownstreamConnections: c.envoyMaxConnections,
     });

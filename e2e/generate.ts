@@ -71,6 +71,7 @@ export function generate(outDir: string): string[] {
     healthCheckPath: c.backendHealthCheckPath,
     idleTimeoutSeconds: c.idleTimeoutSeconds,
     maxStreamDurationSeconds: c.maxStreamDurationSeconds,
+    renewIntervalSeconds: c.renewIntervalSeconds,
   });
   write('envoy/envoy.yaml', bootstrapToYaml(bootstrap));
   write(

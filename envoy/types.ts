@@ -76,6 +76,8 @@ export interface RouteAction {
   /** Per-route stream idle timeout (overrides the HCM's `stream_idle_timeout`). */
   readonly idle_timeout?: Duration;
   readonly max_stream_duration?: MaxStreamDuration;
+  /** Replaces the matched prefix of the path upstream. */
+  readonly prefix_rewrite?: string;
 }
 
 /** config.route.v3.DirectResponseAction */
@@ -133,10 +135,30 @@ export interface MetadataAccessLogFilter {
   };
 }
 
+/**
+ * config.accesslog.v3.LogTypeFilter: only entries of these types (%ACCESS_LOG_TYPE%).
+ * @see https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/accesslog/v3/accesslog.proto
+ */
+export interface LogTypeAccessLogFilter {
+  readonly log_type_filter: { readonly types: readonly ('DownstreamEnd' | 'DownstreamPeriodic' | 'DownstreamTunnelSuccessfullyEstablished')[] };
+}
+
+/**
+ * HttpConnectionManager.HcmAccessLogOptions: access log entries before a stream ends.
+ * @see https://www.envoyproxy.io/docs/envoy/latest/api-v3/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto
+ */
+export interface HcmAccessLogOptions {
+  /** An entry for every open stream this often. */
+  readonly access_log_flush_interval?: Duration;
+  /** An entry when an upgrade or CONNECT tunnel is established (the 101). */
+  readonly flush_log_on_tunnel_successfully_established?: boolean;
+}
+
 /** config.accesslog.v3.AccessLog: stdout (extensions.access_loggers.stream.v3) or a file (file.v3). */
 export type AccessLog =
   | {
       readonly name: 'envoy.access_loggers.stdout';
+      readonly filter?: LogTypeAccessLogFilter;
       readonly typed_config: {
         readonly '@type': typeof TYPE_URLS.stdoutAccessLog;
         /** config.core.v3.SubstitutionFormatString in its JSON form. */
@@ -169,6 +191,7 @@ export interface HttpConnectionManagerConfig {
   /** Time to receive a request's headers. */
   readonly request_headers_timeout?: Duration;
   readonly upgrade_configs?: readonly UpgradeConfig[];
+  readonly access_log_options?: HcmAccessLogOptions;
   readonly route_config: RouteConfiguration;
   readonly http_filters: readonly HttpFilter[];
   readonly access_log?: readonly AccessLog[];

@@ -31,7 +31,6 @@ export async function startRig(
     config: testConfig(config),
     basePort,
     backendsIn: 'inline',
-    probeIntervalMs: more.probeIntervalMs ?? 1000,
     proxies: more.proxies,
     backends: more.backends,
     settingsOverrides: more.settingsOverrides,

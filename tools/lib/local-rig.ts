@@ -1,14 +1,14 @@
 /**
  * The data plane on one machine, no Docker, no Kubernetes (`npm run local`, and the
- * end-to-end tests): a password-protected redis-server, N real Envoy processes, each
- * with its lease-log reader (lua/cli/lease_log.lua, the pod's sidecar), and one
- * process of M WebSocket echo backends on distinct loopback addresses.
+ * end-to-end tests): a password-protected redis-server with the ws_admission library
+ * loaded by its administrator, N real Envoy processes, each with its agent
+ * (lua/cli/agent.lua, the pod's sidecar), and one process of M WebSocket echo backends on
+ * distinct loopback addresses.
  *
  * Every proxy runs the stack's own generated config (envoy/bootstrap.ts and
  * config/settings.ts, the same Lua files the ConfigMap ships); what differs from a pod
  * is only `localLayout` and `localRedis` below: addresses, ports, paths and the proxy
- * name. The rig also plays the kubelet's part of probing each proxy's /ready, which
- * keeps the host list file of the filter fresh.
+ * name.
  *
  * Ports, from `basePort` B: Redis B, backend control B+1, backends B+2 (on 127.0.1.1,
  * 127.0.1.2, ...), the Redis fault proxy B+3 (only with `redisFaults`), proxy i: public
@@ -24,8 +24,8 @@ import { LuaScalar, luaReturnTable } from '../../config/lua';
 import { StackConfig } from '../../config/schema';
 import { filterSettings, RedisEndpoint } from '../../config/settings';
 import { DEFAULT_LUA_DIRS, collectLuaFiles } from '../../constructs/filter-config';
-import { REDIS_ADMIN_USER, REDIS_PROXY_USER, redisConf } from '../../constructs/redis';
-import { buildEnvoyBootstrap, EnvoyLayout, envoyArgs, STATE_FILES } from '../../envoy/bootstrap';
+import { REDIS_ADMIN_USER, REDIS_PROXY_USER, readFunctionLibrary, redisConf } from '../../constructs/redis';
+import { buildEnvoyBootstrap, EnvoyLayout, envoyArgs } from '../../envoy/bootstrap';
 import { bootstrapToYaml } from '../../envoy/yaml';
 import { BackendCounts, EchoBackends, backendAddress } from './echo-backend';
 import { FaultProxy } from './fault-proxy';
@@ -50,11 +50,9 @@ export interface LocalRigOptions {
    * @default - none
    */
   readonly settingsOverrides?: { readonly [field: string]: LuaScalar };
-  /** How often the rig probes each proxy's /ready, as the kubelet does. @default 5000 */
-  readonly probeIntervalMs?: number;
   /**
-   * Rotate the lease log past this many bytes (lease_log.lua's WS_LEASE_LOG_ROTATE_BYTES).
-   * @default - lease_log.lua's own (1 MiB)
+   * Rotate the lease log past this many bytes (the agent's WS_LEASE_LOG_ROTATE_BYTES).
+   * @default - the agent's own (1 MiB)
    */
   readonly leaseLogRotateBytes?: number;
   /**
@@ -83,7 +81,7 @@ export interface LocalProxy {
   readonly stateDir: string;
   readonly logFile: string;
   envoy: ChildProcess | undefined;
-  leaseLog: ChildProcess | undefined;
+  agent: ChildProcess | undefined;
 }
 
 /** Only these differ from a pod's layout (envoy/bootstrap.ts POD_LAYOUT). */
@@ -144,6 +142,7 @@ export function renderLocalFiles(o: LocalRigOptions, workDir: string): { lua: Ma
         healthCheckPath: o.config.backendHealthCheckPath,
         idleTimeoutSeconds: o.config.idleTimeoutSeconds,
         maxStreamDurationSeconds: o.config.maxStreamDurationSeconds,
+        renewIntervalSeconds: o.config.renewIntervalSeconds,
         maxDownstreamConnections: o.config.envoyMaxConnections,
         layout: localLayout(base, i, workDir),
       }),
@@ -222,7 +221,6 @@ export class LocalRig {
   private inline: EchoBackends | undefined;
   private luajit = '';
   private envoy = '';
-  private probe: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly children = new Set<ChildProcess>();
 
@@ -345,7 +343,7 @@ export class LocalRig {
         stateDir: l.stateDir,
         logFile: path.join(this.workDir, `${proxyName(i)}.log`),
         envoy: undefined,
-        leaseLog: undefined,
+        agent: undefined,
       });
     });
     this.luajit = luajit;
@@ -354,10 +352,9 @@ export class LocalRig {
     for (const p of this.proxies) {
       await this.waitFor(p.name, async () => this.hostsReady(p), 30000, p.envoy);
     }
-    this.probe = setInterval(() => void this.probeAll(), o.probeIntervalMs ?? 5000);
   }
 
-  /** Starts (again) proxy i: its Envoy and its lease-log reader. */
+  /** Starts (again) proxy i: its Envoy and its agent. */
   startProxy(i: number): void {
     const p = this.proxies[i];
     const env = this.proxyEnv(p);
@@ -367,30 +364,30 @@ export class LocalRig {
       envoyArgs(path.join(this.workDir, `${p.name}.yaml`), this.options.concurrency ?? 1),
       env,
     );
-    p.leaseLog = this.spawnLogged(`${p.name}-lease-log`, this.luajit, [path.join(this.workDir, 'lua', 'lease_log.lua')], {
+    p.agent = this.spawnLogged(`${p.name}-agent`, this.luajit, [path.join(this.workDir, 'lua', 'agent.lua')], {
       ...env,
       WS_ENVOY_ADMIN: `${LOOPBACK}:${p.adminPort}`,
       ...(this.options.leaseLogRotateBytes ? { WS_LEASE_LOG_ROTATE_BYTES: String(this.options.leaseLogRotateBytes) } : {}),
     });
   }
 
-  /** Waits until proxy i answers /ready and lists every backend as healthy. */
+  /** Waits until proxy i answers /ready and its agent registered every backend as healthy. */
   async waitProxyReady(i: number, timeoutMs = 30000): Promise<void> {
     const p = this.proxies[i];
     await this.waitFor(p.name, async () => this.hostsReady(p), timeoutMs, p.envoy);
   }
 
-  private async hostsReady(p: LocalProxy): Promise<boolean> {
-    const r = await httpGet(`http://${LOOPBACK}:${p.metricsPort}/ready`);
-    if (r.status !== 200) return false;
-    const text = fs.readFileSync(path.join(p.stateDir, STATE_FILES.hosts), 'utf8');
-    return (text.match(/^host /gm) ?? []).length === this.backendIds.length;
+  /** The number of healthy hosts Redis holds for a proxy (its agent's registration), or 0. */
+  async registeredHosts(name: string): Promise<number> {
+    const tag = `{${this.options.config.hashTag}}`;
+    const slot = (await this.redisCli('HGET', `${tag}:agents`, `p:${name}`)).trim();
+    if (!/^\d+$/.test(slot)) return 0;
+    return Number((await this.redisCli('HGET', `${tag}:agents`, `n:${slot}`)).trim()) || 0;
   }
 
-  private async probeAll(): Promise<void> {
-    for (const p of this.proxies) {
-      if (p.envoy && p.envoy.exitCode === null) await httpGet(`http://${LOOPBACK}:${p.metricsPort}/ready`).catch(() => undefined);
-    }
+  private async hostsReady(p: LocalProxy): Promise<boolean> {
+    const r = await httpGet(`http://${LOOPBACK}:${p.metricsPort}/ready`);
+    return r.status === 200 && (await this.registeredHosts(p.name)) === this.backendIds.length;
   }
 
   private async startRedis(redisServer: string): Promise<void> {
@@ -412,6 +409,10 @@ export class LocalRig {
     );
     this.redis = this.spawnLogged('redis', redisServer, [conf], process.env);
     await this.waitFor('redis', async () => (await this.redisCli('PING')).trim() === 'PONG', 10000, this.redis);
+    // What the Redis pod's loader does (constructs/redis.ts): the administrator loads the
+    // library; the proxies' user can only call it.
+    const loaded = (await this.redisCli('FUNCTION', 'LOAD', 'REPLACE', readFunctionLibrary())).trim();
+    if (loaded !== 'ws_admission') throw new Error(`FUNCTION LOAD of the ws_admission library failed: ${loaded}`);
   }
 
   /** Runs one Redis command (redis-cli, password through the environment). */
@@ -460,10 +461,10 @@ export class LocalRig {
     await this.startRedis(needBinary('redis-server', 'redis-server'));
   }
 
-  /** Kills proxy i's Envoy (its lease-log reader stays, as a sidecar would die with the pod: it is killed too). */
+  /** Kills proxy i: its Envoy and its agent (a pod's containers die together). */
   async killProxy(i: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.proxies[i];
-    await Promise.all([this.kill(p.envoy, signal), this.kill(p.leaseLog, signal)]);
+    await Promise.all([this.kill(p.envoy, signal), this.kill(p.agent, signal)]);
   }
 
   /** What a pod's termination does: the preStop drain (drain.lua), then SIGTERM. */
@@ -527,7 +528,6 @@ export class LocalRig {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.probe) clearInterval(this.probe);
     await Promise.all([...this.children].map((c) => this.kill(c, 'SIGTERM')));
     await this.inline?.stop();
     await this.redisFaults?.stop();

@@ -88,7 +88,6 @@ export const EVERYTHING_CHANGED: StackConfig = {
   maxStreamDurationSeconds: 7200,
   redisFailureMode: 'closed',
   hashTag: 'chat',
-  hostsCacheMs: 2000,
   capacityCacheMs: 500,
   redisConnectTimeoutMs: 50,
   redisReadTimeoutMs: 100,
