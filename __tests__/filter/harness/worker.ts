@@ -12,13 +12,14 @@ const DRIVER = path.join(__dirname, 'driver.lua');
 export interface Settings {
   backend_cluster: string;
   admin_cluster: string;
-  hosts_cache_ms: number;
   capacity_cache_ms: number;
   rate_limit: number;
   rate_window_ms: number;
   max_connections_per_pod: number;
   lease_ttl_ms: number;
   renew_interval_ms: number;
+  penalty_ms: number;
+  metrics_snapshot_ms: number;
   redis_host: string;
   redis_port: number;
   redis_password_file: string;
@@ -37,7 +38,6 @@ export function defaultSettings(redisPort: number, overrides: Partial<Settings> 
   return {
     backend_cluster: 'backend',
     admin_cluster: 'envoy_admin',
-    hosts_cache_ms: 1000,
     // Off unless a test is about it: most tests free a slot through another worker and
     // expect the next upgrade to see it at once (the stack's default is 250).
     capacity_cache_ms: 0,
@@ -46,6 +46,8 @@ export function defaultSettings(redisPort: number, overrides: Partial<Settings> 
     max_connections_per_pod: 2,
     lease_ttl_ms: 3000,
     renew_interval_ms: 500,
+    penalty_ms: 15000,
+    metrics_snapshot_ms: 5000,
     redis_host: '127.0.0.1',
     redis_port: redisPort,
     redis_password_file: '',
