@@ -242,7 +242,7 @@ describe('a Redis that lost its state (ws_recover)', () => {
       // Two open streams per proxy came back, plus the one admitted just now; the ended ones did not.
       expect(counts.byProxy).toEqual({ 'envoy-a': 3, 'envoy-b': 2, 'envoy-c': 2 });
       expect((await redis.zrange(f.keys.leases, 0, -1)).some((m) => m.includes('|3|'))).toBe(false);
-      expect(await redis.exists(f.keys.recovery)).toBe(0);
+      await waitFor(async () => (await redis.exists(f.keys.recovery)) === 0, 3000, 'the next beat to clear the recovery');
       for (const a of agents) expect(a.output()).toMatch(/put back 2 open stream\(s\)/);
     } finally {
       await Promise.all(agents.map((a) => a.stop()));

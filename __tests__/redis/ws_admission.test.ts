@@ -275,7 +275,7 @@ describe('ws_beat', () => {
     await redis.zadd(s.keys.down, String((await s.nowMs()) - 1), P2, String((await s.nowMs()) + 60000), P3);
     const epoch = await redis.hget(s.keys.stats, 'epoch');
     const r = await s.beat('a', a, true);
-    expect({ ...r, live: [...r.live].sort() }).toEqual({ epoch, recoveringMs: 0, slotOk: true, live: ['a', 'b'] });
+    expect({ ...r, live: [...r.live].sort() }).toEqual({ epoch, recoveringMs: 0, slotOk: true, live: ['a', 'b'], liveCount: 2 });
     expect(await redis.zrange(s.keys.down, 0, -1)).toEqual([P3]);
     expect((await s.beat('a', a)).live).toEqual([]);
   });
@@ -444,8 +444,16 @@ describe('recovery: after a state loss nothing is admitted until every proxy put
     expect(await s.recoverDone('c')).toBe(1);
     expect(await s.admitOnce({ ...base, id: 'a|0|3|0' })).toMatchObject({ status: 'RECOVERING' });
     expect(await s.recoverDone('d')).toBe(0);
+    // Everyone known is back, but an agent nobody knew may still be noticing the loss: not
+    // before RECOVERY_MIN_MS (3 s) after the loss.
+    const waiting = await s.admitOnce({ ...base, id: 'a|0|4|0' });
+    expect(waiting.status).toBe('RECOVERING');
+    expect(waiting.retryAfterMs).toBeLessThanOrEqual(3000);
+    await sleep(waiting.retryAfterMs + 20);
     expect(await s.admitOnce({ ...base, id: 'a|0|4|0' })).toMatchObject({ status: 'ADMITTED', pod: P1, activeOnPod: 2 });
+    await s.beat('d'); // the next beat after the minimum clears the recovery state
     expect(await redis.exists(s.keys.recovery)).toBe(0);
+    expect(await redis.hget(s.keys.stats, 'recovering_until')).toBeNull();
     // A late agent of the same epoch: nothing to wait for any more.
     expect(await s.recoverBegin('e', 'eeeeeeeeeeeeeeee', ['f'])).toEqual([epoch, 0]);
     expect(await s.admitOnce({ ...base, id: 'a|0|5|0', maxPerPod: 3 })).toMatchObject({ status: 'ADMITTED' });

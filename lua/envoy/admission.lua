@@ -38,7 +38,11 @@ function M.new(S)
   end
 
   function A.beat(proxy, slot, list)
-    return { fn = "ws_beat", keys = { K.stats, K.agents, K.beats, K.reach, K.load, K.down }, args = { proxy, slot or "", list and 1 or 0 } }
+    return {
+      fn = "ws_beat",
+      keys = { K.stats, K.agents, K.beats, K.reach, K.load, K.down, K.recovery },
+      args = { proxy, slot or "", list and 1 or 0 },
+    }
   end
 
   --- After a state loss: begin (with a new epoch and the proxies known alive), done.

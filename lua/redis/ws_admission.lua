@@ -30,6 +30,9 @@ local AGENT_TTL_MS = 30000
 -- Before every proxy re-registered after a state loss, nothing is admitted; a proxy that
 -- never comes back (dead) holds that up for this long at most.
 local RECOVERY_MAX_MS = 10000
+-- ... and never shorter than this: every live agent beats every second, so by then each
+-- has noticed the loss and asked to be waited for, known to the first one back or not.
+local RECOVERY_MIN_MS = 3000
 local RECOVERY_RETRY_MS = 1000
 local MAX_ID, MAX_POD, MAX_PROXY = 200, 64, 253
 
@@ -457,9 +460,9 @@ end
 
 local function beat(keys, args)
   local F = 'ws_beat'
-  local bad = expect_counts(F, keys, 6, args, 3, 3)
+  local bad = expect_counts(F, keys, 7, args, 3, 3)
   if bad then return bad end
-  local kStats, kAgents, kBeats, kReach, kLoad, kDown = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
+  local kStats, kAgents, kBeats, kReach, kLoad, kDown, kRecovery = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7]
   local proxy, e1 = proxy_arg(F, args, 1)
   if not proxy then return e1 end
   local slot
@@ -490,7 +493,13 @@ local function beat(keys, args)
 
   local st = call('HMGET', kStats, 'epoch', 'recovering_until')
   local left = st[2] and math.max(0, tonumber(st[2]) - now) or 0
-  return { st[1] or '', left, slotOk, args[3] == '1' and live_proxies(kAgents, kBeats, now) or {} }
+  if st[2] and left == 0 then
+    -- A recovery past its deadline (or its minimum, with everyone known back) is over.
+    call('HDEL', kStats, 'recovering_until', 'recovering_min')
+    call('DEL', kRecovery)
+  end
+  local live = call('ZCOUNT', kBeats, '(' .. ms(now - AGENT_TTL_MS), '+inf')
+  return { st[1] or '', left, slotOk, args[3] == '1' and live_proxies(kAgents, kBeats, now) or {}, live }
 end
 
 -------------------------------------------------------------------------------
@@ -518,7 +527,8 @@ local function recover(keys, args)
     if not st[1] then
       -- The state is new (a restart without persistence, a failover to an empty replica):
       -- wait for the caller and every proxy it knew alive.
-      call('HSET', kStats, 'epoch', candidate, 'recovering_until', ms(now + RECOVERY_MAX_MS))
+      call('HSET', kStats, 'epoch', candidate, 'recovering_until', ms(now + RECOVERY_MAX_MS),
+        'recovering_min', ms(now + RECOVERY_MIN_MS))
       call('DEL', kRecovery)
       st = { candidate, ms(now + RECOVERY_MAX_MS) }
     end
@@ -535,8 +545,14 @@ local function recover(keys, args)
   local all, waiting = call('HGETALL', kRecovery), 0
   for i = 2, #all, 2 do if all[i] == 'wait' then waiting = waiting + 1 end end
   if waiting == 0 then
-    call('HDEL', kStats, 'recovering_until')
-    call('DEL', kRecovery)
+    local min = tonumber(call('HGET', kStats, 'recovering_min') or '0')
+    if min > now then
+      -- Everyone known is back; agents that were not known still have until then.
+      call('HSET', kStats, 'recovering_until', ms(min))
+    else
+      call('HDEL', kStats, 'recovering_until', 'recovering_min')
+      call('DEL', kRecovery)
+    end
   end
   return waiting
 end
@@ -603,7 +619,7 @@ local function snapshot(keys, args)
     if sub(f, 1, 7) == 'leases:' then
       byProxy[#byProxy + 1] = sub(f, 8)
       byProxy[#byProxy + 1] = tonumber(all[j + 1])
-    elseif not find(f, ':', 1, true) and f ~= 'epoch' and f ~= 'recovering_until' then
+    elseif not find(f, ':', 1, true) and f ~= 'epoch' and f ~= 'recovering_until' and f ~= 'recovering_min' then
       stats[#stats + 1] = f
       stats[#stats + 1] = all[j + 1]
     end

@@ -37,6 +37,8 @@ export interface BackendCounts {
 
 interface Backend {
   readonly id: string;
+  readonly address: string;
+  readonly port: number;
   readonly server: http.Server;
   readonly wss: WebSocketServer;
   readonly sockets: Set<Socket>;
@@ -44,6 +46,8 @@ interface Backend {
   peak: number;
   upgrades: number;
   closed: boolean;
+  /** Failing its health check (503 on GET /) while still serving WebSockets: a pod going away. */
+  draining: boolean;
 }
 
 /** WebSockets not yet in a close handshake (ws leaves OPEN when either side sends Close). */
@@ -77,11 +81,24 @@ export class EchoBackends {
   private listen(address: string, port: number): Promise<void> {
     const id = `${address}:${port}`;
     const server = http.createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end(`backend ${id}\n`);
+      res.writeHead(be.draining ? 503 : 200, { 'content-type': 'text/plain' });
+      res.end(`backend ${id}${be.draining ? ' draining' : ''}\n`);
     });
     const wss = new WebSocketServer({ noServer: true });
-    const be: Backend = { id, server, wss, sockets: new Set(), open: new Set(), peak: 0, upgrades: 0, closed: false };
+    const old = this.backends.get(id);
+    const be: Backend = {
+      id,
+      address,
+      port,
+      server,
+      wss,
+      sockets: new Set(),
+      open: new Set(),
+      peak: 0,
+      upgrades: old?.upgrades ?? 0,
+      closed: false,
+      draining: false,
+    };
     server.on('connection', (s) => {
       be.sockets.add(s);
       s.on('close', () => be.sockets.delete(s));
@@ -145,6 +162,21 @@ export class EchoBackends {
     const b = this.get(id);
     for (const ws of [...b.open]) ws.terminate();
     for (const s of b.sockets) s.destroy();
+  }
+
+  /** A backend that starts failing its health check but keeps serving (Kubernetes: NotReady, preStop). */
+  drain(id: string): void {
+    this.get(id).draining = true;
+  }
+
+  /** A killed backend comes back (a new pod on the same address): listening, healthy. */
+  async revive(id: string): Promise<void> {
+    const b = this.get(id);
+    if (!b.closed) {
+      b.draining = false;
+      return;
+    }
+    await this.listen(b.address, b.port);
   }
 
   /** A backend that dies: stops listening and drops its connections. */

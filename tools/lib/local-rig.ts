@@ -364,8 +364,12 @@ export class LocalRig {
       envoyArgs(path.join(this.workDir, `${p.name}.yaml`), this.options.concurrency ?? 1),
       env,
     );
-    p.agent = this.spawnLogged(`${p.name}-agent`, this.luajit, [path.join(this.workDir, 'lua', 'agent.lua')], {
-      ...env,
+    p.agent = this.spawnAgent(p);
+  }
+
+  private spawnAgent(p: LocalProxy): ChildProcess {
+    return this.spawnLogged(`${p.name}-agent`, this.luajit, [path.join(this.workDir, 'lua', 'agent.lua')], {
+      ...this.proxyEnv(p),
       WS_ENVOY_ADMIN: `${LOOPBACK}:${p.adminPort}`,
       ...(this.options.leaseLogRotateBytes ? { WS_LEASE_LOG_ROTATE_BYTES: String(this.options.leaseLogRotateBytes) } : {}),
     });
@@ -385,9 +389,16 @@ export class LocalRig {
     return Number((await this.redisCli('HGET', `${tag}:agents`, `n:${slot}`)).trim()) || 0;
   }
 
+  /** True while Redis admits nothing: no epoch yet, or a recovery under way (lua/redis/README.md). */
+  async recovering(): Promise<boolean> {
+    const tag = `{${this.options.config.hashTag}}`;
+    const [epoch, until] = (await this.redisCli('HMGET', `${tag}:stats`, 'epoch', 'recovering_until')).split('\n');
+    return epoch.trim() === '' || (until.trim() !== '' && Number(until) > Date.now());
+  }
+
   private async hostsReady(p: LocalProxy): Promise<boolean> {
     const r = await httpGet(`http://${LOOPBACK}:${p.metricsPort}/ready`);
-    return r.status === 200 && (await this.registeredHosts(p.name)) === this.backendIds.length;
+    return r.status === 200 && (await this.registeredHosts(p.name)) === this.backendIds.length && !(await this.recovering());
   }
 
   private async startRedis(redisServer: string): Promise<void> {
@@ -461,6 +472,26 @@ export class LocalRig {
     await this.startRedis(needBinary('redis-server', 'redis-server'));
   }
 
+  /** Kills proxy i's agent alone (its container crashed, or hangs with SIGSTOP). */
+  async killAgent(i: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const p = this.proxies[i];
+    if (signal === 'SIGSTOP') {
+      p.agent?.kill('SIGSTOP');
+      return;
+    }
+    await this.kill(p.agent, signal);
+  }
+
+  /** Starts proxy i's agent again (the kubelet restarting its container), or resumes a stopped one. */
+  startAgent(i: number): void {
+    const p = this.proxies[i];
+    if (p.agent && p.agent.exitCode === null && p.agent.signalCode === null) {
+      p.agent.kill('SIGCONT');
+      return;
+    }
+    p.agent = this.spawnAgent(p);
+  }
+
   /** Kills proxy i: its Envoy and its agent (a pod's containers die together). */
   async killProxy(i: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.proxies[i];
@@ -489,11 +520,13 @@ export class LocalRig {
     return JSON.parse((await httpGet(`${this.backendControl}/counts`)).body) as { [id: string]: BackendCounts };
   }
 
-  async backendAction(action: 'close' | 'drop' | 'kill' | 'reset-peaks', id = ''): Promise<void> {
+  async backendAction(action: 'close' | 'drop' | 'kill' | 'drain' | 'revive' | 'reset-peaks', id = ''): Promise<void> {
     if (this.inline) {
       if (action === 'close') this.inline.closeAll(id);
       else if (action === 'drop') this.inline.dropAll(id);
       else if (action === 'kill') await this.inline.kill(id);
+      else if (action === 'drain') this.inline.drain(id);
+      else if (action === 'revive') await this.inline.revive(id);
       else this.inline.resetPeaks();
       return;
     }

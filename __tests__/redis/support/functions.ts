@@ -52,7 +52,10 @@ export interface BeatReply {
   readonly epoch: string;
   readonly recoveringMs: number;
   readonly slotOk: boolean;
+  /** The live proxies, when asked for. */
   readonly live: readonly string[];
+  /** How many proxies' agents beat in the last 30 s. */
+  readonly liveCount: number;
 }
 
 /** Key schema (README.md): every key of the deployment shares the hash tag. */
@@ -109,10 +112,14 @@ export class Functions {
     return this.redis.call('FCALL', name, keys.length, ...keys, ...args.map(String));
   }
 
-  /** An epoch for an empty state, as the first agent makes it (begin + done). */
+  /**
+   * An epoch for an empty state, as the first agent makes it (begin + done), and the
+   * recovery's minimum window (RECOVERY_MIN_MS) taken as passed: a state ready to admit.
+   */
   async start(proxy = 'start'): Promise<string> {
     const [epoch] = await this.recoverBegin(proxy, 'feedfacefeedface');
     await this.recoverDone(proxy);
+    await this.redis.hdel(this.keys.stats, 'recovering_until', 'recovering_min');
     return epoch;
   }
 
@@ -217,17 +224,18 @@ export class Functions {
 
   beatKeys(): string[] {
     const k = this.keys;
-    return [k.stats, k.agents, k.beats, k.reach, k.load, k.down];
+    return [k.stats, k.agents, k.beats, k.reach, k.load, k.down, k.recovery];
   }
 
   async beat(proxy: string, slot: number | '' = '', list = false): Promise<BeatReply> {
-    const [epoch, recoveringMs, slotOk, live] = (await this.fcall('ws_beat', this.beatKeys(), [proxy, slot, list ? 1 : 0])) as [
+    const [epoch, recoveringMs, slotOk, live, liveCount] = (await this.fcall('ws_beat', this.beatKeys(), [proxy, slot, list ? 1 : 0])) as [
       string,
       number,
       number,
       string[],
+      number,
     ];
-    return { epoch, recoveringMs: Number(recoveringMs), slotOk: Number(slotOk) === 1, live };
+    return { epoch, recoveringMs: Number(recoveringMs), slotOk: Number(slotOk) === 1, live, liveCount: Number(liveCount) };
   }
 
   async recoverBegin(proxy: string, epoch: string, known: readonly string[] = []): Promise<[string, number]> {
