@@ -469,8 +469,15 @@ function backendCluster(p: EnvoyBootstrapProps, maxConnections: number): Cluster
     respect_dns_ttl: false,
     // A pod that left the Service must leave the host list now, not when it fails a check.
     ignore_health_on_host_removal: true,
-    // The filter offers only healthy hosts; a new pod waits for its first passing check.
-    common_lb_config: { ignore_new_hosts_until_first_hc: true },
+    // A new pod waits for its first passing check before the agent reports it healthy.
+    // The override may pick a host whose check failed a moment ago (UNHEALTHY, DRAINING):
+    // Redis chose it from the agent's report of at most a second before, and a pod that
+    // fails its check is usually still serving (NotReady during its grace period). If it
+    // is really gone the connect fails, and that pod is passed over by every proxy (F).
+    common_lb_config: {
+      ignore_new_hosts_until_first_hc: true,
+      override_host_status: { statuses: ['UNKNOWN', 'HEALTHY', 'DEGRADED', 'UNHEALTHY', 'DRAINING'] },
+    },
     per_connection_buffer_limit_bytes: EDGE.bufferLimitBytes,
     // Envoy's default circuit breakers (1024 connections / requests per cluster) would cap
     // a proxy at 1024 WebSockets and queue the rest until request_timeout, leases held.

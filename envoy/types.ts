@@ -309,6 +309,11 @@ export interface Cluster {
   readonly common_lb_config?: {
     /** New hosts take no traffic until their first health check passed. */
     readonly ignore_new_hosts_until_first_hc?: boolean;
+    /**
+     * The health states a host may be in for a filter's override (setUpstreamOverrideHost)
+     * to pick it (Envoy's default: UNKNOWN, HEALTHY, DEGRADED).
+     */
+    readonly override_host_status?: { readonly statuses: readonly ('UNKNOWN' | 'HEALTHY' | 'UNHEALTHY' | 'DRAINING' | 'TIMEOUT' | 'DEGRADED')[] };
   };
   readonly health_checks?: readonly HealthCheck[];
   /** Read/write buffer of each upstream connection. */
