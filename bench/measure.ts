@@ -14,6 +14,24 @@ export function cpuSeconds(pid: number | undefined): number {
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
+/**
+ * Times Envoy's worker threads (named `wrk:...`) went to sleep waiting for work so far:
+ * their voluntary context switches. Per message, it says how many messages a wakeup
+ * handles, on which CPU per message depends as much as on the filters.
+ */
+export function workerSleeps(pid: number): number {
+  let n = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      if (!fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').startsWith('wrk:')) continue;
+      n += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1] ?? NaN);
+    } catch {
+      /* thread gone meanwhile */
+    }
+  }
+  return n;
+}
+
 /** Resident memory of a process (VmRSS), in bytes. */
 export function rssBytes(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
