@@ -14,12 +14,13 @@
  * 127.0.1.2, ...), the Redis fault proxy B+3 (only with `redisFaults`), proxy i: public
  * B+10+3i, metrics B+11+3i, admin B+12+3i.
  */
-import { ChildProcess, spawn } from 'child_process';
+import { ChildProcess, ChildProcessByStdio, spawn } from 'child_process';
 import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
+import type { Readable } from 'stream';
 import { LuaScalar, luaReturnTable } from '../../config/lua';
 import { StackConfig } from '../../config/schema';
 import { filterSettings, RedisEndpoint } from '../../config/settings';
@@ -426,17 +427,18 @@ export class LocalRig {
     if (loaded !== 'ws_admission') throw new Error(`FUNCTION LOAD of the ws_admission library failed: ${loaded}`);
   }
 
+  /** redis-cli as the admin user, password through the environment, output piped. */
+  private spawnRedisCli(args: string[]): ChildProcessByStdio<null, Readable, Readable> {
+    return spawn('redis-cli', ['-h', LOOPBACK, '-p', String(this.basePort), '--user', REDIS_ADMIN_USER, '--no-auth-warning', ...args], {
+      env: { ...process.env, REDISCLI_AUTH: this.redisAdminPassword },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  }
+
   /** Runs one Redis command (redis-cli, password through the environment). */
   async redisCli(...args: string[]): Promise<string> {
     return new Promise((resolve) => {
-      const c = spawn(
-        'redis-cli',
-        ['-h', LOOPBACK, '-p', String(this.basePort), '--user', REDIS_ADMIN_USER, '--no-auth-warning', ...args],
-        {
-          env: { ...process.env, REDISCLI_AUTH: this.redisAdminPassword },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        },
-      );
+      const c = this.spawnRedisCli(args);
       let out = '';
       c.stdout.on('data', (d) => (out += d));
       c.stderr.on('data', (d) => (out += d));
@@ -447,6 +449,18 @@ export class LocalRig {
       });
       c.on('error', () => resolve(''));
     });
+  }
+
+  /**
+   * A redis-cli that keeps running (`MONITOR`), as the admin user, its output piped to the
+   * caller, who stops it by its pid; stop() stops it at the latest.
+   */
+  redisCliStream(...args: string[]): ChildProcessByStdio<null, Readable, Readable> {
+    const c = this.spawnRedisCli(args);
+    this.children.add(c);
+    c.on('exit', () => this.children.delete(c));
+    c.on('error', () => undefined); // no redis-cli: its stream ends at once, which the caller sees
+    return c;
   }
 
   /** Live leases per backend, from Redis (the key schema: {tag}:leases members "<connection id> <ip:port>"). */
