@@ -50,7 +50,6 @@ export async function run(): Promise<Record<string, unknown>> {
         max_connections_per_pod: 2,
         lease_ttl_ms: 60000,
         renew_interval_ms: 10000,
-        hosts_cache_ms: 60000,
         redis_connect_timeout_ms: 1000,
         redis_read_timeout_ms: 1000,
       }),

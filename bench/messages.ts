@@ -239,7 +239,7 @@ async function echoes(
 /** Every load and size on both variants, ROUNDS times, with what Redis saw during each cell. */
 async function messagePhase(rig: LocalRig, targets: Target[]): Promise<Row[]> {
   const clients = new RedisClients(localRedis(rig.basePort, rig.workDir).port);
-  const sidecar = rig.proxies[0].leaseLog?.pid;
+  const sidecar = rig.proxies[0].agent?.pid;
   // The commands of the counting itself (redis-cli's AUTH and INFO), taken off each cell's count.
   const own = commandDelta(await redisCommandCalls(rig), await redisCommandCalls(rig));
   const monitor = await RedisMonitor.start(rig);
@@ -370,7 +370,6 @@ export async function run(): Promise<Record<string, unknown>> {
     proxies: 1,
     backends: BACKENDS,
     backendsIn: 'child',
-    probeIntervalMs: 1000,
     concurrency: 1,
   });
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-messages-'));

@@ -17,10 +17,10 @@ import { defaultSettings, settingsLua, Settings } from '../filter/harness/worker
 export const ROOT = path.resolve(__dirname, '..', '..');
 
 /** A directory laid out like /etc/envoy/lua in the pod, with its settings.lua. */
-export function podLuaDir(settings: Record<string, unknown>): string {
+export function podLuaDir(settings: object): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-agent-lua-'));
   for (const f of collectLuaFiles(DEFAULT_LUA_DIRS)) fs.writeFileSync(path.join(dir, f.name), f.content);
-  fs.writeFileSync(path.join(dir, 'settings.lua'), settingsLua(settings));
+  fs.writeFileSync(path.join(dir, 'settings.lua'), settingsLua(settings as Record<string, unknown>));
   return dir;
 }
 

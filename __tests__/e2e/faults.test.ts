@@ -10,7 +10,6 @@ import { Opened, Refused, closeAll, closeFromClient, connect, metrics, startRig,
 jest.setTimeout(180000);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const opened = (rs: Array<Opened | Refused>) => rs.filter((r): r is Opened => r.kind === 'open');
 
 /** Live lease members in Redis: "<proxy>|<worker>|<n>|<random> <pod>". */
 async function leaseMembers(rig: LocalRig): Promise<string[]> {
