@@ -72,7 +72,9 @@ export const REDIS_PROXY_COMMANDS = [
  * The library loader beside Redis: loads the library when Redis has none (a start, a
  * restart, a FUNCTION FLUSH) within a second, and again every minute with REPLACE, so a
  * changed library (the ConfigMap, updated in place by the kubelet) is taken without a
- * Redis restart. As the admin user (REDISCLI_AUTH), on the pod's loopback.
+ * Redis restart. As the admin user (REDISCLI_AUTH), on the pod's loopback. "Has none"
+ * means FUNCTION LIST does not name the library: an error reply (NOAUTH, LOADING) is not
+ * a library, so the load is tried and its failure said at once.
  */
 export function functionLoaderCommand(libraryFile: string): string[] {
   const cli = `redis-cli --no-auth-warning --user ${REDIS_ADMIN_USER} -h 127.0.0.1 -p ${REDIS_PORT}`;
@@ -84,7 +86,7 @@ export function functionLoaderCommand(libraryFile: string): string[] {
       "trap 'exit 0' TERM INT",
       'n=0',
       'while :; do',
-      `  if [ "$(${cli} FUNCTION LIST LIBRARYNAME ${FUNCTION_LIBRARY.name} | head -c 1)" = "" ] || [ $n -ge 60 ]; then`,
+      `  if ! ${cli} FUNCTION LIST LIBRARYNAME ${FUNCTION_LIBRARY.name} | grep -q ${FUNCTION_LIBRARY.name} || [ $n -ge 60 ]; then`,
       `    out="$(${load} 2>&1)"; [ "$out" = "${FUNCTION_LIBRARY.name}" ] && n=0 || echo "functions: FUNCTION LOAD failed: $out" >&2`,
       '  fi',
       '  n=$((n + 1)); sleep 1 & wait $!',
