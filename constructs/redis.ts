@@ -135,8 +135,11 @@ export function redisConf(o: RedisConfOptions): string {
     'save ""',
     ...(o.appendOnly ? ['appendonly yes', 'appendfsync everysec'] : ['appendonly no']),
     `dir ${o.dir}`,
-    // Nobody connects as `default`: an AUTH without a user name fails.
-    'user default off',
+    // Nobody connects as `default`: an AUTH without a user name fails. Its permissions are
+    // for the AOF alone: Redis replays a MULTI/EXEC of the AOF (every write a function
+    // makes) as `default` and re-checks the ACL at EXEC, so without them an AOF restart
+    // drops every lease silently (https://github.com/redis/redis/issues/14541).
+    'user default off ~* &* +@all',
     `user ${REDIS_PROXY_USER} on >${o.proxyPassword} resetkeys ~{${o.hashTag}}:* resetchannels -@all ${REDIS_PROXY_COMMANDS.map((c) => '+' + c).join(' ')}`,
     `user ${REDIS_ADMIN_USER} on >${o.adminPassword} ~* &* +@all`,
     '',
