@@ -154,12 +154,6 @@ export interface RedisProps {
   /** Labels of the only pods allowed to connect (the Envoy pods). */
   readonly clientSelector: { readonly [key: string]: string };
   /**
-   * Replicas. Only 1 is accepted: independent Redis pods behind one Service would split
-   * the admission state.
-   * @default 1
-   */
-  readonly replicas?: number;
-  /**
    * Redis `maxmemory`. With `noeviction`, a full Redis answers errors (the filter's
    * failure mode applies) instead of silently evicting live leases.
    * @default '192mb'
@@ -194,10 +188,13 @@ export interface RedisProps {
 }
 
 /**
- * The in-cluster Redis that holds the admission state: Deployment (1 replica, no
- * persistence: leases are short-lived and re-registered by renewals after a restart),
- * Service, a generated password in a Secret, and a NetworkPolicy that lets only the
- * Envoy pods reach port 6379.
+ * The in-cluster Redis that holds the admission state: a Deployment of one replica
+ * (independent Redis pods behind one Service would split the state; a replicated Redis is
+ * an external one, externalRedisHost) with the `functions` container that loads the
+ * ws_admission library (`ws-redis-functions` ConfigMap), a Service, two generated passwords
+ * in a Secret, and a NetworkPolicy that lets only the Envoy pods reach port 6379. Without
+ * `persistence` a restart starts empty and the agents put every open stream back
+ * (ws_recover); with it, an AOF on a PersistentVolumeClaim keeps the state.
  *
  * Two ACL users, the `default` user off: `ws-proxy` (the proxies: their `{tag}:*` keys
  * and the commands of REDIS_PROXY_COMMANDS only) and `ws-admin` (the probe, operators).
@@ -211,7 +208,6 @@ export class Redis extends Construct {
   public readonly port = REDIS_PORT;
   /** Secret holding `password` (for clients) and `redis.conf` (for the server). */
   public readonly secretName: string;
-  public readonly replicas: number;
   public readonly deployment: DeploymentV1;
   public readonly service: ServiceV1;
   public readonly secret: SecretV1;
@@ -223,10 +219,6 @@ export class Redis extends Construct {
 
   constructor(scope: Construct, id: string, props: RedisProps) {
     super(scope, id);
-    this.replicas = props.replicas ?? 1;
-    if (this.replicas !== 1) {
-      throw new Error(`Redis: replicas must be 1, got ${this.replicas}; for a replicated Redis use ElastiCache and set externalRedisHost`);
-    }
     const imageErr = imageProblem(props.image);
     if (imageErr) throw new Error(`Redis: image ${imageErr}, got ${JSON.stringify(props.image)}`);
 
@@ -315,7 +307,7 @@ export class Redis extends Construct {
     this.deployment = new DeploymentV1(this, 'deployment', {
       metadata,
       spec: {
-        replicas: String(this.replicas),
+        replicas: '1',
         // Recreate: two Redis pods must never serve at once (two states).
         strategy: { type: 'Recreate' },
         selector: { matchLabels: REDIS_SELECTOR },

@@ -130,7 +130,6 @@ export class WsAdmissionStack extends TerraformStack {
       this.redis = new Redis(this, 'redis', {
         namespace,
         image: c.redisImage,
-        replicas: c.redisReplicas,
         clientSelector: ENVOY_SELECTOR,
         hashTag: c.hashTag,
         passwordInState: c.redisPasswordInState,

@@ -22,12 +22,6 @@ describe('construct props are validated', () => {
     );
   });
 
-  it('Redis: more than one replica', () => {
-    expect(() => new Redis(stack(), 'r', { namespace: 'ns', image: 'redis:7.4.2', clientSelector: { a: 'b' }, replicas: 2 })).toThrow(
-      'Redis: replicas must be 1, got 2; for a replicated Redis use ElastiCache and set externalRedisHost',
-    );
-  });
-
   it('Redis: unpinned image', () => {
     expect(() => new Redis(stack(), 'r', { namespace: 'ns', image: 'redis', clientSelector: { a: 'b' } })).toThrow(
       'Redis: image must be pinned with a tag or an @sha256 digest (an untagged image means "latest"), got "redis"',

@@ -72,7 +72,6 @@ export const EVERYTHING_CHANGED: StackConfig = {
   envoyReplicas: 4,
   envoyConcurrency: 4,
   envoyMaxConnections: 50000,
-  redisReplicas: 1,
   backendServiceName: 'chat-backend',
   backendPort: 9000,
   backendSelector: { app: 'chat', tier: 'ws' },
