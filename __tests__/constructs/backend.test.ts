@@ -2,7 +2,7 @@
 // the backend pods and the optional sample echo backend.
 // (Each block: GIVEN the profile its describe names, WHEN the stack is synthesized, THEN the
 // resources it checks.)
-import { Json, byName, resources, synth } from '../stack/support/synth';
+import { Json, byName, resources, synth } from '../support/synth';
 
 describe('GIVEN the defaults', () => {
   const { json } = synth();

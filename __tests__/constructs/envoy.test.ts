@@ -3,7 +3,7 @@
 // (Each block: GIVEN the profile its describe names, WHEN the stack is synthesized, THEN the
 // resources it checks.)
 import { ENVOY_RELEASE } from '../../envoy/release';
-import { EVERYTHING_CHANGED, Json, byName, resources, synth } from '../stack/support/synth';
+import { EVERYTHING_CHANGED, Json, byName, resources, synth } from '../support/synth';
 import { parse } from 'yaml';
 
 describe('GIVEN the defaults', () => {

@@ -2,10 +2,10 @@
 // its IAM role (IRSA), with installLbController.
 import * as fs from 'fs';
 import * as path from 'path';
-import { Json, byName, synth } from '../stack/support/synth';
+import { FIXTURES, Json, byName, synth } from '../support/synth';
 
 describe('installLbController: the AWS Load Balancer Controller with its IAM role', () => {
-  const policyFile = path.join(__dirname, '..', 'stack', 'fixtures', 'iam', 'lb-controller-policy.json');
+  const policyFile = path.join(FIXTURES, 'iam', 'lb-controller-policy.json');
   const { json } = synth({ installLbController: true, lbControllerIamPolicyFile: policyFile });
 
   it('installs the pinned chart in kube-system with the cluster, region, VPC and the role on its service account', () => {
@@ -75,7 +75,7 @@ describe('installLbController: the AWS Load Balancer Controller with its IAM rol
     expect(() => synth({ installLbController: true, lbControllerIamPolicyFile: '/nonexistent/policy.json' })).toThrow(
       'lbControllerIamPolicyFile "/nonexistent/policy.json" cannot be read',
     );
-    const notPolicy = path.join(__dirname, '..', 'stack', 'fixtures', 'config', 'good.json');
+    const notPolicy = path.join(FIXTURES, 'config', 'good.json');
     expect(() => synth({ installLbController: true, lbControllerIamPolicyFile: notPolicy })).toThrow(
       'is not an IAM policy (Version "2012-10-17" and a list of Statement)',
     );

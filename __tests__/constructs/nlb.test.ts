@@ -2,7 +2,7 @@
 // metrics Service beside it, as the stack synthesizes them.
 // (Each block: GIVEN the profile its describe names, WHEN the stack is synthesized, THEN the
 // resources it checks.)
-import { EVERYTHING_CHANGED, Json, byName, resources, synth } from '../stack/support/synth';
+import { EVERYTHING_CHANGED, Json, byName, resources, synth } from '../support/synth';
 
 const LBC = 'service.beta.kubernetes.io/aws-load-balancer';
 

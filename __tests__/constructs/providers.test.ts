@@ -2,7 +2,7 @@
 // cluster (EKS lookups and an exec plugin, or a kubeconfig file with no AWS at all).
 import * as path from 'path';
 import { Testing } from 'cdktf';
-import { synth } from '../stack/support/synth';
+import { FIXTURES, synth } from '../support/synth';
 
 describe('GIVEN the defaults (EKS mode)', () => {
   const { text, json } = synth();
@@ -17,7 +17,7 @@ describe('GIVEN the defaults (EKS mode)', () => {
 
   it('authenticates kubernetes and helm with `aws eks get-token` (an exec plugin), not a 15-minute token read once', () => {
     // GIVEN the EKS profile with a Helm release (the controller)
-    const policy = path.join(__dirname, '..', 'stack', 'fixtures', 'iam', 'lb-controller-policy.json');
+    const policy = path.join(FIXTURES, 'iam', 'lb-controller-policy.json');
     const { json } = synth({ installLbController: true, lbControllerIamPolicyFile: policy });
     const exec = {
       api_version: 'client.authentication.k8s.io/v1beta1',

@@ -4,7 +4,7 @@
 // resources it checks.)
 import { TerraformStack, Testing } from 'cdktf';
 import { REDIS_PROXY_COMMANDS, Redis } from '../../constructs/redis';
-import { EVERYTHING_CHANGED, Json, byName, resources, synth } from '../stack/support/synth';
+import { EVERYTHING_CHANGED, Json, byName, resources, synth } from '../support/synth';
 
 describe('GIVEN the defaults', () => {
   const { json } = synth();

@@ -1,5 +1,5 @@
 // constructs/remote-state.ts: the S3 backend, when remoteStateBucket is set.
-import { EVERYTHING_CHANGED, synth } from '../stack/support/synth';
+import { EVERYTHING_CHANGED, synth } from '../support/synth';
 
 describe('GIVEN every option changed (EVERYTHING_CHANGED)', () => {
   const { json } = synth(EVERYTHING_CHANGED);

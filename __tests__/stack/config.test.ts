@@ -4,7 +4,7 @@ import { loadConfig } from '../../config/load';
 import { FIELDS, REMOVED_FIELDS, StackConfig, defaults, envName } from '../../config/schema';
 import { ConfigError, imageProblem, validateConfig } from '../../config/validate';
 import { ENVOY_RELEASE } from '../../envoy/release';
-import { FIXTURES } from './support/synth';
+import { FIXTURES } from '../support/synth';
 
 const file = (name: string) => path.join(FIXTURES, 'config', name);
 const load = (env: Record<string, string> = {}, extra: { file?: string; overrides?: Partial<StackConfig> } = {}) =>

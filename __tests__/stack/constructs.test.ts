@@ -9,7 +9,7 @@ import { FilterConfig } from '../../constructs/filter-config';
 import { Nlb } from '../../constructs/nlb';
 import { Redis } from '../../constructs/redis';
 import { SampleBackend } from '../../constructs/sample-backend';
-import { FIXTURE_LUA_DIRS } from './support/synth';
+import { FIXTURE_LUA_DIRS } from '../support/synth';
 
 const stack = () => new TerraformStack(Testing.app(), 's');
 const filterConfig = (s: TerraformStack) =>

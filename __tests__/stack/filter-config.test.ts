@@ -3,7 +3,7 @@ import * as path from 'path';
 import * as os from 'os';
 import { Testing, TerraformStack } from 'cdktf';
 import { collectLuaFiles, configChecksum, escapeTerraformTemplate, FilterConfig } from '../../constructs/filter-config';
-import { FIXTURES, FIXTURE_LUA_DIRS, byName, synth, tempLuaDirs, unescapeTemplate } from './support/synth';
+import { FIXTURES, FIXTURE_LUA_DIRS, byName, synth, tempLuaDirs, unescapeTemplate } from '../support/synth';
 
 const checksumOf = (json: any) =>
   byName(json, 'kubernetes_deployment_v1', 'ws-envoy').spec.template.metadata.annotations['checksum/config'];

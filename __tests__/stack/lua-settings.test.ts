@@ -5,7 +5,7 @@ import * as path from 'path';
 import { luaReturnTable, luaString } from '../../config/lua';
 import { defaults } from '../../config/schema';
 import { filterSettings, renderSettingsLua } from '../../config/settings';
-import { ROOT } from './support/synth';
+import { ROOT } from '../support/synth';
 
 /** Runs Lua source through LuaJIT: `chunk` must evaluate to a value; returns what `emit` prints. */
 function luajit(script: string): string {

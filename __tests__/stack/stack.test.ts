@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import { Testing } from 'cdktf';
 import { DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
 import { DASHBOARD_FILE } from '../../constructs/monitoring';
-import { EVERYTHING_CHANGED, Json, byName, resources, synth, unescapeTemplate } from './support/synth';
+import { EVERYTHING_CHANGED, Json, byName, resources, synth, unescapeTemplate } from '../support/synth';
 
 /**
  * The default deploy with the repository's own lua/ files. Lua contents and the checksum

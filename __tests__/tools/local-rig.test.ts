@@ -4,7 +4,7 @@ import { parse } from 'yaml';
 import { loadConfig } from '../../config/load';
 import { ENVOY_YAML_KEY } from '../../constructs/filter-config';
 import { DEFAULT_BASE_PORT, localLayout, localRedis, proxyName, renderLocalFiles } from '../../tools/lib/local-rig';
-import { byName, synth, unescapeTemplate } from '../stack/support/synth';
+import { byName, synth, unescapeTemplate } from '../support/synth';
 
 type Json = any;
 
