@@ -11,6 +11,7 @@ import { Password } from '@cdktf/provider-random/lib/password';
 import { Fn, TerraformStack } from 'cdktf';
 import { Construct } from 'constructs';
 import { imageProblem } from '../config/validate';
+import { escapeTerraformTemplate } from './filter-config';
 import { NAMES, REDIS_SELECTOR, componentLabels } from './names';
 import { ResourceSpec, containerSecurityContext, podSecurityContext, resources } from './security';
 
@@ -243,7 +244,8 @@ export class Redis extends Construct {
     const settingsHash = createHash('sha256').update(confWith('PROXYPASSWORD', 'ADMINPASSWORD')).digest('hex');
     this.functions = new ConfigMapV1(this, 'functions', {
       metadata: { name: NAMES.redisFunctions, namespace: props.namespace, labels },
-      data: { [path.basename(FUNCTION_LIBRARY.file)]: readFunctionLibrary() },
+      // Terraform reads every string as a template: a `${` or `%{` of the Lua must stay text.
+      data: { [path.basename(FUNCTION_LIBRARY.file)]: escapeTerraformTemplate(readFunctionLibrary()) },
     });
     const revision = props.passwordRevision ?? 1;
     if (!Number.isSafeInteger(revision) || revision < 1) {
