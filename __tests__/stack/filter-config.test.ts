@@ -10,7 +10,7 @@ const checksumOf = (json: any) =>
 
 describe('collectLuaFiles', () => {
   it('takes every *.lua by base name, sorted, and skips tests and other files', () => {
-    expect(collectLuaFiles(FIXTURE_LUA_DIRS).map((f) => f.name)).toEqual(['admit.lua', 'filter.lua', 'metrics.lua']);
+    expect(collectLuaFiles(FIXTURE_LUA_DIRS).map((f) => f.name)).toEqual(['filter.lua', 'metrics.lua', 'streams.lua']);
   });
 
   it('sorts by code point, whatever the locale (the order is the volume items order)', () => {
@@ -26,8 +26,8 @@ describe('collectLuaFiles', () => {
   });
 
   it('refuses a base name that appears in two directories', () => {
-    expect(() => collectLuaFiles([path.join(FIXTURES, 'dup', 'envoy'), path.join(FIXTURES, 'dup', 'redis')])).toThrow(
-      /Lua file name keys\.lua appears twice \(.*dup\/envoy\/keys\.lua and .*dup\/redis\/keys\.lua\); base names must be unique .* Rename one of them/,
+    expect(() => collectLuaFiles([path.join(FIXTURES, 'dup', 'envoy'), path.join(FIXTURES, 'dup', 'agent')])).toThrow(
+      /Lua file name keys\.lua appears twice \(.*dup\/envoy\/keys\.lua and .*dup\/agent\/keys\.lua\); base names must be unique .* Rename one of them/,
     );
   });
 
@@ -50,7 +50,7 @@ describe('the Envoy ConfigMap', () => {
   const deployment = byName(json, 'kubernetes_deployment_v1', 'ws-envoy');
 
   it('holds envoy.yaml, settings.lua and every Lua file, nothing else', () => {
-    expect(Object.keys(cm.data).sort()).toEqual(['admit.lua', 'envoy.yaml', 'filter.lua', 'metrics.lua', 'settings.lua']);
+    expect(Object.keys(cm.data).sort()).toEqual(['envoy.yaml', 'filter.lua', 'metrics.lua', 'settings.lua', 'streams.lua']);
     expect(cm.data['filter.lua']).toBe(fs.readFileSync(path.join(FIXTURE_LUA_DIRS[0], 'filter.lua'), 'utf8'));
   });
 
@@ -66,9 +66,9 @@ describe('the Envoy ConfigMap', () => {
     expect(volume.config_map.items).toEqual([
       { key: 'envoy.yaml', path: 'envoy.yaml' },
       { key: 'settings.lua', path: 'lua/settings.lua' },
-      { key: 'admit.lua', path: 'lua/admit.lua' },
       { key: 'filter.lua', path: 'lua/filter.lua' },
       { key: 'metrics.lua', path: 'lua/metrics.lua' },
+      { key: 'streams.lua', path: 'lua/streams.lua' },
     ]);
     const mount = deployment.spec.template.spec.container[0].volume_mount.find((m: any) => m.name === 'config');
     expect(mount).toEqual({ name: 'config', mount_path: '/etc/envoy', read_only: true });
@@ -87,7 +87,7 @@ describe('the checksum rolls the pods', () => {
     try {
       const before = checksumOf(synth({}, dirs).json);
       expect(checksumOf(synth({}, dirs).json)).toBe(before);
-      fs.appendFileSync(path.join(dirs[1], 'admit.lua'), '-- changed\n');
+      fs.appendFileSync(path.join(dirs[1], 'streams.lua'), '-- changed\n');
       expect(checksumOf(synth({}, dirs).json)).not.toBe(before);
     } finally {
       fs.rmSync(root, { recursive: true, force: true });

@@ -1,15 +1,16 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Testing } from 'cdktf';
+import { Testing, TerraformStack } from 'cdktf';
 import { StackConfig, defaults } from '../../config/schema';
+import { FilterConfig } from '../../constructs/filter-config';
 import { WsAdmissionStack } from '../../constructs/stack';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const FIXTURES = path.resolve(__dirname, 'fixtures');
 
-/** A small, stable set of Lua files, so these tests do not move with lua/. */
-export const FIXTURE_LUA_DIRS = [path.join(FIXTURES, 'lua', 'envoy'), path.join(FIXTURES, 'lua', 'redis')];
+/** A small, stable set of Lua files in two directories (as lua/envoy and lua/agent), so these tests do not move with lua/. */
+export const FIXTURE_LUA_DIRS = [path.join(FIXTURES, 'lua', 'envoy'), path.join(FIXTURES, 'lua', 'agent')];
 
 export type Json = any;
 
@@ -28,6 +29,36 @@ export function synth(overrides: Partial<StackConfig> = {}, luaDirs: readonly st
   const { stack } = makeStack(overrides, luaDirs);
   const text = Testing.synth(stack);
   return { text, json: JSON.parse(text), stack };
+}
+
+/**
+ * A small test chart: an empty stack to build the construct under test in (cdk8s-plus
+ * style), and its synthesized JSON. The whole stack is `synth` below.
+ */
+export function testStack(): TerraformStack {
+  return new TerraformStack(Testing.app(), 'test');
+}
+
+/** The synthesized JSON of a test chart. */
+export function synthStack(stack: TerraformStack): Json {
+  return JSON.parse(Testing.synth(stack));
+}
+
+/** The one resource of `type` (a test chart builds one of each). */
+export function only(json: Json, type: string): Json {
+  const all = resources(json, type);
+  if (all.length !== 1) throw new Error(`expected one ${type}, found ${all.length}`);
+  return all[0];
+}
+
+/** The Envoy ConfigMap an EnvoyProxy needs, from the fixture Lua files. */
+export function fixtureFilterConfig(stack: TerraformStack, namespace = 'ns'): FilterConfig {
+  return new FilterConfig(stack, 'filter-config', {
+    namespace,
+    envoyYaml: 'admin: {}\n',
+    settingsLua: 'return {}\n',
+    luaDirs: FIXTURE_LUA_DIRS,
+  });
 }
 
 /** All resources of one type, as an array of their bodies. */
