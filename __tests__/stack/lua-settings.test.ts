@@ -5,6 +5,7 @@ import * as path from 'path';
 import { luaReturnTable, luaString } from '../../config/lua';
 import { defaults } from '../../config/schema';
 import { filterSettings, renderSettingsLua } from '../../config/settings';
+import { BACKEND_PENALTY_MS, METRICS_SNAPSHOT_MS } from '../../envoy/bootstrap';
 import { ROOT } from '../support/synth';
 
 /** Runs Lua source through LuaJIT: `chunk` must evaluate to a value; returns what `emit` prints. */
@@ -86,12 +87,16 @@ describe('settings.lua', () => {
 
   it('parses with LuaJIT in an empty environment and returns the configured values', () => {
     const t = evalTable(text);
-    expect(Object.keys(t)).toHaveLength(21);
+    expect(Object.keys(t)).toHaveLength(22);
     expect(t.max_connections_per_pod).toEqual({ type: 'number', value: '2' });
     expect(t.rate_limit).toEqual({ type: 'number', value: '60' });
     expect(t.rate_window_ms).toEqual({ type: 'number', value: '60000' });
-    expect(t.lease_ttl_ms).toEqual({ type: 'number', value: '360000' });
-    expect(t.renew_interval_ms).toEqual({ type: 'number', value: '30000' });
+    expect(t.lease_ttl_ms).toEqual({ type: 'number', value: '30000' });
+    expect(t.renew_interval_ms).toEqual({ type: 'number', value: '10000' });
+    expect(t.penalty_ms).toEqual({ type: 'number', value: String(BACKEND_PENALTY_MS) });
+    expect(t.metrics_snapshot_ms).toEqual({ type: 'number', value: String(METRICS_SNAPSHOT_MS) });
+    expect(t.capacity_cache_ms).toEqual({ type: 'number', value: '250' });
+    expect(t.hosts_cache_ms).toBeUndefined();
     expect(t.redis_host).toEqual({ type: 'string', value: '"ws-redis.ws-admission.svc.cluster.local"' });
     expect(t.redis_port).toEqual({ type: 'number', value: '6379' });
     expect(t.redis_password_file).toEqual({ type: 'string', value: '"/etc/ws-redis/password"' });
@@ -113,6 +118,8 @@ describe('settings.lua', () => {
       redisFailureMode: 'closed' as const,
       limitAllRequests: true,
       hashTag: 'chat:1',
+      leaseTtlSeconds: 45,
+      renewIntervalSeconds: 20,
     };
     const t = evalTable(renderSettingsLua(c, { host: '10.0.0.5', port: 6380, tls: true, auth: false }));
     expect(t.max_connections_per_pod.value).toBe('9');
@@ -123,6 +130,7 @@ describe('settings.lua', () => {
     expect(t.redis_password_file.value).toBe('""');
     expect(t.redis_tls.value).toBe('true');
     expect(t.redis_port.value).toBe('6380');
+    expect([t.lease_ttl_ms.value, t.renew_interval_ms.value]).toEqual(['45000', '20000']);
   });
 
   const loader = path.join(ROOT, 'lua', 'envoy', 'settings_loader.lua');
