@@ -1,3 +1,3 @@
-// The stack fixtures moved to __tests__/support/synth.ts; this path stays for the suites
-// that still import it (__tests__/e2e/validate.test.ts, __tests__/cluster/).
+// The stack fixtures moved to __tests__/support/synth.ts; this path stays for the suite
+// that still imports it (__tests__/e2e/validate.test.ts).
 export * from '../../support/synth';
