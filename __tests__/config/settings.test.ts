@@ -1,8 +1,10 @@
+// config/settings.ts: the filter's settings.lua from the typed config (exactly the fields
+// the filter knows, read back by LuaJIT and by the filter's own settings check).
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { luaReturnTable, luaString } from '../../config/lua';
+import { luaString } from '../../config/lua';
 import { defaults } from '../../config/schema';
 import { filterSettings, renderSettingsLua } from '../../config/settings';
 import { BACKEND_PENALTY_MS, METRICS_SNAPSHOT_MS } from '../../envoy/bootstrap';
@@ -37,38 +39,6 @@ function evalTable(text: string): Record<string, { type: string; value: string }
 }
 
 const REDIS = { host: 'ws-redis.ws-admission.svc.cluster.local', port: 6379, tls: false, auth: true };
-
-describe('Lua literal writer', () => {
-  it('escapes strings so LuaJIT reads back the same bytes', () => {
-    const nasty = 'quote " backslash \\ newline \n tab \t nul \0 bell \x07 del \x7f then 1 digit ü ]] [[ --';
-    const out = luajit(`io.write(${luaString(nasty)})`);
-    expect(out).toBe(nasty);
-  });
-
-  it('writes a control byte followed by a digit unambiguously', () => {
-    expect(luaString('\x01' + '2')).toBe('"\\0012"');
-    expect(luajit(`io.write(#${luaString('\x012')})`)).toBe('2');
-  });
-
-  it('refuses floats, NaN and unsafe integers', () => {
-    expect(() => luaReturnTable([['rate_limit', 1.5]])).toThrow(
-      'settings field rate_limit must be a string, a boolean or a safe integer, got 1.5',
-    );
-    expect(() => luaReturnTable([['x', Number.NaN]])).toThrow('settings field x must be a string, a boolean or a safe integer, got null');
-    expect(() => luaReturnTable([['x', 2 ** 60]])).toThrow('settings field x must be a string, a boolean or a safe integer');
-  });
-
-  it('refuses keys that are not identifiers, keywords and duplicates', () => {
-    expect(() => luaReturnTable([['bad-key', 1]])).toThrow('settings field name "bad-key" is not a Lua identifier');
-    expect(() => luaReturnTable([['end', 1]])).toThrow('settings field name "end" is not a Lua identifier');
-    expect(() =>
-      luaReturnTable([
-        ['a', 1],
-        ['a', 2],
-      ]),
-    ).toThrow('settings field a is given twice');
-  });
-});
 
 describe('settings.lua', () => {
   const text = renderSettingsLua(defaults(), REDIS);

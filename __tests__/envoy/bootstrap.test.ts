@@ -1,3 +1,6 @@
+// envoy/bootstrap.ts: the Envoy bootstrap of one proxy (listeners, routes, the lease log
+// and its periodic entries, clusters, edge bounds), serialized by envoy/yaml.ts. The real
+// Envoy validates it in __tests__/e2e/validate.test.ts.
 import { parse } from 'yaml';
 import {
   BACKEND_HEALTH_CHECK,
