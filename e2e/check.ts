@@ -18,6 +18,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import Redis from 'ioredis';
 import WebSocket from 'ws';
+import { READY_PATH } from '../envoy/bootstrap';
 import { parseExposition, SampleSet } from '../tools/lib/prometheus';
 import { METRICS } from '../tools/lib/metrics-contract';
 import type { Expectations } from './generate';
@@ -132,7 +133,7 @@ export async function main(): Promise<number> {
     for (const p of x.proxies) {
       const base = p.metrics.replace(/\/metrics$/, '');
       await until(`${p.name} to see ${x.backendReplicas} healthy backends`, 120000, async () => {
-        const ready = await fetch(`${base}/ready`, { signal: AbortSignal.timeout(2000) });
+        const ready = await fetch(`${base}${READY_PATH}`, { signal: AbortSignal.timeout(2000) });
         if (!ready.ok) return undefined;
         const stats = await scrape(`${base}/stats/prometheus`);
         const healthy = stats.all('envoy_cluster_membership_healthy').find((s) => s.labels.envoy_cluster_name === 'backend')?.value;
