@@ -1,3 +1,5 @@
+// The compose kit: e2e/generate.ts (what it writes) and e2e/docker-compose.yml (what mounts
+// and runs it), held equal to the stack's own commands and files.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
