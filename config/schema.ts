@@ -153,14 +153,6 @@ const FIELD_TABLE = [
       "Open client connections one Envoy accepts (the overload manager's global downstream limit, and the backend cluster's circuit breakers; beyond it new connections are closed at once). Probes and scrapes on the metrics listener are exempt. Each open WebSocket is one and costs Envoy about 65 KB: 2000 fit the 256Mi container.",
   },
   {
-    key: 'redisReplicas',
-    kind: 'integer',
-    default: 1,
-    min: 1,
-    max: 1,
-    description: 'Replicas of the in-cluster Redis. Only 1: for a replicated Redis use ElastiCache via `externalRedisHost`.',
-  },
-  {
     key: 'redisPasswordInState',
     kind: 'boolean',
     default: false,
@@ -180,7 +172,7 @@ const FIELD_TABLE = [
     default: 'none',
     values: ['none', 'aof'],
     description:
-      'In-cluster Redis persistence. `none`: a restart starts empty and every worker re-registers its open connections at its next Redis call (state epoch). `aof`: append-only file, `appendfsync everysec`, on a PersistentVolumeClaim (needs a StorageClass, e.g. the EBS CSI driver): a restart keeps the leases and the rate window, losing at most about a second.',
+      "In-cluster Redis persistence. `none`: a restart starts empty; each proxy's agent puts its open WebSockets back and nothing is admitted until every live proxy has (at most 10 s). `aof`: append-only file, `appendfsync everysec`, on a PersistentVolumeClaim (needs a StorageClass, e.g. the EBS CSI driver): a restart keeps the leases and the rate window, losing at most about a second.",
   },
   {
     key: 'redisVolumeSize',
@@ -338,7 +330,8 @@ const FIELD_TABLE = [
     key: 'connectionInventory',
     kind: 'boolean',
     default: false,
-    description: 'Keep a `{ws}:conn:<id>` hash per connection in Redis (for debugging; one more pipelined write).',
+    description:
+      'Keep a field per open connection (pod, proxy, client address, start) in the `{<hashTag>}:inventory` hash in Redis, for debugging; written by the admission itself and removed with the lease.',
   },
   {
     key: 'externalRedisHost',
@@ -593,6 +586,16 @@ export type StackConfig = { readonly [F in (typeof FIELD_TABLE)[number] as F['ke
 
 /** Every field (the table, typed for the code that walks it). */
 export const FIELDS: readonly (FieldSpec & { readonly key: keyof StackConfig })[] = FIELD_TABLE;
+
+/**
+ * Settings that were removed, and what replaced them: a config file or an environment that
+ * still sets one is told why, not only that the key is unknown.
+ */
+export const REMOVED_FIELDS: Readonly<Record<string, string>> = {
+  redisReplicas:
+    'the in-cluster Redis always runs one replica (independent Redis pods would split the state); for a replicated Redis set externalRedisHost',
+  hostsCacheMs: "each proxy's agent registers its healthy hosts in Redis now; there is no host list cache to size",
+};
 
 /** `maxConnectionsPerPod` -> `WS_ADMISSION_MAX_CONNECTIONS_PER_POD`. */
 export function envName(key: string): string {

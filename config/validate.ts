@@ -1,6 +1,6 @@
 import { isIP } from 'net';
 import { FIELDS, FieldSpec, LEASE_MARGIN_SECONDS, NLB_IDLE_MARGIN_SECONDS, NLB_TCP_IDLE_TIMEOUT, StackConfig } from './schema';
-import { NAMES, componentLabels, selectorLabels } from '../constructs/names';
+import { NAMES, componentLabels, selectorLabels } from './names';
 import { METRICS_PORT } from '../envoy/bootstrap';
 
 /**
@@ -301,7 +301,7 @@ export function crossFieldProblems(c: StackConfig): string[] {
 export function configProblems(c: StackConfig): string[] {
   const problems: string[] = [];
   for (const f of FIELDS) {
-    const p = redisReplicasProblem(f, c[f.key]) ?? fieldProblem(f, c[f.key]);
+    const p = fieldProblem(f, c[f.key]);
     if (p) problems.push(p);
   }
   // Cross-field rules only make sense once every field is well-formed.
@@ -314,14 +314,4 @@ export function validateConfig(c: StackConfig): StackConfig {
   const problems = configProblems(c);
   if (problems.length > 0) throw new ConfigError(problems);
   return c;
-}
-
-function redisReplicasProblem(f: FieldSpec, value: unknown): string | null {
-  if (f.key !== 'redisReplicas' || typeof value !== 'number' || value <= 1) return null;
-  return (
-    `redisReplicas must be 1 for the in-cluster Redis, got ${value}: independent Redis pods behind one Service ` +
-    'would each hold part of the admission state and the limits would no longer hold. ' +
-    'Fix: keep redisReplicas = 1, or use a replicated Redis (ElastiCache replication group / cluster mode) ' +
-    'by setting externalRedisHost (and externalRedisPort, externalRedisTls, externalRedisPasswordSecret).'
-  );
 }

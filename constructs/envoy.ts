@@ -129,7 +129,7 @@ export interface EnvoyProxyProps {
    */
   readonly preStopSleepSeconds?: number;
   /**
-   * Who may reach the metrics port (9901: `/metrics`, `/ready`, the NLB's health check):
+   * Who may reach the metrics port (9901: `/metrics`, the probes' `/ready` and `/live`, the NLB's health check):
    * a NetworkPolicy opens the public port to all and 9901 to these only.
    * @default - no NetworkPolicy
    */
@@ -372,7 +372,7 @@ export class EnvoyProxy extends Construct {
           ? [{ namespaceSelector: { matchLabels: { ...props.metricsSources.namespaceLabels } } }]
           : []),
       ];
-      // Enforced only where the CNI implements NetworkPolicy (as for Redis's). The lease-log
+      // Enforced only where the CNI implements NetworkPolicy (as for Redis's). The agent
       // sidecar and the preStop drain reach the admin over the pod's loopback, which no
       // NetworkPolicy filters.
       this.networkPolicy = new NetworkPolicyV1(this, 'network-policy', {

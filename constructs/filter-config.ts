@@ -97,7 +97,7 @@ export interface FilterConfigProps {
   readonly settingsLua: string;
   /**
    * Directories whose `*.lua` files are shipped, by base name.
-   * @default DEFAULT_LUA_DIRS (lua/envoy, lua/redis and lua/cli of this repository)
+   * @default DEFAULT_LUA_DIRS (lua/envoy, lua/agent and lua/cli of this repository)
    */
   readonly luaDirs?: readonly string[];
   /**

@@ -11,6 +11,7 @@ import { Password } from '@cdktf/provider-random/lib/password';
 import { Fn, TerraformStack } from 'cdktf';
 import { Construct } from 'constructs';
 import { imageProblem } from '../config/validate';
+import { escapeTerraformTemplate } from './filter-config';
 import { NAMES, REDIS_SELECTOR, componentLabels } from './names';
 import { ResourceSpec, containerSecurityContext, podSecurityContext, resources } from './security';
 
@@ -72,7 +73,9 @@ export const REDIS_PROXY_COMMANDS = [
  * The library loader beside Redis: loads the library when Redis has none (a start, a
  * restart, a FUNCTION FLUSH) within a second, and again every minute with REPLACE, so a
  * changed library (the ConfigMap, updated in place by the kubelet) is taken without a
- * Redis restart. As the admin user (REDISCLI_AUTH), on the pod's loopback.
+ * Redis restart. As the admin user (REDISCLI_AUTH), on the pod's loopback. "Has none"
+ * means FUNCTION LIST does not name the library: an error reply (NOAUTH, LOADING) is not
+ * a library, so the load is tried and its failure said at once.
  */
 export function functionLoaderCommand(libraryFile: string): string[] {
   const cli = `redis-cli --no-auth-warning --user ${REDIS_ADMIN_USER} -h 127.0.0.1 -p ${REDIS_PORT}`;
@@ -84,7 +87,7 @@ export function functionLoaderCommand(libraryFile: string): string[] {
       "trap 'exit 0' TERM INT",
       'n=0',
       'while :; do',
-      `  if [ "$(${cli} FUNCTION LIST LIBRARYNAME ${FUNCTION_LIBRARY.name} | head -c 1)" = "" ] || [ $n -ge 60 ]; then`,
+      `  if ! ${cli} FUNCTION LIST LIBRARYNAME ${FUNCTION_LIBRARY.name} | grep -q ${FUNCTION_LIBRARY.name} || [ $n -ge 60 ]; then`,
       `    out="$(${load} 2>&1)"; [ "$out" = "${FUNCTION_LIBRARY.name}" ] && n=0 || echo "functions: FUNCTION LOAD failed: $out" >&2`,
       '  fi',
       '  n=$((n + 1)); sleep 1 & wait $!',
@@ -133,8 +136,11 @@ export function redisConf(o: RedisConfOptions): string {
     'save ""',
     ...(o.appendOnly ? ['appendonly yes', 'appendfsync everysec'] : ['appendonly no']),
     `dir ${o.dir}`,
-    // Nobody connects as `default`: an AUTH without a user name fails.
-    'user default off',
+    // Nobody connects as `default`: an AUTH without a user name fails. Its permissions are
+    // for the AOF alone: Redis replays a MULTI/EXEC of the AOF (every write a function
+    // makes) as `default` and re-checks the ACL at EXEC, so without them an AOF restart
+    // drops every lease silently (https://github.com/redis/redis/issues/14541).
+    'user default off ~* &* +@all',
     `user ${REDIS_PROXY_USER} on >${o.proxyPassword} resetkeys ~{${o.hashTag}}:* resetchannels -@all ${REDIS_PROXY_COMMANDS.map((c) => '+' + c).join(' ')}`,
     `user ${REDIS_ADMIN_USER} on >${o.adminPassword} ~* &* +@all`,
     '',
@@ -148,12 +154,6 @@ export interface RedisProps {
   readonly image: string;
   /** Labels of the only pods allowed to connect (the Envoy pods). */
   readonly clientSelector: { readonly [key: string]: string };
-  /**
-   * Replicas. Only 1 is accepted: independent Redis pods behind one Service would split
-   * the admission state.
-   * @default 1
-   */
-  readonly replicas?: number;
   /**
    * Redis `maxmemory`. With `noeviction`, a full Redis answers errors (the filter's
    * failure mode applies) instead of silently evicting live leases.
@@ -189,10 +189,13 @@ export interface RedisProps {
 }
 
 /**
- * The in-cluster Redis that holds the admission state: Deployment (1 replica, no
- * persistence: leases are short-lived and re-registered by renewals after a restart),
- * Service, a generated password in a Secret, and a NetworkPolicy that lets only the
- * Envoy pods reach port 6379.
+ * The in-cluster Redis that holds the admission state: a Deployment of one replica
+ * (independent Redis pods behind one Service would split the state; a replicated Redis is
+ * an external one, externalRedisHost) with the `functions` container that loads the
+ * ws_admission library (`ws-redis-functions` ConfigMap), a Service, two generated passwords
+ * in a Secret, and a NetworkPolicy that lets only the Envoy pods reach port 6379. Without
+ * `persistence` a restart starts empty and the agents put every open stream back
+ * (ws_recover); with it, an AOF on a PersistentVolumeClaim keeps the state.
  *
  * Two ACL users, the `default` user off: `ws-proxy` (the proxies: their `{tag}:*` keys
  * and the commands of REDIS_PROXY_COMMANDS only) and `ws-admin` (the probe, operators).
@@ -206,7 +209,6 @@ export class Redis extends Construct {
   public readonly port = REDIS_PORT;
   /** Secret holding `password` (for clients) and `redis.conf` (for the server). */
   public readonly secretName: string;
-  public readonly replicas: number;
   public readonly deployment: DeploymentV1;
   public readonly service: ServiceV1;
   public readonly secret: SecretV1;
@@ -218,10 +220,6 @@ export class Redis extends Construct {
 
   constructor(scope: Construct, id: string, props: RedisProps) {
     super(scope, id);
-    this.replicas = props.replicas ?? 1;
-    if (this.replicas !== 1) {
-      throw new Error(`Redis: replicas must be 1, got ${this.replicas}; for a replicated Redis use ElastiCache and set externalRedisHost`);
-    }
     const imageErr = imageProblem(props.image);
     if (imageErr) throw new Error(`Redis: image ${imageErr}, got ${JSON.stringify(props.image)}`);
 
@@ -246,7 +244,8 @@ export class Redis extends Construct {
     const settingsHash = createHash('sha256').update(confWith('PROXYPASSWORD', 'ADMINPASSWORD')).digest('hex');
     this.functions = new ConfigMapV1(this, 'functions', {
       metadata: { name: NAMES.redisFunctions, namespace: props.namespace, labels },
-      data: { [path.basename(FUNCTION_LIBRARY.file)]: readFunctionLibrary() },
+      // Terraform reads every string as a template: a `${` or `%{` of the Lua must stay text.
+      data: { [path.basename(FUNCTION_LIBRARY.file)]: escapeTerraformTemplate(readFunctionLibrary()) },
     });
     const revision = props.passwordRevision ?? 1;
     if (!Number.isSafeInteger(revision) || revision < 1) {
@@ -310,7 +309,7 @@ export class Redis extends Construct {
     this.deployment = new DeploymentV1(this, 'deployment', {
       metadata,
       spec: {
-        replicas: String(this.replicas),
+        replicas: '1',
         // Recreate: two Redis pods must never serve at once (two states).
         strategy: { type: 'Recreate' },
         selector: { matchLabels: REDIS_SELECTOR },

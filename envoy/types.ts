@@ -140,7 +140,9 @@ export interface MetadataAccessLogFilter {
  * @see https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/accesslog/v3/accesslog.proto
  */
 export interface LogTypeAccessLogFilter {
-  readonly log_type_filter: { readonly types: readonly ('DownstreamEnd' | 'DownstreamPeriodic' | 'DownstreamTunnelSuccessfullyEstablished')[] };
+  readonly log_type_filter: {
+    readonly types: readonly ('DownstreamEnd' | 'DownstreamPeriodic' | 'DownstreamTunnelSuccessfullyEstablished')[];
+  };
 }
 
 /**

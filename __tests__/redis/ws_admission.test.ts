@@ -62,7 +62,8 @@ const expectConsistent = async () => {
   expect(load).toEqual(leases);
   expect(proxyFields).toEqual(byProxy);
   const reach = new Set(Object.keys(await redis.hgetall(s.keys.reach)));
-  for (const pod of await redis.zrange(s.keys.load, 0, -1)) expect({ pod, kept: reach.has(pod) || (leases[pod] ?? 0) > 0 }).toEqual({ pod, kept: true });
+  for (const pod of await redis.zrange(s.keys.load, 0, -1))
+    expect({ pod, kept: reach.has(pod) || (leases[pod] ?? 0) > 0 }).toEqual({ pod, kept: true });
 };
 
 describe('ws_admit replies', () => {
@@ -124,7 +125,13 @@ describe('ws_admit replies', () => {
   });
 
   test('NOHOSTS: a proxy with no registered hosts (or none healthy) is told so, nothing consumed', async () => {
-    expect(await s.admitOnce({ ...base, id: 'lonely|0|1|0' })).toEqual({ status: 'NOHOSTS', pod: '', activeOnPod: 0, retryAfterMs: 0, rateRemaining: 10 });
+    expect(await s.admitOnce({ ...base, id: 'lonely|0|1|0' })).toEqual({
+      status: 'NOHOSTS',
+      pod: '',
+      activeOnPod: 0,
+      retryAfterMs: 0,
+      rateRemaining: 10,
+    });
     expect(await admit({ id: 'empty|0|1|0', pods: [] })).toMatchObject({ status: 'NOHOSTS' });
     expect(await stats()).toEqual({});
     expect(await redis.exists(s.keys.rate, s.keys.leases)).toBe(0);
@@ -180,7 +187,7 @@ describe('ws_admit replies', () => {
 });
 
 describe('reach: each proxy admits only onto its own healthy hosts (ws_hosts)', () => {
-  test("a pod only another proxy reaches is passed over, even when it is the least loaded; that proxy takes it", async () => {
+  test('a pod only another proxy reaches is passed over, even when it is the least loaded; that proxy takes it', async () => {
     await admit({ id: 'a|0|1|0', pods: [P2, P3] });
     await admit({ id: 'a|0|2|0', pods: [P2, P3] });
     await s.reach('b', [P1, P2, P3]); // another proxy also sees P1 (empty)
@@ -191,7 +198,7 @@ describe('reach: each proxy admits only onto its own healthy hosts (ws_hosts)', 
     await expectConsistent();
   });
 
-  test('claim gives the lowest free slot; add/remove change only that slot; commit makes it the proxy\'s', async () => {
+  test("claim gives the lowest free slot; add/remove change only that slot; commit makes it the proxy's", async () => {
     expect(await s.hosts('claim', 'a')).toBe(0);
     expect(await s.hosts('claim', 'b')).toBe(1);
     expect(await s.hosts('add', 'a', 0, [P1, P2])).toEqual(['OK', 2]);
@@ -209,7 +216,7 @@ describe('reach: each proxy admits only onto its own healthy hosts (ws_hosts)', 
   test('slots beyond the first byte (bitmask of any width), and a slot the caller does not own: SLOT', async () => {
     for (let i = 0; i < 12; i++) await s.hosts('claim', `p${i}`);
     expect(await s.hosts('add', 'p11', 11, [P1])).toEqual(['OK', 1]);
-    expect(Buffer.from(await redis.hgetBuffer(s.keys.reach, P1) as Buffer)).toEqual(Buffer.from([0, 8]));
+    expect(Buffer.from((await redis.hgetBuffer(s.keys.reach, P1)) as Buffer)).toEqual(Buffer.from([0, 8]));
     expect(await s.hosts('add', 'p3', 11, [P1])).toEqual(['SLOT']);
     expect(await s.hosts('remove', 'p11', 11, [P1])).toEqual(['OK', 1]);
     expect(await redis.hexists(s.keys.reach, P1)).toBe(0);
@@ -281,7 +288,7 @@ describe('ws_beat', () => {
   });
 });
 
-describe('ws_leases: renew, release and failed upgrades, in the order of the proxy\'s own record', () => {
+describe("ws_leases: renew, release and failed upgrades, in the order of the proxy's own record", () => {
   test('R renews a live lease from Redis TIME, never earlier than it was', async () => {
     await admit({ id: 'a', pods: [P1], ttlMs: 1000 });
     const before = await s.nowMs();
@@ -352,8 +359,18 @@ describe('ws_leases: renew, release and failed upgrades, in the order of the pro
 
   test('ops of one call apply in order: R then X leaves no lease; X then R puts it back', async () => {
     await admit({ id: 'a', pods: [P1] });
-    expect(await s.leases(30000, 0, [['R', 'a', P1], ['X', 'a', P1]])).toEqual([1, 0, 1, 0]);
-    expect(await s.leases(30000, 0, [['X', 'b', P2], ['R', 'b', P2]])).toEqual([0, 1, 0, 0]);
+    expect(
+      await s.leases(30000, 0, [
+        ['R', 'a', P1],
+        ['X', 'a', P1],
+      ]),
+    ).toEqual([1, 0, 1, 0]);
+    expect(
+      await s.leases(30000, 0, [
+        ['X', 'b', P2],
+        ['R', 'b', P2],
+      ]),
+    ).toEqual([0, 1, 0, 0]);
     expect(await redis.zrange(s.keys.leases, 0, -1)).toEqual([lease('b', P2)]);
     await expectConsistent();
   });
@@ -394,7 +411,10 @@ describe('expiry (short TTLs, real waiting)', () => {
     expect((await s.admitOnce({ ...base, id: 'me|0|1|0', maxPerPod: 1, rateLimit: 0 })).status).toBe('FULL');
     expect(Date.now() - t0).toBeLessThan(1500);
     await sleep(1600 - (Date.now() - t0));
-    expect(await s.admitOnce({ ...base, id: 'me|0|2|0', maxPerPod: 1, rateLimit: 0 })).toMatchObject({ status: 'ADMITTED', activeOnPod: 1 });
+    expect(await s.admitOnce({ ...base, id: 'me|0|2|0', maxPerPod: 1, rateLimit: 0 })).toMatchObject({
+      status: 'ADMITTED',
+      activeOnPod: 1,
+    });
     expect(await stats()).toMatchObject({ expired: 300 });
     await expectConsistent();
   });
@@ -426,7 +446,13 @@ describe('recovery: after a state loss nothing is admitted until every proxy put
   });
 
   test('an empty state (no epoch) admits nothing: RECOVERING, nothing written', async () => {
-    expect(await s.admitOnce({ ...base, id: 'a|0|1|0' })).toEqual({ status: 'RECOVERING', pod: '', activeOnPod: 0, retryAfterMs: 1000, rateRemaining: 0 });
+    expect(await s.admitOnce({ ...base, id: 'a|0|1|0' })).toEqual({
+      status: 'RECOVERING',
+      pod: '',
+      activeOnPod: 0,
+      retryAfterMs: 1000,
+      rateRemaining: 0,
+    });
     expect(await redis.dbsize()).toBe(0);
   });
 
@@ -542,7 +568,13 @@ describe('the counts stay exact under any sequence of calls', () => {
       const proxy = `p${rand(3)}`;
       const op = rand(6);
       if (op <= 1) {
-        const r = await admit({ id: `${proxy}|0|${i}|0`, pods: pods.slice(rand(2), 3 + rand(4)), maxPerPod: 3, ttlMs: rand(3) === 0 ? 15 : 30000, rateLimit: 0 });
+        const r = await admit({
+          id: `${proxy}|0|${i}|0`,
+          pods: pods.slice(rand(2), 3 + rand(4)),
+          maxPerPod: 3,
+          ttlMs: rand(3) === 0 ? 15 : 30000,
+          rateLimit: 0,
+        });
         if (r.status === 'ADMITTED') held.push({ id: `${proxy}|0|${i}|0`, pod: r.pod });
         else expect(r.status).toBe('FULL');
       } else if (op === 2 && held.length) {
@@ -585,21 +617,46 @@ describe('bad input is refused with a clear error, and writes nothing', () => {
   test('ws_leases, ws_hosts, ws_beat, ws_recover, ws_release_proxy, ws_snapshot, ws_request_rate', async () => {
     const k = s.keys;
     const cases: [string, string[], (string | number)[], string][] = [
-      ['ws_leases', s.leasesKeys(), [30000, 0, 'R', 'a'], 'expected lease TTL ms, penalty ms, then triples <op> <connection id> <pod>; got 4 arguments'],
-      ['ws_leases', s.leasesKeys(), [30000, 0, 'Z', 'a', P1], "argument 3 (operation) must be R (renew), X (release) or F (failed upgrade), got 'Z'"],
+      [
+        'ws_leases',
+        s.leasesKeys(),
+        [30000, 0, 'R', 'a'],
+        'expected lease TTL ms, penalty ms, then triples <op> <connection id> <pod>; got 4 arguments',
+      ],
+      [
+        'ws_leases',
+        s.leasesKeys(),
+        [30000, 0, 'Z', 'a', P1],
+        "argument 3 (operation) must be R (renew), X (release) or F (failed upgrade), got 'Z'",
+      ],
       ['ws_leases', s.leasesKeys(), [30000, 0, 'R', 'a', 'x y'], "argument 5 (pod) must be 1-64 characters without spaces, got 'x y'"],
       ['ws_leases', s.leasesKeys(), ['soon', 0], "argument 1 (lease TTL ms) must be an integer >= 1, got 'soon'"],
       ['ws_leases', s.leasesKeys().slice(1), [30000, 0], 'expected 7 keys and 2-3002 arguments, got 6 keys and 2 arguments'],
-      ['ws_hosts', s.hostsKeys(), ['claim', 'Bad|Proxy'], "argument 2 (proxy id) must be 1-253 characters of a-z, 0-9, '.' and '-', got 'Bad|Proxy'"],
+      [
+        'ws_hosts',
+        s.hostsKeys(),
+        ['claim', 'Bad|Proxy'],
+        "argument 2 (proxy id) must be 1-253 characters of a-z, 0-9, '.' and '-', got 'Bad|Proxy'",
+      ],
       ['ws_hosts', s.hostsKeys(), ['grow', 'a', 0], "argument 1 (mode) must be claim, add, remove or commit, got 'grow'"],
       ['ws_hosts', s.hostsKeys(), ['add', 'a', 1024, P1], "argument 3 (slot) must be below 1024, got '1024'"],
       ['ws_hosts', s.hostsKeys(), ['add', 'a', 0, ''], "argument 4 (pod) must be 1-64 characters without spaces, got ''"],
       ['ws_beat', s.beatKeys(), ['a', '', 2], "argument 3 (list the live proxies) must be 0 or 1, got '2'"],
       ['ws_recover', [k.stats, k.recovery], ['begin', 'a', 'xyz'], "argument 3 (a new epoch) must be 16 hex digits, got 'xyz'"],
       ['ws_recover', [k.stats, k.recovery], ['end', 'a'], "argument 1 (mode) must be begin or done, got 'end'"],
-      ['ws_release_proxy', [k.leases, k.load, k.stats, k.reach, k.down, k.inventory], ['a', '-1'], "argument 2 (scan cursor) must be digits, got '-1'"],
+      [
+        'ws_release_proxy',
+        [k.leases, k.load, k.stats, k.reach, k.down, k.inventory],
+        ['a', '-1'],
+        "argument 2 (scan cursor) must be digits, got '-1'",
+      ],
       ['ws_snapshot', s.snapshotKeys(), [-5], "argument 1 (window ms) must be an integer >= 1, got '-5'"],
-      ['ws_request_rate', [k.rateRequests, k.stats], [0, 60000, 'q'], "argument 1 (rate limit per window) must be an integer >= 1, got '0'"],
+      [
+        'ws_request_rate',
+        [k.rateRequests, k.stats],
+        [0, 60000, 'q'],
+        "argument 1 (rate limit per window) must be an integer >= 1, got '0'",
+      ],
     ];
     const before = await redis.dbsize();
     for (const [fn, keys, args, message] of cases) await expect(s.fcall(fn, keys, args)).rejects.toThrow(`ERR ${fn}: ${message}`);
@@ -608,7 +665,9 @@ describe('bad input is refused with a clear error, and writes nothing', () => {
 
   test('more items than one call may carry are refused (a function blocks Redis while it runs)', async () => {
     const ops = Array.from({ length: 1001 }, (_, i) => ['R', `a|0|${i}|0`, P1]).flat();
-    await expect(s.fcall('ws_leases', s.leasesKeys(), [30000, 0, ...ops])).rejects.toThrow('ERR ws_leases: expected 7 keys and 2-3002 arguments');
+    await expect(s.fcall('ws_leases', s.leasesKeys(), [30000, 0, ...ops])).rejects.toThrow(
+      'ERR ws_leases: expected 7 keys and 2-3002 arguments',
+    );
     const pods = Array.from({ length: 1001 }, (_, i) => `10.7.${i >> 8}.${i & 255}:80`);
     await expect(s.hosts('add', 'a', 0, pods)).rejects.toThrow('ERR ws_hosts: expected 5 keys and 2-1003 arguments');
   });

@@ -26,7 +26,7 @@ import { StackConfig } from '../../config/schema';
 import { filterSettings, RedisEndpoint } from '../../config/settings';
 import { DEFAULT_LUA_DIRS, collectLuaFiles } from '../../constructs/filter-config';
 import { REDIS_ADMIN_USER, REDIS_PROXY_USER, readFunctionLibrary, redisConf } from '../../constructs/redis';
-import { buildEnvoyBootstrap, EnvoyLayout, envoyArgs } from '../../envoy/bootstrap';
+import { buildEnvoyBootstrap, EnvoyLayout, READY_PATH, envoyArgs } from '../../envoy/bootstrap';
 import { bootstrapToYaml } from '../../envoy/yaml';
 import { BackendCounts, EchoBackends, backendAddress } from './echo-backend';
 import { FaultProxy } from './fault-proxy';
@@ -398,7 +398,7 @@ export class LocalRig {
   }
 
   private async hostsReady(p: LocalProxy): Promise<boolean> {
-    const r = await httpGet(`http://${LOOPBACK}:${p.metricsPort}/ready`);
+    const r = await httpGet(`http://${LOOPBACK}:${p.metricsPort}${READY_PATH}`);
     return r.status === 200 && (await this.registeredHosts(p.name)) === this.backendIds.length && !(await this.recovering());
   }
 

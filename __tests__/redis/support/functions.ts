@@ -256,10 +256,11 @@ export class Functions {
     let removed = 0;
     let steps = 0;
     do {
-      const [next, n] = (await this.fcall('ws_release_proxy', [k.leases, k.load, k.stats, k.reach, k.down, k.inventory], [proxy, cursor])) as [
-        string,
-        number,
-      ];
+      const [next, n] = (await this.fcall(
+        'ws_release_proxy',
+        [k.leases, k.load, k.stats, k.reach, k.down, k.inventory],
+        [proxy, cursor],
+      )) as [string, number];
       cursor = String(next);
       removed += Number(n);
       steps++;

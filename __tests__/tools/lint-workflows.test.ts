@@ -1,3 +1,4 @@
+// tools/lint-workflows.ts (`npm run lint:workflows`) and the workflows it lints (.github/workflows).
 import * as fs from 'fs';
 import * as path from 'path';
 import { parse } from 'yaml';

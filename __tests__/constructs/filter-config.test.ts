@@ -1,16 +1,16 @@
+// constructs/filter-config.ts (FilterConfig, collectLuaFiles): the Envoy pods' one
+// ConfigMap (envoy.yaml, settings.lua, the Lua files by base name), its volume items and
+// checksum, built in a small test chart. How the stack fills it: constructs/stack.test.ts.
 import * as fs from 'fs';
 import * as path from 'path';
 import * as os from 'os';
 import { Testing, TerraformStack } from 'cdktf';
 import { collectLuaFiles, configChecksum, escapeTerraformTemplate, FilterConfig } from '../../constructs/filter-config';
-import { FIXTURES, FIXTURE_LUA_DIRS, byName, synth, tempLuaDirs, unescapeTemplate } from './support/synth';
-
-const checksumOf = (json: any) =>
-  byName(json, 'kubernetes_deployment_v1', 'ws-envoy').spec.template.metadata.annotations['checksum/config'];
+import { FIXTURES, FIXTURE_LUA_DIRS, only, synthStack, tempLuaDirs, testStack, unescapeTemplate } from '../support/synth';
 
 describe('collectLuaFiles', () => {
   it('takes every *.lua by base name, sorted, and skips tests and other files', () => {
-    expect(collectLuaFiles(FIXTURE_LUA_DIRS).map((f) => f.name)).toEqual(['admit.lua', 'filter.lua', 'metrics.lua']);
+    expect(collectLuaFiles(FIXTURE_LUA_DIRS).map((f) => f.name)).toEqual(['filter.lua', 'metrics.lua', 'streams.lua']);
   });
 
   it('sorts by code point, whatever the locale (the order is the volume items order)', () => {
@@ -26,8 +26,8 @@ describe('collectLuaFiles', () => {
   });
 
   it('refuses a base name that appears in two directories', () => {
-    expect(() => collectLuaFiles([path.join(FIXTURES, 'dup', 'envoy'), path.join(FIXTURES, 'dup', 'redis')])).toThrow(
-      /Lua file name keys\.lua appears twice \(.*dup\/envoy\/keys\.lua and .*dup\/redis\/keys\.lua\); base names must be unique .* Rename one of them/,
+    expect(() => collectLuaFiles([path.join(FIXTURES, 'dup', 'envoy'), path.join(FIXTURES, 'dup', 'agent')])).toThrow(
+      /Lua file name keys\.lua appears twice \(.*dup\/envoy\/keys\.lua and .*dup\/agent\/keys\.lua\); base names must be unique .* Rename one of them/,
     );
   });
 
@@ -44,14 +44,22 @@ describe('collectLuaFiles', () => {
   });
 });
 
-describe('the Envoy ConfigMap', () => {
-  const { json } = synth();
-  const cm = byName(json, 'kubernetes_config_map_v1', 'ws-envoy-config');
-  const deployment = byName(json, 'kubernetes_deployment_v1', 'ws-envoy');
+describe('the Envoy ConfigMap (FilterConfig in a test chart)', () => {
+  const stack = testStack();
+  const fc = new FilterConfig(stack, 'fc', {
+    namespace: 'ns',
+    envoyYaml: 'admin: {}\n',
+    settingsLua: 'return {}\n',
+    luaDirs: FIXTURE_LUA_DIRS,
+  });
+  const cm = only(synthStack(stack), 'kubernetes_config_map_v1');
 
-  it('holds envoy.yaml, settings.lua and every Lua file, nothing else', () => {
-    expect(Object.keys(cm.data).sort()).toEqual(['admit.lua', 'envoy.yaml', 'filter.lua', 'metrics.lua', 'settings.lua']);
+  it('holds envoy.yaml, settings.lua and every Lua file, nothing else, under its name', () => {
+    expect(cm.metadata).toMatchObject({ name: 'ws-envoy-config', namespace: 'ns' });
+    expect(Object.keys(cm.data).sort()).toEqual(['envoy.yaml', 'filter.lua', 'metrics.lua', 'settings.lua', 'streams.lua']);
     expect(cm.data['filter.lua']).toBe(fs.readFileSync(path.join(FIXTURE_LUA_DIRS[0], 'filter.lua'), 'utf8'));
+    expect([cm.data['envoy.yaml'], cm.data['settings.lua']]).toEqual(['admin: {}\n', 'return {}\n']);
+    expect(fc.luaFiles).toEqual(['filter.lua', 'metrics.lua', 'streams.lua']);
   });
 
   it('escapes Terraform template syntax in file contents', () => {
@@ -60,35 +68,41 @@ describe('the Envoy ConfigMap', () => {
     expect(escapeTerraformTemplate('${a} %{b} $x %y')).toBe('$${a} %%{b} $x %y');
   });
 
-  it('is mounted at /etc/envoy with envoy.yaml at the top and the Lua files under lua/', () => {
-    const volume = deployment.spec.template.spec.volume.find((v: any) => v.name === 'config');
-    expect(volume.config_map.name).toBe('ws-envoy-config');
-    expect(volume.config_map.items).toEqual([
+  it('gives the volume items that put envoy.yaml at the top and the Lua files under lua/', () => {
+    expect(fc.items).toEqual([
       { key: 'envoy.yaml', path: 'envoy.yaml' },
       { key: 'settings.lua', path: 'lua/settings.lua' },
-      { key: 'admit.lua', path: 'lua/admit.lua' },
       { key: 'filter.lua', path: 'lua/filter.lua' },
       { key: 'metrics.lua', path: 'lua/metrics.lua' },
+      { key: 'streams.lua', path: 'lua/streams.lua' },
     ]);
-    const mount = deployment.spec.template.spec.container[0].volume_mount.find((m: any) => m.name === 'config');
-    expect(mount).toEqual({ name: 'config', mount_path: '/etc/envoy', read_only: true });
   });
 
-  it('annotates the pod template with the sha256 of all data', () => {
+  it('has the sha256 of all its data as the checksum (the pod template carries it)', () => {
     const raw = Object.fromEntries(Object.entries(cm.data as Record<string, string>).map(([k, v]) => [k, unescapeTemplate(v)]));
-    expect(checksumOf(json)).toBe(configChecksum(raw));
-    expect(checksumOf(json)).toMatch(/^[0-9a-f]{64}$/);
+    expect(fc.checksum).toBe(configChecksum(raw));
+    expect(fc.checksum).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('takes another name', () => {
+    const s = testStack();
+    expect(
+      new FilterConfig(s, 'fc', { namespace: 'ns', envoyYaml: 'x: 1\n', settingsLua: 'return {}\n', luaDirs: [], name: 'other' }).name,
+    ).toBe('other');
   });
 });
 
 describe('the checksum rolls the pods', () => {
+  const checksumOf = (dirs: readonly string[], envoyYaml = 'admin: {}\n', settingsLua = 'return {}\n') =>
+    new FilterConfig(testStack(), 'fc', { namespace: 'ns', envoyYaml, settingsLua, luaDirs: dirs }).checksum;
+
   it('changes when a Lua file changes, and only then', () => {
     const { dirs, root } = tempLuaDirs();
     try {
-      const before = checksumOf(synth({}, dirs).json);
-      expect(checksumOf(synth({}, dirs).json)).toBe(before);
-      fs.appendFileSync(path.join(dirs[1], 'admit.lua'), '-- changed\n');
-      expect(checksumOf(synth({}, dirs).json)).not.toBe(before);
+      const before = checksumOf(dirs);
+      expect(checksumOf(dirs)).toBe(before);
+      fs.appendFileSync(path.join(dirs[1], 'streams.lua'), '-- changed\n');
+      expect(checksumOf(dirs)).not.toBe(before);
     } finally {
       fs.rmSync(root, { recursive: true, force: true });
     }
@@ -97,21 +111,21 @@ describe('the checksum rolls the pods', () => {
   it('changes when a Lua file is added', () => {
     const { dirs, root } = tempLuaDirs();
     try {
-      const before = checksumOf(synth({}, dirs).json);
+      const before = checksumOf(dirs);
       fs.writeFileSync(path.join(dirs[0], 'extra.lua'), 'return 1\n');
-      const after = synth({}, dirs).json;
-      expect(checksumOf(after)).not.toBe(before);
-      expect(Object.keys(byName(after, 'kubernetes_config_map_v1', 'ws-envoy-config').data)).toContain('extra.lua');
+      expect(checksumOf(dirs)).not.toBe(before);
+      expect(new FilterConfig(testStack(), 'fc', { namespace: 'ns', envoyYaml: '', settingsLua: '', luaDirs: dirs }).luaFiles).toContain(
+        'extra.lua',
+      );
     } finally {
       fs.rmSync(root, { recursive: true, force: true });
     }
   });
 
-  it('changes when a limit (settings.lua) or the Envoy config changes', () => {
-    const base = checksumOf(synth().json);
-    expect(checksumOf(synth({ maxConnectionsPerPod: 3 }).json)).not.toBe(base);
-    expect(checksumOf(synth({ idleTimeoutSeconds: 200 }).json)).not.toBe(base);
-    expect(checksumOf(synth({ envoyReplicas: 5 }).json)).toBe(base);
+  it('changes when settings.lua (a limit) or envoy.yaml changes', () => {
+    const base = checksumOf(FIXTURE_LUA_DIRS);
+    expect(checksumOf(FIXTURE_LUA_DIRS, 'admin: {}\n', 'return { rate_limit = 1 }\n')).not.toBe(base);
+    expect(checksumOf(FIXTURE_LUA_DIRS, 'admin: { x: 1 }\n')).not.toBe(base);
   });
 
   it('is independent of key order', () => {

@@ -1,3 +1,5 @@
+// config/docs.ts: the README's configuration table, generated from the field table
+// (`npm run docs:config`).
 import * as fs from 'fs';
 import { FIELDS, envName } from '../../config/schema';
 import { README_PATH, TABLE_END, TABLE_START, renderConfigTable, withConfigTable } from '../../config/docs';

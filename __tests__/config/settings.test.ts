@@ -1,11 +1,14 @@
+// config/settings.ts: the filter's settings.lua from the typed config (exactly the fields
+// the filter knows, read back by LuaJIT and by the filter's own settings check).
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { luaReturnTable, luaString } from '../../config/lua';
+import { luaString } from '../../config/lua';
 import { defaults } from '../../config/schema';
 import { filterSettings, renderSettingsLua } from '../../config/settings';
-import { ROOT } from './support/synth';
+import { BACKEND_PENALTY_MS, METRICS_SNAPSHOT_MS } from '../../envoy/bootstrap';
+import { ROOT } from '../support/synth';
 
 /** Runs Lua source through LuaJIT: `chunk` must evaluate to a value; returns what `emit` prints. */
 function luajit(script: string): string {
@@ -37,38 +40,6 @@ function evalTable(text: string): Record<string, { type: string; value: string }
 
 const REDIS = { host: 'ws-redis.ws-admission.svc.cluster.local', port: 6379, tls: false, auth: true };
 
-describe('Lua literal writer', () => {
-  it('escapes strings so LuaJIT reads back the same bytes', () => {
-    const nasty = 'quote " backslash \\ newline \n tab \t nul \0 bell \x07 del \x7f then 1 digit ü ]] [[ --';
-    const out = luajit(`io.write(${luaString(nasty)})`);
-    expect(out).toBe(nasty);
-  });
-
-  it('writes a control byte followed by a digit unambiguously', () => {
-    expect(luaString('\x01' + '2')).toBe('"\\0012"');
-    expect(luajit(`io.write(#${luaString('\x012')})`)).toBe('2');
-  });
-
-  it('refuses floats, NaN and unsafe integers', () => {
-    expect(() => luaReturnTable([['rate_limit', 1.5]])).toThrow(
-      'settings field rate_limit must be a string, a boolean or a safe integer, got 1.5',
-    );
-    expect(() => luaReturnTable([['x', Number.NaN]])).toThrow('settings field x must be a string, a boolean or a safe integer, got null');
-    expect(() => luaReturnTable([['x', 2 ** 60]])).toThrow('settings field x must be a string, a boolean or a safe integer');
-  });
-
-  it('refuses keys that are not identifiers, keywords and duplicates', () => {
-    expect(() => luaReturnTable([['bad-key', 1]])).toThrow('settings field name "bad-key" is not a Lua identifier');
-    expect(() => luaReturnTable([['end', 1]])).toThrow('settings field name "end" is not a Lua identifier');
-    expect(() =>
-      luaReturnTable([
-        ['a', 1],
-        ['a', 2],
-      ]),
-    ).toThrow('settings field a is given twice');
-  });
-});
-
 describe('settings.lua', () => {
   const text = renderSettingsLua(defaults(), REDIS);
 
@@ -86,12 +57,16 @@ describe('settings.lua', () => {
 
   it('parses with LuaJIT in an empty environment and returns the configured values', () => {
     const t = evalTable(text);
-    expect(Object.keys(t)).toHaveLength(21);
+    expect(Object.keys(t)).toHaveLength(22);
     expect(t.max_connections_per_pod).toEqual({ type: 'number', value: '2' });
     expect(t.rate_limit).toEqual({ type: 'number', value: '60' });
     expect(t.rate_window_ms).toEqual({ type: 'number', value: '60000' });
-    expect(t.lease_ttl_ms).toEqual({ type: 'number', value: '360000' });
-    expect(t.renew_interval_ms).toEqual({ type: 'number', value: '30000' });
+    expect(t.lease_ttl_ms).toEqual({ type: 'number', value: '30000' });
+    expect(t.renew_interval_ms).toEqual({ type: 'number', value: '10000' });
+    expect(t.penalty_ms).toEqual({ type: 'number', value: String(BACKEND_PENALTY_MS) });
+    expect(t.metrics_snapshot_ms).toEqual({ type: 'number', value: String(METRICS_SNAPSHOT_MS) });
+    expect(t.capacity_cache_ms).toEqual({ type: 'number', value: '250' });
+    expect(t.hosts_cache_ms).toBeUndefined();
     expect(t.redis_host).toEqual({ type: 'string', value: '"ws-redis.ws-admission.svc.cluster.local"' });
     expect(t.redis_port).toEqual({ type: 'number', value: '6379' });
     expect(t.redis_password_file).toEqual({ type: 'string', value: '"/etc/ws-redis/password"' });
@@ -113,6 +88,8 @@ describe('settings.lua', () => {
       redisFailureMode: 'closed' as const,
       limitAllRequests: true,
       hashTag: 'chat:1',
+      leaseTtlSeconds: 45,
+      renewIntervalSeconds: 20,
     };
     const t = evalTable(renderSettingsLua(c, { host: '10.0.0.5', port: 6380, tls: true, auth: false }));
     expect(t.max_connections_per_pod.value).toBe('9');
@@ -123,6 +100,7 @@ describe('settings.lua', () => {
     expect(t.redis_password_file.value).toBe('""');
     expect(t.redis_tls.value).toBe('true');
     expect(t.redis_port.value).toBe('6380');
+    expect([t.lease_ttl_ms.value, t.renew_interval_ms.value]).toEqual(['45000', '20000']);
   });
 
   const loader = path.join(ROOT, 'lua', 'envoy', 'settings_loader.lua');
