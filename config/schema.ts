@@ -240,8 +240,9 @@ const FIELD_TABLE = [
   {
     key: 'redisImage',
     kind: 'image',
-    default: 'redis:7.4.2-alpine',
-    description: 'Image of the in-cluster Redis.',
+    default: 'redis:8.6.3-alpine',
+    description:
+      'Image of the in-cluster Redis (7.0 or later: the admission runs in a Redis Functions library). An official `redis:<version>` known to be vulnerable (config/redis-advisories.ts) is refused.',
   },
   {
     key: 'sampleBackendImage',

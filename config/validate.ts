@@ -1,6 +1,7 @@
 import { isIP } from 'net';
 import { FIELDS, FieldSpec, LEASE_MARGIN_SECONDS, NLB_IDLE_MARGIN_SECONDS, NLB_TCP_IDLE_TIMEOUT, StackConfig } from './schema';
 import { NAMES, componentLabels, selectorLabels } from './names';
+import { redisImageAdvisory } from './redis-advisories';
 import { METRICS_PORT } from '../envoy/bootstrap';
 
 /**
@@ -168,6 +169,13 @@ export function fieldProblem(f: FieldSpec, value: unknown): string | null {
 /** Rules that tie fields together. */
 export function crossFieldProblems(c: StackConfig): string[] {
   const out: string[] = [];
+  const advisory = c.externalRedisHost === '' ? redisImageAdvisory(c.redisImage) : null;
+  if (advisory) {
+    out.push(
+      `redisImage ${advisory}, got ${show(c.redisImage)}. ` +
+        'Fix: use a patched release (e.g. the default, or a later patch release of it); docs/operations.md, "Keeping Redis patched".',
+    );
+  }
   const need = 2 * c.renewIntervalSeconds + LEASE_MARGIN_SECONDS;
   if (c.leaseTtlSeconds < need) {
     out.push(
