@@ -1,4 +1,4 @@
-import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
+import { execFileSync, spawn, ChildProcessWithoutNullStreams } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -47,7 +47,7 @@ export function defaultSettings(redisPort: number, overrides: Partial<Settings> 
     rate_window_ms: 60000,
     max_connections_per_pod: 2,
     lease_ttl_ms: 30000,
-    renew_interval_ms: 5000,
+    renew_interval_ms: 500,
     penalty_ms: 15000,
     metrics_snapshot_ms: 5000,
     redis_host: '127.0.0.1',
@@ -112,6 +112,18 @@ export function makeLuaDir(settings: Record<string, unknown> | string): string {
   for (const f of collectLuaFiles(DEFAULT_LUA_DIRS)) fs.writeFileSync(path.join(dir, f.name), f.content);
   fs.writeFileSync(path.join(dir, 'settings.lua'), typeof settings === 'string' ? settings : settingsLua(settings));
   return dir;
+}
+
+/**
+ * Throws unless lua/envoy/settings_loader.lua accepts the directory's settings.lua: a
+ * test that means to admit must not pass because a refused file made the filter fail open.
+ */
+export function checkSettings(luaDir: string): void {
+  const code = `package.path = ${JSON.stringify(luaDir + '/?.lua;')} .. package.path
+local S, errs = require("settings_loader").load(${JSON.stringify(luaDir + '/settings.lua')})
+if not S then io.write(table.concat(errs, "; ")) end`;
+  const problems = execFileSync('luajit', ['-e', code], { encoding: 'utf8' });
+  if (problems !== '') throw new Error(`the test's settings.lua is refused by the filter: ${problems}`);
 }
 
 export function makeStateDir(): string {
@@ -410,6 +422,7 @@ export class Fleet {
     } = {},
   ): Promise<Worker> {
     const luaDir = makeLuaDir(opts.settings ?? { ...defaultSettings(this.redisPort, { ...this.base, ...overrides }) });
+    if (!opts.settings) checkSettings(luaDir);
     const w = await Worker.start({ luaDir, stateDir: this.stateDir, podName: opts.podName, script: opts.script, env: opts.env });
     this.workers.push(w);
     return w;
