@@ -42,7 +42,12 @@ export class Monitor {
     const info = String(await admin.call('CLIENT', 'INFO'));
     const addr = /(?:^| )addr=(\S+)/.exec(info)?.[1] ?? '';
     const m = new Monitor(proc, admin, addr);
-    await m.mark();
+    // redis-cli prints OK once MONITOR is on; what is sent before that is not shown.
+    const deadline = Date.now() + 10000;
+    while (!m.out.startsWith('OK')) {
+      if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`redis-cli MONITOR did not start: ${m.out}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
     return m;
   }
 
@@ -52,7 +57,7 @@ export class Monitor {
     await this.admin.echo(token);
     const deadline = Date.now() + 10000;
     for (;;) {
-      const at = this.out.indexOf(`"ECHO" "${token}"`);
+      const at = this.out.indexOf(`"${token}"`); // (ioredis sends its commands in lower case)
       if (at >= 0) return this.out.indexOf('\n', at) + 1;
       if (Date.now() > deadline) throw new Error(`MONITOR did not show ${token} within 10 s`);
       await new Promise((r) => setTimeout(r, 10));
@@ -66,7 +71,7 @@ export class Monitor {
       .slice(from, to)
       .split('\n')
       .map(parse)
-      .filter((s): s is Seen => s !== undefined && s.args[0] !== 'ECHO');
+      .filter((s): s is Seen => s !== undefined && !(s.args[0]?.toUpperCase() === 'ECHO' && s.args[1]?.startsWith('monitor-mark-')));
   }
 
   /** The commands clients other than the test's admin connection sent since `from` (no function internals). */
