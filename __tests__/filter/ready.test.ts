@@ -5,7 +5,9 @@
 // Redis is not involved (these workers have no Redis at all).
 import * as fs from 'fs';
 import * as path from 'path';
+import { AGENT_STALE_SECONDS } from '../../constructs/envoy';
 import { LIVE_PATH, READY_PATH, STATE_FILES } from '../../envoy/bootstrap';
+import { lua } from '../support/luajit';
 import { Fleet, Worker, defaultSettings, settingsLua } from './harness/worker';
 
 const NO_REDIS = 1; // nothing listens there: a probe that called Redis would fail
@@ -47,6 +49,8 @@ describe(`GET ${READY_PATH} (readiness probe, NLB health check)`, () => {
   });
 
   it('GIVEN a heartbeat older than 15 s THEN 503 with its age; 14 s old THEN still ready', async () => {
+    // The same bound as the agent container's liveness probe (constructs/envoy.ts).
+    expect(lua(`out(require("ready").AGENT_STALE_S)`)).toBe(AGENT_STALE_SECONDS);
     const m = await metrics();
     heartbeat(20);
     expect(await probe(m, READY_PATH)).toMatchObject({
