@@ -43,10 +43,10 @@ end
 local function prepare(client, calls, proxy, pods)
   local function run(entry)
     local r, err = client:fcall(entry.fn, entry.keys, entry.args)
-    assert(r and not require("resp").is_error(r), entry.fn .. " failed: " .. tostring(err or (r and r.err)))
+    if r == nil or require("resp").is_error(r) then error(entry.fn .. " failed: " .. tostring(err or r)) end
     return r
   end
-  run(calls.recover("begin", proxy, "bench0000000000"))
+  run(calls.recover("begin", proxy, "be0c4be0c4be0c40"))
   run(calls.recover("done", proxy))
   local slot = run(calls.hosts("claim", proxy))
   run(calls.hosts("add", proxy, slot, pods))

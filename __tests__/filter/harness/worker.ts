@@ -154,7 +154,8 @@ export interface SideResult {
 
 /** The filter's metadata of a stream ({} when it set none). */
 export function admission(r: SideResult): AdmissionMetadata {
-  return (r.metadata?.['ws.admission'] ?? {}) as AdmissionMetadata;
+  const md: AdmissionMetadata = r.metadata?.['ws.admission'] ?? {};
+  return md;
 }
 
 export interface LogLine {
