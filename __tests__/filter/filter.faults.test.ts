@@ -182,25 +182,36 @@ describe('Redis restarted empty (no persistence)', () => {
     expect((await w.request(UPGRADE)).override?.host).toBe(P1);
   });
 
-  it('WHEN the library is back but no epoch THEN upgrades wait (503 recovering, even failing open) until the agents put the open streams back; then the counts are exact', async () => {
-    const w = await rig.worker({ failure_mode: 'open', max_connections_per_pod: 1 });
-    await w.clock({ at: Date.now() });
-    const a = await openSocket(w);
-    const b = await openSocket(w);
-    expect([a.pod, b.pod]).toEqual([P1, P2]);
+  it('WHEN the library is back but no epoch THEN every worker of every proxy waits (503 recovering, even failing open) until all agents put their open streams back; then the counts are exact', async () => {
+    const s = { failure_mode: 'open' as const, max_connections_per_pod: 1 };
+    const a = [await rig.worker(s, { proxy: 'envoy-a' }), await rig.worker(s, { proxy: 'envoy-a' })];
+    const b = [await rig.worker(s, { proxy: 'envoy-b' }), await rig.worker(s, { proxy: 'envoy-b' })];
+    const all = [...a, ...b];
+    await Promise.all(all.map((w) => w.clock({ at: Date.now() })));
+    const open = [await openSocket(a[0]), await openSocket(b[1])]; // one stream on each pod, one per proxy
+    expect(open.map((o) => o.pod)).toEqual([P1, P2]);
     await rig.restartRedis();
     await loadLibrary(rig.admin); // the loader; no agent has begun a recovery yet
-    await w.clock({ advance: BACKOFF_MS + 1 });
-    expect((await w.request(UPGRADE)).reply?.headers['x-ws-admission']).toBe('recovering');
-    // The agent's recovery: an epoch, its hosts, every stream Envoy reports open (R), done.
-    await rig.f.recoverBegin(PROXY, 'c0ffeec0ffeec0ff');
-    await rig.f.reach(PROXY, PODS);
-    const ops = [a, b].map((s) => ['R', admission(s.req).connection_id!, s.pod!] as const);
-    expect(await rig.f.leases(30000, 0, ops)).toEqual([0, 2, 0, 0]);
-    await rig.f.recoverDone(PROXY);
-    await w.clock({ advance: 300 });
-    // Both pods are full again: the third upgrade is refused, not admitted on lost counts.
-    expect((await w.request(UPGRADE)).reply?.headers['x-ws-admission']).toBe('capacity');
+    const refusals = async () => {
+      await Promise.all(all.map((w) => w.clock({ advance: BACKOFF_MS + 1 })));
+      return Promise.all(all.map(async (w) => (await w.request(UPGRADE)).reply?.headers['x-ws-admission']));
+    };
+    expect(await refusals()).toEqual(['recovering', 'recovering', 'recovering', 'recovering']);
+    // Proxy a's agent: a new epoch (it knew b alive), its hosts, its open stream (R), done.
+    const putBack = async (proxy: string, o: (typeof open)[number]) => {
+      await rig.f.reach(proxy, PODS);
+      expect(await rig.f.leases(30000, 0, [['R', admission(o.req).connection_id!, o.pod!]])).toEqual([0, 1, 0, 0]);
+      await rig.f.recoverDone(proxy);
+    };
+    await rig.f.recoverBegin('envoy-a', 'c0ffeec0ffeec0ff', ['envoy-b']);
+    await putBack('envoy-a', open[0]);
+    // b has not put its stream back: P2's count would be wrong, so nothing is decided yet.
+    expect(await refusals()).toEqual(['recovering', 'recovering', 'recovering', 'recovering']);
+    await rig.f.recoverBegin('envoy-b', 'c0ffeec0ffeec0ff');
+    await putBack('envoy-b', open[1]);
+    // Both pods are full again: refused on exact counts, not admitted on lost ones.
+    expect(await refusals()).toEqual(['capacity', 'capacity', 'capacity', 'capacity']);
+    expect(await rig.perPod()).toEqual({ [P1]: 1, [P2]: 1 });
   });
 });
 
