@@ -6,38 +6,13 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { STATE_FILES } from '../../envoy/bootstrap';
 import { PODS, useAdmissionRig } from '../support/admission-rig';
-import { luaAsync, luaString } from '../support/luajit';
 import { Sample, parsePrometheus, sampleValue } from '../support/prometheus';
-import { PLAIN, UPGRADE, Worker, defaultSettings, makeLuaDir, openSocket, settingsLua } from './harness/worker';
+import { PLAIN, UPGRADE, Worker, defaultSettings, openSocket, settingsLua } from './harness/worker';
 
 const rig = useAdmissionRig();
 const [P1, P2] = PODS;
 const P3 = '10.0.0.3:8080';
 const settings = { max_connections_per_pod: 2, rate_limit: 8, rate_window_ms: 60000, penalty_ms: 60000 };
-
-/**
- * The agent's snapshot step (lua/cli/agent.lua `snapshot`): one ws_snapshot as the proxy
- * user, its reply made a snapshot and written with snapshot_file.lua to WS_STATE_DIR.
- */
-async function agentSnapshot(): Promise<void> {
-  const luaDir = makeLuaDir({ ...defaultSettings(rig.redis.port, { ...rig.credentials, ...settings }) });
-  await luaAsync(
-    `local loader = require("settings_loader")
-local S = assert(loader.load(${luaString(luaDir + '/settings.lua')}))
-local resp, snapshot_file, runtime = require("resp"), require("snapshot_file"), require("runtime")
-local call = require("admission").new(S).snapshot()
-local r = assert(resp.new(loader.redis_options(S)):fcall(call.fn, call.keys, call.args))
-assert(not resp.is_error(r), tostring(r))
-local snap = { redis_up = true, window_used = tonumber(r[2]) or 0, stats = {}, pods = {}, proxies = {}, gauges = {} }
-local st, pc, xc, g = r[3], r[4], r[5], r[6]
-for i = 1, #st, 2 do snap.stats[st[i]] = tonumber(st[i + 1]) end
-for i = 1, #pc, 2 do snap.pods[#snap.pods + 1] = { pc[i], tonumber(pc[i + 1]) } end
-for i = 1, #xc, 2 do snap.proxies[#snap.proxies + 1] = { xc[i], tonumber(xc[i + 1]) } end
-for i = 1, #g, 2 do snap.gauges[g[i]] = tonumber(g[i + 1]) end
-assert(snapshot_file.write(runtime.path("snapshot"), snapshot_file.format(snap, runtime.now_ms())))`,
-    { env: { WS_STATE_DIR: rig.fleet.stateDir } },
-  );
-}
 
 async function scrape(m: Worker, p = '/metrics', method = 'GET') {
   const r = await m.request([
@@ -74,7 +49,7 @@ describe('the metrics endpoint', () => {
     expect((await b.request(UPGRADE)).reply?.headers['x-ws-admission']).toBe('capacity'); // P1 full, P2 passed over
     expect((await openSocket(c)).pod).toBe(P3);
     await new Promise((r) => setTimeout(r, 400)); // c's lease expires; the snapshot gives it back
-    await agentSnapshot();
+    await rig.agentSnapshot(settings);
 
     const { r, text, status, samples } = await scrape(m);
     expect(status).toBe('200');
@@ -179,7 +154,7 @@ describe('the metrics endpoint', () => {
 
   it('never calls Redis: 20 scrapes, no connection to it', async () => {
     const m = await rig.worker(settings, { script: 'metrics.lua' });
-    await agentSnapshot();
+    await rig.agentSnapshot(settings);
     const connections = async () => Number(/total_connections_received:(\d+)/.exec(await rig.admin.info('stats'))![1]);
     const before = await connections();
     for (let i = 0; i < 20; i++) expect((await scrape(m)).status).toBe('200');

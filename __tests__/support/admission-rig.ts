@@ -1,6 +1,7 @@
 import Redis from 'ioredis';
 import { Functions, loadLibrary } from '../redis/support/functions';
-import { Fleet, Settings, Worker } from '../filter/harness/worker';
+import { Fleet, Settings, Worker, defaultSettings, makeLuaDir } from '../filter/harness/worker';
+import { luaAsync, luaString } from './luajit';
 import { Monitor } from './monitor';
 import { RedisServer, startRedis } from './redis-server';
 
@@ -140,6 +141,31 @@ export class AdmissionRig {
     await this.currentFleet?.closeAll();
     this.disconnect();
     await this.server?.stop();
+  }
+
+  /**
+   * The agent's snapshot step (lua/cli/agent.lua `snapshot`): one ws_snapshot as the proxy
+   * user, its reply made a snapshot and written with snapshot_file.lua to the fleet's
+   * WS_STATE_DIR, where metrics.lua reads it.
+   */
+  async agentSnapshot(overrides: Partial<Settings> = {}): Promise<void> {
+    const luaDir = makeLuaDir({ ...defaultSettings(this.redis.port, { ...this.credentials, ...overrides }) });
+    await luaAsync(
+      `local loader = require("settings_loader")
+local S = assert(loader.load(${luaString(luaDir + '/settings.lua')}))
+local resp, snapshot_file, runtime = require("resp"), require("snapshot_file"), require("runtime")
+local call = require("admission").new(S).snapshot()
+local r = assert(resp.new(loader.redis_options(S)):fcall(call.fn, call.keys, call.args))
+assert(not resp.is_error(r), tostring(r))
+local snap = { redis_up = true, window_used = tonumber(r[2]) or 0, stats = {}, pods = {}, proxies = {}, gauges = {} }
+local st, pc, xc, g = r[3], r[4], r[5], r[6]
+for i = 1, #st, 2 do snap.stats[st[i]] = tonumber(st[i + 1]) end
+for i = 1, #pc, 2 do snap.pods[#snap.pods + 1] = { pc[i], tonumber(pc[i + 1]) } end
+for i = 1, #xc, 2 do snap.proxies[#snap.proxies + 1] = { xc[i], tonumber(xc[i + 1]) } end
+for i = 1, #g, 2 do snap.gauges[g[i]] = tonumber(g[i + 1]) end
+assert(snapshot_file.write(runtime.path("snapshot"), snapshot_file.format(snap, runtime.now_ms())))`,
+      { env: { WS_STATE_DIR: this.fleet.stateDir } },
+    );
   }
 
   /** Live leases (expiry in the future) as `{id, pod}`, oldest expiry first. */
