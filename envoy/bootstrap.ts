@@ -64,6 +64,15 @@ export const FILE_FLUSH_INTERVAL_MS = 100;
 export const BACKEND_PENALTY_MS = 15_000;
 /** The backend cluster's active health check (a dead pod is unhealthy after interval x threshold). */
 export const BACKEND_HEALTH_CHECK = { intervalSeconds: 5, unhealthyThreshold: 2, timeoutSeconds: 1 } as const;
+/**
+ * Response header that marks Envoy's own replies on the public listener (its local reply
+ * config sets it to the response flags, e.g. `UH`, `UF`) and is removed from every backend
+ * answer: lua/envoy/filter.lua (LOCAL_REPLY_HEADER) tells by it an upgrade that never
+ * reached its pod from one the backend refused, and removes it before the client sees it.
+ * (The router's x-envoy-upstream-service-time cannot tell them apart: it is never added to
+ * the answer to an upgrade, whose request never completes.)
+ */
+export const LOCAL_REPLY_HEADER = 'x-ws-local-reply';
 /** How often each agent snapshots the Redis-held metrics for /metrics (scrapes never reach Redis). */
 export const METRICS_SNAPSHOT_MS = 5000;
 
@@ -340,6 +349,17 @@ function publicListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
       initial_connection_window_size: EDGE.http2InitialConnectionWindowBytes,
     },
     upgrade_configs: [{ upgrade_type: 'websocket' }],
+    // Envoy's own replies (any response flag: the pinned host gone, a refused connection)
+    // carry LOCAL_REPLY_HEADER, so the filter gives such an upgrade's rate budget back and
+    // passes over its pod; a backend's own answer never does (removed below).
+    local_reply_config: {
+      mappers: [
+        {
+          filter: { response_flag_filter: {} },
+          headers_to_add: [{ header: { key: LOCAL_REPLY_HEADER, value: '%RESPONSE_FLAGS%' }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' }],
+        },
+      ],
+    },
     // The lease log's entries for open streams: at the 101 and every renew interval
     // (https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/observability/access_logging,
     // "Periodic access logs"). The stdout log filters them out: one line per request there.
@@ -350,6 +370,7 @@ function publicListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
     route_config: {
       name: PUBLIC_LISTENER,
       request_headers_to_remove: REMOVED_CLIENT_HEADERS,
+      response_headers_to_remove: [LOCAL_REPLY_HEADER],
       virtual_hosts: [
         {
           name: BACKEND_CLUSTER,

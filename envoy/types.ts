@@ -106,6 +106,24 @@ export interface RouteConfiguration {
   readonly virtual_hosts: readonly VirtualHost[];
   /** Request headers removed before the request goes upstream. */
   readonly request_headers_to_remove?: readonly string[];
+  /** Response headers removed from every routed response (before the local reply mappers run on a local reply). */
+  readonly response_headers_to_remove?: readonly string[];
+}
+
+/**
+ * HttpConnectionManager.LocalReplyConfig: changes to the replies Envoy makes itself; the
+ * first mapper whose filter matches applies, before the encoder filters see the reply.
+ * @see https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_conn_man/local_reply
+ */
+export interface LocalReplyConfig {
+  readonly mappers: ReadonlyArray<{
+    /** config.accesslog.v3.ResponseFlagFilter: no flags listed = any response flag. */
+    readonly filter: { readonly response_flag_filter: { readonly flags?: readonly string[] } };
+    readonly headers_to_add: ReadonlyArray<{
+      readonly header: { readonly key: string; readonly value: string };
+      readonly append_action: 'OVERWRITE_IF_EXISTS_OR_ADD';
+    }>;
+  }>;
 }
 
 /** HttpConnectionManager.UpgradeConfig */
@@ -193,6 +211,7 @@ export interface HttpConnectionManagerConfig {
   /** Time to receive a request's headers. */
   readonly request_headers_timeout?: Duration;
   readonly upgrade_configs?: readonly UpgradeConfig[];
+  readonly local_reply_config?: LocalReplyConfig;
   readonly access_log_options?: HcmAccessLogOptions;
   readonly route_config: RouteConfiguration;
   readonly http_filters: readonly HttpFilter[];

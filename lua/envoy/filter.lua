@@ -34,6 +34,7 @@ local redis_link = require("redis_link")
 --   registered              "1" when Redis holds the lease, "0" for a fail-open upgrade
 --   kind                    "h1" or "h2" (what counts as upgraded: 101, or 200 for h2)
 local NS = "ws.admission"
+local LOCAL_REPLY_HEADER = "x-ws-local-reply"
 local LOG_EVERY_MS = 1000         -- at most one log line of a kind per worker per second
 local RECOVERING_CACHE_MS = 250   -- refuse without Redis this long after a RECOVERING answer
 local now_ms = runtime.now_ms
@@ -254,14 +255,18 @@ end
 -- connection), its window entry too, and the pod is passed over by every proxy for
 -- penalty_ms (ws_leases op F).
 function envoy_on_response(h)
+  local hdrs = h:headers()
+  -- Envoy's local reply config sets it on Envoy's own replies only (envoy/bootstrap.ts
+  -- LOCAL_REPLY_HEADER; the route removes it from backends' answers). The router's
+  -- x-envoy-upstream-service-time cannot tell: it is never on the answer to an upgrade.
+  local local_reply = hdrs:get(LOCAL_REPLY_HEADER) ~= nil
+  if local_reply then hdrs:remove(LOCAL_REPLY_HEADER) end
   if not READY then return end
   local md = h:streamInfo():dynamicMetadata():get(NS)
   if not (md and md.connection_id and md.pod and md.registered == "1") then return end
-  local status = h:headers():get(":status")
+  local status = hdrs:get(":status")
   if status == "101" or (md.kind == "h2" and status == "200") then return end
-  -- The router adds x-envoy-upstream-service-time to every response that came from an
-  -- upstream (not to its own local replies).
-  local op = h:headers():get("x-envoy-upstream-service-time") and "X" or "F"
+  local op = local_reply and "F" or "X"
   -- Released: no lease log line for this stream. Not released (Redis failed): the metadata
   -- stays "held", so the stream's end entry makes the agent retry.
   if link:run(h, "release", { calls.leases({ { op, md.connection_id, md.pod } }) }) then
