@@ -1,7 +1,9 @@
 import { advisoriesFor, REDIS_ADVISORIES, redisImageAdvisory } from '../../config/redis-advisories';
 import { FIELDS } from '../../config/schema';
 import { validateConfig } from '../../config/validate';
-import { defaults } from '../../config/load';
+import { loadConfig } from '../../config/load';
+
+const defaults = () => loadConfig({ env: {} });
 
 describe('known-vulnerable Redis releases (config/redis-advisories.ts)', () => {
   it('the default redisImage is none of them', () => {

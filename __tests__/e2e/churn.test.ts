@@ -35,6 +35,8 @@ describe('a backend that dies', () => {
     }
     const failed = results.filter(envoyOwn503).length;
     const admitted = results.filter((r) => r.kind === 'open').length;
+    // The filter takes Envoy's marker of its own replies off before the client sees them.
+    for (const r of results.filter(envoyOwn503)) expect((r as Refused).headers['x-ws-local-reply']).toBeUndefined();
     // Before: every upgrade for 6.4 s went to the dead pod (count 0, the least loaded), and
     // each one took a rate window entry.
     expect(failed).toBeGreaterThanOrEqual(1);
@@ -49,6 +51,29 @@ describe('a backend that dies', () => {
     // end entry, ~150 ms later, and this client reconnects every 20 ms).
     const refusals = results.filter((r) => r.kind === 'refused' && !envoyOwn503(r));
     for (const r of refusals) expect(['rate_limited', 'capacity']).toContain((r as Refused).headers['x-ws-admission']);
+  });
+});
+
+describe('a backend that refuses upgrades itself (403)', () => {
+  let rig: LocalRig;
+  beforeAll(async () => {
+    rig = await startRig(23050, { maxConnectionsPerPod: 2, rateLimitPerMinute: 5, capacityCacheMs: 0 }, { proxies: 2, backends: 2 });
+  });
+  afterAll(async () => rig?.stop());
+
+  it('is not penalised, and the refused attempts spend the rate budget (getting refused is no way around the rate limit)', async () => {
+    const answers: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const r = await connect(`${rig.proxies[i % 2].publicUrl}refuse`);
+      answers.push(r.kind === 'refused' ? r.status : 101);
+    }
+    // Five reached a backend (403 each), then the window was spent: 429.
+    expect(answers).toEqual([403, 403, 403, 403, 403, 429, 429, 429]);
+    const m = await metrics(rig.proxies[0].metricsUrl);
+    expect(m.get('ws_admission_failed_upstream_total')).toBe(0);
+    expect(m.get('ws_admission_pods_penalised')).toBe(0);
+    expect(m.get('ws_admission_rate_window_used')).toBe(5);
+    expect(Object.values(await rig.leases()).every((n) => n === 0)).toBe(true);
   });
 });
 

@@ -4,15 +4,15 @@
 //  - the lease log has an entry at the 101, one per renew interval while a WebSocket is
 //    open (quiet or not, on every worker), and one at every end, resets included;
 //  - Envoy's own answer to a pinned host that refuses the connection or is unknown is a 503
-//    without x-envoy-upstream-service-time, logged with the flags UF / UH; a backend's own
-//    answer carries that header;
+//    marked by the local reply config (x-ws-local-reply: UF / UH) and logged with those
+//    flags; a backend's own answer to an upgrade (a 403) is not marked;
 //  - the stdout log keeps one line per stream (its end), not the periodic entries.
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import WebSocket from 'ws';
-import { buildEnvoyBootstrap, envoyArgs, LEASE_LOG_FILE } from '../../envoy/bootstrap';
+import { buildEnvoyBootstrap, envoyArgs, LEASE_LOG_FILE, LOCAL_REPLY_HEADER } from '../../envoy/bootstrap';
 import { bootstrapToYaml } from '../../envoy/yaml';
 import { EchoBackends, backendAddress } from '../../tools/lib/echo-backend';
 import { DEBIAN_LUA_ENV, envoyBinary } from '../../tools/lib/envoy-bin';
@@ -39,8 +39,7 @@ function envoy_on_request(h)
 end
 function envoy_on_response(h)
   local id = h:streamInfo():dynamicMetadata():get("ws.admission").connection_id:match("^p|00|(.*)|00$")
-  local t = h:headers():get("x-envoy-upstream-service-time")
-  rec(id .. " response " .. h:headers():get(":status") .. " upstream-time " .. (t and "yes" or "no"))
+  rec(id .. " response " .. h:headers():get(":status") .. " local-reply " .. (h:headers():get("${LOCAL_REPLY_HEADER}") or "-"))
 end
 `;
 
@@ -128,7 +127,7 @@ describe('the lease log: Envoy reports its open WebSockets itself', () => {
     expect(periodic).toBeGreaterThanOrEqual(3);
     expect(periodic).toBeLessThanOrEqual(4);
     expect(entries('quiet')[0]).toEqual(['DownstreamTunnelSuccessfullyEstablished', '101', '-', LIVE]);
-    expect(events('quiet')).toEqual(['request', 'response 101 upstream-time no']);
+    expect(events('quiet')).toEqual(['request', 'response 101 local-reply -']);
   });
 
   it('a client that drops the connection: an end entry too (a reset runs no filter code, but writes the log)', async () => {
@@ -145,34 +144,37 @@ describe('the lease log: Envoy reports its open WebSockets itself', () => {
   });
 });
 
-describe("Envoy's own answer to a pinned host it cannot reach", () => {
-  const pinned = async (id: string, pin: string) =>
+describe("Envoy's own answer to a pinned host it cannot reach, and a backend's refusal", () => {
+  const pinned = async (id: string, pin: string, path = '/') =>
     rawRequest(
       port,
-      `GET / HTTP/1.1\r\nHost: x\r\nx-probe: ${id}\r\nx-pin: ${pin}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+      `GET ${path} HTTP/1.1\r\nHost: x\r\nx-probe: ${id}\r\nx-pin: ${pin}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
         'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
     );
 
-  it('refused connection (a backend that just died, still healthy to Envoy): 503 without x-envoy-upstream-service-time, the end entry flagged UF', async () => {
+  it('refused connection (a backend that just died, still healthy to Envoy): 503 marked UF by the local reply config, the end entry flagged UF', async () => {
     await backends.kill(REFUSING);
     expect(statusOf(await pinned('refused', REFUSING))).toBe(503);
     await waitUntil(() => entries('refused').length > 0, 3000, 'the end entry');
     expect(entries('refused')).toEqual([['DownstreamEnd', '503', 'UF', REFUSING]]);
-    expect(events('refused')).toEqual(['request', 'response 503 upstream-time no']);
+    expect(events('refused')).toEqual(['request', 'response 503 local-reply UF']);
   });
 
-  it('a host not in the cluster: 503 without the header, flagged UH', async () => {
+  it('a host not in the cluster: 503 marked and flagged UH', async () => {
     expect(statusOf(await pinned('unknown', '127.0.9.9:9'))).toBe(503);
     await waitUntil(() => entries('unknown').length > 0, 3000, 'the end entry');
     expect(entries('unknown')).toEqual([['DownstreamEnd', '503', 'UH', '-']]);
-    expect(events('unknown')).toEqual(['request', 'response 503 upstream-time no']);
+    expect(events('unknown')).toEqual(['request', 'response 503 local-reply UH']);
   });
 
-  it("a backend's own answer (not a 101) carries x-envoy-upstream-service-time", async () => {
-    const r = await rawRequest(port, `GET / HTTP/1.1\r\nHost: x\r\nx-probe: plain\r\nConnection: close\r\n\r\n`);
-    expect(statusOf(r)).toBe(200);
-    await waitUntil(() => events('plain').length === 2, 3000, 'the response');
-    expect(events('plain')).toEqual(['request', 'response 200 upstream-time yes']);
+  it("a backend's own refusal of an upgrade (403) is not marked, and the client never sees the marker", async () => {
+    const r = await pinned('forbidden', LIVE, '/refuse');
+    expect(statusOf(r)).toBe(403);
+    expect(r.toLowerCase()).not.toContain(LOCAL_REPLY_HEADER);
+    await waitUntil(() => events('forbidden').length === 2, 3000, 'the response');
+    expect(events('forbidden')).toEqual(['request', 'response 403 local-reply -']);
+    const refused = await pinned('unknown2', '127.0.9.9:9');
+    expect(refused.toLowerCase()).toContain(`${LOCAL_REPLY_HEADER}: uh`); // the probe does not remove it; filter.lua does
   });
 });
 

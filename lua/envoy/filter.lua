@@ -35,6 +35,15 @@ local redis_link = require("redis_link")
 --   kind                    "h1" or "h2" (what counts as upgraded: 101, or 200 for h2)
 local NS = "ws.admission"
 local LOCAL_REPLY_HEADER = "x-ws-local-reply"
+-- Envoy's own reply because the pinned pod could not be reached: its connection failed
+-- (UF), it is not (or no longer) a host of the cluster (UH), retries on those ran out
+-- (URX). Not a circuit breaker's overflow (UO) and the like: the pod is not at fault.
+local function pod_unreachable(flags)
+  for f in flags:gmatch("[^,]+") do
+    if f == "UF" or f == "UH" or f == "URX" then return true end
+  end
+  return false
+end
 local LOG_EVERY_MS = 1000         -- at most one log line of a kind per worker per second
 local RECOVERING_CACHE_MS = 250   -- refuse without Redis this long after a RECOVERING answer
 local now_ms = runtime.now_ms
@@ -259,14 +268,14 @@ function envoy_on_response(h)
   -- Envoy's local reply config sets it on Envoy's own replies only (envoy/bootstrap.ts
   -- LOCAL_REPLY_HEADER; the route removes it from backends' answers). The router's
   -- x-envoy-upstream-service-time cannot tell: it is never on the answer to an upgrade.
-  local local_reply = hdrs:get(LOCAL_REPLY_HEADER) ~= nil
-  if local_reply then hdrs:remove(LOCAL_REPLY_HEADER) end
+  local flags = hdrs:get(LOCAL_REPLY_HEADER)
+  if flags then hdrs:remove(LOCAL_REPLY_HEADER) end
   if not READY then return end
   local md = h:streamInfo():dynamicMetadata():get(NS)
   if not (md and md.connection_id and md.pod and md.registered == "1") then return end
   local status = hdrs:get(":status")
   if status == "101" or (md.kind == "h2" and status == "200") then return end
-  local op = local_reply and "F" or "X"
+  local op = flags and pod_unreachable(flags) and "F" or "X"
   -- Released: no lease log line for this stream. Not released (Redis failed): the metadata
   -- stays "held", so the stream's end entry makes the agent retry.
   if link:run(h, "release", { calls.leases({ { op, md.connection_id, md.pod } }) }) then

@@ -2,7 +2,8 @@
  * WebSocket echo backends for the local rig: one process serving many loopback
  * addresses (127.0.x.y), each a separate backend "pod" to Envoy.
  *
- * Each backend answers `GET /` with 200 (Envoy's health check), echoes every message
+ * Each backend answers `GET /` with 200 (Envoy's health check; 503 while draining), refuses
+ * an upgrade to `/refuse...` with 403, echoes every message
  * (except `push <ms> <count>`: it then sends `push 1`, `push 2`, ... every <ms>; and
  * `headers`: it answers with the upgrade request's headers as it received them, JSON;
  * and anything starting with `sink`: no answer at all),
@@ -105,6 +106,11 @@ export class EchoBackends {
     });
     wss.on('headers', (headers) => headers.push(`${BACKEND_HEADER}: ${id}`));
     server.on('upgrade', (req, socket, head) => {
+      // `/refuse...`: the backend answers the upgrade itself, 403 (bad credentials, say).
+      if ((req.url ?? '').startsWith('/refuse')) {
+        socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 10\r\nconnection: close\r\n\r\nforbidden\n');
+        return;
+      }
       wss.handleUpgrade(req, socket, head, (ws) => {
         be.upgrades++;
         be.open.add(ws);
