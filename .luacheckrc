@@ -1,7 +1,7 @@
--- luacheck (Debian lua-check) over every Lua file of the repository: `npm run lint:lua`,
--- part of `npm test`.
+-- luacheck (Debian lua-check) over every Lua file of the repository: part of `npm run lint`
+-- and of `npm test` (__tests__/lint).
 std = "luajit"
--- The code's own limit (STYLE.md): long lines are mostly error messages kept whole so
+-- The code's own limit: long lines are mostly error messages kept whole so
 -- that they can be found with grep.
 max_line_length = 140
 -- Methods keep `self` in their signature for the `obj:method()` call form even when the

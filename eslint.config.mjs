@@ -1,5 +1,5 @@
 // ESLint with typescript-eslint's type-aware rules over every TypeScript file:
-// `npm run lint`, part of `npm test`. Formatting is Prettier's (`npm run format:check`).
+// `npm run lint`, part of `npm test` (__tests__/lint). Formatting is Prettier's (`npm run format`).
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 

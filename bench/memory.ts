@@ -7,24 +7,13 @@
  * fixed cost of an idle Envoy and Redis (and Redis's script cache) is left out. Lease
  * sets of up to 128 leases are listpacks in Redis, hence the small per-lease figure.
  */
-import * as fs from 'fs';
 import WebSocket from 'ws';
 import { loadConfig } from '../config/load';
 import { LocalRig } from '../tools/lib/local-rig';
-import { openWebSocket } from './ws';
+import { rssBytes } from './measure';
+import { openMany } from './ws';
 
 const STEPS = [0, 250, 500, 1000];
-
-async function open(url: string): Promise<WebSocket> {
-  const r = await openWebSocket(url);
-  if (typeof r === 'number') throw new Error(`upgrade refused: ${r}`);
-  return r;
-}
-
-function rssBytes(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) * 1024 : NaN;
-}
 
 export async function run(): Promise<Record<string, unknown>> {
   const rig = await LocalRig.start({
@@ -33,7 +22,6 @@ export async function run(): Promise<Record<string, unknown>> {
     proxies: 1,
     backends: 10,
     backendsIn: 'inline',
-    probeIntervalMs: 1000,
     concurrency: 1,
   });
   const sockets: WebSocket[] = [];
@@ -42,10 +30,7 @@ export async function run(): Promise<Record<string, unknown>> {
     const redisUsed = async () => Number(/used_memory:(\d+)/.exec(await rig.redisCli('INFO', 'memory'))?.[1]);
     const points: Array<{ open: number; envoyRss: number; redisUsed: number; leases: number }> = [];
     for (const n of STEPS) {
-      while (sockets.length < n) {
-        const batch = Math.min(50, n - sockets.length);
-        sockets.push(...(await Promise.all(Array.from({ length: batch }, () => open(rig.proxies[0].publicUrl)))));
-      }
+      await openMany(rig.proxies[0].publicUrl, n - sockets.length, sockets);
       await new Promise((r) => setTimeout(r, 1500));
       const leases = Object.values(await rig.leases()).reduce((a, b) => a + b, 0);
       points.push({ open: n, envoyRss: rssBytes(pid), redisUsed: await redisUsed(), leases });

@@ -1,14 +1,25 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as os from 'os';
+import { parseArgs } from 'util';
 
 /**
  * `npm run bench`: runs every benchmark part that exists (synth here; Redis and filter
  * parts are written by other parts of the project and may be missing), prints all
- * numbers and writes bench-results/latest.json.
+ * numbers and writes bench-results/latest.json. `npm run bench -- <part> ...` runs only
+ * the parts named, in the order of PARTS, and writes bench-results/latest-<parts>.json
+ * (a part's numbers never replace the whole run's).
  */
 const ROOT = path.resolve(__dirname, '..');
-const PARTS = ['synth', 'redis', 'scale', 'fleet', 'filter', 'slots', 'stall', 'memory', 'throughput'] as const;
+const PARTS = ['synth', 'redis', 'scale', 'fleet', 'filter', 'slots', 'stall', 'memory', 'throughput', 'messages'] as const;
+
+/** The parts named on the command line (all when none is), checked against PARTS. */
+export function partsToRun(argv: readonly string[]): readonly string[] {
+  const { positionals } = parseArgs({ args: [...argv], allowPositionals: true, strict: true, options: {} });
+  const unknown = positionals.filter((p) => !(PARTS as readonly string[]).includes(p));
+  if (unknown.length > 0) throw new Error(`unknown bench part ${unknown.join(', ')}; the parts are: ${PARTS.join(' ')}`);
+  return positionals.length === 0 ? PARTS : PARTS.filter((p) => positionals.includes(p));
+}
 
 type Part = { run?: () => Promise<Record<string, unknown>> };
 
@@ -35,12 +46,13 @@ async function runPart(name: string): Promise<unknown> {
 }
 
 async function main(): Promise<void> {
+  const parts = partsToRun(process.argv.slice(2));
   const results: Record<string, unknown> = {
     date: new Date().toISOString(),
     node: process.version,
     cpus: os.cpus().length,
   };
-  for (const part of PARTS) {
+  for (const part of parts) {
     process.stdout.write(`== ${part}\n`);
     results[part] = await runPart(part);
     process.stdout.write(JSON.stringify(results[part], null, 2) + '\n');
@@ -60,9 +72,10 @@ async function main(): Promise<void> {
     );
   }
   const dir = path.join(ROOT, 'bench-results');
+  const file = path.join(dir, parts.length === PARTS.length ? 'latest.json' : `latest-${parts.join('-')}.json`);
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'latest.json'), JSON.stringify(results, null, 2) + '\n');
-  process.stdout.write(`wrote ${path.relative(ROOT, path.join(dir, 'latest.json'))}\n`);
+  fs.writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
+  process.stdout.write(`wrote ${path.relative(ROOT, file)}\n`);
 }
 
 if (require.main === module) {

@@ -42,7 +42,6 @@ export async function run(): Promise<Record<string, unknown>> {
     basePort: 24000,
     backends: 1,
     backendsIn: 'inline',
-    probeIntervalMs: 1000,
   });
   const id = rig.backendIds[0];
   const ends: Record<string, (ws: WebSocket) => Promise<void>> = {

@@ -74,7 +74,6 @@ export async function run(): Promise<Record<string, unknown>> {
     proxies: 1,
     backends: 3,
     backendsIn: 'inline',
-    probeIntervalMs: 1000,
     concurrency: 1,
     redisFaults: true,
   });

@@ -22,11 +22,12 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
-import { parse, stringify } from 'yaml';
+import { stringify } from 'yaml';
 import { loadConfig } from '../config/load';
-import { envoyArgs } from '../envoy/bootstrap';
-import { DEBIAN_LUA_ENV, envoyBinary } from '../tools/lib/envoy-bin';
-import { LocalRig, localLayout, renderLocalFiles } from '../tools/lib/local-rig';
+import { LocalRig, localLayout } from '../tools/lib/local-rig';
+import { cpuSeconds, pidOfRedis } from './measure';
+import { RigVariants, publicHcm, withoutAdmission } from './variants';
+import { UPGRADE, untilUpgraded, upgradeOnce } from './ws';
 
 const CLIENTS = 8;
 const SECONDS = 5;
@@ -35,9 +36,6 @@ const LARGE_FLEET = 1000;
 /** envoyproxy/ratelimit by commit (the Go module proxy serves no tagged version). */
 export const RATELIMIT = { module: 'github.com/envoyproxy/ratelimit/src/service_cmd', version: 'v1.4.1-0.20260122083618-3fb702589d36' };
 const TOOLS = process.env.WS_BENCH_TOOLS || '/var/cache/ws-bench-tools';
-const UPGRADE =
-  'GET / HTTP/1.1\r\nHost: bench\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
-  'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
 
 function ratelimitBinary(): string {
   const bin = path.join(TOOLS, `ratelimit-${RATELIMIT.version}`);
@@ -52,45 +50,6 @@ function ratelimitBinary(): string {
   if (r.status !== 0) throw new Error(`building envoyproxy/ratelimit failed: ${r.stderr.slice(-2000)}`);
   fs.renameSync(path.join(gobin, 'service_cmd'), bin);
   return bin;
-}
-
-function cpuSeconds(pid: number | undefined): number {
-  if (!pid) return NaN;
-  // Fields after the command name: state is field 3, utime 14, stime 15 (clock ticks, 100/s).
-  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
-
-function upgradeOnce(port: number): Promise<{ status: number; ms: number }> {
-  return new Promise((resolve) => {
-    const start = process.hrtime.bigint();
-    const s = net.connect(port, '127.0.0.1', () => s.write(UPGRADE));
-    let got = '';
-    const done = (status: number) => {
-      s.destroy();
-      resolve({ status, ms: Number(process.hrtime.bigint() - start) / 1e6 });
-    };
-    s.on('data', (d) => {
-      got += d.toString('latin1');
-      if (got.includes('\r\n\r\n')) done(Number(/^HTTP\/1\.1 (\d{3})/.exec(got)?.[1] ?? 0));
-    });
-    s.on('error', () => done(0));
-    s.setTimeout(5000, () => done(0));
-  });
-}
-
-/** Waits (30 s at most) until `port` answers an upgrade with 101; else throws what `why` says. */
-async function untilUpgraded(port: number, why: () => string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while ((await upgradeOnce(port)).status !== 101) {
-    if (Date.now() > deadline) throw new Error(why());
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-/** The pid of the rig's redis-server (for its CPU seconds). */
-async function pidOfRedis(rig: LocalRig): Promise<number> {
-  return Number(/process_id:(\d+)/.exec(await rig.redisCli('INFO', 'server'))?.[1]);
 }
 
 async function load(port: number, pids: Array<number | undefined>, want = 101): Promise<Record<string, number>> {
@@ -122,14 +81,6 @@ async function load(port: number, pids: Array<number | undefined>, want = 101): 
   };
 }
 
-/** Envoy's bootstrap, as parsed YAML. */
-type Json = any; // (untyped on purpose: a few paths of a large document are edited)
-
-function publicHcm(bootstrap: Json): Json {
-  const l = bootstrap.static_resources.listeners.find((x: Json) => x.name === 'public');
-  return l.filter_chains[0].filters[0].typed_config;
-}
-
 /**
  * A refusal flood: every pod full (3 pods, 1 connection each, held open), upgrades answered
  * 503 as fast as they come, with the worker's capacity cache (capacityCacheMs) at `cacheMs`.
@@ -146,7 +97,6 @@ async function refusalFlood(cacheMs: number, basePort: number): Promise<Record<s
     proxies: 1,
     backends: 3,
     backendsIn: 'inline',
-    probeIntervalMs: 1000,
     concurrency: 1,
   });
   const held: net.Socket[] = [];
@@ -183,7 +133,6 @@ async function largeFleet(config: ReturnType<typeof loadConfig>): Promise<Record
     proxies: 1,
     backends: LARGE_FLEET,
     backendsIn: 'inline',
-    probeIntervalMs: 1000,
     concurrency: 1,
   });
   try {
@@ -211,38 +160,15 @@ export async function run(): Promise<Record<string, unknown>> {
     proxies: 1,
     backends: 3,
     backendsIn: 'inline',
-    probeIntervalMs: 1000,
     concurrency: 1,
   });
   const children: ChildProcess[] = [];
   let stopped = false;
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-throughput-'));
+  // (a) and (c): the same generated bootstrap as proxies 1 and 2 of the rig's layout.
+  const variants = new RigVariants(rig, work);
   try {
-    // (a) and (c): the same generated bootstrap for proxies 1 and 2 of the rig's layout.
-    const yamls = renderLocalFiles({ ...rig.options, proxies: 3 }, rig.workDir).envoyYaml;
-    const variant = (i: number, edit: (b: Json) => void): number => {
-      const b = parse(yamls[i]);
-      const hcm = publicHcm(b);
-      hcm.access_log = hcm.access_log.slice(0, 1); // no lease log: nothing would read it
-      edit(b);
-      fs.mkdirSync(localLayout(BASE, i, rig.workDir).stateDir, { recursive: true });
-      const file = path.join(work, `envoy-${i}.yaml`);
-      fs.writeFileSync(file, stringify(b));
-      const log = fs.openSync(path.join(work, `envoy-${i}.log`), 'a');
-      const env = {
-        PATH: process.env.PATH,
-        ...DEBIAN_LUA_ENV,
-        POD_NAME: `envoy-${i}`,
-        WS_LUA_DIR: path.join(rig.workDir, 'lua'),
-        WS_STATE_DIR: localLayout(BASE, i, rig.workDir).stateDir, // the metrics listener's filter
-      };
-      children.push(spawn(envoyBinary(), envoyArgs(file, 1), { env, stdio: ['ignore', log, log] }));
-      return localLayout(BASE, i, rig.workDir).publicPort;
-    };
-    const plainPort = variant(1, (b) => {
-      const hcm = publicHcm(b);
-      hcm.http_filters = hcm.http_filters.filter((f: Json) => f.name !== 'envoy.filters.http.lua');
-    });
+    const plain = variants.start(1, withoutAdmission);
     // (c): its own redis-server and the ratelimit service.
     const rlRedisPort = BASE + 80;
     const rlGrpc = BASE + 81;
@@ -280,7 +206,8 @@ export async function run(): Promise<Record<string, unknown>> {
       stdio: ['ignore', rlLog, rlLog],
     });
     children.push(rlProc);
-    const rlPort = variant(2, (b) => {
+    const rlEnvoy = variants.start(2, (b) => {
+      withoutAdmission(b);
       const hcm = publicHcm(b);
       hcm.http_filters = [
         {
@@ -293,7 +220,7 @@ export async function run(): Promise<Record<string, unknown>> {
             rate_limit_service: { grpc_service: { envoy_grpc: { cluster_name: 'ratelimit' } }, transport_api_version: 'V3' },
           },
         },
-        ...hcm.http_filters.filter((f: Json) => f.name !== 'envoy.filters.http.lua'),
+        ...hcm.http_filters,
       ];
       hcm.route_config.virtual_hosts[0].routes[0].route.rate_limits = [{ actions: [{ generic_key: { descriptor_value: 'upgrade' } }] }];
       b.static_resources.clusters.push({
@@ -313,6 +240,8 @@ export async function run(): Promise<Record<string, unknown>> {
       });
     });
     // Ready when each answers an upgrade with 101.
+    const plainPort = plain.layout.publicPort;
+    const rlPort = rlEnvoy.layout.publicPort;
     for (const port of [plainPort, rlPort, localLayout(BASE, 0, rig.workDir).publicPort]) {
       await untilUpgraded(port, () => {
         const logs = fs
@@ -323,10 +252,11 @@ export async function run(): Promise<Record<string, unknown>> {
       });
     }
     const redisPid = await pidOfRedis(rig);
-    const a = await load(plainPort, [children[0].pid]);
+    const a = await load(plainPort, [plain.pid]);
     const b = await load(rig.proxies[0].publicPort, [rig.proxies[0].envoy!.pid, redisPid]);
-    const c = await load(rlPort, [children[children.length - 1].pid, rlProc.pid]);
+    const c = await load(rlPort, [rlEnvoy.pid, rlProc.pid]);
     for (const ch of children) ch.kill('SIGTERM');
+    await variants.stop();
     await rig.stop();
     stopped = true;
     const large = await largeFleet(config);
@@ -349,6 +279,7 @@ export async function run(): Promise<Record<string, unknown>> {
   } finally {
     if (!stopped) {
       for (const ch of children) ch.kill('SIGTERM');
+      await variants.stop();
       await rig.stop();
     }
     fs.rmSync(work, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { CONFIG_FILE_ENV, ENV_PREFIX, FIELDS, FieldSpec, StackConfig, defaults, envName } from './schema';
+import { CONFIG_FILE_ENV, ENV_PREFIX, FIELDS, FieldSpec, REMOVED_FIELDS, StackConfig, defaults, envName } from './schema';
 import { ConfigError, configProblems, show } from './validate';
 import { distance as levenshtein } from 'fastest-levenshtein';
 
@@ -24,6 +24,7 @@ export interface LoadConfigOptions {
 
 const BY_KEY = new Map<string, FieldSpec>(FIELDS.map((f) => [f.key, f]));
 const BY_ENV = new Map<string, FieldSpec>(FIELDS.map((f) => [envName(f.key), f]));
+const REMOVED_BY_ENV = new Map<string, string>(Object.keys(REMOVED_FIELDS).map((k) => [envName(k), k]));
 
 /**
  * Resolves the configuration: defaults < JSON file < `WS_ADMISSION_*` environment
@@ -69,6 +70,10 @@ function readConfigFile(file: string, problems: string[]): Record<string, unknow
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(data as Record<string, unknown>)) {
     if (key === '$schema' || key === '$comment') continue;
+    if (Object.hasOwn(REMOVED_FIELDS, key)) {
+      problems.push(`config file ${show(file)} sets ${show(key)}, which was removed: ${REMOVED_FIELDS[key]}. Fix: remove it.`);
+      continue;
+    }
     if (!BY_KEY.has(key)) {
       problems.push(`config file ${show(file)} has an unknown key ${show(key)}. Fix: ${suggest(key, [...BY_KEY.keys()])}`);
       continue;
@@ -83,6 +88,11 @@ function readEnv(env: NodeJS.ProcessEnv, problems: string[]): Record<string, unk
   for (const [name, raw] of Object.entries(env)) {
     if (!name.startsWith(ENV_PREFIX) || name === CONFIG_FILE_ENV || raw === undefined) continue;
     const f = BY_ENV.get(name);
+    const removed = REMOVED_BY_ENV.get(name);
+    if (removed) {
+      problems.push(`environment variable ${name} sets ${show(removed)}, which was removed: ${REMOVED_FIELDS[removed]}. Fix: unset it.`);
+      continue;
+    }
     if (!f) {
       problems.push(`environment variable ${name} is not a known setting. Fix: ${suggest(name, [...BY_ENV.keys(), CONFIG_FILE_ENV])}`);
       continue;

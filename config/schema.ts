@@ -53,7 +53,10 @@ export const NLB_TCP_IDLE_TIMEOUT = { min: 60, max: 6000, default: 350 } as cons
 /** The NLB's TCP idle timeout is set this much above Envoy's idle timeout (Envoy closes first). */
 export const NLB_IDLE_MARGIN_SECONDS = 30;
 
-/** Margin added to `idleTimeoutSeconds + renewIntervalSeconds` for the lease TTL invariant. */
+/**
+ * A lease must outlive two renew intervals plus this: one lost periodic entry (an agent
+ * restart, a slow Redis) never lets an open stream's lease lapse.
+ */
 export const LEASE_MARGIN_SECONDS = 5;
 
 /** The sliding window of the global rate limit (the limit is "per minute"). */
@@ -161,14 +164,6 @@ const FIELD_TABLE = [
       "Open client connections one Envoy accepts (the overload manager's global downstream limit, and the backend cluster's circuit breakers; beyond it new connections are closed at once). Probes and scrapes on the metrics listener are exempt. Each open WebSocket is one and costs Envoy about 65 KB: 2000 fit the 256Mi container.",
   },
   {
-    key: 'redisReplicas',
-    kind: 'integer',
-    default: 1,
-    min: 1,
-    max: 1,
-    description: 'Replicas of the in-cluster Redis. Only 1: for a replicated Redis use ElastiCache via `externalRedisHost`.',
-  },
-  {
     key: 'redisPasswordInState',
     kind: 'boolean',
     default: false,
@@ -188,7 +183,7 @@ const FIELD_TABLE = [
     default: 'none',
     values: ['none', 'aof'],
     description:
-      'In-cluster Redis persistence. `none`: a restart starts empty and every worker re-registers its open connections at its next Redis call (state epoch). `aof`: append-only file, `appendfsync everysec`, on a PersistentVolumeClaim (needs a StorageClass, e.g. the EBS CSI driver): a restart keeps the leases and the rate window, losing at most about a second.',
+      "In-cluster Redis persistence. `none`: a restart starts empty; each proxy's agent puts its open WebSockets back and nothing is admitted until every live proxy has (at most 10 s). `aof`: append-only file, `appendfsync everysec`, on a PersistentVolumeClaim (needs a StorageClass, e.g. the EBS CSI driver): a restart keeps the leases and the rate window, losing at most about a second.",
   },
   {
     key: 'redisVolumeSize',
@@ -256,8 +251,9 @@ const FIELD_TABLE = [
   {
     key: 'redisImage',
     kind: 'image',
-    default: 'redis:7.4.2-alpine',
-    description: 'Image of the in-cluster Redis.',
+    default: 'redis:8.6.3-alpine',
+    description:
+      'Image of the in-cluster Redis (7.0 or later: the admission runs in a Redis Functions library). An official `redis:<version>` known to be vulnerable (config/redis-advisories.ts) is refused.',
   },
   {
     key: 'sampleBackendImage',
@@ -268,16 +264,18 @@ const FIELD_TABLE = [
   {
     key: 'leaseTtlSeconds',
     kind: 'integer',
-    default: 360,
+    default: 30,
     min: 1,
-    description: `Expiry of a connection's slot lease without renewal. Must be at least idleTimeoutSeconds + renewIntervalSeconds + ${LEASE_MARGIN_SECONDS}.`,
+    description: `Expiry of a connection's slot lease without renewal: a proxy that dies (SIGKILL, a lost node) gives its slots back this long after its last renewal. Must be at least 2 x renewIntervalSeconds + ${LEASE_MARGIN_SECONDS}.`,
   },
   {
     key: 'renewIntervalSeconds',
     kind: 'integer',
-    default: 30,
+    default: 10,
     min: 1,
-    description: 'The filter renews a lease on traffic at most this often.',
+    max: 3600,
+    description:
+      "Envoy writes an entry for every open WebSocket to the lease log this often (`access_log_flush_interval`), and the proxy's agent renews the lease from it: quiet sockets keep their slot, traffic or not.",
   },
   {
     key: 'idleTimeoutSeconds',
@@ -307,14 +305,6 @@ const FIELD_TABLE = [
     default: 'ws',
     description: 'Redis key hash tag without braces; every key is `{<hashTag>}:...` so one call hits one shard.',
     pattern: { re: /^[A-Za-z0-9_.:-]{1,32}$/, says: '1-32 characters of letters, digits, "_", ".", ":" or "-" (no braces)' },
-  },
-  {
-    key: 'hostsCacheMs',
-    kind: 'integer',
-    default: 1000,
-    min: 100,
-    max: 60000,
-    description: 'How long a worker caches the healthy backend host list (ms).',
   },
   {
     key: 'capacityCacheMs',
@@ -352,7 +342,8 @@ const FIELD_TABLE = [
     key: 'connectionInventory',
     kind: 'boolean',
     default: false,
-    description: 'Keep a `{ws}:conn:<id>` hash per connection in Redis (for debugging; one more pipelined write).',
+    description:
+      'Keep a field per open connection (pod, proxy, client address, start) in the `{<hashTag>}:inventory` hash in Redis, for debugging; written by the admission itself and removed with the lease.',
   },
   {
     key: 'externalRedisHost',
@@ -607,6 +598,16 @@ export type StackConfig = { readonly [F in (typeof FIELD_TABLE)[number] as F['ke
 
 /** Every field (the table, typed for the code that walks it). */
 export const FIELDS: readonly (FieldSpec & { readonly key: keyof StackConfig })[] = FIELD_TABLE;
+
+/**
+ * Settings that were removed, and what replaced them: a config file or an environment that
+ * still sets one is told why, not only that the key is unknown.
+ */
+export const REMOVED_FIELDS: Readonly<Record<string, string>> = {
+  redisReplicas:
+    'the in-cluster Redis always runs one replica (independent Redis pods would split the state); for a replicated Redis set externalRedisHost',
+  hostsCacheMs: "each proxy's agent registers its healthy hosts in Redis now; there is no host list cache to size",
+};
 
 /** `maxConnectionsPerPod` -> `WS_ADMISSION_MAX_CONNECTIONS_PER_POD`. */
 export function envName(key: string): string {

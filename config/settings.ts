@@ -1,5 +1,5 @@
 import { LuaScalar, luaReturnTable } from './lua';
-import { ADMIN_CLUSTER, BACKEND_CLUSTER, METRICS_PATH } from '../envoy/bootstrap';
+import { ADMIN_CLUSTER, BACKEND_CLUSTER, BACKEND_PENALTY_MS, METRICS_PATH, METRICS_SNAPSHOT_MS } from '../envoy/bootstrap';
 import { RATE_WINDOW_MS, StackConfig } from './schema';
 
 /** Paths shared with the filter (docs/internals.md). */
@@ -33,13 +33,14 @@ export function filterSettings(c: StackConfig, redis: RedisEndpoint): ReadonlyAr
   return [
     ['backend_cluster', BACKEND_CLUSTER],
     ['admin_cluster', ADMIN_CLUSTER],
-    ['hosts_cache_ms', c.hostsCacheMs],
     ['capacity_cache_ms', c.capacityCacheMs],
     ['rate_limit', c.rateLimitPerMinute],
     ['rate_window_ms', RATE_WINDOW_MS],
     ['max_connections_per_pod', c.maxConnectionsPerPod],
     ['lease_ttl_ms', c.leaseTtlSeconds * 1000],
     ['renew_interval_ms', c.renewIntervalSeconds * 1000],
+    ['penalty_ms', BACKEND_PENALTY_MS],
+    ['metrics_snapshot_ms', METRICS_SNAPSHOT_MS],
     ['redis_host', redis.host],
     ['redis_port', redis.port],
     ['redis_password_file', redis.auth ? (redis.passwordFile ?? REDIS_PASSWORD_FILE) : ''],

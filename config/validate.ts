@@ -1,6 +1,7 @@
 import { isIP } from 'net';
 import { FIELDS, FieldSpec, LEASE_MARGIN_SECONDS, NLB_IDLE_MARGIN_SECONDS, NLB_TCP_IDLE_TIMEOUT, StackConfig } from './schema';
-import { NAMES, componentLabels, selectorLabels } from '../constructs/names';
+import { NAMES, componentLabels, selectorLabels } from './names';
+import { redisImageAdvisory } from './redis-advisories';
 import { METRICS_PORT } from '../envoy/bootstrap';
 
 /**
@@ -168,19 +169,20 @@ export function fieldProblem(f: FieldSpec, value: unknown): string | null {
 /** Rules that tie fields together. */
 export function crossFieldProblems(c: StackConfig): string[] {
   const out: string[] = [];
-  const need = c.idleTimeoutSeconds + c.renewIntervalSeconds + LEASE_MARGIN_SECONDS;
-  if (c.leaseTtlSeconds < need) {
+  const advisory = c.externalRedisHost === '' ? redisImageAdvisory(c.redisImage) : null;
+  if (advisory) {
     out.push(
-      `leaseTtlSeconds must be at least idleTimeoutSeconds + renewIntervalSeconds + ${LEASE_MARGIN_SECONDS} ` +
-        `(${c.idleTimeoutSeconds} + ${c.renewIntervalSeconds} + ${LEASE_MARGIN_SECONDS} = ${need}), got ${c.leaseTtlSeconds}: ` +
-        `a live but quiet connection's lease would expire and its slot be handed out twice. ` +
-        `Fix: raise leaseTtlSeconds to ${need} or more, or lower idleTimeoutSeconds / renewIntervalSeconds.`,
+      `redisImage ${advisory}, got ${show(c.redisImage)}. ` +
+        'Fix: use a patched release (e.g. the default, or a later patch release of it); docs/operations.md, "Keeping Redis patched".',
     );
   }
-  if (c.renewIntervalSeconds >= c.idleTimeoutSeconds) {
+  const need = 2 * c.renewIntervalSeconds + LEASE_MARGIN_SECONDS;
+  if (c.leaseTtlSeconds < need) {
     out.push(
-      `renewIntervalSeconds must be less than idleTimeoutSeconds (${c.idleTimeoutSeconds}), got ${c.renewIntervalSeconds}. ` +
-        `Fix: renew several times per idle timeout, e.g. renewIntervalSeconds = ${Math.max(1, Math.floor(c.idleTimeoutSeconds / 10))}.`,
+      `leaseTtlSeconds must be at least 2 x renewIntervalSeconds + ${LEASE_MARGIN_SECONDS} ` +
+        `(2 x ${c.renewIntervalSeconds} + ${LEASE_MARGIN_SECONDS} = ${need}), got ${c.leaseTtlSeconds}: ` +
+        `an open connection whose renewal is one entry late would lose its lease and its slot be handed out twice. ` +
+        `Fix: raise leaseTtlSeconds to ${need} or more, or lower renewIntervalSeconds.`,
     );
   }
   const nlbDefaultCap = NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS;
@@ -191,16 +193,8 @@ export function crossFieldProblems(c: StackConfig): string[] {
         `Fix: lower idleTimeoutSeconds to ${nlbDefaultCap} or less, or set nlbSetIdleTimeout to true.`,
     );
   }
-  if (c.redisReadTimeoutMs + c.redisConnectTimeoutMs >= c.hostsCacheMs * 10) {
-    // Not a correctness rule, but a worker blocked this long on Redis stalls every stream it owns.
-    out.push(
-      `redisConnectTimeoutMs + redisReadTimeoutMs must stay below 10 x hostsCacheMs (${c.hostsCacheMs * 10}), got ${c.redisConnectTimeoutMs + c.redisReadTimeoutMs}. ` +
-        'Fix: keep the Redis timeouts tight (a blocked call stalls the whole Envoy worker).',
-    );
-  }
   if (c.exposeMetricsOnNlb && c.nlbScheme === 'internet-facing') {
-    // The metrics listener has no authentication: per-pod counts, proxy and worker names,
-    // and every scrape costs a Redis round trip on the proxy's workers.
+    // The metrics listener has no authentication: per-pod counts, proxy and worker names.
     out.push(
       `exposeMetricsOnNlb must be false while nlbScheme is "internet-facing", got true: the metrics port (${METRICS_PORT}) would be open to the internet without authentication. ` +
         'Fix: set nlbScheme to "internal", or leave exposeMetricsOnNlb false and scrape through the ws-envoy-metrics Service.',
@@ -337,7 +331,7 @@ export function crossFieldProblems(c: StackConfig): string[] {
 export function configProblems(c: StackConfig): string[] {
   const problems: string[] = [];
   for (const f of FIELDS) {
-    const p = redisReplicasProblem(f, c[f.key]) ?? fieldProblem(f, c[f.key]);
+    const p = fieldProblem(f, c[f.key]);
     if (p) problems.push(p);
   }
   // Cross-field rules only make sense once every field is well-formed.
@@ -350,14 +344,4 @@ export function validateConfig(c: StackConfig): StackConfig {
   const problems = configProblems(c);
   if (problems.length > 0) throw new ConfigError(problems);
   return c;
-}
-
-function redisReplicasProblem(f: FieldSpec, value: unknown): string | null {
-  if (f.key !== 'redisReplicas' || typeof value !== 'number' || value <= 1) return null;
-  return (
-    `redisReplicas must be 1 for the in-cluster Redis, got ${value}: independent Redis pods behind one Service ` +
-    'would each hold part of the admission state and the limits would no longer hold. ' +
-    'Fix: keep redisReplicas = 1, or use a replicated Redis (ElastiCache replication group / cluster mode) ' +
-    'by setting externalRedisHost (and externalRedisPort, externalRedisTls, externalRedisPasswordSecret).'
-  );
 }

@@ -13,10 +13,12 @@ import {
   CONFIG_DIR,
   EDGE,
   envoyArgs,
+  LIVE_PATH,
   LUA_DIR,
   METRICS_PATH,
   METRICS_PORT,
   PUBLIC_PORT,
+  READY_PATH,
   STATE_DIR,
   STATE_FILES,
 } from '../envoy/bootstrap';
@@ -27,8 +29,10 @@ import { ResourceSpec, containerSecurityContext, podSecurityContext, resources }
 /** uid/gid of the non-root user of our Envoy image (envoy/Dockerfile, `USER 10101:10101`). */
 const ENVOY_UID = 10101;
 export { STATE_DIR };
-/** The program of the lease-log sidecar (lua/cli/lease_log.lua, shipped in the ConfigMap). */
-export const LEASE_LOG_LUA = `${LUA_DIR}/lease_log.lua`;
+/** The program of the agent sidecar (lua/cli/agent.lua, shipped in the ConfigMap). */
+export const AGENT_LUA = `${LUA_DIR}/agent.lua`;
+/** The agent's heartbeat counts as stale (liveness fails, ready.lua answers 503) past this age. */
+export const AGENT_STALE_SECONDS = 15;
 /** The program the preStop hook runs after its sleep (lua/cli/drain.lua, shipped in the ConfigMap). */
 export const DRAIN_LUA = `${LUA_DIR}/drain.lua`;
 /**
@@ -39,24 +43,19 @@ export const DRAIN_LUA = `${LUA_DIR}/drain.lua`;
 export const DRAIN_TIMEOUT_SECONDS = 20;
 
 /**
- * The preStop command: keep serving for `sleepSeconds` (the NLB deregisters the pod),
- * then release this proxy's leases (drain.lua), then the kubelet sends SIGTERM.
+ * The preStop command: keep serving for `sleepSeconds` (the NLB deregisters the pod), then
+ * release this proxy's leases (drain.lua), then the kubelet sends SIGTERM.
  *
- * Why at the END of the sleep: Envoy's Lua filter has no hook on a reset, so the
- * WebSockets SIGTERM kills would keep their slots until their leases expire (the lease
- * TTL, minutes) and every rollout would refuse upgrades with 503 meanwhile. Released
- * here, the slots come back a moment before the connections actually close: for that
- * moment (drain's round trips plus the kubelet's SIGTERM, well under a second) another
- * proxy may admit onto a pod that still carries one of ours, so a pod can briefly hold
- * more than maxConnectionsPerPod. Released at the START of the sleep, that window would
- * be the whole sleep, and upgrades this proxy still admits during the sleep (the NLB
- * keeps sending for a while) would keep their leases; not released at all, it is the
- * lease TTL of 503s. drain.lua first writes $WS_STATE_DIR/draining, so a renewal in
- * that moment does not re-register the released lease (lua/envoy/filter.lua).
+ * Why at the END of the sleep: the slots of this proxy's WebSockets must come back when
+ * SIGTERM resets them. Their end entries would release them too, through the agent, but
+ * the agent is stopped with the pod; drain.lua makes it certain. For the moment between
+ * the release and the reset (well under a second) another proxy may admit onto a pod that
+ * still carries one of ours. drain.lua first writes $WS_STATE_DIR/draining, so the agent
+ * does not renew the released leases from a periodic entry in that moment.
  *
- * drain.lua exits non-zero on failure: the kubelet then records a FailedPreStopHook
- * event with its line and still sends SIGTERM on time. `--log-file /proc/1/fd/1` copies
- * its line to Envoy's stdout (PID 1), since an exec hook's output is not in the log.
+ * drain.lua exits non-zero on failure: the kubelet then records a FailedPreStopHook event
+ * with its line and still sends SIGTERM on time. `--log-file /proc/1/fd/1` copies its line
+ * to Envoy's stdout (PID 1), since an exec hook's output is not in the log.
  */
 export function preStopCommand(sleepSeconds: number): string[] {
   if (!Number.isSafeInteger(sleepSeconds) || sleepSeconds < 0) {
@@ -66,23 +65,23 @@ export function preStopCommand(sleepSeconds: number): string[] {
 }
 
 /**
- * The lease-log container's command. A process that is PID 1 of its container gets no
- * default signal handling, and luajit installs none: SIGTERM would be ignored and every
- * pod deletion would wait the whole grace period for SIGKILL. So a shell is PID 1; it
- * exits on TERM/INT (the container then stops, luajit with it) and otherwise passes on
- * luajit's exit status (a crash restarts the container).
+ * The agent container's command. A process that is PID 1 of its container gets no default
+ * signal handling, and luajit installs none: SIGTERM would be ignored and every pod
+ * deletion would wait the whole grace period for SIGKILL. So a shell is PID 1; it exits on
+ * TERM/INT (the container then stops, luajit with it) and otherwise passes on luajit's exit
+ * status (a crash restarts the container).
  */
-export function leaseLogCommand(): string[] {
-  return ['sh', '-c', `trap 'exit 0' TERM INT; luajit ${LEASE_LOG_LUA} & wait $!; exit $?`];
+export function agentCommand(): string[] {
+  return ['sh', '-c', `trap 'exit 0' TERM INT; luajit ${AGENT_LUA} & wait $!; exit $?`];
 }
 
-/** Exit 0 when lease_log.lua's heartbeat ($WS_STATE_DIR/lease-log.alive) is under 30 s old. */
-export function leaseLogLivenessCommand(): string[] {
+/** Exit 0 when the agent's heartbeat ($WS_STATE_DIR/agent.alive) is under AGENT_STALE_SECONDS old. */
+export function agentLivenessCommand(): string[] {
   return [
     'luajit',
     '-e',
-    `local f = io.open("${STATE_DIR}/${STATE_FILES.lease_log_alive}") local t = f and tonumber(f:read("*l")) ` +
-      'os.exit((t and os.time() - t < 30) and 0 or 1)',
+    `local f = io.open("${STATE_DIR}/${STATE_FILES.agent_alive}") local t = f and tonumber(f:read("*l")) ` +
+      `os.exit((t and os.time() - t < ${AGENT_STALE_SECONDS}) and 0 or 1)`,
   ];
 }
 
@@ -130,7 +129,7 @@ export interface EnvoyProxyProps {
    */
   readonly preStopSleepSeconds?: number;
   /**
-   * Who may reach the metrics port (9901: `/metrics`, `/ready`, the NLB's health check):
+   * Who may reach the metrics port (9901: `/metrics`, the probes' `/ready` and `/live`, the NLB's health check):
    * a NetworkPolicy opens the public port to all and 9901 to these only.
    * @default - no NetworkPolicy
    */
@@ -227,7 +226,7 @@ export class EnvoyProxy extends Construct {
       { name: 'tmp', mountPath: '/tmp' },
       ...(props.redisPassword ? [{ name: 'redis-auth', mountPath: REDIS_PASSWORD_FILE.replace(/\/[^/]+$/, ''), readOnly: true }] : []),
     ];
-    const probe = { httpGet: { path: '/ready', port: String(METRICS_PORT) } };
+    const probe = (path: string) => ({ httpGet: { path, port: String(METRICS_PORT) } });
 
     this.deployment = new DeploymentV1(this, 'deployment', {
       metadata,
@@ -292,42 +291,43 @@ export class EnvoyProxy extends Construct {
                   },
                 ),
                 securityContext: containerSecurityContext(),
-                readinessProbe: { ...probe, periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 2 },
-                livenessProbe: { ...probe, initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 2, failureThreshold: 3 },
+                // Ready: Envoy's admin says so and the agent runs (ready.lua). Live: Envoy's admin
+                // alone; a restart drops every WebSocket of the proxy.
+                readinessProbe: { ...probe(READY_PATH), periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 2 },
+                livenessProbe: { ...probe(LIVE_PATH), initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 2, failureThreshold: 3 },
                 // Sleep, then release this proxy's leases right before SIGTERM (preStopCommand).
                 lifecycle: { preStop: [{ exec: { command: preStopCmd } }] },
                 volumeMount: mounts,
               },
               {
-                // Releases the lease of every WebSocket that ended without a close
-                // handshake the filter saw: Envoy runs no filter code when a stream is
-                // reset (how every upgraded HTTP/1.1 stream ends), but writes its access
-                // log, and the lease log line names the lease (lua/cli/lease_log.lua).
-                // Same image (luajit + luasocket), same settings and password.
-                name: 'lease-log',
+                // Keeps Redis's record of this proxy true to Envoy's own (lua/cli/agent.lua):
+                // renews and releases leases from the lease log, registers the healthy
+                // hosts, puts everything back after a Redis state loss, and snapshots the
+                // metrics. Same image (luajit + luasocket), same settings and password.
+                name: 'agent',
                 image: props.image,
-                command: leaseLogCommand(),
+                command: agentCommand(),
                 env: [
+                  { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
                   { name: 'WS_LUA_DIR', value: LUA_DIR },
                   { name: 'WS_STATE_DIR', value: STATE_DIR },
-                  // Rotating the lease log asks Envoy to reopen it (same pod: its loopback).
+                  // The host list and log rotation come from Envoy's admin (same pod: loopback).
                   { name: 'WS_ENVOY_ADMIN', value: `${ADMIN_ADDRESS}:${ADMIN_PORT}` },
                 ],
-                resources: resources({ cpuRequest: '10m', memoryRequest: '16Mi', cpuLimit: '200m', memoryLimit: '64Mi' }),
+                resources: resources({ cpuRequest: '20m', memoryRequest: '32Mi', cpuLimit: '500m', memoryLimit: '128Mi' }),
                 securityContext: containerSecurityContext(),
-                // No readiness probe: the pod serves without this container (leases then
-                // expire by their TTL), so it must not take the pod out of the NLB.
-                // Liveness: its loop wrote the heartbeat file within the last 30 s.
+                // No readiness probe of its own: ready.lua makes Envoy's readiness follow the
+                // agent's heartbeat. Liveness: the heartbeat is fresh (a hung loop restarts).
                 livenessProbe: {
-                  exec: { command: leaseLogLivenessCommand() },
+                  exec: { command: agentLivenessCommand() },
                   initialDelaySeconds: 10,
-                  periodSeconds: 10,
-                  timeoutSeconds: 5,
-                  failureThreshold: 3,
+                  periodSeconds: 5,
+                  timeoutSeconds: 3,
+                  failureThreshold: 2,
                 },
                 // The kubelet stops every container of the pod at once, but Envoy keeps
-                // serving through its preStop sleep: keep releasing ended streams until
-                // then (drain.lua releases whatever is left at its end).
+                // serving through its preStop sleep: keep renewing and releasing until then
+                // (drain.lua releases whatever is left at its end).
                 lifecycle: { preStop: [{ exec: { command: ['sleep', String(preStop)] } }] },
                 volumeMount: mounts.filter((m) => m.name !== 'tmp'),
               },
@@ -372,7 +372,7 @@ export class EnvoyProxy extends Construct {
           ? [{ namespaceSelector: { matchLabels: { ...props.metricsSources.namespaceLabels } } }]
           : []),
       ];
-      // Enforced only where the CNI implements NetworkPolicy (as for Redis's). The lease-log
+      // Enforced only where the CNI implements NetworkPolicy (as for Redis's). The agent
       // sidecar and the preStop drain reach the admin over the pod's loopback, which no
       // NetworkPolicy filters.
       this.networkPolicy = new NetworkPolicyV1(this, 'network-policy', {

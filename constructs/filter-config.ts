@@ -7,13 +7,14 @@ import { Construct } from 'constructs';
 import { NAMES, componentLabels } from './names';
 
 /**
- * The repository's Lua sources: the Envoy filters and their modules (lua/envoy), the Redis
- * scripts (lua/redis) and the command-line programs of the pod (lua/cli: the preStop drain
- * and the lease-log sidecar). One ConfigMap holds them all by base name.
+ * The Lua sources of the Envoy pod: the Envoy filters and their modules (lua/envoy), the
+ * agent's modules (lua/agent) and the pod's command-line programs (lua/cli: the agent
+ * sidecar and the preStop drain). One ConfigMap holds them all by base name. The Redis
+ * Functions library (lua/redis) is not among them: Redis loads it (constructs/redis.ts).
  */
 export const DEFAULT_LUA_DIRS: readonly string[] = [
   path.resolve(__dirname, '..', 'lua', 'envoy'),
-  path.resolve(__dirname, '..', 'lua', 'redis'),
+  path.resolve(__dirname, '..', 'lua', 'agent'),
   path.resolve(__dirname, '..', 'lua', 'cli'),
 ];
 
@@ -96,7 +97,7 @@ export interface FilterConfigProps {
   readonly settingsLua: string;
   /**
    * Directories whose `*.lua` files are shipped, by base name.
-   * @default DEFAULT_LUA_DIRS (lua/envoy, lua/redis and lua/cli of this repository)
+   * @default DEFAULT_LUA_DIRS (lua/envoy, lua/agent and lua/cli of this repository)
    */
   readonly luaDirs?: readonly string[];
   /**

@@ -2,11 +2,10 @@ import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
 import { Fn, ITerraformDependable, Token } from 'cdktf';
 import { Construct } from 'constructs';
 import { NLB_TCP_IDLE_TIMEOUT, NlbScheme, PublicServiceType } from '../config/schema';
-import { METRICS_PORT } from '../envoy/bootstrap';
+import { METRICS_PORT, READY_PATH } from '../envoy/bootstrap';
 import { NAMES, componentLabels } from './names';
 
 const ANNOTATION = 'service.beta.kubernetes.io/aws-load-balancer';
-/** The NLB's public (WebSocket) port. */
 /** The NLB's plain WebSocket listener port (ws://; the TLS one is nlbTlsPort). Envoy's own port is envoy/bootstrap.ts PUBLIC_PORT. */
 export const NLB_PLAIN_PORT = 80;
 
@@ -157,7 +156,8 @@ export class Nlb extends Construct {
         : {}),
       [`${ANNOTATION}-healthcheck-protocol`]: 'HTTP',
       [`${ANNOTATION}-healthcheck-port`]: String(METRICS_PORT),
-      [`${ANNOTATION}-healthcheck-path`]: '/ready',
+      // The readiness path: a proxy whose agent is down takes no new clients (ready.lua).
+      [`${ANNOTATION}-healthcheck-path`]: READY_PATH,
       [`${ANNOTATION}-healthcheck-interval`]: '10',
       [`${ANNOTATION}-healthcheck-timeout`]: '5',
       [`${ANNOTATION}-healthcheck-healthy-threshold`]: '2',

@@ -1,4 +1,7 @@
 import { createHash } from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { ConfigMapV1 } from '@cdktf/provider-kubernetes/lib/config-map-v1';
 import { DeploymentV1 } from '@cdktf/provider-kubernetes/lib/deployment-v1';
 import { NetworkPolicyV1 } from '@cdktf/provider-kubernetes/lib/network-policy-v1';
 import { PersistentVolumeClaimV1 } from '@cdktf/provider-kubernetes/lib/persistent-volume-claim-v1';
@@ -8,10 +11,13 @@ import { Password } from '@cdktf/provider-random/lib/password';
 import { Fn, TerraformStack } from 'cdktf';
 import { Construct } from 'constructs';
 import { imageProblem } from '../config/validate';
+import { escapeTerraformTemplate } from './filter-config';
 import { NAMES, REDIS_SELECTOR, componentLabels } from './names';
 import { ResourceSpec, containerSecurityContext, podSecurityContext, resources } from './security';
 
 export const REDIS_PORT = 6379;
+/** Where the loader container finds the library (the `ws-redis-functions` ConfigMap). */
+const FUNCTIONS_DIR = '/etc/redis/functions';
 /** Names of the ephemeral passwords (`ephemeral.random_password.<prefix>proxy|admin`). */
 const EPHEMERAL_PREFIX = 'ws_redis_';
 /** uid/gid of the `redis` user in the official images. */
@@ -19,25 +25,36 @@ const REDIS_UID = 999;
 
 /** The ACL user of the proxies: their keys and their commands only. */
 export const REDIS_PROXY_USER = 'ws-proxy';
-/** The ACL user of the probe and of an operator's `redis-cli` (every key and command). */
+/** The ACL user of the probe, the library loader and an operator's `redis-cli` (every key and command). */
 export const REDIS_ADMIN_USER = 'ws-admin';
+/** The Redis Functions library every decision runs in (lua/redis/ws_admission.lua). */
+export const FUNCTION_LIBRARY = { name: 'ws_admission', file: path.resolve(__dirname, '..', 'lua', 'redis', 'ws_admission.lua') } as const;
+
+/** The library's source, as an administrator loads it (`FUNCTION LOAD REPLACE`). */
+export function readFunctionLibrary(): string {
+  return fs.readFileSync(FUNCTION_LIBRARY.file, 'utf8');
+}
+
 /**
- * Every command the proxies send or their scripts call (lua/redis/*.lua,
- * lua/envoy/{filter,metrics}.lua, lua/cli/{drain,lease_log}.lua): Redis
- * checks a script's own calls against the caller's ACL too. The end-to-end tests run
- * the real Envoy against a Redis with exactly this ACL.
+ * Every command the proxies send (FCALL, PING) and the ones the library's functions call:
+ * Redis checks a function's own calls against the caller's ACL too, so those must be
+ * granted. What is not here is refused: no SCRIPT, EVAL, EVALSHA or FUNCTION (a proxy can
+ * run no code of its own), no KEYS, no FLUSH*, no CONFIG. The end-to-end tests run the
+ * real Envoy against a Redis with exactly this ACL.
  */
 export const REDIS_PROXY_COMMANDS = [
   'ping',
-  'script|load',
-  'evalsha',
+  'fcall',
   'time',
   'del',
-  'pexpire',
   'hdel',
+  'hexists',
   'hget',
   'hgetall',
   'hincrby',
+  'hlen',
+  'hmget',
+  'hscan',
   'hset',
   'hsetnx',
   'zadd',
@@ -47,11 +64,37 @@ export const REDIS_PROXY_COMMANDS = [
   'zrange',
   'zrangebyscore',
   'zrem',
-  'zremrangebylex',
   'zremrangebyscore',
   'zscan',
   'zscore',
 ] as const;
+
+/**
+ * The library loader beside Redis: loads the library when Redis has none (a start, a
+ * restart, a FUNCTION FLUSH) within a second, and again every minute with REPLACE, so a
+ * changed library (the ConfigMap, updated in place by the kubelet) is taken without a
+ * Redis restart. As the admin user (REDISCLI_AUTH), on the pod's loopback. "Has none"
+ * means FUNCTION LIST does not name the library: an error reply (NOAUTH, LOADING) is not
+ * a library, so the load is tried and its failure said at once.
+ */
+export function functionLoaderCommand(libraryFile: string): string[] {
+  const cli = `redis-cli --no-auth-warning --user ${REDIS_ADMIN_USER} -h 127.0.0.1 -p ${REDIS_PORT}`;
+  const load = `${cli} -x FUNCTION LOAD REPLACE < ${libraryFile}`;
+  return [
+    'sh',
+    '-c',
+    [
+      "trap 'exit 0' TERM INT",
+      'n=0',
+      'while :; do',
+      `  if ! ${cli} FUNCTION LIST LIBRARYNAME ${FUNCTION_LIBRARY.name} | grep -q ${FUNCTION_LIBRARY.name} || [ $n -ge 60 ]; then`,
+      `    out="$(${load} 2>&1)"; [ "$out" = "${FUNCTION_LIBRARY.name}" ] && n=0 || echo "functions: FUNCTION LOAD failed: $out" >&2`,
+      '  fi',
+      '  n=$((n + 1)); sleep 1 & wait $!',
+      'done',
+    ].join('\n'),
+  ];
+}
 
 export interface RedisConfOptions {
   readonly port: number;
@@ -93,8 +136,11 @@ export function redisConf(o: RedisConfOptions): string {
     'save ""',
     ...(o.appendOnly ? ['appendonly yes', 'appendfsync everysec'] : ['appendonly no']),
     `dir ${o.dir}`,
-    // Nobody connects as `default`: an AUTH without a user name fails.
-    'user default off',
+    // Nobody connects as `default`: an AUTH without a user name fails. Its permissions are
+    // for the AOF alone: Redis replays a MULTI/EXEC of the AOF (every write a function
+    // makes) as `default` and re-checks the ACL at EXEC, so without them an AOF restart
+    // drops every lease silently (https://github.com/redis/redis/issues/14541).
+    'user default off ~* &* +@all',
     `user ${REDIS_PROXY_USER} on >${o.proxyPassword} resetkeys ~{${o.hashTag}}:* resetchannels -@all ${REDIS_PROXY_COMMANDS.map((c) => '+' + c).join(' ')}`,
     `user ${REDIS_ADMIN_USER} on >${o.adminPassword} ~* &* +@all`,
     '',
@@ -108,12 +154,6 @@ export interface RedisProps {
   readonly image: string;
   /** Labels of the only pods allowed to connect (the Envoy pods). */
   readonly clientSelector: { readonly [key: string]: string };
-  /**
-   * Replicas. Only 1 is accepted: independent Redis pods behind one Service would split
-   * the admission state.
-   * @default 1
-   */
-  readonly replicas?: number;
   /**
    * Redis `maxmemory`. With `noeviction`, a full Redis answers errors (the filter's
    * failure mode applies) instead of silently evicting live leases.
@@ -149,10 +189,13 @@ export interface RedisProps {
 }
 
 /**
- * The in-cluster Redis that holds the admission state: Deployment (1 replica, no
- * persistence: leases are short-lived and re-registered by renewals after a restart),
- * Service, a generated password in a Secret, and a NetworkPolicy that lets only the
- * Envoy pods reach port 6379.
+ * The in-cluster Redis that holds the admission state: a Deployment of one replica
+ * (independent Redis pods behind one Service would split the state; a replicated Redis is
+ * an external one, externalRedisHost) with the `functions` container that loads the
+ * ws_admission library (`ws-redis-functions` ConfigMap), a Service, two generated passwords
+ * in a Secret, and a NetworkPolicy that lets only the Envoy pods reach port 6379. Without
+ * `persistence` a restart starts empty and the agents put every open stream back
+ * (ws_recover); with it, an AOF on a PersistentVolumeClaim keeps the state.
  *
  * Two ACL users, the `default` user off: `ws-proxy` (the proxies: their `{tag}:*` keys
  * and the commands of REDIS_PROXY_COMMANDS only) and `ws-admin` (the probe, operators).
@@ -166,20 +209,17 @@ export class Redis extends Construct {
   public readonly port = REDIS_PORT;
   /** Secret holding `password` (for clients) and `redis.conf` (for the server). */
   public readonly secretName: string;
-  public readonly replicas: number;
   public readonly deployment: DeploymentV1;
   public readonly service: ServiceV1;
   public readonly secret: SecretV1;
+  /** The Functions library (lua/redis/ws_admission.lua), loaded by the pod's `functions` container. */
+  public readonly functions: ConfigMapV1;
   public readonly networkPolicy: NetworkPolicyV1;
   /** The data volume, with `persistence`. */
   public readonly volumeClaim?: PersistentVolumeClaimV1;
 
   constructor(scope: Construct, id: string, props: RedisProps) {
     super(scope, id);
-    this.replicas = props.replicas ?? 1;
-    if (this.replicas !== 1) {
-      throw new Error(`Redis: replicas must be 1, got ${this.replicas}; for a replicated Redis use ElastiCache and set externalRedisHost`);
-    }
     const imageErr = imageProblem(props.image);
     if (imageErr) throw new Error(`Redis: image ${imageErr}, got ${JSON.stringify(props.image)}`);
 
@@ -202,6 +242,11 @@ export class Redis extends Construct {
         appendOnly: props.persistence !== undefined,
       });
     const settingsHash = createHash('sha256').update(confWith('PROXYPASSWORD', 'ADMINPASSWORD')).digest('hex');
+    this.functions = new ConfigMapV1(this, 'functions', {
+      metadata: { name: NAMES.redisFunctions, namespace: props.namespace, labels },
+      // Terraform reads every string as a template: a `${` or `%{` of the Lua must stay text.
+      data: { [path.basename(FUNCTION_LIBRARY.file)]: escapeTerraformTemplate(readFunctionLibrary()) },
+    });
     const revision = props.passwordRevision ?? 1;
     if (!Number.isSafeInteger(revision) || revision < 1) {
       throw new Error(`Redis: passwordRevision must be an integer >= 1, got ${revision}`);
@@ -264,7 +309,7 @@ export class Redis extends Construct {
     this.deployment = new DeploymentV1(this, 'deployment', {
       metadata,
       spec: {
-        replicas: String(this.replicas),
+        replicas: '1',
         // Recreate: two Redis pods must never serve at once (two states).
         strategy: { type: 'Recreate' },
         selector: { matchLabels: REDIS_SELECTOR },
@@ -290,8 +335,16 @@ export class Redis extends Construct {
                   props.resources ?? { cpuRequest: '100m', memoryRequest: '256Mi', cpuLimit: '1', memoryLimit: '256Mi' },
                 ),
                 securityContext: containerSecurityContext(),
+                // Ready once the library is loaded: a Redis without it answers every FCALL with
+                // an error, so the Service sends no proxy to it before.
                 readinessProbe: {
-                  exec: { command: ['sh', '-c', `redis-cli --user ${REDIS_ADMIN_USER} -h 127.0.0.1 ping | grep -q PONG`] },
+                  exec: {
+                    command: [
+                      'sh',
+                      '-c',
+                      `redis-cli --no-auth-warning --user ${REDIS_ADMIN_USER} -h 127.0.0.1 FUNCTION LIST LIBRARYNAME ${FUNCTION_LIBRARY.name} | grep -q ${FUNCTION_LIBRARY.name}`,
+                    ],
+                  },
                   periodSeconds: 5,
                   timeoutSeconds: 2,
                   failureThreshold: 3,
@@ -308,6 +361,15 @@ export class Redis extends Construct {
                   { name: 'data', mountPath: '/data' },
                 ],
               },
+              {
+                name: 'functions',
+                image: props.image,
+                command: functionLoaderCommand(`${FUNCTIONS_DIR}/${path.basename(FUNCTION_LIBRARY.file)}`),
+                env: [{ name: 'REDISCLI_AUTH', valueFrom: { secretKeyRef: { name: NAMES.redisSecret, key: 'admin-password' } } }],
+                resources: resources({ cpuRequest: '10m', memoryRequest: '16Mi', cpuLimit: '100m', memoryLimit: '32Mi' }),
+                securityContext: containerSecurityContext(),
+                volumeMount: [{ name: 'functions', mountPath: FUNCTIONS_DIR, readOnly: true }],
+              },
             ],
             volume: [
               {
@@ -317,11 +379,12 @@ export class Redis extends Construct {
               this.volumeClaim
                 ? { name: 'data', persistentVolumeClaim: { claimName: this.volumeClaim.metadata.name } }
                 : { name: 'data', emptyDir: { sizeLimit: '256Mi' } },
+              { name: 'functions', configMap: { name: this.functions.metadata.name, defaultMode: '0444' } },
             ],
           },
         },
       },
-      dependsOn: [this.secret],
+      dependsOn: [this.secret, this.functions],
     });
 
     this.service = new ServiceV1(this, 'service', {

@@ -67,7 +67,7 @@ export interface WsAdmissionStackProps {
   readonly config: StackConfig;
   /**
    * Directories whose `*.lua` files go into the Envoy ConfigMap.
-   * @default - lua/envoy and lua/redis of this repository
+   * @default DEFAULT_LUA_DIRS (lua/envoy, lua/agent and lua/cli of this repository)
    */
   readonly luaDirs?: readonly string[];
 }
@@ -130,7 +130,6 @@ export class WsAdmissionStack extends TerraformStack {
       this.redis = new Redis(this, 'redis', {
         namespace,
         image: c.redisImage,
-        replicas: c.redisReplicas,
         clientSelector: ENVOY_SELECTOR,
         hashTag: c.hashTag,
         passwordInState: c.redisPasswordInState,
@@ -183,6 +182,7 @@ export class WsAdmissionStack extends TerraformStack {
       healthCheckPath: c.backendHealthCheckPath,
       idleTimeoutSeconds: c.idleTimeoutSeconds,
       maxStreamDurationSeconds: c.maxStreamDurationSeconds,
+      renewIntervalSeconds: c.renewIntervalSeconds,
       proxyProtocol: c.nlbProxyProtocol,
       maxDownstreamConnections: c.envoyMaxConnections,
     });

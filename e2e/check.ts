@@ -7,14 +7,18 @@
  *   2. release on close: closing one frees its slot for the next client;
  *   3. the rate limit: the window's remaining upgrades are admitted, the next one is
  *      refused 429 with Retry-After;
- *   4. the metrics of both proxies agree with what the client saw.
+ *   4. the metrics of both proxies agree with what the client saw (each proxy's agent
+ *      snapshots Redis every few seconds: the checks wait for a snapshot that does).
  *
- * Redis state is flushed first (the kit's Redis is published on 127.0.0.1:16379).
+ * Redis state is flushed first (the kit's Redis is published on 127.0.0.1:16379): Redis
+ * then has no state epoch, the agents recover it (register their hosts again) and the
+ * check waits for that before the first upgrade.
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import Redis from 'ioredis';
 import WebSocket from 'ws';
+import { READY_PATH } from '../envoy/bootstrap';
 import { parseExposition, SampleSet } from '../tools/lib/prometheus';
 import { METRICS } from '../tools/lib/metrics-contract';
 import type { Expectations } from './generate';
@@ -86,6 +90,17 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
   }
 }
 
+/** Scrapes `url` until `ok` holds for its samples (the agent's next snapshot); undefined when it never did. */
+async function scrapeUntil(url: string, timeoutMs: number, ok: (s: SampleSet) => boolean): Promise<SampleSet | undefined> {
+  let last: SampleSet | undefined;
+  return until(`${url} to show it`, timeoutMs, async () => {
+    last = await scrape(url);
+    return ok(last) ? last : undefined;
+  }).catch(() => last);
+}
+
+const sum = (m: Map<string, number>): number => [...m.values()].reduce((p, n) => p + n, 0);
+
 class Report {
   passed = 0;
   failed = 0;
@@ -109,13 +124,16 @@ export async function main(): Promise<number> {
   const [a, b] = x.proxies;
   const proxyFor = (i: number) => x.proxies[i % x.proxies.length];
   const held: Opened[] = [];
+  // A snapshot that shows a change comes within a snapshot interval or two.
+  const fresh = (x.metricsSnapshotSeconds * 3 + 5) * 1000;
 
   try {
-    // Ready: both proxies answer /ready, see every backend healthy, and reach Redis.
+    // Ready: both proxies answer /ready (Envoy and its agent), see every backend healthy,
+    // and their agents read Redis.
     for (const p of x.proxies) {
       const base = p.metrics.replace(/\/metrics$/, '');
       await until(`${p.name} to see ${x.backendReplicas} healthy backends`, 120000, async () => {
-        const ready = await fetch(`${base}/ready`, { signal: AbortSignal.timeout(2000) });
+        const ready = await fetch(`${base}${READY_PATH}`, { signal: AbortSignal.timeout(2000) });
         if (!ready.ok) return undefined;
         const stats = await scrape(`${base}/stats/prometheus`);
         const healthy = stats.all('envoy_cluster_membership_healthy').find((s) => s.labels.envoy_cluster_name === 'backend')?.value;
@@ -131,6 +149,23 @@ export async function main(): Promise<number> {
     await redis.connect();
     await redis.flushall();
     await redis.quit();
+    // A Redis without its state admits nothing until the agents have recovered it.
+    for (const p of x.proxies) {
+      const m = await until(`${p.name}: the state recovered after FLUSHALL`, 60000, async () => {
+        const s = await scrape(p.metrics);
+        const back =
+          s.scalar(METRICS.recovering) === 0 &&
+          s.scalar(METRICS.podsReachable) === x.backendReplicas &&
+          s.scalar(METRICS.proxiesLive) === x.proxies.length &&
+          s.scalar(METRICS.admitted) === 0;
+        return back ? s : undefined;
+      });
+      report.check(
+        `${p.name}: state recovered`,
+        true,
+        `${m.scalar(METRICS.podsReachable)} pods reachable, ${m.scalar(METRICS.proxiesLive)} proxies live, not recovering`,
+      );
+    }
 
     // 1. Per-pod limit, across both proxies.
     const capacity = x.maxConnectionsPerPod * x.backendReplicas;
@@ -159,19 +194,22 @@ export async function main(): Promise<number> {
     );
     await closeAll([extra]);
 
-    const m1 = await scrape(a.metrics);
+    const full = (s: SampleSet) => s.scalar(METRICS.admitted) === capacity && sum(s.byLabel(METRICS.activeConnections, 'pod')) === capacity;
+    const m1 = (await scrapeUntil(a.metrics, fresh, full)) ?? new SampleSet([]);
     const perPod = [...m1.byLabel(METRICS.activeConnections, 'pod').values()];
     report.check(
       'metrics: per-pod gauge',
       perPod.length === x.backendReplicas && perPod.every((n) => n === x.maxConnectionsPerPod),
       `${METRICS.activeConnections} = [${perPod.join(', ')}]`,
     );
+    const capacityRefusals = (s: SampleSet) =>
+      s.all(METRICS.rejected).find((r) => r.labels.reason === 'capacity' && !r.labels.proxy)?.value;
     report.check(
       'metrics: admitted and refused',
-      m1.scalar(METRICS.admitted) === capacity && (m1.byLabel(METRICS.rejected, 'reason').get('capacity') ?? 0) === 1,
-      `admitted_total ${m1.scalar(METRICS.admitted)}, rejected_total{reason="capacity"} ${m1.byLabel(METRICS.rejected, 'reason').get('capacity') ?? 0}`,
+      m1.scalar(METRICS.admitted) === capacity && capacityRefusals(m1) === 1,
+      `admitted_total ${m1.scalar(METRICS.admitted)}, rejected_total{reason="capacity"} ${capacityRefusals(m1) ?? '-'}`,
     );
-    const m1b = await scrape(b.metrics);
+    const m1b = (await scrapeUntil(b.metrics, fresh, full)) ?? new SampleSet([]);
     report.check(
       'metrics: both proxies agree',
       m1b.scalar(METRICS.admitted) === m1.scalar(METRICS.admitted),
@@ -181,7 +219,7 @@ export async function main(): Promise<number> {
     // 2. Release on close.
     const first = held.shift()!;
     await closeAll([first]);
-    const released = await until('the closed connection to be released', 10000, async () => {
+    const released = await until('the closed connection to be released', fresh, async () => {
       const s = await scrape(a.metrics);
       return (s.scalar(METRICS.released) ?? 0) >= 1 ? s : undefined;
     }).then(
@@ -197,18 +235,18 @@ export async function main(): Promise<number> {
       `a new upgrade after the close answered ${again.status}${again.servedBy ? ` (served by ${again.servedBy})` : ''}`,
     );
     await closeAll(held.splice(0));
-    const drained = await until('every lease to be released', 10000, async () => {
+    const drained = await until('every lease to be released', fresh, async () => {
       const s = await scrape(a.metrics);
-      const total = [...s.byLabel(METRICS.activeConnections, 'pod').values()].reduce((p, n) => p + n, 0);
-      return total === 0 ? true : undefined;
+      return s.has(METRICS.activeConnections) && sum(s.byLabel(METRICS.activeConnections, 'pod')) === 0 ? true : undefined;
     }).then(
       () => true,
       () => false,
     );
     report.check('release on close: all released', drained, 'no live lease after closing every connection');
 
-    // 3. Rate limit: use what is left of the window, then one more.
-    const m3 = await scrape(a.metrics);
+    // 3. Rate limit: use what is left of the window, then one more. Every admission so far
+    // is in the window (capacity, then the one after the close).
+    const m3 = (await scrapeUntil(a.metrics, fresh, (s) => s.scalar(METRICS.rateWindowUsed) === capacity + 1)) ?? new SampleSet([]);
     const used = m3.scalar(METRICS.rateWindowUsed) ?? 0;
     const left = x.rateLimitPerMinute - used;
     let ok = 0;
@@ -230,7 +268,7 @@ export async function main(): Promise<number> {
       `answered ${limited.status}, Retry-After ${String(limited.headers['retry-after'] ?? '-')}`,
     );
     await closeAll([limited]);
-    const m4 = await scrape(b.metrics);
+    const m4 = (await scrapeUntil(b.metrics, fresh, (s) => s.scalar(METRICS.rateWindowUsed) === x.rateLimitPerMinute)) ?? new SampleSet([]);
     report.check(
       'metrics: rate limited counted',
       (m4.byLabel(METRICS.rejected, 'reason').get('rate_limited') ?? 0) >= 1 && m4.scalar(METRICS.rateWindowUsed) === x.rateLimitPerMinute,

@@ -7,6 +7,8 @@
  *   .e2e/redis/password            a random password of the proxies' Redis user (ws-proxy)
  *   .e2e/redis/admin-password      a random password of the admin user (probe, check)
  *   .e2e/redis/redis.conf          the stack's redis.conf (constructs/redis.ts) with both
+ *   .e2e/redis/functions/ws_admission.lua   the Functions library, as the ConfigMap holds it
+ *   .e2e/redis/functions.env       REDISCLI_AUTH for the library loader (the admin password)
  *   .e2e/expect.json               the limits, for e2e/check.ts
  *
  * Limits are small so the check can reach them quickly: 2 connections per pod,
@@ -18,15 +20,18 @@ import * as path from 'path';
 import { defaults, StackConfig } from '../config/schema';
 import { validateConfig } from '../config/validate';
 import { renderSettingsLua } from '../config/settings';
-import { buildEnvoyBootstrap } from '../envoy/bootstrap';
+import { buildEnvoyBootstrap, METRICS_SNAPSHOT_MS } from '../envoy/bootstrap';
 import { bootstrapToYaml } from '../envoy/yaml';
 import { DEFAULT_LUA_DIRS, collectLuaFiles } from '../constructs/filter-config';
-import { REDIS_PROXY_USER, redisConf } from '../constructs/redis';
+import { FUNCTION_LIBRARY, REDIS_PROXY_USER, readFunctionLibrary, redisConf } from '../constructs/redis';
 
 /** Compose service names, as DNS names inside the compose network. */
 export const E2E_HOSTS = { redis: 'redis', backend: 'backend' } as const;
 export const E2E_BACKEND_REPLICAS = 3;
 export const E2E_BACKEND_PORT = 8080;
+/** Where the library loader (service redis-functions) finds the library, as in the Redis pod. */
+export const E2E_FUNCTIONS_DIR = '/etc/redis/functions';
+export const E2E_LIBRARY_FILE = `redis/functions/${path.basename(FUNCTION_LIBRARY.file)}`;
 
 export interface Expectations {
   readonly maxConnectionsPerPod: number;
@@ -34,6 +39,8 @@ export interface Expectations {
   readonly rateWindowSeconds: number;
   readonly backendReplicas: number;
   readonly leaseTtlSeconds: number;
+  /** How often each proxy's agent snapshots the Redis-held metrics: how stale /metrics can be. */
+  readonly metricsSnapshotSeconds: number;
   /** Public listeners of the two proxies on the host, and their metrics endpoints. */
   readonly proxies: ReadonlyArray<{ readonly name: string; readonly ws: string; readonly metrics: string }>;
 }
@@ -65,12 +72,14 @@ export function generate(outDir: string): string[] {
   };
 
   fs.rmSync(path.join(outDir, 'envoy'), { recursive: true, force: true });
+  fs.rmSync(path.join(outDir, 'redis', 'functions'), { recursive: true, force: true });
   const bootstrap = buildEnvoyBootstrap({
     backendHost: E2E_HOSTS.backend,
     backendPort: c.backendPort,
     healthCheckPath: c.backendHealthCheckPath,
     idleTimeoutSeconds: c.idleTimeoutSeconds,
     maxStreamDurationSeconds: c.maxStreamDurationSeconds,
+    renewIntervalSeconds: c.renewIntervalSeconds,
   });
   write('envoy/envoy.yaml', bootstrapToYaml(bootstrap));
   write(
@@ -103,12 +112,18 @@ export function generate(outDir: string): string[] {
     }),
   );
 
+  // What the Redis pod's `functions` container loads, and its admin password (compose
+  // reads the env_file when it starts the loader).
+  write(E2E_LIBRARY_FILE, readFunctionLibrary());
+  write('redis/functions.env', `REDISCLI_AUTH=${adminPassword}\n`, 0o600);
+
   const expect: Expectations = {
     maxConnectionsPerPod: c.maxConnectionsPerPod,
     rateLimitPerMinute: c.rateLimitPerMinute,
     rateWindowSeconds: 60,
     backendReplicas: E2E_BACKEND_REPLICAS,
     leaseTtlSeconds: c.leaseTtlSeconds,
+    metricsSnapshotSeconds: METRICS_SNAPSHOT_MS / 1000,
     proxies: [
       { name: 'envoy-a', ws: 'ws://127.0.0.1:18080/', metrics: 'http://127.0.0.1:19901/metrics' },
       { name: 'envoy-b', ws: 'ws://127.0.0.1:18081/', metrics: 'http://127.0.0.1:19902/metrics' },

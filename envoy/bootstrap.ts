@@ -1,5 +1,6 @@
 import {
   AccessLog,
+  Route,
   Bootstrap,
   Cluster,
   Duration,
@@ -18,8 +19,10 @@ export const METRICS_LISTENER = 'metrics';
 export const METRICS_PORT = 9901;
 /** The metrics listener's scrape path (metrics.lua answers it; settings.lua metrics_path). */
 export const METRICS_PATH = '/metrics';
-/** The probes' path on the metrics listener (ready.lua answers it). */
+/** The readiness probe's and the NLB health check's path on the metrics listener (ready.lua answers it). */
 export const READY_PATH = '/ready';
+/** The liveness probe's path on the metrics listener (ready.lua: Envoy's own readiness only). */
+export const LIVE_PATH = '/live';
 export const ADMIN_ADDRESS = '127.0.0.1';
 export const ADMIN_PORT = 9000;
 export const BACKEND_CLUSTER = 'backend';
@@ -28,24 +31,50 @@ export const CONFIG_DIR = '/etc/envoy';
 export const LUA_DIR = `${CONFIG_DIR}/lua`;
 export const FILTER_LUA = `${LUA_DIR}/filter.lua`;
 export const METRICS_LUA = `${LUA_DIR}/metrics.lua`;
-/** Shared state of the filter's workers, metrics.lua and the lease log reader (WS_STATE_DIR). */
+/** Shared state of the filter's workers, metrics.lua, the preStop drain and the agent (WS_STATE_DIR). */
 export const STATE_DIR = '/var/run/ws-admission';
 /**
  * The files in the state directory, as lua/envoy/runtime.lua names them (FILES; a test
- * holds the two together): the host list (metrics.lua writes, the filter reads), the drain
- * marker (drain.lua), Envoy's lease log (lease_log.lua reads it) and the sidecar's heartbeat.
+ * holds the two together): the drain marker (drain.lua writes, the agent reads), Envoy's
+ * lease log (the agent reads it), the agent's heartbeat (its liveness probe and ready.lua)
+ * and the metrics snapshot (the agent writes, metrics.lua serves).
  */
-export const STATE_FILES = { hosts: 'hosts', draining: 'draining', lease_log: 'leases.log', lease_log_alive: 'lease-log.alive' } as const;
-/** The lease log, in the state directory (lua/cli/lease_log.lua reads it). */
+export const STATE_FILES = {
+  draining: 'draining',
+  lease_log: 'leases.log',
+  agent_alive: 'agent.alive',
+  snapshot: 'metrics.snapshot',
+} as const;
+/** The lease log, in the state directory (lua/cli/agent.lua reads it). */
 export const LEASE_LOG_FILE = STATE_FILES.lease_log;
 /** Dynamic metadata namespace of the filter (lua/envoy/filter.lua, NS). */
 export const FILTER_METADATA_NAMESPACE = 'ws.admission';
 /**
  * How often Envoy writes its access log files (`--file-flush-interval-msec`; Envoy's
- * default is 10 s): a dropped connection's lease is back this long after it ended, plus
- * lease_log.lua's poll.
+ * default is 10 s): a closed connection's lease is back this long after it ended, plus
+ * the agent's poll.
  */
 export const FILE_FLUSH_INTERVAL_MS = 100;
+/**
+ * How long every proxy passes over a backend pod after an upgrade pinned to it never
+ * reached it (Envoy answered itself): the backend cluster's health checks mark a dead pod
+ * unhealthy within interval x unhealthy_threshold (10 s) and the agent reports that within
+ * a second; a pod that was only briefly unreachable is chosen again after this.
+ */
+export const BACKEND_PENALTY_MS = 15_000;
+/** The backend cluster's active health check (a dead pod is unhealthy after interval x threshold). */
+export const BACKEND_HEALTH_CHECK = { intervalSeconds: 5, unhealthyThreshold: 2, timeoutSeconds: 1 } as const;
+/**
+ * Response header that marks Envoy's own replies on the public listener (its local reply
+ * config sets it to the response flags, e.g. `UH`, `UF`) and is removed from every backend
+ * answer: lua/envoy/filter.lua (LOCAL_REPLY_HEADER) tells by it an upgrade that never
+ * reached its pod from one the backend refused, and removes it before the client sees it.
+ * (The router's x-envoy-upstream-service-time cannot tell them apart: it is never added to
+ * the answer to an upgrade, whose request never completes.)
+ */
+export const LOCAL_REPLY_HEADER = 'x-ws-local-reply';
+/** How often each agent snapshots the Redis-held metrics for /metrics (scrapes never reach Redis). */
+export const METRICS_SNAPSHOT_MS = 5000;
 
 /**
  * Edge-proxy bounds, after Envoy's "Configuring Envoy as an edge proxy"
@@ -174,6 +203,11 @@ export interface EnvoyBootstrapProps {
   /** Hard cap on a WebSocket's life (`max_stream_duration`). */
   readonly maxStreamDurationSeconds: number;
   /**
+   * How often Envoy writes a lease log entry for each open WebSocket
+   * (`access_log_flush_interval`): the agent renews the stream's lease on it.
+   */
+  readonly renewIntervalSeconds: number;
+  /**
    * Expect a proxy protocol header (NLB with proxy protocol v2): required on the public
    * listener; optional on the metrics listener, because the NLB's health checks carry
    * the header while kubelet probes and Prometheus scrapes do not.
@@ -205,6 +239,8 @@ const LUA_OFF: { [LUA_FILTER]: LuaPerRouteConfig } = {
  */
 const STDOUT_LOG: AccessLog = {
   name: 'envoy.access_loggers.stdout',
+  // One line per stream, at its end: not the lease log's entries for open streams.
+  filter: { log_type_filter: { types: ['DownstreamEnd'] } },
   typed_config: {
     '@type': TYPE_URLS.stdoutAccessLog,
     log_format: {
@@ -233,18 +269,29 @@ const STDOUT_LOG: AccessLog = {
 };
 
 /**
- * The lease log: one line `lease <connection id> <pod>` for every stream that ends while
- * the filter's metadata still says its lease is held. Envoy writes access logs for every
- * stream end, resets included, and a reset is how every upgraded HTTP/1.1 stream ends in
- * Envoy (no filter code runs then); lua/cli/lease_log.lua releases the lease from this
- * line. Streams whose lease the filter released itself (close handshake, non-101) say
- * "released" and are not logged.
+ * The lease log: Envoy's own record of every WebSocket stream whose lease the filter holds
+ * (its metadata `lease` is "held"), one line per entry (lua/agent/lease_log.lua parses it):
+ * at the 101 (`flush_log_on_tunnel_successfully_established`), every renew interval while
+ * the stream is open (`access_log_flush_interval`, on every worker), and at its end, resets
+ * included (how every upgraded HTTP/1.1 stream ends in Envoy, with no filter code running).
+ * The agent renews a lease on each periodic entry and releases it at the end entry.
+ * Streams whose lease the filter released itself (a non-101 answer) say "released" and are
+ * not logged.
  */
-// Never set access_log_options (access_log_flush_interval, flush_access_log_on_new_request)
-// on the public listener: they write access log entries for streams that are still open,
-// and a lease log line for an open stream would release a live connection's lease.
 function leaseLog(stateDir: string): AccessLog {
   const md = (key: string) => `%DYNAMIC_METADATA(${FILTER_METADATA_NAMESPACE}:${key})%`;
+  const fields = [
+    '%ACCESS_LOG_TYPE%',
+    md('connection_id'),
+    md('pod'),
+    md('registered'),
+    '%RESPONSE_CODE%',
+    '%RESPONSE_FLAGS%',
+    '%UPSTREAM_HOST%',
+    // Start in ms since the epoch, and the ms since then: when the entry was written.
+    '%START_TIME(%s%3f)%',
+    '%DURATION%',
+  ];
   return {
     name: 'envoy.access_loggers.file',
     filter: {
@@ -260,7 +307,7 @@ function leaseLog(stateDir: string): AccessLog {
     typed_config: {
       '@type': TYPE_URLS.fileAccessLog,
       path: `${stateDir}/${LEASE_LOG_FILE}`,
-      log_format: { text_format_source: { inline_string: `lease ${md('connection_id')} ${md('pod')}\n` } },
+      log_format: { text_format_source: { inline_string: `${fields.join(' ')}\n` } },
     },
   };
 }
@@ -302,9 +349,28 @@ function publicListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
       initial_connection_window_size: EDGE.http2InitialConnectionWindowBytes,
     },
     upgrade_configs: [{ upgrade_type: 'websocket' }],
+    // Envoy's own replies (any response flag: the pinned host gone, a refused connection)
+    // carry LOCAL_REPLY_HEADER, so the filter gives such an upgrade's rate budget back and
+    // passes over its pod; a backend's own answer never does (removed below).
+    local_reply_config: {
+      mappers: [
+        {
+          filter: { response_flag_filter: {} },
+          headers_to_add: [{ header: { key: LOCAL_REPLY_HEADER, value: '%RESPONSE_FLAGS%' }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' }],
+        },
+      ],
+    },
+    // The lease log's entries for open streams: at the 101 and every renew interval
+    // (https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/observability/access_logging,
+    // "Periodic access logs"). The stdout log filters them out: one line per request there.
+    access_log_options: {
+      access_log_flush_interval: seconds(p.renewIntervalSeconds),
+      flush_log_on_tunnel_successfully_established: true,
+    },
     route_config: {
       name: PUBLIC_LISTENER,
       request_headers_to_remove: REMOVED_CLIENT_HEADERS,
+      response_headers_to_remove: [LOCAL_REPLY_HEADER],
       virtual_hosts: [
         {
           name: BACKEND_CLUSTER,
@@ -374,15 +440,15 @@ function metricsListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
               route: { cluster: ADMIN_CLUSTER, timeout: '10s' },
               typed_per_filter_config: LUA_OFF,
             },
-            {
-              // metrics.lua answers GET/HEAD itself: admin's /ready status and body, after
-              // refreshing the host list file the public filter reads (docs/filter.md). The
-              // route to admin /ready stays for what it passes on (other methods, or a
-              // metrics.lua that failed), so readiness never depends on the Lua filter.
-              name: 'ready',
-              match: { path: '/ready' },
-              route: { cluster: ADMIN_CLUSTER, timeout: '2s' },
-            },
+            ...[READY_PATH, LIVE_PATH].map((path): Route => ({
+              // metrics.lua answers GET/HEAD itself (ready.lua: admin's /ready, and for /ready
+              // the agent's heartbeat). The route to admin /ready stays for what it passes on
+              // (other methods, or a metrics.lua that failed), so the probes never depend on
+              // the Lua filter.
+              name: path.slice(1),
+              match: { path },
+              route: { cluster: ADMIN_CLUSTER, timeout: '2s', ...(path === LIVE_PATH ? { prefix_rewrite: READY_PATH } : {}) },
+            })),
             {
               name: 'not_found',
               match: { prefix: '/' },
@@ -424,18 +490,25 @@ function backendCluster(p: EnvoyBootstrapProps, maxConnections: number): Cluster
     respect_dns_ttl: false,
     // A pod that left the Service must leave the host list now, not when it fails a check.
     ignore_health_on_host_removal: true,
-    // The filter offers only healthy hosts; a new pod waits for its first passing check.
-    common_lb_config: { ignore_new_hosts_until_first_hc: true },
+    // A new pod waits for its first passing check before the agent reports it healthy.
+    // The override may pick a host whose check failed a moment ago (UNHEALTHY, DRAINING):
+    // Redis chose it from the agent's report of at most a second before, and a pod that
+    // fails its check is usually still serving (NotReady during its grace period). If it
+    // is really gone the connect fails, and that pod is passed over by every proxy (F).
+    common_lb_config: {
+      ignore_new_hosts_until_first_hc: true,
+      override_host_status: { statuses: ['UNKNOWN', 'HEALTHY', 'DEGRADED', 'UNHEALTHY', 'DRAINING'] },
+    },
     per_connection_buffer_limit_bytes: EDGE.bufferLimitBytes,
     // Envoy's default circuit breakers (1024 connections / requests per cluster) would cap
     // a proxy at 1024 WebSockets and queue the rest until request_timeout, leases held.
     circuit_breakers: { thresholds: [{ max_connections: maxConnections, max_requests: maxConnections }] },
     health_checks: [
       {
-        timeout: '1s',
-        interval: '5s',
-        no_traffic_interval: '5s',
-        unhealthy_threshold: 2,
+        timeout: seconds(BACKEND_HEALTH_CHECK.timeoutSeconds),
+        interval: seconds(BACKEND_HEALTH_CHECK.intervalSeconds),
+        no_traffic_interval: seconds(BACKEND_HEALTH_CHECK.intervalSeconds),
+        unhealthy_threshold: BACKEND_HEALTH_CHECK.unhealthyThreshold,
         healthy_threshold: 1,
         http_health_check: { path: p.healthCheckPath ?? '/' },
       },

@@ -13,7 +13,7 @@
  *
  * Read from the JSON file at run time (not `import`ed) so that shell scripts read the
  * same file and a malformed edit fails with a message naming it.
- * `__tests__/stack/envoy-release.test.ts` fails when the Dockerfile, the config's
+ * `__tests__/envoy/release.test.ts` fails when the Dockerfile, the config's
  * default image, the wheel pin or the installed binary disagree with it.
  */
 import * as fs from 'fs';

@@ -76,6 +76,8 @@ export interface RouteAction {
   /** Per-route stream idle timeout (overrides the HCM's `stream_idle_timeout`). */
   readonly idle_timeout?: Duration;
   readonly max_stream_duration?: MaxStreamDuration;
+  /** Replaces the matched prefix of the path upstream. */
+  readonly prefix_rewrite?: string;
 }
 
 /** config.route.v3.DirectResponseAction */
@@ -104,6 +106,24 @@ export interface RouteConfiguration {
   readonly virtual_hosts: readonly VirtualHost[];
   /** Request headers removed before the request goes upstream. */
   readonly request_headers_to_remove?: readonly string[];
+  /** Response headers removed from every routed response (before the local reply mappers run on a local reply). */
+  readonly response_headers_to_remove?: readonly string[];
+}
+
+/**
+ * HttpConnectionManager.LocalReplyConfig: changes to the replies Envoy makes itself; the
+ * first mapper whose filter matches applies, before the encoder filters see the reply.
+ * @see https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_conn_man/local_reply
+ */
+export interface LocalReplyConfig {
+  readonly mappers: ReadonlyArray<{
+    /** config.accesslog.v3.ResponseFlagFilter: no flags listed = any response flag. */
+    readonly filter: { readonly response_flag_filter: { readonly flags?: readonly string[] } };
+    readonly headers_to_add: ReadonlyArray<{
+      readonly header: { readonly key: string; readonly value: string };
+      readonly append_action: 'OVERWRITE_IF_EXISTS_OR_ADD';
+    }>;
+  }>;
 }
 
 /** HttpConnectionManager.UpgradeConfig */
@@ -133,10 +153,32 @@ export interface MetadataAccessLogFilter {
   };
 }
 
+/**
+ * config.accesslog.v3.LogTypeFilter: only entries of these types (%ACCESS_LOG_TYPE%).
+ * @see https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/accesslog/v3/accesslog.proto
+ */
+export interface LogTypeAccessLogFilter {
+  readonly log_type_filter: {
+    readonly types: readonly ('DownstreamEnd' | 'DownstreamPeriodic' | 'DownstreamTunnelSuccessfullyEstablished')[];
+  };
+}
+
+/**
+ * HttpConnectionManager.HcmAccessLogOptions: access log entries before a stream ends.
+ * @see https://www.envoyproxy.io/docs/envoy/latest/api-v3/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto
+ */
+export interface HcmAccessLogOptions {
+  /** An entry for every open stream this often. */
+  readonly access_log_flush_interval?: Duration;
+  /** An entry when an upgrade or CONNECT tunnel is established (the 101). */
+  readonly flush_log_on_tunnel_successfully_established?: boolean;
+}
+
 /** config.accesslog.v3.AccessLog: stdout (extensions.access_loggers.stream.v3) or a file (file.v3). */
 export type AccessLog =
   | {
       readonly name: 'envoy.access_loggers.stdout';
+      readonly filter?: LogTypeAccessLogFilter;
       readonly typed_config: {
         readonly '@type': typeof TYPE_URLS.stdoutAccessLog;
         /** config.core.v3.SubstitutionFormatString in its JSON form. */
@@ -169,6 +211,8 @@ export interface HttpConnectionManagerConfig {
   /** Time to receive a request's headers. */
   readonly request_headers_timeout?: Duration;
   readonly upgrade_configs?: readonly UpgradeConfig[];
+  readonly local_reply_config?: LocalReplyConfig;
+  readonly access_log_options?: HcmAccessLogOptions;
   readonly route_config: RouteConfiguration;
   readonly http_filters: readonly HttpFilter[];
   readonly access_log?: readonly AccessLog[];
@@ -286,6 +330,11 @@ export interface Cluster {
   readonly common_lb_config?: {
     /** New hosts take no traffic until their first health check passed. */
     readonly ignore_new_hosts_until_first_hc?: boolean;
+    /**
+     * The health states a host may be in for a filter's override (setUpstreamOverrideHost)
+     * to pick it (Envoy's default: UNKNOWN, HEALTHY, DEGRADED).
+     */
+    readonly override_host_status?: { readonly statuses: readonly ('UNKNOWN' | 'HEALTHY' | 'UNHEALTHY' | 'DRAINING' | 'TIMEOUT' | 'DEGRADED')[] };
   };
   readonly health_checks?: readonly HealthCheck[];
   /** Read/write buffer of each upstream connection. */

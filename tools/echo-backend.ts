@@ -8,6 +8,8 @@
  *   POST /close/<id>      the backend closes its WebSockets (close handshake)
  *   POST /drop/<id>       the backend drops its connections (no handshake)
  *   POST /kill/<id>       the backend stops listening and drops its connections
+ *   POST /drain/<id>      the backend fails its health check (503) but keeps serving
+ *   POST /revive/<id>     a killed or draining backend serves again, healthy
  *
  * Prints `ready` when every backend listens; exits on SIGTERM/SIGINT.
  */
@@ -58,6 +60,16 @@ async function main(): Promise<number> {
       }
       if (req.method === 'POST' && action === 'kill' && id) {
         return void backends.kill(decodeURIComponent(id)).then(() => reply(200, {}));
+      }
+      if (req.method === 'POST' && action === 'drain' && id) {
+        backends.drain(decodeURIComponent(id));
+        return reply(200, {});
+      }
+      if (req.method === 'POST' && action === 'revive' && id) {
+        return void backends
+          .revive(decodeURIComponent(id))
+          .then(() => reply(200, {}))
+          .catch((err: Error) => reply(400, { error: err.message }));
       }
       return reply(404, { error: `unknown ${req.method} ${req.url}` });
     } catch (err) {

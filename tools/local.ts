@@ -1,8 +1,9 @@
 /**
  * `npm run local [-- --proxies N --backends M --base-port P --workers W --keep]`: the data
- * plane on this machine (tools/lib/local-rig.ts): Redis, N real Envoys with the stack's
- * generated config, M WebSocket echo backends on loopback addresses. Limits come from
- * the usual configuration (WS_ADMISSION_CONFIG file, WS_ADMISSION_* variables).
+ * plane on this machine (tools/lib/local-rig.ts): Redis with the ws_admission library, N
+ * real Envoys with the stack's generated config, each with its agent, M WebSocket echo
+ * backends on loopback addresses. Limits come from the usual configuration
+ * (WS_ADMISSION_CONFIG file, WS_ADMISSION_* variables).
  *
  * Prints one line per proxy, `proxy <name> ws://127.0.0.1:<port>/ metrics
  * http://127.0.0.1:<port>/metrics`, then `ready`. Ctrl-C or SIGTERM stops everything.

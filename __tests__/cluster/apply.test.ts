@@ -10,12 +10,13 @@ import * as path from 'path';
 import { StackConfig } from '../../config/schema';
 import { DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
 import { ENVOY_SELECTOR, NAMES, PART_OF, REDIS_SELECTOR } from '../../constructs/names';
+import { LIVE_PATH, READY_PATH } from '../../envoy/bootstrap';
 import { ClusterState, CONTEXT, kubectl, NODE_NAME, startCluster, stopCluster } from '../../tools/cluster/cluster';
 import { findInstalled } from '../../tools/cluster/toolchain';
 import { NodeProcessRunner } from '../../tools/lib/process';
 import { MemoryReporter } from '../../tools/lib/progress';
 import { realProbes, waitForLoadBalancer, waitForRollouts } from '../../tools/lib/verify';
-import { byName, EVERYTHING_CHANGED, Json, unescapeTemplate } from '../stack/support/synth';
+import { byName, EVERYTHING_CHANGED, Json, unescapeTemplate } from '../support/synth';
 import { synthInto, tfAsync, tfAsyncOk, tfOk } from './support';
 
 jest.setTimeout(15 * 60_000);
@@ -245,12 +246,12 @@ describe(`the stack on a local kube-apiserver (${toolchain.cli.kind} ${toolchain
     const envoy = get(ns, `deployment/${NAMES.envoy}`);
     const c = envoy.spec.template.spec.containers.find((x: Json) => x.name === 'envoy');
     expect(c.readinessProbe).toMatchObject({
-      httpGet: { path: '/ready', port: 9901, scheme: 'HTTP' },
+      httpGet: { path: READY_PATH, port: 9901, scheme: 'HTTP' },
       periodSeconds: 5,
       timeoutSeconds: 2,
       failureThreshold: 2,
     });
-    expect(c.livenessProbe).toMatchObject({ httpGet: { path: '/ready', port: 9901 }, initialDelaySeconds: 10, periodSeconds: 10 });
+    expect(c.livenessProbe).toMatchObject({ httpGet: { path: LIVE_PATH, port: 9901 }, initialDelaySeconds: 10, periodSeconds: 10 });
     const synthesized = byName(first.json, 'kubernetes_deployment_v1', NAMES.envoy).spec.template.metadata.annotations;
     expect(envoy.spec.template.metadata.annotations).toStrictEqual(synthesized);
     expect(envoy.spec.template.metadata.annotations['checksum/config']).toMatch(/^[0-9a-f]{64}$/);

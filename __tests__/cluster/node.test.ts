@@ -223,7 +223,7 @@ describe(`the default profile on the real node (NodePort, leases ${LEASES.leaseT
       ['/etc/envoy/envoy.yaml', '/etc/envoy/lua/settings.lua', '/etc/ws-redis/password'],
       ['/var/run/ws-admission', '/tmp'],
     ],
-    [NAMES.envoy, 'lease-log', 10101, ['/etc/envoy/lua/lease_log.lua', '/etc/ws-redis/password'], ['/var/run/ws-admission']],
+    [NAMES.envoy, 'agent', 10101, ['/etc/envoy/lua/agent.lua', '/etc/ws-redis/password'], ['/var/run/ws-admission']],
     [NAMES.redis, 'redis', 999, ['/etc/redis/redis.conf'], ['/data']],
     [NAMES.sampleBackend, 'echo', 65534, [], []],
   ] as const)(
@@ -468,7 +468,7 @@ describe(`the default profile on the real node (NodePort, leases ${LEASES.leaseT
       await eventually(`drain's line in ${a.name}'s log`, 20_000, async () =>
         /^drain: released 2 leases of proxy /m.test(log) ? true : undefined,
       );
-      // The pod is gone once both containers stopped on SIGTERM (the lease-log sidecar's sh
+      // The pod is gone once both containers stopped on SIGTERM (the agent sidecar's sh
       // exits on TERM), long before the grace period would force them.
       const gone = await eventually(`pod ${a.name} gone`, GRACE_SECONDS * 1000, async () =>
         pods(NAMES.envoy).some((p) => p.name === a.name) ? undefined : Date.now(),

@@ -10,7 +10,7 @@ import { Testing } from 'cdktf';
 import { StackConfig } from '../../config/schema';
 import { WsAdmissionStack } from '../../constructs/stack';
 import { InstalledToolchain } from '../../tools/cluster/toolchain';
-import { config, EVERYTHING_CHANGED, Json } from '../stack/support/synth';
+import { config, EVERYTHING_CHANGED, Json } from '../support/synth';
 import { DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
 
 export type { Json };

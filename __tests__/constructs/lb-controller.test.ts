@@ -1,25 +1,35 @@
-// constructs/lb-controller.ts (LbController): the AWS Load Balancer Controller's Helm release and
-// its IAM role (IRSA), with installLbController.
+// constructs/lb-controller.ts (LbController), built in a small test chart with the EKS
+// cluster lookup it needs: the AWS Load Balancer Controller's Helm release and its IAM role
+// (IRSA). (installLbController in the stack: the policy file, the ordering of the NLB and
+// the Envoy pods after the release: constructs/stack.test.ts.)
 import * as fs from 'fs';
 import * as path from 'path';
-import { Json, byName, synth } from '../stack/support/synth';
+import { EksProviders } from '../../constructs/eks-providers';
+import { LB_CONTROLLER_CHART, LbController } from '../../constructs/lb-controller';
+import { FIXTURES, Json, only, synthStack, testStack } from '../support/synth';
 
-describe('installLbController: the AWS Load Balancer Controller with its IAM role', () => {
-  const policyFile = path.join(__dirname, '..', 'stack', 'fixtures', 'iam', 'lb-controller-policy.json');
-  const { json } = synth({ installLbController: true, lbControllerIamPolicyFile: policyFile });
+const POLICY = JSON.stringify(JSON.parse(fs.readFileSync(path.join(FIXTURES, 'iam', 'lb-controller-policy.json'), 'utf8')));
 
-  it('installs the pinned chart in kube-system with the cluster, region, VPC and the role on its service account', () => {
-    const release = Object.values(json.resource.helm_release)[0] as Json;
-    expect(release).toMatchObject({
-      name: 'aws-load-balancer-controller',
-      namespace: 'kube-system',
+describe('GIVEN the EKS cluster and the policy', () => {
+  const stack = testStack();
+  const eks = new EksProviders(stack, 'eks', { clusterName: 'ws-eks', region: 'us-east-1', helm: true });
+  const controller = new LbController(stack, 'lb-controller', {
+    cluster: eks.cluster,
+    region: 'us-east-1',
+    iamPolicyJson: POLICY,
+    namePrefix: 'ws-eks-ws',
+  });
+  const json = synthStack(stack);
+
+  it('installs the pinned chart in kube-system with the cluster, region, VPC and the role on its service account; waits for it', () => {
+    const release = only(json, 'helm_release');
+    expect(release).toMatchObject({ name: 'aws-load-balancer-controller', namespace: 'kube-system', ...LB_CONTROLLER_CHART, wait: true });
+    expect(LB_CONTROLLER_CHART).toEqual({
       repository: 'https://aws.github.io/eks-charts',
       chart: 'aws-load-balancer-controller',
       version: '3.5.0',
-      wait: true,
     });
-    const values = JSON.parse(release.values[0]);
-    expect(values).toEqual({
+    expect(JSON.parse(release.values[0])).toEqual({
       clusterName: expect.stringMatching(/^\$\{data\.aws_eks_cluster\.[^.]+\.name\}$/),
       region: 'us-east-1',
       vpcId: expect.stringMatching(/^\$\{data\.aws_eks_cluster\.[^.]+\.vpc_config\[0\]\.vpc_id\}$/),
@@ -29,13 +39,17 @@ describe('installLbController: the AWS Load Balancer Controller with its IAM rol
         annotations: { 'eks.amazonaws.com/role-arn': expect.stringMatching(/^\$\{aws_iam_role\.[^.]+\.arn\}$/) },
       },
     });
+    // After its policy is in place.
+    expect(release.depends_on).toEqual([expect.stringMatching(/^aws_iam_policy\./)]);
   });
 
-  it("trusts only the controller's service account through the cluster's OIDC provider, with the policy from the file", () => {
-    const role = Object.values(json.resource.aws_iam_role)[0] as Json;
+  it("trusts only the controller's service account through the cluster's OIDC provider, with the given policy", () => {
+    const role = only(json, 'aws_iam_role');
+    expect(role.name).toBe('ws-eks-ws-lb-controller');
     expect(role.assume_role_policy).toMatch(/^\$\{data\.aws_iam_policy_document\.[^.]+\.json\}$/);
     const trust = Object.values(json.data.aws_iam_policy_document)[0] as Json;
-    const issuer = '${replace(data.aws_eks_cluster.eks_cluster_55B0C966.identity[0].oidc[0].issuer, "https://", "")}';
+    const issuer = trust.statement[0].condition[0].variable.replace(/:sub$/, '');
+    expect(issuer).toMatch(/^\$\{replace\(data\.aws_eks_cluster\.[^.]+\.identity\[0\]\.oidc\[0\]\.issuer, "https:\/\/", ""\)\}$/);
     expect(trust.statement).toEqual([
       {
         effect: 'Allow',
@@ -56,28 +70,10 @@ describe('installLbController: the AWS Load Balancer Controller with its IAM rol
         ],
       },
     ]);
-    const policy = Object.values(json.resource.aws_iam_policy)[0] as Json;
-    expect(JSON.parse(policy.policy)).toEqual(JSON.parse(fs.readFileSync(policyFile, 'utf8')));
-    expect(Object.keys(json.resource.aws_iam_role_policy_attachment)).toHaveLength(1);
-  });
-
-  it('creates the NLB Service and the Envoy pods after the controller (its webhooks act on them)', () => {
-    const release = Object.keys(json.resource.helm_release)[0];
-    expect(byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb').depends_on).toContain(`helm_release.${release}`);
-    expect(byName(json, 'kubernetes_deployment_v1', 'ws-envoy').depends_on).toContain(`helm_release.${release}`);
-    // Off by default: no release, no IAM.
-    const off = synth().json;
-    expect(off.resource.helm_release).toBeUndefined();
-    expect(off.resource.aws_iam_role).toBeUndefined();
-  });
-
-  it('refuses a policy file that cannot be read or is not an IAM policy, naming the file and the fix', () => {
-    expect(() => synth({ installLbController: true, lbControllerIamPolicyFile: '/nonexistent/policy.json' })).toThrow(
-      'lbControllerIamPolicyFile "/nonexistent/policy.json" cannot be read',
-    );
-    const notPolicy = path.join(__dirname, '..', 'stack', 'fixtures', 'config', 'good.json');
-    expect(() => synth({ installLbController: true, lbControllerIamPolicyFile: notPolicy })).toThrow(
-      'is not an IAM policy (Version "2012-10-17" and a list of Statement)',
-    );
+    const policy = only(json, 'aws_iam_policy');
+    expect(policy.name).toBe('ws-eks-ws-lb-controller');
+    expect(JSON.parse(policy.policy)).toEqual(JSON.parse(POLICY));
+    expect(only(json, 'aws_iam_role_policy_attachment')).toMatchObject({ role: expect.stringMatching(/^\$\{aws_iam_role\./) });
+    expect(controller.role).toBeDefined();
   });
 });

@@ -1,154 +1,171 @@
-// constructs/nlb.ts (EnvoyNlb): the NLB Service, its listeners, TLS and idle timeouts, and the
-// metrics Service beside it, as the stack synthesizes them.
-// (Each block: GIVEN the profile its describe names, WHEN the stack is synthesized, THEN the
-// resources it checks.)
-import { EVERYTHING_CHANGED, Json, byName, resources, synth } from '../stack/support/synth';
+// constructs/nlb.ts (Nlb), built in a small test chart: the LoadBalancer Service the AWS Load
+// Balancer Controller turns into an NLB, its listeners, TLS, idle timeouts and health check.
+// (The values the stack derives from the config, e.g. the idle timeout from
+// idleTimeoutSeconds and the wss:// URL: constructs/stack.test.ts.)
+import { TerraformOutput } from 'cdktf';
+import { NLB_PLAIN_PORT, Nlb, NlbProps } from '../../constructs/nlb';
+import { METRICS_PORT, READY_PATH } from '../../envoy/bootstrap';
+import { Json, only, synthStack, testStack } from '../support/synth';
 
 const LBC = 'service.beta.kubernetes.io/aws-load-balancer';
+const SELECTOR = { 'app.kubernetes.io/name': 'ws-envoy', 'app.kubernetes.io/part-of': 'ws-admission' };
+const ARN = 'arn:aws:acm:eu-west-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b';
+const TLS = { certificateArns: [ARN], port: 443, policy: 'ELBSecurityPolicy-TLS13-1-2-2021-06', keepPlainPort: false };
+
+/** An Nlb in a test chart: the construct and its Service. */
+function build(props: Partial<NlbProps> = {}) {
+  const stack = testStack();
+  const nlb = new Nlb(stack, 'nlb', { namespace: 'ns', selector: SELECTOR, ...props });
+  return { nlb, service: only(synthStack(stack), 'kubernetes_service_v1') };
+}
+const listenerAttributes = (svc: Json) =>
+  Object.entries(svc.metadata.annotations as Record<string, string>).filter(([k]) => k.startsWith(`${LBC}-listener-attributes.`));
 
 describe('GIVEN the defaults', () => {
-  const { json } = synth();
+  const { nlb, service } = build();
 
-  it('puts Envoy behind an internet-facing NLB with IP targets, cross-zone and a /ready health check', () => {
-    const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
-    expect(nlb.wait_for_load_balancer).toBe(true);
-    expect(nlb.spec.type).toBe('LoadBalancer');
-    expect(nlb.spec.port).toEqual([{ name: 'http', port: 80, target_port: 'http', protocol: 'TCP' }]);
-    expect(nlb.metadata.annotations).toEqual({
+  it('is an internet-facing NLB with IP targets, cross-zone, a 30 s deregistration and an HTTP health check on READY_PATH', () => {
+    expect(service.metadata).toMatchObject({ name: 'ws-envoy-nlb', namespace: 'ns' });
+    expect(service.wait_for_load_balancer).toBe(true);
+    expect(service.metadata.annotations).toEqual({
       [`${LBC}-type`]: 'external',
       [`${LBC}-nlb-target-type`]: 'ip',
       [`${LBC}-scheme`]: 'internet-facing',
       [`${LBC}-attributes`]: 'load_balancing.cross_zone.enabled=true',
       [`${LBC}-target-group-attributes`]: 'deregistration_delay.timeout_seconds=30',
-      // Envoy's idle timeout (300 s) + 30 s: Envoy ends a quiet WebSocket, not the NLB.
-      [`${LBC}-listener-attributes.TCP-80`]: 'tcp.idle_timeout.seconds=330',
       [`${LBC}-healthcheck-protocol`]: 'HTTP',
-      [`${LBC}-healthcheck-port`]: '9901',
-      [`${LBC}-healthcheck-path`]: '/ready',
+      [`${LBC}-healthcheck-port`]: String(METRICS_PORT),
+      [`${LBC}-healthcheck-path`]: READY_PATH,
       [`${LBC}-healthcheck-interval`]: '10',
       [`${LBC}-healthcheck-timeout`]: '5',
       [`${LBC}-healthcheck-healthy-threshold`]: '2',
       [`${LBC}-healthcheck-unhealthy-threshold`]: '2',
     });
+    expect(nlb.annotations).toEqual(service.metadata.annotations);
   });
 
-  it('serves metrics on a ClusterIP Service, not on the NLB', () => {
-    expect(byName(json, 'kubernetes_service_v1', 'ws-envoy-metrics').spec).toMatchObject({
-      type: 'ClusterIP',
-      port: [{ name: 'metrics', port: 9901, target_port: 'metrics', protocol: 'TCP' }],
+  it("publishes the plain ws:// port only, to the pods' http port, from anywhere", () => {
+    expect(service.spec).toEqual({
+      type: 'LoadBalancer',
+      selector: SELECTOR,
+      port: [{ name: 'http', port: NLB_PLAIN_PORT, target_port: 'http', protocol: 'TCP' }],
     });
+    expect(NLB_PLAIN_PORT).toBe(80);
   });
 
-  it('labels the metrics Service uniquely, so a ServiceMonitor selects only it', () => {
-    const labels = byName(json, 'kubernetes_service_v1', 'ws-envoy-metrics').metadata.labels;
-    expect(labels['app.kubernetes.io/component']).toBe('metrics');
-    const matching = resources(json, 'kubernetes_service_v1').filter((svc: Json) =>
-      Object.entries(labels).every(([k, v]) => svc.metadata.labels?.[k] === v),
+  it('gives its hostname null-safe: "" until the controller has made the NLB', () => {
+    expect(nlb.hostname).toMatch(/^\$\{TfToken\[TOKEN\.\d+\]\}$/);
+    const stack = testStack();
+    const n = new Nlb(stack, 'nlb', { namespace: 'ns', selector: SELECTOR });
+    // An output of it shows the expression Terraform evaluates.
+    new TerraformOutput(stack, 'h', { value: n.hostname });
+    expect(synthStack(stack).output.h.value).toMatch(
+      /^\$\{try\(kubernetes_service_v1\.nlb_service_[0-9A-F]+\.status\[0\]\.load_balancer\[0\]\.ingress\[0\]\.hostname, ""\)\}$/,
     );
-    expect(matching.map((svc: Json) => svc.metadata.name)).toEqual(['ws-envoy-metrics']);
   });
 });
 
-describe('GIVEN every option changed (EVERYTHING_CHANGED)', () => {
-  const { json } = synth(EVERYTHING_CHANGED);
-
-  it('makes the NLB internal, with proxy protocol and the metrics port', () => {
-    const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
-    expect(nlb.metadata.annotations[`${LBC}-scheme`]).toBe('internal');
-    expect(nlb.metadata.annotations[`${LBC}-proxy-protocol`]).toBe('*');
-    expect(nlb.spec.port.map((p: Json) => p.port)).toEqual([80, 8443, 9901]);
-  });
-
-  it('terminates TLS at the NLB: the certificate, the port, the policy, the wss:// URL, the source ranges', () => {
-    const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
-    const a = nlb.metadata.annotations;
-    expect(a[`${LBC}-ssl-cert`]).toBe('arn:aws:acm:eu-west-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b');
-    expect(a[`${LBC}-ssl-ports`]).toBe('8443');
-    expect(a[`${LBC}-ssl-negotiation-policy`]).toBe('ELBSecurityPolicy-TLS13-1-3-2021-06');
-    // The TLS port goes to Envoy's plain listener; the plain port was kept (nlbKeepPlainPort).
-    expect(nlb.spec.port.find((p: Json) => p.name === 'https')).toEqual({
-      name: 'https',
-      port: 8443,
-      target_port: 'http',
-      protocol: 'TCP',
+describe('GIVEN one prop at a time', () => {
+  it('scheme internal, proxy protocol, the metrics port, source ranges, another deregistration delay', () => {
+    const { service } = build({
+      scheme: 'internal',
+      proxyProtocol: true,
+      exposeMetrics: true,
+      sourceRanges: ['203.0.113.0/24'],
+      deregistrationDelaySeconds: 5,
     });
-    expect(nlb.spec.load_balancer_source_ranges).toEqual(['203.0.113.0/24', '198.51.100.0/24']);
-    expect(json.output.websocket_url.value).toBe('wss://chat.example.com:8443/');
+    const a = service.metadata.annotations;
+    expect(a[`${LBC}-scheme`]).toBe('internal');
+    expect(a[`${LBC}-proxy-protocol`]).toBe('*');
+    expect(a[`${LBC}-target-group-attributes`]).toBe('deregistration_delay.timeout_seconds=5');
+    expect(service.spec.port).toEqual([
+      { name: 'http', port: 80, target_port: 'http', protocol: 'TCP' },
+      { name: 'metrics', port: METRICS_PORT, target_port: 'metrics', protocol: 'TCP' },
+    ]);
+    expect(service.spec.load_balancer_source_ranges).toEqual(['203.0.113.0/24']);
+  });
+
+  it('tcpIdleTimeoutSeconds: on every TCP listener it publishes (the metrics one too)', () => {
+    const { service } = build({ tcpIdleTimeoutSeconds: 330, exposeMetrics: true });
+    expect(listenerAttributes(service)).toEqual([
+      [`${LBC}-listener-attributes.TCP-80`, 'tcp.idle_timeout.seconds=330'],
+      [`${LBC}-listener-attributes.TCP-${METRICS_PORT}`, 'tcp.idle_timeout.seconds=330'],
+    ]);
+    // Not set: the NLB keeps its own 350 s (for a controller older than v2.9.0).
+    expect(listenerAttributes(build().service)).toEqual([]);
+  });
+
+  it('tls: terminates at the NLB (certificates, port, policy) and sends to the plain listener; the plain port closes', () => {
+    const { service } = build({
+      tls: { ...TLS, certificateArns: [ARN, ARN.replace('eu-west-1', 'us-east-1')] },
+      tcpIdleTimeoutSeconds: 330,
+    });
+    const a = service.metadata.annotations;
+    expect(a[`${LBC}-ssl-cert`]).toBe(`${ARN},${ARN.replace('eu-west-1', 'us-east-1')}`);
+    expect(a[`${LBC}-ssl-ports`]).toBe('443');
+    expect(a[`${LBC}-ssl-negotiation-policy`]).toBe('ELBSecurityPolicy-TLS13-1-2-2021-06');
+    expect(service.spec.port).toEqual([{ name: 'https', port: 443, target_port: 'http', protocol: 'TCP' }]);
+    // AWS fixes a TLS listener's idle timeout at 350 s: the attribute is for TCP listeners only.
+    expect(listenerAttributes(service)).toEqual([]);
+  });
+
+  it('tls with keepPlainPort: both listeners, the idle timeout on the plain one', () => {
+    const { service } = build({ tls: { ...TLS, port: 8443, keepPlainPort: true }, tcpIdleTimeoutSeconds: 150 });
+    expect(service.spec.port.map((p: Json) => [p.name, p.port])).toEqual([
+      ['http', 80],
+      ['https', 8443],
+    ]);
+    expect(listenerAttributes(service)).toEqual([[`${LBC}-listener-attributes.TCP-80`, 'tcp.idle_timeout.seconds=150']]);
+  });
+
+  it('dependsOn: created after it (the load balancer controller, whose webhook acts on it)', () => {
+    const stack = testStack();
+    const first = new Nlb(stack, 'first', { namespace: 'ns', selector: SELECTOR });
+    new Nlb(stack, 'second', { namespace: 'ns2', selector: SELECTOR, dependsOn: [first.service] });
+    const services = Object.values(synthStack(stack).resource.kubernetes_service_v1 as Record<string, Json>);
+    expect(services[1].depends_on).toEqual([expect.stringMatching(/^kubernetes_service_v1\.first_service_/)]);
   });
 });
 
-describe('GIVEN one option at a time', () => {
-  it("keeps the NLB's TCP idle timeout above Envoy's on every listener it publishes (120 s -> 150 s; 10 s -> the NLB minimum 60 s)", () => {
-    for (const [idle, nlbIdle] of [
-      [120, 150],
-      [10, 60],
-    ]) {
-      const { json } = synth({ idleTimeoutSeconds: idle, renewIntervalSeconds: 5, exposeMetricsOnNlb: true, nlbScheme: 'internal' });
-      const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
-      const ports = nlb.spec.port.map((p: Json) => p.port);
-      expect(ports).toEqual([80, 9901]);
-      const attrs = Object.entries(nlb.metadata.annotations as Record<string, string>).filter(([k]) =>
-        k.startsWith(`${LBC}-listener-attributes.`),
+describe('props are validated', () => {
+  it("the TCP idle timeout is within the NLB's 60-6000 s", () => {
+    for (const bad of [59, 6001, 90.5]) {
+      expect(() => build({ tcpIdleTimeoutSeconds: bad })).toThrow(
+        `Nlb: tcpIdleTimeoutSeconds must be an integer between 60 and 6000 (the NLB's range), got ${bad}`,
       );
-      expect(attrs).toEqual(ports.map((p: number) => [`${LBC}-listener-attributes.TCP-${p}`, `tcp.idle_timeout.seconds=${nlbIdle}`]));
     }
   });
 
-  it("nlbSetIdleTimeout=false leaves the NLB's listener attributes alone (for a controller whose IAM policy lacks them)", () => {
-    const { json } = synth({ nlbSetIdleTimeout: false, idleTimeoutSeconds: 300 });
-    const keys = Object.keys(byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb').metadata.annotations);
-    expect(keys.filter((k) => k.includes('listener-attributes'))).toEqual([]);
-    expect(keys).toContain(`${LBC}-target-group-attributes`);
+  it('the deregistration delay is 0-3600 s', () => {
+    expect(() => build({ deregistrationDelaySeconds: 4000 })).toThrow(
+      'Nlb: deregistrationDelaySeconds must be an integer between 0 and 3600, got 4000',
+    );
+  });
+
+  it('TLS needs a certificate, and no two listeners share a port', () => {
+    expect(() => build({ tls: { ...TLS, certificateArns: [] } })).toThrow(
+      'Nlb: tls.certificateArns must name at least one ACM certificate',
+    );
+    expect(() => build({ tls: { ...TLS, port: 80, keepPlainPort: true } })).toThrow(
+      'Nlb: two listeners on one port (http 80, https 80); choose another tls.port',
+    );
   });
 });
 
-describe('TLS at the NLB with the defaults around it', () => {
-  const arn = 'arn:aws:acm:us-east-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b';
-  const { json } = synth({ nlbTls: true, nlbTlsCertificateArns: [arn] });
-  const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
+describe.each(['NodePort', 'ClusterIP'] as const)('GIVEN type %s (a cluster without a load balancer controller)', (type) => {
+  const { nlb, service } = build({ type });
 
-  it('closes the plain port, listens on 443 with the current default policy, and gives the wss:// URL of the NLB', () => {
-    expect(nlb.spec.port).toEqual([{ name: 'https', port: 443, target_port: 'http', protocol: 'TCP' }]);
-    expect(nlb.metadata.annotations['service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy']).toBe(
-      'ELBSecurityPolicy-TLS13-1-2-2021-06',
+  it('is a Service of that type, without the controller annotations, that the apply does not wait for', () => {
+    expect(service.spec.type).toBe(type);
+    expect(service.wait_for_load_balancer).toBe(false);
+    expect(service.metadata.annotations).toBeUndefined();
+    expect(service.spec.port).toEqual([{ name: 'http', port: 80, target_port: 'http', protocol: 'TCP' }]);
+    expect(nlb.hostname).toBe('');
+  });
+
+  it('refuses the props only an NLB has', () => {
+    expect(() => build({ type, proxyProtocol: true, sourceRanges: ['10.0.0.0/8'] })).toThrow(
+      `Nlb: proxyProtocol, sourceRanges apply to a LoadBalancer Service only, got type "${type}"; set type "LoadBalancer" or leave them unset`,
     );
-    // AWS fixes a TLS listener's idle timeout at 350 s: the attribute is for TCP listeners
-    // only, so there is none here, and the kept plain port gets its own.
-    expect(Object.keys(nlb.metadata.annotations).filter((k) => k.includes('listener-attributes'))).toEqual([]);
-    const kept = byName(
-      synth({ nlbTls: true, nlbTlsCertificateArns: [arn], nlbKeepPlainPort: true }).json,
-      'kubernetes_service_v1',
-      'ws-envoy-nlb',
-    );
-    expect(Object.entries(kept.metadata.annotations).filter(([k]) => k.includes('listener-attributes'))).toEqual([
-      ['service.beta.kubernetes.io/aws-load-balancer-listener-attributes.TCP-80', 'tcp.idle_timeout.seconds=330'],
-    ]);
-    expect(nlb.spec.load_balancer_source_ranges).toBeUndefined();
-    expect(json.output.websocket_url.value).toBe(
-      'wss://${try(kubernetes_service_v1.nlb_service_D1F1CBFF.status[0].load_balancer[0].ingress[0].hostname, "")}/',
-    );
-    // No autoscaler by default: the Deployment keeps its count.
-    expect(json.resource.kubernetes_horizontal_pod_autoscaler_v2).toBeUndefined();
-    expect(byName(json, 'kubernetes_deployment_v1', 'ws-envoy').spec.replicas).toBe('2');
   });
 });
-
-describe.each(['NodePort', 'ClusterIP'] as const)(
-  'GIVEN kubeconfig mode with publicServiceType %s (no load balancer controller)',
-  (type) => {
-    const { json } = synth({ kubeconfigPath: '/etc/kubeconfig', publicServiceType: type });
-
-    it('makes the public Service of that type, without the controller annotations, and does not wait for an address', () => {
-      const svc = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
-      expect(svc.spec.type).toBe(type);
-      expect(svc.wait_for_load_balancer).toBe(false);
-      expect(svc.metadata.annotations).toBeUndefined();
-      expect(svc.spec.port).toEqual([{ name: 'http', port: 80, target_port: 'http', protocol: 'TCP' }]);
-    });
-
-    it('outputs the in-cluster URL and no load balancer hostname', () => {
-      expect(json.output.websocket_url.value).toBe('ws://ws-envoy-nlb.ws-admission.svc.cluster.local/');
-      expect(json.output.load_balancer_hostname.value).toBe('');
-    });
-  },
-);

@@ -1,22 +1,28 @@
-// constructs/remote-state.ts: the S3 backend, when remoteStateBucket is set.
-import { EVERYTHING_CHANGED, synth } from '../stack/support/synth';
+// constructs/remote-state.ts (configureRemoteState), in a small test chart: the S3 backend
+// when a bucket is given, the local state otherwise.
+import { RemoteStateProps, configureRemoteState } from '../../constructs/remote-state';
+import { synthStack, testStack } from '../support/synth';
 
-describe('GIVEN every option changed (EVERYTHING_CHANGED)', () => {
-  const { json } = synth(EVERYTHING_CHANGED);
+function build(props: Partial<RemoteStateProps>) {
+  const stack = testStack();
+  const backend = configureRemoteState(stack, { bucket: 'acme-tfstate', key: 'ws/terraform.tfstate', region: 'eu-west-1', ...props });
+  return { backend, json: synthStack(stack) };
+}
 
-  it('uses the S3 backend without the lock file when asked', () => {
-    expect(json.terraform.backend).toEqual({
-      s3: { bucket: 'acme-tfstate', key: 'realtime/ws.tfstate', region: 'eu-central-1', encrypt: true },
-    });
-    expect(json.output.state_backend.value).toBe('s3://acme-tfstate/realtime/ws.tfstate');
+it('uses the S3 backend, encrypted, with the lock file next to the state', () => {
+  expect(build({}).json.terraform.backend).toEqual({
+    s3: { bucket: 'acme-tfstate', key: 'ws/terraform.tfstate', region: 'eu-west-1', encrypt: true, use_lockfile: true },
   });
 });
 
-describe('remote state', () => {
-  it('uses the S3 backend with use_lockfile, in the cluster region by default', () => {
-    const { json } = synth({ remoteStateBucket: 'acme-tfstate' });
-    expect(json.terraform.backend).toEqual({
-      s3: { bucket: 'acme-tfstate', key: 'ws-envoy-admission/terraform.tfstate', region: 'us-east-1', encrypt: true, use_lockfile: true },
-    });
+it('without the lock file when asked', () => {
+  expect(build({ lockfile: false }).json.terraform.backend).toEqual({
+    s3: { bucket: 'acme-tfstate', key: 'ws/terraform.tfstate', region: 'eu-west-1', encrypt: true },
   });
+});
+
+it('keeps the local state without a bucket', () => {
+  const { backend, json } = build({ bucket: '' });
+  expect(backend).toBeUndefined();
+  expect(json.terraform?.backend).toBeUndefined();
 });

@@ -30,18 +30,17 @@ const upgrade = (extra: string[] = [], conn = 'Connection: Upgrade', up = 'Upgra
   ].join('\r\n');
 
 /**
- * Every pod id Redis holds (members of {ws}:load, and the pod part of {ws}:leases and
- * {ws}:hosts members), after checking that every key is one of the schema's own names.
+ * Every pod id Redis holds (members of {ws}:load and {ws}:down, fields of {ws}:reach, the
+ * pod part of {ws}:leases members), after checking that every key is one of the schema's
+ * own names (lua/envoy/keys.lua): none is ever made of request data.
  */
 async function podIds(): Promise<string[]> {
   const keys = (await rig.redisCli('--scan', '--pattern', '*')).split('\n').filter(Boolean);
-  for (const k of keys)
-    expect(k).toMatch(/^\{ws\}:(rate|rate:requests|stats|leases|load|views|hosts|conn:[a-z0-9.-]+\|[0-9a-f]{6}\|\d+\|[0-9a-f]{6})$/);
+  for (const k of keys) expect(k).toMatch(/^\{ws\}:(rate|rate:requests|stats|leases|load|reach|down|agents|beats|recovery|inventory)$/);
   const list = async (...a: string[]) => (await rig.redisCli(...a)).split('\n').filter(Boolean);
-  const ids = new Set(await list('ZRANGE', '{ws}:load', '0', '-1'));
-  for (const m of [...(await list('ZRANGE', '{ws}:leases', '0', '-1')), ...(await list('ZRANGE', '{ws}:hosts', '0', '-1'))]) {
-    ids.add(m.slice(m.indexOf(' ') + 1));
-  }
+  const ids = new Set([...(await list('ZRANGE', '{ws}:load', '0', '-1')), ...(await list('ZRANGE', '{ws}:down', '0', '-1'))]);
+  for (const f of await list('HKEYS', '{ws}:reach')) ids.add(f);
+  for (const m of await list('ZRANGE', '{ws}:leases', '0', '-1')) ids.add(m.slice(m.indexOf(' ') + 1));
   return [...ids].sort();
 }
 

@@ -22,21 +22,23 @@ export async function startRig(
     proxies?: number;
     backends?: number;
     settingsOverrides?: { [field: string]: LuaScalar };
-    probeIntervalMs?: number;
     leaseLogRotateBytes?: number;
     redisFaults?: boolean;
+    /** Envoy worker threads per proxy. @default 1 */
+    concurrency?: number;
   } = {},
 ): Promise<LocalRig> {
   return LocalRig.start({
     config: testConfig(config),
     basePort,
     backendsIn: 'inline',
-    probeIntervalMs: more.probeIntervalMs ?? 1000,
     proxies: more.proxies,
     backends: more.backends,
-    settingsOverrides: more.settingsOverrides,
+    // /metrics serves the agent's snapshot: a fresh one every 250 ms keeps the tests short.
+    settingsOverrides: { metrics_snapshot_ms: 250, ...more.settingsOverrides },
     leaseLogRotateBytes: more.leaseLogRotateBytes,
     redisFaults: more.redisFaults,
+    concurrency: more.concurrency,
     keepFiles: process.env.WS_E2E_KEEP === '1',
   });
 }
@@ -166,8 +168,7 @@ export function closeAll(list: Array<Opened | Refused>): void {
   for (const o of list) if (o.kind === 'open') o.ws.terminate();
 }
 
-/** Parses one proxy's /metrics into `name{labels} -> value`. */
-export async function metrics(url: string): Promise<Map<string, number>> {
+async function scrape(url: string): Promise<Map<string, number>> {
   const text = await (await fetch(url)).text();
   const out = new Map<string, number>();
   for (const line of text.split('\n')) {
@@ -176,6 +177,20 @@ export async function metrics(url: string): Promise<Map<string, number>> {
     out.set(line.slice(0, i), Number(line.slice(i + 1)));
   }
   return out;
+}
+
+/**
+ * Parses one proxy's /metrics into `name{labels} -> value`, once its Redis-held numbers
+ * (the agent's snapshot) were taken after this call began, or Redis is reported down.
+ */
+export async function metrics(url: string, timeoutMs = 5000): Promise<Map<string, number>> {
+  const asked = Date.now();
+  for (;;) {
+    const m = await scrape(url);
+    const age = m.get('ws_admission_snapshot_age_seconds');
+    if (age === undefined || Date.now() - age * 1000 >= asked || Date.now() - asked > timeoutMs) return m;
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** The sum of every series of `metrics()` whose name{labels} starts with `prefix`. */

@@ -1,261 +1,200 @@
-// lua/envoy/metrics.lua (the metrics listener's Lua filter): its output must parse
-// with the Prometheus project's own text-format parser (python3-prometheus-client,
-// prometheus_client.parser.text_string_to_metric_families) and match Redis state.
-import { spawnSync } from 'child_process';
-import * as net from 'net';
-import { freePort, startRedis, RedisServer } from '../support/redis-server';
-import { Fleet, UPGRADE, PLAIN, openSocket, sleep, liveLeases, statsHash, Worker } from './harness/worker';
+// lua/envoy/metrics.lua, the metrics listener's filter: it never calls Redis. It serves the
+// snapshot the agent writes from one ws_snapshot call (lua/envoy/snapshot_file.lua), the
+// public filter's per-worker counter files (worker_stats.lua) and the settings. Its output
+// must pass the Prometheus project's own text parser and equal what Redis holds.
+import * as fs from 'fs';
+import * as path from 'path';
+import { STATE_FILES } from '../../envoy/bootstrap';
+import { PODS, useAdmissionRig } from '../support/admission-rig';
+import { Sample, parsePrometheus, sampleValue } from '../support/prometheus';
+import { PLAIN, UPGRADE, Worker, defaultSettings, openSocket, settingsLua } from './harness/worker';
 
-const PYTHON = process.env.TEST_PROM_PYTHON ?? '/usr/bin/python3';
-const PARSE = `
-import json, sys
-try:
-    from prometheus_client.parser import text_string_to_metric_families
-except ImportError:
-    sys.stderr.write("python3-prometheus-client is missing: apt-get install python3-prometheus-client\\n")
-    sys.exit(3)
-out = []
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    for s in fam.samples:
-        out.append({"family": fam.name, "type": fam.type, "name": s.name, "labels": s.labels, "value": s.value})
-print(json.dumps(out))
-`;
+const rig = useAdmissionRig();
+const [P1, P2] = PODS;
+const P3 = '10.0.0.3:8080';
+const settings = { max_connections_per_pod: 2, rate_limit: 8, rate_window_ms: 60000, penalty_ms: 60000 };
 
-interface Sample {
-  family: string;
-  type: string;
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-// The npm parser already in package.json; used only when the Python one is not installed
-// (CI should install python3-prometheus-client: the Prometheus project's own parser).
-
-// The package ships no types; this is its documented shape.
-type NpmFamilies = Array<{ name: string; type: string; metrics: Array<{ value: string; labels?: Record<string, string> }> }>;
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- no type declarations to import
-const parseNpm = require('parse-prometheus-text-format') as (t: string) => NpmFamilies;
-
-let warned = false;
-function parse(text: string): Sample[] {
-  const r = spawnSync(PYTHON, ['-c', PARSE], { input: text, encoding: 'utf8' });
-  if (r.status === 3 || (r.error && (r.error as NodeJS.ErrnoException).code === 'ENOENT')) {
-    if (!warned) {
-      warned = true;
-
-      console.warn('python3-prometheus-client not installed; parsing with parse-prometheus-text-format instead');
-    }
-    return parseNpm(text).flatMap((f) =>
-      f.metrics.map((m) => ({
-        family: f.name,
-        type: f.type.toLowerCase(),
-        name: f.name,
-        labels: m.labels ?? {},
-        value: Number(m.value),
-      })),
-    );
-  }
-  if (r.status !== 0) throw new Error(`prometheus parser failed (${r.status}): ${r.stderr}`);
-  return JSON.parse(r.stdout);
-}
-
-function value(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
-  const s = samples.find(
-    (x) =>
-      x.name === name &&
-      Object.keys(labels).length === Object.keys(x.labels).length &&
-      Object.entries(labels).every(([k, v]) => x.labels[k] === v),
-  );
-  return s?.value;
-}
-
-let redis: RedisServer;
-let fleet: Fleet;
-
-beforeAll(async () => {
-  redis = await startRedis();
-});
-afterAll(async () => {
-  await redis.stop();
-});
-beforeEach(() => {
-  redis.cli('FLUSHALL');
-  fleet = new Fleet(redis.port);
-});
-afterEach(async () => {
-  await fleet.closeAll();
-});
-
-async function scrape(m: Worker): Promise<{ text: string; samples: Sample[]; status: string; type: string }> {
+async function scrape(m: Worker, p = '/metrics', method = 'GET') {
   const r = await m.request([
-    [':method', 'GET'],
-    [':path', '/metrics'],
+    [':method', method],
+    [':path', p],
     [':authority', 'localhost:9901'],
   ]);
-  expect(r.state).toBe('responded');
-  const text = r.reply!.body ?? '';
-  return { text, samples: parse(text), status: r.reply!.headers[':status'], type: r.reply!.headers['content-type'] };
+  const text = r.reply?.body ?? '';
+  return { r, text, status: r.reply?.headers[':status'], samples: text === '' ? [] : parsePrometheus(text) };
 }
 
-const settings = { max_connections_per_pod: 2, lease_ttl_ms: 800, renew_interval_ms: 200, rate_limit: 8, rate_window_ms: 60000 };
+/** Families (name -> type) declared with both HELP and TYPE; every sample must belong to one. */
+function expectDeclared(text: string, samples: Sample[]): void {
+  const helps = new Set([...text.matchAll(/^# HELP (\S+) \S/gm)].map((x) => x[1]));
+  const types = new Map([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((x) => [x[1], x[2]]));
+  expect([...helps].sort()).toEqual([...types.keys()].sort());
+  for (const s of samples) {
+    expect({ sample: s.name, declared: types.has(s.name) }).toEqual({ sample: s.name, declared: true });
+    if (s.name.endsWith('_total')) expect(types.get(s.name)).toBe('counter');
+  }
+}
 
-describe('metrics endpoint', () => {
-  it('parses with the Prometheus text parser, has HELP and TYPE for every family, and matches Redis', async () => {
-    const a = await fleet.worker(settings, { podName: 'envoy-a' });
-    const b = await fleet.worker(settings, { podName: 'envoy-b' });
-    const m = await fleet.worker(settings, { podName: 'envoy-a', script: 'metrics.lua' });
-    const kept = [await openSocket(a), await openSocket(a), await openSocket(b)];
-    const released = await openSocket(b);
-    await b.closeHandshake(released.sid);
-    const dropped = await openSocket(a);
-    await a.reset(dropped.sid); // will expire
-    const full = await b.request(UPGRADE); // 2 pods x 2: full now
-    expect(full.reply?.headers[':status']).toBe('503');
-    // Wait until `dropped` has expired, keeping the others alive with traffic.
-    const owner = [a, a, b];
-    const t0 = Date.now();
-    while (Date.now() - t0 < 1000) {
-      for (let i = 0; i < kept.length; i++) await owner[i].data(kept[i].sid, 'response');
-      await sleep(50);
-    }
-    // The rate limit (8) is not reached yet: 5 admitted.
-    const { text, samples, status, type } = await scrape(m);
+describe('the metrics endpoint', () => {
+  it("GIVEN admissions, releases, a failed upgrade, a refusal and an expiry over 3 proxies WHEN the agent's snapshot is served THEN it parses and equals Redis", async () => {
+    const a = await rig.worker(settings, { proxy: 'envoy-a' });
+    const b = await rig.worker(settings, { proxy: 'envoy-b' });
+    const c = await rig.worker({ ...settings, lease_ttl_ms: 300, renew_interval_ms: 100 }, { proxy: 'envoy-c', pods: [P3] });
+    const m = await rig.worker(settings, { proxy: 'envoy-a', script: 'metrics.lua' });
+    expect([(await openSocket(a)).pod, (await openSocket(a)).pod, (await openSocket(b)).pod]).toEqual([P1, P2, P1]);
+    const refusedByBackend = await b.request(UPGRADE);
+    await b.response(refusedByBackend.sid, '403'); // X
+    const neverReached = await a.request(UPGRADE);
+    await a.localReply(neverReached.sid, 'UF'); // F: P2 penalised, its window entry back
+    expect((await b.request(UPGRADE)).reply?.headers['x-ws-admission']).toBe('capacity'); // P1 full, P2 passed over
+    expect((await openSocket(c)).pod).toBe(P3);
+    await new Promise((r) => setTimeout(r, 400)); // c's lease expires; the snapshot gives it back
+    await rig.agentSnapshot(settings);
+
+    const { r, text, status, samples } = await scrape(m);
     expect(status).toBe('200');
-    expect(type).toBe('text/plain; version=0.0.4; charset=utf-8');
-
-    // Every sample belongs to a family declared with HELP and TYPE.
-    const helps = new Set([...text.matchAll(/^# HELP (\S+) /gm)].map((x) => x[1]));
-    const types = new Map([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((x) => [x[1], x[2]]));
-    for (const line of text.split('\n').filter((l) => l && !l.startsWith('#'))) {
-      const name = line.split(/[{ ]/)[0];
-      expect(types.has(name)).toBe(true);
-      expect(helps.has(name)).toBe(true);
-      if (name.endsWith('_total')) expect(types.get(name)).toBe('counter');
-    }
-
-    // Numbers = Redis state (the scrape prunes expired leases first).
-    const st = statsHash(redis.cli);
-    for (const pod of ['10.0.0.1:8080', '10.0.0.2:8080']) {
-      const live = liveLeases(redis.cli, pod).length;
-      expect(value(samples, 'ws_admission_active_connections', { pod })).toBe(live);
-    }
-    expect(
-      (value(samples, 'ws_admission_active_connections', { pod: '10.0.0.1:8080' }) ?? 0) +
-        (value(samples, 'ws_admission_active_connections', { pod: '10.0.0.2:8080' }) ?? 0),
-    ).toBe(3);
-    expect(value(samples, 'ws_admission_active_connections_by_proxy', { proxy: 'envoy-a' })).toBe(2);
-    expect(value(samples, 'ws_admission_active_connections_by_proxy', { proxy: 'envoy-b' })).toBe(1);
-    expect(value(samples, 'ws_admission_admitted_total')).toBe(st.admitted);
-    expect(st.admitted).toBe(5);
-    expect(value(samples, 'ws_admission_released_total')).toBe(1);
-    expect(value(samples, 'ws_admission_expired_total')).toBe(1);
-    expect(value(samples, 'ws_admission_rejected_total', { reason: 'capacity' })).toBe(1);
-    expect(value(samples, 'ws_admission_rejected_total', { reason: 'rate_limited' })).toBe(0);
-    expect(value(samples, 'ws_admission_rate_window_used')).toBe(Number(redis.cli('ZCARD', '{ws}:rate')));
-    expect(value(samples, 'ws_admission_rate_window_used')).toBe(5);
-    expect(value(samples, 'ws_admission_rate_limit')).toBe(8);
-    expect(value(samples, 'ws_admission_rate_window_seconds')).toBe(60);
-    expect(value(samples, 'ws_admission_max_connections_per_pod')).toBe(2);
-    expect(value(samples, 'ws_admission_redis_up')).toBe(1);
+    expect(r.reply?.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
+    expectDeclared(text, samples);
+    const v = (name: string, labels: Record<string, string> = {}) => sampleValue(samples, name, labels);
+    expect(samples.filter((s) => s.name === 'ws_admission_active_connections').map((s) => [s.labels.pod, s.value])).toEqual([
+      [P1, 2],
+      [P2, 1],
+    ]);
+    expect(v('ws_admission_active_connections_by_proxy', { proxy: 'envoy-a' })).toBe(2);
+    expect(v('ws_admission_active_connections_by_proxy', { proxy: 'envoy-b' })).toBe(1);
+    expect(v('ws_admission_active_connections_by_proxy', { proxy: 'envoy-c' })).toBeUndefined();
+    expect(await rig.stats()).toEqual({ admitted: 6, released: 2, failed_upstream: 1, rejected_capacity: 1, expired: 1 });
+    expect({
+      admitted: v('ws_admission_admitted_total'),
+      released: v('ws_admission_released_total'),
+      failed: v('ws_admission_failed_upstream_total'),
+      expired: v('ws_admission_expired_total'),
+      reregistered: v('ws_admission_reregistered_total'),
+      capacity: v('ws_admission_rejected_total', { reason: 'capacity' }),
+      rateLimited: v('ws_admission_rejected_total', { reason: 'rate_limited' }),
+    }).toEqual({ admitted: 6, released: 2, failed: 1, expired: 1, reregistered: 0, capacity: 1, rateLimited: 0 });
+    expect(v('ws_admission_rate_window_used')).toBe(await rig.admin.zcard(rig.f.keys.rate));
+    expect(v('ws_admission_rate_window_used')).toBe(5);
+    expect({
+      reachable: v('ws_admission_pods_reachable'),
+      penalised: v('ws_admission_pods_penalised'),
+      live: v('ws_admission_proxies_live'),
+      recovering: v('ws_admission_recovering'),
+    }).toEqual({ reachable: 3, penalised: 1, live: 3, recovering: 0 });
+    expect({
+      limit: v('ws_admission_rate_limit'),
+      window: v('ws_admission_rate_window_seconds'),
+      max: v('ws_admission_max_connections_per_pod'),
+    }).toEqual({
+      limit: 8,
+      window: 60,
+      max: 2,
+    });
+    expect(v('ws_admission_redis_up')).toBe(1);
+    expect(v('ws_admission_snapshot_age_seconds')).toBeLessThan(5);
   });
 
-  it('when Redis is down: redis_up 0, Redis-held numbers omitted, per-worker counters still served', async () => {
-    const a = await fleet.worker({ ...settings, failure_mode: 'open' }, { podName: 'envoy-a' });
-    const m = await fleet.worker(settings, { podName: 'envoy-a', script: 'metrics.lua' });
-    await openSocket(a);
-    await redis.stop();
-    try {
-      await a.request(UPGRADE); // fail open, counted
-      await a.request(UPGRADE);
-      await sleep(1050);
-      await a.request(PLAIN); // the counter file is rewritten on the next event after ~1 s
-      const { samples } = await scrape(m);
-      expect(value(samples, 'ws_admission_redis_up')).toBe(0);
+  it('GIVEN no snapshot, or the agent\'s "Redis unavailable", or a stale one THEN redis_up 0, Redis-held series omitted, the workers\' counters and the limits still served', async () => {
+    const a = await rig.worker({ ...settings, failure_mode: 'open' }, { proxy: 'envoy-a' });
+    const m = await rig.worker(settings, { proxy: 'envoy-a', script: 'metrics.lua' });
+    await a.clock({ at: Date.now() });
+    await rig.stopRedis();
+    await a.request(UPGRADE); // fail open, counted at once
+    await a.request(UPGRADE);
+    await a.clock({ advance: 1001 });
+    await a.request(PLAIN);
+    const snapshotFile = path.join(rig.fleet.stateDir, STATE_FILES.snapshot);
+    const cases: Array<[string, () => void, RegExp]> = [
+      ['missing', () => undefined, /no snapshot yet/],
+      [
+        'Redis unavailable',
+        () => fs.writeFileSync(snapshotFile, `ws-admission-snapshot 1\nwritten_ms ${Date.now()}\nredis_up 0\nerror connect refused\nend\n`),
+        /connect refused/,
+      ],
+      [
+        'stale',
+        () => fs.writeFileSync(snapshotFile, `ws-admission-snapshot 1\nwritten_ms ${Date.now() - 60000}\nredis_up 1\nwindow_used 3\nend\n`),
+        /snapshot \d+ ms old/,
+      ],
+    ];
+    for (const [what, make, logged] of cases) {
+      make();
+      const { samples, text } = await scrape(m);
+      expectDeclared(text, samples);
+      expect({ what, up: sampleValue(samples, 'ws_admission_redis_up') }).toEqual({ what, up: 0 });
       for (const gone of [
-        'ws_admission_active_connections',
-        'ws_admission_active_connections_by_proxy',
-        'ws_admission_admitted_total',
-        'ws_admission_released_total',
-        'ws_admission_expired_total',
-        'ws_admission_rate_window_used',
+        'active_connections',
+        'active_connections_by_proxy',
+        'admitted_total',
+        'released_total',
+        'rate_window_used',
+        'pods_reachable',
       ]) {
-        expect(samples.filter((s) => s.name === gone)).toEqual([]);
+        expect(samples.filter((s) => s.name === `ws_admission_${gone}`)).toEqual([]);
       }
       // Redis-held refusals ({reason} only) are gone; the workers' own ({reason,proxy,worker}) stay.
       const rejected = samples.filter((s) => s.name === 'ws_admission_rejected_total');
       expect(rejected.filter((s) => !s.labels.proxy)).toEqual([]);
-      expect(rejected.map((s) => s.labels.reason).sort()).toEqual(['capacity', 'rate_limited', 'redis_unavailable']);
-      expect(rejected.every((s) => s.labels.proxy === 'envoy-a' && /^[0-9a-f]{6}$/.test(s.labels.worker))).toBe(true);
+      expect(rejected.map((s) => s.labels.reason).sort()).toEqual([
+        'capacity',
+        'no_backend',
+        'rate_limited',
+        'recovering',
+        'redis_unavailable',
+      ]);
       const fo = samples.filter((s) => s.name === 'ws_admission_fail_open_total');
-      expect(fo).toHaveLength(1);
-      expect(fo[0].labels.proxy).toBe('envoy-a');
-      expect(fo[0].labels.worker).toMatch(/^[0-9a-f]{6}$/);
-      expect(fo[0].value).toBe(2);
-      const errs = samples.find((s) => s.name === 'ws_admission_redis_errors_total');
-      expect(errs?.value).toBeGreaterThanOrEqual(1);
-      expect(value(samples, 'ws_admission_rate_limit')).toBe(8); // configuration is always known
-    } finally {
-      await redis.restart();
+      expect(fo).toEqual([
+        expect.objectContaining({ labels: { proxy: 'envoy-a', worker: expect.stringMatching(/^[0-9a-f]{6}$/) }, value: 2 }),
+      ]);
+      expect(sampleValue(samples, 'ws_admission_redis_errors_total', fo[0].labels)).toBe(1);
+      expect(sampleValue(samples, 'ws_admission_rate_limit')).toBe(8);
+      expect((await m.logs()).logs.map((l) => l.msg)).toContainEqual(expect.stringMatching(logged)); // once per change of reason
     }
   });
 
-  it('a Redis that accepts but never answers costs one read timeout, then scrapes back off (no Redis call for 2 s)', async () => {
-    const port = await freePort();
-    const held: net.Socket[] = [];
-    const srv = net.createServer((sock) => {
-      held.push(sock);
-      sock.on('data', () => undefined);
-    }); // accepts, never answers
-    await new Promise<void>((r) => srv.listen(port, '127.0.0.1', () => r()));
-    try {
-      const fl = new Fleet(port);
-      const m = await fl.worker({ ...settings, redis_read_timeout_ms: 200 }, { script: 'metrics.lua' });
-      const t0 = Date.now();
-      for (let i = 0; i < 10; i++) {
-        const { samples } = await scrape(m);
-        expect(value(samples, 'ws_admission_redis_up')).toBe(0);
-      }
-      // One attempt (one connection, one read timeout), not ten.
-      expect(held).toHaveLength(1);
-      expect(Date.now() - t0).toBeLessThan(10 * 200);
-      await fl.closeAll();
-    } finally {
-      held.forEach((s) => s.destroy());
-      srv.close();
-    }
+  it('never calls Redis: 20 scrapes, no connection to it', async () => {
+    const m = await rig.worker(settings, { script: 'metrics.lua' });
+    await rig.agentSnapshot(settings);
+    const connections = async () => Number(/total_connections_received:(\d+)/.exec(await rig.admin.info('stats'))![1]);
+    const before = await connections();
+    for (let i = 0; i < 20; i++) expect((await scrape(m)).status).toBe('200');
+    expect(await connections()).toBe(before);
   });
 
-  it('escapes label values (a lease written by someone else with ", \\ and a newline in its proxy part)', async () => {
-    const m = await fleet.worker(settings, { script: 'metrics.lua' });
-    const proxy = 'ev"il\\x\nq';
-    redis.cli('ZADD', '{ws}:leases', String(Date.now() + 60000), `${proxy}|abcdef|1|abcdef 10.0.0.1:8080`);
-    redis.cli('ZADD', '{ws}:load', '1', '10.0.0.1:8080', '1', 'not-a-pod"x');
-    redis.cli('HSET', '{ws}:stats', `leases:${proxy}`, '1'); // the proxy's count, as the scripts keep it
+  it('escapes label values it did not make (a counter file with " and \\ in its proxy)', async () => {
+    const m = await rig.worker(settings, { script: 'metrics.lua' });
+    const dir = rig.fleet.stateDir;
+    fs.writeFileSync(path.join(dir, 'odd.abcdef.counters'), 'proxy ev"il\\x\nworker abcdef\nfail_open_total 3\n');
+    fs.appendFileSync(path.join(dir, 'workers.index'), 'odd.abcdef.counters\n');
     const { text, samples } = await scrape(m);
-    expect(text).toContain('proxy="ev\\"il\\\\x\\nq"');
-    expect(value(samples, 'ws_admission_active_connections_by_proxy', { proxy })).toBe(1);
-    expect(value(samples, 'ws_admission_active_connections', { pod: '10.0.0.1:8080' })).toBe(1);
-    expect(samples.filter((s) => s.labels.pod === 'not-a-pod"x')).toEqual([]); // pod ids from Redis are re-validated
+    expect(text).toContain('proxy="ev\\"il\\\\x"');
+    expect(sampleValue(samples, 'ws_admission_fail_open_total', { proxy: 'ev"il\\x', worker: 'abcdef' })).toBe(3);
   });
 
-  it('serves only the metrics path: other paths pass through to their routes; POST is refused', async () => {
-    const m = await fleet.worker(settings, { script: 'metrics.lua' });
-    const other = await m.request([
-      [':method', 'GET'],
-      [':path', '/stats/prometheus'],
-    ]);
-    expect(other.state).toBe('done');
-    expect(other.reply).toBeUndefined();
-    const withQuery = await m.request([
-      [':method', 'GET'],
-      [':path', '/metrics?x=1'],
-    ]);
-    expect(withQuery.reply?.headers[':status']).toBe('200');
-    const post = await m.request([
-      [':method', 'POST'],
-      [':path', '/metrics'],
-    ]);
-    expect(post.reply?.headers[':status']).toBe('405');
+  it('serves only its path: other paths pass through to their routes; POST is refused, HEAD has no body', async () => {
+    const m = await rig.worker(settings, { script: 'metrics.lua' });
+    const other = await scrape(m, '/stats/prometheus');
+    expect({ state: other.r.state, reply: other.r.reply }).toEqual({ state: 'done', reply: undefined });
+    expect((await scrape(m, '/metrics?x=1')).status).toBe('200');
+    expect((await scrape(m, '/metrics', 'POST')).r.reply?.headers).toEqual({ ':status': '405', allow: 'GET, HEAD' });
+    const head = await scrape(m, '/metrics', 'HEAD');
+    expect([head.status, head.text]).toEqual(['200', '']);
+  });
+
+  it('GIVEN metrics_path /ws-metrics THEN it is served there and /metrics passes through', async () => {
+    const m = await rig.worker({ ...settings, metrics_path: '/ws-metrics' }, { script: 'metrics.lua' });
+    expect((await scrape(m, '/ws-metrics')).status).toBe('200');
+    expect((await scrape(m, '/metrics')).r.reply).toBeUndefined();
+  });
+
+  it('GIVEN settings it refuses THEN it still serves what it knows (no limits), and logs why once', async () => {
+    const s: Record<string, unknown> = { ...defaultSettings(rig.redis.port) };
+    delete s.rate_limit;
+    const m = await rig.worker({}, { script: 'metrics.lua', settings: settingsLua(s) });
+    const { samples } = await scrape(m);
+    expect(sampleValue(samples, 'ws_admission_redis_up')).toBe(0);
+    expect(samples.filter((x) => x.name === 'ws_admission_rate_limit')).toEqual([]);
+    await scrape(m);
+    expect((await m.logs()).logs.filter((l) => l.msg.includes('settings.rate_limit is missing'))).toHaveLength(1);
   });
 });

@@ -1,29 +1,30 @@
 import * as fs from 'fs';
 import Redis from 'ioredis';
 import { startRedis, RedisServer } from '../support/redis-server';
-import { Scripts } from './support/scripts';
+import { Functions } from './support/functions';
 import { buildWorker, recordCommands, replayLeases, runWorkers } from './support/workers';
 import type { WorkerConfig, WorkerResult } from './support/race-worker';
 
 /*
- * Separate OS processes race for 5 pods with 2 slots each. The audit does not trust
- * the scripts' replies: MONITOR logs every command Redis executes (script-internal
- * ones included) in execution order, and replaying the writes to the leases set
- * rebuilds every state it went through, so every pod's count at every instant.
+ * Separate OS processes race for 5 pods with 2 slots each (ws_admit, each process a proxy
+ * with its own registered hosts). The audit does not trust the functions' replies: MONITOR
+ * logs every command Redis executes (those the functions run included) in execution order,
+ * and replaying the writes to the leases set rebuilds every state it went through, so
+ * every pod's count at every instant.
  */
 const PODS = ['10.1.0.1:8080', '10.1.0.2:8080', '10.1.0.3:8080', '10.1.0.4:8080', '10.1.0.5:8080'];
 const PROCS = 10;
 
 let server: RedisServer;
 let redis: Redis;
-let s: Scripts;
+let s: Functions;
 let worker: { entry: string; dir: string };
 
 beforeAll(async () => {
   server = await startRedis();
   redis = new Redis({ host: server.host, port: server.port, lazyConnect: true });
   await redis.connect();
-  s = await Scripts.load(redis, 'race');
+  s = await Functions.load(redis, 'race');
   worker = buildWorker();
 });
 afterAll(async () => {
@@ -32,13 +33,15 @@ afterAll(async () => {
   fs.rmSync(worker.dir, { recursive: true, force: true });
 });
 beforeEach(async () => {
+  // FLUSHALL keeps the library; the state starts again with a new epoch.
   await redis.flushall();
+  s.forget();
+  await s.start();
 });
 
 const cfg = (i: number, over: Partial<WorkerConfig>): WorkerConfig => ({
   port: server.port,
   tag: 'race',
-  shas: s.shas,
   proxy: `envoy-${i}`,
   mode: 'hold',
   loops: 4,
@@ -82,7 +85,7 @@ test('hundreds of concurrent attempts from 10 processes: exactly 10 admitted, ne
   }
   const perProxy: Record<string, string> = {};
   for (const r of results) if (r.admitted.length) perProxy[`leases:${r.admitted[0].id.split('|')[0]}`] = String(r.admitted.length);
-  expect(await redis.hgetall(s.keys.stats)).toEqual({ admitted: '10', rejected_capacity: '390', ...perProxy });
+  expect(await redis.hgetall(s.keys.stats)).toEqual({ epoch: 'feedfacefeedface', admitted: '10', rejected_capacity: '390', ...perProxy });
 });
 
 test('churn (acquire, hold 1-5 ms, release) from 10 processes stays within limits and ends with zero leases', async () => {
@@ -108,7 +111,7 @@ test('churn (acquire, hold 1-5 ms, release) from 10 processes stays within limit
   expect(max.size).toBe(5);
   for (const m of max.values()) expect(m).toBeLessThanOrEqual(2);
   expect(final.size).toBe(0);
-  // The scripts' own view agrees: no reply ever reported more than 2 on a pod.
+  // The functions' own view agrees: no reply ever reported more than 2 on a pod.
   expect(Math.max(...results.flatMap((r) => r.admitted.map((a) => a.activeOnPod)))).toBeLessThanOrEqual(2);
   expect(await redis.zcard(s.keys.leases)).toBe(0);
   expect(await s.counts()).toEqual({ leases: {}, load: {}, byProxy: {}, proxyFields: {} });

@@ -1,14 +1,14 @@
 import * as fs from 'fs';
 import Redis from 'ioredis';
 import { startRedis, RedisServer } from '../support/redis-server';
-import { Scripts } from './support/scripts';
+import { Functions } from './support/functions';
 import { buildWorker, recordCommands, runWorkers } from './support/workers';
 
 /*
- * Sliding-window accuracy under concurrent demand from 8 processes. The admission
- * times are the scores the script itself wrote into the window set, taken from
- * Redis' execution log (MONITOR), so every admission is seen even after the
- * script has trimmed it out of the window.
+ * Sliding-window accuracy of ws_admit under concurrent demand from 8 processes. The
+ * admission times are the scores the function itself wrote into the window set, taken
+ * from Redis' execution log (MONITOR), so every admission is seen even after the function
+ * has trimmed it out of the window.
  */
 const WINDOW_MS = 400;
 const LIMIT = 5;
@@ -16,14 +16,14 @@ const DURATION_MS = 2200;
 
 let server: RedisServer;
 let redis: Redis;
-let s: Scripts;
+let s: Functions;
 let worker: { entry: string; dir: string };
 
 beforeAll(async () => {
   server = await startRedis();
   redis = new Redis({ host: server.host, port: server.port, lazyConnect: true });
   await redis.connect();
-  s = await Scripts.load(redis, 'rl');
+  s = await Functions.load(redis, 'rl');
   worker = buildWorker();
 });
 afterAll(async () => {
@@ -40,7 +40,6 @@ test(`8 processes over ~5 windows: never more than ${LIMIT} in any rolling ${WIN
     Array.from({ length: 8 }, (_, i) => ({
       port: server.port,
       tag: 'rl',
-      shas: s.shas,
       proxy: `envoy-${i}`,
       mode: 'rate' as const,
       loops: 2,
@@ -66,9 +65,9 @@ test(`8 processes over ~5 windows: never more than ${LIMIT} in any rolling ${WIN
   const refused = results.reduce((a, r) => a + (r.refused.RATE_LIMITED ?? 0), 0);
   expect(refused).toBeGreaterThan(admittedIds.length); // demand far above the limit
 
-  // Every admission, in execution order, with the Redis time the script stamped.
+  // Every admission, in execution order, with the Redis time the function stamped.
   const stamps = log
-    .filter((c) => c.fromScript && c.args[0].toUpperCase() === 'ZADD' && c.args[1] === s.keys.rate)
+    .filter((c) => c.fromFunction && c.args[0].toUpperCase() === 'ZADD' && c.args[1] === s.keys.rate)
     .map((c) => ({ at: Number(c.args[2]), id: c.args[3] }));
   expect(stamps.map((x) => x.id).sort()).toEqual([...admittedIds].sort());
   const t = stamps.map((x) => x.at);
@@ -82,7 +81,7 @@ test(`8 processes over ~5 windows: never more than ${LIMIT} in any rolling ${WIN
 
   // The limit is reached: the first LIMIT admissions come at once, and each slot
   // is reused promptly once its entry leaves the window (demand never stopped).
-  const SLACK_MS = 100; // scheduling on a busy 2-CPU runner, not script behaviour
+  const SLACK_MS = 100; // scheduling on a busy 2-CPU runner, not the function's behaviour
   expect(t.length).toBeGreaterThanOrEqual(LIMIT);
   expect(t[LIMIT - 1] - startMs).toBeLessThan(SLACK_MS * 2);
   const late = [];

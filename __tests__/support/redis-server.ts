@@ -3,6 +3,15 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
+import { REDIS_ADMIN_USER, REDIS_PROXY_USER, redisConf } from '../../constructs/redis';
+
+/** An ACL user of a Redis started with the production ACL, and its password in a file (as the Secret is mounted). */
+export interface RedisUser {
+  readonly name: string;
+  readonly password: string;
+  /** The password in a file ending with a newline, as a mounted Secret often does. */
+  readonly passwordFile: string;
+}
 
 /**
  * A real `redis-server` on a free loopback port, for one test file.
@@ -12,6 +21,12 @@ export interface RedisServer {
   readonly port: number;
   readonly host: string;
   readonly password?: string;
+  /**
+   * With `acl`: the stack's own redis.conf (constructs/redis.ts `redisConf`), so the
+   * `default` user is off, `proxy` may run only REDIS_PROXY_COMMANDS on `{<hashTag>}:*`,
+   * and `admin` anything (`cli` runs as admin).
+   */
+  readonly users?: { readonly proxy: RedisUser; readonly admin: RedisUser };
   readonly dir: string;
   /** Stops the server (SIGKILL when `hard`, losing everything, like a crash). */
   stop(hard?: boolean): Promise<void>;
@@ -50,30 +65,70 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   }
 }
 
-export async function startRedis(opts: { password?: string } = {}): Promise<RedisServer> {
+function user(dir: string, name: string, password: string): RedisUser {
+  const passwordFile = path.join(dir, `${name}.password`);
+  fs.writeFileSync(passwordFile, `${password}\n`, { mode: 0o400 });
+  return { name, password, passwordFile };
+}
+
+/** redis-server's arguments: the stack's redis.conf with `acl`, else a plain server. */
+function serverArgs(
+  port: number,
+  dir: string,
+  opts: { password?: string; acl?: { hashTag: string } },
+  users: RedisServer['users'],
+): string[] {
+  if (opts.acl && users) {
+    const conf = path.join(dir, 'redis.conf');
+    fs.writeFileSync(
+      conf,
+      redisConf({
+        port,
+        bind: '127.0.0.1',
+        maxMemory: '128mb',
+        dir,
+        hashTag: opts.acl.hashTag,
+        proxyPassword: users.proxy.password,
+        adminPassword: users.admin.password,
+      }),
+    );
+    return [conf, '--daemonize', 'no', '--loglevel', 'warning'];
+  }
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--dir',
+    dir,
+    '--daemonize',
+    'no',
+    '--loglevel',
+    'warning',
+  ];
+  if (opts.password) args.push('--requirepass', opts.password);
+  return args;
+}
+
+/**
+ * opts.acl: the production ACL (constructs/redis.ts) for keys under `{<hashTag>}`; the
+ * proxies' and the admin's passwords are generated (alphanumeric, as the stack's).
+ */
+export async function startRedis(opts: { password?: string; acl?: { hashTag: string } } = {}): Promise<RedisServer> {
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-redis-'));
+  const secret = () => Math.random().toString(36).slice(2) + Date.now().toString(36);
+  const users = opts.acl
+    ? { proxy: user(dir, REDIS_PROXY_USER, `p${secret()}`), admin: user(dir, REDIS_ADMIN_USER, `a${secret()}`) }
+    : undefined;
   let proc: ChildProcess | undefined;
 
   const launch = async () => {
-    const args = [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--dir',
-      dir,
-      '--daemonize',
-      'no',
-      '--loglevel',
-      'warning',
-    ];
-    if (opts.password) args.push('--requirepass', opts.password);
-    proc = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'inherit'] });
+    proc = spawn('redis-server', serverArgs(port, dir, opts, users), { stdio: ['ignore', 'ignore', 'inherit'] });
     proc.on('error', (e) => {
       throw new Error(`cannot start redis-server (is it installed? apt-get install redis-server): ${e.message}`);
     });
@@ -95,6 +150,7 @@ export async function startRedis(opts: { password?: string } = {}): Promise<Redi
     port,
     host: '127.0.0.1',
     password: opts.password,
+    users,
     dir,
     stop,
     restart: async () => {
@@ -102,7 +158,11 @@ export async function startRedis(opts: { password?: string } = {}): Promise<Redi
       await launch();
     },
     cli: (...args: string[]) => {
-      const auth = opts.password ? ['-a', opts.password, '--no-auth-warning'] : [];
+      const auth = users
+        ? ['--user', users.admin.name, '--pass', users.admin.password, '--no-auth-warning']
+        : opts.password
+          ? ['-a', opts.password, '--no-auth-warning']
+          : [];
       const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...auth, ...args], { encoding: 'utf8' });
       if (r.status !== 0) throw new Error(`redis-cli ${args.join(' ')} failed: ${r.stderr}`);
       return r.stdout.trim();

@@ -69,3 +69,21 @@ export const ok = (stdout: unknown): Partial<RunResult> => ({
   stdout: typeof stdout === 'string' ? stdout : JSON.stringify(stdout),
 });
 export const fail = (stderr: string, code = 1): Partial<RunResult> => ({ code, stderr });
+
+/** The deploy target of the deploy and prerequisite tests. */
+export const IMAGE = '123456789012.dkr.ecr.eu-west-1.amazonaws.com/ws-envoy-lua:1.36.2-1';
+export const TARGET = { clusterName: 'ws-eks', region: 'eu-west-1', envoyImage: IMAGE };
+
+/** Every prerequisite present and healthy. */
+export function healthyRunner(): FakeRunner {
+  return new FakeRunner()
+    .on('terraform version -json', ok({ terraform_version: '1.9.8' }))
+    .on('aws --version', ok('aws-cli/2.17.0 Python/3.11\n'))
+    .on('aws sts get-caller-identity', ok({ Account: '123456789012', Arn: 'arn:aws:sts::123456789012:assumed-role/dev/me' }))
+    .on('aws eks describe-cluster', ok({ cluster: { status: 'ACTIVE', version: '1.31' } }))
+    .on('kubectl version --client', ok({ clientVersion: { gitVersion: 'v1.31.2' } }))
+    .on('kubectl config current-context', ok('arn:aws:eks:eu-west-1:123456789012:cluster/ws-eks\n'))
+    .on('kubectl get --raw /readyz', ok('ok'))
+    .on('aws ecr describe-images', ok({ imageDetails: [{ imageTags: ['1.36.2-1'] }] }))
+    .on('kubectl get deployment -n kube-system aws-load-balancer-controller', ok({ status: { readyReplicas: 2, replicas: 2 } }));
+}

@@ -110,7 +110,7 @@ describe('npm run image:push', () => {
 });
 
 describe('envoy/Dockerfile', () => {
-  it("pins the Envoy base to the version of envoy/release.json (the default image tag's; __tests__/stack/envoy-release.test.ts)", () => {
+  it("pins the Envoy base to the version of envoy/release.json (the default image tag's; __tests__/envoy/release.test.ts)", () => {
     expect(DOCKERFILE).toMatch(new RegExp(`^ARG ENVOY_IMAGE=envoyproxy/envoy:v${ENVOY_RELEASE.version.replace(/\./g, '\\.')}$`, 'm'));
   });
   it('pins both stages to the base by digest (no default while release.json has none), and no unpinned syntax frontend', () => {

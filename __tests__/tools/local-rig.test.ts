@@ -4,7 +4,7 @@ import { parse } from 'yaml';
 import { loadConfig } from '../../config/load';
 import { ENVOY_YAML_KEY } from '../../constructs/filter-config';
 import { DEFAULT_BASE_PORT, localLayout, localRedis, proxyName, renderLocalFiles } from '../../tools/lib/local-rig';
-import { byName, synth, unescapeTemplate } from '../stack/support/synth';
+import { byName, synth, unescapeTemplate } from '../support/synth';
 
 type Json = any;
 
@@ -48,7 +48,17 @@ describe('the local rig', () => {
     expect(settings).toContain(`redis_password_file = "${localRedis(DEFAULT_BASE_PORT, '/tmp/rig').passwordFile}",`);
     expect(settings).toContain(`max_connections_per_pod = ${config.maxConnectionsPerPod},`);
     expect(settings).toContain(`lease_ttl_ms = ${config.leaseTtlSeconds * 1000},`);
-    expect(files.lua.has('filter.lua') && files.lua.has('lease_log.lua') && files.lua.has('admit.lua')).toBe(true);
+    // The pod's Lua files (the filter, the agent and its modules, the drain), not the Redis
+    // library: the rig's administrator loads that into Redis, as the Redis pod's loader does.
+    for (const f of ['filter.lua', 'metrics.lua', 'agent.lua', 'lease_log.lua', 'streams.lua', 'drain.lua'])
+      expect(files.lua.has(f)).toBe(true);
+    expect(files.lua.has('ws_admission.lua')).toBe(false);
+    expect(settings).toContain(`renew_interval_ms = ${config.renewIntervalSeconds * 1000},`);
+  });
+
+  it('takes settings overrides (tests: a faster metrics snapshot)', () => {
+    const fast = renderLocalFiles({ config, settingsOverrides: { metrics_snapshot_ms: 200 } }, '/tmp/rig');
+    expect(fast.lua.get('settings.lua')).toContain('metrics_snapshot_ms = 200,');
   });
 
   it('lays proxies out on distinct ports and state folders, and refuses an unknown settings override', () => {

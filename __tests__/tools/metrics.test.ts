@@ -1,10 +1,10 @@
+// tools/metrics.ts (`npm run metrics`): one screen or a live view of a metrics endpoint,
+// JSON, port-forward, refresh, resize and errors. What a screen shows: metrics-view.test.ts.
 import * as fs from 'fs';
 import * as http from 'http';
 import { AddressInfo } from 'net';
 import * as path from 'path';
 import { MetricsDeps, fetchText, runMetrics } from '../../tools/metrics';
-import { ratesBetween, renderScreen, snapshotFrom } from '../../tools/lib/metrics-view';
-import { parseExposition } from '../../tools/lib/prometheus';
 import { FakeClock, FakeRunner } from './fakes';
 
 /** The terminal's escape sequences (ESC [ ...): what the screens are stripped of before measuring. */
@@ -68,92 +68,6 @@ function deps(c: ReturnType<typeof capture>, over: Partial<MetricsDeps> = {}): M
     ...over,
   };
 }
-
-describe('metrics view', () => {
-  const snap = snapshotFrom(parseExposition(RECORDED), AT);
-
-  it('reads every metric of the contract from a recorded endpoint', () => {
-    expect(snap).toMatchObject({
-      pods: [
-        { pod: '10.0.1.23:8080', active: 2 },
-        { pod: '10.0.2.7:8080', active: 1 },
-        { pod: '10.0.3.112:8080', active: 0 },
-      ],
-      proxies: [
-        { proxy: 'envoy-7d9f8b6c4-kx2lp', active: 2 },
-        { proxy: 'envoy-7d9f8b6c4-q8z5n', active: 1 },
-      ],
-      maxConnectionsPerPod: 2,
-      admitted: 148,
-      rejected: { rate_limited: 12, capacity: 5, redis_unavailable: 0 },
-      released: 139,
-      expired: 6,
-      rateWindowUsed: 17,
-      rateLimit: 60,
-      rateWindowSeconds: 60,
-      redisUp: 1,
-      redisErrors: 1,
-      failOpen: 1,
-      reportingProxies: ['envoy-7d9f8b6c4-kx2lp'],
-    });
-  });
-
-  it('renders the screen (snapshot, 80 columns)', () => {
-    expect(renderScreen(snap, { width: 80, source: 'http://127.0.0.1:9901/metrics', intervalSeconds: 2 })).toMatchSnapshot();
-  });
-
-  it.each(['metrics-harness.txt', 'metrics-harness-redis-down.txt'])(
-    'renders the output recorded from the data-plane harness (%s)',
-    (file) => {
-      // Recorded by __tests__/tools/metrics-harness.test.ts (RECORD_METRICS=...): lua/envoy/metrics.lua under LuaJIT.
-      const text = fs.readFileSync(path.join(__dirname, 'fixtures', file), 'utf8');
-      expect(
-        renderScreen(snapshotFrom(parseExposition(text), AT), { width: 80, source: 'http://127.0.0.1:9901/metrics' }),
-      ).toMatchSnapshot();
-    },
-  );
-
-  it.each([40, 60, 80, 132, 200])('keeps every line within %i columns', (width) => {
-    const screen = renderScreen(snap, {
-      width,
-      source: 'deployment/ws-envoy (port-forward http://127.0.0.1:40123/metrics)',
-      intervalSeconds: 2,
-    });
-    for (const line of screen.split('\n')) expect([...line].length).toBeLessThanOrEqual(width);
-    expect(screen).toContain('10.0.1.23:8080');
-  });
-
-  it('computes per-minute rates from counter deltas, and none across a counter reset', () => {
-    const later = snapshotFrom(
-      parseExposition(
-        RECORDED.replace('ws_admission_admitted_total 148', 'ws_admission_admitted_total 154')
-          .replace('{reason="rate_limited"} 9', '{reason="rate_limited"} 11')
-          .replace('ws_admission_released_total 139', 'ws_admission_released_total 100'),
-      ),
-      AT + 10000,
-    );
-    const r = ratesBetween(snap, later);
-    expect(r.admitted).toBeCloseTo(36);
-    expect(r.rejected.rate_limited).toBeCloseTo(12);
-    expect(r.rejected.capacity).toBe(0);
-    expect(r.released).toBeUndefined();
-    const screen = renderScreen(later, { width: 80, source: 'x', rates: r });
-    expect(screen).toMatch(/admitted\s+154\s+36\.0/);
-    expect(screen).toMatch(/released\s+100\s+-/);
-  });
-
-  it('says so when Redis is down', () => {
-    const down = snapshotFrom(parseExposition(RECORDED.replace('ws_admission_redis_up 1', 'ws_admission_redis_up 0')), AT);
-    const screen = renderScreen(down, { width: 100, source: 'x' });
-    expect(screen).toContain('Redis DOWN');
-    expect(screen).toContain('Redis-held numbers missing or stale');
-  });
-
-  it('colours only when asked, after fitting', () => {
-    expect(renderScreen(snap, { width: 80, source: 'x' })).not.toContain('\x1b[');
-    expect(renderScreen(snap, { width: 80, source: 'x', color: true })).toContain('\x1b[33m');
-  });
-});
 
 describe('npm run metrics', () => {
   it('--once prints one screen from a live endpoint', async () => {

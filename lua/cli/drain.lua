@@ -2,18 +2,18 @@
 --
 -- Not an Envoy filter: a standalone LuaJIT program run by the Envoy container's preStop
 -- hook at the end of its sleep (constructs/envoy.ts), right before the kubelet sends
--- SIGTERM and Envoy resets every open WebSocket. Envoy's Lua filter has no hook on a
--- reset, so without this the leases of those connections would hold their pods' slots
--- until they expire (lease_ttl_ms, minutes): new upgrades would get 503 after every
--- rollout. Redis side: lua/redis/release_proxy.lua (contract in its header).
+-- SIGTERM and Envoy resets every open WebSocket. Their end entries would release the
+-- leases too, but only if the agent sidecar is still there to read them when the pod goes:
+-- this makes the slots come back whatever happens after SIGTERM. Redis side:
+-- ws_release_proxy (lua/redis/README.md).
 --
 --   luajit /etc/envoy/lua/drain.lua [--log-file PATH]
 --
 -- Reads settings.lua (WS_LUA_DIR, checked by settings_loader.lua like the filter does),
 -- takes the proxy id exactly as filter.lua does (POD_NAME, else the host name), writes
--- the marker $WS_STATE_DIR/draining (the filter stops re-registering leases), connects
--- with resp.lua (AUTH from redis_password_file, TLS when redis_tls), then runs
--- release_proxy.lua step by step over the leases (one call per 1000 leases scanned).
+-- the marker $WS_STATE_DIR/draining (the agent stops renewing leases), connects with
+-- resp.lua (AUTH from redis_password_file, TLS when redis_tls), then runs
+-- ws_release_proxy step by step over the leases (one call per 1000 leases scanned).
 --
 -- Output: one line on stdout, `drain: released N leases of proxy P ...` or
 -- `drain: FAILED ...`. An exec hook's output is not in the container log (the kubelet
@@ -88,34 +88,34 @@ local function main(argv)
     fail("no proxy id (POD_NAME is unset and the host name is unknown); refusing to release the shared id 'unknown'")
   end
 
-  -- First mark the proxy as draining (drain_marker.lua, shared with Envoy's filter): its
-  -- workers stop re-registering leases that renew finds gone, so a connection that
-  -- sends data between this release and SIGTERM does not take its slot back. Best
-  -- effort: without the marker such a lease expires by itself within the lease TTL.
+  -- First mark the proxy as draining (drain_marker.lua, shared with the agent): the agent
+  -- stops renewing this proxy's leases, so a periodic entry written between this release
+  -- and SIGTERM does not put a slot back. Best effort: without the marker such a lease
+  -- is released by the stream's end entry, or expires within the lease TTL.
   local marked, merr = require("drain_marker").write(require("runtime").now_ms(), proxy)
   local marker_note = ""
   if not marked then
     marker_note = "; no draining marker (" .. tostring(merr)
-      .. "): a connection renewing before SIGTERM may re-register"
+      .. "): a periodic entry before SIGTERM may renew a lease again"
   end
 
   local resp = require("resp")
   local calls = require("admission").new(S)
-  local client = resp.new(settings_loader.redis_options(S, DIR))
+  local client = resp.new(settings_loader.redis_options(S))
   local where = "Redis " .. S.redis_host .. ":" .. S.redis_port
   local started = socket.gettime()
 
-  -- release_proxy.lua scans the leases 1000 at a time; one call per step, so Redis is
+  -- ws_release_proxy scans the leases 1000 at a time; one call per step, so Redis is
   -- never blocked for more than one step.
   local released, steps, cursor = 0, 0, "0"
   repeat
     local call = calls.release_proxy(proxy, cursor)
-    local r, rerr = client:script(call.script, call.keys, call.args)
+    local r, rerr = client:fcall(call.fn, call.keys, call.args)
     local done = released > 0 and (" after releasing " .. released .. " leases") or ""
     if r == nil then fail(where .. " unavailable" .. done .. ": " .. tostring(rerr)) end
-    if resp.is_error(r) then fail(where .. ": release_proxy.lua" .. done .. ": " .. r.err) end
+    if resp.is_error(r) then fail(where .. ": ws_release_proxy" .. done .. ": " .. r.err) end
     if type(r) ~= "table" or tonumber(r[2]) == nil then
-      fail(where .. ": release_proxy.lua answered " .. type(r) .. ", not {cursor, count}")
+      fail(where .. ": ws_release_proxy answered " .. type(r) .. ", not {cursor, count}")
     end
     released = released + tonumber(r[2])
     cursor = tostring(r[1])

@@ -1,9 +1,8 @@
--- The Redis side of admission as the filter speaks it (lua/redis/README.md): the script
--- calls, built from the key schema, and admit.lua's reply turned into a decision. Pure:
--- no Envoy API, no socket, so it is tested on its own.
+-- The Redis side of admission as the proxies speak it (lua/redis/README.md): every call of
+-- the ws_admission library, built from the key schema, and ws_admit's reply turned into a
+-- decision. Pure: no Envoy API, no socket, so it is tested on its own.
 --
--- An entry is what resp.lua's client:run() takes: { script = name, keys = {...}, args =
--- {...} }, or a plain command { "DEL", key }.
+-- An entry is what resp.lua's client:run() takes: { fn = name, keys = {...}, args = {...} }.
 local keys = require("keys")
 
 local M = {}
@@ -12,61 +11,86 @@ local M = {}
 function M.new(S)
   local K = keys.new(S.hash_tag)
   local A = { K = K }
-  local lease_keys = { K.leases, K.load, K.stats }
 
-  function A.admit(id, view, epoch)
+  --- One decision; `client` (the inventory's client address) only with connection_inventory.
+  function A.admit(id, client)
+    local args = { S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id }
+    if client then args[6] = client end
+    return { fn = "ws_admit", keys = { K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.inventory }, args = args }
+  end
+
+  --- Lease operations in the order they happened: { {op, id, pod}, ... }, op R (renew, or put
+  -- back), X (release) or F (an upgrade that never reached a backend).
+  function A.leases(ops)
+    local args = { S.lease_ttl_ms, S.penalty_ms }
+    for i = 1, #ops do
+      args[#args + 1], args[#args + 2], args[#args + 3] = ops[i][1], ops[i][2], ops[i][3]
+    end
+    return { fn = "ws_leases", keys = { K.rate, K.leases, K.load, K.stats, K.reach, K.down, K.inventory }, args = args }
+  end
+
+  --- A proxy's healthy hosts: mode claim (proxy), add/remove (proxy, slot, pods), commit (proxy, slot).
+  function A.hosts(mode, proxy, slot, pods)
+    local args = { mode, proxy }
+    if slot then args[3] = slot end
+    for i = 1, #(pods or {}) do args[#args + 1] = pods[i] end
+    return { fn = "ws_hosts", keys = { K.agents, K.beats, K.reach, K.load, K.down }, args = args }
+  end
+
+  function A.beat(proxy, slot, list)
     return {
-      script = "admit", keys = { K.rate, K.stats, K.leases, K.load, K.views, K.hosts },
-      args = { S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id, view, epoch },
+      fn = "ws_beat",
+      keys = { K.stats, K.agents, K.beats, K.reach, K.load, K.down, K.recovery },
+      args = { proxy, slot or "", list and 1 or 0 },
     }
   end
 
-  function A.register_view(view, pods)
-    local args = { view }
-    for i = 1, #pods do args[1 + i] = pods[i] end
-    return { script = "register_view", keys = { K.views, K.hosts, K.load }, args = args }
+  --- After a state loss: begin (with a new epoch and the proxies known alive), done.
+  function A.recover(mode, proxy, epoch, known)
+    local args = { mode, proxy }
+    if mode == "begin" then
+      args[3] = epoch
+      for i = 1, #(known or {}) do args[#args + 1] = known[i] end
+    end
+    return { fn = "ws_recover", keys = { K.stats, K.recovery }, args = args }
   end
 
-  function A.renew(id, pod) return { script = "renew", keys = { K.leases }, args = { id, pod, S.lease_ttl_ms } } end
-  function A.release(id, pod) return { script = "release", keys = lease_keys, args = { id, pod } } end
-  function A.reregister(id, pod) return { script = "reregister", keys = lease_keys, args = { id, pod, S.lease_ttl_ms } } end
-
-  --- One scan step of release_proxy.lua: every lease of `proxy`, or only those of `ids`.
-  function A.release_proxy(proxy, cursor, ids)
-    local args = { proxy, cursor }
-    for i = 1, #(ids or {}) do args[2 + i] = ids[i] end
-    return { script = "release_proxy", keys = lease_keys, args = args }
+  --- One scan step of every lease of `proxy`.
+  function A.release_proxy(proxy, cursor)
+    return { fn = "ws_release_proxy", keys = { K.leases, K.load, K.stats, K.reach, K.down, K.inventory }, args = { proxy, cursor } }
   end
 
-  function A.inventory(id, pod, proxy, client)
-    return { script = "conn_inventory", keys = { K.conn .. id, K.leases }, args = { id, pod, S.lease_ttl_ms, proxy, client } }
+  function A.snapshot()
+    return {
+      fn = "ws_snapshot",
+      keys = { K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.beats, K.inventory },
+      args = { S.rate_window_ms },
+    }
   end
-  function A.inventory_renew(id) return { "PEXPIRE", K.conn .. id, S.lease_ttl_ms } end
-  function A.inventory_delete(id) return { "DEL", K.conn .. id } end
 
   function A.request_rate(id)
-    return { script = "request_rate", keys = { K.rate_requests, K.stats }, args = { S.rate_limit, S.rate_window_ms, id } }
+    return { fn = "ws_request_rate", keys = { K.rate_requests, K.stats }, args = { S.rate_limit, S.rate_window_ms, id } }
   end
-
-  function A.snapshot() return { script = "snapshot", keys = { K.rate, K.stats, K.leases, K.load }, args = { S.rate_window_ms } } end
 
   return A
 end
 
---- admit.lua's reply as a decision: { status = "ADMITTED", pod = <id> } |
--- { status = "RATE_LIMITED", retry_ms } | { status = "FULL", retry_ms } (retry_ms the
--- Retry-After: admit's first expiry, at most max_full_retry_ms, 1000 when it gave none) |
--- { status = "HOSTS" } | { status = "EPOCH" } | nil (not a reply admit.lua gives).
+--- ws_admit's reply as a decision: { status = "ADMITTED", pod = <id> } |
+-- { status = "RATE_LIMITED" | "FULL" | "RECOVERING", retry_ms } (FULL: the first lease
+-- expiry, at most max_full_retry_ms, 1000 when it gave none) | { status = "NOHOSTS" } |
+-- nil (not a reply ws_admit gives).
 function M.decide(reply, max_full_retry_ms)
   local status = type(reply) == "table" and reply[1]
   if status == "ADMITTED" and type(reply[2]) == "string" then return { status = status, pod = reply[2] } end
-  if status == "RATE_LIMITED" then return { status = status, retry_ms = tonumber(reply[4]) or 1000 } end
+  if status == "RATE_LIMITED" or status == "RECOVERING" then
+    return { status = status, retry_ms = math.max(1, tonumber(reply[4]) or 1000) }
+  end
   if status == "FULL" then
     local retry_ms = math.min(tonumber(reply[4]) or 0, max_full_retry_ms)
     if retry_ms <= 0 then retry_ms = 1000 end
     return { status = status, retry_ms = retry_ms }
   end
-  if status == "HOSTS" or status == "EPOCH" then return { status = status } end
+  if status == "NOHOSTS" then return { status = status } end
   return nil
 end
 

@@ -2,40 +2,36 @@
 -- admission metrics in the Prometheus text exposition format (version 0.0.4).
 --
 -- Its own Lua state (a second Lua filter, on the metrics listener), so it shares
--- nothing in memory with the public filter's workers. Its sources:
---  * Redis, read at scrape time (one snapshot.lua call):
---    per-pod and per-proxy live leases, admitted/rejected/released/expired counters,
---    rate window usage. When Redis cannot be read these are OMITTED (never
---    stale values) and ws_admission_redis_up is 0.
---  * the settings (limits): always.
+-- nothing in memory with the public filter's workers. It never calls Redis: a scrape
+-- costs Redis nothing whatever the scrape rate. Its sources:
+--  * the metrics snapshot file the agent writes every metrics_snapshot_ms from one
+--    ws_snapshot call (snapshot_file.lua): per-pod and per-proxy live leases, the
+--    counters kept in Redis, the rate window usage, the fleet's gauges. When the agent
+--    could not read Redis, or its file is stale, these are OMITTED (never stale values)
+--    and ws_admission_redis_up is 0;
+--  * the settings (limits): always;
 --  * per-worker counter files of the public filter (worker_stats.lua) under
---    WS_STATE_DIR: Redis errors, fail-open admissions, refusals while Redis was
---    unavailable, refusals from the per-worker rate-limit cache; labelled {proxy, worker}.
+--    WS_STATE_DIR: Redis errors, fail-open admissions, refusals the workers made
+--    themselves; labelled {proxy, worker}.
 --
--- GET /ready (kubelet readiness/liveness probes, NLB health checks) is answered by
--- ready.lua, in this same Lua filter (one filter per listener); GET /metrics refreshes the
--- host list file too.
--- Other paths pass through untouched (e.g. /stats/prometheus is routed to the admin).
+-- GET /ready and /live (probes, NLB health checks) are answered by ready.lua, in this
+-- same Lua filter (one filter per listener). Other paths pass through untouched (e.g.
+-- /stats/prometheus is routed to the admin).
 local DIR = os.getenv("WS_LUA_DIR") or "/etc/envoy/lua"
 package.path = DIR .. "/?.lua;" .. package.path
 
 local settings_loader = require("settings_loader")
-local hosts = require("hosts")
 local worker_stats = require("worker_stats")
 local runtime = require("runtime")
-local admission = require("admission")
+local snapshot_file = require("snapshot_file")
 local ready = require("ready")
 
 local S, errs = settings_loader.load(DIR .. "/settings.lua")
-local resp_ok, resp = pcall(require, "resp")
-local client
-if S and resp_ok then
-  client = resp.new(settings_loader.redis_options(S, DIR))
-end
 local METRICS_PATH = (S and S.metrics_path) or "/metrics"
-local MAX_PODS = 10000
 local probe = ready.new(S)
 local function now_ms() return math.floor(runtime.now_ms()) end
+-- A snapshot older than this is not served (three snapshots missed, and some slack).
+local MAX_SNAPSHOT_AGE_MS = 3 * ((S and S.metrics_snapshot_ms) or 5000) + 2000
 
 local function esc(v)
   return (tostring(v):gsub("\\", "\\\\"):gsub("\n", "\\n"):gsub('"', '\\"'))
@@ -44,7 +40,7 @@ end
 local function num(v)
   v = tonumber(v) or 0
   if v == math.floor(v) and math.abs(v) < 2^53 then return string.format("%d", v) end
-  return string.format("%.17g", v)
+  return string.format("%.15g", v)
 end
 
 local Out = {}
@@ -65,55 +61,20 @@ function Out:sample(name, labels, value)
 end
 function Out:text() return table.concat(self.lines, "\n") .. "\n" end
 
--- Reads the Redis-held numbers. Returns a table, or nil + error.
-local function redis_snapshot()
-  if not client then return nil, "no Redis client (settings or resp.lua failed to load)" end
-  local call = admission.new(S).snapshot()
-  local r, serr = client:script(call.script, call.keys, call.args)
-  if r == nil then return nil, serr end
-  if resp.is_error(r) then return nil, r.err end
-  local snap = { window_used = tonumber(r[2]) or 0, stats = {}, pods = {}, proxies = {} }
-  local st = r[3] or {}
-  for i = 1, #st, 2 do snap.stats[st[i]] = tonumber(st[i + 1]) or 0 end
-  local pc = r[4] or {}
-  -- Only ids the filter could have written (ip:port) become labels, MAX_PODS at most.
-  for i = 1, #pc, 2 do
-    if hosts.valid_pod(pc[i]) and #snap.pods < MAX_PODS then snap.pods[#snap.pods + 1] = { pc[i], tonumber(pc[i + 1]) or 0 } end
-  end
-  table.sort(snap.pods, function(a, b) return a[1] < b[1] end)
-  local xc = r[5] or {}
-  for i = 1, #xc, 2 do snap.proxies[#snap.proxies + 1] = { xc[i], tonumber(xc[i + 1]) or 0 } end
-  table.sort(snap.proxies, function(a, b) return a[1] < b[1] end)
+local logged_why
+local function snapshot(h)
+  local snap, why = snapshot_file.read(runtime.path("snapshot"), now_ms(), MAX_SNAPSHOT_AGE_MS)
+  if not snap and why ~= logged_why then h:logWarn("ws-admission metrics: Redis-held metrics omitted: " .. tostring(why)) end
+  logged_why = why
   return snap
-end
-
--- After a failed read, scrapes do not ask Redis for this long: this filter runs on the
--- public listener's workers, and each attempt against a Redis that accepts but never
--- answers blocks the worker for a read timeout, and scrapes come back-to-back.
--- Meanwhile the Redis-held series are omitted, as for any failure (never stale numbers).
-local REDIS_BACKOFF_MS = 2000
-local redis_down_until, redis_down_why = -math.huge, nil
-
-local function snapshot_or_backoff(h)
-  local now = now_ms()
-  -- (A back-off further away than its own length: the wall clock was stepped back.)
-  if now < redis_down_until and redis_down_until - now <= REDIS_BACKOFF_MS then
-    return nil, tostring(redis_down_why) .. " (not asked again for " .. (redis_down_until - now) .. " ms)"
-  end
-  local snap, err = redis_snapshot()
-  if not snap then
-    redis_down_until, redis_down_why = now_ms() + REDIS_BACKOFF_MS, err
-    h:logWarn("ws-admission metrics: Redis unavailable: " .. tostring(err) .. "; not asked again for " .. REDIS_BACKOFF_MS .. " ms")
-  end
-  return snap, err
 end
 
 local function render(h)
   local o = out()
-  local snap = snapshot_or_backoff(h)
+  local snap = snapshot(h)
   local files = worker_stats.read_all(runtime.STATE_DIR)
 
-  o:family("ws_admission_redis_up", "gauge", "1 if this proxy could read Redis at scrape time, else 0.")
+  o:family("ws_admission_redis_up", "gauge", "1 if this proxy's agent read Redis in its last snapshot (every few seconds), else 0.")
   o:sample("ws_admission_redis_up", nil, snap and 1 or 0)
 
   if snap then
@@ -130,19 +91,22 @@ local function render(h)
   o:family("ws_admission_rejected_total", "counter",
     "Upgrades refused, by reason (with limit_all_requests, plain requests refused by the rate limit too)."
     .. " Series with only {reason} are refusals made by Redis (all proxies);"
-    .. " series with {reason,proxy,worker} are refusals this proxy's workers made without Redis:"
-.. " redis_unavailable, and rate_limited or capacity answered from the worker's cache of Redis's last refusal.")
+    .. " series with {reason,proxy,worker} are refusals this proxy's workers made themselves:"
+    .. " redis_unavailable, recovering and no_backend, and rate_limited or capacity answered from the worker's cache"
+    .. " of Redis's last refusal.")
   if snap then
     o:sample("ws_admission_rejected_total", { "reason", "rate_limited" }, snap.stats.rejected_rate_limited)
     o:sample("ws_admission_rejected_total", { "reason", "capacity" }, snap.stats.rejected_capacity)
   end
   for _, f in ipairs(files) do
-    o:sample("ws_admission_rejected_total", { "reason", "rate_limited", "proxy", f.proxy, "worker", f.worker },
-      f.counts.rate_limited_cached_total)
-    o:sample("ws_admission_rejected_total", { "reason", "capacity", "proxy", f.proxy, "worker", f.worker },
-      f.counts.capacity_cached_total)
-    o:sample("ws_admission_rejected_total", { "reason", "redis_unavailable", "proxy", f.proxy, "worker", f.worker },
-      f.counts.rejected_redis_unavailable_total)
+    local function worker_sample(reason, count)
+      o:sample("ws_admission_rejected_total", { "reason", reason, "proxy", f.proxy, "worker", f.worker }, count)
+    end
+    worker_sample("rate_limited", f.counts.rate_limited_cached_total)
+    worker_sample("capacity", f.counts.capacity_cached_total)
+    worker_sample("redis_unavailable", f.counts.rejected_redis_unavailable_total)
+    worker_sample("recovering", f.counts.rejected_recovering_total)
+    worker_sample("no_backend", f.counts.rejected_no_backend_total)
   end
 
   if snap then
@@ -153,8 +117,24 @@ local function render(h)
     o:family("ws_admission_reregistered_total", "counter",
       "Leases of open connections put back after they were gone: Redis lost them (restart without persistence, failover) or they lapsed.")
     o:sample("ws_admission_reregistered_total", nil, snap.stats.reregistered)
+    o:family("ws_admission_failed_upstream_total", "counter",
+      "Admitted upgrades that never reached their backend (Envoy answered itself: the pod was gone or refused the"
+      .. " connection); their rate window entry was given back and the pod passed over for a while.")
+    o:sample("ws_admission_failed_upstream_total", nil, snap.stats.failed_upstream)
     o:family("ws_admission_rate_window_used", "gauge", "Upgrades admitted in the current sliding rate window.")
     o:sample("ws_admission_rate_window_used", nil, snap.window_used)
+    local gauges = {
+      { "pods_reachable", "Backend pods that at least one proxy reports healthy." },
+      { "pods_penalised", "Backend pods passed over after an upgrade to them failed (for penalty_ms)." },
+      { "proxies_live", "Proxies whose agent beat in the last 30 s." },
+      { "recovering", "1 while Redis waits for every proxy to put its streams back after a state loss (nothing is admitted), else 0." },
+    }
+    for _, g in ipairs(gauges) do
+      o:family("ws_admission_" .. g[1], "gauge", g[2])
+      o:sample("ws_admission_" .. g[1], nil, snap.gauges[g[1]])
+    end
+    o:family("ws_admission_snapshot_age_seconds", "gauge", "Age of the Redis-held numbers above (the agent's last snapshot).")
+    o:sample("ws_admission_snapshot_age_seconds", nil, math.max(0, now_ms() - snap.written_ms) / 1000)
   end
 
   if S then
@@ -174,19 +154,6 @@ local function render(h)
   for _, f in ipairs(files) do
     o:sample("ws_admission_fail_open_total", { "proxy", f.proxy, "worker", f.worker }, f.counts.fail_open_total)
   end
-  o:family("ws_admission_one_way_streams_total", "counter",
-    "Admitted upgrades whose decision fetched the host list from the admin (host list file missing or stale):"
-    .. " they renew their lease on server-to-client data only, per worker.")
-  for _, f in ipairs(files) do
-    o:sample("ws_admission_one_way_streams_total", { "proxy", f.proxy, "worker", f.worker }, f.counts.one_way_streams_total)
-  end
-  o:family("ws_admission_phantom_leases_released_total", "counter",
-    "Leases Redis granted to an admission whose answer never reached the proxy (a timed-out call), released by the"
-    .. " worker's next good Redis call, per worker.")
-  for _, f in ipairs(files) do
-    o:sample("ws_admission_phantom_leases_released_total", { "proxy", f.proxy, "worker", f.worker },
-      f.counts.phantom_leases_released_total)
-  end
   return o:text()
 end
 
@@ -196,9 +163,9 @@ function envoy_on_request(h)
   local hdrs = h:headers()
   local p = (hdrs:get(":path") or ""):gsub("%?.*$", "")
   local m = hdrs:get(":method")
-  if p == ready.PATH and p ~= METRICS_PATH then
+  if (p == ready.PATH or p == ready.LIVE_PATH) and p ~= METRICS_PATH then
     -- Other methods go on to the route (admin /ready), as before this filter answered.
-    if m == "GET" or m == "HEAD" then return probe.respond(h, m == "HEAD") end
+    if m == "GET" or m == "HEAD" then return probe.respond(h, m == "HEAD", p == ready.LIVE_PATH) end
     return
   end
   if p ~= METRICS_PATH then return end
@@ -210,7 +177,6 @@ function envoy_on_request(h)
     for _, e in ipairs(errs or {}) do h:logErr("ws-admission metrics: " .. e) end
   end
   local body = render(h)
-  probe.refresh_hosts(h)
   h:respond({ [":status"] = "200", ["content-type"] = "text/plain; version=0.0.4; charset=utf-8" },
     m == "HEAD" and "" or body)
 end

@@ -1,7 +1,7 @@
 -- A small RESP2 client over luasocket, one per Envoy worker (one per Lua state).
 --
 -- Why our own: the filter needs exactly one persistent connection per worker with
--- millisecond timeouts, AUTH from a file, EVALSHA with a NOSCRIPT fallback and
+-- millisecond timeouts, AUTH from a file, FCALL of the ws_admission library and
 -- pipelining; no Redis library is in the Envoy image and RESP2 is small.
 --
 -- Blocking: luasocket calls block the Envoy worker thread while they wait. The
@@ -22,7 +22,7 @@ local ErrorReply = {}
 ErrorReply.__index = ErrorReply
 ErrorReply.__tostring = function(e) return e.err end
 
---- True when a reply is a Redis error reply ("-ERR ...", "-NOSCRIPT ...").
+--- True when a reply is a Redis error reply ("-ERR ...", "-NOPERM ...").
 function M.is_error(v)
   return getmetatable(v) == ErrorReply
 end
@@ -61,7 +61,7 @@ end
 -- opts: host, port, password_file ("" = no AUTH), username (ACL user; "" = AUTH with the
 --       password alone, the `default` user), tls (boolean), ca_file (TLS trust;
 --       default WS_REDIS_CA_FILE, else the system bundle),
---       connect_timeout_ms, read_timeout_ms, scripts_dir (where <name>.lua Redis scripts live)
+--       connect_timeout_ms, read_timeout_ms
 function M.new(opts)
   return setmetatable({
     host = opts.host,
@@ -72,10 +72,7 @@ function M.new(opts)
     ca_file = opts.ca_file or os.getenv("WS_REDIS_CA_FILE") or "/etc/ssl/certs/ca-certificates.crt",
     connect_timeout = (opts.connect_timeout_ms or 100) / 1000,
     read_timeout = (opts.read_timeout_ms or 100) / 1000,
-    scripts_dir = opts.scripts_dir,
     sock = nil,
-    sources = {},   -- script name -> source text (read once per worker)
-    shas = {},      -- script name -> SHA1 returned by SCRIPT LOAD on this server
     connects = 0,   -- successful connects (a reconnect after an error counts again)
     resolves = 0,   -- name resolutions (see _address)
     addr = nil, addr_at = nil, addr_failed = false, resolve_err = nil,
@@ -263,8 +260,6 @@ function Client:connect()
     end
   end
   self.connects = self.connects + 1
-  -- Scripts are cached per server: after a reconnect the server may be a new (empty) one.
-  -- We keep the SHAs (they depend only on the text) and rely on NOSCRIPT to reload.
   return true
 end
 
@@ -323,82 +318,39 @@ function Client:call(...)
   return r[1]
 end
 
-function Client:_source(name)
-  local src = self.sources[name]
-  if src then return src end
-  local path = self.scripts_dir .. "/" .. name .. ".lua"
-  local f, err = io.open(path, "rb")
-  if not f then return nil, "cannot read Redis script " .. path .. ": " .. tostring(err) end
-  src = f:read("*a")
-  f:close()
-  self.sources[name] = src
-  return src
-end
-
---- SCRIPT LOAD of a named script (from scripts_dir); caches and returns its SHA1.
-function Client:load_script(name)
-  local src, err = self:_source(name)
-  if not src then return nil, err end
-  local sha, lerr = self:call("SCRIPT", "LOAD", src)
-  if sha == nil then return nil, lerr end
-  if M.is_error(sha) then return nil, "SCRIPT LOAD " .. name .. ": " .. sha.err end
-  self.shas[name] = sha
-  return sha
-end
-
-local function is_noscript(v)
-  return M.is_error(v) and v.err:sub(1, 8) == "NOSCRIPT"
-end
-
--- Builds the wire command for one pipeline entry.
--- An entry is either { script = name, keys = {...}, args = {...} } or a raw command array.
-local function build(self, entry)
-  if not entry.script then return entry end
-  local cmd = { "EVALSHA", self.shas[entry.script], #entry.keys }
+-- The wire command of one pipeline entry: { fn = name, keys = {...}, args = {...} } is an
+-- FCALL of a function of the ws_admission library; anything else is a raw command array.
+local function build(entry)
+  if not entry.fn then return entry end
+  local cmd = { "FCALL", entry.fn, #entry.keys }
   for i = 1, #entry.keys do cmd[#cmd + 1] = entry.keys[i] end
   for i = 1, #entry.args do cmd[#cmd + 1] = entry.args[i] end
   return cmd
 end
 
---- Runs a pipeline of script calls and raw commands in one round trip.
--- Scripts not yet loaded on this worker are loaded first (SCRIPT LOAD, once per worker
--- and server). When a reply is NOSCRIPT (Redis restarted empty or SCRIPT FLUSH), the
--- scripts are loaded again and the entries from the first NOSCRIPT on are sent again:
--- a NOSCRIPT entry did not run, and later entries may depend on it (e.g. the inventory
--- write that follows admit), so they are repeated; all such later entries are idempotent.
-function Client:run(entries)
-  for _, e in ipairs(entries) do
-    if e.script and not self.shas[e.script] then
-      local ok, err = self:load_script(e.script)
-      if not ok then return nil, err end
-    end
+-- A Redis without the library answers "ERR Function not found": say what to do.
+local function explain(reply)
+  if M.is_error(reply) and reply.err:find("Function not found", 1, true) then
+    reply.err = reply.err .. " (the ws_admission library is not loaded in this Redis: an administrator loads it, "
+      .. "FUNCTION LOAD REPLACE of lua/redis/ws_admission.lua; docs/operations.md)"
   end
+  return reply
+end
+
+--- Runs a pipeline of function calls and raw commands in one round trip. Returns the
+-- replies (error replies included as values), or nil + transport error.
+function Client:run(entries)
   local cmds = {}
-  for i, e in ipairs(entries) do cmds[i] = build(self, e) end
+  for i, e in ipairs(entries) do cmds[i] = build(e) end
   local replies, err = self:pipeline(cmds, true)
   if not replies then return nil, err end
-  local first
-  for i = 1, #replies do
-    if is_noscript(replies[i]) then first = i; break end
-  end
-  if not first then return replies end
-  for i = first, #entries do
-    if entries[i].script then
-      local ok, lerr = self:load_script(entries[i].script)
-      if not ok then return nil, lerr end
-    end
-  end
-  local again = {}
-  for i = first, #entries do again[#again + 1] = build(self, entries[i]) end
-  local r2, err2 = self:pipeline(again, false)
-  if not r2 then return nil, err2 end
-  for i = first, #entries do replies[i] = r2[i - first + 1] end
+  for i = 1, #replies do explain(replies[i]) end
   return replies
 end
 
---- EVALSHA of one named script. Returns the reply (maybe an error reply) or nil + error.
-function Client:script(name, keys, args)
-  local r, err = self:run({ { script = name, keys = keys, args = args } })
+--- FCALL of one function. Returns the reply (maybe an error reply) or nil + error.
+function Client:fcall(name, keys, args)
+  local r, err = self:run({ { fn = name, keys = keys, args = args } })
   if not r then return nil, err end
   return r[1]
 end

@@ -1,9 +1,10 @@
 -- The answers the public filter gives itself (docs/filter.md, "Responses the filter sends
--- itself"): 429 for the rate limit, 503 for capacity, no backend or no admission control.
+-- itself"): 429 for the rate limit, 503 for capacity, no backend, a state being rebuilt
+-- after a Redis restart, or no admission control.
 local M = {}
 
 --- Retry-After of a 503 "capacity", at most (ms): slots come back sooner than the first
--- lease expiry as connections close (close handshake, lease log).
+-- lease expiry as connections close (the lease log's end entries).
 M.FULL_RETRY_MAX_MS = 5000
 
 local function seconds(ms) return tostring(math.max(1, math.ceil(ms / 1000))) end
@@ -30,6 +31,10 @@ end
 
 function M.no_backend(h)
   M.unavailable(h, "no_backend", 1000, "no backend available\n")
+end
+
+function M.recovering(h, retry_ms)
+  M.unavailable(h, "recovering", retry_ms, "admission state is being rebuilt after a Redis restart, retry shortly\n")
 end
 
 function M.redis_unavailable(h)

@@ -1,6 +1,6 @@
 -- The process environment the pod's Lua programs share (the public filter, the metrics
--- filter, the preStop drain, the lease-log sidecar): the state directory and the names of
--- the files in it, and the wall clock. One home for each, so the writer of a file and its
+-- filter, the preStop drain, the agent sidecar): the state directory and the names of the
+-- files in it, and the wall clock. One home for each, so the writer of a file and its
 -- readers cannot disagree.
 local M = {}
 
@@ -9,10 +9,10 @@ M.STATE_DIR = os.getenv("WS_STATE_DIR") or "/var/run/ws-admission"
 
 --- Files under STATE_DIR.
 M.FILES = {
-  hosts = "hosts",           -- the healthy host list (metrics.lua writes, filter.lua reads)
-  draining = "draining",     -- the drain marker (drain.lua writes, filter.lua reads)
-  lease_log = "leases.log",  -- Envoy's lease log (envoy/bootstrap.ts, lease_log.lua)
-  lease_log_alive = "lease-log.alive",
+  draining = "draining",           -- the drain marker (drain.lua writes, the agent reads)
+  lease_log = "leases.log",        -- Envoy's lease log (envoy/bootstrap.ts; the agent reads it)
+  agent_alive = "agent.alive",     -- the agent's heartbeat (its liveness probe, ready.lua)
+  snapshot = "metrics.snapshot",   -- the Redis-held metrics (the agent writes, metrics.lua reads)
 }
 
 function M.path(name) return M.STATE_DIR .. "/" .. M.FILES[name] end
@@ -20,7 +20,7 @@ function M.path(name) return M.STATE_DIR .. "/" .. M.FILES[name] end
 local socket_ok, socket = pcall(require, "socket")
 
 --- Wall clock in ms: gettimeofday through luasocket, else os.time() (whole seconds). The
--- host list file's writer and its readers stamp and compare with it.
+-- writers of the state files and their readers stamp and compare with it.
 local function wall_ms()
   if socket_ok then return socket.gettime() * 1000 end
   return os.time() * 1000

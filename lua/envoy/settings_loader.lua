@@ -7,8 +7,8 @@
 -- stack/filter version drift or a hand edit of the file could break. Every field of the
 -- contract must be present with its type, no other field may appear, and a value must be
 -- one the filter can run with (no negative time, no key-unsafe hash tag); the stack's
--- policy ranges (a hosts cache of at least 100 ms, timeouts of at most 10 s, ...) are not
--- repeated here.
+-- policy ranges (a lease TTL of at least two renew intervals, timeouts of at most 10 s,
+-- ...) are not repeated here.
 local M = {}
 
 local function is_int(v) return type(v) == "number" and v == math.floor(v) and v > -2^53 and v < 2^53 end
@@ -20,13 +20,14 @@ local function at_least(n) return function(v) return v >= n end end
 local FIELDS = {
   backend_cluster = { "string", cluster_name, "a non-empty Envoy cluster name" },
   admin_cluster = { "string", cluster_name, "a non-empty Envoy cluster name" },
-  hosts_cache_ms = { "integer", at_least(0), "an integer >= 0" },
   capacity_cache_ms = { "integer", at_least(0), "an integer >= 0 (0 = off)" },
   rate_limit = { "integer", at_least(0), "an integer >= 0 (0 = no rate limit)" },
   rate_window_ms = { "integer", at_least(1), "a positive integer" },
   max_connections_per_pod = { "integer", at_least(1), "a positive integer" },
   lease_ttl_ms = { "integer", at_least(1), "a positive integer" },
   renew_interval_ms = { "integer", at_least(1), "a positive integer" },
+  penalty_ms = { "integer", at_least(0), "an integer >= 0 (0 = no penalty)" },
+  metrics_snapshot_ms = { "integer", at_least(100), "an integer >= 100" },
   redis_host = { "string", function(v) return v ~= "" and not v:find("[%s%c]") end, "a host name or address" },
   redis_port = { "integer", function(v) return v >= 1 and v <= 65535 end, "an integer from 1 to 65535" },
   redis_password_file = { "string", function() return true end, "a file path or \"\"" },
@@ -108,20 +109,19 @@ function M.load(path)
   return s
 end
 
---- Options for resp.new from checked settings (the public filter, the metrics filter and
--- drain.lua talk to Redis alike). scripts_dir: where the Redis scripts are (WS_LUA_DIR).
-function M.redis_options(S, scripts_dir)
+--- Options for resp.new from checked settings (the public filter, the agent and drain.lua
+-- talk to Redis alike).
+function M.redis_options(S)
   return {
     host = S.redis_host, port = S.redis_port, password_file = S.redis_password_file, username = S.redis_username,
-    tls = S.redis_tls, connect_timeout_ms = S.redis_connect_timeout_ms,
-    read_timeout_ms = S.redis_read_timeout_ms, scripts_dir = scripts_dir,
+    tls = S.redis_tls, connect_timeout_ms = S.redis_connect_timeout_ms, read_timeout_ms = S.redis_read_timeout_ms,
   }
 end
 
 --- The proxy id: POD_NAME (downward API), else the host name (gethostname, may be nil),
 -- made a DNS-1123-like name (lower case, [a-z0-9.-], at most 63 characters), so it can
 -- never contain the `|` that ends it inside a connection id. filter.lua (which writes
--- the connection ids) and drain.lua (which releases them by this prefix) both use it.
+-- the connection ids), the agent and drain.lua (which release them by this prefix) use it.
 function M.proxy_id(gethostname)
   local p = os.getenv("POD_NAME")
   if (not p or p == "") and gethostname then p = gethostname() end

@@ -1,10 +1,9 @@
 -- Per-worker counters that must survive a Redis outage (Redis errors, fail-open
 -- admissions, refusals while Redis is unavailable, ...), kept outside Redis.
 --
--- Why files: the Lua filter's documented API (Envoy 1.33 - 1.36,
--- https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/lua_filter)
--- gives a script no stats/counter handle, and every Lua state is private to one worker
--- thread ("there is no truly global data"). So each worker of the public filter writes
+-- Why files: every Lua state is private to one worker thread ("there is no truly global
+-- data", https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/lua_filter),
+-- and the metrics listener's filter must label each worker's counts. So each worker of the public filter writes
 -- its own small file under WS_STATE_DIR (an emptyDir): the failure counters at once, the
 -- others at most about once a second; and
 -- the metrics filter (its own Lua state) reads them all and labels each series with
@@ -19,9 +18,9 @@ M.NAMES = {
   "fail_open_total",
   "rejected_redis_unavailable_total",
   "rate_limited_cached_total",
-  "one_way_streams_total",
   "capacity_cached_total",
-  "phantom_leases_released_total",
+  "rejected_recovering_total",
+  "rejected_no_backend_total",
 }
 
 local Writer = {}

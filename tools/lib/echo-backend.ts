@@ -2,7 +2,8 @@
  * WebSocket echo backends for the local rig: one process serving many loopback
  * addresses (127.0.x.y), each a separate backend "pod" to Envoy.
  *
- * Each backend answers `GET /` with 200 (Envoy's health check), echoes every message
+ * Each backend answers `GET /` with 200 (Envoy's health check; 503 while draining), refuses
+ * an upgrade to `/refuse...` with 403, echoes every message
  * (except `push <ms> <count>`: it then sends `push 1`, `push 2`, ... every <ms>; and
  * `headers`: it answers with the upgrade request's headers as it received them, JSON;
  * and anything starting with `sink`: no answer at all),
@@ -48,6 +49,8 @@ export interface BackendReport extends BackendCounts {
 
 interface Backend {
   readonly id: string;
+  readonly address: string;
+  readonly port: number;
   readonly server: http.Server;
   readonly wss: WebSocketServer;
   readonly sockets: Set<Socket>;
@@ -57,6 +60,8 @@ interface Backend {
   peak: number;
   upgrades: number;
   closed: boolean;
+  /** Failing its health check (503 on GET /) while still serving WebSockets: a pod going away. */
+  draining: boolean;
 }
 
 /** WebSockets not yet in a close handshake (ws leaves OPEN when either side sends Close). */
@@ -105,12 +110,15 @@ export class EchoBackends {
         res.end(JSON.stringify(report(be)));
         return;
       }
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end(`backend ${id}\n`);
+      res.writeHead(be.draining ? 503 : 200, { 'content-type': 'text/plain' });
+      res.end(`backend ${id}${be.draining ? ' draining' : ''}\n`);
     });
     const wss = new WebSocketServer({ noServer: true });
+    const old = this.backends.get(id);
     const be: Backend = {
       id,
+      address,
+      port,
       server,
       wss,
       sockets: new Set(),
@@ -118,8 +126,9 @@ export class EchoBackends {
       peers: new WeakMap(),
       upgradesByPeer: new Map(),
       peak: 0,
-      upgrades: 0,
+      upgrades: old?.upgrades ?? 0,
       closed: false,
+      draining: false,
     };
     server.on('connection', (s) => {
       be.sockets.add(s);
@@ -127,6 +136,11 @@ export class EchoBackends {
     });
     wss.on('headers', (headers) => headers.push(`${BACKEND_HEADER}: ${id}`));
     server.on('upgrade', (req, socket, head) => {
+      // `/refuse...`: the backend answers the upgrade itself, 403 (bad credentials, say).
+      if ((req.url ?? '').startsWith('/refuse')) {
+        socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 10\r\nconnection: close\r\n\r\nforbidden\n');
+        return;
+      }
       wss.handleUpgrade(req, socket, head, (ws) => {
         be.upgrades++;
         be.open.add(ws);
@@ -187,6 +201,21 @@ export class EchoBackends {
     const b = this.get(id);
     for (const ws of [...b.open]) ws.terminate();
     for (const s of b.sockets) s.destroy();
+  }
+
+  /** A backend that starts failing its health check but keeps serving (Kubernetes: NotReady, preStop). */
+  drain(id: string): void {
+    this.get(id).draining = true;
+  }
+
+  /** A killed backend comes back (a new pod on the same address): listening, healthy. */
+  async revive(id: string): Promise<void> {
+    const b = this.get(id);
+    if (!b.closed) {
+      b.draining = false;
+      return;
+    }
+    await this.listen(b.address, b.port);
   }
 
   /** A backend that dies: stops listening and drops its connections. */

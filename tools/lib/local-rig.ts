@@ -1,31 +1,32 @@
 /**
  * The data plane on one machine, no Docker, no Kubernetes (`npm run local`, and the
- * end-to-end tests): a password-protected redis-server, N real Envoy processes, each
- * with its lease-log reader (lua/cli/lease_log.lua, the pod's sidecar), and one
- * process of M WebSocket echo backends on distinct loopback addresses.
+ * end-to-end tests): a password-protected redis-server with the ws_admission library
+ * loaded by its administrator, N real Envoy processes, each with its agent
+ * (lua/cli/agent.lua, the pod's sidecar), and one process of M WebSocket echo backends on
+ * distinct loopback addresses.
  *
  * Every proxy runs the stack's own generated config (envoy/bootstrap.ts and
  * config/settings.ts, the same Lua files the ConfigMap ships); what differs from a pod
  * is only `localLayout` and `localRedis` below: addresses, ports, paths and the proxy
- * name. The rig also plays the kubelet's part of probing each proxy's /ready, which
- * keeps the host list file of the filter fresh.
+ * name.
  *
  * Ports, from `basePort` B: Redis B, backend control B+1, backends B+2 (on 127.0.1.1,
  * 127.0.1.2, ...), the Redis fault proxy B+3 (only with `redisFaults`), proxy i: public
  * B+10+3i, metrics B+11+3i, admin B+12+3i.
  */
-import { ChildProcess, spawn } from 'child_process';
+import { ChildProcess, ChildProcessByStdio, spawn } from 'child_process';
 import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
+import type { Readable } from 'stream';
 import { LuaScalar, luaReturnTable } from '../../config/lua';
 import { StackConfig } from '../../config/schema';
 import { filterSettings, RedisEndpoint } from '../../config/settings';
 import { DEFAULT_LUA_DIRS, collectLuaFiles } from '../../constructs/filter-config';
-import { REDIS_ADMIN_USER, REDIS_PROXY_USER, redisConf } from '../../constructs/redis';
-import { buildEnvoyBootstrap, EnvoyLayout, envoyArgs, STATE_FILES } from '../../envoy/bootstrap';
+import { REDIS_ADMIN_USER, REDIS_PROXY_USER, readFunctionLibrary, redisConf } from '../../constructs/redis';
+import { buildEnvoyBootstrap, EnvoyLayout, READY_PATH, envoyArgs } from '../../envoy/bootstrap';
 import { bootstrapToYaml } from '../../envoy/yaml';
 import { BackendCounts, EchoBackends, backendAddress } from './echo-backend';
 import { FaultProxy } from './fault-proxy';
@@ -50,11 +51,9 @@ export interface LocalRigOptions {
    * @default - none
    */
   readonly settingsOverrides?: { readonly [field: string]: LuaScalar };
-  /** How often the rig probes each proxy's /ready, as the kubelet does. @default 5000 */
-  readonly probeIntervalMs?: number;
   /**
-   * Rotate the lease log past this many bytes (lease_log.lua's WS_LEASE_LOG_ROTATE_BYTES).
-   * @default - lease_log.lua's own (1 MiB)
+   * Rotate the lease log past this many bytes (the agent's WS_LEASE_LOG_ROTATE_BYTES).
+   * @default - the agent's own (1 MiB)
    */
   readonly leaseLogRotateBytes?: number;
   /**
@@ -83,7 +82,7 @@ export interface LocalProxy {
   readonly stateDir: string;
   readonly logFile: string;
   envoy: ChildProcess | undefined;
-  leaseLog: ChildProcess | undefined;
+  agent: ChildProcess | undefined;
 }
 
 /** Only these differ from a pod's layout (envoy/bootstrap.ts POD_LAYOUT). */
@@ -144,6 +143,7 @@ export function renderLocalFiles(o: LocalRigOptions, workDir: string): { lua: Ma
         healthCheckPath: o.config.backendHealthCheckPath,
         idleTimeoutSeconds: o.config.idleTimeoutSeconds,
         maxStreamDurationSeconds: o.config.maxStreamDurationSeconds,
+        renewIntervalSeconds: o.config.renewIntervalSeconds,
         maxDownstreamConnections: o.config.envoyMaxConnections,
         layout: localLayout(base, i, workDir),
       }),
@@ -222,7 +222,6 @@ export class LocalRig {
   private inline: EchoBackends | undefined;
   private luajit = '';
   private envoy = '';
-  private probe: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly children = new Set<ChildProcess>();
 
@@ -345,7 +344,7 @@ export class LocalRig {
         stateDir: l.stateDir,
         logFile: path.join(this.workDir, `${proxyName(i)}.log`),
         envoy: undefined,
-        leaseLog: undefined,
+        agent: undefined,
       });
     });
     this.luajit = luajit;
@@ -354,10 +353,9 @@ export class LocalRig {
     for (const p of this.proxies) {
       await this.waitFor(p.name, async () => this.hostsReady(p), 30000, p.envoy);
     }
-    this.probe = setInterval(() => void this.probeAll(), o.probeIntervalMs ?? 5000);
   }
 
-  /** Starts (again) proxy i: its Envoy and its lease-log reader. */
+  /** Starts (again) proxy i: its Envoy and its agent. */
   startProxy(i: number): void {
     const p = this.proxies[i];
     const env = this.proxyEnv(p);
@@ -367,30 +365,41 @@ export class LocalRig {
       envoyArgs(path.join(this.workDir, `${p.name}.yaml`), this.options.concurrency ?? 1),
       env,
     );
-    p.leaseLog = this.spawnLogged(`${p.name}-lease-log`, this.luajit, [path.join(this.workDir, 'lua', 'lease_log.lua')], {
-      ...env,
+    p.agent = this.spawnAgent(p);
+  }
+
+  private spawnAgent(p: LocalProxy): ChildProcess {
+    return this.spawnLogged(`${p.name}-agent`, this.luajit, [path.join(this.workDir, 'lua', 'agent.lua')], {
+      ...this.proxyEnv(p),
       WS_ENVOY_ADMIN: `${LOOPBACK}:${p.adminPort}`,
       ...(this.options.leaseLogRotateBytes ? { WS_LEASE_LOG_ROTATE_BYTES: String(this.options.leaseLogRotateBytes) } : {}),
     });
   }
 
-  /** Waits until proxy i answers /ready and lists every backend as healthy. */
+  /** Waits until proxy i answers /ready and its agent registered every backend as healthy. */
   async waitProxyReady(i: number, timeoutMs = 30000): Promise<void> {
     const p = this.proxies[i];
     await this.waitFor(p.name, async () => this.hostsReady(p), timeoutMs, p.envoy);
   }
 
-  private async hostsReady(p: LocalProxy): Promise<boolean> {
-    const r = await httpGet(`http://${LOOPBACK}:${p.metricsPort}/ready`);
-    if (r.status !== 200) return false;
-    const text = fs.readFileSync(path.join(p.stateDir, STATE_FILES.hosts), 'utf8');
-    return (text.match(/^host /gm) ?? []).length === this.backendIds.length;
+  /** The number of healthy hosts Redis holds for a proxy (its agent's registration), or 0. */
+  async registeredHosts(name: string): Promise<number> {
+    const tag = `{${this.options.config.hashTag}}`;
+    const slot = (await this.redisCli('HGET', `${tag}:agents`, `p:${name}`)).trim();
+    if (!/^\d+$/.test(slot)) return 0;
+    return Number((await this.redisCli('HGET', `${tag}:agents`, `n:${slot}`)).trim()) || 0;
   }
 
-  private async probeAll(): Promise<void> {
-    for (const p of this.proxies) {
-      if (p.envoy && p.envoy.exitCode === null) await httpGet(`http://${LOOPBACK}:${p.metricsPort}/ready`).catch(() => undefined);
-    }
+  /** True while Redis admits nothing: no epoch yet, or a recovery under way (lua/redis/README.md). */
+  async recovering(): Promise<boolean> {
+    const tag = `{${this.options.config.hashTag}}`;
+    const [epoch, until] = (await this.redisCli('HMGET', `${tag}:stats`, 'epoch', 'recovering_until')).split('\n');
+    return epoch.trim() === '' || (until.trim() !== '' && Number(until) > Date.now());
+  }
+
+  private async hostsReady(p: LocalProxy): Promise<boolean> {
+    const r = await httpGet(`http://${LOOPBACK}:${p.metricsPort}${READY_PATH}`);
+    return r.status === 200 && (await this.registeredHosts(p.name)) === this.backendIds.length && !(await this.recovering());
   }
 
   private async startRedis(redisServer: string): Promise<void> {
@@ -412,19 +421,24 @@ export class LocalRig {
     );
     this.redis = this.spawnLogged('redis', redisServer, [conf], process.env);
     await this.waitFor('redis', async () => (await this.redisCli('PING')).trim() === 'PONG', 10000, this.redis);
+    // What the Redis pod's loader does (constructs/redis.ts): the administrator loads the
+    // library; the proxies' user can only call it.
+    const loaded = (await this.redisCli('FUNCTION', 'LOAD', 'REPLACE', readFunctionLibrary())).trim();
+    if (loaded !== 'ws_admission') throw new Error(`FUNCTION LOAD of the ws_admission library failed: ${loaded}`);
+  }
+
+  /** redis-cli as the admin user, password through the environment, output piped. */
+  private spawnRedisCli(args: string[]): ChildProcessByStdio<null, Readable, Readable> {
+    return spawn('redis-cli', ['-h', LOOPBACK, '-p', String(this.basePort), '--user', REDIS_ADMIN_USER, '--no-auth-warning', ...args], {
+      env: { ...process.env, REDISCLI_AUTH: this.redisAdminPassword },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
   }
 
   /** Runs one Redis command (redis-cli, password through the environment). */
   async redisCli(...args: string[]): Promise<string> {
     return new Promise((resolve) => {
-      const c = spawn(
-        'redis-cli',
-        ['-h', LOOPBACK, '-p', String(this.basePort), '--user', REDIS_ADMIN_USER, '--no-auth-warning', ...args],
-        {
-          env: { ...process.env, REDISCLI_AUTH: this.redisAdminPassword },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        },
-      );
+      const c = this.spawnRedisCli(args);
       let out = '';
       c.stdout.on('data', (d) => (out += d));
       c.stderr.on('data', (d) => (out += d));
@@ -435,6 +449,18 @@ export class LocalRig {
       });
       c.on('error', () => resolve(''));
     });
+  }
+
+  /**
+   * A redis-cli that keeps running (`MONITOR`), as the admin user, its output piped to the
+   * caller, who stops it by its pid; stop() stops it at the latest.
+   */
+  redisCliStream(...args: string[]): ChildProcessByStdio<null, Readable, Readable> {
+    const c = this.spawnRedisCli(args);
+    this.children.add(c);
+    c.on('exit', () => this.children.delete(c));
+    c.on('error', () => undefined); // no redis-cli: its stream ends at once, which the caller sees
+    return c;
   }
 
   /** Live leases per backend, from Redis (the key schema: {tag}:leases members "<connection id> <ip:port>"). */
@@ -460,10 +486,30 @@ export class LocalRig {
     await this.startRedis(needBinary('redis-server', 'redis-server'));
   }
 
-  /** Kills proxy i's Envoy (its lease-log reader stays, as a sidecar would die with the pod: it is killed too). */
+  /** Kills proxy i's agent alone (its container crashed, or hangs with SIGSTOP). */
+  async killAgent(i: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const p = this.proxies[i];
+    if (signal === 'SIGSTOP') {
+      p.agent?.kill('SIGSTOP');
+      return;
+    }
+    await this.kill(p.agent, signal);
+  }
+
+  /** Starts proxy i's agent again (the kubelet restarting its container), or resumes a stopped one. */
+  startAgent(i: number): void {
+    const p = this.proxies[i];
+    if (p.agent && p.agent.exitCode === null && p.agent.signalCode === null) {
+      p.agent.kill('SIGCONT');
+      return;
+    }
+    p.agent = this.spawnAgent(p);
+  }
+
+  /** Kills proxy i: its Envoy and its agent (a pod's containers die together). */
   async killProxy(i: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.proxies[i];
-    await Promise.all([this.kill(p.envoy, signal), this.kill(p.leaseLog, signal)]);
+    await Promise.all([this.kill(p.envoy, signal), this.kill(p.agent, signal)]);
   }
 
   /** What a pod's termination does: the preStop drain (drain.lua), then SIGTERM. */
@@ -488,11 +534,13 @@ export class LocalRig {
     return JSON.parse((await httpGet(`${this.backendControl}/counts`)).body) as { [id: string]: BackendCounts };
   }
 
-  async backendAction(action: 'close' | 'drop' | 'kill' | 'reset-peaks', id = ''): Promise<void> {
+  async backendAction(action: 'close' | 'drop' | 'kill' | 'drain' | 'revive' | 'reset-peaks', id = ''): Promise<void> {
     if (this.inline) {
       if (action === 'close') this.inline.closeAll(id);
       else if (action === 'drop') this.inline.dropAll(id);
       else if (action === 'kill') await this.inline.kill(id);
+      else if (action === 'drain') this.inline.drain(id);
+      else if (action === 'revive') await this.inline.revive(id);
       else this.inline.resetPeaks();
       return;
     }
@@ -527,7 +575,6 @@ export class LocalRig {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.probe) clearInterval(this.probe);
     await Promise.all([...this.children].map((c) => this.kill(c, 'SIGTERM')));
     await this.inline?.stop();
     await this.redisFaults?.stop();

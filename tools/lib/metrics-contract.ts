@@ -1,7 +1,8 @@
 /**
- * The metric names the filter exports, as listed in docs/internals.md ("Metrics").
- * The metrics view, the Grafana dashboard and their tests use only these; a test
- * checks that each one is still named in docs/internals.md.
+ * The metric names the metrics listener exports (lua/envoy/metrics.lua), as listed in
+ * docs/internals.md ("Metrics"). The metrics view, the Grafana dashboard and their tests
+ * use only these; tests check that metrics.lua exports exactly these and that
+ * docs/internals.md names each one.
  */
 export const METRIC_PREFIX = 'ws_admission_';
 
@@ -13,18 +14,31 @@ export const METRICS = {
   released: 'ws_admission_released_total',
   expired: 'ws_admission_expired_total',
   reregistered: 'ws_admission_reregistered_total',
+  failedUpstream: 'ws_admission_failed_upstream_total',
   rateWindowUsed: 'ws_admission_rate_window_used',
+  podsReachable: 'ws_admission_pods_reachable',
+  podsPenalised: 'ws_admission_pods_penalised',
+  proxiesLive: 'ws_admission_proxies_live',
+  recovering: 'ws_admission_recovering',
+  snapshotAgeSeconds: 'ws_admission_snapshot_age_seconds',
   rateLimit: 'ws_admission_rate_limit',
   rateWindowSeconds: 'ws_admission_rate_window_seconds',
   maxConnectionsPerPod: 'ws_admission_max_connections_per_pod',
   redisUp: 'ws_admission_redis_up',
   redisErrors: 'ws_admission_redis_errors_total',
   failOpen: 'ws_admission_fail_open_total',
-  oneWayStreams: 'ws_admission_one_way_streams_total',
-  phantomLeasesReleased: 'ws_admission_phantom_leases_released_total',
 } as const;
 
 export const EXPORTED_METRICS: readonly string[] = Object.values(METRICS);
 
-export const REJECT_REASONS = ['rate_limited', 'capacity', 'redis_unavailable'] as const;
+/**
+ * Values of the `reason` label of ws_admission_rejected_total. Redis counts rate_limited
+ * and capacity for all proxies (series with {reason} only); each worker counts what it
+ * refused itself (series with {reason, proxy, worker}): redis_unavailable, recovering
+ * (Redis rebuilding its state after a loss), no_backend (Redis knows no healthy host of
+ * the proxy), and rate_limited or capacity answered from its cache of Redis's last refusal.
+ */
+export const REJECT_REASONS = ['rate_limited', 'capacity', 'redis_unavailable', 'recovering', 'no_backend'] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
+/** The reasons only Redis counts (absent while Redis cannot be read). */
+export const REDIS_COUNTED_REASONS: readonly RejectReason[] = ['rate_limited', 'capacity'];

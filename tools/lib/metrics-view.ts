@@ -1,4 +1,4 @@
-import { METRICS, REJECT_REASONS, RejectReason } from './metrics-contract';
+import { METRICS, REDIS_COUNTED_REASONS, REJECT_REASONS, RejectReason } from './metrics-contract';
 import { MetricFamily, SampleSet } from './prometheus';
 
 /** One scrape of one proxy's metrics endpoint, reduced to what the view shows. */
@@ -13,14 +13,23 @@ export interface MetricsSnapshot {
   readonly released?: number;
   readonly expired?: number;
   readonly reregistered?: number;
+  /** Admitted upgrades that never reached their pod (the pod is passed over for a while). */
+  readonly failedUpstream?: number;
   readonly rateWindowUsed?: number;
+  /** The fleet as Redis holds it: pods some proxy reports healthy, pods passed over, live agents. */
+  readonly podsReachable?: number;
+  readonly podsPenalised?: number;
+  readonly proxiesLive?: number;
+  /** 1 while Redis waits for the proxies to put their streams back after a state loss. */
+  readonly recovering?: number;
+  /** Age of the Redis-held numbers (the agent's last snapshot). */
+  readonly snapshotAgeSeconds?: number;
   readonly rateLimit?: number;
   readonly rateWindowSeconds?: number;
   readonly redisUp?: number;
   /** Per-worker counters kept outside Redis, summed over workers. */
   readonly redisErrors?: number;
   readonly failOpen?: number;
-  readonly oneWayStreams?: number;
   /** The proxies that reported the per-worker counters (the one we scraped). */
   readonly reportingProxies: readonly string[];
   /** Number of ws_admission_* series seen: 0 means the endpoint is not ours or empty. */
@@ -35,9 +44,9 @@ export interface Rates {
   readonly released?: number;
   readonly expired?: number;
   readonly reregistered?: number;
+  readonly failedUpstream?: number;
   readonly redisErrors?: number;
   readonly failOpen?: number;
-  readonly oneWayStreams?: number;
 }
 
 const byNatural = (a: string, b: string): number => a.localeCompare(b, 'en', { numeric: true });
@@ -53,11 +62,12 @@ export function snapshotFrom(families: readonly MetricFamily[], at: number): Met
   const rejectedBy = s.byLabel(METRICS.rejected, 'reason');
   const rejected: Partial<Record<RejectReason, number>> = {};
   // A declared family without a series for a reason means none counted yet (per-worker series
-  // appear lazily), unless Redis is down: then the Redis-held series are missing, not zero.
+  // appear lazily), unless the reason is counted in Redis and Redis cannot be read: then its
+  // series is missing, not zero.
   const redisReadable = s.scalar(METRICS.redisUp) !== 0;
   for (const r of REJECT_REASONS) {
     if (rejectedBy.has(r)) rejected[r] = rejectedBy.get(r);
-    else if (s.has(METRICS.rejected) && redisReadable) rejected[r] = 0;
+    else if (s.has(METRICS.rejected) && (redisReadable || !REDIS_COUNTED_REASONS.includes(r))) rejected[r] = 0;
   }
   const reporting = new Set<string>();
   for (const n of [METRICS.redisErrors, METRICS.failOpen, METRICS.rejected])
@@ -72,13 +82,18 @@ export function snapshotFrom(families: readonly MetricFamily[], at: number): Met
     released: s.scalar(METRICS.released),
     expired: s.scalar(METRICS.expired),
     reregistered: s.scalar(METRICS.reregistered),
+    failedUpstream: s.scalar(METRICS.failedUpstream),
     rateWindowUsed: s.scalar(METRICS.rateWindowUsed),
+    podsReachable: s.scalar(METRICS.podsReachable),
+    podsPenalised: s.scalar(METRICS.podsPenalised),
+    proxiesLive: s.scalar(METRICS.proxiesLive),
+    recovering: s.scalar(METRICS.recovering),
+    snapshotAgeSeconds: s.scalar(METRICS.snapshotAgeSeconds),
     rateLimit: s.scalar(METRICS.rateLimit),
     rateWindowSeconds: s.scalar(METRICS.rateWindowSeconds),
     redisUp: s.scalar(METRICS.redisUp),
     redisErrors: s.has(METRICS.redisErrors) ? (s.scalar(METRICS.redisErrors) ?? 0) : undefined,
     failOpen: s.has(METRICS.failOpen) ? (s.scalar(METRICS.failOpen) ?? 0) : undefined,
-    oneWayStreams: s.has(METRICS.oneWayStreams) ? (s.scalar(METRICS.oneWayStreams) ?? 0) : undefined,
     reportingProxies: [...reporting].sort(byNatural),
     seriesCount: s.names.filter((n) => n.startsWith('ws_admission_')).reduce((a, n) => a + s.all(n).length, 0),
   };
@@ -104,9 +119,9 @@ export function ratesBetween(prev: MetricsSnapshot, cur: MetricsSnapshot): Rates
     released: perMinute(prev.released, cur.released, seconds),
     expired: perMinute(prev.expired, cur.expired, seconds),
     reregistered: perMinute(prev.reregistered, cur.reregistered, seconds),
+    failedUpstream: perMinute(prev.failedUpstream, cur.failedUpstream, seconds),
     redisErrors: perMinute(prev.redisErrors, cur.redisErrors, seconds),
     failOpen: perMinute(prev.failOpen, cur.failOpen, seconds),
-    oneWayStreams: perMinute(prev.oneWayStreams, cur.oneWayStreams, seconds),
   };
 }
 
@@ -183,9 +198,18 @@ export function renderScreen(snap: MetricsSnapshot | undefined, opts: RenderOpti
     `Redis ${redisState}   errors ${fmt(snap.redisErrors)} (${rate(rates?.redisErrors)}/min)   fail-open admissions ${fmt(snap.failOpen)} (${rate(rates?.failOpen)}/min)`,
     up === undefined ? undefined : up >= 1 ? '32' : '31',
   );
-  if (up !== undefined && up < 1) push('  Redis unreachable from this proxy: Redis-held numbers missing or stale', '31');
+  if (up !== undefined && up < 1) push('  Redis-held numbers omitted: the agent cannot read Redis (or is not running)', '31');
+  if (snap.recovering !== undefined && snap.recovering >= 1)
+    push('  RECOVERING: Redis lost its state; nothing is admitted until every proxy has put its streams back', '33');
   if (snap.reportingProxies.length)
     push(`  per-worker counters (errors, fail-open, refusals made without Redis) from proxy ${snap.reportingProxies.join(', ')} only`);
+  if (up !== undefined && up >= 1) {
+    const penalised = snap.podsPenalised ?? 0;
+    push(
+      `Fleet: ${fmt(snap.podsReachable)} pods reachable · ${fmt(snap.podsPenalised)} passed over · ${fmt(snap.proxiesLive)} proxies live · data ${fmt(snap.snapshotAgeSeconds, 1)} s old`,
+      penalised > 0 ? '33' : undefined,
+    );
+  }
 
   push('');
   const limit = snap.rateLimit;
@@ -226,7 +250,7 @@ export function renderScreen(snap: MetricsSnapshot | undefined, opts: RenderOpti
   }
 
   push('');
-  const labelW = 30;
+  const labelW = 36;
   push(`${'Admissions'.padEnd(labelW)}${'total'.padStart(10)}${'per min'.padStart(10)}`, '1');
   const row = (label: string, total: number | undefined, perMin: number | undefined, color?: string): void =>
     push(`  ${label.padEnd(labelW - 2)}${fmt(total).padStart(10)}${rate(perMin).padStart(10)}`, color);
@@ -236,7 +260,7 @@ export function renderScreen(snap: MetricsSnapshot | undefined, opts: RenderOpti
   row('released', snap.released, rates?.released);
   row('expired (lease not renewed)', snap.expired, rates?.expired);
   row('re-registered (Redis lost)', snap.reregistered, rates?.reregistered, (snap.reregistered ?? 0) > 0 ? '33' : undefined);
-  row('one-way streams (proxy)', snap.oneWayStreams, rates?.oneWayStreams);
+  row('failed upstream (pod passed over)', snap.failedUpstream, rates?.failedUpstream, (snap.failedUpstream ?? 0) > 0 ? '33' : undefined);
   if (!rates && !opts.error) push('  (rates need two scrapes; they appear from the second refresh on)');
 
   return finish();

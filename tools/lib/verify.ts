@@ -155,9 +155,11 @@ export async function waitForHttp(ctx: VerifyContext, url: string): Promise<numb
 }
 
 /**
- * One WebSocket upgrade answered 101. A 503 (no backend pod ready yet, or all full)
- * is waited through; a 429 means the rate limit is already used up and is reported
- * as what it is.
+ * One WebSocket upgrade answered 101. A 503 is waited through, with the filter's reason
+ * (`x-ws-admission`): `recovering` right after Redis started empty (the agents put the
+ * open streams back first, at most 10 s), `no_backend` before a proxy's agent registered
+ * a healthy backend pod, `capacity` when every pod is full. A 429 means the rate limit is
+ * already used up and is reported as what it is.
  */
 export async function waitForWebSocket(ctx: VerifyContext, url: string): Promise<number> {
   return waitFor(
@@ -166,7 +168,8 @@ export async function waitForWebSocket(ctx: VerifyContext, url: string): Promise
       const r = await ctx.probes.wsUpgrade(url, 5000);
       if (r.status === 101) return done(101);
       if (r.status === 429) return notYet(`429 rate limited (retry-after ${String(r.headers?.['retry-after'] ?? '?')} s)`);
-      return notYet(`HTTP ${r.status} instead of 101`);
+      const reason = r.headers?.['x-ws-admission'];
+      return notYet(`HTTP ${r.status} instead of 101${reason ? ` (x-ws-admission: ${String(reason)})` : ''}`);
     },
     {
       timeoutMs: ctx.timeoutMs,

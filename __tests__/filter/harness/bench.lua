@@ -1,8 +1,8 @@
 -- The filter benchmark, run inside one harness worker (driver op "bench"): the full
 -- envoy_on_request decision of lua/envoy/filter.lua against a real Redis, and the bare
--- EVALSHA admit.lua round trip over the same RESP client, in the same process and run.
+-- FCALL ws_admit round trip over the same RESP client, in the same process and run.
 -- Times with socket.gettime() (gettimeofday, microseconds). Each sample is followed by
--- an untimed release so every decision admits onto one of the 3 candidate pods.
+-- an untimed release so every decision admits onto one of the candidate pods.
 local socket = require("socket")
 local gettime = socket.gettime
 
@@ -20,8 +20,8 @@ local UPGRADE = {
   { "sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==" }, { "user-agent", "bench" },
 }
 
--- One envoy_on_request, timed from the coroutine's start to its first wait (the
--- decision is made: override set and waiting for body data, or a local reply).
+-- One envoy_on_request, timed from the coroutine's start to its end (the decision is
+-- made: override and metadata set, or a local reply).
 local function decide(ctx)
   local api = ctx.api
   local stream = { metadata = {}, remote = "203.0.113.9:40000" }
@@ -31,62 +31,62 @@ local function decide(ctx)
   local h = api.handle(stream, "request", ctx.env)
   local co = coroutine.create(ctx.filter.envoy_on_request)
   local t0 = gettime()
-  local ok, what, payload = coroutine.resume(co, h)
-  while ok and what == "http_call" do ok, what, payload = coroutine.resume(co, payload()) end
+  local ok, what = coroutine.resume(co, h)
   local dt = gettime() - t0
   if not ok then error("envoy_on_request failed: " .. tostring(what)) end
-  -- An admitted stream waits for client data, or (when this decision refreshed the host
-  -- list) returns at once: docs/filter.md "one-way streams".
-  if coroutine.status(co) == "dead" then what = "returned" end
-  return dt, stream, what
+  side.headers_passed = true
+  return dt, stream
 end
 
-local function release(ctx, stream)
-  -- A non-101 answer makes envoy_on_response release the lease (untimed).
-  ctx.new_side(stream, "response", { { ":status", "500" } })
+-- What the agent does for the bench's proxy before anything is admitted (lua/redis/README.md):
+-- an epoch, then its healthy hosts on a committed slot.
+local function prepare(client, calls, proxy, pods)
+  local function run(entry)
+    local r, err = client:fcall(entry.fn, entry.keys, entry.args)
+    if r == nil or require("resp").is_error(r) then error(entry.fn .. " failed: " .. tostring(err or r)) end
+    return r
+  end
+  run(calls.recover("begin", proxy, "be0c4be0c4be0c40"))
+  run(calls.recover("done", proxy))
+  local slot = run(calls.hosts("claim", proxy))
+  run(calls.hosts("add", proxy, slot, pods))
+  run(calls.hosts("commit", proxy, slot))
 end
 
 function M.run(c, ctx)
   local n, warm = c.n or 10000, c.warmup or 1000
   local resp = require("resp")
-  local dir = os.getenv("WS_LUA_DIR")
-  local S = assert(require("settings_loader").load(dir .. "/settings.lua"))
-  local client = resp.new({ host = S.redis_host, port = S.redis_port, password_file = S.redis_password_file,
-    connect_timeout_ms = 1000, read_timeout_ms = 1000, scripts_dir = dir })
-  local pods = c.pods
-  local tag = "{" .. S.hash_tag .. "}"
+  local loader = require("settings_loader")
+  local S = assert(loader.load(os.getenv("WS_LUA_DIR") .. "/settings.lua"))
+  local calls = require("admission").new(S)
+  local client = resp.new(loader.redis_options(S))
+  local proxy = loader.proxy_id()
+  prepare(client, calls, proxy, c.pods)
 
-  -- Interleaved, so both measurements see the same machine noise: per iteration one
-  -- bare EVALSHA admit.lua (same keys and arguments as the filter sends) and one full
-  -- decision through filter.lua, each followed by an untimed release.
-  local keys = { tag .. ":rate", tag .. ":stats", tag .. ":leases", tag .. ":load", tag .. ":views", tag .. ":hosts" }
-  local K = { tag .. ":leases", tag .. ":load", tag .. ":stats" }
-  local view = require("keys").view_id(pods)
-  local vargs = { view }
-  for j, p in ipairs(pods) do vargs[1 + j] = p end
-  assert(client:script("register_view", { tag .. ":views", tag .. ":hosts", tag .. ":load" }, vargs) == #pods)
+  -- Interleaved, so both measurements see the same machine noise: per iteration one bare
+  -- FCALL ws_admit (the keys and arguments the filter sends) and one full decision through
+  -- filter.lua, each followed by an untimed release (ws_leases X; for the filter's, its
+  -- envoy_on_response on a backend's 500).
   local bare, full = {}, {}
   for i = 1, warm + n do
-    local id = "bench|000000|" .. i .. "|abcdef"
-    local args = { S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id, view }
+    local id = proxy .. "|000000|" .. i .. "|abcdef"
+    local admit = calls.admit(id)
     local t0 = gettime()
-    local r = client:script("admit", keys, args)
+    local r = client:fcall(admit.fn, admit.keys, admit.args)
     local dt = gettime() - t0
     assert(type(r) == "table" and r[1] == "ADMITTED", "bare admit did not admit: " .. tostring(r and (r.err or r[1])))
-    client:script("release", K, { id, r[2] })
+    local rel = calls.leases({ { "X", id, r[2] } })
+    client:fcall(rel.fn, rel.keys, rel.args)
     if i > warm then bare[#bare + 1] = dt end
 
-    local fdt, stream, what = decide(ctx)
-    assert((what == "body_chunk" or what == "returned") and stream.override, "decision did not admit")
-    release(ctx, stream)
+    local fdt, stream = decide(ctx)
+    assert(stream.override, "decision did not admit")
+    ctx.new_side(stream, "response", { { ":status", "500" } })
     if i > warm then full[#full + 1] = fdt end
   end
 
   local d, b = percentiles(full), percentiles(bare)
-  return {
-    decision = d, evalsha = b,
-    ratio_p50 = d.p50_us / b.p50_us, ratio_p99 = d.p99_us / b.p99_us,
-  }
+  return { decision = d, fcall = b, ratio_p50 = d.p50_us / b.p50_us, ratio_p99 = d.p99_us / b.p99_us }
 end
 
 return M

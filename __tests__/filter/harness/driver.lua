@@ -5,12 +5,13 @@
 --
 -- Protocol: one command per stdin line, a Lua table literal (written by
 -- harness/worker.ts, trusted test input); one JSON reply per stdout line.
---   {op="hosts", cluster="backend", admin="envoy_admin", hosts={{"10.0.0.1:8080","healthy"},...}, admin_down=false,
---    admin_state="LIVE"}                          -- what admin /ready reports (LIVE, DRAINING, ...)
+--   {op="admin", name="envoy_admin", state="LIVE", down=false}   -- the fake admin: what /ready reports
+--                                       (LIVE, DRAINING, ...), or unreachable
 --   {op="request", sid="s1", headers={{":method","GET"},...}, remote="203.0.113.9:5000", protocol="HTTP/1.1",
 --    defer_http=true}                                              -- httpCall() stays pending until:
 --   {op="http_complete", sid="s1"}
---   {op="response", sid="s1", headers={{":status","101"}}}
+--   {op="response", sid="s1", headers={{":status","101"}}}       -- the backend's answer, through the router
+--   {op="local_reply", sid="s1", headers={{":status","503"},...}} -- the router's own answer (no backend reached)
 --   {op="data", sid="s1", dir="request"|"response", bytes=N}    -- one body chunk
 --   {op="end", sid="s1", dir="request"|"response"}               -- end of stream in that direction
 --   {op="reset", sid="s1"}                                        -- stream reset: coroutines abandoned
@@ -24,35 +25,7 @@ local json = require("json_out")
 local script = assert(arg[1], "usage: luajit driver.lua <script.lua>")
 
 local logs = {}
-local admin = { cluster = "backend", name = "envoy_admin", hosts = {}, down = false, calls = 0,
-  state = "LIVE", paths = {} }
-
--- The admin /clusters text output (docs/root/operations/admin.rst "/clusters"): one
--- "<cluster>::<host>::<stat>::<value>" line per fact, other clusters included.
-local function clusters_body()
-  local out = {
-    "version_info::static",
-    admin.name .. "::observability_name::" .. admin.name,
-    admin.name .. "::default_priority::max_connections::1024",
-    admin.name .. "::added_via_api::false",
-    admin.name .. "::127.0.0.1:9000::cx_active::1",
-    admin.name .. "::127.0.0.1:9000::health_flags::healthy",
-    admin.cluster .. "::observability_name::" .. admin.cluster,
-    admin.cluster .. "::outlier::success_rate_average::-1",
-    admin.cluster .. "::default_priority::max_connections::1024",
-    admin.cluster .. "::added_via_api::false",
-  }
-  for _, h in ipairs(admin.hosts) do
-    local addr, flags = h[1], h[2]
-    out[#out + 1] = admin.cluster .. "::" .. addr .. "::cx_active::0"
-    out[#out + 1] = admin.cluster .. "::" .. addr .. "::rq_total::0"
-    out[#out + 1] = admin.cluster .. "::" .. addr .. "::hostname::backend"
-    out[#out + 1] = admin.cluster .. "::" .. addr .. "::health_flags::" .. flags
-    out[#out + 1] = admin.cluster .. "::" .. addr .. "::weight::1"
-    out[#out + 1] = admin.cluster .. "::" .. addr .. "::success_rate::-1"
-  end
-  return table.concat(out, "\n") .. "\n"
-end
+local admin = { name = "envoy_admin", down = false, calls = 0, state = "LIVE", paths = {} }
 
 local env = {
   clusters = {},
@@ -61,35 +34,68 @@ local env = {
     if os.getenv("HARNESS_VERBOSE") then io.stderr:write("[" .. level .. "] " .. msg .. "\n") end
   end,
 }
-local function install_clusters()
-  env.clusters = {}
-  env.clusters[admin.name] = function(headers)
-    admin.calls = admin.calls + 1
-    local path = headers[":path"]
-    admin.paths[path] = (admin.paths[path] or 0) + 1
-    if admin.down then
-      -- What Envoy's async client hands back when the upstream cannot be reached.
-      return { [":status"] = "503" }, "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
-    end
-    if path == "/clusters" then
-      return { [":status"] = "200", ["content-type"] = "text/plain; charset=UTF-8" }, clusters_body()
-    end
-    if path == "/ready" then
-      -- Admin /ready (source: server/admin/server_info_handler.cc handlerReady): the server
-      -- state name and a newline; 200 only when LIVE, else 503 (PRE_INITIALIZING,
-      -- INITIALIZING, DRAINING after /healthcheck/fail).
-      return { [":status"] = admin.state == "LIVE" and "200" or "503",
-        ["content-type"] = "text/plain; charset=UTF-8" }, admin.state .. "\n"
-    end
-    return { [":status"] = "404" }, "invalid path. "
+
+-- The admin's loopback cluster, as httpCall() reaches it.
+local function admin_cluster(headers)
+  admin.calls = admin.calls + 1
+  local path = headers[":path"]
+  admin.paths[path] = (admin.paths[path] or 0) + 1
+  if admin.down then
+    -- What Envoy's async client hands back when the upstream cannot be reached.
+    return { [":status"] = "503" }, "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
   end
-  env.clusters[admin.cluster] = function() return { [":status"] = "200" }, "" end
+  if path == "/ready" then
+    -- Admin /ready (source: server/admin/server_info_handler.cc handlerReady): the server
+    -- state name and a newline; 200 only when LIVE, else 503 (PRE_INITIALIZING,
+    -- INITIALIZING, DRAINING after /healthcheck/fail).
+    return { [":status"] = admin.state == "LIVE" and "200" or "503",
+      ["content-type"] = "text/plain; charset=UTF-8" }, admin.state .. "\n"
+  end
+  return { [":status"] = "404" }, "invalid path. "
+end
+local function install_clusters()
+  env.clusters = { [admin.name] = admin_cluster }
 end
 install_clusters()
 
 local filter = api.load_script(script)
 
 local streams = {}
+local new_side
+
+-- A script error (source: Filter::scriptError()) logs, counts and drops both stream
+-- wrappers; the stream continues without the script, the other coroutine is never
+-- resumed either.
+local function script_error(stream, dir, what)
+  local side = stream[dir]
+  side.state = "error"
+  side.error = tostring(what)
+  env.log("err", "script error: " .. tostring(what))
+  side.headers_passed = true
+  local other = stream[dir == "request" and "response" or "request"]
+  if other and other.co and other.state == "waiting_body" then
+    other.co = nil
+    other.state = "error"
+    other.error = "dropped by a script error in the " .. dir .. " flow"
+    other.headers_passed = true
+  end
+end
+
+-- The script answered itself (respond()): Envoy encodes that local reply through the
+-- encoder filters, this one's envoy_on_response included, with the script's headers and,
+-- for a body, content-length and a default content-type (recorded from Envoy 1.40:
+-- respond({":status"="429"}, "x") reaches envoy_on_response as :status, content-length 1,
+-- content-type text/plain; an empty body adds nothing).
+local function respond_downstream(stream, reply)
+  local list = {}
+  for k, v in pairs(reply.headers) do list[#list + 1] = { k, v } end
+  table.sort(list, function(a, b) return a[1] < b[1] end)
+  if reply.body and reply.body ~= "" then
+    if not reply.headers["content-length"] then list[#list + 1] = { "content-length", tostring(#reply.body) } end
+    if not reply.headers["content-type"] then list[#list + 1] = { "content-type", "text/plain" } end
+  end
+  new_side(stream, "response", list)
+end
 
 -- Runs (or resumes) one direction's coroutine until it waits for body data, responds,
 -- returns or fails; httpCall yields are served in place.
@@ -114,23 +120,7 @@ local function drive(stream, dir, ...)
   side.resume_after_http = nil
   local ok, what, payload = coroutine.resume(co, ...)
   while true do
-    if not ok then
-      -- source: Filter::scriptError() logs, counts and drops both stream wrappers; the
-      -- stream continues without the script.
-      side.state = "error"
-      side.error = tostring(what)
-      env.log("err", "script error: " .. tostring(what))
-      side.headers_passed = true
-      -- Both directions' wrappers go: the other coroutine is never resumed either.
-      local other = stream[dir == "request" and "response" or "request"]
-      if other and other.co and other.state == "waiting_body" then
-        other.co = nil
-        other.state = "error"
-        other.error = "dropped by a script error in the " .. dir .. " flow"
-        other.headers_passed = true
-      end
-      return
-    end
+    if not ok then return script_error(stream, dir, what) end
     if coroutine.status(co) == "dead" then
       side.state = "done"
       side.headers_passed = true
@@ -153,7 +143,7 @@ local function drive(stream, dir, ...)
     elseif what == "respond" then
       side.state = "responded"
       stream.local_reply = payload
-      return
+      return respond_downstream(stream, payload)
     else
       ok, what = false, "unexpected yield " .. tostring(what)
     end
@@ -166,17 +156,17 @@ local function describe(stream, dir)
     passed = side.headers_passed }
   if dir == "request" then
     r.override = stream.override
-    r.metadata = stream.metadata
     if stream.local_reply then
       local hs = {}
       for k, v in pairs(stream.local_reply.headers) do hs[k] = v end
       r.reply = { headers = hs, body = stream.local_reply.body }
     end
   end
+  r.metadata = stream.metadata
   return r
 end
 
-local function new_side(stream, dir, headers)
+function new_side(stream, dir, headers)
   local side = { state = "new", headers_passed = false }
   stream[dir] = side
   side.headers = api.headers(headers, function() return side.headers_passed end)
@@ -193,12 +183,10 @@ end
 
 local ops = {}
 
-function ops.hosts(c)
-  admin.cluster = c.cluster or admin.cluster
-  admin.name = c.admin or admin.name
-  admin.hosts = c.hosts or {}
-  admin.down = c.admin_down or false
-  admin.state = c.admin_state or "LIVE"
+function ops.admin(c)
+  admin.name = c.name or admin.name
+  admin.down = c.down or false
+  admin.state = c.state or "LIVE"
   install_clusters()
   return { ok = true }
 end
@@ -226,27 +214,37 @@ local function h2_upgrade_to_h1(list)
   return out
 end
 
-function ops.request(c)
-  local stream = { metadata = {}, remote = c.remote or "203.0.113.9:40000", protocol = c.protocol,
-    defer_http = c.defer_http }
-  streams[c.sid] = stream
-  local headers = h2_upgrade_to_h1(c.headers)
-  new_side(stream, "request", headers)
-  -- An HTTP/1.1 upgrade request: once its headers are passed on, real Envoy (1.40) hands
-  -- a script waiting in bodyChunks() one empty chunk, before any response (recorded by
-  -- __tests__/e2e/envoy-api.test.ts).
+-- An upgrade request for Envoy's HTTP/1 codec: an Upgrade header and the `upgrade` token
+-- in Connection (blanks, token, blanks: linear; a "(.-)" trim backtracks on long runs).
+local function is_upgrade(headers)
   local up, conn = false, false
   for _, kv in ipairs(headers or {}) do
     if kv[1] == "upgrade" then up = true end
     if kv[1] == "connection" then
       for t in kv[2]:gmatch("[^,]+") do
-        -- (blanks, token, blanks: linear; a "(.-)" trim backtracks on long blank runs)
         if (t:match("^[ \t]*([^ \t]*)[ \t]*$") or ""):lower() == "upgrade" then conn = true end
       end
     end
   end
+  return up and conn
+end
+
+function ops.request(c)
+  local stream = { metadata = {}, remote = c.remote or "203.0.113.9:40000", protocol = c.protocol,
+    defer_http = c.defer_http }
+  streams[c.sid] = stream
+  local headers = h2_upgrade_to_h1(c.headers)
+  local upgrade = is_upgrade(headers)
+  -- source: http1/codec_impl.cc dispatches an upgrade request's headers without end of
+  -- stream and swallows its message end (the upgraded bytes follow): the request never
+  -- completes. A plain request (these have no body) completes with its headers.
+  stream.request_complete = not upgrade
+  new_side(stream, "request", headers)
+  -- An HTTP/1.1 upgrade request: once its headers are passed on, real Envoy (1.40) hands
+  -- a script waiting in bodyChunks() one empty chunk, before any response (recorded by
+  -- __tests__/e2e/envoy-api.test.ts).
   local side = stream.request
-  if up and conn and side.state == "waiting_body" and side.headers_passed then drive(stream, "request", "") end
+  if upgrade and side.state == "waiting_body" and side.headers_passed then drive(stream, "request", "") end
   return describe(stream, "request")
 end
 
@@ -265,30 +263,55 @@ function ops.http_complete(c)
   return describe(stream, "request")
 end
 
-function ops.response(c)
+-- A response can only come from the router: it needs the request headers passed on to it
+-- (not held by the script) and no answer given already (the script's respond()).
+local function routed(c)
   local stream = assert(streams[c.sid], "unknown stream " .. tostring(c.sid))
-  if stream.reset then return { state = "reset" } end
-  -- No upstream response can exist for a request whose headers never reached the router
-  -- (held by the script); the test asked for something Envoy cannot produce.
+  if stream.reset then return nil end
   local rq = stream.request
-  if rq and not rq.headers_passed and rq.state ~= "responded" then
+  if rq and rq.state == "responded" then error("the script answered this request itself: no other response possible") end
+  if rq and not rq.headers_passed then
     error("request headers were never passed on to the router (held by the Lua script): no upstream response possible")
   end
-  new_side(stream, "response", c.headers)
-  local r = describe(stream, "response")
+  if stream.response then error("this stream has a response already") end
+  return stream
+end
+
+-- The backend's answer. The router adds x-envoy-upstream-service-time only when the
+-- downstream request was complete (source: router.cc onUpstreamHeaders, "Only send
+-- upstream service time if we received the complete request"): never on the answer to
+-- an upgrade request, whatever its status (seen in Envoy 1.40: a backend's 403 to a
+-- WebSocket upgrade reaches envoy_on_response without it).
+function ops.response(c)
+  local stream = routed(c)
+  if not stream then return { state = "reset" } end
+  local headers = {}
+  for i, kv in ipairs(c.headers or {}) do headers[i] = kv end
+  if stream.request_complete then headers[#headers + 1] = { "x-envoy-upstream-service-time", "1" } end
+  new_side(stream, "response", headers)
   -- A 101 to an HTTP/1.1 upgrade: Envoy's codec switches both directions to raw bytes
   -- (source: http1/codec_impl.cc), which never end with an end flag. Right after the
   -- 101, real Envoy (1.40) hands the response flow one empty body chunk (recorded by
   -- __tests__/e2e/envoy-api.test.ts).
-  for _, kv in ipairs(c.headers or {}) do
+  for _, kv in ipairs(headers) do
     if kv[1] == ":status" and kv[2] == "101" then
       stream.upgraded = true
       local side = stream.response
-      if side and side.state == "waiting_body" and not stream.reset then drive(stream, "response", "") end
-      r = describe(stream, "response")
+      if side.state == "waiting_body" then drive(stream, "response", "") end
     end
   end
-  return r
+  return describe(stream, "response")
+end
+
+-- The router's own answer when no backend was reached (the strict override host is gone:
+-- 503 "no healthy upstream", flag UH; the connection failed: flag UF). The headers are
+-- the test's (worker.ts builds them as Envoy does, with the bootstrap's local reply
+-- mappers); the router adds none of its own.
+function ops.local_reply(c)
+  local stream = routed(c)
+  if not stream then return { state = "reset" } end
+  new_side(stream, "response", c.headers)
+  return describe(stream, "response")
 end
 
 local function feed(c, chunk)
@@ -300,6 +323,7 @@ local function feed(c, chunk)
     -- (resetAllStreams, codec_client.cc): seen end to end in __tests__/e2e.
     error("an upgraded HTTP/1.1 stream never ends normally in Envoy: every end is a reset (use reset)")
   end
+  if chunk == nil and c.dir == "request" then stream.request_complete = true end
   local side = stream[c.dir]
   if not side then return { state = "absent" } end
   if side.state == "waiting_body" then drive(stream, c.dir, chunk) end
@@ -358,28 +382,23 @@ function ops.logs()
 end
 
 function ops.bench(c)
-  return require("bench").run(c, { api = api, filter = filter, env = env, new_side = new_side,
-    streams = streams, describe = describe, drive = drive })
+  return require("bench").run(c, { api = api, filter = filter, env = env, new_side = new_side, streams = streams })
 end
 
 function ops.exit() os.exit(0) end
 
+local function answer(line)
+  local chunk, perr = loadstring("return " .. line)
+  if not chunk then return { error = "bad command: " .. tostring(perr) } end
+  setfenv(chunk, {})
+  local okc, cmd = pcall(chunk)
+  if not okc or type(cmd) ~= "table" or not ops[cmd.op] then return { error = "bad command: " .. line:sub(1, 200) } end
+  local okr, r = pcall(ops[cmd.op], cmd)
+  return okr and r or { error = tostring(r) }
+end
+
 io.stdout:setvbuf("no")
 io.stdout:write(json.encode({ ready = true }), "\n")
 for line in io.lines() do
-  local chunk, perr = loadstring("return " .. line)
-  local reply
-  if not chunk then
-    reply = { error = "bad command: " .. tostring(perr) }
-  else
-    setfenv(chunk, {})
-    local okc, cmd = pcall(chunk)
-    if not okc or type(cmd) ~= "table" or not ops[cmd.op] then
-      reply = { error = "bad command: " .. line:sub(1, 200) }
-    else
-      local okr, r = pcall(ops[cmd.op], cmd)
-      reply = okr and r or { error = tostring(r) }
-    end
-  end
-  io.stdout:write(json.encode(reply), "\n")
+  io.stdout:write(json.encode(answer(line)), "\n")
 end

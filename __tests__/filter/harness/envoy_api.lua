@@ -20,12 +20,16 @@
 --    they stay held until data arrives (source: StreamHandleWrapper::start/onSuccess/
 --    onData; see drive() in driver.lua). (docs: "headers()")
 --  * respond() only in the request flow and only before the headers were passed on;
---    the script is not resumed after it. (docs: "respond()")
+--    the script is not resumed after it, and its reply goes through envoy_on_response
+--    like any other response. (docs: "respond()"; recorded from Envoy 1.40)
+--  * what reaches envoy_on_response: a backend's answer through the router (which adds
+--    x-envoy-upstream-service-time only after a complete request, so never to an
+--    upgrade's answer) or the router's own local reply (driver.lua, local-reply.ts).
 --  * one Lua state per worker: the driver process is one worker; run several
 --    processes for several workers or proxies. (docs: "per worker thread")
 --
 -- What is not: trailers, body() buffering, metadata(), filterContext(), crypto,
--- timestamps; the filter does not use them.
+-- timestamps, the stream info's other methods; the filters do not use them.
 local M = {}
 
 local function lower(s) return (s:gsub("%u", string.lower)) end
@@ -171,119 +175,145 @@ function M.buffer(data) return setmetatable({ _data = data }, Buffer) end
 -------------------------------------------------------------------------------
 -- Stream handle. docs: "Stream handle API"
 -------------------------------------------------------------------------------
--- stream: the driver's record of one HTTP stream (shared by both directions)
--- dir: "request" | "response"
--- env: { clusters = { name = function(headers, body) -> headers, body } , log = function(level, msg) }
+-- One handle per direction of a stream (source: StreamHandleWrapper), made by
+-- M.handle(stream, dir, env):
+--   stream: the driver's record of one HTTP stream (shared by both directions)
+--   dir:    "request" | "response"
+--   env:    { clusters = { name = function(headers, body) -> headers, body }, log = function(level, msg) }
+local Handle = {}
+Handle.__index = Handle
+
+-- docs: "headers()"
+function Handle:headers() return self._side.headers end
+
+-- docs: "bodyChunks()": an iterator over chunks as they arrive; Envoy suspends the
+-- script between chunks and does not buffer them. Returns nil at end of stream.
+-- Whether the headers are passed on while the script waits here depends on what came
+-- before (after an httpCall() they stay held): modelled in driver.lua's drive().
+function Handle:bodyChunks()
+  return function()
+    local chunk = coroutine.yield("body_chunk")
+    if chunk == nil then return nil end
+    return M.buffer(chunk)
+  end
+end
+
+-- docs: "httpCall()": (cluster, headers, body, timeout_ms [, asynchronous]) or
+-- (cluster, headers, body, options). ":method", ":path" and ":authority" must be set.
+-- Returns response headers (table) and body (string or nil). The script is suspended
+-- until the call completes (modelled by a yield to the driver).
+function Handle:httpCall(cluster, headers, body, opt)
+  assert(type(cluster) == "string", "httpCall: cluster must be a string")
+  assert(type(headers) == "table", "httpCall: headers must be a table")
+  for _, k in ipairs({ ":method", ":path", ":authority" }) do
+    if not headers[k] then error("httpCall: header " .. k .. " must be set", 2) end
+  end
+  local timeout = type(opt) == "table" and opt.timeout_ms or opt
+  assert(type(timeout) == "number" and timeout >= 0, "httpCall: timeout_ms must be an integer")
+  local target = self._env.clusters[cluster]
+  -- source: luaHttpCall raises "http call cluster invalid. Must be configured"
+  if not target then error("http call cluster invalid. Must be configured", 2) end
+  local rh, rb = coroutine.yield("http_call", function() return target(headers, body) end)
+  return rh, rb
+end
+
+-- docs: "respond()": only in the request flow, only before the headers were passed
+-- on; headers must contain ":status"; no further filter iteration. The script is
+-- not resumed afterwards (source: luaRespond ends with lua_yield).
+function Handle:respond(headers, body)
+  if self._dir ~= "request" then error("respond() is only valid in the request flow", 2) end
+  if self._side.headers_passed then error("respond() not permitted after the headers were passed on", 2) end
+  assert(type(headers) == "table", "respond: headers must be a table")
+  -- source: luaRespond raises ":status must be between 200-599"
+  local st = tonumber(headers[":status"])
+  if not st or st < 200 or st >= 600 or st % 1 ~= 0 then error(":status must be between 200-599", 2) end
+  coroutine.yield("respond", { headers = deepcopy(headers), body = body })
+  error("respond(): the script must not be resumed")
+end
+
+-- docs: "setUpstreamOverrideHost()" (Envoy 1.33.0 "lua: Added a new
+-- setUpstreamOverrideHost()"): host must be an IP address (source: checked with
+-- Http::Utility::parseAuthority(host).is_ip_address_, so "ip:port" and "[v6]:port"
+-- are accepted); strict is an optional boolean (default false).
+function Handle:setUpstreamOverrideHost(host, strict)
+  if type(host) ~= "string" then error("setUpstreamOverrideHost: host must be a string", 2) end
+  if not M.is_ip_authority(host) then error("host is not a valid IP address", 2) end
+  if strict ~= nil and type(strict) ~= "boolean" then
+    error("setUpstreamOverrideHost: strict must be a boolean", 2)
+  end
+  self._stream.override = { host = host, strict = strict or false }
+end
+
+-- docs: "streamInfo()" -> "Stream info object API". One object per stream handle, made
+-- on the first call and returned again after (source: lua_filter.cc,
+-- StreamHandleWrapper::luaStreamInfo keeps stream_info_wrapper_).
+function Handle:streamInfo()
+  self._stream_info = self._stream_info or M.stream_info(self._stream)
+  return self._stream_info
+end
+
+-- docs: "connection()" -> "Connection object API": ssl() is nil on plain text.
+function Handle:connection()
+  local stream = self._stream
+  return { ssl = function() return stream.ssl end }
+end
+
+-- lua_common.rst: "log*()": logTrace/logDebug/logInfo/logWarn/logErr/logCritical.
+for _, lvl in ipairs({ "Trace", "Debug", "Info", "Warn", "Err", "Critical" }) do
+  Handle["log" .. lvl] = function(self, msg) self._env.log(lvl:lower(), tostring(msg)) end
+end
+
 function M.handle(stream, dir, env)
-  local h = {}
-  local side = stream[dir]
+  return setmetatable({ _stream = stream, _dir = dir, _side = stream[dir], _env = env }, Handle)
+end
 
-  -- docs: "headers()"
-  function h:headers() return side.headers end
+-------------------------------------------------------------------------------
+-- Stream info. docs: "Stream info object API"
+-------------------------------------------------------------------------------
+-- Envoy 1.40's object has exactly: protocol, routeName, virtualClusterName,
+-- requestedServerName, downstreamLocalAddress, downstreamDirectLocalAddress,
+-- downstreamRemoteAddress, downstreamDirectRemoteAddress, downstreamSslConnection,
+-- dynamicMetadata, dynamicTypedMetadata, filterState, drainConnectionUponCompletion
+-- (listed from a real Envoy's metatable): nothing about the upstream host or the
+-- response flags. Those the filters use are modelled; calling another one fails here.
+local StreamInfo = {}
+StreamInfo.__index = StreamInfo
 
-  -- docs: "bodyChunks()": an iterator over chunks as they arrive; Envoy suspends the
-  -- script between chunks and does not buffer them. Returns nil at end of stream.
-  -- Whether the headers are passed on while the script waits here depends on what came
-  -- before (after an httpCall() they stay held): modelled in driver.lua's drive().
-  function h:bodyChunks()
-    return function()
-      local chunk = coroutine.yield("body_chunk")
-      if chunk == nil then return nil end
-      return M.buffer(chunk)
-    end
-  end
+function StreamInfo:protocol() return self._stream.protocol or "HTTP/1.1" end                    -- docs: "protocol()"
+function StreamInfo:downstreamRemoteAddress() return self._stream.remote end                     -- docs: "downstreamRemoteAddress()"
+function StreamInfo:downstreamDirectRemoteAddress() return self._stream.remote end               -- docs: "downstreamDirectRemoteAddress()"
+function StreamInfo:downstreamLocalAddress() return self._stream.local_addr or "10.1.0.5:8080" end -- docs: "downstreamLocalAddress()"
+function StreamInfo:routeName() return self._stream.route or "" end                              -- docs: "routeName()"
 
-  -- docs: "httpCall()": (cluster, headers, body, timeout_ms [, asynchronous]) or
-  -- (cluster, headers, body, options). ":method", ":path" and ":authority" must be set.
-  -- Returns response headers (table) and body (string or nil). The script is suspended
-  -- until the call completes (modelled by a yield to the driver).
-  function h:httpCall(cluster, headers, body, opt)
-    assert(type(cluster) == "string", "httpCall: cluster must be a string")
-    assert(type(headers) == "table", "httpCall: headers must be a table")
-    for _, k in ipairs({ ":method", ":path", ":authority" }) do
-      if not headers[k] then error("httpCall: header " .. k .. " must be set", 2) end
-    end
-    local timeout = type(opt) == "table" and opt.timeout_ms or opt
-    assert(type(timeout) == "number" and timeout >= 0, "httpCall: timeout_ms must be an integer")
-    local target = env.clusters[cluster]
-    -- source: luaHttpCall raises "http call cluster invalid. Must be configured"
-    if not target then error("http call cluster invalid. Must be configured", 2) end
-    local rh, rb = coroutine.yield("http_call", function() return target(headers, body) end)
-    return rh, rb
-  end
+-- docs: "dynamicMetadata()" -> "Dynamic metadata object API". One object per stream info
+-- (source: StreamInfoWrapper::luaDynamicMetadata keeps dynamic_metadata_wrapper_).
+function StreamInfo:dynamicMetadata()
+  self._metadata = self._metadata or M.dynamic_metadata(self._stream)
+  return self._metadata
+end
 
-  -- docs: "respond()": only in the request flow, only before the headers were passed
-  -- on; headers must contain ":status"; no further filter iteration. The script is
-  -- not resumed afterwards (source: luaRespond ends with lua_yield).
-  function h:respond(headers, body)
-    if dir ~= "request" then error("respond() is only valid in the request flow", 2) end
-    if side.headers_passed then error("respond() not permitted after the headers were passed on", 2) end
-    assert(type(headers) == "table", "respond: headers must be a table")
-    -- source: luaRespond raises ":status must be between 200-599"
-    local st = tonumber(headers[":status"])
-    if not st or st < 200 or st >= 600 or st % 1 ~= 0 then error(":status must be between 200-599", 2) end
-    coroutine.yield("respond", { headers = deepcopy(headers), body = body })
-    error("respond(): the script must not be resumed")
-  end
+function M.stream_info(stream)
+  return setmetatable({ _stream = stream }, StreamInfo)
+end
 
-  -- docs: "setUpstreamOverrideHost()" (Envoy 1.33.0 "lua: Added a new
-  -- setUpstreamOverrideHost()"): host must be an IP address (source: checked with
-  -- Http::Utility::parseAuthority(host).is_ip_address_, so "ip:port" and "[v6]:port"
-  -- are accepted); strict is an optional boolean (default false).
-  function h:setUpstreamOverrideHost(host, strict)
-    if type(host) ~= "string" then error("setUpstreamOverrideHost: host must be a string", 2) end
-    if not M.is_ip_authority(host) then error("host is not a valid IP address", 2) end
-    if strict ~= nil and type(strict) ~= "boolean" then
-      error("setUpstreamOverrideHost: strict must be a boolean", 2)
-    end
-    stream.override = { host = host, strict = strict or false }
-  end
+-- set(filterName, key, value) / get(filterName) returning a copy of that filter's table
+-- (nil when none). The stream's metadata is shared by both directions and the access log.
+local DynamicMetadata = {}
+DynamicMetadata.__index = DynamicMetadata
 
-  -- docs: "streamInfo()" -> "Stream info object API". One object per stream handle,
-  -- made on the first call and returned again after (source: lua_filter.cc,
-  -- StreamHandleWrapper::luaStreamInfo keeps stream_info_wrapper_; likewise
-  -- StreamInfoWrapper::luaDynamicMetadata keeps dynamic_metadata_wrapper_).
-  local si_cached
-  function h:streamInfo()
-    if si_cached then return si_cached end
-    local si = {}
-    si_cached = si
-    function si:protocol() return stream.protocol or "HTTP/1.1" end                 -- docs: "protocol()"
-    function si:downstreamRemoteAddress() return stream.remote end                  -- docs: "downstreamRemoteAddress()"
-    function si:downstreamDirectRemoteAddress() return stream.remote end            -- docs: "downstreamDirectRemoteAddress()"
-    function si:downstreamLocalAddress() return stream.local_addr or "10.1.0.5:8080" end -- docs: "downstreamLocalAddress()"
-    function si:routeName() return stream.route or "" end                           -- docs: "routeName()"
-    -- docs: "dynamicMetadata()" -> "Dynamic metadata object API": set(filterName, key,
-    -- value) / get(filterName) returning that filter's table (nil when none).
-    local dm_cached
-    function si:dynamicMetadata()
-      if dm_cached then return dm_cached end
-      local dm = {}
-      dm_cached = dm
-      function dm:set(ns, key, value)
-        assert(type(ns) == "string" and type(key) == "string", "dynamicMetadata:set(filterName, key, value)")
-        stream.metadata[ns] = stream.metadata[ns] or {}
-        stream.metadata[ns][key] = deepcopy(value)
-      end
-      function dm:get(ns)
-        return deepcopy(stream.metadata[ns])
-      end
-      return dm
-    end
-    return si
-  end
+function DynamicMetadata:set(ns, key, value)
+  assert(type(ns) == "string" and type(key) == "string", "dynamicMetadata:set(filterName, key, value)")
+  local md = self._stream.metadata
+  md[ns] = md[ns] or {}
+  md[ns][key] = deepcopy(value)
+end
 
-  -- docs: "connection()" -> "Connection object API": ssl() is nil on plain text.
-  function h:connection()
-    return { ssl = function() return stream.ssl end }
-  end
+function DynamicMetadata:get(ns)
+  return deepcopy(self._stream.metadata[ns])
+end
 
-  -- lua_common.rst: "log*()": logTrace/logDebug/logInfo/logWarn/logErr/logCritical.
-  for _, lvl in ipairs({ "Trace", "Debug", "Info", "Warn", "Err", "Critical" }) do
-    h["log" .. lvl] = function(_, msg) env.log(lvl:lower(), tostring(msg)) end
-  end
-
-  return h
+function M.dynamic_metadata(stream)
+  return setmetatable({ _stream = stream }, DynamicMetadata)
 end
 
 -- Http::Utility::parseAuthority(...).is_ip_address_: an IPv4 or IPv6 literal, with

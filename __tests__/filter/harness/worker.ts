@@ -1,24 +1,27 @@
-import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
+import { execFileSync, spawn, ChildProcessWithoutNullStreams } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as readline from 'readline';
+import { DEFAULT_LUA_DIRS, collectLuaFiles } from '../../../constructs/filter-config';
+import { LocalReplyFlag, backendAnswer, envoyLocalReply } from './router';
 
 /** Repository root (this file is __tests__/filter/harness/worker.ts). */
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
 const DRIVER = path.join(__dirname, 'driver.lua');
 
-/** The fields of the generated settings.lua (docs/internals.md, "settings.lua"). */
+/** The fields of the generated settings.lua (docs/internals.md, "settings.lua"; config/settings.ts). */
 export interface Settings {
   backend_cluster: string;
   admin_cluster: string;
-  hosts_cache_ms: number;
   capacity_cache_ms: number;
   rate_limit: number;
   rate_window_ms: number;
   max_connections_per_pod: number;
   lease_ttl_ms: number;
   renew_interval_ms: number;
+  penalty_ms: number;
+  metrics_snapshot_ms: number;
   redis_host: string;
   redis_port: number;
   redis_password_file: string;
@@ -37,15 +40,16 @@ export function defaultSettings(redisPort: number, overrides: Partial<Settings> 
   return {
     backend_cluster: 'backend',
     admin_cluster: 'envoy_admin',
-    hosts_cache_ms: 1000,
     // Off unless a test is about it: most tests free a slot through another worker and
     // expect the next upgrade to see it at once (the stack's default is 250).
     capacity_cache_ms: 0,
     rate_limit: 0,
     rate_window_ms: 60000,
     max_connections_per_pod: 2,
-    lease_ttl_ms: 3000,
+    lease_ttl_ms: 30000,
     renew_interval_ms: 500,
+    penalty_ms: 15000,
+    metrics_snapshot_ms: 5000,
     redis_host: '127.0.0.1',
     redis_port: redisPort,
     redis_password_file: '',
@@ -99,22 +103,27 @@ export function settingsLua(s: Record<string, unknown>): string {
 }
 
 /**
- * A directory laid out like /etc/envoy/lua in the container: every lua/envoy/*.lua,
- * lua/redis/*.lua and lua/cli/*.lua by base name (a duplicate base name is refused, as
- * the stack does), plus settings.lua.
+ * A directory laid out like /etc/envoy/lua in the container: the files the stack ships
+ * in the Envoy pod's ConfigMap (constructs/filter-config.ts: lua/envoy, lua/agent and
+ * lua/cli by base name, a duplicate refused), plus settings.lua.
  */
 export function makeLuaDir(settings: Record<string, unknown> | string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-lua-'));
-  for (const sub of ['lua/envoy', 'lua/redis', 'lua/cli']) {
-    const src = path.join(ROOT, sub);
-    for (const f of fs.readdirSync(src).filter((n) => n.endsWith('.lua'))) {
-      const dst = path.join(dir, f);
-      if (fs.existsSync(dst)) throw new Error(`duplicate Lua base name ${f} in lua/envoy, lua/redis and lua/cli`);
-      fs.copyFileSync(path.join(src, f), dst);
-    }
-  }
+  for (const f of collectLuaFiles(DEFAULT_LUA_DIRS)) fs.writeFileSync(path.join(dir, f.name), f.content);
   fs.writeFileSync(path.join(dir, 'settings.lua'), typeof settings === 'string' ? settings : settingsLua(settings));
   return dir;
+}
+
+/**
+ * Throws unless lua/envoy/settings_loader.lua accepts the directory's settings.lua: a
+ * test that means to admit must not pass because a refused file made the filter fail open.
+ */
+export function checkSettings(luaDir: string): void {
+  const code = `package.path = ${JSON.stringify(luaDir + '/?.lua;')} .. package.path
+local S, errs = require("settings_loader").load(${JSON.stringify(luaDir + '/settings.lua')})
+if not S then io.write(table.concat(errs, "; ")) end`;
+  const problems = execFileSync('luajit', ['-e', code], { encoding: 'utf8' });
+  if (problems !== '') throw new Error(`the test's settings.lua is refused by the filter: ${problems}`);
 }
 
 export function makeStateDir(): string {
@@ -123,8 +132,17 @@ export function makeStateDir(): string {
 
 export type HeaderList = Array<[string, string]>;
 
+/** The filter's dynamic metadata (lua/envoy/filter.lua NS), as the lease log reads it. */
+export interface AdmissionMetadata {
+  connection_id?: string;
+  pod?: string;
+  kind?: string;
+  registered?: string;
+  lease?: string;
+}
+
 export interface SideResult {
-  state: 'new' | 'waiting_body' | 'waiting_http' | 'done' | 'responded' | 'error' | 'reset' | 'absent';
+  state: 'new' | 'waiting_body' | 'waiting_http' | 'running' | 'done' | 'responded' | 'error' | 'reset' | 'absent';
   /** The headers were passed on to the next filter (router / downstream), per Envoy's rules. */
   passed?: boolean;
   error?: string;
@@ -132,6 +150,12 @@ export interface SideResult {
   override?: { host: string; strict: boolean };
   metadata?: Record<string, Record<string, unknown>>;
   reply?: { headers: Record<string, string>; body?: string };
+}
+
+/** The filter's metadata of a stream ({} when it set none). */
+export function admission(r: SideResult): AdmissionMetadata {
+  const md: AdmissionMetadata = r.metadata?.['ws.admission'] ?? {};
+  return md;
 }
 
 export interface LogLine {
@@ -156,6 +180,15 @@ export const PLAIN: HeaderList = [
   [':authority', 'example.test'],
   [':scheme', 'http'],
 ];
+
+export interface WorkerOptions {
+  readonly luaDir: string;
+  readonly stateDir: string;
+  /** POD_NAME: the proxy id of the worker's connection ids. */
+  readonly podName?: string;
+  readonly script?: 'filter.lua' | 'metrics.lua';
+  readonly env?: Record<string, string>;
+}
 
 /** One Envoy worker: a luajit process running the harness driver with one script. */
 export class Worker {
@@ -191,15 +224,7 @@ export class Worker {
     });
   }
 
-  static async start(opts: {
-    luaDir: string;
-    stateDir: string;
-    podName?: string;
-    script?: 'filter.lua' | 'metrics.lua';
-    hosts?: Array<[string, string]>;
-    adminDown?: boolean;
-    env?: Record<string, string>;
-  }): Promise<Worker> {
+  static async start(opts: WorkerOptions): Promise<Worker> {
     const script = path.join(opts.luaDir, opts.script ?? 'filter.lua');
     const proc = spawn('luajit', [DRIVER, script], {
       env: {
@@ -215,7 +240,6 @@ export class Worker {
     const w = new Worker(proc);
     const ready = JSON.parse(await w.nextLine());
     if (!ready.ready) throw new Error(`driver did not start: ${JSON.stringify(ready)} ${w.stderr}`);
-    if (opts.hosts) await w.setHosts(opts.hosts, opts.adminDown);
     return w;
   }
 
@@ -237,9 +261,9 @@ export class Worker {
     return r as T;
   }
 
-  /** The fake admin of this worker: its /clusters host list, unreachable, and its /ready state. */
-  setHosts(hosts: Array<[string, string]>, adminDown = false, adminState = 'LIVE') {
-    return this.send({ op: 'hosts', cluster: 'backend', admin: 'envoy_admin', hosts, admin_down: adminDown, admin_state: adminState });
+  /** The fake admin of this worker: what its /ready reports (LIVE, DRAINING, ...), or unreachable. */
+  admin(state = 'LIVE', down = false) {
+    return this.send({ op: 'admin', name: 'envoy_admin', state, down });
   }
 
   newSid(): string {
@@ -260,8 +284,18 @@ export class Worker {
     return this.send({ op: 'http_complete', sid });
   }
 
+  /** The backend's answer, through the route and the router (router.ts, driver.lua ops.response). */
   response(sid: string, status: string, extra: HeaderList = []): Promise<SideResult> {
-    return this.send({ op: 'response', sid, headers: [[':status', status], ...extra] });
+    return this.send({ op: 'response', sid, headers: backendAnswer([[':status', status], ...extra]) });
+  }
+
+  /**
+   * Envoy's router answering itself, no backend reached: `UH` when the strictly pinned
+   * host is no longer in the cluster (503 "no healthy upstream"), `UF` when the
+   * connection to it failed -- with the headers the stack's local reply config adds.
+   */
+  localReply(sid: string, flag: LocalReplyFlag = 'UH'): Promise<SideResult> {
+    return this.send({ op: 'local_reply', sid, headers: envoyLocalReply(flag) });
   }
 
   /** One body chunk: `bytes` filler bytes, or exactly these bytes. */
@@ -318,13 +352,14 @@ export class Worker {
   }
 
   /**
-   * A kubelet probe (or NLB health check) on the metrics listener: `GET /ready` as
-   * kube-probe sends it. Run on a worker started with script 'metrics.lua'.
+   * A kubelet probe (or NLB health check) on the metrics listener, as kube-probe sends
+   * it: `GET /ready` (readiness) or `/live` (liveness). Run on a worker started with
+   * script 'metrics.lua'.
    */
-  probe(method = 'GET'): Promise<SideResult & { sid: string }> {
+  probe(pathName = '/ready', method = 'GET'): Promise<SideResult & { sid: string }> {
     return this.request([
       [':method', method],
-      [':path', '/ready'],
+      [':path', pathName],
       [':authority', '10.1.0.5:9901'],
       [':scheme', 'http'],
       ['user-agent', 'kube-probe/1.31'],
@@ -359,46 +394,37 @@ export class Worker {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A full admitted WebSocket: request admitted, 101 answered. Returns the stream id and pod. */
+/** An upgrade answered 101 when admitted. Returns the stream id, the pinned pod (if any) and the request's result. */
 export async function openSocket(w: Worker, headers: HeaderList = UPGRADE): Promise<{ sid: string; pod?: string; req: SideResult }> {
   const req = await w.request(headers);
-  if (req.state === 'responded' || !req.override) return { sid: req.sid, req };
+  if (req.state === 'responded') return { sid: req.sid, req };
   await w.response(req.sid, '101');
-  return { sid: req.sid, pod: req.override.host, req };
+  return { sid: req.sid, pod: req.override?.host, req };
 }
-
-export const HOSTS: Array<[string, string]> = [
-  ['10.0.0.1:8080', 'healthy'],
-  ['10.0.0.2:8080', 'healthy'],
-  ['10.0.0.3:8080', '/failed_active_hc'],
-];
 
 /** Starts workers for one test file and stops them all at the end. */
 export class Fleet {
   private readonly workers: Worker[] = [];
   readonly stateDir = makeStateDir();
 
-  constructor(private readonly redisPort: number) {}
+  /** base: settings every worker gets (e.g. the Redis user and password file). */
+  constructor(
+    private readonly redisPort: number,
+    private readonly base: Partial<Settings> = {},
+  ) {}
 
   async worker(
     overrides: Partial<Settings> = {},
     opts: {
       podName?: string;
-      hosts?: Array<[string, string]>;
       script?: 'filter.lua' | 'metrics.lua';
       settings?: Record<string, unknown> | string;
       env?: Record<string, string>;
     } = {},
   ): Promise<Worker> {
-    const luaDir = makeLuaDir(opts.settings ?? { ...defaultSettings(this.redisPort, overrides) });
-    const w = await Worker.start({
-      luaDir,
-      stateDir: this.stateDir,
-      podName: opts.podName,
-      script: opts.script,
-      hosts: opts.hosts ?? HOSTS,
-      env: opts.env,
-    });
+    const luaDir = makeLuaDir(opts.settings ?? { ...defaultSettings(this.redisPort, { ...this.base, ...overrides }) });
+    if (!opts.settings) checkSettings(luaDir);
+    const w = await Worker.start({ luaDir, stateDir: this.stateDir, podName: opts.podName, script: opts.script, env: opts.env });
     this.workers.push(w);
     return w;
   }
@@ -406,31 +432,4 @@ export class Fleet {
   async closeAll(): Promise<void> {
     await Promise.all(this.workers.splice(0).map((w) => w.close()));
   }
-}
-
-/** Redis server time in ms (the scripts' clock). */
-export function redisNowMs(cli: (...a: string[]) => string): number {
-  const [s, us] = cli('TIME').split('\n').map(Number);
-  return s * 1000 + Math.floor(us / 1000);
-}
-
-/** Live (unexpired) leases of one pod: their connection ids (members "<id> <pod>" of {tag}:leases). */
-export function liveLeases(cli: (...a: string[]) => string, pod: string, tag = 'ws'): string[] {
-  const now = redisNowMs(cli);
-  const out = cli('ZRANGEBYSCORE', `{${tag}}:leases`, `(${now}`, '+inf');
-  return (out === '' ? [] : out.split('\n')).filter((m) => m.endsWith(` ${pod}`)).map((m) => m.slice(0, m.indexOf(' ')));
-}
-
-/** Calls of one Redis command so far (INFO commandstats). */
-export function commandCalls(cli: (...a: string[]) => string, cmd: string): number {
-  const m = cli('INFO', 'commandstats').match(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`));
-  return m ? Number(m[1]) : 0;
-}
-
-export function statsHash(cli: (...a: string[]) => string, tag = 'ws'): Record<string, number> {
-  const flat = cli('HGETALL', `{${tag}}:stats`);
-  const parts = flat === '' ? [] : flat.split('\n');
-  const out: Record<string, number> = {};
-  for (let i = 0; i + 1 < parts.length; i += 2) out[parts[i]] = Number(parts[i + 1]);
-  return out;
 }

@@ -14,7 +14,7 @@ const REPO = path.resolve(__dirname, '..', '..', '..');
  */
 export function buildWorker(): { entry: string; dir: string } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-race-'));
-  for (const name of ['race-worker', 'scripts']) {
+  for (const name of ['race-worker', 'functions']) {
     const src = fs.readFileSync(path.join(__dirname, `${name}.ts`), 'utf8');
     const out = ts.transpileModule(src, {
       compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
@@ -99,17 +99,21 @@ export async function runWorkers(
 export interface Executed {
   readonly time: number;
   readonly args: string[];
-  readonly fromScript: boolean;
+  /** Run by a function of the library (MONITOR's source "lua"), not sent by a client. */
+  readonly fromFunction: boolean;
 }
 
 /**
- * Records every command Redis executes, including the ones scripts run (MONITOR
+ * Records every command Redis executes, including the ones functions run (MONITOR
  * reports them with source "lua"), in the server's own execution order. Replaying
  * that log reconstructs every state a key went through, which a poller sampling
  * ZCARD cannot.
  */
-export async function recordCommands(port: number): Promise<{ stop(): Promise<Executed[]> }> {
-  const control = new Redis({ host: '127.0.0.1', port, lazyConnect: true });
+export async function recordCommands(
+  port: number,
+  auth: { username?: string; password?: string } = {},
+): Promise<{ stop(): Promise<Executed[]> }> {
+  const control = new Redis({ host: '127.0.0.1', port, lazyConnect: true, ...auth });
   await control.connect();
   const monitor = await control.monitor();
   const log: Executed[] = [];
@@ -120,11 +124,11 @@ export async function recordCommands(port: number): Promise<{ stop(): Promise<Ex
   });
   monitor.on('monitor', (time: string, args: string[], source: string) => {
     if (args[0]?.toLowerCase() === 'echo' && args[1] === marker) done();
-    else log.push({ time: Number(time), args, fromScript: source === 'lua' });
+    else log.push({ time: Number(time), args, fromFunction: source === 'lua' });
   });
   return {
     async stop() {
-      const pinger = new Redis({ host: '127.0.0.1', port });
+      const pinger = new Redis({ host: '127.0.0.1', port, ...auth });
       await pinger.echo(marker);
       await finished;
       pinger.disconnect();

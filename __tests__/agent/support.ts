@@ -1,0 +1,158 @@
+/**
+ * The agent (lua/cli/agent.lua) as the pod runs it: `luajit agent.lua` with the Lua files the
+ * ConfigMap ships (collectLuaFiles(DEFAULT_LUA_DIRS)) and a settings.lua, in front of a real
+ * redis-server with the library loaded, a lease log file the test writes as Envoy would,
+ * and an Envoy admin stand-in (GET /clusters, POST /reopen_logs).
+ */
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as http from 'http';
+import type { AddressInfo } from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { collectLuaFiles, DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
+import { STATE_FILES } from '../../envoy/bootstrap';
+import { defaultSettings, settingsLua, Settings } from '../filter/harness/worker';
+
+export const ROOT = path.resolve(__dirname, '..', '..');
+
+/** A directory laid out like /etc/envoy/lua in the pod, with its settings.lua. */
+export function podLuaDir(settings: object): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-agent-lua-'));
+  for (const f of collectLuaFiles(DEFAULT_LUA_DIRS)) fs.writeFileSync(path.join(dir, f.name), f.content);
+  fs.writeFileSync(path.join(dir, 'settings.lua'), settingsLua(settings as Record<string, unknown>));
+  return dir;
+}
+
+/** Settings for the agent tests: short intervals, the given Redis. */
+export function agentSettings(redisPort: number, passwordFile: string, over: Partial<Settings> = {}): Settings {
+  return defaultSettings(redisPort, {
+    redis_password_file: passwordFile,
+    lease_ttl_ms: 30000,
+    renew_interval_ms: 1000,
+    metrics_snapshot_ms: 500,
+    penalty_ms: 15000,
+    ...over,
+  });
+}
+
+/** Envoy's admin as the agent uses it: the backend cluster's hosts and their health. */
+export class FakeAdmin {
+  /** pod -> health_flags ('healthy', '/failed_active_hc', ...). */
+  hosts = new Map<string, string>();
+  reopens = 0;
+  onReopen: () => void = () => undefined;
+  clustersCalls = 0;
+  private server!: http.Server;
+
+  static async start(): Promise<FakeAdmin> {
+    const a = new FakeAdmin();
+    a.server = http.createServer((req, res) => {
+      if (req.method === 'GET' && req.url === '/clusters') {
+        a.clustersCalls++;
+        const lines = [...a.hosts].flatMap(([pod, flags]) => [
+          `backend::${pod}::cx_active::0`,
+          `backend::${pod}::hostname::`,
+          `backend::${pod}::health_flags::${flags}`,
+          `backend::${pod}::weight::1`,
+        ]);
+        res.end(['envoy_admin::127.0.0.1:9000::health_flags::healthy', ...lines, ''].join('\n'));
+      } else if (req.method === 'POST' && req.url === '/reopen_logs') {
+        a.reopens++;
+        a.onReopen();
+        res.end('OK\n');
+      } else {
+        res.writeHead(404).end();
+      }
+    });
+    await new Promise<void>((r) => a.server.listen(0, '127.0.0.1', () => r()));
+    return a;
+  }
+
+  get address(): string {
+    return `127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  healthy(...pods: string[]): void {
+    this.hosts = new Map(pods.map((p) => [p, 'healthy']));
+  }
+
+  async stop(): Promise<void> {
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
+
+/** One lease log line as envoy/bootstrap.ts's format writes it. */
+export function entry(
+  type: 'open' | 'periodic' | 'end',
+  id: string,
+  pod: string,
+  o: { registered?: boolean; status?: number; flags?: string; upstream?: string; atMs?: number } = {},
+): string {
+  const kind = { open: 'DownstreamTunnelSuccessfullyEstablished', periodic: 'DownstreamPeriodic', end: 'DownstreamEnd' }[type];
+  const at = o.atMs ?? Date.now();
+  const start = at - 1000;
+  return [kind, id, pod, o.registered === false ? '0' : '1', o.status ?? 101, o.flags ?? '-', o.upstream ?? pod, start, 1000].join(' ') + '\n';
+}
+
+export interface RunningAgent {
+  readonly proc: ChildProcess;
+  readonly stateDir: string;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+/** Starts the agent of proxy `proxy` (POD_NAME) with its own state directory. */
+export function startAgent(
+  luaDir: string,
+  proxy: string,
+  admin: string,
+  o: { stateDir?: string; args?: string[]; env?: NodeJS.ProcessEnv } = {},
+): RunningAgent {
+  const stateDir = o.stateDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'ws-agent-state-'));
+  let out = '';
+  const proc = spawn('luajit', [path.join(luaDir, 'agent.lua'), ...(o.args ?? [])], {
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      WS_LUA_DIR: luaDir,
+      WS_STATE_DIR: stateDir,
+      WS_ENVOY_ADMIN: admin,
+      POD_NAME: proxy,
+      ...o.env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  proc.stdout.on('data', (d) => (out += d));
+  proc.stderr.on('data', (d) => (out += d));
+  return {
+    proc,
+    stateDir,
+    output: () => out,
+    stop: async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const gone = new Promise<void>((r) => proc.once('exit', () => r()));
+      proc.kill('SIGKILL');
+      await gone;
+    },
+  };
+}
+
+/** Runs `agent.lua --once` to its end: exit code and output. */
+export async function runOnce(luaDir: string, proxy: string, admin: string, stateDir: string): Promise<{ code: number | null; out: string }> {
+  const a = startAgent(luaDir, proxy, admin, { stateDir, args: ['--once'] });
+  const guard = setTimeout(() => a.proc.kill('SIGKILL'), 20000);
+  const code = await new Promise<number | null>((r) => a.proc.on('close', (c) => r(c)));
+  clearTimeout(guard);
+  return { code, out: a.output() };
+}
+
+export const leaseLogPath = (stateDir: string) => path.join(stateDir, STATE_FILES.lease_log);
+
+export async function waitFor(pred: () => boolean | Promise<boolean>, timeoutMs = 8000, what = 'condition'): Promise<number> {
+  const start = Date.now();
+  while (!(await pred())) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return Date.now() - start;
+}

@@ -1,0 +1,30 @@
+// The bench's "bare" Envoy is the rig's generated config with only the admission taken out.
+import { parse } from 'yaml';
+import { withoutAdmission, publicHcm } from '../../bench/variants';
+import { loadConfig } from '../../config/load';
+import { renderLocalFiles } from '../../tools/lib/local-rig';
+
+type Json = any;
+
+describe('withoutAdmission', () => {
+  const generated = () => parse(renderLocalFiles({ config: loadConfig({ env: {} }), backends: 1 }, '/tmp/rig').envoyYaml[0]);
+
+  it('takes the Lua filter and the lease log off the public listener and keeps everything else', () => {
+    const before = generated();
+    const after = generated();
+    withoutAdmission(after);
+    expect(publicHcm(after).http_filters.map((f: Json) => f.name)).toStrictEqual(['envoy.filters.http.router']);
+    expect(publicHcm(after).access_log.map((a: Json) => a.name)).toStrictEqual(['envoy.access_loggers.stdout']);
+    for (const doc of [before, after]) {
+      delete publicHcm(doc).http_filters;
+      delete publicHcm(doc).access_log;
+    }
+    expect(after).toStrictEqual(before);
+  });
+
+  it('refuses a config whose public listener has no Lua filter', () => {
+    const b = generated();
+    withoutAdmission(b);
+    expect(() => withoutAdmission(b)).toThrow('the generated public listener has no envoy.filters.http.lua to take out');
+  });
+});
