@@ -70,7 +70,8 @@ end
 local function valid_proxy(p) return #p >= 1 and #p <= MAX_PROXY and not find(p, '[^a-z0-9.-]') end
 local function proxy_arg(fn, args, i)
   if not valid_proxy(args[i]) then
-    return nil, err(fn, format("argument %d (proxy id) must be 1-%d characters of a-z, 0-9, '.' and '-', got '%s'", i, MAX_PROXY, shown(args[i])))
+    return nil, err(fn, format("argument %d (proxy id) must be 1-%d characters of a-z, 0-9, '.' and '-', got '%s'",
+      i, MAX_PROXY, shown(args[i])))
   end
   return args[i]
 end
@@ -212,7 +213,8 @@ local function admit(keys, args)
   end
   local client = args[6]
   if client and (#client > 64 or find(client, '[^%w%.:%[%]-]')) then
-    return err(F, format("argument 6 (client address for the inventory) must be at most 64 characters of letters, digits, '.', ':', '[', ']' and '-', got '%s'", shown(client)))
+    return err(F, format("argument 6 (client address for the inventory) must be at most 64 characters of letters, digits, "
+      .. "'.', ':', '[', ']' and '-', got '%s'", shown(client)))
   end
   local k = { rate = keys[1], stats = keys[2], leases = keys[3], load = keys[4], reach = keys[5], down = keys[6], agents = keys[7] }
   k.inventory = keys[8]
@@ -471,7 +473,9 @@ local function beat(keys, args)
     slot, e2 = slot_arg(F, args, 2)
     if not slot then return e2 end
   end
-  if args[3] ~= '0' and args[3] ~= '1' then return err(F, format("argument 3 (list the live proxies) must be 0 or 1, got '%s'", shown(args[3]))) end
+  if args[3] ~= '0' and args[3] ~= '1' then
+    return err(F, format("argument 3 (list the live proxies) must be 0 or 1, got '%s'", shown(args[3])))
+  end
   local now = now_ms()
 
   call('ZREMRANGEBYSCORE', kDown, '-inf', ms(now))
@@ -521,7 +525,9 @@ local function recover(keys, args)
       return err(F, format("argument 3 (a new epoch) must be 16 hex digits, got '%s'", shown(candidate)))
     end
     for i = 4, #args do
-      if not valid_proxy(args[i]) then return err(F, format("argument %d (a known proxy) is not a proxy id, got '%s'", i, shown(args[i]))) end
+      if not valid_proxy(args[i]) then
+        return err(F, format("argument %d (a known proxy) is not a proxy id, got '%s'", i, shown(args[i])))
+      end
     end
     local st = call('HMGET', kStats, 'epoch', 'recovering_until')
     if not st[1] then
@@ -568,7 +574,9 @@ local function release_proxy(keys, args)
   local proxy, e1 = proxy_arg(F, args, 1)
   if not proxy then return e1 end
   local cursor = args[2]
-  if #cursor > 20 or not find(cursor, '^%d+$') then return err(F, format("argument 2 (scan cursor) must be digits, got '%s'", shown(cursor))) end
+  if #cursor > 20 or not find(cursor, '^%d+$') then
+    return err(F, format("argument 2 (scan cursor) must be digits, got '%s'", shown(cursor)))
+  end
   local k = { leases = keys[1], load = keys[2], stats = keys[3], reach = keys[4], down = keys[5], inventory = keys[6] }
   local prefix = proxy .. '|'
   local r = call('ZSCAN', k.leases, cursor, 'MATCH', prefix .. '*', 'COUNT', '1000')
