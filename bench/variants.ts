@@ -36,6 +36,7 @@ export function withoutAdmission(bootstrap: Json): void {
   hcm.http_filters = filters;
   hcm.access_log = (hcm.access_log ?? []).filter((a: Json) => !String(a.typed_config?.path ?? '').endsWith(`/${LEASE_LOG_FILE}`));
   delete hcm.access_log_options;
+  delete hcm.local_reply_config;
 }
 
 export interface RunningVariant {

@@ -139,6 +139,72 @@ const FIELD_TABLE = [
     description: 'WebSocket upgrades allowed in any rolling 60 s window, across all proxies (0 = no rate limit).',
   },
   {
+    key: 'maxConnectionsPerClientPercent',
+    kind: 'integer',
+    default: 50,
+    min: 0,
+    max: 100,
+    description:
+      "One client's open WebSockets may take at most this share (%) of the slots of the proxy it comes through (its healthy pods x maxConnectionsPerPod; at least 1), across all proxies (0 = no share cap). Scales with the fleet: one client cannot fill it, however large, and a shared address (a NAT, an office) still gets half of it.",
+  },
+  {
+    key: 'maxConnectionsPerClient',
+    kind: 'integer',
+    default: 0,
+    min: 0,
+    description: 'Open WebSockets one client may hold at most, across all proxies (0 = no absolute cap; the share above still applies).',
+  },
+  {
+    key: 'rateLimitPerClientPerMinute',
+    kind: 'integer',
+    default: 20,
+    min: 0,
+    description:
+      "Upgrades one client may start in any rolling 60 s window, across all proxies (0 = off). A third of the default global budget: one client's reconnect loop cannot spend the minute for everyone; refused attempts spend nothing.",
+  },
+  {
+    key: 'clientIdentity',
+    kind: 'enum',
+    default: 'address',
+    values: ['address', 'header'],
+    description:
+      "Who a client is for the per-client limits: `address`, the client address as Envoy sees it (the NLB's proxy protocol header with `nlbProxyProtocol`, or `X-Forwarded-For` at `clientTrustedHops`); `header`, the request header `clientHeader` that a trusted layer in front sets (e.g. an authenticated user id; the address when it is absent). Hashed before it reaches Redis.",
+  },
+  {
+    key: 'clientHeader',
+    kind: 'string',
+    default: '',
+    optional: true,
+    description: 'With `clientIdentity: header`: the request header that names the client, set (and overwritten) by a trusted layer in front of the NLB.',
+    pattern: { re: /^[a-z0-9][a-z0-9-]{0,62}$/, says: 'a lower-case HTTP header name such as "x-user-id"' },
+  },
+  {
+    key: 'clientTrustedHops',
+    kind: 'integer',
+    default: 0,
+    min: 0,
+    max: 10,
+    description:
+      "Proxies in front of the NLB that append to `X-Forwarded-For` (Envoy's `xff_num_trusted_hops`): the client address is then taken that many entries from the right. 0: the connection's own address (or the proxy protocol's). A client cannot choose its address with either.",
+  },
+  {
+    key: 'clientIpv6PrefixBits',
+    kind: 'integer',
+    default: 64,
+    min: 1,
+    max: 128,
+    description: 'IPv6 clients are one client per prefix of this length (a /64 is usually one household or host).',
+  },
+  {
+    key: 'handshakeTimeoutSeconds',
+    kind: 'integer',
+    default: 10,
+    min: 1,
+    max: 3600,
+    description:
+      "A backend that does not answer an upgrade within this long gets it ended with a 504 (the route's response timeout; it stops at the 101), so a half-open upgrade holds a slot no longer.",
+  },
+  {
     key: 'envoyReplicas',
     kind: 'integer',
     default: 2,

@@ -53,6 +53,12 @@ export function filterSettings(c: StackConfig, redis: RedisEndpoint): ReadonlyAr
     ['limit_all_requests', c.limitAllRequests],
     ['connection_inventory', c.connectionInventory],
     ['metrics_path', METRICS_PATH],
+    ['client_identity', c.clientIdentity],
+    ['client_header', c.clientHeader],
+    ['client_ipv6_prefix_bits', c.clientIpv6PrefixBits],
+    ['max_connections_per_client', c.maxConnectionsPerClient],
+    ['max_connections_per_client_percent', c.maxConnectionsPerClientPercent],
+    ['rate_limit_per_client', c.rateLimitPerClientPerMinute],
   ];
 }
 

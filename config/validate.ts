@@ -176,6 +176,18 @@ export function crossFieldProblems(c: StackConfig): string[] {
         'Fix: use a patched release (e.g. the default, or a later patch release of it); docs/operations.md, "Keeping Redis patched".',
     );
   }
+  if (c.clientIdentity === 'header' && c.clientHeader === '') {
+    out.push(
+      'clientIdentity is "header" but clientHeader is empty: the filter would not know which header names the client. ' +
+        'Fix: set clientHeader to the header your trusted layer sets (e.g. "x-user-id"), or set clientIdentity to "address".',
+    );
+  }
+  if (c.clientHeader.startsWith('x-ws-') || ['x-forwarded-for', 'forwarded', 'x-envoy-original-dst-host'].includes(c.clientHeader)) {
+    out.push(
+      `clientHeader must not be a header the stack removes or one a client writes, got ${show(c.clientHeader)}. ` +
+        'Fix: name the header your trusted layer sets, e.g. "x-user-id" (for addresses behind proxies use clientTrustedHops).',
+    );
+  }
   const need = 2 * c.renewIntervalSeconds + LEASE_MARGIN_SECONDS;
   if (c.leaseTtlSeconds < need) {
     out.push(

@@ -183,6 +183,8 @@ export class WsAdmissionStack extends TerraformStack {
       idleTimeoutSeconds: c.idleTimeoutSeconds,
       maxStreamDurationSeconds: c.maxStreamDurationSeconds,
       renewIntervalSeconds: c.renewIntervalSeconds,
+      handshakeTimeoutSeconds: c.handshakeTimeoutSeconds,
+      trustedHops: c.clientTrustedHops,
       proxyProtocol: c.nlbProxyProtocol,
       maxDownstreamConnections: c.envoyMaxConnections,
     });

@@ -80,6 +80,8 @@ export function generate(outDir: string): string[] {
     idleTimeoutSeconds: c.idleTimeoutSeconds,
     maxStreamDurationSeconds: c.maxStreamDurationSeconds,
     renewIntervalSeconds: c.renewIntervalSeconds,
+    handshakeTimeoutSeconds: c.handshakeTimeoutSeconds,
+    trustedHops: c.clientTrustedHops,
   });
   write('envoy/envoy.yaml', bootstrapToYaml(bootstrap));
   write(

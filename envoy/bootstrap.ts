@@ -208,6 +208,18 @@ export interface EnvoyBootstrapProps {
    */
   readonly renewIntervalSeconds: number;
   /**
+   * How long a backend may take to answer an upgrade (the route's response timeout, which
+   * Envoy stops at the 101): a half-open upgrade holds its slot no longer.
+   * @default 10
+   */
+  readonly handshakeTimeoutSeconds?: number;
+  /**
+   * Proxies in front that append to X-Forwarded-For (`xff_num_trusted_hops`): Envoy then
+   * takes the client address that many entries from the right.
+   * @default 0
+   */
+  readonly trustedHops?: number;
+  /**
    * Expect a proxy protocol header (NLB with proxy protocol v2): required on the public
    * listener; optional on the metrics listener, because the NLB's health checks carry
    * the header while kubelet probes and Prometheus scrapes do not.
@@ -331,7 +343,7 @@ function publicListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
     // The NLB forwards TCP, so the peer is the client (proxy protocol) or the NLB itself;
     // either way Envoy is the edge: it sets X-Forwarded-For and trusts none it receives.
     use_remote_address: true,
-    xff_num_trusted_hops: 0,
+    xff_num_trusted_hops: p.trustedHops ?? 0,
     // Only loopback is "internal". With NLB IP targets (no client IP preservation) the peer
     // is the NLB's private address, which Envoy's RFC 1918 notion of internal would trust:
     // client-sent x-envoy-* headers (retries, timeouts, ...) would then be honoured.
@@ -380,8 +392,9 @@ function publicListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
               match: { prefix: '/' },
               route: {
                 cluster: BACKEND_CLUSTER,
-                // 0s: no upstream response timeout, a WebSocket lives until idle or max duration.
-                timeout: '0s',
+                // The response timeout ends at the response headers (a 101 turns it off: the
+                // WebSocket then lives until idle or max duration), so it bounds the handshake.
+                timeout: seconds(p.handshakeTimeoutSeconds ?? 10),
                 idle_timeout: idle,
                 max_stream_duration: { max_stream_duration: maxStream },
               },

@@ -334,7 +334,9 @@ export interface Cluster {
      * The health states a host may be in for a filter's override (setUpstreamOverrideHost)
      * to pick it (Envoy's default: UNKNOWN, HEALTHY, DEGRADED).
      */
-    readonly override_host_status?: { readonly statuses: readonly ('UNKNOWN' | 'HEALTHY' | 'UNHEALTHY' | 'DRAINING' | 'TIMEOUT' | 'DEGRADED')[] };
+    readonly override_host_status?: {
+      readonly statuses: readonly ('UNKNOWN' | 'HEALTHY' | 'UNHEALTHY' | 'DRAINING' | 'TIMEOUT' | 'DEGRADED')[];
+    };
   };
   readonly health_checks?: readonly HealthCheck[];
   /** Read/write buffer of each upstream connection. */

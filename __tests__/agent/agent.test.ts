@@ -101,7 +101,7 @@ describe("the proxy's healthy hosts (admin /clusters -> ws_hosts)", () => {
 });
 
 describe('leases from the lease log (ws_leases)', () => {
-  it("renews on periodic entries, puts back a lost lease, releases at the end entry; the 101 of an admitted stream costs nothing", async () => {
+  it('renews on periodic entries, puts back a lost lease, releases at the end entry; the 101 of an admitted stream costs nothing', async () => {
     const a = startAgent(luaDir, 'envoy-a', admin.address);
     try {
       await waitFor(async () => (await slotOf('envoy-a')) !== null);
@@ -305,7 +305,12 @@ describe('the lease log file', () => {
       }, 30);
     const N = 3000;
     const ids = Array.from({ length: N }, (_, i) => `envoy-r|abcdef|${i}|0a0b0c`);
-    for (let i = 0; i < N; i += 1000) await f.leases(30000, 0, ids.slice(i, i + 1000).map((id) => ['R', id, P1] as const));
+    for (let i = 0; i < N; i += 1000)
+      await f.leases(
+        30000,
+        0,
+        ids.slice(i, i + 1000).map((id) => ['R', id, P1] as const),
+      );
     const a = startAgent(luaDir, 'envoy-r', admin.address, { stateDir: dir, env: { WS_LEASE_LOG_ROTATE_BYTES: '16384' } });
     try {
       for (let i = 0; i < N; i += 50) {
@@ -357,12 +362,15 @@ describe('failures and settings', () => {
     const r = await runOnce(bad, 'envoy-a', admin.address, fs.mkdtempSync(path.join(os.tmpdir(), 'ws-agent-state-')));
     expect(r.code).toBe(1);
     expect(r.out).toContain('FAILED: bad settings: settings.lease_ttl_ms must be a positive integer, got -1');
-    const u = spawnSync('luajit', [path.join(luaDir, 'agent.lua'), '--forever'], { env: { ...process.env, WS_LUA_DIR: luaDir }, encoding: 'utf8' });
+    const u = spawnSync('luajit', [path.join(luaDir, 'agent.lua'), '--forever'], {
+      env: { ...process.env, WS_LUA_DIR: luaDir },
+      encoding: 'utf8',
+    });
     expect(u.status).toBe(2);
     expect(u.stderr).toContain('usage: luajit agent.lua [--once]');
   });
 
-  it("its liveness command passes on a fresh heartbeat and fails on a stale or missing one; it writes the heartbeat", async () => {
+  it('its liveness command passes on a fresh heartbeat and fails on a stale or missing one; it writes the heartbeat', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-agent-state-'));
     const cmd = agentLivenessCommand().map((a) => a.split(STATE_DIR).join(dir));
     const probe = () => spawnSync(cmd[0], cmd.slice(1)).status;

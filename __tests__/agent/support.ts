@@ -92,7 +92,9 @@ export function entry(
   const kind = { open: 'DownstreamTunnelSuccessfullyEstablished', periodic: 'DownstreamPeriodic', end: 'DownstreamEnd' }[type];
   const at = o.atMs ?? Date.now();
   const start = at - 1000;
-  return [kind, id, pod, o.registered === false ? '0' : '1', o.status ?? 101, o.flags ?? '-', o.upstream ?? pod, start, 1000].join(' ') + '\n';
+  return (
+    [kind, id, pod, o.registered === false ? '0' : '1', o.status ?? 101, o.flags ?? '-', o.upstream ?? pod, start, 1000].join(' ') + '\n'
+  );
 }
 
 export interface RunningAgent {
@@ -138,7 +140,12 @@ export function startAgent(
 }
 
 /** Runs `agent.lua --once` to its end: exit code and output. */
-export async function runOnce(luaDir: string, proxy: string, admin: string, stateDir: string): Promise<{ code: number | null; out: string }> {
+export async function runOnce(
+  luaDir: string,
+  proxy: string,
+  admin: string,
+  stateDir: string,
+): Promise<{ code: number | null; out: string }> {
   const a = startAgent(luaDir, proxy, admin, { stateDir, args: ['--once'] });
   const guard = setTimeout(() => a.proc.kill('SIGKILL'), 20000);
   const code = await new Promise<number | null>((r) => a.proc.on('close', (c) => r(c)));

@@ -15,9 +15,12 @@ describe('withoutAdmission', () => {
     withoutAdmission(after);
     expect(publicHcm(after).http_filters.map((f: Json) => f.name)).toStrictEqual(['envoy.filters.http.router']);
     expect(publicHcm(after).access_log.map((a: Json) => a.name)).toStrictEqual(['envoy.access_loggers.stdout']);
+    // The lease log's entries for open streams and the marker of Envoy's own replies serve
+    // only the admission.
+    expect(publicHcm(after).access_log_options).toBeUndefined();
+    expect(publicHcm(after).local_reply_config).toBeUndefined();
     for (const doc of [before, after]) {
-      delete publicHcm(doc).http_filters;
-      delete publicHcm(doc).access_log;
+      for (const k of ['http_filters', 'access_log', 'access_log_options', 'local_reply_config']) delete publicHcm(doc)[k];
     }
     expect(after).toStrictEqual(before);
   });

@@ -36,7 +36,9 @@ describe('known-vulnerable Redis releases (config/redis-advisories.ts)', () => {
       /redisImage is Redis 7\.4\.2-alpine, affected by CVE-2025-49844.*got "redis:7\.4\.2-alpine"\. Fix: use a patched release/,
     );
     // With an external Redis the image is not deployed.
-    expect(() => validateConfig({ ...defaults(), redisImage: 'redis:7.4.2-alpine', externalRedisHost: 'redis.example.internal' })).not.toThrow();
+    expect(() =>
+      validateConfig({ ...defaults(), redisImage: 'redis:7.4.2-alpine', externalRedisHost: 'redis.example.internal' }),
+    ).not.toThrow();
   });
 
   it('every advisory names its fixed releases as versions', () => {

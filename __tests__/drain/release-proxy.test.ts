@@ -121,7 +121,7 @@ describe('ws_release_proxy', () => {
   });
 
   describe('refuses a bad call with a clear error and writes nothing', () => {
-    const L = () => [rig.f.keys.leases, rig.f.keys.load, rig.f.keys.stats, rig.f.keys.reach, rig.f.keys.down, rig.f.keys.inventory];
+    const L = () => rig.f.releaseProxyKeys();
     const PROXY_ID = 'argument 1 (proxy id) must be 1-';
     const cases: Array<[string, () => Promise<unknown>, string]> = [
       [

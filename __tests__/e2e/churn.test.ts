@@ -82,14 +82,22 @@ describe('a rolling update of the backends, with traffic', () => {
   beforeAll(async () => {
     // Six backend addresses, three of them serving: each step brings a new one up and
     // takes an old one down the way Kubernetes does (NotReady first, then gone).
-    rig = await startRig(23100, { maxConnectionsPerPod: 4, rateLimitPerMinute: 0, capacityCacheMs: 0 }, { proxies: 2, backends: 6, concurrency: 2 });
+    rig = await startRig(
+      23100,
+      { maxConnectionsPerPod: 4, rateLimitPerMinute: 0, capacityCacheMs: 0 },
+      { proxies: 2, backends: 6, concurrency: 2 },
+    );
   });
   afterAll(async () => rig?.stop());
 
   it('fails at most 1% of upgrades and never over-admits', async () => {
     const ids = rig.backendIds;
     for (const id of ids.slice(3)) await rig.backendAction('kill', id);
-    await waitUntil(async () => (await rig.registeredHosts('envoy-0')) === 3 && (await rig.registeredHosts('envoy-1')) === 3, 30000, 'three serving');
+    await waitUntil(
+      async () => (await rig.registeredHosts('envoy-0')) === 3 && (await rig.registeredHosts('envoy-1')) === 3,
+      30000,
+      'three serving',
+    );
     await rig.backendAction('reset-peaks');
 
     const results: Array<Opened | Refused> = [];

@@ -120,7 +120,11 @@ describe('Redis restarted empty, 3 proxies x 2 workers', () => {
 describe('Redis goes away (fail open, the default)', () => {
   let rig: LocalRig;
   beforeAll(async () => {
-    rig = await startRig(21400, { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, renewIntervalSeconds: 1, leaseTtlSeconds: 30 }, { backends: 2 });
+    rig = await startRig(
+      21400,
+      { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, renewIntervalSeconds: 1, leaseTtlSeconds: 30 },
+      { backends: 2 },
+    );
   });
   afterAll(async () => rig?.stop());
 
@@ -130,7 +134,11 @@ describe('Redis goes away (fail open, the default)', () => {
     await rig.killRedis();
     const b = await connect(rig.proxies[1].publicUrl);
     expect(b.kind).toBe('open'); // fail open: routed by Envoy's load balancer, no lease yet
-    const m = await waitUntil(async () => (await metrics(rig.proxies[1].metricsUrl)).get('ws_admission_redis_up') === 0, 8000, 'redis_up 0');
+    const m = await waitUntil(
+      async () => (await metrics(rig.proxies[1].metricsUrl)).get('ws_admission_redis_up') === 0,
+      8000,
+      'redis_up 0',
+    );
     expect(m).toBeGreaterThanOrEqual(0);
     const down = await metrics(rig.proxies[1].metricsUrl);
     expect(sum(down, 'ws_admission_fail_open_total{')).toBeGreaterThanOrEqual(1);
@@ -174,7 +182,7 @@ describe('fail closed', () => {
   });
 });
 
-describe('the agent down: the bound on an open socket\'s lease', () => {
+describe("the agent down: the bound on an open socket's lease", () => {
   const TTL_MS = 3000;
   const RENEW_MS = 1000;
   let rig: LocalRig;

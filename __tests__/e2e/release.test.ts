@@ -20,7 +20,14 @@ beforeAll(async () => {
   // would add up to its length to what a retrying client sees.
   rig = await startRig(
     21200,
-    { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, capacityCacheMs: 0, idleTimeoutSeconds: IDLE_S, renewIntervalSeconds: 1, leaseTtlSeconds: 7 },
+    {
+      maxConnectionsPerPod: 1,
+      rateLimitPerMinute: 0,
+      capacityCacheMs: 0,
+      idleTimeoutSeconds: IDLE_S,
+      renewIntervalSeconds: 1,
+      leaseTtlSeconds: 7,
+    },
     // Seconds instead of tens of seconds, so a SIGKILLed proxy's TTL fits in a test.
     { backends: 1, settingsOverrides: { lease_ttl_ms: LEASE_TTL_MS } },
   );

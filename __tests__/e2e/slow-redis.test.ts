@@ -15,7 +15,15 @@ describe('an admission whose answer timed out (fail closed)', () => {
   beforeAll(async () => {
     rig = await startRig(
       22000,
-      { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, capacityCacheMs: 0, redisFailureMode: 'closed', redisReadTimeoutMs: 100, renewIntervalSeconds: 1, leaseTtlSeconds: 7 },
+      {
+        maxConnectionsPerPod: 1,
+        rateLimitPerMinute: 0,
+        capacityCacheMs: 0,
+        redisFailureMode: 'closed',
+        redisReadTimeoutMs: 100,
+        renewIntervalSeconds: 1,
+        leaseTtlSeconds: 7,
+      },
       { proxies: 1, backends: 1, redisFaults: true, settingsOverrides: { lease_ttl_ms: TTL_MS } },
     );
   });
@@ -48,7 +56,14 @@ describe('an admission whose answer timed out (fail open, two pods)', () => {
   beforeAll(async () => {
     rig = await startRig(
       22100,
-      { maxConnectionsPerPod: 1, rateLimitPerMinute: 0, capacityCacheMs: 0, redisReadTimeoutMs: 100, renewIntervalSeconds: 1, leaseTtlSeconds: 7 },
+      {
+        maxConnectionsPerPod: 1,
+        rateLimitPerMinute: 0,
+        capacityCacheMs: 0,
+        redisReadTimeoutMs: 100,
+        renewIntervalSeconds: 1,
+        leaseTtlSeconds: 7,
+      },
       { proxies: 1, backends: 2, redisFaults: true, settingsOverrides: { lease_ttl_ms: TTL_MS } },
     );
   });

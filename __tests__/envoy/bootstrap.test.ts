@@ -228,7 +228,11 @@ describe('envoy.yaml', () => {
     ]);
     expect(BACKEND_HEALTH_CHECK).toEqual({ intervalSeconds: 5, unhealthyThreshold: 2, timeoutSeconds: 1 });
     expect(c.ignore_health_on_host_removal).toBe(true);
-    expect(c.common_lb_config).toEqual({ ignore_new_hosts_until_first_hc: true });
+    // The override may pick a host whose check just failed: a rollout's NotReady pod still serves.
+    expect(c.common_lb_config).toEqual({
+      ignore_new_hosts_until_first_hc: true,
+      override_host_status: { statuses: ['UNKNOWN', 'HEALTHY', 'DEGRADED', 'UNHEALTHY', 'DRAINING'] },
+    });
   });
 
   it('penalises a pod an upgrade failed on for longer than the health checks take to mark it unhealthy, plus the agent poll', () => {

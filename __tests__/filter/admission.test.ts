@@ -46,7 +46,7 @@ out({
       { fn: 'ws_hosts', keys: hostsKeys, args: ['add', 'p', 3, '10.0.0.1:80', '10.0.0.2:80'] },
       { fn: 'ws_hosts', keys: hostsKeys, args: ['commit', 'p', 3] },
     ]);
-    const beatKeys = [K.stats, K.agents, K.beats, K.reach, K.load, K.down];
+    const beatKeys = [K.stats, K.agents, K.beats, K.reach, K.load, K.down, K.recovery];
     expect([calls.beat, calls.beat_noslot]).toEqual([
       { fn: 'ws_beat', keys: beatKeys, args: ['p', 3, 1] },
       { fn: 'ws_beat', keys: beatKeys, args: ['p', '', 0] },

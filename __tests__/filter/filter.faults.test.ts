@@ -209,6 +209,11 @@ describe('Redis restarted empty (no persistence)', () => {
     expect(await refusals()).toEqual(['recovering', 'recovering', 'recovering', 'recovering']);
     await rig.f.recoverBegin('envoy-b', 'c0ffeec0ffeec0ff');
     await putBack('envoy-b', open[1]);
+    // Everyone known is back; an agent nobody knew has until 3 s after the loss to ask to
+    // be waited for (RECOVERY_MIN_MS): still recovering until then, no longer.
+    const left = Number(await rig.admin.hget(rig.f.keys.stats, 'recovering_until')) - (await rig.f.nowMs());
+    expect(left).toBeLessThanOrEqual(3000);
+    await new Promise((r) => setTimeout(r, Math.max(0, left) + 300)); // (the workers' 250 ms cache too)
     // Both pods are full again: refused on exact counts, not admitted on lost ones.
     expect(await refusals()).toEqual(['capacity', 'capacity', 'capacity', 'capacity']);
     expect(await rig.perPod()).toEqual({ [P1]: 1, [P2]: 1 });

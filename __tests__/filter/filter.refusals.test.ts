@@ -187,6 +187,10 @@ describe('recovering (503 recovering): Redis lost its state and the proxies are 
     expect(retry).toBeLessThanOrEqual(10);
     await rig.f.recoverBegin('envoy-agent-b', 'e2e2e2e2e2e2e2e2');
     await rig.f.recoverDone('envoy-agent-b');
+    // Everyone known is back: not before RECOVERY_MIN_MS (3 s) after the loss.
+    const left = Number(await rig.admin.hget(rig.f.keys.stats, 'recovering_until')) - (await rig.f.nowMs());
+    expect(left).toBeLessThanOrEqual(3000);
+    await new Promise((res) => setTimeout(res, Math.max(0, left) + 50));
     await w.clock({ advance: 300 }); // past the worker's 250 ms cache
     expect((await w.request(UPGRADE)).override).toBeDefined();
   });

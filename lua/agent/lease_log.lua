@@ -135,7 +135,8 @@ function Follower:rotate(at_end, switched)
     end
   end
   if not self.rotating_since and at_end and self.offset > HARD_MAX_BYTES and truncate(self.path) then
-    self.log("truncated " .. self.path .. " at " .. self.offset .. " bytes (rotation impossible); open streams come back with their next periodic entry")
+    self.log("truncated " .. self.path .. " at " .. self.offset
+      .. " bytes (rotation impossible); open streams come back with their next periodic entry")
     self.offset, self.rest = 0, ""
   end
 end

@@ -183,7 +183,8 @@ local function round(a, catching_up)
     snapshot(a)
   end
   if a.streams.dropped > a.dropped_reported then
-    log(a.streams.dropped - a.dropped_reported .. " lease operations dropped while Redis was unavailable (open streams come back with their next periodic entry)")
+    log(a.streams.dropped - a.dropped_reported .. " lease operations dropped while Redis was unavailable"
+      .. " (open streams come back with their next periodic entry)")
     a.dropped_reported = a.streams.dropped
   end
   return at_end

@@ -12,11 +12,21 @@ function M.new(S)
   local K = keys.new(S.hash_tag)
   local A = { K = K }
 
-  --- One decision; `client` (the inventory's client address) only with connection_inventory.
-  function A.admit(id, client)
-    local args = { S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id }
-    if client then args[6] = client end
-    return { fn = "ws_admit", keys = { K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.inventory }, args = args }
+  local client_keys = { K.clients, K.crate, K.crate_t }
+
+  --- One decision (the client limits apply to an id with a client key); `address` (the
+  -- inventory's client address) only with connection_inventory.
+  function A.admit(id, address)
+    local args = {
+      S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id,
+      S.max_connections_per_client, S.max_connections_per_client_percent, S.rate_limit_per_client,
+    }
+    if address then args[9] = address end
+    return {
+      fn = "ws_admit",
+      keys = { K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.inventory, unpack(client_keys) },
+      args = args,
+    }
   end
 
   --- Lease operations in the order they happened: { {op, id, pod}, ... }, op R (renew, or put
@@ -26,7 +36,11 @@ function M.new(S)
     for i = 1, #ops do
       args[#args + 1], args[#args + 2], args[#args + 3] = ops[i][1], ops[i][2], ops[i][3]
     end
-    return { fn = "ws_leases", keys = { K.rate, K.leases, K.load, K.stats, K.reach, K.down, K.inventory }, args = args }
+    return {
+      fn = "ws_leases",
+      keys = { K.rate, K.leases, K.load, K.stats, K.reach, K.down, K.inventory, unpack(client_keys) },
+      args = args,
+    }
   end
 
   --- A proxy's healthy hosts: mode claim (proxy), add/remove (proxy, slot, pods), commit (proxy, slot).
@@ -57,13 +71,17 @@ function M.new(S)
 
   --- One scan step of every lease of `proxy`.
   function A.release_proxy(proxy, cursor)
-    return { fn = "ws_release_proxy", keys = { K.leases, K.load, K.stats, K.reach, K.down, K.inventory }, args = { proxy, cursor } }
+    return {
+      fn = "ws_release_proxy",
+      keys = { K.leases, K.load, K.stats, K.reach, K.down, K.inventory, K.clients },
+      args = { proxy, cursor },
+    }
   end
 
   function A.snapshot()
     return {
       fn = "ws_snapshot",
-      keys = { K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.beats, K.inventory },
+      keys = { K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.beats, K.inventory, K.clients },
       args = { S.rate_window_ms },
     }
   end
@@ -76,13 +94,13 @@ function M.new(S)
 end
 
 --- ws_admit's reply as a decision: { status = "ADMITTED", pod = <id> } |
--- { status = "RATE_LIMITED" | "FULL" | "RECOVERING", retry_ms } (FULL: the first lease
+-- { status = "RATE_LIMITED" | "CLIENT" | "FULL" | "RECOVERING", retry_ms } (FULL: the first lease
 -- expiry, at most max_full_retry_ms, 1000 when it gave none) | { status = "NOHOSTS" } |
 -- nil (not a reply ws_admit gives).
 function M.decide(reply, max_full_retry_ms)
   local status = type(reply) == "table" and reply[1]
   if status == "ADMITTED" and type(reply[2]) == "string" then return { status = status, pod = reply[2] } end
-  if status == "RATE_LIMITED" or status == "RECOVERING" then
+  if status == "RATE_LIMITED" or status == "RECOVERING" or status == "CLIENT" then
     return { status = status, retry_ms = math.max(1, tonumber(reply[4]) or 1000) }
   end
   if status == "FULL" then

@@ -26,6 +26,7 @@ local upgrade = require("upgrade")
 local responses = require("responses")
 local admission = require("admission")
 local redis_link = require("redis_link")
+local client_identity = require("client_identity")
 
 -- Dynamic metadata of an admitted stream, read by envoy_on_response and written into the
 -- lease log (envoy/bootstrap.ts) as %DYNAMIC_METADATA(ws.admission:<key>)%:
@@ -98,9 +99,22 @@ local READY = link ~= nil and #load_errors == 0
 -------------------------------------------------------------------------------
 
 local conn_counter = 0
-local function new_conn_id()
+-- <proxy>|<worker>|<counter>|<random>, then |<client key> when the client limits apply
+-- (lua/redis/README.md, "Connection id").
+local function new_conn_id(client)
   conn_counter = conn_counter + 1
-  return PROXY .. "|" .. WORKER .. "|" .. conn_counter .. "|" .. string.format("%06x", math.random(0, 0xffffff))
+  local id = PROXY .. "|" .. WORKER .. "|" .. conn_counter .. "|" .. string.format("%06x", math.random(0, 0xffffff))
+  return client and (id .. "|" .. client) or id
+end
+
+local CLIENT_LIMITS = S and (S.max_connections_per_client > 0 or S.max_connections_per_client_percent > 0
+  or S.rate_limit_per_client > 0)
+
+-- The client's key (client_identity.lua), when any per-client limit is on.
+local function client_of(h, hdrs)
+  if not CLIENT_LIMITS then return nil end
+  local header = S.client_identity == "header" and hdrs:get(S.client_header) or nil
+  return client_identity.of_request(S, header, h:streamInfo():downstreamRemoteAddress())
 end
 
 -- Until these times, upgrades are refused without asking Redis: a flood costs no round trip.
@@ -155,6 +169,8 @@ local function refuse(h, d, now)
   if d.status == "RATE_LIMITED" then
     refused.rate_until = now + d.retry_ms
     return responses.rate_limited(h, S.rate_limit, d.retry_ms)
+  elseif d.status == "CLIENT" then
+    return responses.client_limited(h, d.retry_ms)
   elseif d.status == "FULL" then
     if S.capacity_cache_ms > 0 then
       refused.full_until, refused.full_retry_at = now + math.min(S.capacity_cache_ms, d.retry_ms), now + d.retry_ms
@@ -242,7 +258,7 @@ function envoy_on_request(h)
   if answered_from_cache(h, now) then return end
 
   -- Redis decides: one round trip.
-  local attempt = { id = new_conn_id(), kind = kind }
+  local attempt = { id = new_conn_id(client_of(h, hdrs)), kind = kind }
   if not keys.valid_connection_id(attempt.id) then
     h:logErr("ws-admission: generated connection id failed validation: " .. attempt.id)
     return fail(h, nil)

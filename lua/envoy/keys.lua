@@ -18,15 +18,21 @@ function M.new(hash_tag)
     beats = tag .. ":beats",                 -- slot -> its agent's last beat (0: being cleaned)
     recovery = tag .. ":recovery",           -- proxies a recovery waits for
     inventory = tag .. ":inventory",         -- connection id -> "pod proxy client start" (optional)
+    clients = tag .. ":clients",             -- client key -> its open leases
+    crate = tag .. ":crate",                 -- each client's window: "<client>:<time>:<id>"
+    crate_t = tag .. ":crate:t",             -- the same entries by time: id -> admission time
   }
 end
 
 M.MAX_CONNECTION_ID = 200
 
---- A connection id as filter.lua writes them: <proxy>|<worker hex>|<counter>|<random hex>.
+--- A connection id as filter.lua writes them: <proxy>|<worker hex>|<counter>|<random hex>,
+-- then |<client key> (16 hex digits, client_identity.lua) when the client is known.
 function M.valid_connection_id(id)
-  return type(id) == "string" and #id <= M.MAX_CONNECTION_ID
-    and id:match("^[a-z0-9.-]+|%x+|%d+|%x+$") ~= nil
+  if type(id) ~= "string" or #id > M.MAX_CONNECTION_ID then return false end
+  if id:match("^[a-z0-9.-]+|%x+|%d+|%x+$") then return true end
+  local client = id:match("^[a-z0-9.-]+|%x+|%d+|%x+|(%x+)$")
+  return client ~= nil and #client == 16
 end
 
 return M

@@ -18,6 +18,14 @@ function M.rate_limited(h, rate_limit, retry_ms)
   }, "too many WebSocket upgrades, retry later\n")
 end
 
+--- This client is at its own limit (its open sockets, or its upgrades per window).
+function M.client_limited(h, retry_ms)
+  h:respond({
+    [":status"] = "429", ["retry-after"] = seconds(retry_ms),
+    ["content-type"] = "text/plain", ["x-ws-admission"] = "client",
+  }, "too many WebSockets from this client, retry later\n")
+end
+
 function M.unavailable(h, reason, retry_ms, body)
   h:respond({
     [":status"] = "503", ["retry-after"] = seconds(retry_ms),

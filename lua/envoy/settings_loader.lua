@@ -43,6 +43,13 @@ local FIELDS = {
   limit_all_requests = { "boolean" },
   connection_inventory = { "boolean" },
   metrics_path = { "string", function(v) return v:sub(1, 1) == "/" and not v:find("[%s%c?#]") end, "a path starting with /" },
+  client_identity = { "string", function(v) return v == "address" or v == "header" end, "\"address\" or \"header\"" },
+  client_header = { "string", function(v) return v == "" or v:match("^[a-z0-9-]+$") ~= nil end,
+    "a lower-case header name or \"\"" },
+  client_ipv6_prefix_bits = { "integer", function(v) return v >= 1 and v <= 128 end, "an integer from 1 to 128" },
+  max_connections_per_client = { "integer", at_least(0), "an integer >= 0 (0 = no cap)" },
+  max_connections_per_client_percent = { "integer", function(v) return v >= 0 and v <= 100 end, "an integer from 0 to 100 (0 = no cap)" },
+  rate_limit_per_client = { "integer", at_least(0), "an integer >= 0 (0 = no per-client rate limit)" },
 }
 
 M.FIELDS = FIELDS

@@ -70,7 +70,8 @@ end
 local function valid_proxy(p) return #p >= 1 and #p <= MAX_PROXY and not find(p, '[^a-z0-9.-]') end
 local function proxy_arg(fn, args, i)
   if not valid_proxy(args[i]) then
-    return nil, err(fn, format("argument %d (proxy id) must be 1-%d characters of a-z, 0-9, '.' and '-', got '%s'", i, MAX_PROXY, shown(args[i])))
+    return nil, err(fn, format("argument %d (proxy id) must be 1-%d characters of a-z, 0-9, '.' and '-', got '%s'",
+      i, MAX_PROXY, shown(args[i])))
   end
   return args[i]
 end
@@ -84,6 +85,20 @@ local function proxy_of(id)
   return bar and sub(id, 1, bar - 1) or 'unknown'
 end
 local function pod_of(member) return sub(member, find(member, ' ', 1, true) + 1) end
+
+-- The client of a connection id: its fifth part, 16 hex digits (the filter's hash of the
+-- client's identity, lua/envoy/client_identity.lua); nil for an id without one.
+local function client_of(id)
+  local c = string.match(id, '^[^|]*|[^|]*|[^|]*|[^|]*|(%x+)$')
+  return c and #c == 16 and c or nil
+end
+
+-- A client's open leases (`clients`: client -> count, absent at 0).
+local function count_client(kClients, id, delta)
+  local c = kClients and client_of(id)
+  if not c then return end
+  if call('HINCRBY', kClients, c, ms(delta)) <= 0 then call('HDEL', kClients, c) end
+end
 
 -- Stats field leases:<proxy>: the leases held by that proxy's connections (absent at 0).
 local function count_proxy(kStats, proxy, delta)
@@ -124,7 +139,9 @@ end
 local function lease_gone(k, member)
   local pod = pod_of(member)
   if tonumber(call('ZINCRBY', k.load, '-1', pod)) <= 0 then forget_if_unused(k.load, k.reach, k.down, pod) end
-  if k.inventory then call('HDEL', k.inventory, sub(member, 1, find(member, ' ', 1, true) - 1)) end
+  local id = sub(member, 1, find(member, ' ', 1, true) - 1)
+  if k.inventory then call('HDEL', k.inventory, id) end
+  count_client(k.clients, id, -1)
 end
 
 -- Gives back up to `max` leases whose expiry passed; returns how many and whether more remain.
@@ -165,6 +182,40 @@ local function window_add(kRate, limit, window, now, id, card)
   return limit - used - 1
 end
 
+-- Each client's own sliding window: `crate` holds "<client>:<time, 15 digits>:<id>" (all at
+-- score 0, so one client's entries are one lexical range, in time order), `crate_t` the same
+-- entries as id -> time (so the oldest of every client leave in time order, and an entry is
+-- found by its id alone).
+local function crate_member(client, t, id) return client .. ':' .. format('%015d', t) .. ':' .. id end
+
+-- Entries that left the window go, at most `max` (the oldest first).
+local function crate_trim(k, now, window, max)
+  local old = call('ZRANGEBYSCORE', k.crate_t, '-inf', ms(now - window), 'WITHSCORES', 'LIMIT', 0, max)
+  for i = 1, #old, 2 do
+    local c = client_of(old[i])
+    if c then call('ZREM', k.crate, crate_member(c, tonumber(old[i + 1]), old[i])) end
+    call('ZREM', k.crate_t, old[i])
+  end
+end
+
+-- nil when the client may start one more upgrade now, else the ms until it may.
+local function client_rate_full(k, client, limit, window, now)
+  local from, to = '[' .. client .. ':' .. format('%015d', now - window + 1), '(' .. client .. ';'
+  local used = call('ZLEXCOUNT', k.crate, from, to)
+  if used < limit then return nil end
+  local e = call('ZRANGEBYLEX', k.crate, from, to, 'LIMIT', used - limit, 1)[1]
+  local t = e and tonumber(string.match(e, '^%x+:(%d+):'))
+  return t and math.max(1, t + window - now) or 1000
+end
+
+-- The entry of an upgrade that never reached a backend leaves the client's window.
+local function crate_forget(k, id)
+  local c, t = client_of(id), call('ZSCORE', k.crate_t, id)
+  if not (c and t) then return end
+  call('ZREM', k.crate, crate_member(c, tonumber(t), id))
+  call('ZREM', k.crate_t, id)
+end
+
 -------------------------------------------------------------------------------
 -- ws_admit: one decision
 -------------------------------------------------------------------------------
@@ -194,62 +245,106 @@ local function least_loaded(k, slot, maxPer, now, anyDown)
   end
 end
 
+-- The arguments of ws_admit, checked: a table of them, or nil and the error reply.
+local function admit_args(F, args)
+  local a = {}
+  local fields = {
+    { 'limit', 'rate limit per window, 0 = off', 0 }, { 'window', 'window ms', 1 },
+    { 'maxPer', 'max connections per pod', 1 }, { 'ttl', 'lease TTL ms', 1 },
+  }
+  for i, f in ipairs(fields) do
+    local v, e = int_arg(F, args, i, f[2], f[3])
+    if not v then return nil, e end
+    a[f[1]] = v
+  end
+  a.id = args[5]
+  if not valid_id(a.id) then
+    return nil, err(F, format("argument 5 (connection id) must be 1-%d characters without spaces, got '%s'", MAX_ID, shown(a.id)))
+  end
+  local client_fields = {
+    { 'clientMax', 'max connections per client, 0 = off' }, { 'clientPercent', 'max share of the slots per client (%), 0 = off' },
+    { 'clientRate', 'rate limit per client per window, 0 = off' },
+  }
+  for i, f in ipairs(client_fields) do
+    local v, e = int_arg(F, args, 5 + i, f[2], 0)
+    if not v then return nil, e end
+    a[f[1]] = v
+  end
+  if a.clientPercent > 100 then
+    return nil, err(F, format("argument 7 (max share of the slots per client (%%), 0 = off) must be at most 100, got '%s'", shown(args[7])))
+  end
+  a.address = args[9]
+  if a.address and (#a.address > 64 or find(a.address, '[^%w%.:%[%]-]')) then
+    return nil, err(F, format("argument 9 (client address for the inventory) must be at most 64 characters of letters, digits, "
+      .. "'.', ':', '[', ']' and '-', got '%s'", shown(a.address)))
+  end
+  return a
+end
+
+-- The client's own limits (its open sockets, its upgrades per window): nil, or the retry ms.
+-- `slots`: the caller's pods x the per-pod limit (a share of them is the client's cap).
+local function client_refusal(k, a, client, slots, now)
+  local cap = a.clientMax
+  if a.clientPercent > 0 and slots then
+    local share = math.max(1, floor(slots * a.clientPercent / 100))
+    if cap == 0 or share < cap then cap = share end
+  end
+  if cap > 0 and tonumber(call('HGET', k.clients, client) or '0') >= cap then return 1000 end
+  if a.clientRate > 0 then return client_rate_full(k, client, a.clientRate, a.window, now) end
+  return nil
+end
+
 local function admit(keys, args)
   local F = 'ws_admit'
-  local bad = expect_counts(F, keys, 8, args, 5, 6)
+  local bad = expect_counts(F, keys, 11, args, 8, 9)
   if bad then return bad end
-  local limit, e1 = int_arg(F, args, 1, 'rate limit per window, 0 = off', 0)
-  if not limit then return e1 end
-  local window, e2 = int_arg(F, args, 2, 'window ms', 1)
-  if not window then return e2 end
-  local maxPer, e3 = int_arg(F, args, 3, 'max connections per pod', 1)
-  if not maxPer then return e3 end
-  local ttl, e4 = int_arg(F, args, 4, 'lease TTL ms', 1)
-  if not ttl then return e4 end
-  local id = args[5]
-  if not valid_id(id) then
-    return err(F, format("argument 5 (connection id) must be 1-%d characters without spaces, got '%s'", MAX_ID, shown(id)))
-  end
-  local client = args[6]
-  if client and (#client > 64 or find(client, '[^%w%.:%[%]-]')) then
-    return err(F, format("argument 6 (client address for the inventory) must be at most 64 characters of letters, digits, '.', ':', '[', ']' and '-', got '%s'", shown(client)))
-  end
-  local k = { rate = keys[1], stats = keys[2], leases = keys[3], load = keys[4], reach = keys[5], down = keys[6], agents = keys[7] }
-  k.inventory = keys[8]
-  local now = now_ms()
+  local a, e = admit_args(F, args)
+  if not a then return e end
+  local k = {
+    rate = keys[1], stats = keys[2], leases = keys[3], load = keys[4], reach = keys[5], down = keys[6], agents = keys[7],
+    inventory = keys[8], clients = keys[9], crate = keys[10], crate_t = keys[11],
+  }
+  local now, id = now_ms(), a.id
 
   -- 0. A state that lost leases decides nothing until every proxy put its open streams back.
   local rec = call('HMGET', k.stats, 'epoch', 'recovering_until')
   if not rec[1] then return { 'RECOVERING', '', 0, RECOVERY_RETRY_MS, 0 } end
   if rec[2] and tonumber(rec[2]) > now then return { 'RECOVERING', '', 0, tonumber(rec[2]) - now, 0 } end
 
-  -- 1. Rate limit first, so a flood is refused without touching any pod.
+  -- 1. The client's own limits, before it can spend anything of everyone's.
+  local slot = call('HGET', k.agents, 'p:' .. proxy_of(id))
+  local size = slot and tonumber(call('HGET', k.agents, 'n:' .. slot) or '0')
+  local client = client_of(id)
+  if client and a.clientRate > 0 then crate_trim(k, now, a.window, EXPIRE_BATCH) end
+  local clientRetry = client and client_refusal(k, a, client, size and size * a.maxPer, now)
+  if clientRetry then
+    call('HINCRBY', k.stats, 'rejected_client', '1')
+    return { 'CLIENT', '', 0, clientRetry, 0 }
+  end
+
+  -- 2. The global rate limit, so a flood is refused without touching any pod.
   local rateRemaining, card = -1, 0
-  if limit > 0 then
+  if a.limit > 0 then
     local retry, used
-    retry, used, card = window_full(k.rate, limit, window, now)
+    retry, used, card = window_full(k.rate, a.limit, a.window, now)
     if retry then
       call('HINCRBY', k.stats, 'rejected_rate_limited', '1')
       return { 'RATE_LIMITED', '', 0, retry, 0 }
     end
-    rateRemaining = limit - used
+    rateRemaining = a.limit - used
   end
 
-  -- 2. The caller's healthy hosts: its proxy's slot in `reach`.
-  local slot = call('HGET', k.agents, 'p:' .. proxy_of(id))
-  local size = slot and tonumber(call('HGET', k.agents, 'n:' .. slot) or '0')
+  -- 3. The caller's healthy hosts: its proxy's slot in `reach`.
   if not slot or size == 0 then return { 'NOHOSTS', '', 0, 0, rateRemaining } end
-  slot = tonumber(slot)
 
-  -- 3. Leases past their expiry give their slots back (a dead proxy, a stream nobody renews).
+  -- 4. Leases past their expiry give their slots back; then the least-loaded reachable pod,
+  -- refusing only on exact counts.
   local _, more = expire(k, now, EXPIRE_BATCH)
-
-  -- 4. The least-loaded reachable pod; refuse only on exact counts.
   local anyDown = call('ZCARD', k.down) > 0
-  local pod, count = least_loaded(k, slot, maxPer, now, anyDown)
+  local pod, count = least_loaded(k, tonumber(slot), a.maxPer, now, anyDown)
   while not pod and more do
     _, more = expire(k, now, 1000)
-    pod, count = least_loaded(k, slot, maxPer, now, anyDown)
+    pod, count = least_loaded(k, tonumber(slot), a.maxPer, now, anyDown)
   end
   if not pod then
     call('HINCRBY', k.stats, 'rejected_capacity', '1')
@@ -258,12 +353,17 @@ local function admit(keys, args)
     return { 'FULL', '', 0, first[2] and math.max(1, tonumber(first[2]) - now) or 0, rateRemaining }
   end
 
-  -- 5. Admit: the lease, the pod's count, the proxy's count, the window entry, the counter.
-  call('ZADD', k.leases, ms(now + ttl), id .. ' ' .. pod)
+  -- 5. Admit: the lease and every count it is in, the window entries, the counter.
+  call('ZADD', k.leases, ms(now + a.ttl), id .. ' ' .. pod)
   call('ZINCRBY', k.load, '1', pod)
   count_proxy(k.stats, proxy_of(id), 1)
-  if limit > 0 then rateRemaining = window_add(k.rate, limit, window, now, id, card) end
-  if client then call('HSET', k.inventory, id, pod .. ' ' .. proxy_of(id) .. ' ' .. client .. ' ' .. ms(now)) end
+  count_client(k.clients, id, 1)
+  if a.limit > 0 then rateRemaining = window_add(k.rate, a.limit, a.window, now, id, card) end
+  if client and a.clientRate > 0 then
+    call('ZADD', k.crate, '0', crate_member(client, now, id))
+    call('ZADD', k.crate_t, ms(now), id)
+  end
+  if a.address then call('HSET', k.inventory, id, pod .. ' ' .. proxy_of(id) .. ' ' .. a.address .. ' ' .. ms(now)) end
   call('HINCRBY', k.stats, 'admitted', '1')
   return { 'ADMITTED', pod, count + 1, 0, rateRemaining }
 end
@@ -274,7 +374,7 @@ end
 
 local function leases(keys, args)
   local F = 'ws_leases'
-  local bad = expect_counts(F, keys, 7, args, 2, 2 + 3 * MAX_ITEMS)
+  local bad = expect_counts(F, keys, 10, args, 2, 2 + 3 * MAX_ITEMS)
   if bad then return bad end
   if (#args - 2) % 3 ~= 0 then
     return err(F, 'expected lease TTL ms, penalty ms, then triples <op> <connection id> <pod>; got ' .. #args .. ' arguments')
@@ -295,7 +395,10 @@ local function leases(keys, args)
       return err(F, format("argument %d (pod) must be 1-%d characters without spaces, got '%s'", i + 2, MAX_POD, shown(pod)))
     end
   end
-  local k = { rate = keys[1], leases = keys[2], load = keys[3], stats = keys[4], reach = keys[5], down = keys[6], inventory = keys[7] }
+  local k = {
+    rate = keys[1], leases = keys[2], load = keys[3], stats = keys[4], reach = keys[5], down = keys[6], inventory = keys[7],
+    clients = keys[8], crate = keys[9], crate_t = keys[10],
+  }
   local now = now_ms()
   local renewed, readded, released, failed = 0, 0, 0, 0
   for i = 3, #args, 3 do
@@ -314,6 +417,7 @@ local function leases(keys, args)
         if not exp then
           call('ZINCRBY', k.load, '1', pod)
           count_proxy(k.stats, proxy_of(id), 1)
+          count_client(k.clients, id, 1)
         end
         readded = readded + 1
       end
@@ -327,6 +431,7 @@ local function leases(keys, args)
         -- The upgrade never reached a backend: it spends no rate budget, and its pod is
         -- passed over by every proxy for a while (dead, or leaving the fleet).
         call('ZREM', k.rate, id)
+        crate_forget(k, id)
         if penalty > 0 then call('ZADD', k.down, 'GT', ms(now + penalty), pod) end
         failed = failed + 1
       end
@@ -471,7 +576,9 @@ local function beat(keys, args)
     slot, e2 = slot_arg(F, args, 2)
     if not slot then return e2 end
   end
-  if args[3] ~= '0' and args[3] ~= '1' then return err(F, format("argument 3 (list the live proxies) must be 0 or 1, got '%s'", shown(args[3]))) end
+  if args[3] ~= '0' and args[3] ~= '1' then
+    return err(F, format("argument 3 (list the live proxies) must be 0 or 1, got '%s'", shown(args[3])))
+  end
   local now = now_ms()
 
   call('ZREMRANGEBYSCORE', kDown, '-inf', ms(now))
@@ -521,7 +628,9 @@ local function recover(keys, args)
       return err(F, format("argument 3 (a new epoch) must be 16 hex digits, got '%s'", shown(candidate)))
     end
     for i = 4, #args do
-      if not valid_proxy(args[i]) then return err(F, format("argument %d (a known proxy) is not a proxy id, got '%s'", i, shown(args[i]))) end
+      if not valid_proxy(args[i]) then
+        return err(F, format("argument %d (a known proxy) is not a proxy id, got '%s'", i, shown(args[i])))
+      end
     end
     local st = call('HMGET', kStats, 'epoch', 'recovering_until')
     if not st[1] then
@@ -563,13 +672,15 @@ end
 
 local function release_proxy(keys, args)
   local F = 'ws_release_proxy'
-  local bad = expect_counts(F, keys, 6, args, 2, 2)
+  local bad = expect_counts(F, keys, 7, args, 2, 2)
   if bad then return bad end
   local proxy, e1 = proxy_arg(F, args, 1)
   if not proxy then return e1 end
   local cursor = args[2]
-  if #cursor > 20 or not find(cursor, '^%d+$') then return err(F, format("argument 2 (scan cursor) must be digits, got '%s'", shown(cursor))) end
-  local k = { leases = keys[1], load = keys[2], stats = keys[3], reach = keys[4], down = keys[5], inventory = keys[6] }
+  if #cursor > 20 or not find(cursor, '^%d+$') then
+    return err(F, format("argument 2 (scan cursor) must be digits, got '%s'", shown(cursor)))
+  end
+  local k = { leases = keys[1], load = keys[2], stats = keys[3], reach = keys[4], down = keys[5], inventory = keys[6], clients = keys[7] }
   local prefix = proxy .. '|'
   local r = call('ZSCAN', k.leases, cursor, 'MATCH', prefix .. '*', 'COUNT', '1000')
   local found, removed = r[2], 0
@@ -594,13 +705,13 @@ end
 
 local function snapshot(keys, args)
   local F = 'ws_snapshot'
-  local bad = expect_counts(F, keys, 9, args, 1, 1)
+  local bad = expect_counts(F, keys, 10, args, 1, 1)
   if bad then return bad end
   local window, e1 = int_arg(F, args, 1, 'window ms', 1)
   if not window then return e1 end
   local k = {
     rate = keys[1], stats = keys[2], leases = keys[3], load = keys[4], reach = keys[5],
-    down = keys[6], agents = keys[7], beats = keys[8], inventory = keys[9],
+    down = keys[6], agents = keys[7], beats = keys[8], inventory = keys[9], clients = keys[10],
   }
   local now = now_ms()
   local windowUsed = call('ZCOUNT', k.rate, '(' .. ms(now - window), '+inf')
@@ -630,6 +741,7 @@ local function snapshot(keys, args)
     'pods_penalised', call('ZCOUNT', k.down, '(' .. ms(now), '+inf'),
     'proxies_live', call('ZCOUNT', k.beats, '(' .. ms(now - AGENT_TTL_MS), '+inf'),
     'recovering', (call('HEXISTS', k.stats, 'epoch') == 0 or (rec and tonumber(rec) > now)) and 1 or 0,
+    'clients_tracked', call('HLEN', k.clients),
   }
   return { now, windowUsed, stats, pods, byProxy, gauges }
 end

@@ -144,6 +144,8 @@ export function renderLocalFiles(o: LocalRigOptions, workDir: string): { lua: Ma
         idleTimeoutSeconds: o.config.idleTimeoutSeconds,
         maxStreamDurationSeconds: o.config.maxStreamDurationSeconds,
         renewIntervalSeconds: o.config.renewIntervalSeconds,
+        handshakeTimeoutSeconds: o.config.handshakeTimeoutSeconds,
+        trustedHops: o.config.clientTrustedHops,
         maxDownstreamConnections: o.config.envoyMaxConnections,
         layout: localLayout(base, i, workDir),
       }),

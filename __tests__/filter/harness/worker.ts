@@ -34,6 +34,12 @@ export interface Settings {
   limit_all_requests: boolean;
   connection_inventory: boolean;
   metrics_path: string;
+  client_identity: 'address' | 'header';
+  client_header: string;
+  client_ipv6_prefix_bits: number;
+  max_connections_per_client: number;
+  max_connections_per_client_percent: number;
+  rate_limit_per_client: number;
 }
 
 export function defaultSettings(redisPort: number, overrides: Partial<Settings> = {}): Settings {
@@ -62,6 +68,13 @@ export function defaultSettings(redisPort: number, overrides: Partial<Settings> 
     limit_all_requests: false,
     connection_inventory: false,
     metrics_path: '/metrics',
+    client_identity: 'address',
+    client_header: '',
+    client_ipv6_prefix_bits: 64,
+    // Off unless a test is about them (the stack's defaults: 50% of the slots, 20 a minute).
+    max_connections_per_client: 0,
+    max_connections_per_client_percent: 0,
+    rate_limit_per_client: 0,
     ...overrides,
   };
 }

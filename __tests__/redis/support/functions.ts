@@ -36,8 +36,12 @@ export interface AdmitRequest {
   readonly id: string;
   /** The caller proxy's healthy hosts; registered for its slot (ws_hosts) first when given. */
   readonly pods?: readonly string[];
-  /** The client address for the connection inventory (admit's optional 6th argument). */
+  /** The client address for the connection inventory (admit's optional 9th argument). */
   readonly client?: string;
+  /** Per-client caps (0 = off): open sockets, share of the slots (%), upgrades per window. */
+  readonly clientMax?: number;
+  readonly clientPercent?: number;
+  readonly clientRate?: number;
 }
 export interface Snapshot {
   readonly nowMs: number;
@@ -73,11 +77,17 @@ export function keysFor(tag: string) {
     beats: k('beats'),
     recovery: k('recovery'),
     inventory: k('inventory'),
+    clients: k('clients'),
+    crate: k('crate'),
+    crateT: k('crate:t'),
   };
 }
 
 /** The member of `leases` for connection `id` on `pod`. */
 export const lease = (id: string, pod: string) => `${id} ${pod}`;
+/** The client key of a connection id (its fifth part, 16 hex digits), or undefined. */
+export const clientOf = (id: string): string | undefined => /^[^|]*\|[^|]*\|[^|]*\|[^|]*\|([0-9a-f]{16})$/.exec(id)?.[1];
+
 /** The proxy of a connection id. */
 export const proxyOf = (id: string) => (id.includes('|') ? id.slice(0, id.indexOf('|')) : 'unknown');
 
@@ -130,12 +140,21 @@ export class Functions {
 
   admitKeys(): string[] {
     const k = this.keys;
-    return [k.rate, k.stats, k.leases, k.load, k.reach, k.down, k.agents, k.inventory];
+    return [k.rate, k.stats, k.leases, k.load, k.reach, k.down, k.agents, k.inventory, k.clients, k.crate, k.crateT];
   }
 
   /** One ws_admit call as it is. */
   async admitOnce(r: AdmitRequest): Promise<AdmitReply> {
-    const args: (string | number)[] = [r.rateLimit, r.windowMs, r.maxPerPod, r.ttlMs, r.id];
+    const args: (string | number)[] = [
+      r.rateLimit,
+      r.windowMs,
+      r.maxPerPod,
+      r.ttlMs,
+      r.id,
+      r.clientMax ?? 0,
+      r.clientPercent ?? 0,
+      r.clientRate ?? 0,
+    ];
     if (r.client !== undefined) args.push(r.client);
     const [status, pod, activeOnPod, retryAfterMs, rateRemaining] = (await this.fcall('ws_admit', this.admitKeys(), args)) as [
       AdmitStatus,
@@ -204,7 +223,7 @@ export class Functions {
 
   leasesKeys(): string[] {
     const k = this.keys;
-    return [k.rate, k.leases, k.load, k.stats, k.reach, k.down, k.inventory];
+    return [k.rate, k.leases, k.load, k.stats, k.reach, k.down, k.inventory, k.clients, k.crate, k.crateT];
   }
 
   /** ws_leases: {renewed, readded, released, failed}. */
@@ -249,16 +268,20 @@ export class Functions {
     return Number(await this.fcall('ws_recover', [k.stats, k.recovery], ['done', proxy]));
   }
 
+  releaseProxyKeys(): string[] {
+    const k = this.keys;
+    return [k.leases, k.load, k.stats, k.reach, k.down, k.inventory, k.clients];
+  }
+
   /** ws_release_proxy to the end of its scan. */
   async releaseProxy(proxy: string): Promise<{ removed: number; steps: number }> {
-    const k = this.keys;
     let cursor = '0';
     let removed = 0;
     let steps = 0;
     do {
       const [next, n] = (await this.fcall(
         'ws_release_proxy',
-        [k.leases, k.load, k.stats, k.reach, k.down, k.inventory],
+        this.releaseProxyKeys(),
         [proxy, cursor],
       )) as [string, number];
       cursor = String(next);
@@ -270,7 +293,7 @@ export class Functions {
 
   snapshotKeys(): string[] {
     const k = this.keys;
-    return [k.rate, k.stats, k.leases, k.load, k.reach, k.down, k.agents, k.beats, k.inventory];
+    return [k.rate, k.stats, k.leases, k.load, k.reach, k.down, k.agents, k.beats, k.inventory, k.clients];
   }
 
   async snapshot(windowMs: number): Promise<Snapshot> {
@@ -294,6 +317,8 @@ export class Functions {
     load: Record<string, number>;
     byProxy: Record<string, number>;
     proxyFields: Record<string, number>;
+    byClient: Record<string, number>;
+    clientFields: Record<string, number>;
   }> {
     const k = this.keys;
     const leases: Record<string, number> = {};
@@ -311,7 +336,13 @@ export class Functions {
     for (const [f, v] of Object.entries(await this.redis.hgetall(k.stats))) {
       if (f.startsWith('leases:')) proxyFields[f.slice(7)] = Number(v);
     }
-    return { leases, load, byProxy, proxyFields };
+    const byClient: Record<string, number> = {};
+    for (const m of await this.redis.zrange(k.leases, 0, -1)) {
+      const c = clientOf(m.slice(0, m.indexOf(' ')));
+      if (c) byClient[c] = (byClient[c] ?? 0) + 1;
+    }
+    const clientFields = Object.fromEntries(Object.entries(await this.redis.hgetall(k.clients)).map(([c, v]) => [c, Number(v)]));
+    return { leases, load, byProxy, proxyFields, byClient, clientFields };
   }
 
   /** Redis TIME in ms, the clock the functions use. */
