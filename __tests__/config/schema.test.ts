@@ -18,7 +18,7 @@ describe('defaults', () => {
   it('are valid and pinned', () => {
     const c = load();
     expect(validateConfig(c)).toEqual(c);
-    // The Envoy version of envoy/release.json, then our build number (1.40.0-1).
+    // The Envoy version of envoy/release.json, then our build number (1.40.0-2).
     expect(c.envoyImage).toBe(`ws-envoy-lua:${ENVOY_RELEASE.version}-${ENVOY_RELEASE.imageBuild}`);
     // A lease outlives two renew intervals (Envoy's periodic lease log entries) and a margin.
     expect([c.leaseTtlSeconds, c.renewIntervalSeconds]).toEqual([30, 10]);
