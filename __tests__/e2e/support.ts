@@ -29,7 +29,9 @@ export async function startRig(
   } = {},
 ): Promise<LocalRig> {
   return LocalRig.start({
-    config: testConfig(config),
+    // Every test client connects from 127.0.0.1, i.e. is one client: the per-client limits
+    // are off unless the test is about them (fair-share.test.ts).
+    config: testConfig({ maxConnectionsPerClientPercent: 0, rateLimitPerClientPerMinute: 0, ...config }),
     basePort,
     backendsIn: 'inline',
     proxies: more.proxies,
