@@ -62,10 +62,19 @@ export interface Refused {
   readonly body: string;
 }
 
-/** Opens a WebSocket and waits for the backend's first message, or for the refusal. */
-export function connect(url: string, headers: { [k: string]: string } = {}, timeoutMs = 10000): Promise<Opened | Refused> {
+/**
+ * Opens a WebSocket and waits for the backend's first message, or for the refusal.
+ * `localAddress`: the client's own loopback address (127.0.0.0/8), so tests can be many
+ * clients.
+ */
+export function connect(
+  url: string,
+  headers: { [k: string]: string } = {},
+  timeoutMs = 10000,
+  localAddress?: string,
+): Promise<Opened | Refused> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { headers, handshakeTimeout: timeoutMs });
+    const ws = new WebSocket(url, { headers, handshakeTimeout: timeoutMs, localAddress });
     let upgradeHeaders: Opened['headers'] = {};
     const messages: string[] = [];
     const timer = setTimeout(() => {
