@@ -2,7 +2,7 @@
 // two proxies with two workers each, each client its own loopback address. The same
 // scenario runs without the per-client limits (the lock-out) and with the defaults.
 import { LocalRig } from '../../tools/lib/local-rig';
-import { Opened, Refused, closeAll, closeFromClient, connect, metrics, startRig, waitUntil } from './support';
+import { Opened, Refused, closeAll, closeFromClient, connect, metrics, rawRequest, startRig, statusOf, waitUntil } from './support';
 
 jest.setTimeout(180000);
 
@@ -148,3 +148,72 @@ describe('one greedy client against ten polite ones, across two proxies', () => 
     expect(after.leases).toBe(3);
   });
 });
+
+describe('who a client is: a header set by a trusted layer in front (clientIdentity header)', () => {
+  let rig: LocalRig;
+  beforeAll(async () => {
+    rig = await startRig(
+      24400,
+      {
+        maxConnectionsPerPod: 10,
+        rateLimitPerMinute: 0,
+        capacityCacheMs: 0,
+        clientIdentity: 'header',
+        clientHeader: 'x-user-id',
+        maxConnectionsPerClient: 1,
+        maxConnectionsPerClientPercent: 0,
+        rateLimitPerClientPerMinute: 0,
+      },
+      { proxies: 2, backends: 2 },
+    );
+  });
+  afterAll(async () => rig?.stop());
+
+  it('one socket per user across both proxies; a value no identity can be (huge, odd bytes) falls back to the address; no key or member is made of it', async () => {
+    const [u0, u1] = rig.proxies.map((p) => p.publicUrl);
+    const opened: Opened[] = [];
+    const keep = (r: Opened | Refused) => {
+      if (r.kind === 'open') opened.push(r);
+      return r.kind === 'open' ? 101 : `${r.status} ${r.headers['x-ws-admission']}`;
+    };
+    try {
+      expect(keep(await connect(u0, { 'x-user-id': 'alice' }))).toBe(101);
+      expect(keep(await connect(u1, { 'x-user-id': 'alice' }))).toBe('429 client');
+      expect(keep(await connect(u1, { 'x-user-id': 'bob' }))).toBe(101);
+      // Over 256 bytes: not an identity, so the address (127.0.0.1) is the client, twice.
+      expect(keep(await connect(u0, { 'x-user-id': 'a'.repeat(8000) }))).toBe(101);
+      expect(keep(await connect(u1, { 'x-user-id': 'b'.repeat(8000) }))).toBe('429 client');
+      // Bytes no client library sends, with a key name and a lease separator in them.
+      const odd = Buffer.concat([Buffer.from('x-user-id: {ws}:stats| |'), Buffer.from([0x80, 0xff, 0xc3, 0x28]), Buffer.from('\r\n')]);
+      const raw = await rawRequest(rig.proxies[0].publicPort, Buffer.concat([Buffer.from(upgradeHead()), odd, Buffer.from('\r\n')]));
+      expect([101, 400, 429]).toContain(statusOf(raw));
+      // Every key is one of the schema's names; every client is 16 hex digits.
+      const keys = (await rig.redisCli('--scan', '--pattern', '*')).split('\n').filter(Boolean);
+      for (const k of keys)
+        expect(k).toMatch(
+          /^\{ws\}:(rate|rate:requests|stats|leases|load|reach|down|agents|beats|recovery|inventory|clients|crate|crate:t)$/,
+        );
+      const list = async (...a: string[]) => (await rig.redisCli(...a)).split('\n').filter(Boolean);
+      const clients = await list('HKEYS', '{ws}:clients');
+      expect(clients.length).toBeGreaterThanOrEqual(3); // alice, bob, 127.0.0.1
+      for (const c of clients) expect(c).toMatch(/^[0-9a-f]{16}$/);
+      for (const m of await list('ZRANGE', '{ws}:leases', '0', '-1')) {
+        expect(m).toMatch(/^[a-z0-9.-]+\|[0-9a-f]+\|\d+\|[0-9a-f]+\|[0-9a-f]{16} 127\.0\.1\.\d+:\d+$/);
+      }
+    } finally {
+      closeAll(opened);
+    }
+  });
+});
+
+function upgradeHead(): string {
+  return [
+    'GET / HTTP/1.1',
+    'Host: example.test',
+    'Connection: Upgrade',
+    'Upgrade: websocket',
+    'Sec-WebSocket-Version: 13',
+    'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+    '',
+  ].join('\r\n');
+}
