@@ -855,6 +855,10 @@ class After extends Design {
       MAX_PER_POD,
       LEASE_TTL_MS,
       id,
+      // The per-client limits off (the ids carry no client key): what a rollout costs.
+      0,
+      0,
+      0,
     ];
   }
 

@@ -103,6 +103,10 @@ function admitArgs(fn: string, f: Functions, o: { limit: number; windowMs: numbe
     String(o.maxPerPod),
     String(o.ttlMs),
     `${PROXY}|0|__rand_int__|0`,
+    // The per-client limits off (the id carries no client key): the `clients` part measures them.
+    '0',
+    '0',
+    '0',
   ];
 }
 // The rate limit is on in the admit scenarios (as in production) but never binds.
@@ -207,7 +211,7 @@ async function memoryPerLease(redis: Redis, leases: number, perPod: number) {
   const idOf = (n: number) => `${PROXY}|a1b2c3|${n}|${((n * 7919) % 16777216).toString(16).padStart(6, '0')}`;
   const keys = f.admitKeys();
   const pipe = redis.pipeline();
-  for (let n = 0; n < leases; n++) pipe.call('FCALL', 'ws_admit', keys.length, ...keys, '0', '60000', String(perPod), '3600000', idOf(n));
+  for (let n = 0; n < leases; n++) pipe.call('FCALL', 'ws_admit', keys.length, ...keys, '0', '60000', String(perPod), '3600000', idOf(n), '0', '0', '0');
   const replies = await pipe.exec();
   const admitted = (replies ?? []).filter(([e, r]) => !e && (r as unknown[])[0] === 'ADMITTED').length;
   if (admitted !== leases) throw new Error(`memory bench: ${admitted} of ${leases} admitted`);

@@ -57,7 +57,7 @@ async function addLeases(redis: Redis, k: { leases: string; load: string }, pods
   }
 }
 
-/** Today's contract: ws_admit with 8 keys; the caller's pods are its slot's bits in `reach`. */
+/** Today's contract: ws_admit; the caller's pods are its slot's bits in `reach`. */
 function after(redis: Redis): Contract {
   const f = new Functions(redis, TAG);
   const k = f.keys;
@@ -67,7 +67,8 @@ function after(redis: Redis): Contract {
       if (perPod === 1) await f.reach(PROXY, pods); // registered once per state, as the agent does
       await addLeases(redis, k, pods, perPod, tagOfLease);
     },
-    call: (id) => ['FCALL', 'ws_admit', '8', ...f.admitKeys(), '60', '60000', '2', String(HOUR), id],
+    // The per-client limits off (0 0 0, an id without a client key): the `clients` part measures them.
+    call: (id) => ['FCALL', 'ws_admit', String(f.admitKeys().length), ...f.admitKeys(), '60', '60000', '2', String(HOUR), id, '0', '0', '0'],
     async undo(id, pod) {
       await redis
         .multi()
