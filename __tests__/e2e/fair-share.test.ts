@@ -2,7 +2,19 @@
 // two proxies with two workers each, each client its own loopback address. The same
 // scenario runs without the per-client limits (the lock-out) and with the defaults.
 import { LocalRig } from '../../tools/lib/local-rig';
-import { Opened, Refused, closeAll, closeFromClient, connect, metrics, rawRequest, startRig, statusOf, waitUntil } from './support';
+import {
+  Opened,
+  Refused,
+  closeAll,
+  closeFromClient,
+  connect,
+  metrics,
+  proxyProtocolV2,
+  rawRequest,
+  startRig,
+  statusOf,
+  waitUntil,
+} from './support';
 
 jest.setTimeout(180000);
 
@@ -217,3 +229,35 @@ function upgradeHead(): string {
     '',
   ].join('\r\n');
 }
+
+describe("who a client is: the NLB's proxy protocol header (nlbProxyProtocol, the default)", () => {
+  let rig: LocalRig;
+  beforeAll(async () => {
+    rig = await startRig(
+      24600,
+      { maxConnectionsPerPod: 10, rateLimitPerMinute: 0, capacityCacheMs: 0, nlbProxyProtocol: true, maxConnectionsPerClient: 1 },
+      { proxies: 1, backends: 2 },
+    );
+  });
+  afterAll(async () => rig?.stop());
+
+  it('the address in the header is the client, whichever peer carried it; a connection without the header is its peer', async () => {
+    const port = rig.proxies[0].publicPort;
+    const via = (client: string, peer: string) =>
+      rawRequest(
+        port,
+        Buffer.concat([proxyProtocolV2([client, 40000], ['10.0.0.10', 8080]), Buffer.from(upgradeHead() + '\r\n')]),
+        1500,
+        peer,
+      );
+    // One socket per client: the second from 198.51.100.7, through another NLB node, is refused.
+    expect(statusOf(await via('198.51.100.7', '127.0.8.1'))).toBe(101);
+    const second = await via('198.51.100.7', '127.0.8.2');
+    expect(statusOf(second)).toBe(429);
+    expect(second).toMatch(/\r\nx-ws-admission: client\r\n/i);
+    // Another client through the first node's address: its own limit.
+    expect(statusOf(await via('198.51.100.8', '127.0.8.1'))).toBe(101);
+    // Without the header (a probe, or the NLB before it sends one): served, as its peer.
+    expect(statusOf(await rawRequest(port, upgradeHead() + '\r\n', 1500, '127.0.8.3'))).toBe(101);
+  });
+});

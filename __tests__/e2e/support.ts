@@ -147,9 +147,9 @@ export async function upgradeUntilAdmitted(url: string, timeoutMs: number): Prom
 }
 
 /** One raw HTTP/1.1 exchange over TCP (for requests no client library would send). */
-export function rawRequest(port: number, request: string | Buffer, timeoutMs = 3000): Promise<string> {
+export function rawRequest(port: number, request: string | Buffer, timeoutMs = 3000, localAddress?: string): Promise<string> {
   return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
+    const s = net.connect({ port, host: '127.0.0.1', localAddress });
     let out = '';
     const done = () => {
       clearTimeout(t);
@@ -167,6 +167,16 @@ export function rawRequest(port: number, request: string | Buffer, timeoutMs = 3
     s.on('end', done);
     s.write(request);
   });
+}
+
+/** A proxy protocol v2 header as the NLB sends it: TCP over IPv4, from `src` to `dst`. */
+export function proxyProtocolV2(src: [string, number], dst: [string, number]): Buffer {
+  const ip = (a: string) => Buffer.from(a.split('.').map(Number));
+  const port = (n: number) => Buffer.from([n >> 8, n & 255]);
+  const body = Buffer.concat([ip(src[0]), ip(dst[0]), port(src[1]), port(dst[1])]);
+  const signature = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
+  // version 2, PROXY; AF_INET, STREAM; the address block's length.
+  return Buffer.concat([signature, Buffer.from([0x21, 0x11, 0, body.length]), body]);
 }
 
 /** The status code of a raw HTTP response, or 0. */

@@ -251,8 +251,13 @@ describe('envoy.yaml', () => {
       backendPort: 9000,
     });
     const pub = listener(o, 'public');
+    // Optional on the public listener too: the NLB's header always comes first, and turning
+    // it on or off (the target group and the pods change apart) is then no outage.
     expect(pub.listener_filters).toEqual([
-      { name: 'envoy.filters.listener.proxy_protocol', typed_config: { '@type': TYPE_URLS.proxyProtocol } },
+      {
+        name: 'envoy.filters.listener.proxy_protocol',
+        typed_config: { '@type': TYPE_URLS.proxyProtocol, allow_requests_without_proxy_protocol: true },
+      },
     ]);
     // NLB health checks to 9901 carry the header; kubelet probes and scrapes do not.
     expect(listener(o, 'metrics').listener_filters).toEqual([
