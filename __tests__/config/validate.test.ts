@@ -338,7 +338,7 @@ describe('the per-client limits and who a client is', () => {
     const ok = [
       {},
       { nlbProxyProtocol: false, clientTrustedHops: 1 },
-      { nlbProxyProtocol: false, clientIdentity: 'header', clientHeader: 'x-user-id' },
+      { nlbProxyProtocol: false, clientIdentity: 'header' as const, clientHeader: 'x-user-id' },
       { nlbProxyProtocol: false, maxConnectionsPerClientPercent: 0, rateLimitPerClientPerMinute: 0, maxConnectionsPerClient: 0 },
       { nlbProxyProtocol: false, kubeconfigPath: '/etc/kubeconfig' }, // no NLB of ours: the operator knows the path
     ];

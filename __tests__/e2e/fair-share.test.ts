@@ -37,7 +37,7 @@ interface Outcome {
 const tally = (rs: Array<Opened | Refused>) => {
   const out: Record<string, number> = {};
   for (const r of rs) {
-    const k = r.kind === 'open' ? '101' : `${r.status} ${r.headers['x-ws-admission'] ?? ''}`.trim();
+    const k = r.kind === 'open' ? '101' : `${r.status} ${String(r.headers['x-ws-admission'] ?? '')}`.trim();
     out[k] = (out[k] ?? 0) + 1;
   }
   return out;
@@ -186,7 +186,7 @@ describe('who a client is: a header set by a trusted layer in front (clientIdent
     const opened: Opened[] = [];
     const keep = (r: Opened | Refused) => {
       if (r.kind === 'open') opened.push(r);
-      return r.kind === 'open' ? 101 : `${r.status} ${r.headers['x-ws-admission']}`;
+      return r.kind === 'open' ? 101 : `${r.status} ${String(r.headers['x-ws-admission'])}`;
     };
     try {
       expect(keep(await connect(u0, { 'x-user-id': 'alice' }))).toBe(101);
