@@ -164,3 +164,20 @@ export class RedisMonitor {
     clearTimeout(t);
   }
 }
+
+/** Bytes of one command as RESP on the wire (an array of bulk strings: what a client sends). */
+export function respBytes(args: readonly (string | number)[]): number {
+  let b = `*${args.length}\r\n`.length;
+  for (const a of args) {
+    const n = Buffer.byteLength(String(a));
+    b += `$${n}\r\n`.length + n + 2;
+  }
+  return b;
+}
+
+/** Calls and microseconds per command of a Redis so far (INFO commandstats text). */
+export function commandUsec(info: string): Map<string, { calls: number; usec: number }> {
+  const out = new Map<string, { calls: number; usec: number }>();
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) out.set(m[1], { calls: Number(m[2]), usec: Number(m[3]) });
+  return out;
+}

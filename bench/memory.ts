@@ -1,11 +1,14 @@
 /**
- * Memory through real Envoy: Envoy's resident memory per open WebSocket and Redis's
- * bytes per lease. The local rig, one proxy with one worker, 10 backends with room for
- * all; N WebSockets opened in steps, each step measured after the connections settle:
- * Envoy's VmRSS (/proc/<pid>/status) and Redis's `used_memory` (INFO memory). Reported
- * as the slope between the first loaded step and the last (bytes per connection), so the
- * fixed cost of an idle Envoy and Redis (and Redis's script cache) is left out. Lease
- * sets of up to 128 leases are listpacks in Redis, hence the small per-lease figure.
+ * Memory through real Envoy: Envoy's resident memory per open WebSocket, the agent's
+ * (it holds the proxy's table of open streams from the lease log, which the filter's
+ * workers kept themselves before the agent), and Redis's bytes per lease. The local rig,
+ * one proxy with one worker, 10 backends with room for all; N WebSockets opened in steps,
+ * each step measured after the connections settle: VmRSS (/proc/<pid>/status) of Envoy
+ * and of the agent, and Redis's `used_memory` (INFO memory). Reported as the slope
+ * between the first loaded step and the last (bytes per connection), so the fixed cost of
+ * an idle Envoy, agent and Redis (and Redis's Functions library) is left out. Every lease
+ * is a member of one sorted set (`leases`, a skiplist past 128 members) and a count in
+ * `load` and `stats`.
  */
 import WebSocket from 'ws';
 import { loadConfig } from '../config/load';
@@ -27,16 +30,17 @@ export async function run(): Promise<Record<string, unknown>> {
   const sockets: WebSocket[] = [];
   try {
     const pid = rig.proxies[0].envoy!.pid!;
+    const agentPid = rig.proxies[0].agent!.pid!;
     const redisUsed = async () => Number(/used_memory:(\d+)/.exec(await rig.redisCli('INFO', 'memory'))?.[1]);
-    const points: Array<{ open: number; envoyRss: number; redisUsed: number; leases: number }> = [];
+    const points: Array<{ open: number; envoyRss: number; agentRss: number; redisUsed: number; leases: number }> = [];
     for (const n of STEPS) {
       await openMany(rig.proxies[0].publicUrl, n - sockets.length, sockets);
       await new Promise((r) => setTimeout(r, 1500));
       const leases = Object.values(await rig.leases()).reduce((a, b) => a + b, 0);
-      points.push({ open: n, envoyRss: rssBytes(pid), redisUsed: await redisUsed(), leases });
+      points.push({ open: n, envoyRss: rssBytes(pid), agentRss: rssBytes(agentPid), redisUsed: await redisUsed(), leases });
     }
-    // From the first loaded step: the step from 0 also loads the scripts into Redis and
-    // warms Envoy's pools, which are not per connection.
+    // From the first loaded step: the step from 0 also warms Envoy's pools and the
+    // agent's tables, which are not per connection.
     const first = points[1];
     const last = points[points.length - 1];
     const per = (a: number, b: number) => Math.round((b - a) / (last.open - first.open));
@@ -44,6 +48,7 @@ export async function run(): Promise<Record<string, unknown>> {
       setup: `1 proxy x 1 worker, 10 backends, ${STEPS.join('/')} open WebSockets`,
       points,
       envoyRssBytesPerWebSocket: per(first.envoyRss, last.envoyRss),
+      agentRssBytesPerWebSocket: per(first.agentRss, last.agentRss),
       redisBytesPerLease: per(first.redisUsed, last.redisUsed),
       leasesAtEnd: last.leases,
     };

@@ -20,10 +20,11 @@
  *
  * Redis during every cell: the calls each Envoy made on its own connections (MONITOR,
  * clients told apart by the process that owns the socket; commands run by a script are
- * not calls), the calls of the filter proxy's lease-log sidecar, and INFO commandstats
- * (every command, those run by scripts included, less the counting's own). The config's
- * shortest lease renewal is used when the config still has one, so a renewal on data
- * falls inside every cell.
+ * not calls), the calls of the filter proxy's agent (the lease-log sidecar), and INFO
+ * commandstats (every command, those run by functions included, less the counting's own).
+ * The config's shortest renewal interval is used (renewIntervalSeconds: Envoy's periodic
+ * lease log entry for every open stream), so the agent's renewals (ws_leases R) fall
+ * inside every cell; the filter itself makes no Redis call on an open socket.
  *
  * Then Envoy's memory per open WebSocket, bare against filter: MEMORY_WARM sockets opened
  * (pools and caches warm), RSS and heap (admin /memory `allocated`) read, MEMORY_SOCKETS

@@ -1,12 +1,17 @@
 /**
- * Redis half of `npm run bench`: server-side cost of admit.lua relative to plain
- * INCR (redis-benchmark, 50 clients, no pipelining, same Redis, same run) and
- * Redis memory per live connection (MEMORY USAGE across 10,000 leases).
+ * Redis half of `npm run bench`: server-side cost of the admission decision (`FCALL
+ * ws_admit` of the Functions library, lua/redis/ws_admission.lua) relative to plain INCR
+ * (redis-benchmark, 50 clients, no pipelining, same Redis, same run) and Redis memory per
+ * live connection (MEMORY USAGE across 10,000 leases) and per pod (its `load` member and
+ * its `reach` mask; before the library, a pod cost its `load` member plus one `hosts`
+ * member per host view holding it). The calibration floor is an FCALL of a function that
+ * returns 1 with the same keys and arguments (it was an EVALSHA of `return 1`).
  *
  * Run alone: `npx tsc && node bench/redis.js` (or import { run } from bench/run.ts).
  * Environment: BENCH_REDIS_REQUESTS (default 30000 per measurement),
  * BENCH_REDIS_ROUNDS (default 7; the median round is reported),
- * BENCH_REDIS_LUA_DIR (default lua/redis) benchmarks the scripts found there,
+ * BENCH_REDIS_LIBRARY (default lua/redis/ws_admission.lua) benchmarks another copy of the
+ * library (A/B against a previous version),
  * BENCH_REDIS_CALLGRIND=1 adds user-space instructions per request counted under
  * valgrind (deterministic, unlike throughput on a shared machine; ~30 s more).
  */
@@ -16,11 +21,15 @@ import * as os from 'os';
 import * as path from 'path';
 import Redis from 'ioredis';
 import { freePort, startRedis } from '../__tests__/support/redis-server';
+import { Functions, LIBRARY_FILE } from '../__tests__/redis/support/functions';
 
-// BENCH_REDIS_LUA_DIR: benchmark another copy of the scripts (A/B against a previous version).
-const LUA_DIR = process.env.BENCH_REDIS_LUA_DIR ?? path.resolve(__dirname, '..', 'lua', 'redis');
-const TAG = '{b}';
+// BENCH_REDIS_LIBRARY: benchmark another copy of the library (A/B against a previous version).
+const LIBRARY = process.env.BENCH_REDIS_LIBRARY ?? LIBRARY_FILE;
 const PODS = ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'];
+/** The proxy of every connection id below: its agent registered PODS as its slot's hosts. */
+const PROXY = 'ws-envoy-6f7c9d8b5d-x7k2p'; // a Deployment pod name, as the filter takes it from POD_NAME
+/** The calibration: a function that does nothing, called like ws_admit. */
+const NOOP_LIBRARY = "#!lua name=bench_noop\nredis.register_function('bench_noop', function() return 1 end)";
 
 /** One redis-benchmark measurement of one command line. */
 export interface Throughput {
@@ -32,9 +41,10 @@ export interface Throughput {
 interface Scenario {
   readonly name: string;
   readonly what: string;
-  /** Expected admit.lua status, checked once before measuring. */
+  /** Expected ws_admit status, checked once before measuring. */
   readonly expect?: 'ADMITTED' | 'FULL' | 'RATE_LIMITED';
-  readonly args: (sha: string) => string[];
+  /** The command line, on the scenarios' states. */
+  readonly args: (states: States) => string[];
 }
 
 function benchmark(port: number, requests: number, args: string[]): Throughput {
@@ -66,28 +76,37 @@ async function usecPerCall(redis: Redis, command: string): Promise<number> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** The six keys of admit.lua under a prefix (each scenario keeps its own state). */
-const admitKeys = (p: string) => [`${p}:rate`, `${p}:stats`, `${p}:leases`, `${p}:load`, `${p}:views`, `${p}:hosts`];
-/** The view id every scenario registers its 3 pods under (any 16 hex digits). */
-const VIEW = '0123456789abcdef';
+/** Each scenario keeps its own state under its own hash tag. */
+const STATES = ['adm', 'adm0', 'full', 'rl'] as const;
+type State = (typeof STATES)[number];
+
+/** Every state's calls, by the contract's helper (__tests__/redis/support/functions.ts). */
+type States = Record<State, Functions>;
+function statesOn(redis: Redis): States {
+  return Object.fromEntries(STATES.map((s) => [s, new Functions(redis, `b:${s}`)])) as States;
+}
 
 /**
- * admit.lua argument lists. `__rand_int__` is replaced by redis-benchmark with an
+ * ws_admit argument lists. `__rand_int__` is replaced by redis-benchmark with an
  * independent random 12-digit number per occurrence and per request (-r 1e8): every
  * connection id is new.
  */
-function admitArgs(sha: string, prefix: string, o: { limit: number; windowMs: number; maxPerPod: number; ttlMs: number }): string[] {
+function admitArgs(fn: string, f: Functions, o: { limit: number; windowMs: number; maxPerPod: number; ttlMs: number }): string[] {
+  const keys = f.admitKeys();
   return [
-    'EVALSHA',
-    sha,
-    '6',
-    ...admitKeys(prefix),
+    'FCALL',
+    fn,
+    String(keys.length),
+    ...keys,
     String(o.limit),
     String(o.windowMs),
     String(o.maxPerPod),
     String(o.ttlMs),
-    'envoy-bench|0|__rand_int__|0',
-    VIEW,
+    `${PROXY}|0|__rand_int__|0`,
+    // The per-client limits off (the id carries no client key): the `clients` part measures them.
+    '0',
+    '0',
+    '0',
   ];
 }
 // The rate limit is on in the admit scenarios (as in production) but never binds.
@@ -98,103 +117,110 @@ function admitArgs(sha: string, prefix: string, o: { limit: number; windowMs: nu
 // each admission gives back about one expired lease, as every lease of production
 // ends in a release or an expiry.
 const RATE = { limit: 100000000, windowMs: 2 };
+const NOOP = 'bench_noop';
 
 const SCENARIOS: Scenario[] = [
-  { name: 'incr', what: 'INCR of one key (the reference)', args: () => ['INCR', `${TAG}:counter`] },
+  { name: 'incr', what: 'INCR of one key (the reference)', args: () => ['INCR', '{b}:counter'] },
   {
-    name: 'noopScript',
-    what: 'calibration: EVALSHA of `return 1` with the same 12 arguments as refuseFull (the floor of any script under this contract)',
-    args: (sha) => admitArgs(sha, `${TAG}:full`, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
+    name: 'noopFunction',
+    what: 'calibration: FCALL of a function that returns 1, with the same 8 keys and 5 arguments as refuseFull (the floor of any call under this contract)',
+    args: (s) => admitArgs(NOOP, s.full, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
   },
   {
     name: 'admit',
     expect: 'ADMITTED',
     what: 'ADMITTED onto the least-loaded of 3 pods (counts ~0-1 of 1e9), rate limit on; leases of 2 ms, so about one expired lease given back per call',
-    args: (sha) => admitArgs(sha, `${TAG}:adm`, { ...RATE, maxPerPod: 1000000000, ttlMs: 2 }),
+    args: (s) => admitArgs('ws_admit', s.adm, { ...RATE, maxPerPod: 1000000000, ttlMs: 2 }),
   },
   {
     name: 'admitNoRateLimit',
     expect: 'ADMITTED',
-    what: 'as admit with the rate limit off (ARGV[1] = 0)',
-    args: (sha) => admitArgs(sha, `${TAG}:adm0`, { limit: 0, windowMs: 60000, maxPerPod: 1000000000, ttlMs: 2 }),
+    what: 'as admit with the rate limit off (argument 1 = 0)',
+    args: (s) => admitArgs('ws_admit', s.adm0, { limit: 0, windowMs: 60000, maxPerPod: 1000000000, ttlMs: 2 }),
   },
   {
     name: 'refuseFull',
     expect: 'FULL',
     what: 'FULL: 3 pods with 2 of 2 live leases each, rate limit on (60 per 60 s, 1 used)',
-    args: (sha) => admitArgs(sha, `${TAG}:full`, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
+    args: (s) => admitArgs('ws_admit', s.full, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
   },
   {
     name: 'refuseFullNoRateLimit',
     expect: 'FULL',
-    what: 'as refuseFull with the rate limit off (ARGV[1] = 0)',
-    args: (sha) => admitArgs(sha, `${TAG}:full`, { limit: 0, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
+    what: 'as refuseFull with the rate limit off (argument 1 = 0)',
+    args: (s) => admitArgs('ws_admit', s.full, { limit: 0, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
   },
   {
     name: 'refuseRateLimited',
     expect: 'RATE_LIMITED',
     what: 'RATE_LIMITED: window already holds the limit (60 per 60 s)',
-    args: (sha) => admitArgs(sha, `${TAG}:rl`, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
+    args: (s) => admitArgs('ws_admit', s.rl, { limit: 60, windowMs: 60000, maxPerPod: 2, ttlMs: 30000 }),
   },
 ];
 
-/** register_view.lua itself for `pods` under `prefix`. */
-async function registerView(redis: Redis, prefix: string, pods: readonly string[], view = VIEW): Promise<void> {
-  const script = fs.readFileSync(path.join(LUA_DIR, 'register_view.lua'), 'utf8');
-  await redis.eval(script, 3, `${prefix}:views`, `${prefix}:hosts`, `${prefix}:load`, view, ...pods);
+/** The library (BENCH_REDIS_LIBRARY's copy) and the no-op calibration function, as an administrator loads them. */
+async function loadLibraries(redis: Redis): Promise<void> {
+  await redis.call('FUNCTION', 'LOAD', 'REPLACE', fs.readFileSync(LIBRARY, 'utf8'));
+  await redis.call('FUNCTION', 'LOAD', 'REPLACE', NOOP_LIBRARY);
 }
 
-async function prepare(redis: Redis, sha: string): Promise<void> {
-  const long = String(3600 * 1000);
-  for (const prefix of ['adm', 'adm0', 'full', 'rl']) await registerView(redis, `${TAG}:${prefix}`, PODS);
+async function prepare(states: States): Promise<void> {
+  const long = 3600 * 1000;
+  // Each state has an epoch (no recovery under way) and the proxy's 3 pods as its hosts.
+  for (const s of STATES) {
+    await states[s].start();
+    await states[s].reach(PROXY, PODS);
+  }
   // refuseFull: 2 live leases on each of 3 pods, one window entry of 60.
   for (let i = 0; i < 6; i++) {
-    await redis.evalsha(sha, 6, ...admitKeys(`${TAG}:full`), '0', '1000', '2', long, `envoy-prep|1|${i}|0`, VIEW);
+    await states.full.admitOnce({ rateLimit: 0, windowMs: 1000, maxPerPod: 2, ttlMs: long, id: `${PROXY}|1|${i}|0` });
   }
-  await redis.zadd(`${TAG}:full:rate`, Date.now(), 'envoy-prep|2|0|0');
+  await states.full.redis.zadd(states.full.keys.rate, Date.now(), `${PROXY}|2|0|0`);
   // refuseRateLimited: the window holds the limit.
   for (let i = 0; i < 60; i++) {
-    await redis.evalsha(sha, 6, ...admitKeys(`${TAG}:rl`), '60', '60000', '1000', '1000', `envoy-prep|3|${i}|0`, VIEW);
+    await states.rl.admitOnce({ rateLimit: 60, windowMs: 60000, maxPerPod: 1000, ttlMs: 1000, id: `${PROXY}|3|${i}|0` });
   }
 }
 
-async function checkScenario(redis: Redis, s: Scenario, sha: string): Promise<void> {
+async function checkScenario(redis: Redis, s: Scenario, states: States): Promise<void> {
   if (!s.expect) return;
-  const argv = s
-    .args(sha)
-    .slice(1)
-    .map((a) => a.replace(/__rand_int__/g, String(Math.floor(Math.random() * 1e12)).padStart(12, '0')));
-  const reply = (await redis.call('EVALSHA', ...argv)) as unknown[];
+  const argv = s.args(states).map((a) => a.replace(/__rand_int__/g, String(Math.floor(Math.random() * 1e12)).padStart(12, '0'))) as [
+    string,
+    ...string[],
+  ];
+  const reply = (await redis.call(...argv)) as unknown[];
   if (reply[0] !== s.expect) throw new Error(`bench scenario ${s.name}: expected ${s.expect}, got ${JSON.stringify(reply)}`);
 }
 
 /** Bytes of Redis memory per live lease, with the stack's default shape (2 per pod). */
-async function memoryPerLease(redis: Redis, sha: string, leases: number, perPod: number) {
+async function memoryPerLease(redis: Redis, leases: number, perPod: number) {
   await redis.flushall();
   await new Promise((r) => setTimeout(r, 200));
-  const before = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
+  const usedMemory = async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
+  const f = new Functions(redis, 'ws');
+  await f.start();
+  const before = await usedMemory();
   const pods = Math.ceil(leases / perPod);
-  const tag = '{ws}';
   const podId = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:8080`;
   const podIds = Array.from({ length: pods }, (_, i) => podId(i));
-  await registerView(redis, tag, podIds);
-  const afterView = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
+  // The proxy's agent registers its healthy hosts (ws_hosts claim, add in batches, commit).
+  await f.reach(PROXY, podIds);
+  const afterHosts = await usedMemory();
   // Connection ids as the filter makes them: <proxy>|<worker hex>|<counter>|<random hex>,
-  // with a Kubernetes Deployment pod name as the proxy id.
-  const idOf = (n: number) => `ws-envoy-6f7c9d8b5d-x7k2p|a1b2c3|${n}|${((n * 7919) % 16777216).toString(16).padStart(6, '0')}`;
+  // with a Kubernetes Deployment pod name as the proxy id (the one registered above).
+  const idOf = (n: number) => `${PROXY}|a1b2c3|${n}|${((n * 7919) % 16777216).toString(16).padStart(6, '0')}`;
+  const keys = f.admitKeys();
   const pipe = redis.pipeline();
-  for (let n = 0; n < leases; n++) {
-    pipe.evalsha(sha, 6, ...admitKeys(tag), '0', '60000', String(perPod), '3600000', idOf(n), VIEW);
-  }
+  for (let n = 0; n < leases; n++) pipe.call('FCALL', 'ws_admit', keys.length, ...keys, '0', '60000', String(perPod), '3600000', idOf(n), '0', '0', '0');
   const replies = await pipe.exec();
   const admitted = (replies ?? []).filter(([e, r]) => !e && (r as unknown[])[0] === 'ADMITTED').length;
   if (admitted !== leases) throw new Error(`memory bench: ${admitted} of ${leases} admitted`);
   // Let serverCron finish the incremental rehash of the keyspace dicts (both
   // tables are allocated while it runs) before reading used_memory.
   await new Promise((r) => setTimeout(r, 500));
-  const after = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
+  const after = await usedMemory();
   const usage = async (k: string) => Number(await redis.memory('USAGE', k, 'SAMPLES', '0'));
-  const leaseBytes = await usage(`${tag}:leases`);
+  const leaseBytes = await usage(f.keys.leases);
   const sampleId = idOf(leases - 1);
   const per = (bytes: number) => Math.round((bytes / leases) * 10) / 10;
   const perPodBytes = (bytes: number) => Math.round((bytes / pods) * 10) / 10;
@@ -204,14 +230,14 @@ async function memoryPerLease(redis: Redis, sha: string, leases: number, perPod:
     perPod,
     sampleConnectionId: sampleId,
     connectionIdBytes: sampleId.length,
-    leasesEncoding: String(await redis.object('ENCODING', `${tag}:leases`)),
+    leasesEncoding: String(await redis.object('ENCODING', f.keys.leases)),
     memoryUsageBytesPerLease: per(leaseBytes),
-    usedMemoryDeltaBytesPerLease: per(after - afterView),
-    // Per pod, whatever its leases: its count in `load` and its member of the view in `hosts`.
+    usedMemoryDeltaBytesPerLease: per(after - afterHosts),
+    // Per pod, whatever its leases: its count in `load` and its slot mask in `reach`.
     bytesPerPod: {
-      load: perPodBytes(await usage(`${tag}:load`)),
-      hostsPerView: perPodBytes(await usage(`${tag}:hosts`)),
-      usedMemoryDelta: perPodBytes(afterView - before),
+      load: perPodBytes(await usage(f.keys.load)),
+      reach: perPodBytes(await usage(f.keys.reach)),
+      usedMemoryDelta: perPodBytes(afterHosts - before),
     },
   };
   await redis.flushall();
@@ -261,9 +287,9 @@ async function instructionCounts(requests = 2000): Promise<Record<string, number
         await new Promise((r) => setTimeout(r, 200));
       }
     }
-    const sha = String(await redis.script('LOAD', fs.readFileSync(path.join(LUA_DIR, 'admit.lua'), 'utf8')));
-    const noopSha = String(await redis.script('LOAD', 'return 1'));
-    await prepare(redis, sha);
+    await loadLibraries(redis);
+    const states = statesOn(redis);
+    await prepare(states);
     const out: Record<string, number> = {};
     const control = (flag: string) => spawnSync('callgrind_control', [flag, String(vg.pid)], { encoding: 'utf8' });
     for (const s of SCENARIOS) {
@@ -271,19 +297,7 @@ async function instructionCounts(requests = 2000): Promise<Record<string, number
       control('-z');
       const r = spawnSync(
         'redis-benchmark',
-        [
-          '-h',
-          '127.0.0.1',
-          '-p',
-          String(port),
-          '-c',
-          '10',
-          '-n',
-          String(requests),
-          '-r',
-          '100000000',
-          ...s.args(s.name === 'noopScript' ? noopSha : sha),
-        ],
+        ['-h', '127.0.0.1', '-p', String(port), '-c', '10', '-n', String(requests), '-r', '100000000', ...s.args(states)],
         { encoding: 'utf8' },
       );
       if (r.status !== 0) throw new Error(`redis-benchmark failed: ${r.stderr}`);
@@ -309,14 +323,14 @@ export async function run(): Promise<Record<string, unknown>> {
   const redis = new Redis({ host: server.host, port: server.port, lazyConnect: true });
   try {
     await redis.connect();
-    const sha = String(await redis.script('LOAD', fs.readFileSync(path.join(LUA_DIR, 'admit.lua'), 'utf8')));
+    await loadLibraries(redis);
     // Memory first, on an empty server.
-    const memory = await memoryPerLease(redis, sha, 10000, 2);
-    const memoryLargePods = await memoryPerLease(redis, sha, 10000, 100);
-    await prepare(redis, sha);
+    const memory = await memoryPerLease(redis, 10000, 2);
+    const memoryLargePods = await memoryPerLease(redis, 10000, 100);
+    const states = statesOn(redis);
+    await prepare(states);
     const scenarios = SCENARIOS;
-    for (const s of scenarios) await checkScenario(redis, s, sha);
-    const noopSha = String(await redis.script('LOAD', 'return 1'));
+    for (const s of scenarios) await checkScenario(redis, s, states);
 
     // This machine is shared and noisy, so every scenario is measured between two
     // INCR runs and its ratio taken against their mean; rounds interleave all
@@ -335,11 +349,11 @@ export async function run(): Promise<Record<string, unknown>> {
       (samples[name] ??= []).push(t);
       return t.rps;
     };
-    const incrRun = () => measure('incr', SCENARIOS[0].args(sha), 'incr');
+    const incrRun = () => measure('incr', SCENARIOS[0].args(states), 'incr');
     for (let round = 0; round < rounds; round++) {
       let before = await incrRun();
       for (const s of scenarios.slice(1)) {
-        const rps = await measure(s.name, s.args(s.name === 'noopScript' ? noopSha : sha), 'evalsha');
+        const rps = await measure(s.name, s.args(states), 'fcall');
         const after = await incrRun();
         (ratios[s.name] ??= []).push(rps / ((before + after) / 2));
         before = after;
@@ -365,7 +379,7 @@ export async function run(): Promise<Record<string, unknown>> {
       };
     }
     // Correctness under load: the refusal scenarios stayed refusals.
-    const stats = await redis.hgetall(`${TAG}:stats`);
+    const stats = await redis.hgetall(states.full.keys.stats);
 
     const info = /redis_version:(\S+)/.exec(await redis.info('server'))?.[1];
     let instructions: Record<string, unknown> | undefined;

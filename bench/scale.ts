@@ -1,174 +1,166 @@
 /**
- * Admission cost by fleet size, part of `npm run bench`: Redis time per admit.lua call
- * (INFO commandstats, the server's own measure) and bytes sent per call, at 10, 100,
- * 1,000 and 10,000 healthy backend pods, for an admission (every pod holds 1 of 2
- * leases) and a refusal (every pod full). Each figure is also given as a ratio to the
- * same path at 10 pods (issue 9's target: at most 2x at 1,000 and 10,000).
+ * Admission cost by fleet size, part of `npm run bench`: Redis time per decision (INFO
+ * commandstats, the server's own measure) and bytes sent per call, at 10, 100, 1,000 and
+ * 10,000 healthy backend pods, for an admission (every pod holds 1 of 2 leases) and a
+ * refusal (every pod full). Each figure is also given as a ratio to the same path at 10
+ * pods (issue 9's target: at most 2x at 1,000 and 10,000).
  *
- * "Before": the contract until commit BEFORE_COMMIT (every call carried the n lease-set
- * keys and n pod ids and read every candidate's set), measured in the same run from
- * `git show` of that commit's admit.lua, when git and the commit are at hand.
+ * After: the Functions library (`FCALL ws_admit`, the caller's pods registered as the bits
+ * of its slot with ws_hosts, as the agent does). Before: commit BEFORE_COMMIT's admit.lua
+ * (`EVALSHA` with the caller's host view id, the view registered with that commit's
+ * register_view.lua), read with `git show` and measured in the same run on the same
+ * server. Both with one steady fleet: what a rollout does to either is the `churn` part.
+ * (The older contract this part first compared against, with its refusal hint and its n
+ * keys per call, is gone from both sides: 16e3563 had neither.)
  *
  * Run alone: `npx tsc && node bench/scale.js`. BENCH_SCALE_PODS (default
  * 10,100,1000,10000), BENCH_SCALE_CALLS (default 200 calls per figure).
  */
-import { spawnSync } from 'child_process';
-import * as fs from 'fs';
-import * as path from 'path';
 import Redis from 'ioredis';
 import { startRedis } from '../__tests__/support/redis-server';
+import { Functions } from '../__tests__/redis/support/functions';
+import { BEFORE_COMMIT, beforeKeys, beforeScript } from './before';
+import { commandUsec, respBytes } from './measure';
 
-const ROOT = path.resolve(__dirname, '..');
-const BEFORE_COMMIT = '6d17334';
-const T = '{b}';
-const ID = 'ws-envoy-6f7c9d8b5d-x7k2p|a1b2c3|17|5a9f01'; // a connection id as the filter makes them
+const TAG = 'b';
+const PROXY = 'ws-envoy-6f7c9d8b5d-x7k2p'; // a proxy id as the filter takes it from POD_NAME
 const VIEW = '0123456789abcdef';
-
-const podId = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:8080`;
-
-/** Bytes of one command as RESP on the wire (what the filter sends). */
-function wireBytes(args: readonly string[]): number {
-  let b = `*${args.length}\r\n`.length;
-  for (const a of args) b += `$${Buffer.byteLength(a)}\r\n`.length + Buffer.byteLength(a) + 2;
-  return b;
-}
-
-async function usecPerEvalsha(redis: Redis): Promise<number> {
-  const m = /cmdstat_evalsha:calls=(\d+),usec=(\d+)/.exec(await redis.info('commandstats'));
-  return m ? Number(m[2]) / Number(m[1]) : NaN;
-}
-
-interface Contract {
-  /** Loads the state: every pod with `perPod` long-lived leases. */
-  fill(redis: Redis, pods: string[], perPod: number, tagOfLease: string): Promise<void>;
-  /** The admit.lua call for connection `id` (EVALSHA and its arguments). */
-  call(sha: string, pods: string[], id: string): string[];
-  /** Undoes an admission (a plain command, so it does not count as EVALSHA). */
-  undo(redis: Redis, id: string, pod: string): Promise<void>;
-}
-
 const HOUR = 3600 * 1000;
 
-/** Today's contract: six keys, the view id; pods by count in `load`. */
-const after: Contract = {
-  async fill(redis, pods, perPod, tagOfLease) {
-    const expiry = Date.now() + HOUR;
-    for (let i = 0; i < pods.length; i += 500) {
-      const p = redis.pipeline();
-      for (const pod of pods.slice(i, i + 500)) {
-        p.zadd(`${T}:hosts`, 0, `${VIEW} ${pod}`);
-        for (let j = 0; j < perPod; j++) p.zadd(`${T}:leases`, expiry, `x|0|${tagOfLease}${j}|0 ${pod}`);
-        p.zincrby(`${T}:load`, perPod, pod);
-      }
-      await p.exec();
-    }
-    await redis.zadd(`${T}:views`, Date.now(), VIEW);
-  },
-  call: (sha, _pods, id) => [
-    'EVALSHA',
-    sha,
-    '6',
-    `${T}:rate`,
-    `${T}:stats`,
-    `${T}:leases`,
-    `${T}:load`,
-    `${T}:views`,
-    `${T}:hosts`,
-    '60',
-    '60000',
-    '2',
-    String(HOUR),
-    id,
-    VIEW,
-    'e1',
-  ],
-  async undo(redis, id, pod) {
-    await redis.multi().zrem(`${T}:leases`, `${id} ${pod}`).zincrby(`${T}:load`, -1, pod).zrem(`${T}:rate`, id).exec();
-  },
-};
+const podId = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:8080`;
+/** A connection id as the filter makes them: <proxy>|<worker>|<counter>|<random>. */
+const connId = (label: string, i: number) => `${PROXY}|a1b2c3|${label}${i}|5a9f01`;
 
-/** The contract before: 3+n keys, 5+n arguments, every candidate's lease set read. */
-const before: Contract = {
-  async fill(redis, pods, perPod, tagOfLease) {
-    const expiry = Date.now() + HOUR;
-    for (let i = 0; i < pods.length; i += 500) {
-      const p = redis.pipeline();
-      for (const pod of pods.slice(i, i + 500)) {
-        for (let j = 0; j < perPod; j++) p.zadd(`${T}:pod:${pod}`, expiry, `x|0|${tagOfLease}${j}|0`);
-        p.sadd(`${T}:pods`, pod);
-      }
-      await p.exec();
+interface Contract {
+  /** The Redis command whose commandstats are the decision's (evalsha or fcall). */
+  readonly command: 'evalsha' | 'fcall';
+  /** Registers the caller's healthy hosts and loads the state: every pod with `perPod` long-lived leases. */
+  fill(pods: string[], perPod: number, tagOfLease: string): Promise<void>;
+  /** The decision for connection `id`, as sent on the wire. */
+  call(id: string): string[];
+  /** Undoes an admission with plain commands (so they do not count as the decision's command). */
+  undo(id: string, pod: string): Promise<void>;
+  /** An empty state, ready to admit. */
+  reset(): Promise<void>;
+}
+
+/** Leases of `perPod` per pod with plain commands: `leases` members and `load` counts. */
+async function addLeases(redis: Redis, k: { leases: string; load: string }, pods: string[], perPod: number, tagOfLease: string) {
+  const expiry = Date.now() + HOUR;
+  for (let i = 0; i < pods.length; i += 500) {
+    const p = redis.pipeline();
+    for (const pod of pods.slice(i, i + 500)) {
+      for (let j = 0; j < perPod; j++) p.zadd(k.leases, expiry, `x|0|${tagOfLease}${j}|0 ${pod}`);
+      p.zincrby(k.load, perPod, pod);
     }
-  },
-  call: (sha, pods, id) => [
-    'EVALSHA',
-    sha,
-    String(3 + pods.length),
-    `${T}:rate`,
-    `${T}:stats`,
-    `${T}:pods`,
-    ...pods.map((p) => `${T}:pod:${p}`),
-    '60',
-    '60000',
-    '2',
-    String(HOUR),
-    id,
-    ...pods,
-    'e1',
-  ],
-  async undo(redis, id, pod) {
-    await redis.multi().zrem(`${T}:pod:${pod}`, id).zrem(`${T}:rate`, id).exec();
-  },
-};
+    await p.exec();
+  }
+}
+
+/** Today's contract: ws_admit; the caller's pods are its slot's bits in `reach`. */
+function after(redis: Redis): Contract {
+  const f = new Functions(redis, TAG);
+  const k = f.keys;
+  return {
+    command: 'fcall',
+    async fill(pods, perPod, tagOfLease) {
+      if (perPod === 1) await f.reach(PROXY, pods); // registered once per state, as the agent does
+      await addLeases(redis, k, pods, perPod, tagOfLease);
+    },
+    // The per-client limits off (0 0 0, an id without a client key): the `clients` part measures them.
+    call: (id) => ['FCALL', 'ws_admit', String(f.admitKeys().length), ...f.admitKeys(), '60', '60000', '2', String(HOUR), id, '0', '0', '0'],
+    async undo(id, pod) {
+      await redis
+        .multi()
+        .zrem(k.leases, `${id} ${pod}`)
+        .zincrby(k.load, -1, pod)
+        .zrem(k.rate, id)
+        .hincrby(k.stats, `leases:${PROXY}`, -1)
+        .exec();
+    },
+    async reset() {
+      await redis.flushall();
+      f.forget();
+      await f.start();
+    },
+  };
+}
+
+/** The contract before: admit.lua with 6 keys and the caller's view id (its pods registered once with register_view.lua). */
+function before(redis: Redis, sha: { admit: string; registerView: string }): Contract {
+  const k = beforeKeys(TAG);
+  return {
+    command: 'evalsha',
+    async fill(pods, perPod, tagOfLease) {
+      if (perPod === 1) await redis.evalsha(sha.registerView, 3, k.views, k.hosts, k.load, VIEW, ...pods);
+      await addLeases(redis, k, pods, perPod, tagOfLease);
+    },
+    call: (id) => [
+      'EVALSHA',
+      sha.admit,
+      '6',
+      k.rate,
+      k.stats,
+      k.leases,
+      k.load,
+      k.views,
+      k.hosts,
+      '60',
+      '60000',
+      '2',
+      String(HOUR),
+      id,
+      VIEW,
+      'e1',
+    ],
+    async undo(id, pod) {
+      await redis
+        .multi()
+        .zrem(k.leases, `${id} ${pod}`)
+        .zincrby(k.load, -1, pod)
+        .zrem(k.rate, id)
+        .hincrby(k.stats, `leases:${PROXY}`, -1)
+        .exec();
+    },
+    async reset() {
+      await redis.flushall();
+      await redis.hset(k.stats, 'epoch:id', 'e1');
+    },
+  };
+}
 
 interface Figures {
   admitUs: number;
   refuseUs: number;
   bytesPerCall: number;
-  refuseExactUs?: number;
 }
 
-async function measure(redis: Redis, c: Contract, sha: string, n: number, calls: number, isBefore: boolean): Promise<Figures> {
-  await redis.flushall();
-  await redis.hset(`${T}:stats`, 'epoch:id', 'e1');
+async function usecPerCall(redis: Redis, command: string): Promise<number> {
+  const s = commandUsec(await redis.info('commandstats')).get(command);
+  return s ? s.usec / s.calls : NaN;
+}
+
+async function measure(redis: Redis, c: Contract, n: number, calls: number): Promise<Figures> {
+  await c.reset();
   const pods = Array.from({ length: n }, (_, i) => podId(i));
-  await c.fill(redis, pods, 1, 'a');
-  // The contract before costs ~1.5 ms per call per 100 pods: fewer calls at large sizes.
-  const k = isBefore ? Math.max(20, Math.min(calls, Math.round((calls * 1000) / n))) : calls;
+  await c.fill(pods, 1, 'a');
   await redis.config('RESETSTAT');
-  for (let i = 0; i < k; i++) {
-    const id = `p|w|${i}|a`;
-    const r = (await redis.call(...(c.call(sha, pods, id) as [string, ...string[]]))) as unknown[];
+  for (let i = 0; i < calls; i++) {
+    const id = connId('p', i);
+    const r = (await redis.call(...(c.call(id) as [string, ...string[]]))) as unknown[];
     if (r[0] !== 'ADMITTED') throw new Error(`scale bench: expected ADMITTED at ${n} pods, got ${JSON.stringify(r)}`);
-    await c.undo(redis, id, String(r[1]));
+    await c.undo(id, String(r[1]));
   }
-  const admitUs = await usecPerEvalsha(redis);
-  await c.fill(redis, pods, 1, 'b');
-  const refuse = async (beforeEach?: () => Promise<unknown>) => {
-    await redis.config('RESETSTAT');
-    for (let i = 0; i < k; i++) {
-      if (beforeEach) await beforeEach();
-      const r = (await redis.call(...(c.call(sha, pods, `q|w|${i}|a`) as [string, ...string[]]))) as unknown[];
-      if (r[0] !== 'FULL') throw new Error(`scale bench: expected FULL at ${n} pods, got ${JSON.stringify(r)}`);
-    }
-    return usecPerEvalsha(redis);
-  };
-  // Before: the steady-state refusal answered from the "all full" hint, and the exact one
-  // (the first after a release) that counted every candidate.
-  const refuseUs = await refuse();
-  const refuseExactUs = isBefore ? await refuse(() => redis.hdel(`${T}:stats`, 'hint:full')) : undefined;
+  const admitUs = await usecPerCall(redis, c.command);
+  await c.fill(pods, 1, 'b');
+  await redis.config('RESETSTAT');
+  for (let i = 0; i < calls; i++) {
+    const r = (await redis.call(...(c.call(connId('q', i)) as [string, ...string[]]))) as unknown[];
+    if (r[0] !== 'FULL') throw new Error(`scale bench: expected FULL at ${n} pods, got ${JSON.stringify(r)}`);
+  }
+  const refuseUs = await usecPerCall(redis, c.command);
   const r2 = (x: number) => Math.round(x * 100) / 100;
-  return {
-    admitUs: r2(admitUs),
-    refuseUs: r2(refuseUs),
-    bytesPerCall: wireBytes(c.call(sha, pods, ID)),
-    ...(refuseExactUs !== undefined ? { refuseExactUs: r2(refuseExactUs) } : {}),
-  };
-}
-
-function beforeScript(): string | undefined {
-  const r = spawnSync('git', ['show', `${BEFORE_COMMIT}:lua/redis/admit.lua`], { cwd: ROOT, encoding: 'utf8' });
-  return r.status === 0 ? r.stdout : undefined;
+  return { admitUs: r2(admitUs), refuseUs: r2(refuseUs), bytesPerCall: respBytes(c.call(connId('p', 0))) };
 }
 
 export async function run(): Promise<Record<string, unknown>> {
@@ -178,40 +170,69 @@ export async function run(): Promise<Record<string, unknown>> {
   const redis = new Redis({ host: server.host, port: server.port, lazyConnect: true });
   try {
     await redis.connect();
-    const sha = String(await redis.script('LOAD', fs.readFileSync(path.join(ROOT, 'lua', 'redis', 'admit.lua'), 'utf8')));
-    const old = beforeScript();
-    const oldSha = old ? String(await redis.script('LOAD', old)) : undefined;
+    await Functions.load(redis, TAG);
+    const now = after(redis);
+    const [oldAdmit, oldRegister] = [beforeScript('admit'), beforeScript('register_view')];
+    const old =
+      oldAdmit && oldRegister
+        ? before(redis, {
+            admit: String(await redis.script('LOAD', oldAdmit)),
+            registerView: String(await redis.script('LOAD', oldRegister)),
+          })
+        : undefined;
     const rows: Record<string, unknown>[] = [];
     let base: Figures | undefined;
     let baseBefore: Figures | undefined;
     const ratio = (x: number, y: number) => Math.round((x / y) * 100) / 100;
     for (const n of sizes) {
-      const now = await measure(redis, after, sha, n, calls, false);
-      base ??= now;
+      // Interleaved by size so drift in the machine's load falls on both.
+      const a = await measure(redis, now, n, calls);
+      base ??= a;
       const row: Record<string, unknown> = {
         pods: n,
-        ...now,
-        admitX10: ratio(now.admitUs, base.admitUs),
-        refuseX10: ratio(now.refuseUs, base.refuseUs),
-        bytesX10: ratio(now.bytesPerCall, base.bytesPerCall),
+        ...a,
+        admitX10: ratio(a.admitUs, base.admitUs),
+        refuseX10: ratio(a.refuseUs, base.refuseUs),
+        bytesX10: ratio(a.bytesPerCall, base.bytesPerCall),
       };
-      if (oldSha) {
-        const b = await measure(redis, before, oldSha, n, calls, true);
+      if (old) {
+        const b = await measure(redis, old, n, calls);
         baseBefore ??= b;
         row.before = {
           ...b,
           admitX10: ratio(b.admitUs, baseBefore.admitUs),
-          refuseExactX10: ratio(b.refuseExactUs!, baseBefore.refuseExactUs!),
+          refuseX10: ratio(b.refuseUs, baseBefore.refuseUs),
           bytesX10: ratio(b.bytesPerCall, baseBefore.bytesPerCall),
+        };
+        row.afterVsBefore = {
+          admit: ratio(a.admitUs, b.admitUs),
+          refuse: ratio(a.refuseUs, b.refuseUs),
+          bytes: ratio(a.bytesPerCall, b.bytesPerCall),
         };
       }
       rows.push(row);
     }
+    const table = [
+      'pods    after: admit us (x10)  refuse us (x10)  bytes   before: admit us (x10)  refuse us (x10)  bytes',
+      ...rows.map((r) => {
+        const b = r.before as (Figures & { admitX10: number; refuseX10: number }) | undefined;
+        const cell = (us: number, x: number) => `${us.toFixed(1)} (${x.toFixed(2)})`.padStart(15);
+        return (
+          `${String(r.pods).padEnd(6)}  ${cell(r.admitUs as number, r.admitX10 as number)}  ${cell(r.refuseUs as number, r.refuseX10 as number)}` +
+          `  ${String(r.bytesPerCall).padStart(5)}   ${b ? `${cell(b.admitUs, b.admitX10)}  ${cell(b.refuseUs, b.refuseX10)}  ${String(b.bytesPerCall).padStart(5)}` : 'not measured'}`
+        );
+      }),
+    ];
+    process.stdout.write(`scale:\n${table.join('\n')}\n`);
     return {
       method:
-        'Redis usec per admit.lua call (INFO commandstats, the mean over the calls), one client; every pod 1 of 2 leases for the admission, 2 of 2 for the refusal; xX10 = ratio to the same path at the first size',
-      before: oldSha ? `admit.lua of commit ${BEFORE_COMMIT} (git show)` : 'not measured (no git history here)',
+        'Redis usec per decision (INFO commandstats of FCALL / EVALSHA, the mean over the calls), one client, one steady fleet; every pod 1 of 2 leases for the admission, 2 of 2 for the refusal; xX10 = ratio to the same path at the first size',
+      after: 'FCALL ws_admit (lua/redis/ws_admission.lua), the pods registered with ws_hosts',
+      before: old
+        ? `EVALSHA admit.lua of commit ${BEFORE_COMMIT} (git show), the pods registered as one view with its register_view.lua`
+        : 'not measured (no git history here)',
       rows,
+      table,
       target: 'admitX10 and refuseX10 <= 2 at 1,000 and 10,000 pods',
     };
   } finally {

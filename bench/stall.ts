@@ -1,7 +1,9 @@
 /**
  * The stall through real Envoy: what an admission decision costs the other WebSockets of
- * the same worker. The filter's Redis socket blocks the Envoy worker while it waits, so
- * every message of every open WebSocket on that worker waits too.
+ * the same worker. The filter's Redis socket blocks the Envoy worker while it waits (one
+ * FCALL ws_admit per upgrade; an open socket makes no Redis call, its lease is kept by the
+ * agent beside Envoy, whose Redis calls never block a worker), so every message of every
+ * open WebSocket on that worker waits too.
  *
  * The local rig, one proxy with one worker, a fault proxy between the filter and Redis.
  * Ten WebSockets stay open and echo a message every 20 ms; their round trips are the

@@ -6,8 +6,9 @@
  *   (c) Envoy's standard global rate limiting: the `envoy.filters.http.ratelimit` filter
  *       and the envoyproxy/ratelimit service (Go, built from the Go module proxy by
  *       commit, cached outside the repository) on its own redis-server.
- * Ours does more than (c) (the per-pod limit, the lease). Limits are set so nothing is
- * refused: the cost of deciding, not of refusing, is measured. Then (b) again with
+ * Ours does more than (c) (the per-pod limit, the lease), in one FCALL ws_admit per
+ * upgrade on the worker; the pods are registered by the proxy's agent (ws_hosts). Limits
+ * are set so nothing is refused: the cost of deciding, not of refusing, is measured. Then (b) again with
  * LARGE_FLEET healthy backends instead of 3 (its own rig): the admission's cost must not
  * grow with the fleet (issue 9), so its rate is given as a ratio of (b)'s. Last, a refusal
  * flood (every pod full) with the worker's capacity cache on (250 ms) and off: its gain.
@@ -125,7 +126,7 @@ async function refusalFlood(cacheMs: number, basePort: number): Promise<Record<s
   }
 }
 
-/** (b) with LARGE_FLEET healthy backends: its own rig, checked to hold every pod in one view. */
+/** (b) with LARGE_FLEET healthy backends: its own rig, checked to have every pod registered for the proxy (its agent, ws_hosts). */
 async function largeFleet(config: ReturnType<typeof loadConfig>): Promise<Record<string, number>> {
   const rig = await LocalRig.start({
     config,
@@ -138,11 +139,10 @@ async function largeFleet(config: ReturnType<typeof loadConfig>): Promise<Record
   try {
     const port = rig.proxies[0].publicPort;
     await untilUpgraded(port, () => `the ${LARGE_FLEET}-backend rig never answered 101`);
-    const tag = `{${config.hashTag}}`;
-    const inView = Number((await rig.redisCli('ZCARD', `${tag}:hosts`)).trim());
-    if (inView !== LARGE_FLEET) throw new Error(`the ${LARGE_FLEET}-backend rig's view holds ${inView} pods`);
+    const registered = await rig.registeredHosts(rig.proxies[0].name);
+    if (registered !== LARGE_FLEET) throw new Error(`the ${LARGE_FLEET}-backend rig's proxy has ${registered} pods registered`);
     const redisPid = await pidOfRedis(rig);
-    return { ...(await load(port, [rig.proxies[0].envoy!.pid, redisPid])), podsInView: inView };
+    return { ...(await load(port, [rig.proxies[0].envoy!.pid, redisPid])), podsRegistered: registered };
   } finally {
     await rig.stop();
   }

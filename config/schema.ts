@@ -459,9 +459,9 @@ const FIELD_TABLE = [
   {
     key: 'nlbProxyProtocol',
     kind: 'boolean',
-    default: false,
+    default: true,
     description:
-      "Enable proxy protocol v2 on the NLB and Envoy, so Envoy sees client addresses (IP targets otherwise show the NLB's address).",
+      "Proxy protocol v2 from the NLB to Envoy, so Envoy sees each client's address (IP targets otherwise show the NLB's own, and the per-client limits would take every client for one). Works with the TLS listener too. Envoy also accepts connections without the header, so turning it on or off is no outage.",
   },
   {
     key: 'nlbSetIdleTimeout',

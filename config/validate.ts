@@ -188,6 +188,16 @@ export function crossFieldProblems(c: StackConfig): string[] {
         'Fix: name the header your trusted layer sets, e.g. "x-user-id" (for addresses behind proxies use clientTrustedHops).',
     );
   }
+  const clientLimits = c.maxConnectionsPerClient > 0 || c.maxConnectionsPerClientPercent > 0 || c.rateLimitPerClientPerMinute > 0;
+  if (clientLimits && c.clientIdentity === 'address' && c.kubeconfigPath === '' && !c.nlbProxyProtocol && c.clientTrustedHops === 0) {
+    out.push(
+      'the per-client limits key on the client address, but nlbProxyProtocol is false and clientTrustedHops is 0: behind the NLB ' +
+        '(IP targets) every connection comes from one of its own addresses, so all clients would share one limit. ' +
+        'Fix: set nlbProxyProtocol to true (the default), or clientTrustedHops for proxies in front that set X-Forwarded-For, ' +
+        'or clientIdentity "header", or turn the per-client limits off (maxConnectionsPerClient, maxConnectionsPerClientPercent ' +
+        'and rateLimitPerClientPerMinute 0).',
+    );
+  }
   const need = 2 * c.renewIntervalSeconds + LEASE_MARGIN_SECONDS;
   if (c.leaseTtlSeconds < need) {
     out.push(

@@ -413,7 +413,11 @@ function publicListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
     name: PUBLIC_LISTENER,
     address: socket(l.listenAddress, l.publicPort),
     per_connection_buffer_limit_bytes: EDGE.bufferLimitBytes,
-    ...(p.proxyProtocol ? { listener_filters: [proxyProtocolFilter(false)] } : {}),
+    // The NLB's proxy protocol header comes first on every connection it makes, so no client
+    // behind it can name its own address. Optional so that turning nlbProxyProtocol on or
+    // off is not an outage: the NLB's target group and the Envoy pods change at different
+    // moments, and a connection without the header is served with its peer's address.
+    ...(p.proxyProtocol ? { listener_filters: [proxyProtocolFilter(true)] } : {}),
     filter_chains: [{ filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: hcm }] }],
   };
 }

@@ -84,6 +84,26 @@ describe("the proxy's healthy hosts (admin /clusters -> ws_hosts)", () => {
     }
   });
 
+  it("reads /clusters (7 MB at 10,000 hosts) only when the cluster's stats moved: a steady fleet costs one /stats a second", async () => {
+    const a = startAgent(luaDir, 'envoy-a', admin.address);
+    try {
+      await waitFor(async () => (await slotOf('envoy-a')) !== null, 8000, 'the first registration');
+      const [pages, stats] = [admin.clustersCalls, admin.statsCalls];
+      await new Promise((r) => setTimeout(r, 3000));
+      expect(admin.statsCalls - stats).toBeGreaterThanOrEqual(2);
+      expect(admin.clustersCalls).toBe(pages);
+      // A host fails its health check: the next poll reads the page and reports it.
+      admin.hosts.set(P2, '/failed_active_hc');
+      await waitFor(async () => (await redis.hexists(f.keys.reach, P2)) === 0, 5000, 'P2 reported unhealthy');
+      // Back healthy: the healthy count moved.
+      admin.hosts.set(P2, 'healthy');
+      await waitFor(async () => (await redis.hexists(f.keys.reach, P2)) === 1, 5000, 'P2 reported healthy again');
+      expect(Object.keys(await redis.hgetall(f.keys.reach)).sort()).toEqual([P1, P2]);
+    } finally {
+      await a.stop();
+    }
+  });
+
   it('its slot lost (no beat for 30 s): registers the hosts again on a new one', async () => {
     const a = startAgent(luaDir, 'envoy-a', admin.address);
     try {

@@ -36,19 +36,31 @@ export function agentSettings(redisPort: number, passwordFile: string, over: Par
   });
 }
 
-/** Envoy's admin as the agent uses it: the backend cluster's hosts and their health. */
+/**
+ * Envoy's admin as the agent uses it, answering as Envoy 1.40 does (checked by hand against
+ * the real one): /clusters streamed with chunked transfer encoding (a chunk boundary may
+ * fall inside a line), and /stats?filter=<RE2> with one "name: value" line per matching
+ * stat, sorted. The backend cluster's membership and health-check stats follow the hosts:
+ * a change of the host set counts in membership_change, a host that is not healthy fails
+ * one health check per /stats read (Envoy checks every 5 s).
+ */
 export class FakeAdmin {
   /** pod -> health_flags ('healthy', '/failed_active_hc', ...). */
   hosts = new Map<string, string>();
   reopens = 0;
   onReopen: () => void = () => undefined;
   clustersCalls = 0;
+  statsCalls = 0;
+  private membershipChanges = 0;
+  private healthCheckFailures = 0;
+  private lastSet = '';
   private server!: http.Server;
 
   static async start(): Promise<FakeAdmin> {
     const a = new FakeAdmin();
     a.server = http.createServer((req, res) => {
-      if (req.method === 'GET' && req.url === '/clusters') {
+      const url = new URL(req.url ?? '/', 'http://admin');
+      if (req.method === 'GET' && url.pathname === '/clusters') {
         a.clustersCalls++;
         const lines = [...a.hosts].flatMap(([pod, flags]) => [
           `backend::${pod}::cx_active::0`,
@@ -56,7 +68,19 @@ export class FakeAdmin {
           `backend::${pod}::health_flags::${flags}`,
           `backend::${pod}::weight::1`,
         ]);
-        res.end(['envoy_admin::127.0.0.1:9000::health_flags::healthy', ...lines, ''].join('\n'));
+        const page = ['envoy_admin::127.0.0.1:9000::health_flags::healthy', ...lines, ''].join('\n');
+        // Two chunks, the boundary inside a line.
+        const cut = Math.floor(page.length / 2);
+        res.write(page.slice(0, cut));
+        res.end(page.slice(cut));
+      } else if (req.method === 'GET' && url.pathname === '/stats') {
+        a.statsCalls++;
+        const filter = new RegExp(url.searchParams.get('filter') ?? '');
+        const lines = Object.entries(a.clusterStats())
+          .filter(([name]) => filter.test(name))
+          .sort(([x], [y]) => (x < y ? -1 : 1))
+          .map(([name, v]) => `${name}: ${v}`);
+        res.end(lines.map((l) => l + '\n').join(''));
       } else if (req.method === 'POST' && req.url === '/reopen_logs') {
         a.reopens++;
         a.onReopen();
@@ -67,6 +91,33 @@ export class FakeAdmin {
     });
     await new Promise<void>((r) => a.server.listen(0, '127.0.0.1', () => r()));
     return a;
+  }
+
+  private clusterStats(): Record<string, number> {
+    const set = [...this.hosts.keys()].sort().join(',');
+    if (set !== this.lastSet) this.membershipChanges++;
+    this.lastSet = set;
+    const flags = [...this.hosts.values()];
+    const healthy = flags.filter((f) => f === 'healthy').length;
+    this.healthCheckFailures += flags.length - healthy;
+    const stats: Record<string, number> = {};
+    for (const [c, total, h] of [
+      ['backend', flags.length, healthy],
+      ['envoy_admin', 1, 1],
+    ] as const) {
+      Object.assign(stats, {
+        [`cluster.${c}.membership_change`]: c === 'backend' ? this.membershipChanges : 1,
+        [`cluster.${c}.membership_healthy`]: h,
+        [`cluster.${c}.membership_degraded`]: 0,
+        [`cluster.${c}.membership_excluded`]: 0,
+        [`cluster.${c}.membership_total`]: total,
+        [`cluster.${c}.health_check.attempt`]: this.statsCalls * total,
+        [`cluster.${c}.health_check.failure`]: c === 'backend' ? this.healthCheckFailures : 0,
+        [`cluster.${c}.health_check.healthy`]: h,
+        [`cluster.${c}.upstream_cx_total`]: this.statsCalls,
+      });
+    }
+    return stats;
   }
 
   get address(): string {

@@ -9,12 +9,13 @@ type Json = any;
 describe('withoutAdmission', () => {
   const generated = () => parse(renderLocalFiles({ config: loadConfig({ env: {} }), backends: 1 }, '/tmp/rig').envoyYaml[0]);
 
-  it('takes the Lua filter and the lease log off the public listener and keeps everything else', () => {
+  it('takes the Lua filter, the lease log and its periodic entries off the public listener and keeps everything else', () => {
     const before = generated();
     const after = generated();
     withoutAdmission(after);
     expect(publicHcm(after).http_filters.map((f: Json) => f.name)).toStrictEqual(['envoy.filters.http.router']);
     expect(publicHcm(after).access_log.map((a: Json) => a.name)).toStrictEqual(['envoy.access_loggers.stdout']);
+    expect(publicHcm(before).access_log_options).toBeDefined();
     // The lease log's entries for open streams and the marker of Envoy's own replies serve
     // only the admission.
     expect(publicHcm(after).access_log_options).toBeUndefined();

@@ -46,7 +46,7 @@ describe('settings.lua', () => {
   it('has exactly the fields of docs/internals.md', () => {
     const doc = fs.readFileSync(path.join(ROOT, 'docs', 'internals.md'), 'utf8');
     const section = doc.slice(doc.indexOf('## settings.lua'), doc.indexOf('## Envoy names'));
-    const documented = [...section.matchAll(/^\| `([a-z_]+)` \|/gm)].map((m) => m[1]).sort();
+    const documented = [...section.matchAll(/^\| `([a-z0-9_]+)` \|/gm)].map((m) => m[1]).sort();
     expect(documented.length).toBeGreaterThan(10);
     expect(
       filterSettings(defaults(), REDIS)
@@ -57,7 +57,7 @@ describe('settings.lua', () => {
 
   it('parses with LuaJIT in an empty environment and returns the configured values', () => {
     const t = evalTable(text);
-    expect(Object.keys(t)).toHaveLength(22);
+    expect(Object.keys(t)).toHaveLength(28);
     expect(t.max_connections_per_pod).toEqual({ type: 'number', value: '2' });
     expect(t.rate_limit).toEqual({ type: 'number', value: '60' });
     expect(t.rate_window_ms).toEqual({ type: 'number', value: '60000' });
@@ -78,6 +78,12 @@ describe('settings.lua', () => {
     expect(t.metrics_path).toEqual({ type: 'string', value: '"/metrics"' });
     expect(t.limit_all_requests).toEqual({ type: 'boolean', value: 'false' });
     expect(t.connection_inventory).toEqual({ type: 'boolean', value: 'false' });
+    expect(t.max_connections_per_client).toEqual({ type: 'number', value: '0' });
+    expect(t.max_connections_per_client_percent).toEqual({ type: 'number', value: '50' });
+    expect(t.rate_limit_per_client).toEqual({ type: 'number', value: '20' });
+    expect(t.client_identity).toEqual({ type: 'string', value: '"address"' });
+    expect(t.client_header).toEqual({ type: 'string', value: '""' });
+    expect(t.client_ipv6_prefix_bits).toEqual({ type: 'number', value: '64' });
   });
 
   it('carries changed limits and an external Redis without AUTH', () => {

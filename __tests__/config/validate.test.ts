@@ -325,3 +325,48 @@ describe('config/ stands on its own', () => {
     }
   });
 });
+
+describe('the per-client limits and who a client is', () => {
+  it.each([
+    ['maxConnectionsPerClientPercent', 101, 'maxConnectionsPerClientPercent must be an integer between 0 and 100, got 101.'],
+    ['maxConnectionsPerClient', -1, 'maxConnectionsPerClient must be an integer of at least 0, got -1.'],
+    ['rateLimitPerClientPerMinute', 2.5, 'rateLimitPerClientPerMinute must be an integer of at least 0, got 2.5.'],
+    ['clientIpv6PrefixBits', 0, 'clientIpv6PrefixBits must be an integer between 1 and 128, got 0.'],
+    ['clientIpv6PrefixBits', 129, 'clientIpv6PrefixBits must be an integer between 1 and 128, got 129.'],
+    ['handshakeTimeoutSeconds', 0, 'handshakeTimeoutSeconds must be an integer between 1 and 3600, got 0.'],
+    ['clientIdentity', 'cookie', 'clientIdentity'],
+  ])('%s = %p is refused', (key, value, message) => {
+    expect(bad({ [key]: value })).toThrow(message);
+  });
+
+  it('refuses the header identity without a header, and a header the stack removes or a client writes', () => {
+    expect(bad({ clientIdentity: 'header', clientHeader: '' })).toThrow(
+      'clientIdentity is "header" but clientHeader is empty: the filter would not know which header names the client. Fix: set clientHeader',
+    );
+    for (const h of ['x-forwarded-for', 'forwarded', 'x-ws-client', 'x-envoy-original-dst-host']) {
+      expect(bad({ clientIdentity: 'header', clientHeader: h })).toThrow(
+        `clientHeader must not be a header the stack removes or one a client writes, got "${h}".`,
+      );
+    }
+    expect(() => validateConfig({ ...defaults(), clientIdentity: 'header', clientHeader: 'x-user-id' })).not.toThrow();
+  });
+
+  it("refuses address-keyed limits behind the NLB without its proxy protocol (every client would be the NLB's address), naming every way out", () => {
+    const message =
+      'the per-client limits key on the client address, but nlbProxyProtocol is false and clientTrustedHops is 0: behind the NLB ' +
+      '(IP targets) every connection comes from one of its own addresses, so all clients would share one limit. ' +
+      'Fix: set nlbProxyProtocol to true (the default)';
+    expect(bad({ nlbProxyProtocol: false })).toThrow(message);
+    expect(
+      bad({ nlbProxyProtocol: false, maxConnectionsPerClientPercent: 0, rateLimitPerClientPerMinute: 0, maxConnectionsPerClient: 3 }),
+    ).toThrow(message);
+    const ok = [
+      {},
+      { nlbProxyProtocol: false, clientTrustedHops: 1 },
+      { nlbProxyProtocol: false, clientIdentity: 'header' as const, clientHeader: 'x-user-id' },
+      { nlbProxyProtocol: false, maxConnectionsPerClientPercent: 0, rateLimitPerClientPerMinute: 0, maxConnectionsPerClient: 0 },
+      { nlbProxyProtocol: false, kubeconfigPath: '/etc/kubeconfig' }, // no NLB of ours: the operator knows the path
+    ];
+    for (const o of ok) expect({ o, ok: (() => (validateConfig({ ...defaults(), ...o }), true))() }).toEqual({ o, ok: true });
+  });
+});

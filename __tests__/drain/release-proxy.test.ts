@@ -127,12 +127,12 @@ describe('ws_release_proxy', () => {
       [
         'too few keys',
         () => asProxy.fcall('ws_release_proxy', [rig.f.keys.leases], ['p', '0']),
-        'ERR ws_release_proxy: expected 6 keys and 2 arguments, got 1 keys and 2 arguments',
+        'ERR ws_release_proxy: expected 7 keys and 2 arguments, got 1 keys and 2 arguments',
       ],
       [
         'no cursor',
         () => asProxy.fcall('ws_release_proxy', L(), ['p']),
-        'ERR ws_release_proxy: expected 6 keys and 2 arguments, got 6 keys and 1 arguments',
+        'ERR ws_release_proxy: expected 7 keys and 2 arguments, got 7 keys and 1 arguments',
       ],
       ['an empty proxy id', () => asProxy.fcall('ws_release_proxy', L(), ['', '0']), `${PROXY_ID}`],
       ['a proxy id with the separator', () => asProxy.fcall('ws_release_proxy', L(), ['a|b', '0']), "got 'a|b'"],

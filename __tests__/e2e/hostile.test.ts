@@ -36,7 +36,8 @@ const upgrade = (extra: string[] = [], conn = 'Connection: Upgrade', up = 'Upgra
  */
 async function podIds(): Promise<string[]> {
   const keys = (await rig.redisCli('--scan', '--pattern', '*')).split('\n').filter(Boolean);
-  for (const k of keys) expect(k).toMatch(/^\{ws\}:(rate|rate:requests|stats|leases|load|reach|down|agents|beats|recovery|inventory)$/);
+  for (const k of keys)
+    expect(k).toMatch(/^\{ws\}:(rate|rate:requests|stats|leases|load|reach|down|agents|beats|recovery|inventory|clients|crate|crate:t)$/);
   const list = async (...a: string[]) => (await rig.redisCli(...a)).split('\n').filter(Boolean);
   const ids = new Set([...(await list('ZRANGE', '{ws}:load', '0', '-1')), ...(await list('ZRANGE', '{ws}:down', '0', '-1'))]);
   for (const f of await list('HKEYS', '{ws}:reach')) ids.add(f);

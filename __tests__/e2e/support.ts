@@ -29,7 +29,9 @@ export async function startRig(
   } = {},
 ): Promise<LocalRig> {
   return LocalRig.start({
-    config: testConfig(config),
+    // Every test client connects from 127.0.0.1, i.e. is one client: the per-client limits
+    // are off unless the test is about them (fair-share.test.ts).
+    config: testConfig({ maxConnectionsPerClientPercent: 0, rateLimitPerClientPerMinute: 0, ...config }),
     basePort,
     backendsIn: 'inline',
     proxies: more.proxies,
@@ -60,10 +62,19 @@ export interface Refused {
   readonly body: string;
 }
 
-/** Opens a WebSocket and waits for the backend's first message, or for the refusal. */
-export function connect(url: string, headers: { [k: string]: string } = {}, timeoutMs = 10000): Promise<Opened | Refused> {
+/**
+ * Opens a WebSocket and waits for the backend's first message, or for the refusal.
+ * `localAddress`: the client's own loopback address (127.0.0.0/8), so tests can be many
+ * clients.
+ */
+export function connect(
+  url: string,
+  headers: { [k: string]: string } = {},
+  timeoutMs = 10000,
+  localAddress?: string,
+): Promise<Opened | Refused> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { headers, handshakeTimeout: timeoutMs });
+    const ws = new WebSocket(url, { headers, handshakeTimeout: timeoutMs, localAddress });
     let upgradeHeaders: Opened['headers'] = {};
     const messages: string[] = [];
     const timer = setTimeout(() => {
@@ -136,9 +147,9 @@ export async function upgradeUntilAdmitted(url: string, timeoutMs: number): Prom
 }
 
 /** One raw HTTP/1.1 exchange over TCP (for requests no client library would send). */
-export function rawRequest(port: number, request: string | Buffer, timeoutMs = 3000): Promise<string> {
+export function rawRequest(port: number, request: string | Buffer, timeoutMs = 3000, localAddress?: string): Promise<string> {
   return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
+    const s = net.connect({ port, host: '127.0.0.1', localAddress });
     let out = '';
     const done = () => {
       clearTimeout(t);
@@ -156,6 +167,16 @@ export function rawRequest(port: number, request: string | Buffer, timeoutMs = 3
     s.on('end', done);
     s.write(request);
   });
+}
+
+/** A proxy protocol v2 header as the NLB sends it: TCP over IPv4, from `src` to `dst`. */
+export function proxyProtocolV2(src: [string, number], dst: [string, number]): Buffer {
+  const ip = (a: string) => Buffer.from(a.split('.').map(Number));
+  const port = (n: number) => Buffer.from([n >> 8, n & 255]);
+  const body = Buffer.concat([ip(src[0]), ip(dst[0]), port(src[1]), port(dst[1])]);
+  const signature = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
+  // version 2, PROXY; AF_INET, STREAM; the address block's length.
+  return Buffer.concat([signature, Buffer.from([0x21, 0x11, 0, body.length]), body]);
 }
 
 /** The status code of a raw HTTP response, or 0. */

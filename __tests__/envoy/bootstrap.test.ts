@@ -144,7 +144,7 @@ describe('envoy.yaml', () => {
     });
   });
 
-  it('listens publicly on 8080 with WebSocket upgrades, no route timeout, idle timeout and max stream duration', () => {
+  it('listens publicly on 8080 with WebSocket upgrades, a handshake timeout (the route timeout ends at the 101), idle timeout and max stream duration', () => {
     const pub = listener(b, 'public');
     expect(pub.address.socket_address).toEqual({ address: '0.0.0.0', port_value: 8080 });
     expect(pub.listener_filters).toBeUndefined();
@@ -166,7 +166,7 @@ describe('envoy.yaml', () => {
     expect(route.match).toEqual({ prefix: '/' });
     expect(route.route).toEqual({
       cluster: 'backend',
-      timeout: '0s',
+      timeout: '10s',
       idle_timeout: '300s',
       max_stream_duration: { max_stream_duration: '3600s' },
     });
@@ -251,8 +251,13 @@ describe('envoy.yaml', () => {
       backendPort: 9000,
     });
     const pub = listener(o, 'public');
+    // Optional on the public listener too: the NLB's header always comes first, and turning
+    // it on or off (the target group and the pods change apart) is then no outage.
     expect(pub.listener_filters).toEqual([
-      { name: 'envoy.filters.listener.proxy_protocol', typed_config: { '@type': TYPE_URLS.proxyProtocol } },
+      {
+        name: 'envoy.filters.listener.proxy_protocol',
+        typed_config: { '@type': TYPE_URLS.proxyProtocol, allow_requests_without_proxy_protocol: true },
+      },
     ]);
     // NLB health checks to 9901 carry the header; kubelet probes and scrapes do not.
     expect(listener(o, 'metrics').listener_filters).toEqual([

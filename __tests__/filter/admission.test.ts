@@ -8,7 +8,7 @@ import { useAdmissionRig } from '../support/admission-rig';
 import { lua, luaAsync, luaString } from '../support/luajit';
 import { defaultSettings, makeLuaDir } from './harness/worker';
 
-const S = `{ hash_tag = "ws", rate_limit = 60, rate_window_ms = 60000, max_connections_per_pod = 2, lease_ttl_ms = 360000, penalty_ms = 15000 }`;
+const S = `{ hash_tag = "ws", rate_limit = 60, rate_window_ms = 60000, max_connections_per_pod = 2, lease_ttl_ms = 360000, penalty_ms = 15000, max_connections_per_client = 3, max_connections_per_client_percent = 50, rate_limit_per_client = 20 }`;
 const K = keysFor('ws');
 
 interface Call {
@@ -31,13 +31,13 @@ out({
   it("GIVEN the settings WHEN each call is built THEN its function, keys (all under {ws}) and arguments are the contract's", () => {
     expect(calls.admit).toEqual({
       fn: 'ws_admit',
-      keys: [K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.inventory],
-      args: [60, 60000, 2, 360000, 'p|ab|1|cd'],
+      keys: [K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.inventory, K.clients, K.crate, K.crateT],
+      args: [60, 60000, 2, 360000, 'p|ab|1|cd', 3, 50, 20],
     });
-    expect(calls.admit_client.args).toEqual([60, 60000, 2, 360000, 'p|ab|1|cd', '1.2.3.4:5']);
+    expect(calls.admit_client.args).toEqual([60, 60000, 2, 360000, 'p|ab|1|cd', 3, 50, 20, '1.2.3.4:5']);
     expect(calls.leases).toEqual({
       fn: 'ws_leases',
-      keys: [K.rate, K.leases, K.load, K.stats, K.reach, K.down, K.inventory],
+      keys: [K.rate, K.leases, K.load, K.stats, K.reach, K.down, K.inventory, K.clients, K.crate, K.crateT],
       args: [360000, 15000, 'R', 'p|ab|1|cd', '10.0.0.1:80', 'F', 'p|ab|2|cd', '10.0.0.2:80'],
     });
     const hostsKeys = [K.agents, K.beats, K.reach, K.load, K.down];
@@ -57,12 +57,12 @@ out({
     ]);
     expect(calls.release_proxy).toEqual({
       fn: 'ws_release_proxy',
-      keys: [K.leases, K.load, K.stats, K.reach, K.down, K.inventory],
+      keys: [K.leases, K.load, K.stats, K.reach, K.down, K.inventory, K.clients],
       args: ['p', '0'],
     });
     expect(calls.snapshot).toEqual({
       fn: 'ws_snapshot',
-      keys: [K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.beats, K.inventory],
+      keys: [K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.beats, K.inventory, K.clients],
       args: [60000],
     });
     expect(calls.request_rate).toEqual({ fn: 'ws_request_rate', keys: [K.rateRequests, K.stats], args: [60, 60000, 'p|ab|3|cd'] });
@@ -119,6 +119,7 @@ describe("decide: ws_admit's reply as a decision", () => {
   it.each([
     ['an admission', `{ "ADMITTED", "10.0.0.1:80", 1, 0, 59 }`, { status: 'ADMITTED', pod: '10.0.0.1:80' }],
     ['a rate limit refusal', `{ "RATE_LIMITED", "", 0, 1234, 0 }`, { status: 'RATE_LIMITED', retry_ms: 1234 }],
+    ["a client's limit", `{ "CLIENT", "", 0, 2500, 40 }`, { status: 'CLIENT', retry_ms: 2500 }],
     ['a full refusal (its wait capped)', `{ "FULL", "", 0, 90000, 10 }`, { status: 'FULL', retry_ms: 5000 }],
     ['a full refusal with no lease to wait for', `{ "FULL", "", 0, 0, 10 }`, { status: 'FULL', retry_ms: 1000 }],
     ['no hosts for this proxy', `{ "NOHOSTS", "", 0, 0, 10 }`, { status: 'NOHOSTS' }],

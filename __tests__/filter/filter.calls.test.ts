@@ -6,8 +6,11 @@ import { PLAIN, UPGRADE, admission } from './harness/worker';
 
 const rig = useAdmissionRig({ monitor: true });
 const [P1] = PODS;
-const ADMIT_KEYS = ['{ws}:rate', '{ws}:stats', '{ws}:leases', '{ws}:load', '{ws}:reach', '{ws}:down', '{ws}:agents', '{ws}:inventory'];
-const LEASES_KEYS = ['{ws}:rate', '{ws}:leases', '{ws}:load', '{ws}:stats', '{ws}:reach', '{ws}:down', '{ws}:inventory'];
+const CLIENT_KEYS = ['{ws}:clients', '{ws}:crate', '{ws}:crate:t'];
+const ADMIT_KEYS = ['{ws}:rate', '{ws}:stats', '{ws}:leases', '{ws}:load', '{ws}:reach', '{ws}:down', '{ws}:agents', '{ws}:inventory', ...CLIENT_KEYS];
+const LEASES_KEYS = ['{ws}:rate', '{ws}:leases', '{ws}:load', '{ws}:stats', '{ws}:reach', '{ws}:down', '{ws}:inventory', ...CLIENT_KEYS];
+/** The per-client caps (settings max_connections_per_client, _percent, rate_limit_per_client): off here. */
+const NO_CLIENT_CAPS = ['0', '0', '0'];
 /** A worker's first command on its connection: AUTH as the proxy user (MONITOR redacts the arguments). */
 const AUTH = ['AUTH', '(redacted)', '(redacted)'];
 
@@ -18,7 +21,7 @@ describe('the Redis calls of one WebSocket', () => {
     let mark = await rig.monitor.mark();
     const r = await w.request(UPGRADE);
     const id = admission(r).connection_id!;
-    expect(await rig.monitor.clientCommands(mark)).toEqual([['FCALL', 'ws_admit', '8', ...ADMIT_KEYS, '60', '60000', '2', '30000', id]]);
+    expect(await rig.monitor.clientCommands(mark)).toEqual([['FCALL', 'ws_admit', '11', ...ADMIT_KEYS, '60', '60000', '2', '30000', id, ...NO_CLIENT_CAPS]]);
 
     mark = await rig.monitor.mark();
     await w.response(r.sid, '101');
@@ -30,14 +33,14 @@ describe('the Redis calls of one WebSocket', () => {
     expect(await rig.monitor.clientCommands(mark)).toEqual([]);
   });
 
-  it('with connection_inventory the client address is the sixth argument of the same call', async () => {
+  it('with connection_inventory the client address is the ninth argument of the same call', async () => {
     const w = await rig.worker({ connection_inventory: true });
     const mark = await rig.monitor.mark();
     const r = await w.request(UPGRADE, undefined, '[2001:db8::7]:5000');
     const id = admission(r).connection_id!;
     expect(await rig.monitor.clientCommands(mark)).toEqual([
       AUTH,
-      ['FCALL', 'ws_admit', '8', ...ADMIT_KEYS, '0', '60000', '2', '30000', id, '[2001:db8::7]:5000'],
+      ['FCALL', 'ws_admit', '11', ...ADMIT_KEYS, '0', '60000', '2', '30000', id, ...NO_CLIENT_CAPS, '[2001:db8::7]:5000'],
     ]);
   });
 
@@ -47,13 +50,13 @@ describe('the Redis calls of one WebSocket', () => {
     let mark = await rig.monitor.mark();
     await w.response(refused.sid, '403');
     const id1 = admission(refused).connection_id!;
-    expect(await rig.monitor.clientCommands(mark)).toEqual([['FCALL', 'ws_leases', '7', ...LEASES_KEYS, '30000', '15000', 'X', id1, P1]]);
+    expect(await rig.monitor.clientCommands(mark)).toEqual([['FCALL', 'ws_leases', '10', ...LEASES_KEYS, '30000', '15000', 'X', id1, P1]]);
 
     const gone = await w.request(UPGRADE);
     mark = await rig.monitor.mark();
     await w.localReply(gone.sid, 'UH');
     const id2 = admission(gone).connection_id!;
-    expect(await rig.monitor.clientCommands(mark)).toEqual([['FCALL', 'ws_leases', '7', ...LEASES_KEYS, '30000', '15000', 'F', id2, P1]]);
+    expect(await rig.monitor.clientCommands(mark)).toEqual([['FCALL', 'ws_leases', '10', ...LEASES_KEYS, '30000', '15000', 'F', id2, P1]]);
   });
 
   it('N upgrades over several proxies and workers: exactly N calls, each a ws_admit of its own connection id', async () => {
@@ -70,7 +73,7 @@ describe('the Redis calls of one WebSocket', () => {
     const cmds = all.filter((c) => c[0] !== 'AUTH');
     expect(cmds).toHaveLength(30);
     expect(new Set(cmds.map((c) => `${c[0]} ${c[1]}`))).toEqual(new Set(['FCALL ws_admit']));
-    expect(cmds.map((c) => c[c.length - 1]).sort()).toEqual(results.map((r) => admission(r).connection_id!).sort());
+    expect(cmds.map((c) => c[3 + 11 + 4]).sort()).toEqual(results.map((r) => admission(r).connection_id!).sort());
   });
 
   it('refusals from the worker caches, and plain requests, call nothing; with limit_all_requests a plain request is one FCALL ws_request_rate', async () => {

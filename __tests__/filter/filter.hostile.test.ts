@@ -6,7 +6,7 @@ import { PODS, PROXY, useAdmissionRig } from '../support/admission-rig';
 import { HeaderList, UPGRADE, admission } from './harness/worker';
 
 const rig = useAdmissionRig({ monitor: true });
-const KEY = /^\{ws\}:(rate|rate:requests|stats|leases|load|reach|down|agents|beats|recovery|inventory)$/;
+const KEY = /^\{ws\}:(rate|rate:requests|stats|leases|load|reach|down|agents|beats|recovery|inventory|clients|crate|crate:t)$/;
 const INJECTED = ['evil', '10.0.0.99', '1.2.3.4', '\\r', '\\n', 'x-ws', '999.1.1.1', '6.6.6.6'];
 
 let mark = 0;

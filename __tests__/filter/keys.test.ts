@@ -19,6 +19,9 @@ describe('keys.lua', () => {
       beats: want.beats,
       recovery: want.recovery,
       inventory: want.inventory,
+      clients: want.clients,
+      crate: want.crate,
+      crate_t: want.crateT,
     });
   });
 
@@ -31,6 +34,9 @@ describe('keys.lua', () => {
     ['envoy|abcdef|-1|0a1b2c', false],
     ['envoy|abcdef|1', false],
     ['envoy|abcdef|1|0a1b2c|x', false],
+    ['envoy|abcdef|1|0a1b2c|0123456789abcdef', true], // with a client key
+    ['envoy|abcdef|1|0a1b2c|0123456789abcde', false], // a client key is 16 hex digits
+    ['envoy|abcdef|1|0a1b2c|0123456789abcdefg', false],
     ['{ws}:stats|ab|1|cd', false],
     [`${'a'.repeat(190)}|abcdef|1|0a1b2c`, false], // over 200 characters
   ])('valid_connection_id(%j) = %j', (id, want) => {

@@ -94,6 +94,34 @@ describe('the metrics endpoint', () => {
     expect(v('ws_admission_snapshot_age_seconds')).toBeLessThan(5);
   });
 
+  it('GIVEN a client over its own limits THEN its refusals count under reason "client" (never a label per client), and clients_tracked counts the clients holding a socket', async () => {
+    const perClient = { ...settings, rate_limit_per_client: 2, max_connections_per_client: 1 };
+    const a = await rig.worker(perClient, { proxy: 'envoy-a' });
+    const m = await rig.worker(perClient, { proxy: 'envoy-a', script: 'metrics.lua' });
+    const from = (remote: string) => a.request(UPGRADE, undefined, remote);
+    const first = await from('198.51.100.7:5000');
+    await a.response(first.sid, '101');
+    expect((await from('198.51.100.7:5001')).reply?.headers['x-ws-admission']).toBe('client'); // its one socket
+    expect((await from('198.51.100.7:5002')).reply?.headers['x-ws-admission']).toBe('client');
+    const other = await from('198.51.100.8:5000');
+    await a.response(other.sid, '101');
+    await rig.agentSnapshot(perClient);
+    const { text, samples } = await scrape(m);
+    expectDeclared(text, samples);
+    expect(sampleValue(samples, 'ws_admission_rejected_total', { reason: 'client' })).toBe(2);
+    expect(sampleValue(samples, 'ws_admission_clients_tracked')).toBe(2);
+    expect(samples.filter((x) => x.name === 'ws_admission_rejected_total' && !x.labels.proxy).map((x) => x.labels)).toEqual([
+      { reason: 'rate_limited' },
+      { reason: 'capacity' },
+      { reason: 'client' },
+    ]);
+    expect({
+      max: sampleValue(samples, 'ws_admission_max_connections_per_client'),
+      percent: sampleValue(samples, 'ws_admission_max_connections_per_client_percent'),
+      rate: sampleValue(samples, 'ws_admission_rate_limit_per_client'),
+    }).toEqual({ max: 1, percent: 0, rate: 2 });
+  });
+
   it('GIVEN no snapshot, or the agent\'s "Redis unavailable", or a stale one THEN redis_up 0, Redis-held series omitted, the workers\' counters and the limits still served', async () => {
     const a = await rig.worker({ ...settings, failure_mode: 'open' }, { proxy: 'envoy-a' });
     const m = await rig.worker(settings, { proxy: 'envoy-a', script: 'metrics.lua' });

@@ -33,8 +33,9 @@ describe('FCALL of the ws_admission library', () => {
   it('GIVEN entries {fn, keys, args} and raw commands in one run() THEN their replies in order', async () => {
     const r = lua(`local c = ${client('proxy')}
 local replies = c:run({
-  { fn = "ws_admit", keys = { "{ws}:rate", "{ws}:stats", "{ws}:leases", "{ws}:load", "{ws}:reach", "{ws}:down", "{ws}:agents", "{ws}:inventory" },
-    args = { 0, 60000, 2, 30000, "envoy-a|abcdef|1|abcdef" } },
+  { fn = "ws_admit", keys = { "{ws}:rate", "{ws}:stats", "{ws}:leases", "{ws}:load", "{ws}:reach", "{ws}:down", "{ws}:agents",
+      "{ws}:inventory", "{ws}:clients", "{ws}:crate", "{ws}:crate:t" },
+    args = { 0, 60000, 2, 30000, "envoy-a|abcdef|1|abcdef", 0, 0, 0 } },
   { "PING" },
   { fn = "ws_request_rate", keys = { "{ws}:rate:requests", "{ws}:stats" }, args = { 5, 60000, "envoy-a|abcdef|2|abcdef" } },
 })

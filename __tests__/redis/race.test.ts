@@ -114,7 +114,7 @@ test('churn (acquire, hold 1-5 ms, release) from 10 processes stays within limit
   // The functions' own view agrees: no reply ever reported more than 2 on a pod.
   expect(Math.max(...results.flatMap((r) => r.admitted.map((a) => a.activeOnPod)))).toBeLessThanOrEqual(2);
   expect(await redis.zcard(s.keys.leases)).toBe(0);
-  expect(await s.counts()).toEqual({ leases: {}, load: {}, byProxy: {}, proxyFields: {} });
+  expect(await s.counts()).toEqual({ leases: {}, load: {}, byProxy: {}, proxyFields: {}, byClient: {}, clientFields: {} });
   const st = await redis.hgetall(s.keys.stats);
   expect(Number(st.admitted)).toBe(admitted);
   expect(Number(st.released)).toBe(admitted);

@@ -198,7 +198,7 @@ describe("the stack's redis.conf", () => {
     await f.reach('envoy-a', [P1, P2]);
     await f.reach('envoy-a', [P1]);
     expect(await proxy.zrange(k.load, 0, -1)).toEqual([P1]);
-    // ws_admit: admitted with the inventory; full; rate limited; an expired lease given back.
+    // ws_admit: admitted with the inventory; full; rate limited; a client's limit; an expired lease given back.
     expect(await f.admitOnce({ ...req, id: 'envoy-a|0|3|a', client: '192.0.2.7' })).toEqual({
       status: 'ADMITTED',
       pod: P1,
@@ -209,8 +209,11 @@ describe("the stack's redis.conf", () => {
     expect((await f.admitOnce({ ...req, id: 'envoy-a|0|4|a' })).status).toBe('FULL');
     expect((await f.admitOnce({ ...req, rateLimit: 1, id: 'envoy-a|0|5|a' })).status).toBe('RATE_LIMITED');
     expect(await f.release('envoy-a|0|3|a', P1)).toBe(1);
-    expect((await f.admitOnce({ ...req, ttlMs: 1, id: 'envoy-a|0|6|a', client: '192.0.2.8' })).status).toBe('ADMITTED');
+    // A client's own window (one upgrade per minute): its second upgrade is refused.
+    const C = '0123456789abcdef';
+    expect((await f.admitOnce({ ...req, ttlMs: 1, id: `envoy-a|0|6|a|${C}`, client: '192.0.2.8', clientRate: 1 })).status).toBe('ADMITTED');
     await sleep(5);
+    expect((await f.admitOnce({ ...req, id: `envoy-a|0|10|a|${C}`, clientRate: 1 })).status).toBe('CLIENT');
     expect((await f.admitOnce({ ...req, id: 'envoy-a|0|7|a' })).status).toBe('ADMITTED');
     expect(await proxy.hget(k.stats, 'expired')).toBe('1');
     // ws_leases: a renewal, a lease put back, a release, a failed upgrade (its pod penalised).
@@ -243,7 +246,7 @@ describe("the stack's redis.conf", () => {
     expect((await f.admitOnce({ ...req, id: 'envoy-a|0|9|a' })).status).toBe('ADMITTED');
     expect(await f.releaseProxy('envoy-a')).toEqual({ removed: 1, steps: 1 });
     const snap = await f.snapshot(60000);
-    expect(snap.gauges).toEqual({ pods_reachable: 2, pods_penalised: 1, proxies_live: 1, recovering: 0 });
+    expect(snap.gauges).toEqual({ pods_reachable: 2, pods_penalised: 1, proxies_live: 1, recovering: 0, clients_tracked: 0 });
     const rate = (id: string) => f.fcall('ws_request_rate', [k.rateRequests, k.stats], [1, 60000, id]);
     expect(await rate('req-1')).toEqual(['ALLOWED', 0, 0]);
     expect(((await rate('req-2')) as unknown[])[0]).toBe('RATE_LIMITED');

@@ -30,11 +30,17 @@ describe('the metric contract', () => {
   it('is what lua/envoy/metrics.lua exports: every family it declares, and every refusal reason it counts', () => {
     const src = fs.readFileSync(path.join(ROOT, 'lua', 'envoy', 'metrics.lua'), 'utf8');
     const literal = [...src.matchAll(/"(ws_admission_[a-z_]+)"/g)].map((m) => m[1]);
-    // The fleet's gauges are declared in a loop over `local gauges` ("ws_admission_" .. name).
-    const block = src.slice(src.indexOf('local gauges = {'), src.indexOf('for _, g in ipairs(gauges)'));
-    const gauges = [...block.matchAll(/\{ "([a-z_]+)", "/g)].map((m) => `ws_admission_${m[1]}`);
-    expect(gauges.length).toBeGreaterThan(0);
-    expect([...new Set([...literal, ...gauges])].sort()).toEqual([...EXPORTED_METRICS].sort());
+    // Families declared in loops over a table of { name, help } ("ws_admission_" .. name, and
+    // "_total" for the counters).
+    const table = (name: string, suffix = '') => {
+      const from = src.indexOf(`local ${name} = {`);
+      const block = src.slice(from, src.indexOf('\n}\n', from));
+      const names = [...block.matchAll(/^\s*\{ "([a-z_]+)", /gm)].map((m) => `ws_admission_${m[1]}${suffix}`);
+      expect({ name, count: names.length > 0 }).toEqual({ name, count: true });
+      return names;
+    };
+    const looped = [...table('COUNTERS', '_total'), ...table('GAUGES'), ...table('CONFIGURED')];
+    expect([...new Set([...literal, ...looped])].sort()).toEqual([...EXPORTED_METRICS].sort());
     const reasons = [...src.matchAll(/(?:worker_sample\(|"reason", )"([a-z_]+)"/g)].map((m) => m[1]);
     expect([...new Set(reasons)].sort()).toEqual([...REJECT_REASONS].sort());
   });
@@ -195,7 +201,17 @@ describe('against the real metrics endpoint of the local rig', () => {
 
   beforeAll(async () => {
     rig = await LocalRig.start({
-      config: loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 2, rateLimitPerMinute: 8, capacityCacheMs: 0 } }),
+      // Every test client is 127.0.0.1 (one client): the per-client limits are off here.
+      config: loadConfig({
+        env: {},
+        overrides: {
+          maxConnectionsPerPod: 2,
+          rateLimitPerMinute: 8,
+          capacityCacheMs: 0,
+          maxConnectionsPerClientPercent: 0,
+          rateLimitPerClientPerMinute: 0,
+        },
+      }),
       basePort: BASE_PORT,
       proxies: 2,
       backends: 2,

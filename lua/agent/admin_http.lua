@@ -26,20 +26,49 @@ function M.request(admin, method, path)
     c:close()
     return nil, "no HTTP answer from " .. admin .. path
   end
-  local length
+  local length, chunked
   repeat
     local line = c:receive("*l")
-    if line then length = length or tonumber(line:lower():match("^content%-length:%s*(%d+)")) end
+    if line then
+      local lower = line:lower()
+      length = length or tonumber(lower:match("^content%-length:%s*(%d+)"))
+      chunked = chunked or lower:match("^transfer%-encoding:.*chunked") ~= nil
+    end
   until not line or line == ""
   local parts, got = {}, 0
-  while socket.gettime() < deadline and got < MAX_BODY and (not length or got < length) do
-    local chunk, rerr, partial = c:receive(length and math.min(length - got, 65536) or 65536)
-    chunk = chunk or partial
-    if chunk and #chunk > 0 then
-      parts[#parts + 1] = chunk
-      got = got + #chunk
+  -- `n` bytes of the body (or, with n nil, up to the close), within the deadline and MAX_BODY.
+  local function read(n)
+    while socket.gettime() < deadline and got < MAX_BODY and (not n or n > 0) do
+      local chunk, rerr, partial = c:receive(n and math.min(n, 65536) or 65536)
+      chunk = chunk or partial
+      if chunk and #chunk > 0 then
+        parts[#parts + 1] = chunk
+        got = got + #chunk
+        if n then n = n - #chunk end
+      end
+      if rerr then return false end
     end
-    if rerr then break end
+    return not n or n == 0
+  end
+  if chunked then
+    -- Envoy's admin streams large pages (/clusters) without a length: <hex size> CRLF
+    -- <bytes> CRLF ... 0 CRLF CRLF. The size lines are not body (a boundary can fall
+    -- inside a line of the page).
+    while true do
+      local size_line = c:receive("*l")
+      local size = size_line and tonumber(size_line:match("^(%x+)"), 16)
+      if not size then
+        c:close()
+        return nil, "a chunked answer from " .. admin .. path .. " broke off"
+      end
+      if size == 0 then break end
+      if not read(size) or c:receive("*l") ~= "" then
+        c:close()
+        return nil, "a chunked answer from " .. admin .. path .. " broke off"
+      end
+    end
+  else
+    read(length)
   end
   c:close()
   return status, table.concat(parts)

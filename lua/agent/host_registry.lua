@@ -4,12 +4,29 @@
 -- Redis O(hosts changed), never O(fleet). A new slot (agent start, a slot lost after the
 -- agent could not beat for 30 s, a Redis state loss) is filled, then committed: admissions
 -- of this proxy see the old set or the new one, never half of it.
+--
+-- /clusters is ~18 lines per host (7 MB at 10,000 hosts, rendered by Envoy's main thread),
+-- so it is read only when the cluster's health stats say something changed (a host came
+-- or went, a health check failed, an ejection, the healthy count moved), and every
+-- FULL_READ_S seconds regardless. Every transition of a host to unhealthy moves a failure
+-- or ejection counter or the membership; every transition to healthy moves the healthy
+-- count unless another host failed at the same time (which moves a counter).
 local admin_http = require("admin_http")
 local hosts = require("hosts")
 
 local M = {}
 
 local BATCH = 1000 -- pods per ws_hosts call (the library's bound)
+local FULL_READ_S = 10 -- /clusters at least this often, whatever the stats say
+
+-- Envoy's admin /stats?filter=<RE2>, percent-encoded: the backend cluster's membership and
+-- health stats (one "name: value" line each).
+local function stats_path(cluster)
+  local re = "^cluster\\." .. cluster:gsub("%W", "\\%0") .. "\\.(membership_(change|healthy|degraded|excluded|total)"
+    .. "|health_check\\.(failure|network_failure|passive_failure|healthy|degraded)"
+    .. "|outlier_detection\\.ejections_(active|enforced_total))$"
+  return "/stats?filter=" .. re:gsub("[^%w]", function(ch) return string.format("%%%02X", ch:byte()) end)
+end
 
 local Registry = {}
 Registry.__index = Registry
@@ -18,13 +35,21 @@ function M.new(S, proxy, calls, admin, log)
   return setmetatable({
     S = S, proxy = proxy, calls = calls, admin = admin, log = log,
     slot = nil, reported = {}, size = 0, rejected_logged = false,
+    stats_path = stats_path(S.backend_cluster), signature = nil, read_at = -math.huge,
   }, Registry)
 end
 
---- Envoy's healthy hosts of the backend cluster: a list, or nil + error.
-function Registry:healthy()
+--- Envoy's healthy hosts of the backend cluster: a list, false when its stats show no change
+-- since the last read less than FULL_READ_S ago (`now`: seconds; without it, always read),
+-- or nil + error.
+function Registry:healthy(now)
+  local sstatus, stats = admin_http.request(self.admin, "GET", self.stats_path)
+  local signature = sstatus == 200 and stats or nil
+  if now and signature and signature == self.signature and now - self.read_at < FULL_READ_S then return false end
   local status, body = admin_http.request(self.admin, "GET", "/clusters")
   if status ~= 200 then return nil, "admin /clusters: " .. tostring(status and ("HTTP " .. status) or body) end
+  -- The stats are read before the page: a change between the two is seen at the next poll.
+  self.signature, self.read_at = signature, now or -math.huge
   local list, rejected = hosts.parse_clusters(body, self.S.backend_cluster)
   if rejected > 0 and not self.rejected_logged then
     self.rejected_logged = true
@@ -35,7 +60,7 @@ end
 
 --- The slot is gone (Redis said SLOT, or lost its state): the next sync registers anew.
 function Registry:reset()
-  self.slot, self.reported, self.size = nil, {}, 0
+  self.slot, self.reported, self.size, self.signature = nil, {}, 0, nil
 end
 
 local function call_in_batches(self, run, mode, slot, pods)
@@ -65,8 +90,7 @@ function Registry:register(list, run)
   return true
 end
 
---- Brings Redis's record of this proxy's hosts to `list`. Returns true, or nil + error.
-function Registry:sync(list, run)
+local function sync(self, list, run)
   if not self.slot then return self:register(list, run) end
   local want, adds, removes = {}, {}, {}
   for _, p in ipairs(list) do
@@ -90,6 +114,14 @@ function Registry:sync(list, run)
   for _, p in ipairs(removes) do self.reported[p] = nil end
   self.size = #list
   return true
+end
+
+--- Brings Redis's record of this proxy's hosts to `list`. Returns true, or nil + error (and
+-- the next poll reads /clusters again, changed or not).
+function Registry:sync(list, run)
+  local ok, err = sync(self, list, run)
+  if not ok then self.signature = nil end
+  return ok, err
 end
 
 return M

@@ -6,7 +6,8 @@
 --   the lease log (lua/agent/lease_log.lua)   Envoy's entries for this proxy's streams: a
 --                                             renewal per periodic entry, a release per end
 --                                             (lua/agent/streams.lua)
---   admin /clusters, every second             this proxy's healthy hosts (host_registry.lua)
+--   admin /stats, every second (/clusters     this proxy's healthy hosts (host_registry.lua)
+--   when they moved, or 10 s passed)
 --   a beat, every second                      its slot stays alive; a Redis that lost its
 --                                             state gets every open stream and host back
 --                                             before anything is admitted (fleet.lua)
@@ -134,7 +135,8 @@ local function beat(a)
     log("slot " .. a.registry.slot .. " lost (no beat for too long); registering the hosts again")
     a.registry:reset()
   end
-  local list, lerr = a.registry:healthy()
+  local list, lerr = a.registry:healthy(now_ms() / 1000)
+  if list == false then return end -- nothing changed
   if not list then return log(lerr) end
   local ok, serr = a.registry:sync(list, a.run)
   if not ok then redis_failed(a, "host registration", serr) end

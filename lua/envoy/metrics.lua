@@ -69,34 +69,60 @@ local function snapshot(h)
   return snap
 end
 
-local function render(h)
-  local o = out()
-  local snap = snapshot(h)
-  local files = worker_stats.read_all(runtime.STATE_DIR)
-
-  o:family("ws_admission_redis_up", "gauge", "1 if this proxy's agent read Redis in its last snapshot (every few seconds), else 0.")
-  o:sample("ws_admission_redis_up", nil, snap and 1 or 0)
-
-  if snap then
-    o:family("ws_admission_active_connections", "gauge", "Live WebSocket leases per backend pod (ip:port), all proxies.")
-    for _, pc in ipairs(snap.pods) do o:sample("ws_admission_active_connections", { "pod", pc[1] }, pc[2]) end
-    o:family("ws_admission_active_connections_by_proxy", "gauge", "Live WebSocket leases per Envoy proxy.")
-    for _, xc in ipairs(snap.proxies) do
-      o:sample("ws_admission_active_connections_by_proxy", { "proxy", xc[1] }, xc[2])
-    end
-    o:family("ws_admission_admitted_total", "counter", "WebSocket upgrades admitted (all proxies, kept in Redis).")
-    o:sample("ws_admission_admitted_total", nil, snap.stats.admitted)
+-- The numbers kept in Redis, all proxies (the agent's snapshot).
+local function redis_held(o, snap)
+  o:family("ws_admission_active_connections", "gauge", "Live WebSocket leases per backend pod (ip:port), all proxies.")
+  for _, pc in ipairs(snap.pods) do o:sample("ws_admission_active_connections", { "pod", pc[1] }, pc[2]) end
+  o:family("ws_admission_active_connections_by_proxy", "gauge", "Live WebSocket leases per Envoy proxy.")
+  for _, xc in ipairs(snap.proxies) do
+    o:sample("ws_admission_active_connections_by_proxy", { "proxy", xc[1] }, xc[2])
   end
+  o:family("ws_admission_admitted_total", "counter", "WebSocket upgrades admitted (all proxies, kept in Redis).")
+  o:sample("ws_admission_admitted_total", nil, snap.stats.admitted)
+end
 
+local COUNTERS = {
+  { "released", "Leases released at the end of a connection or on a non-101 answer." },
+  { "expired", "Leases that expired without renewal (reset streams, crashed proxies)." },
+  { "reregistered", "Leases of open connections put back after they were gone: Redis lost them (restart without"
+    .. " persistence, failover) or they lapsed." },
+  { "failed_upstream", "Admitted upgrades that never reached their backend (Envoy answered itself: the pod was gone or"
+    .. " refused the connection); their rate window entry was given back and the pod passed over for a while." },
+}
+local GAUGES = {
+  { "pods_reachable", "Backend pods that at least one proxy reports healthy." },
+  { "pods_penalised", "Backend pods passed over after an upgrade to them failed (for penalty_ms)." },
+  { "proxies_live", "Proxies whose agent beat in the last 30 s." },
+  { "recovering", "1 while Redis waits for every proxy to put its streams back after a state loss (nothing is admitted), else 0." },
+  { "clients_tracked", "Clients holding at least one open WebSocket (the per-client limits' state)." },
+}
+
+local function redis_held_rest(o, snap)
+  for _, c in ipairs(COUNTERS) do
+    o:family("ws_admission_" .. c[1] .. "_total", "counter", c[2])
+    o:sample("ws_admission_" .. c[1] .. "_total", nil, snap.stats[c[1]])
+  end
+  o:family("ws_admission_rate_window_used", "gauge", "Upgrades admitted in the current sliding rate window.")
+  o:sample("ws_admission_rate_window_used", nil, snap.window_used)
+  for _, g in ipairs(GAUGES) do
+    o:family("ws_admission_" .. g[1], "gauge", g[2])
+    o:sample("ws_admission_" .. g[1], nil, snap.gauges[g[1]])
+  end
+  o:family("ws_admission_snapshot_age_seconds", "gauge", "Age of the Redis-held numbers above (the agent's last snapshot).")
+  o:sample("ws_admission_snapshot_age_seconds", nil, math.max(0, now_ms() - snap.written_ms) / 1000)
+end
+
+local function rejected(o, snap, files)
   o:family("ws_admission_rejected_total", "counter",
     "Upgrades refused, by reason (with limit_all_requests, plain requests refused by the rate limit too)."
-    .. " Series with only {reason} are refusals made by Redis (all proxies);"
+    .. " Series with only {reason} are refusals made by Redis (all proxies): rate_limited, capacity, client;"
     .. " series with {reason,proxy,worker} are refusals this proxy's workers made themselves:"
     .. " redis_unavailable, recovering and no_backend, and rate_limited or capacity answered from the worker's cache"
     .. " of Redis's last refusal.")
   if snap then
     o:sample("ws_admission_rejected_total", { "reason", "rate_limited" }, snap.stats.rejected_rate_limited)
     o:sample("ws_admission_rejected_total", { "reason", "capacity" }, snap.stats.rejected_capacity)
+    o:sample("ws_admission_rejected_total", { "reason", "client" }, snap.stats.rejected_client)
   end
   for _, f in ipairs(files) do
     local function worker_sample(reason, count)
@@ -108,44 +134,25 @@ local function render(h)
     worker_sample("recovering", f.counts.rejected_recovering_total)
     worker_sample("no_backend", f.counts.rejected_no_backend_total)
   end
+end
 
-  if snap then
-    o:family("ws_admission_released_total", "counter", "Leases released at the end of a connection or on a non-101 answer.")
-    o:sample("ws_admission_released_total", nil, snap.stats.released)
-    o:family("ws_admission_expired_total", "counter", "Leases that expired without renewal (reset streams, crashed proxies).")
-    o:sample("ws_admission_expired_total", nil, snap.stats.expired)
-    o:family("ws_admission_reregistered_total", "counter",
-      "Leases of open connections put back after they were gone: Redis lost them (restart without persistence, failover) or they lapsed.")
-    o:sample("ws_admission_reregistered_total", nil, snap.stats.reregistered)
-    o:family("ws_admission_failed_upstream_total", "counter",
-      "Admitted upgrades that never reached their backend (Envoy answered itself: the pod was gone or refused the"
-      .. " connection); their rate window entry was given back and the pod passed over for a while.")
-    o:sample("ws_admission_failed_upstream_total", nil, snap.stats.failed_upstream)
-    o:family("ws_admission_rate_window_used", "gauge", "Upgrades admitted in the current sliding rate window.")
-    o:sample("ws_admission_rate_window_used", nil, snap.window_used)
-    local gauges = {
-      { "pods_reachable", "Backend pods that at least one proxy reports healthy." },
-      { "pods_penalised", "Backend pods passed over after an upgrade to them failed (for penalty_ms)." },
-      { "proxies_live", "Proxies whose agent beat in the last 30 s." },
-      { "recovering", "1 while Redis waits for every proxy to put its streams back after a state loss (nothing is admitted), else 0." },
-    }
-    for _, g in ipairs(gauges) do
-      o:family("ws_admission_" .. g[1], "gauge", g[2])
-      o:sample("ws_admission_" .. g[1], nil, snap.gauges[g[1]])
-    end
-    o:family("ws_admission_snapshot_age_seconds", "gauge", "Age of the Redis-held numbers above (the agent's last snapshot).")
-    o:sample("ws_admission_snapshot_age_seconds", nil, math.max(0, now_ms() - snap.written_ms) / 1000)
+local CONFIGURED = {
+  { "rate_limit", "Configured upgrades per rate window (0 = no rate limit)." },
+  { "rate_window_seconds", "Configured sliding rate window.", function() return S.rate_window_ms / 1000 end },
+  { "max_connections_per_pod", "Configured open WebSockets per backend pod." },
+  { "max_connections_per_client", "Configured open WebSockets per client (0 = no fixed cap)." },
+  { "max_connections_per_client_percent", "Configured largest share of a proxy's slots per client, percent (0 = off)." },
+  { "rate_limit_per_client", "Configured upgrades per client per rate window (0 = off)." },
+}
+
+local function configured(o)
+  for _, c in ipairs(CONFIGURED) do
+    o:family("ws_admission_" .. c[1], "gauge", c[2])
+    o:sample("ws_admission_" .. c[1], nil, c[3] and c[3]() or S[c[1]])
   end
+end
 
-  if S then
-    o:family("ws_admission_rate_limit", "gauge", "Configured upgrades per rate window (0 = no rate limit).")
-    o:sample("ws_admission_rate_limit", nil, S.rate_limit)
-    o:family("ws_admission_rate_window_seconds", "gauge", "Configured sliding rate window.")
-    o:sample("ws_admission_rate_window_seconds", nil, S.rate_window_ms / 1000)
-    o:family("ws_admission_max_connections_per_pod", "gauge", "Configured open WebSockets per backend pod.")
-    o:sample("ws_admission_max_connections_per_pod", nil, S.max_connections_per_pod)
-  end
-
+local function per_worker(o, files)
   o:family("ws_admission_redis_errors_total", "counter", "Failed Redis calls of the public filter, per worker (kept outside Redis).")
   for _, f in ipairs(files) do
     o:sample("ws_admission_redis_errors_total", { "proxy", f.proxy, "worker", f.worker }, f.counts.redis_errors_total)
@@ -154,6 +161,19 @@ local function render(h)
   for _, f in ipairs(files) do
     o:sample("ws_admission_fail_open_total", { "proxy", f.proxy, "worker", f.worker }, f.counts.fail_open_total)
   end
+end
+
+local function render(h)
+  local o = out()
+  local snap = snapshot(h)
+  local files = worker_stats.read_all(runtime.STATE_DIR)
+  o:family("ws_admission_redis_up", "gauge", "1 if this proxy's agent read Redis in its last snapshot (every few seconds), else 0.")
+  o:sample("ws_admission_redis_up", nil, snap and 1 or 0)
+  if snap then redis_held(o, snap) end
+  rejected(o, snap, files)
+  if snap then redis_held_rest(o, snap) end
+  if S then configured(o) end
+  per_worker(o, files)
   return o:text()
 end
 

@@ -9,7 +9,8 @@
 --   stat <counter> <value>       (the stats hash's counters)
 --   pod <ip:port> <leases>       (every pod that holds a lease)
 --   proxy <proxy id> <leases>
---   gauge <name> <value>         (pods_reachable, pods_penalised, proxies_live, recovering)
+--   gauge <name> <value>         (pods_reachable, pods_penalised, proxies_live, recovering,
+--                                clients_tracked)
 --   end
 -- The reader trusts nothing in it: the header and `end` must be there, names and pods are
 -- checked, and a file older than its bound is treated as Redis unavailable.

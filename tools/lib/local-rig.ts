@@ -146,6 +146,8 @@ export function renderLocalFiles(o: LocalRigOptions, workDir: string): { lua: Ma
         renewIntervalSeconds: o.config.renewIntervalSeconds,
         handshakeTimeoutSeconds: o.config.handshakeTimeoutSeconds,
         trustedHops: o.config.clientTrustedHops,
+        // As behind the NLB (optional: the rig's clients connect without it).
+        proxyProtocol: o.config.nlbProxyProtocol,
         maxDownstreamConnections: o.config.envoyMaxConnections,
         layout: localLayout(base, i, workDir),
       }),

@@ -20,10 +20,14 @@ export const METRICS = {
   podsPenalised: 'ws_admission_pods_penalised',
   proxiesLive: 'ws_admission_proxies_live',
   recovering: 'ws_admission_recovering',
+  clientsTracked: 'ws_admission_clients_tracked',
   snapshotAgeSeconds: 'ws_admission_snapshot_age_seconds',
   rateLimit: 'ws_admission_rate_limit',
   rateWindowSeconds: 'ws_admission_rate_window_seconds',
   maxConnectionsPerPod: 'ws_admission_max_connections_per_pod',
+  maxConnectionsPerClient: 'ws_admission_max_connections_per_client',
+  maxConnectionsPerClientPercent: 'ws_admission_max_connections_per_client_percent',
+  rateLimitPerClient: 'ws_admission_rate_limit_per_client',
   redisUp: 'ws_admission_redis_up',
   redisErrors: 'ws_admission_redis_errors_total',
   failOpen: 'ws_admission_fail_open_total',
@@ -32,13 +36,14 @@ export const METRICS = {
 export const EXPORTED_METRICS: readonly string[] = Object.values(METRICS);
 
 /**
- * Values of the `reason` label of ws_admission_rejected_total. Redis counts rate_limited
- * and capacity for all proxies (series with {reason} only); each worker counts what it
+ * Values of the `reason` label of ws_admission_rejected_total. Redis counts rate_limited,
+ * capacity and client (a client over its own limits) for all proxies (series with {reason}
+ * only); each worker counts what it
  * refused itself (series with {reason, proxy, worker}): redis_unavailable, recovering
  * (Redis rebuilding its state after a loss), no_backend (Redis knows no healthy host of
  * the proxy), and rate_limited or capacity answered from its cache of Redis's last refusal.
  */
-export const REJECT_REASONS = ['rate_limited', 'capacity', 'redis_unavailable', 'recovering', 'no_backend'] as const;
+export const REJECT_REASONS = ['rate_limited', 'capacity', 'client', 'redis_unavailable', 'recovering', 'no_backend'] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 /** The reasons only Redis counts (absent while Redis cannot be read). */
-export const REDIS_COUNTED_REASONS: readonly RejectReason[] = ['rate_limited', 'capacity'];
+export const REDIS_COUNTED_REASONS: readonly RejectReason[] = ['rate_limited', 'capacity', 'client'];

@@ -39,7 +39,7 @@ local function decide(ctx)
 end
 
 -- What the agent does for the bench's proxy before anything is admitted (lua/redis/README.md):
--- an epoch, then its healthy hosts on a committed slot.
+-- an epoch, then its healthy hosts on a committed slot, then the end of the recovery.
 local function prepare(client, calls, proxy, pods)
   local function run(entry)
     local r, err = client:fcall(entry.fn, entry.keys, entry.args)
@@ -51,6 +51,12 @@ local function prepare(client, calls, proxy, pods)
   local slot = run(calls.hosts("claim", proxy))
   run(calls.hosts("add", proxy, slot, pods))
   run(calls.hosts("commit", proxy, slot))
+  -- A recovery lasts at least its minimum window (3 s): wait it out, as the agents do.
+  local deadline = gettime() + 10
+  while run(calls.beat(proxy, slot))[2] > 0 do
+    if gettime() > deadline then error("the recovery did not end within 10 s") end
+    socket.sleep(0.1)
+  end
 end
 
 function M.run(c, ctx)
