@@ -281,14 +281,12 @@ export function crossFieldProblems(c: StackConfig): string[] {
     const nlbOnly = [
       ...(c.nlbTls ? ['nlbTls'] : []),
       ...(c.exposeMetricsOnNlb ? ['exposeMetricsOnNlb'] : []),
-      ...(c.nlbProxyProtocol ? ['nlbProxyProtocol'] : []),
       ...(c.nlbSourceRanges.length > 0 ? ['nlbSourceRanges'] : []),
       ...(c.nlbScheme !== 'internet-facing' ? ['nlbScheme'] : []),
     ];
     if (nlbOnly.length > 0) {
       out.push(
-        `${nlbOnly.join(', ')} ${nlbOnly.length === 1 ? 'is a setting' : 'are settings'} of the NLB, which publicServiceType ${show(c.publicServiceType)} does not create` +
-          `${c.nlbProxyProtocol ? ' (with nlbProxyProtocol Envoy would wait for a PROXY header no client sends)' : ''}. ` +
+        `${nlbOnly.join(', ')} ${nlbOnly.length === 1 ? 'is a setting' : 'are settings'} of the NLB, which publicServiceType ${show(c.publicServiceType)} does not create. ` +
           'Fix: set publicServiceType to "LoadBalancer", or leave those at their defaults.',
       );
     }

@@ -185,7 +185,9 @@ export class WsAdmissionStack extends TerraformStack {
       renewIntervalSeconds: c.renewIntervalSeconds,
       handshakeTimeoutSeconds: c.handshakeTimeoutSeconds,
       trustedHops: c.clientTrustedHops,
-      proxyProtocol: c.nlbProxyProtocol,
+      // Only an NLB puts the PROXY header in front of every connection; without one a
+      // client could send its own and choose the address it is counted as.
+      proxyProtocol: c.nlbProxyProtocol && c.publicServiceType === 'LoadBalancer',
       maxDownstreamConnections: c.envoyMaxConnections,
     });
     this.filterConfig = new FilterConfig(this, 'filter-config', {
@@ -221,7 +223,7 @@ export class WsAdmissionStack extends TerraformStack {
       selector: this.envoy.selector,
       type: c.publicServiceType,
       scheme: c.nlbScheme,
-      proxyProtocol: c.nlbProxyProtocol,
+      proxyProtocol: c.nlbProxyProtocol && c.publicServiceType === 'LoadBalancer',
       exposeMetrics: c.exposeMetricsOnNlb,
       tls: c.nlbTls
         ? { certificateArns: c.nlbTlsCertificateArns, port: c.nlbTlsPort, policy: c.nlbTlsPolicy, keepPlainPort: c.nlbKeepPlainPort }

@@ -55,6 +55,10 @@ function profile(overrides: Partial<StackConfig> = {}): Partial<StackConfig> {
     sampleBackendImage: refs.echo,
     // The kubelet's probes and the host's Prometheus come from the node's address.
     metricsAllowedCidrs: [`${NODE_NETWORK.nodeIp}/32`],
+    // Every socket of the suite comes from one client (the host): the per-client caps off,
+    // so what it measures is the global rate limit and the per-pod limit.
+    maxConnectionsPerClientPercent: 0,
+    rateLimitPerClientPerMinute: 0,
     ...LEASES,
     ...overrides,
   };

@@ -264,12 +264,11 @@ describe('rules across fields', () => {
   });
   it('refuses NLB settings without an NLB (publicServiceType NodePort or ClusterIP), naming each and the fix', () => {
     const kube = { kubeconfigPath: '/etc/kubeconfig', publicServiceType: 'ClusterIP' } as const;
-    expect(bad({ ...kube, nlbProxyProtocol: true, nlbSourceRanges: ['10.0.0.0/8'] })).toThrow(
-      'nlbProxyProtocol, nlbSourceRanges are settings of the NLB, which publicServiceType "ClusterIP" does not create (with nlbProxyProtocol Envoy would wait for a PROXY header no client sends). Fix: set publicServiceType to "LoadBalancer", or leave those at their defaults.',
+    expect(bad({ ...kube, nlbSourceRanges: ['10.0.0.0/8'], nlbScheme: 'internal' })).toThrow(
+      'nlbSourceRanges, nlbScheme are settings of the NLB, which publicServiceType "ClusterIP" does not create. Fix: set publicServiceType to "LoadBalancer", or leave those at their defaults.',
     );
-    expect(bad({ ...kube, nlbScheme: 'internal' })).toThrow(
-      'nlbScheme is a setting of the NLB, which publicServiceType "ClusterIP" does not create. Fix:',
-    );
+    // nlbProxyProtocol (on by default) is left to the NLB: without one Envoy expects no PROXY header.
+    expect(() => loadConfig({ env: {}, overrides: { ...kube, nlbProxyProtocol: true } })).not.toThrow();
   });
   it('refuses kubeContext without kubeconfigPath, naming the value and the fix', () => {
     expect(bad({ kubeContext: 'staging' })).toThrow(

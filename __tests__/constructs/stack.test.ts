@@ -429,6 +429,13 @@ describe('kubeconfig target', () => {
 describe('GIVEN kubeconfig mode with publicServiceType NodePort', () => {
   const { json } = synth({ kubeconfigPath: '/etc/kubeconfig', publicServiceType: 'NodePort' });
 
+  it("expects no PROXY header on Envoy's public listener (nlbProxyProtocol is the NLB's; a client could send its own)", () => {
+    const nlb = byName(json, 'kubernetes_service_v1', 'ws-envoy-nlb');
+    expect(nlb.metadata.annotations).toBeUndefined();
+    const envoyYaml = byName(json, 'kubernetes_config_map_v1', 'ws-envoy-config').data['envoy.yaml'] as string;
+    expect(envoyYaml).not.toContain('proxy_protocol');
+  });
+
   it('outputs the in-cluster URL of the public Service and no load balancer hostname', () => {
     expect(json.output.websocket_url.value).toBe('ws://ws-envoy-nlb.ws-admission.svc.cluster.local/');
     expect(json.output.load_balancer_hostname.value).toBe('');
