@@ -21,6 +21,7 @@ const PARTS = [
   'filter',
   'slots',
   'stall',
+  'scrape',
   'memory',
   'throughput',
   'messages',
