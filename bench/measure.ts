@@ -6,6 +6,12 @@
 import * as fs from 'fs';
 import { LocalRig } from '../tools/lib/local-rig';
 
+/**
+ * Config overrides for a rig whose clients all connect from 127.0.0.1, i.e. are one
+ * client: the per-client limits off (their cost is the `clients` part's).
+ */
+export const ONE_CLIENT = { maxConnectionsPerClientPercent: 0, rateLimitPerClientPerMinute: 0 } as const;
+
 /** User + system CPU seconds of a process so far (NaN without a pid). */
 export function cpuSeconds(pid: number | undefined): number {
   if (!pid) return NaN;

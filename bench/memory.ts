@@ -13,14 +13,17 @@
 import WebSocket from 'ws';
 import { loadConfig } from '../config/load';
 import { LocalRig } from '../tools/lib/local-rig';
-import { rssBytes } from './measure';
+import { rssBytes, ONE_CLIENT } from './measure';
 import { openMany } from './ws';
 
 const STEPS = [0, 250, 500, 1000];
 
 export async function run(): Promise<Record<string, unknown>> {
   const rig = await LocalRig.start({
-    config: loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 1000, rateLimitPerMinute: 0, envoyMaxConnections: 5000 } }),
+    config: loadConfig({
+      env: {},
+      overrides: { ...ONE_CLIENT, maxConnectionsPerPod: 1000, rateLimitPerMinute: 0, envoyMaxConnections: 5000 },
+    }),
     basePort: 24200,
     proxies: 1,
     backends: 10,

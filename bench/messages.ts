@@ -46,6 +46,7 @@ import {
   rssBytes,
   tcpPortsTo,
   workerSleeps,
+  ONE_CLIENT,
 } from './measure';
 import { RigVariants, withoutAdmission } from './variants';
 import { openMany, untilUpgraded } from './ws';
@@ -364,7 +365,10 @@ function table(rows: readonly Row[], memory: { bare: Record<string, number>; fil
 
 export async function run(): Promise<Record<string, unknown>> {
   const renewal = shortestRenewal();
-  const config = loadConfig({ env: {}, overrides: { maxConnectionsPerPod: 1000, rateLimitPerMinute: 0, ...renewal.overrides } });
+  const config = loadConfig({
+    env: {},
+    overrides: { ...ONE_CLIENT, maxConnectionsPerPod: 1000, rateLimitPerMinute: 0, ...renewal.overrides },
+  });
   const rig = await LocalRig.start({
     config,
     basePort: BASE,

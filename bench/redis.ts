@@ -211,7 +211,8 @@ async function memoryPerLease(redis: Redis, leases: number, perPod: number) {
   const idOf = (n: number) => `${PROXY}|a1b2c3|${n}|${((n * 7919) % 16777216).toString(16).padStart(6, '0')}`;
   const keys = f.admitKeys();
   const pipe = redis.pipeline();
-  for (let n = 0; n < leases; n++) pipe.call('FCALL', 'ws_admit', keys.length, ...keys, '0', '60000', String(perPod), '3600000', idOf(n), '0', '0', '0');
+  for (let n = 0; n < leases; n++)
+    pipe.call('FCALL', 'ws_admit', keys.length, ...keys, '0', '60000', String(perPod), '3600000', idOf(n), '0', '0', '0');
   const replies = await pipe.exec();
   const admitted = (replies ?? []).filter(([e, r]) => !e && (r as unknown[])[0] === 'ADMITTED').length;
   if (admitted !== leases) throw new Error(`memory bench: ${admitted} of ${leases} admitted`);

@@ -11,7 +11,21 @@ import { parseArgs } from 'util';
  * (a part's numbers never replace the whole run's).
  */
 const ROOT = path.resolve(__dirname, '..');
-const PARTS = ['synth', 'redis', 'scale', 'clients', 'fleet', 'churn', 'filter', 'slots', 'stall', 'memory', 'throughput', 'messages'] as const;
+const PARTS = [
+  'synth',
+  'redis',
+  'scale',
+  'clients',
+  'fleet',
+  'churn',
+  'filter',
+  'slots',
+  'stall',
+  'scrape',
+  'memory',
+  'throughput',
+  'messages',
+] as const;
 
 /** The parts named on the command line (all when none is), checked against PARTS. */
 export function partsToRun(argv: readonly string[]): readonly string[] {

@@ -68,7 +68,20 @@ function after(redis: Redis): Contract {
       await addLeases(redis, k, pods, perPod, tagOfLease);
     },
     // The per-client limits off (0 0 0, an id without a client key): the `clients` part measures them.
-    call: (id) => ['FCALL', 'ws_admit', String(f.admitKeys().length), ...f.admitKeys(), '60', '60000', '2', String(HOUR), id, '0', '0', '0'],
+    call: (id) => [
+      'FCALL',
+      'ws_admit',
+      String(f.admitKeys().length),
+      ...f.admitKeys(),
+      '60',
+      '60000',
+      '2',
+      String(HOUR),
+      id,
+      '0',
+      '0',
+      '0',
+    ],
     async undo(id, pod) {
       await redis
         .multi()

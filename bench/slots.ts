@@ -14,6 +14,7 @@ import { loadConfig } from '../config/load';
 import { FILE_FLUSH_INTERVAL_MS } from '../envoy/bootstrap';
 import { LocalRig } from '../tools/lib/local-rig';
 import { openWebSocket } from './ws';
+import { ONE_CLIENT } from './measure';
 
 const TRIALS = 5;
 /** The config's default lease TTL: what a slot waits for when nobody releases it. */
@@ -36,6 +37,7 @@ export async function run(): Promise<Record<string, unknown>> {
     config: loadConfig({
       env: {},
       overrides: {
+        ...ONE_CLIENT,
         maxConnectionsPerPod: 1,
         rateLimitPerMinute: 0,
         capacityCacheMs: 0,

@@ -17,6 +17,7 @@ import { loadConfig } from '../config/load';
 import { LocalRig } from '../tools/lib/local-rig';
 import { openWebSocket } from './ws';
 import { wsText } from '../tools/lib/ws-data';
+import { ONE_CLIENT } from './measure';
 
 const OPEN = 10;
 const PHASE_MS = 3000;
@@ -70,7 +71,7 @@ export async function run(): Promise<Record<string, unknown>> {
   const rig = await LocalRig.start({
     config: loadConfig({
       env: {},
-      overrides: { maxConnectionsPerPod: 100000, rateLimitPerMinute: 0, redisReadTimeoutMs: READ_TIMEOUT_MS },
+      overrides: { ...ONE_CLIENT, maxConnectionsPerPod: 100000, rateLimitPerMinute: 0, redisReadTimeoutMs: READ_TIMEOUT_MS },
     }),
     basePort: 24100,
     proxies: 1,

@@ -26,7 +26,7 @@ import * as path from 'path';
 import { stringify } from 'yaml';
 import { loadConfig } from '../config/load';
 import { LocalRig, localLayout } from '../tools/lib/local-rig';
-import { cpuSeconds, pidOfRedis } from './measure';
+import { cpuSeconds, pidOfRedis, ONE_CLIENT } from './measure';
 import { RigVariants, publicHcm, withoutAdmission } from './variants';
 import { UPGRADE, untilUpgraded, upgradeOnce } from './ws';
 
@@ -90,7 +90,13 @@ async function load(port: number, pids: Array<number | undefined>, want = 101): 
 async function refusalFlood(cacheMs: number, basePort: number): Promise<Record<string, number>> {
   const config = loadConfig({
     env: {},
-    overrides: { maxConnectionsPerPod: 1, rateLimitPerMinute: 100_000_000, envoyMaxConnections: 50_000, capacityCacheMs: cacheMs },
+    overrides: {
+      ...ONE_CLIENT,
+      maxConnectionsPerPod: 1,
+      rateLimitPerMinute: 100_000_000,
+      envoyMaxConnections: 50_000,
+      capacityCacheMs: cacheMs,
+    },
   });
   const rig = await LocalRig.start({
     config,
@@ -152,7 +158,7 @@ export async function run(): Promise<Record<string, unknown>> {
   const rl = ratelimitBinary();
   const config = loadConfig({
     env: {},
-    overrides: { maxConnectionsPerPod: 1_000_000, rateLimitPerMinute: 100_000_000, envoyMaxConnections: 50_000 },
+    overrides: { ...ONE_CLIENT, maxConnectionsPerPod: 1_000_000, rateLimitPerMinute: 100_000_000, envoyMaxConnections: 50_000 },
   });
   const rig = await LocalRig.start({
     config,

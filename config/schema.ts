@@ -175,7 +175,8 @@ const FIELD_TABLE = [
     kind: 'string',
     default: '',
     optional: true,
-    description: 'With `clientIdentity: header`: the request header that names the client, set (and overwritten) by a trusted layer in front of the NLB.',
+    description:
+      'With `clientIdentity: header`: the request header that names the client, set (and overwritten) by a trusted layer in front of the NLB.',
     pattern: { re: /^[a-z0-9][a-z0-9-]{0,62}$/, says: 'a lower-case HTTP header name such as "x-user-id"' },
   },
   {

@@ -7,6 +7,7 @@ import {
   HttpConnectionManagerConfig,
   Listener,
   ListenerFilter,
+  LocalRateLimitConfig,
   LuaPerRouteConfig,
   OverloadManager,
   TYPE_URLS,
@@ -432,6 +433,29 @@ function proxyProtocolFilter(optional: boolean): ListenerFilter {
   };
 }
 
+/**
+ * What one proxy serves of /metrics and /stats/prometheus, each: a token bucket shared by
+ * its workers (Envoy's local_ratelimit, before the Lua filter), so a flood of scrapes costs
+ * a bounded amount of worker time whatever its rate, and the excess gets a 429 from C++
+ * code. Prometheus scrapes a target once per interval (15-60 s); this leaves room for
+ * several Prometheus replicas and a person with curl. The probes (/ready, /live) are not
+ * limited.
+ */
+export const METRICS_SCRAPE_LIMIT = { perSecond: 10, burst: 20 } as const;
+const SCRAPE_RATE_LIMIT = 'envoy.filters.http.local_ratelimit';
+
+function scrapeLimit(statPrefix: string): LocalRateLimitConfig {
+  const all = { default_value: { numerator: 100, denominator: 'HUNDRED' as const } };
+  return {
+    '@type': TYPE_URLS.localRateLimit,
+    stat_prefix: statPrefix,
+    token_bucket: { max_tokens: METRICS_SCRAPE_LIMIT.burst, tokens_per_fill: METRICS_SCRAPE_LIMIT.perSecond, fill_interval: '1s' },
+    filter_enabled: all,
+    filter_enforced: all,
+    response_headers_to_add: [{ header: { key: 'retry-after', value: '1' } }],
+  };
+}
+
 function metricsListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
   const hcm: HttpConnectionManagerConfig = {
     '@type': TYPE_URLS.httpConnectionManager,
@@ -450,12 +474,13 @@ function metricsListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
               name: 'metrics',
               match: { path: METRICS_PATH },
               direct_response: { status: 503, body: { inline_string: 'metrics filter did not answer\n' } },
+              typed_per_filter_config: { [SCRAPE_RATE_LIMIT]: scrapeLimit('metrics_scrapes') },
             },
             {
               name: 'envoy_stats',
               match: { path: '/stats/prometheus' },
               route: { cluster: ADMIN_CLUSTER, timeout: '10s' },
-              typed_per_filter_config: LUA_OFF,
+              typed_per_filter_config: { ...LUA_OFF, [SCRAPE_RATE_LIMIT]: scrapeLimit('envoy_stats_scrapes') },
             },
             ...[READY_PATH, LIVE_PATH].map((path): Route => ({
               // metrics.lua answers GET/HEAD itself (ready.lua: admin's /ready, and for /ready
@@ -477,6 +502,8 @@ function metricsListener(p: EnvoyBootstrapProps, l: EnvoyLayout): Listener {
       ],
     },
     http_filters: [
+      // No bucket here: only the routes above that carry one are limited.
+      { name: SCRAPE_RATE_LIMIT, typed_config: { '@type': TYPE_URLS.localRateLimit, stat_prefix: 'scrapes' } },
       { name: LUA_FILTER, typed_config: { '@type': TYPE_URLS.lua, default_source_code: { filename: `${l.luaDir}/metrics.lua` } } },
       ROUTER,
     ],

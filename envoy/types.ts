@@ -18,6 +18,7 @@ export const TYPE_URLS = {
   fileAccessLog: 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog',
   fixedHeap: 'type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig',
   downstreamConnections: 'type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig',
+  localRateLimit: 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit',
 } as const;
 
 /** config.core.v3.SocketAddress */
@@ -50,6 +51,28 @@ export interface LuaPerRouteConfig {
   readonly disabled: true;
 }
 
+/** type.v3.TokenBucket */
+export interface TokenBucket {
+  readonly max_tokens: number;
+  readonly tokens_per_fill: number;
+  readonly fill_interval: Duration;
+}
+
+/** config.core.v3.RuntimeFractionalPercent (a constant share, no runtime key). */
+export interface FractionalPercent {
+  readonly default_value: { readonly numerator: number; readonly denominator: 'HUNDRED' };
+}
+
+/** extensions.filters.http.local_ratelimit.v3.LocalRateLimit: no bucket at the filter level, one per route. */
+export interface LocalRateLimitConfig {
+  readonly '@type': typeof TYPE_URLS.localRateLimit;
+  readonly stat_prefix: string;
+  readonly token_bucket?: TokenBucket;
+  readonly filter_enabled?: FractionalPercent;
+  readonly filter_enforced?: FractionalPercent;
+  readonly response_headers_to_add?: readonly { readonly header: { readonly key: string; readonly value: string } }[];
+}
+
 /** extensions.filters.http.router.v3.Router */
 export interface RouterConfig {
   readonly '@type': typeof TYPE_URLS.router;
@@ -58,6 +81,7 @@ export interface RouterConfig {
 /** extensions.filters.network.http_connection_manager.v3.HttpFilter */
 export type HttpFilter =
   | { readonly name: 'envoy.filters.http.lua'; readonly typed_config: LuaFilterConfig }
+  | { readonly name: 'envoy.filters.http.local_ratelimit'; readonly typed_config: LocalRateLimitConfig }
   | { readonly name: 'envoy.filters.http.router'; readonly typed_config: RouterConfig };
 
 /** config.route.v3.RouteMatch (prefix or exact path). */
@@ -90,7 +114,7 @@ export interface DirectResponseAction {
 export type Route = {
   readonly name?: string;
   readonly match: RouteMatch;
-  readonly typed_per_filter_config?: { readonly [filterName: string]: LuaPerRouteConfig };
+  readonly typed_per_filter_config?: { readonly [filterName: string]: LuaPerRouteConfig | LocalRateLimitConfig };
 } & ({ readonly route: RouteAction } | { readonly direct_response: DirectResponseAction });
 
 /** config.route.v3.VirtualHost */

@@ -3,6 +3,7 @@
 // JSON request log.
 import * as fs from 'fs';
 import * as net from 'net';
+import { METRICS_SCRAPE_LIMIT } from '../../envoy/bootstrap';
 import { LocalRig } from '../../tools/lib/local-rig';
 import { Opened, closeAll, connect, echo, rawRequest, startRig, statusOf, waitUntil } from './support';
 
@@ -96,4 +97,26 @@ it("the request log is one JSON object per stream: a client's quotes and backsla
   expect(entry).toMatchObject({ method: 'GET', status: 200, user_agent: ua, upstream_host: rig.backendIds[0] });
   // The path is logged without its query string (clients carry tokens there).
   expect(fs.readFileSync(rig.proxies[0].logFile, 'utf8')).not.toContain('s3cret');
+});
+
+it('a scrape flood on the metrics port: past the token bucket Envoy answers 429 itself (before any Lua), and the probes still answer', async () => {
+  const base = `http://127.0.0.1:${rig.proxies[0].metricsPort}`;
+  // The bucket refills every second: wait for a full one.
+  await new Promise((r) => setTimeout(r, 2100));
+  const statuses = await Promise.all(
+    Array.from({ length: METRICS_SCRAPE_LIMIT.burst + 40 }, async () => {
+      const r = await fetch(`${base}/metrics`);
+      await r.text();
+      return { status: r.status, retryAfter: r.headers.get('retry-after') };
+    }),
+  );
+  const served = statuses.filter((s) => s.status === 200).length;
+  // The burst, and what refilled meanwhile (the requests take well under a second).
+  expect(served).toBeGreaterThanOrEqual(METRICS_SCRAPE_LIMIT.burst);
+  expect(served).toBeLessThanOrEqual(METRICS_SCRAPE_LIMIT.burst + METRICS_SCRAPE_LIMIT.perSecond);
+  for (const s of statuses.filter((x) => x.status !== 200)) expect(s).toEqual({ status: 429, retryAfter: '1' });
+  // The probes are not limited.
+  for (const p of ['/ready', '/live']) expect((await fetch(base + p)).status).toBe(200);
+  const stats = await (await fetch(`http://127.0.0.1:${rig.proxies[0].adminPort}/stats?filter=metrics_scrapes`)).text();
+  expect(stats).toMatch(/metrics_scrapes\.http_local_rate_limit\.rate_limited: [1-9]/);
 });

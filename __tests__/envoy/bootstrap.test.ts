@@ -10,6 +10,7 @@ import {
   LEASE_LOG_FILE,
   LIVE_PATH,
   METRICS_PATH,
+  METRICS_SCRAPE_LIMIT,
   READY_PATH,
   STATE_DIR,
 } from '../../envoy/bootstrap';
@@ -186,16 +187,34 @@ describe('envoy.yaml', () => {
     const m = listener(b, 'metrics');
     expect(m.address.socket_address).toEqual({ address: '0.0.0.0', port_value: 9901 });
     const hcm = hcmOf(m);
-    expect(hcm.http_filters[0].typed_config.default_source_code).toEqual({ filename: '/etc/envoy/lua/metrics.lua' });
+    expect(hcm.http_filters.map((f: Json) => f.name)).toEqual([
+      'envoy.filters.http.local_ratelimit',
+      'envoy.filters.http.lua',
+      'envoy.filters.http.router',
+    ]);
+    // No bucket at the filter level: only the routes with one are limited.
+    expect(hcm.http_filters[0].typed_config).toEqual({ '@type': TYPE_URLS.localRateLimit, stat_prefix: 'scrapes' });
+    expect(hcm.http_filters[1].typed_config.default_source_code).toEqual({ filename: '/etc/envoy/lua/metrics.lua' });
     const routes = hcm.route_config.virtual_hosts[0].routes;
     const byPath = (p: string) => routes.find((r: Json) => r.match.path === p);
     expect(byPath('/metrics').direct_response.status).toBe(503);
-    expect(byPath('/metrics').typed_per_filter_config).toBeUndefined();
-    expect(byPath('/stats/prometheus').route.cluster).toBe('envoy_admin');
-    expect(byPath('/stats/prometheus').typed_per_filter_config['envoy.filters.http.lua']).toEqual({
-      '@type': 'type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute',
-      disabled: true,
+    // A scrape flood costs a bounded amount of worker time: a token bucket per route, shared
+    // by the workers, before the Lua filter; the rest get a 429 from Envoy itself.
+    const bucket = (prefix: string) => ({
+      '@type': TYPE_URLS.localRateLimit,
+      stat_prefix: prefix,
+      token_bucket: { max_tokens: METRICS_SCRAPE_LIMIT.burst, tokens_per_fill: METRICS_SCRAPE_LIMIT.perSecond, fill_interval: '1s' },
+      filter_enabled: { default_value: { numerator: 100, denominator: 'HUNDRED' } },
+      filter_enforced: { default_value: { numerator: 100, denominator: 'HUNDRED' } },
+      response_headers_to_add: [{ header: { key: 'retry-after', value: '1' } }],
     });
+    expect(byPath('/metrics').typed_per_filter_config).toEqual({ 'envoy.filters.http.local_ratelimit': bucket('metrics_scrapes') });
+    expect(byPath('/stats/prometheus').route.cluster).toBe('envoy_admin');
+    expect(byPath('/stats/prometheus').typed_per_filter_config).toEqual({
+      'envoy.filters.http.lua': { '@type': 'type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute', disabled: true },
+      'envoy.filters.http.local_ratelimit': bucket('envoy_stats_scrapes'),
+    });
+    expect(METRICS_SCRAPE_LIMIT.perSecond).toBeGreaterThanOrEqual(1);
     expect(byPath(METRICS_PATH)).toBeDefined();
     // The probes' paths reach metrics.lua (ready.lua answers from admin /ready, and for
     // READY_PATH the agent's heartbeat); what it passes on still goes to admin /ready, so

@@ -7,7 +7,17 @@ import { PLAIN, UPGRADE, admission } from './harness/worker';
 const rig = useAdmissionRig({ monitor: true });
 const [P1] = PODS;
 const CLIENT_KEYS = ['{ws}:clients', '{ws}:crate', '{ws}:crate:t'];
-const ADMIT_KEYS = ['{ws}:rate', '{ws}:stats', '{ws}:leases', '{ws}:load', '{ws}:reach', '{ws}:down', '{ws}:agents', '{ws}:inventory', ...CLIENT_KEYS];
+const ADMIT_KEYS = [
+  '{ws}:rate',
+  '{ws}:stats',
+  '{ws}:leases',
+  '{ws}:load',
+  '{ws}:reach',
+  '{ws}:down',
+  '{ws}:agents',
+  '{ws}:inventory',
+  ...CLIENT_KEYS,
+];
 const LEASES_KEYS = ['{ws}:rate', '{ws}:leases', '{ws}:load', '{ws}:stats', '{ws}:reach', '{ws}:down', '{ws}:inventory', ...CLIENT_KEYS];
 /** The per-client caps (settings max_connections_per_client, _percent, rate_limit_per_client): off here. */
 const NO_CLIENT_CAPS = ['0', '0', '0'];
@@ -21,7 +31,9 @@ describe('the Redis calls of one WebSocket', () => {
     let mark = await rig.monitor.mark();
     const r = await w.request(UPGRADE);
     const id = admission(r).connection_id!;
-    expect(await rig.monitor.clientCommands(mark)).toEqual([['FCALL', 'ws_admit', '11', ...ADMIT_KEYS, '60', '60000', '2', '30000', id, ...NO_CLIENT_CAPS]]);
+    expect(await rig.monitor.clientCommands(mark)).toEqual([
+      ['FCALL', 'ws_admit', '11', ...ADMIT_KEYS, '60', '60000', '2', '30000', id, ...NO_CLIENT_CAPS],
+    ]);
 
     mark = await rig.monitor.mark();
     await w.response(r.sid, '101');

@@ -526,7 +526,11 @@ describe('expiry (short TTLs, real waiting)', () => {
     await s.reach('dead', [...other, ...mine]);
     await s.reach('me', mine);
     // One call for all 300 (they expire together, whatever the machine's pace).
-    await s.leases(1500, 0, [...other, ...mine].map((pod) => ['R', `dead|0|${pod}|0`, pod] as const));
+    await s.leases(
+      1500,
+      0,
+      [...other, ...mine].map((pod) => ['R', `dead|0|${pod}|0`, pod] as const),
+    );
     expect((await s.admitOnce({ ...base, id: 'me|0|1|0', maxPerPod: 1, rateLimit: 0 })).status).toBe('FULL');
     const last = Number((await redis.zrange(s.keys.leases, -1, -1, 'WITHSCORES'))[1]);
     while ((await s.nowMs()) <= last) await sleep(50);

@@ -33,7 +33,7 @@ describe('the local rig', () => {
         `${L}[0].${HCM}.http_filters[0].typed_config.default_source_code.filename`,
         `${L}[1].address.socket_address.address`,
         `${L}[1].address.socket_address.port_value`,
-        `${L}[1].${HCM}.http_filters[0].typed_config.default_source_code.filename`,
+        `${L}[1].${HCM}.http_filters[1].typed_config.default_source_code.filename`,
         'static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address',
         'static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value',
         'static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value',

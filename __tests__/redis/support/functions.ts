@@ -279,11 +279,7 @@ export class Functions {
     let removed = 0;
     let steps = 0;
     do {
-      const [next, n] = (await this.fcall(
-        'ws_release_proxy',
-        this.releaseProxyKeys(),
-        [proxy, cursor],
-      )) as [string, number];
+      const [next, n] = (await this.fcall('ws_release_proxy', this.releaseProxyKeys(), [proxy, cursor])) as [string, number];
       cursor = String(next);
       removed += Number(n);
       steps++;
