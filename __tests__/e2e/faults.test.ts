@@ -63,6 +63,7 @@ describe('Redis restarted empty, 3 proxies x 2 workers', () => {
     const restarted = Date.now();
     const t = await upgradeUntilAdmitted(rig.proxies[0].publicUrl, 15000);
     const ms = Date.now() - restarted;
+    console.log(`Redis restarted empty after 30 dropped connections: the first upgrade admitted ${ms} ms later`);
     // Before this design: 503 capacity for a whole lease TTL (6 minutes by default), every
     // dropped connection re-registered from a worker's table.
     expect(ms).toBeLessThan(5000);
@@ -103,6 +104,10 @@ describe('Redis restarted empty, 3 proxies x 2 workers', () => {
       answers.push(String(r.headers['x-ws-admission']));
       await sleep(100);
     }
+    const tally = answers.reduce<Record<string, number>>((n, a) => ({ ...n, [a]: (n[a] ?? 0) + 1 }), {});
+    console.log(
+      `Redis restarted empty under 6 quiet sockets on 3 proxies x 2 workers: answers for 6 s ${JSON.stringify(tally)}, never a 101`,
+    );
     expect(answers[answers.length - 1]).toBe('capacity');
     expect(new Set(answers)).toEqual(new Set(answers.filter((a) => a === 'recovering' || a === 'capacity')));
     expect(await leaseMembers(rig)).toHaveLength(6);
