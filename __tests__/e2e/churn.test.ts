@@ -35,6 +35,7 @@ describe('a backend that dies', () => {
     }
     const failed = results.filter(envoyOwn503).length;
     const admitted = results.filter((r) => r.kind === 'open').length;
+    console.log(`a backend killed: ${failed} of ${results.length} upgrades in the next 4 s failed (Envoy's 503), ${admitted} admitted`);
     // The filter takes Envoy's marker of its own replies off before the client sees them.
     for (const r of results.filter(envoyOwn503)) expect((r as Refused).headers['x-ws-local-reply']).toBeUndefined();
     // Before: every upgrade for 6.4 s went to the dead pod (count 0, the least loaded), and
@@ -131,6 +132,7 @@ describe('a rolling update of the backends, with traffic', () => {
 
     const failed = results.filter(envoyOwn503).length;
     const admitted = results.filter((r) => r.kind === 'open');
+    console.log(`a rolling update of 3 of 6 backends: ${failed} of ${results.length} upgrades failed, ${admitted.length} admitted`);
     expect(admitted.length).toBeGreaterThan(100);
     expect(failed / results.length).toBeLessThanOrEqual(0.01);
     // The new pods took traffic, and no backend ever held more than its limit.
