@@ -294,6 +294,47 @@ local function client_refusal(k, a, client, slots, now)
   return nil
 end
 
+-- The global window: nil, the slots left after this upgrade (-1: no rate limit) and the
+-- window's size (for window_add); or the ms until one more fits.
+local function global_rate(k, a, now)
+  if a.limit == 0 then return nil, -1, 0 end
+  local retry, used, card = window_full(k.rate, a.limit, a.window, now)
+  if retry then return retry end
+  return nil, a.limit - used, card
+end
+
+-- Leases past their expiry give their slots back; then the least-loaded reachable pod,
+-- refusing only on exact counts. The pod and its count, or nil.
+local function choose_pod(k, slot, maxPer, now)
+  local _, more = expire(k, now, EXPIRE_BATCH)
+  local anyDown = call('ZCARD', k.down) > 0
+  local pod, count = least_loaded(k, slot, maxPer, now, anyDown)
+  while not pod and more do
+    _, more = expire(k, now, 1000)
+    pod, count = least_loaded(k, slot, maxPer, now, anyDown)
+  end
+  return pod, count
+end
+
+-- The lease and every count it is in, the window entries, the inventory, the counter.
+-- Returns the global window's slots left (-1: no rate limit).
+local function take_lease(k, a, client, pod, now, card)
+  local id = a.id
+  call('ZADD', k.leases, ms(now + a.ttl), id .. ' ' .. pod)
+  call('ZINCRBY', k.load, '1', pod)
+  count_proxy(k.stats, proxy_of(id), 1)
+  count_client(k.clients, id, 1)
+  local rateRemaining = -1
+  if a.limit > 0 then rateRemaining = window_add(k.rate, a.limit, a.window, now, id, card) end
+  if client and a.clientRate > 0 then
+    call('ZADD', k.crate, '0', crate_member(client, now, id))
+    call('ZADD', k.crate_t, ms(now), id)
+  end
+  if a.address then call('HSET', k.inventory, id, pod .. ' ' .. proxy_of(id) .. ' ' .. a.address .. ' ' .. ms(now)) end
+  call('HINCRBY', k.stats, 'admitted', '1')
+  return rateRemaining
+end
+
 local function admit(keys, args)
   local F = 'ws_admit'
   local bad = expect_counts(F, keys, 11, args, 8, 9)
@@ -323,29 +364,17 @@ local function admit(keys, args)
   end
 
   -- 2. The global rate limit, so a flood is refused without touching any pod.
-  local rateRemaining, card = -1, 0
-  if a.limit > 0 then
-    local retry, used
-    retry, used, card = window_full(k.rate, a.limit, a.window, now)
-    if retry then
-      call('HINCRBY', k.stats, 'rejected_rate_limited', '1')
-      return { 'RATE_LIMITED', '', 0, retry, 0 }
-    end
-    rateRemaining = a.limit - used
+  local retry, rateRemaining, card = global_rate(k, a, now)
+  if retry then
+    call('HINCRBY', k.stats, 'rejected_rate_limited', '1')
+    return { 'RATE_LIMITED', '', 0, retry, 0 }
   end
 
   -- 3. The caller's healthy hosts: its proxy's slot in `reach`.
   if not slot or size == 0 then return { 'NOHOSTS', '', 0, 0, rateRemaining } end
 
-  -- 4. Leases past their expiry give their slots back; then the least-loaded reachable pod,
-  -- refusing only on exact counts.
-  local _, more = expire(k, now, EXPIRE_BATCH)
-  local anyDown = call('ZCARD', k.down) > 0
-  local pod, count = least_loaded(k, tonumber(slot), a.maxPer, now, anyDown)
-  while not pod and more do
-    _, more = expire(k, now, 1000)
-    pod, count = least_loaded(k, tonumber(slot), a.maxPer, now, anyDown)
-  end
+  -- 4. The least-loaded pod with room.
+  local pod, count = choose_pod(k, tonumber(slot), a.maxPer, now)
   if not pod then
     call('HINCRBY', k.stats, 'rejected_capacity', '1')
     -- A lower bound of the wait: the earliest lease expiry (0: no lease at all).
@@ -353,19 +382,8 @@ local function admit(keys, args)
     return { 'FULL', '', 0, first[2] and math.max(1, tonumber(first[2]) - now) or 0, rateRemaining }
   end
 
-  -- 5. Admit: the lease and every count it is in, the window entries, the counter.
-  call('ZADD', k.leases, ms(now + a.ttl), id .. ' ' .. pod)
-  call('ZINCRBY', k.load, '1', pod)
-  count_proxy(k.stats, proxy_of(id), 1)
-  count_client(k.clients, id, 1)
-  if a.limit > 0 then rateRemaining = window_add(k.rate, a.limit, a.window, now, id, card) end
-  if client and a.clientRate > 0 then
-    call('ZADD', k.crate, '0', crate_member(client, now, id))
-    call('ZADD', k.crate_t, ms(now), id)
-  end
-  if a.address then call('HSET', k.inventory, id, pod .. ' ' .. proxy_of(id) .. ' ' .. a.address .. ' ' .. ms(now)) end
-  call('HINCRBY', k.stats, 'admitted', '1')
-  return { 'ADMITTED', pod, count + 1, 0, rateRemaining }
+  -- 5. Admit.
+  return { 'ADMITTED', pod, count + 1, 0, take_lease(k, a, client, pod, now, card) }
 end
 
 -------------------------------------------------------------------------------
