@@ -390,17 +390,8 @@ end
 -- ws_leases: what the proxies' own record says of their streams
 -------------------------------------------------------------------------------
 
-local function leases(keys, args)
-  local F = 'ws_leases'
-  local bad = expect_counts(F, keys, 10, args, 2, 2 + 3 * MAX_ITEMS)
-  if bad then return bad end
-  if (#args - 2) % 3 ~= 0 then
-    return err(F, 'expected lease TTL ms, penalty ms, then triples <op> <connection id> <pod>; got ' .. #args .. ' arguments')
-  end
-  local ttl, e1 = int_arg(F, args, 1, 'lease TTL ms', 1)
-  if not ttl then return e1 end
-  local penalty, e2 = int_arg(F, args, 2, 'penalty ms', 0)
-  if not penalty then return e2 end
+-- The triples <op> <connection id> <pod> from argument 3 on: nil, or the error reply.
+local function bad_lease_ops(F, args)
   for i = 3, #args, 3 do
     local op, id, pod = args[i], args[i + 1], args[i + 2]
     if op ~= 'R' and op ~= 'X' and op ~= 'F' then
@@ -413,6 +404,58 @@ local function leases(keys, args)
       return err(F, format("argument %d (pod) must be 1-%d characters without spaces, got '%s'", i + 2, MAX_POD, shown(pod)))
     end
   end
+end
+
+-- R: the stream is open (Envoy said so): its lease exists afterwards, whatever the limit.
+-- True when it was put back, false when renewed.
+local function renew_lease(k, now, ttl, id, pod)
+  local member = id .. ' ' .. pod
+  local exp = call('ZSCORE', k.leases, member)
+  if exp and tonumber(exp) > now then
+    -- Never earlier than it was (a lowered TTL during a rollout).
+    if tonumber(exp) < now + ttl then call('ZADD', k.leases, 'XX', ms(now + ttl), member) end
+    return false
+  end
+  -- Lost (a state loss) or lapsed (renewals stopped longer than the TTL): put back.
+  call('ZADD', k.leases, ms(now + ttl), member)
+  if not exp then
+    call('ZINCRBY', k.load, '1', pod)
+    count_proxy(k.stats, proxy_of(id), 1)
+    count_client(k.clients, id, 1)
+  end
+  return true
+end
+
+-- X and F: the lease goes, if it is there; true when it was.
+local function release_lease(k, id, pod)
+  local member = id .. ' ' .. pod
+  if call('ZREM', k.leases, member) ~= 1 then return false end
+  lease_gone(k, member)
+  count_proxy(k.stats, proxy_of(id), -1)
+  return true
+end
+
+-- F: the upgrade never reached a backend: it spends no rate budget, and its pod is passed
+-- over by every proxy for a while (dead, or leaving the fleet).
+local function forget_failed_upgrade(k, now, penalty, id, pod)
+  call('ZREM', k.rate, id)
+  crate_forget(k, id)
+  if penalty > 0 then call('ZADD', k.down, 'GT', ms(now + penalty), pod) end
+end
+
+local function leases(keys, args)
+  local F = 'ws_leases'
+  local bad = expect_counts(F, keys, 10, args, 2, 2 + 3 * MAX_ITEMS)
+  if bad then return bad end
+  if (#args - 2) % 3 ~= 0 then
+    return err(F, 'expected lease TTL ms, penalty ms, then triples <op> <connection id> <pod>; got ' .. #args .. ' arguments')
+  end
+  local ttl, e1 = int_arg(F, args, 1, 'lease TTL ms', 1)
+  if not ttl then return e1 end
+  local penalty, e2 = int_arg(F, args, 2, 'penalty ms', 0)
+  if not penalty then return e2 end
+  local e3 = bad_lease_ops(F, args)
+  if e3 then return e3 end
   local k = {
     rate = keys[1], leases = keys[2], load = keys[3], stats = keys[4], reach = keys[5], down = keys[6], inventory = keys[7],
     clients = keys[8], crate = keys[9], crate_t = keys[10],
@@ -421,36 +464,12 @@ local function leases(keys, args)
   local renewed, readded, released, failed = 0, 0, 0, 0
   for i = 3, #args, 3 do
     local op, id, pod = args[i], args[i + 1], args[i + 2]
-    local member = id .. ' ' .. pod
     if op == 'R' then
-      -- The stream is open (Envoy said so): its lease exists afterwards, whatever the limit.
-      local exp = call('ZSCORE', k.leases, member)
-      if exp and tonumber(exp) > now then
-        -- Never earlier than it was (a lowered TTL during a rollout).
-        if tonumber(exp) < now + ttl then call('ZADD', k.leases, 'XX', ms(now + ttl), member) end
-        renewed = renewed + 1
-      else
-        -- Lost (a state loss) or lapsed (renewals stopped longer than the TTL): put back.
-        call('ZADD', k.leases, ms(now + ttl), member)
-        if not exp then
-          call('ZINCRBY', k.load, '1', pod)
-          count_proxy(k.stats, proxy_of(id), 1)
-          count_client(k.clients, id, 1)
-        end
-        readded = readded + 1
-      end
+      if renew_lease(k, now, ttl, id, pod) then readded = readded + 1 else renewed = renewed + 1 end
     else
-      if call('ZREM', k.leases, member) == 1 then
-        lease_gone(k, member)
-        count_proxy(k.stats, proxy_of(id), -1)
-        released = released + 1
-      end
+      if release_lease(k, id, pod) then released = released + 1 end
       if op == 'F' then
-        -- The upgrade never reached a backend: it spends no rate budget, and its pod is
-        -- passed over by every proxy for a while (dead, or leaving the fleet).
-        call('ZREM', k.rate, id)
-        crate_forget(k, id)
-        if penalty > 0 then call('ZADD', k.down, 'GT', ms(now + penalty), pod) end
+        forget_failed_upgrade(k, now, penalty, id, pod)
         failed = failed + 1
       end
     end
