@@ -497,48 +497,30 @@ local function owns(kAgents, kBeats, proxy, slot)
   return beat and tonumber(beat) > 0 and call('HGET', kAgents, 's:' .. slot) == proxy
 end
 
-local function hosts(keys, args)
-  local F = 'ws_hosts'
-  local bad = expect_counts(F, keys, 5, args, 2, 3 + MAX_ITEMS)
-  if bad then return bad end
-  local kAgents, kBeats, kReach, kLoad, kDown = keys[1], keys[2], keys[3], keys[4], keys[5]
-  local mode = args[1]
-  local proxy, e1 = proxy_arg(F, args, 2)
-  if not proxy then return e1 end
-  local now = now_ms()
-
-  if mode == 'claim' then
-    -- The lowest slot nobody holds (live, or still being cleaned).
-    for s = 0, MAX_SLOTS - 1 do
-      if call('HEXISTS', kAgents, 's:' .. s) == 0 then
-        call('HSET', kAgents, 's:' .. s, proxy, 'n:' .. s, '0')
-        call('ZADD', kBeats, ms(now), ms(s))
-        return s
-      end
-    end
-    return err(F, 'no free slot: ' .. MAX_SLOTS .. ' proxies hold one already (raise MAX_SLOTS in lua/redis/ws_admission.lua)')
-  end
-  if mode ~= 'add' and mode ~= 'remove' and mode ~= 'commit' then
-    return err(F, format("argument 1 (mode) must be claim, add, remove or commit, got '%s'", shown(mode)))
-  end
-  local slot, e2 = slot_arg(F, args, 3)
-  if not slot then return e2 end
-  for i = 4, #args do
-    if not valid_pod(args[i]) then
-      return err(F, format("argument %d (pod) must be 1-%d characters without spaces, got '%s'", i, MAX_POD, shown(args[i])))
+-- claim: the lowest slot nobody holds (live, or still being cleaned), owned by the proxy.
+local function claim_slot(F, kAgents, kBeats, proxy, now)
+  for s = 0, MAX_SLOTS - 1 do
+    if call('HEXISTS', kAgents, 's:' .. s) == 0 then
+      call('HSET', kAgents, 's:' .. s, proxy, 'n:' .. s, '0')
+      call('ZADD', kBeats, ms(now), ms(s))
+      return s
     end
   end
-  -- Lost (lapsed, cleaned, or another agent's now): the caller claims a new slot.
-  if not owns(kAgents, kBeats, proxy, slot) then return { 'SLOT' } end
+  return err(F, 'no free slot: ' .. MAX_SLOTS .. ' proxies hold one already (raise MAX_SLOTS in lua/redis/ws_admission.lua)')
+end
 
-  if mode == 'commit' then
-    local old = call('HGET', kAgents, 'p:' .. proxy)
-    call('HSET', kAgents, 'p:' .. proxy, ms(slot))
-    -- The proxy's previous slot (an agent restart) is cleaned by the beats.
-    if old and tonumber(old) ~= slot then call('ZADD', kBeats, 'XX', '0', old) end
-    return { 'OK', tonumber(call('HGET', kAgents, 'n:' .. slot)) }
-  end
-  local on, changed = mode == 'add', 0
+-- commit: the slot becomes the proxy's for admissions.
+local function commit_slot(kAgents, kBeats, proxy, slot)
+  local old = call('HGET', kAgents, 'p:' .. proxy)
+  call('HSET', kAgents, 'p:' .. proxy, ms(slot))
+  -- The proxy's previous slot (an agent restart) is cleaned by the beats.
+  if old and tonumber(old) ~= slot then call('ZADD', kBeats, 'XX', '0', old) end
+  return { 'OK', tonumber(call('HGET', kAgents, 'n:' .. slot)) }
+end
+
+-- add (on) or remove: the slot's bit on each pod of arguments 4 on; how many changed.
+local function set_reach(kReach, kLoad, kDown, slot, args, on)
+  local changed = 0
   for i = 4, #args do
     local pod = args[i]
     local mask = call('HGET', kReach, pod)
@@ -555,6 +537,36 @@ local function hosts(keys, args)
       end
     end
   end
+  return changed
+end
+
+local function hosts(keys, args)
+  local F = 'ws_hosts'
+  local bad = expect_counts(F, keys, 5, args, 2, 3 + MAX_ITEMS)
+  if bad then return bad end
+  local kAgents, kBeats, kReach, kLoad, kDown = keys[1], keys[2], keys[3], keys[4], keys[5]
+  local mode = args[1]
+  local proxy, e1 = proxy_arg(F, args, 2)
+  if not proxy then return e1 end
+  local now = now_ms()
+
+  if mode == 'claim' then return claim_slot(F, kAgents, kBeats, proxy, now) end
+  if mode ~= 'add' and mode ~= 'remove' and mode ~= 'commit' then
+    return err(F, format("argument 1 (mode) must be claim, add, remove or commit, got '%s'", shown(mode)))
+  end
+  local slot, e2 = slot_arg(F, args, 3)
+  if not slot then return e2 end
+  for i = 4, #args do
+    if not valid_pod(args[i]) then
+      return err(F, format("argument %d (pod) must be 1-%d characters without spaces, got '%s'", i, MAX_POD, shown(args[i])))
+    end
+  end
+  -- Lost (lapsed, cleaned, or another agent's now): the caller claims a new slot.
+  if not owns(kAgents, kBeats, proxy, slot) then return { 'SLOT' } end
+
+  if mode == 'commit' then return commit_slot(kAgents, kBeats, proxy, slot) end
+  local on = mode == 'add'
+  local changed = set_reach(kReach, kLoad, kDown, slot, args, on)
   call('HINCRBY', kAgents, 'n:' .. slot, ms(on and changed or -changed))
   return { 'OK', changed }
 end
