@@ -6,7 +6,7 @@
 --
 -- Blocking: luasocket calls block the Envoy worker thread while they wait. The
 -- caller keeps that bounded with tight timeouts (settings.redis_*_timeout_ms), one
--- round trip per decision and a back-off after a failure (see filter.lua).
+-- round trip per decision and a back-off after a failure (redis_link.lua).
 --
 -- Errors: a transport problem (connect, write, read, timeout, protocol) closes the
 -- socket and returns nil, message; the next call reconnects. A Redis error reply is
