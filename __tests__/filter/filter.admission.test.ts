@@ -4,6 +4,7 @@
 // under the LuaJIT harness against a real Redis with the production ACL and the library
 // (__tests__/support/admission-rig.ts).
 import { PODS, PROXY, useAdmissionRig } from '../support/admission-rig';
+import { leaseLogged } from './harness/router';
 import { HeaderList, PLAIN, UPGRADE, admission, openSocket } from './harness/worker';
 
 const rig = useAdmissionRig();
@@ -30,6 +31,7 @@ describe('an admitted upgrade', () => {
     const r = await w.request(UPGRADE);
     const md = admission(r);
     expect(md).toEqual({ connection_id: expect.any(String), pod: r.override!.host, kind: 'h1', registered: '1', lease: 'held' });
+    expect(leaseLogged(r.metadata)).toBe(true); // the stack's lease log (envoy/bootstrap.ts) selects it
     expect(md.connection_id).toMatch(new RegExp(`^${PROXY}\\|[0-9a-f]{6}\\|1\\|[0-9a-f]{6}$`));
     expect(await rig.leases()).toEqual([{ id: md.connection_id, pod: md.pod }]);
   });
@@ -84,6 +86,7 @@ describe('an admitted upgrade the backend does not take (envoy_on_response: ws_l
       const r = await w.request(UPGRADE);
       const resp = await w.response(r.sid, status);
       expect(admission(resp).lease).toBe('released'); // no lease log line will release it again
+      expect(leaseLogged(resp.metadata)).toBe(false);
       expect(await rig.leases()).toEqual([]);
       expect(await rig.admin.zcard(rig.f.keys.rate)).toBe(1);
       expect(await rig.admin.zcard(rig.f.keys.down)).toBe(0);
@@ -99,6 +102,7 @@ describe('an admitted upgrade the backend does not take (envoy_on_response: ws_l
     await rig.stopRedis();
     const resp = await w.response(r.sid, '403');
     expect(admission(resp).lease).toBe('held');
+    expect(leaseLogged(resp.metadata)).toBe(true);
     expect(resp.state).toBe('done');
   });
 });

@@ -5,12 +5,12 @@
 -- agent could not beat for 30 s, a Redis state loss) is filled, then committed: admissions
 -- of this proxy see the old set or the new one, never half of it.
 --
--- /clusters is ~18 lines per host (7 MB at 10,000 hosts, rendered by Envoy's main thread),
--- so it is read only when the cluster's health stats say something changed (a host came
--- or went, a health check failed, an ejection, the healthy count moved), and every
--- FULL_READ_S seconds regardless. Every transition of a host to unhealthy moves a failure
--- or ejection counter or the membership; every transition to healthy moves the healthy
--- count unless another host failed at the same time (which moves a counter).
+-- /clusters is ~18 lines per host, rendered by Envoy's main thread, so it is read only
+-- when the cluster's health stats say something changed (a host came or went, a health
+-- check failed, an ejection, the healthy count moved), and every FULL_READ_S seconds
+-- regardless. Every transition of a host to unhealthy moves a failure or ejection counter
+-- or the membership; every transition to healthy moves the healthy count unless another
+-- host failed at the same time (which moves a counter).
 local admin_http = require("admin_http")
 local hosts = require("hosts")
 

@@ -58,7 +58,8 @@ local function fail(msg)
   os.exit(1)
 end
 
-local function main(argv)
+-- Sets log_file from --log-file PATH; anything else fails.
+local function read_args(argv)
   local i = 1
   while i <= #argv do
     if argv[i] == "--log-file" and argv[i + 1] and argv[i + 1] ~= "" then
@@ -68,7 +69,42 @@ local function main(argv)
       fail("unknown argument '" .. tostring(argv[i]) .. "' (usage: luajit drain.lua [--log-file PATH])")
     end
   end
+end
 
+-- First mark the proxy as draining (drain_marker.lua, shared with the agent): the agent
+-- stops renewing this proxy's leases, so a periodic entry written between this release
+-- and SIGTERM does not put a slot back. Best effort: without the marker such a lease
+-- is released by the stream's end entry, or expires within the lease TTL. Returns what
+-- the output line says of it ("" when marked).
+local function mark_draining(proxy)
+  local marked, merr = require("drain_marker").write(require("runtime").now_ms(), proxy)
+  if marked then return "" end
+  return "; no draining marker (" .. tostring(merr) .. "): a periodic entry before SIGTERM may renew a lease again"
+end
+
+-- ws_release_proxy scans the leases 1000 at a time; one call per step, so Redis is
+-- never blocked for more than one step. Returns the leases released and the steps.
+local function release_leases(client, calls, proxy, where)
+  local resp = require("resp")
+  local released, steps, cursor = 0, 0, "0"
+  repeat
+    local call = calls.release_proxy(proxy, cursor)
+    local r, rerr = client:fcall(call.fn, call.keys, call.args)
+    local done = released > 0 and (" after releasing " .. released .. " leases") or ""
+    if r == nil then fail(where .. " unavailable" .. done .. ": " .. tostring(rerr)) end
+    if resp.is_error(r) then fail(where .. ": ws_release_proxy" .. done .. ": " .. r.err) end
+    if type(r) ~= "table" or tonumber(r[2]) == nil then
+      fail(where .. ": ws_release_proxy answered " .. type(r) .. ", not {cursor, count}")
+    end
+    released = released + tonumber(r[2])
+    cursor = tostring(r[1])
+    steps = steps + 1
+  until cursor == "0" or steps >= MAX_STEPS
+  return released, steps
+end
+
+local function main(argv)
+  read_args(argv)
   local settings_loader = require("settings_loader")
   local S, errs = settings_loader.load(DIR .. "/settings.lua")
 
@@ -88,39 +124,13 @@ local function main(argv)
     fail("no proxy id (POD_NAME is unset and the host name is unknown); refusing to release the shared id 'unknown'")
   end
 
-  -- First mark the proxy as draining (drain_marker.lua, shared with the agent): the agent
-  -- stops renewing this proxy's leases, so a periodic entry written between this release
-  -- and SIGTERM does not put a slot back. Best effort: without the marker such a lease
-  -- is released by the stream's end entry, or expires within the lease TTL.
-  local marked, merr = require("drain_marker").write(require("runtime").now_ms(), proxy)
-  local marker_note = ""
-  if not marked then
-    marker_note = "; no draining marker (" .. tostring(merr)
-      .. "): a periodic entry before SIGTERM may renew a lease again"
-  end
-
+  local marker_note = mark_draining(proxy)
   local resp = require("resp")
   local calls = require("admission").new(S)
   local client = resp.new(settings_loader.redis_options(S))
   local where = "Redis " .. S.redis_host .. ":" .. S.redis_port
   local started = socket.gettime()
-
-  -- ws_release_proxy scans the leases 1000 at a time; one call per step, so Redis is
-  -- never blocked for more than one step.
-  local released, steps, cursor = 0, 0, "0"
-  repeat
-    local call = calls.release_proxy(proxy, cursor)
-    local r, rerr = client:fcall(call.fn, call.keys, call.args)
-    local done = released > 0 and (" after releasing " .. released .. " leases") or ""
-    if r == nil then fail(where .. " unavailable" .. done .. ": " .. tostring(rerr)) end
-    if resp.is_error(r) then fail(where .. ": ws_release_proxy" .. done .. ": " .. r.err) end
-    if type(r) ~= "table" or tonumber(r[2]) == nil then
-      fail(where .. ": ws_release_proxy answered " .. type(r) .. ", not {cursor, count}")
-    end
-    released = released + tonumber(r[2])
-    cursor = tostring(r[1])
-    steps = steps + 1
-  until cursor == "0" or steps >= MAX_STEPS
+  local released, steps = release_leases(client, calls, proxy, where)
   client:close()
   emit(string.format("drain: released %d leases of proxy %s (%d scan steps, %d ms)%s",
     released, proxy, steps, math.floor((socket.gettime() - started) * 1000 + 0.5), marker_note))

@@ -7,89 +7,101 @@ local keys = require("keys")
 
 local M = {}
 
---- The calls for one deployment (settings S: hash_tag and the limits).
+-- Each call is a function of the deployment's settings (S) and key names (K), then its own
+-- arguments; M.new binds the first two.
+
+-- The keys of the client limits, last in ws_admit's and ws_leases' KEYS.
+local function client_keys(K) return K.clients, K.crate, K.crate_t end
+
+--- One decision (the client limits apply to an id with a client key); `address` (the
+-- inventory's client address) only with connection_inventory.
+local function admit(S, K, id, address)
+  local args = {
+    S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id,
+    S.max_connections_per_client, S.max_connections_per_client_percent, S.rate_limit_per_client,
+  }
+  if address then args[9] = address end
+  return {
+    fn = "ws_admit",
+    keys = { K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.inventory, client_keys(K) },
+    args = args,
+  }
+end
+
+--- Lease operations in the order they happened: { {op, id, pod}, ... }, op R (renew, or put
+-- back), X (release) or F (an upgrade that never reached a backend).
+local function leases(S, K, ops)
+  local args = { S.lease_ttl_ms, S.penalty_ms }
+  for i = 1, #ops do
+    args[#args + 1], args[#args + 2], args[#args + 3] = ops[i][1], ops[i][2], ops[i][3]
+  end
+  return {
+    fn = "ws_leases",
+    keys = { K.rate, K.leases, K.load, K.stats, K.reach, K.down, K.inventory, client_keys(K) },
+    args = args,
+  }
+end
+
+--- A proxy's healthy hosts: mode claim (proxy), add/remove (proxy, slot, pods), commit (proxy, slot).
+local function hosts(_, K, mode, proxy, slot, pods)
+  local args = { mode, proxy }
+  if slot then args[3] = slot end
+  for i = 1, #(pods or {}) do args[#args + 1] = pods[i] end
+  return { fn = "ws_hosts", keys = { K.agents, K.beats, K.reach, K.load, K.down }, args = args }
+end
+
+local function beat(_, K, proxy, slot, list)
+  return {
+    fn = "ws_beat",
+    keys = { K.stats, K.agents, K.beats, K.reach, K.load, K.down, K.recovery },
+    args = { proxy, slot or "", list and 1 or 0 },
+  }
+end
+
+--- After a state loss: begin (with a new epoch and the proxies known alive), done.
+local function recover(_, K, mode, proxy, epoch, known)
+  local args = { mode, proxy }
+  if mode == "begin" then
+    args[3] = epoch
+    for i = 1, #(known or {}) do args[#args + 1] = known[i] end
+  end
+  return { fn = "ws_recover", keys = { K.stats, K.recovery }, args = args }
+end
+
+--- One scan step of every lease of `proxy`.
+local function release_proxy(_, K, proxy, cursor)
+  return {
+    fn = "ws_release_proxy",
+    keys = { K.leases, K.load, K.stats, K.reach, K.down, K.inventory, K.clients },
+    args = { proxy, cursor },
+  }
+end
+
+local function snapshot(S, K)
+  return {
+    fn = "ws_snapshot",
+    keys = { K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.beats, K.inventory, K.clients },
+    args = { S.rate_window_ms },
+  }
+end
+
+local function request_rate(S, K, id)
+  return { fn = "ws_request_rate", keys = { K.rate_requests, K.stats }, args = { S.rate_limit, S.rate_window_ms, id } }
+end
+
+local CALLS = {
+  admit = admit, leases = leases, hosts = hosts, beat = beat, recover = recover,
+  release_proxy = release_proxy, snapshot = snapshot, request_rate = request_rate,
+}
+
+--- The calls for one deployment (settings S: hash_tag and the limits), and its key names
+-- as K.
 function M.new(S)
   local K = keys.new(S.hash_tag)
   local A = { K = K }
-
-  local client_keys = { K.clients, K.crate, K.crate_t }
-
-  --- One decision (the client limits apply to an id with a client key); `address` (the
-  -- inventory's client address) only with connection_inventory.
-  function A.admit(id, address)
-    local args = {
-      S.rate_limit, S.rate_window_ms, S.max_connections_per_pod, S.lease_ttl_ms, id,
-      S.max_connections_per_client, S.max_connections_per_client_percent, S.rate_limit_per_client,
-    }
-    if address then args[9] = address end
-    return {
-      fn = "ws_admit",
-      keys = { K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.inventory, unpack(client_keys) },
-      args = args,
-    }
+  for name, call in pairs(CALLS) do
+    A[name] = function(...) return call(S, K, ...) end
   end
-
-  --- Lease operations in the order they happened: { {op, id, pod}, ... }, op R (renew, or put
-  -- back), X (release) or F (an upgrade that never reached a backend).
-  function A.leases(ops)
-    local args = { S.lease_ttl_ms, S.penalty_ms }
-    for i = 1, #ops do
-      args[#args + 1], args[#args + 2], args[#args + 3] = ops[i][1], ops[i][2], ops[i][3]
-    end
-    return {
-      fn = "ws_leases",
-      keys = { K.rate, K.leases, K.load, K.stats, K.reach, K.down, K.inventory, unpack(client_keys) },
-      args = args,
-    }
-  end
-
-  --- A proxy's healthy hosts: mode claim (proxy), add/remove (proxy, slot, pods), commit (proxy, slot).
-  function A.hosts(mode, proxy, slot, pods)
-    local args = { mode, proxy }
-    if slot then args[3] = slot end
-    for i = 1, #(pods or {}) do args[#args + 1] = pods[i] end
-    return { fn = "ws_hosts", keys = { K.agents, K.beats, K.reach, K.load, K.down }, args = args }
-  end
-
-  function A.beat(proxy, slot, list)
-    return {
-      fn = "ws_beat",
-      keys = { K.stats, K.agents, K.beats, K.reach, K.load, K.down, K.recovery },
-      args = { proxy, slot or "", list and 1 or 0 },
-    }
-  end
-
-  --- After a state loss: begin (with a new epoch and the proxies known alive), done.
-  function A.recover(mode, proxy, epoch, known)
-    local args = { mode, proxy }
-    if mode == "begin" then
-      args[3] = epoch
-      for i = 1, #(known or {}) do args[#args + 1] = known[i] end
-    end
-    return { fn = "ws_recover", keys = { K.stats, K.recovery }, args = args }
-  end
-
-  --- One scan step of every lease of `proxy`.
-  function A.release_proxy(proxy, cursor)
-    return {
-      fn = "ws_release_proxy",
-      keys = { K.leases, K.load, K.stats, K.reach, K.down, K.inventory, K.clients },
-      args = { proxy, cursor },
-    }
-  end
-
-  function A.snapshot()
-    return {
-      fn = "ws_snapshot",
-      keys = { K.rate, K.stats, K.leases, K.load, K.reach, K.down, K.agents, K.beats, K.inventory, K.clients },
-      args = { S.rate_window_ms },
-    }
-  end
-
-  function A.request_rate(id)
-    return { fn = "ws_request_rate", keys = { K.rate_requests, K.stats }, args = { S.rate_limit, S.rate_window_ms, id } }
-  end
-
   return A
 end
 

@@ -31,10 +31,13 @@ local client_identity = require("client_identity")
 -- Dynamic metadata of an admitted stream, read by envoy_on_response and written into the
 -- lease log (envoy/bootstrap.ts) as %DYNAMIC_METADATA(ws.admission:<key>)%:
 --   connection_id, pod      the lease (pod absent for an upgrade routed without a decision)
---   lease                   "held" until the filter released it itself ("released")
+--   lease                   LEASE_HELD until the filter released it itself (LEASE_RELEASED)
 --   registered              "1" when Redis holds the lease, "0" for a fail-open upgrade
 --   kind                    "h1" or "h2" (what counts as upgraded: 101, or 200 for h2)
 local NS = "ws.admission"
+-- The lease log's filter (envoy/bootstrap.ts) writes entries only for a stream whose
+-- `lease` is LEASE_HELD.
+local LEASE_HELD, LEASE_RELEASED = "held", "released"
 local LOCAL_REPLY_HEADER = "x-ws-local-reply"
 -- Envoy's own reply because the pinned pod could not be reached: its connection failed
 -- (UF), it is not (or no longer) a host of the cluster (UH), retries on those ran out
@@ -136,7 +139,7 @@ local function record(h, attempt, registered)
   if attempt.pod then md:set(NS, "pod", attempt.pod) end
   md:set(NS, "kind", attempt.kind)
   md:set(NS, "registered", registered and "1" or "0")
-  md:set(NS, "lease", "held")
+  md:set(NS, "lease", LEASE_HELD)
 end
 
 -- Redis unavailable (or the filter unusable): route normally, or refuse, by config. A
@@ -292,10 +295,10 @@ function envoy_on_response(h)
   local status = hdrs:get(":status")
   if status == "101" or (md.kind == "h2" and status == "200") then return end
   local op = flags and pod_unreachable(flags) and "F" or "X"
-  -- Released: no lease log line for this stream. Not released (Redis failed): the metadata
-  -- stays "held", so the stream's end entry makes the agent retry.
+  -- Released: no lease log line for this stream. Not released (Redis failed): the lease
+  -- stays LEASE_HELD, so the stream's end entry makes the agent retry.
   if link:run(h, "release", { calls.leases({ { op, md.connection_id, md.pod } }) }) then
-    h:streamInfo():dynamicMetadata():set(NS, "lease", "released")
+    h:streamInfo():dynamicMetadata():set(NS, "lease", LEASE_RELEASED)
   end
   stats:maybe_flush()
 end

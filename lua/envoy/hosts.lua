@@ -44,10 +44,10 @@ end
 -- `cluster`, in the order Envoy lists them, each checked by valid_pod (anything else
 -- is skipped and counted in the second return value).
 --
--- The page has ~18 lines per host (7 MB at 10,000 hosts) and only one of them matters, so
--- this jumps from one `::health_flags::` to the next (a plain search) and reads the
--- line's start backwards, instead of cutting the page into lines (10x less CPU at 10,000
--- hosts). An address longer than MAX_LINE_HEAD is not a pod id and is not read.
+-- The page has ~18 lines per host and only one of them matters, so this jumps from one
+-- `::health_flags::` to the next (a plain search) and reads the line's start backwards,
+-- instead of cutting the page into lines. An address longer than MAX_LINE_HEAD is not a
+-- pod id and is not read.
 local HEALTH = "::health_flags::"
 local MAX_LINE_HEAD = 64
 

@@ -6,7 +6,7 @@
 --
 -- Blocking: luasocket calls block the Envoy worker thread while they wait. The
 -- caller keeps that bounded with tight timeouts (settings.redis_*_timeout_ms), one
--- round trip per decision and a back-off after a failure (see filter.lua).
+-- round trip per decision and a back-off after a failure (redis_link.lua).
 --
 -- Errors: a transport problem (connect, write, read, timeout, protocol) closes the
 -- socket and returns nil, message; the next call reconnects. A Redis error reply is
@@ -199,6 +199,55 @@ function Client:_address()
   return nil, "resolve " .. self.host .. ": " .. tostring(err)
 end
 
+-- luasec: chain verified against the CA bundle (the system's, or WS_REDIS_CA_FILE),
+-- SNI = redis_host, then the name checked against the certificate's subjectAltName.
+-- Returns the TLS socket, or nil and the error (the socket closed).
+function Client:_tls(sock)
+  local ssl = require("ssl")
+  local wrapped, werr = ssl.wrap(sock, {
+    mode = "client",
+    protocol = "any",
+    options = { "all", "no_sslv2", "no_sslv3", "no_tlsv1" },
+    verify = "peer",
+    cafile = self.ca_file,
+  })
+  if not wrapped then
+    sock:close()
+    return nil, "tls wrap: " .. tostring(werr)
+  end
+  wrapped:sni((self.host:gsub("%.$", "")))
+  wrapped:settimeout(self.connect_timeout)
+  local hok, herr = wrapped:dohandshake()
+  if not hok then
+    wrapped:close()
+    return nil, "tls handshake: " .. tostring(herr)
+  end
+  local cert = wrapped:getpeercertificate()
+  if not cert or not cert_matches(cert, self.host) then
+    wrapped:close()
+    return nil, "tls: the server certificate does not name " .. tostring(self.host)
+  end
+  return wrapped
+end
+
+-- AUTH on the new connection, with the password file (and the ACL user, when named).
+-- Returns true, or nil and the error (the connection closed).
+function Client:_auth()
+  local password, perr = read_password(self.password_file)
+  if not password then
+    self:close()
+    return nil, perr
+  end
+  local auth = self.username ~= "" and { "AUTH", self.username, password } or { "AUTH", password }
+  local r, rerr = self:_roundtrip({ auth })
+  if not r then return nil, rerr end
+  if M.is_error(r[1]) then
+    self:close()
+    return nil, "AUTH failed: " .. r[1].err
+  end
+  return true
+end
+
 function Client:connect()
   if self.sock then return true end
   local addr, aerr = self:_address()
@@ -215,49 +264,14 @@ function Client:connect()
   sock:setoption("tcp-nodelay", true)
   sock:setoption("keepalive", true)
   if self.tls then
-    -- luasec: chain verified against the CA bundle (the system's, or WS_REDIS_CA_FILE),
-    -- SNI = redis_host, then the name checked against the certificate's subjectAltName.
-    local ssl = require("ssl")
-    local wrapped, werr = ssl.wrap(sock, {
-      mode = "client",
-      protocol = "any",
-      options = { "all", "no_sslv2", "no_sslv3", "no_tlsv1" },
-      verify = "peer",
-      cafile = self.ca_file,
-    })
-    if not wrapped then
-      sock:close()
-      return nil, "tls wrap: " .. tostring(werr)
-    end
-    wrapped:sni((self.host:gsub("%.$", "")))
-    wrapped:settimeout(self.connect_timeout)
-    local hok, herr = wrapped:dohandshake()
-    if not hok then
-      wrapped:close()
-      return nil, "tls handshake: " .. tostring(herr)
-    end
-    local cert = wrapped:getpeercertificate()
-    if not cert or not cert_matches(cert, self.host) then
-      wrapped:close()
-      return nil, "tls: the server certificate does not name " .. tostring(self.host)
-    end
-    sock = wrapped
+    sock, err = self:_tls(sock)
+    if not sock then return nil, err end
   end
   sock:settimeout(self.read_timeout)
   self.sock = sock
   if self.password_file ~= "" then
-    local password, perr = read_password(self.password_file)
-    if not password then
-      self:close()
-      return nil, perr
-    end
-    local auth = self.username ~= "" and { "AUTH", self.username, password } or { "AUTH", password }
-    local r, rerr = self:_roundtrip({ auth })
-    if not r then return nil, rerr end
-    if M.is_error(r[1]) then
-      self:close()
-      return nil, "AUTH failed: " .. r[1].err
-    end
+    ok, err = self:_auth()
+    if not ok then return nil, err end
   end
   self.connects = self.connects + 1
   return true

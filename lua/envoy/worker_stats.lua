@@ -3,11 +3,11 @@
 --
 -- Why files: every Lua state is private to one worker thread ("there is no truly global
 -- data", https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/lua_filter),
--- and the metrics listener's filter must label each worker's counts. So each worker of the public filter writes
--- its own small file under WS_STATE_DIR (an emptyDir): the failure counters at once, the
--- others at most about once a second; and
--- the metrics filter (its own Lua state) reads them all and labels each series with
--- {proxy, worker}. Files are replaced atomically (write to a temporary name, rename).
+-- and the metrics listener's filter must label each worker's counts. So each worker of the
+-- public filter writes its own small file under WS_STATE_DIR (an emptyDir): the failure
+-- counters at once, the others at most about once a second; and the metrics filter (its
+-- own Lua state) reads them all and labels each series with {proxy, worker}. Files are
+-- replaced atomically (write to a temporary name, rename).
 --
 -- Lua cannot list a directory, so each worker appends its file name once to an index
 -- file (`workers.index`, O_APPEND, one short line) that the reader walks.
@@ -42,7 +42,7 @@ end
 
 --- urgent: write now, not up to ~1 s later. For the counters of Redis failures: they
 -- must show at the next scrape even if traffic stops, and on that path a file write
--- (~20 us on the emptyDir) costs less than the Redis call it replaces. Never for the
+-- costs less than the Redis call it replaces. Never for the
 -- flood path (rate_limited_cached_total), which must stay free of I/O.
 function Writer:inc(name, by, urgent)
   self.counts[name] = (self.counts[name] or 0) + (by or 1)

@@ -294,6 +294,47 @@ local function client_refusal(k, a, client, slots, now)
   return nil
 end
 
+-- The global window: nil, the slots left after this upgrade (-1: no rate limit) and the
+-- window's size (for window_add); or the ms until one more fits.
+local function global_rate(k, a, now)
+  if a.limit == 0 then return nil, -1, 0 end
+  local retry, used, card = window_full(k.rate, a.limit, a.window, now)
+  if retry then return retry end
+  return nil, a.limit - used, card
+end
+
+-- Leases past their expiry give their slots back; then the least-loaded reachable pod,
+-- refusing only on exact counts. The pod and its count, or nil.
+local function choose_pod(k, slot, maxPer, now)
+  local _, more = expire(k, now, EXPIRE_BATCH)
+  local anyDown = call('ZCARD', k.down) > 0
+  local pod, count = least_loaded(k, slot, maxPer, now, anyDown)
+  while not pod and more do
+    _, more = expire(k, now, 1000)
+    pod, count = least_loaded(k, slot, maxPer, now, anyDown)
+  end
+  return pod, count
+end
+
+-- The lease and every count it is in, the window entries, the inventory, the counter.
+-- Returns the global window's slots left (-1: no rate limit).
+local function take_lease(k, a, client, pod, now, card)
+  local id = a.id
+  call('ZADD', k.leases, ms(now + a.ttl), id .. ' ' .. pod)
+  call('ZINCRBY', k.load, '1', pod)
+  count_proxy(k.stats, proxy_of(id), 1)
+  count_client(k.clients, id, 1)
+  local rateRemaining = -1
+  if a.limit > 0 then rateRemaining = window_add(k.rate, a.limit, a.window, now, id, card) end
+  if client and a.clientRate > 0 then
+    call('ZADD', k.crate, '0', crate_member(client, now, id))
+    call('ZADD', k.crate_t, ms(now), id)
+  end
+  if a.address then call('HSET', k.inventory, id, pod .. ' ' .. proxy_of(id) .. ' ' .. a.address .. ' ' .. ms(now)) end
+  call('HINCRBY', k.stats, 'admitted', '1')
+  return rateRemaining
+end
+
 local function admit(keys, args)
   local F = 'ws_admit'
   local bad = expect_counts(F, keys, 11, args, 8, 9)
@@ -323,29 +364,17 @@ local function admit(keys, args)
   end
 
   -- 2. The global rate limit, so a flood is refused without touching any pod.
-  local rateRemaining, card = -1, 0
-  if a.limit > 0 then
-    local retry, used
-    retry, used, card = window_full(k.rate, a.limit, a.window, now)
-    if retry then
-      call('HINCRBY', k.stats, 'rejected_rate_limited', '1')
-      return { 'RATE_LIMITED', '', 0, retry, 0 }
-    end
-    rateRemaining = a.limit - used
+  local retry, rateRemaining, card = global_rate(k, a, now)
+  if retry then
+    call('HINCRBY', k.stats, 'rejected_rate_limited', '1')
+    return { 'RATE_LIMITED', '', 0, retry, 0 }
   end
 
   -- 3. The caller's healthy hosts: its proxy's slot in `reach`.
   if not slot or size == 0 then return { 'NOHOSTS', '', 0, 0, rateRemaining } end
 
-  -- 4. Leases past their expiry give their slots back; then the least-loaded reachable pod,
-  -- refusing only on exact counts.
-  local _, more = expire(k, now, EXPIRE_BATCH)
-  local anyDown = call('ZCARD', k.down) > 0
-  local pod, count = least_loaded(k, tonumber(slot), a.maxPer, now, anyDown)
-  while not pod and more do
-    _, more = expire(k, now, 1000)
-    pod, count = least_loaded(k, tonumber(slot), a.maxPer, now, anyDown)
-  end
+  -- 4. The least-loaded pod with room.
+  local pod, count = choose_pod(k, tonumber(slot), a.maxPer, now)
   if not pod then
     call('HINCRBY', k.stats, 'rejected_capacity', '1')
     -- A lower bound of the wait: the earliest lease expiry (0: no lease at all).
@@ -353,36 +382,16 @@ local function admit(keys, args)
     return { 'FULL', '', 0, first[2] and math.max(1, tonumber(first[2]) - now) or 0, rateRemaining }
   end
 
-  -- 5. Admit: the lease and every count it is in, the window entries, the counter.
-  call('ZADD', k.leases, ms(now + a.ttl), id .. ' ' .. pod)
-  call('ZINCRBY', k.load, '1', pod)
-  count_proxy(k.stats, proxy_of(id), 1)
-  count_client(k.clients, id, 1)
-  if a.limit > 0 then rateRemaining = window_add(k.rate, a.limit, a.window, now, id, card) end
-  if client and a.clientRate > 0 then
-    call('ZADD', k.crate, '0', crate_member(client, now, id))
-    call('ZADD', k.crate_t, ms(now), id)
-  end
-  if a.address then call('HSET', k.inventory, id, pod .. ' ' .. proxy_of(id) .. ' ' .. a.address .. ' ' .. ms(now)) end
-  call('HINCRBY', k.stats, 'admitted', '1')
-  return { 'ADMITTED', pod, count + 1, 0, rateRemaining }
+  -- 5. Admit.
+  return { 'ADMITTED', pod, count + 1, 0, take_lease(k, a, client, pod, now, card) }
 end
 
 -------------------------------------------------------------------------------
 -- ws_leases: what the proxies' own record says of their streams
 -------------------------------------------------------------------------------
 
-local function leases(keys, args)
-  local F = 'ws_leases'
-  local bad = expect_counts(F, keys, 10, args, 2, 2 + 3 * MAX_ITEMS)
-  if bad then return bad end
-  if (#args - 2) % 3 ~= 0 then
-    return err(F, 'expected lease TTL ms, penalty ms, then triples <op> <connection id> <pod>; got ' .. #args .. ' arguments')
-  end
-  local ttl, e1 = int_arg(F, args, 1, 'lease TTL ms', 1)
-  if not ttl then return e1 end
-  local penalty, e2 = int_arg(F, args, 2, 'penalty ms', 0)
-  if not penalty then return e2 end
+-- The triples <op> <connection id> <pod> from argument 3 on: nil, or the error reply.
+local function bad_lease_ops(F, args)
   for i = 3, #args, 3 do
     local op, id, pod = args[i], args[i + 1], args[i + 2]
     if op ~= 'R' and op ~= 'X' and op ~= 'F' then
@@ -395,6 +404,58 @@ local function leases(keys, args)
       return err(F, format("argument %d (pod) must be 1-%d characters without spaces, got '%s'", i + 2, MAX_POD, shown(pod)))
     end
   end
+end
+
+-- R: the stream is open (Envoy said so): its lease exists afterwards, whatever the limit.
+-- True when it was put back, false when renewed.
+local function renew_lease(k, now, ttl, id, pod)
+  local member = id .. ' ' .. pod
+  local exp = call('ZSCORE', k.leases, member)
+  if exp and tonumber(exp) > now then
+    -- Never earlier than it was (a lowered TTL during a rollout).
+    if tonumber(exp) < now + ttl then call('ZADD', k.leases, 'XX', ms(now + ttl), member) end
+    return false
+  end
+  -- Lost (a state loss) or lapsed (renewals stopped longer than the TTL): put back.
+  call('ZADD', k.leases, ms(now + ttl), member)
+  if not exp then
+    call('ZINCRBY', k.load, '1', pod)
+    count_proxy(k.stats, proxy_of(id), 1)
+    count_client(k.clients, id, 1)
+  end
+  return true
+end
+
+-- X and F: the lease goes, if it is there; true when it was.
+local function release_lease(k, id, pod)
+  local member = id .. ' ' .. pod
+  if call('ZREM', k.leases, member) ~= 1 then return false end
+  lease_gone(k, member)
+  count_proxy(k.stats, proxy_of(id), -1)
+  return true
+end
+
+-- F: the upgrade never reached a backend: it spends no rate budget, and its pod is passed
+-- over by every proxy for a while (dead, or leaving the fleet).
+local function forget_failed_upgrade(k, now, penalty, id, pod)
+  call('ZREM', k.rate, id)
+  crate_forget(k, id)
+  if penalty > 0 then call('ZADD', k.down, 'GT', ms(now + penalty), pod) end
+end
+
+local function leases(keys, args)
+  local F = 'ws_leases'
+  local bad = expect_counts(F, keys, 10, args, 2, 2 + 3 * MAX_ITEMS)
+  if bad then return bad end
+  if (#args - 2) % 3 ~= 0 then
+    return err(F, 'expected lease TTL ms, penalty ms, then triples <op> <connection id> <pod>; got ' .. #args .. ' arguments')
+  end
+  local ttl, e1 = int_arg(F, args, 1, 'lease TTL ms', 1)
+  if not ttl then return e1 end
+  local penalty, e2 = int_arg(F, args, 2, 'penalty ms', 0)
+  if not penalty then return e2 end
+  local e3 = bad_lease_ops(F, args)
+  if e3 then return e3 end
   local k = {
     rate = keys[1], leases = keys[2], load = keys[3], stats = keys[4], reach = keys[5], down = keys[6], inventory = keys[7],
     clients = keys[8], crate = keys[9], crate_t = keys[10],
@@ -403,36 +464,12 @@ local function leases(keys, args)
   local renewed, readded, released, failed = 0, 0, 0, 0
   for i = 3, #args, 3 do
     local op, id, pod = args[i], args[i + 1], args[i + 2]
-    local member = id .. ' ' .. pod
     if op == 'R' then
-      -- The stream is open (Envoy said so): its lease exists afterwards, whatever the limit.
-      local exp = call('ZSCORE', k.leases, member)
-      if exp and tonumber(exp) > now then
-        -- Never earlier than it was (a lowered TTL during a rollout).
-        if tonumber(exp) < now + ttl then call('ZADD', k.leases, 'XX', ms(now + ttl), member) end
-        renewed = renewed + 1
-      else
-        -- Lost (a state loss) or lapsed (renewals stopped longer than the TTL): put back.
-        call('ZADD', k.leases, ms(now + ttl), member)
-        if not exp then
-          call('ZINCRBY', k.load, '1', pod)
-          count_proxy(k.stats, proxy_of(id), 1)
-          count_client(k.clients, id, 1)
-        end
-        readded = readded + 1
-      end
+      if renew_lease(k, now, ttl, id, pod) then readded = readded + 1 else renewed = renewed + 1 end
     else
-      if call('ZREM', k.leases, member) == 1 then
-        lease_gone(k, member)
-        count_proxy(k.stats, proxy_of(id), -1)
-        released = released + 1
-      end
+      if release_lease(k, id, pod) then released = released + 1 end
       if op == 'F' then
-        -- The upgrade never reached a backend: it spends no rate budget, and its pod is
-        -- passed over by every proxy for a while (dead, or leaving the fleet).
-        call('ZREM', k.rate, id)
-        crate_forget(k, id)
-        if penalty > 0 then call('ZADD', k.down, 'GT', ms(now + penalty), pod) end
+        forget_failed_upgrade(k, now, penalty, id, pod)
         failed = failed + 1
       end
     end
@@ -460,48 +497,30 @@ local function owns(kAgents, kBeats, proxy, slot)
   return beat and tonumber(beat) > 0 and call('HGET', kAgents, 's:' .. slot) == proxy
 end
 
-local function hosts(keys, args)
-  local F = 'ws_hosts'
-  local bad = expect_counts(F, keys, 5, args, 2, 3 + MAX_ITEMS)
-  if bad then return bad end
-  local kAgents, kBeats, kReach, kLoad, kDown = keys[1], keys[2], keys[3], keys[4], keys[5]
-  local mode = args[1]
-  local proxy, e1 = proxy_arg(F, args, 2)
-  if not proxy then return e1 end
-  local now = now_ms()
-
-  if mode == 'claim' then
-    -- The lowest slot nobody holds (live, or still being cleaned).
-    for s = 0, MAX_SLOTS - 1 do
-      if call('HEXISTS', kAgents, 's:' .. s) == 0 then
-        call('HSET', kAgents, 's:' .. s, proxy, 'n:' .. s, '0')
-        call('ZADD', kBeats, ms(now), ms(s))
-        return s
-      end
-    end
-    return err(F, 'no free slot: ' .. MAX_SLOTS .. ' proxies hold one already (raise MAX_SLOTS in lua/redis/ws_admission.lua)')
-  end
-  if mode ~= 'add' and mode ~= 'remove' and mode ~= 'commit' then
-    return err(F, format("argument 1 (mode) must be claim, add, remove or commit, got '%s'", shown(mode)))
-  end
-  local slot, e2 = slot_arg(F, args, 3)
-  if not slot then return e2 end
-  for i = 4, #args do
-    if not valid_pod(args[i]) then
-      return err(F, format("argument %d (pod) must be 1-%d characters without spaces, got '%s'", i, MAX_POD, shown(args[i])))
+-- claim: the lowest slot nobody holds (live, or still being cleaned), owned by the proxy.
+local function claim_slot(F, kAgents, kBeats, proxy, now)
+  for s = 0, MAX_SLOTS - 1 do
+    if call('HEXISTS', kAgents, 's:' .. s) == 0 then
+      call('HSET', kAgents, 's:' .. s, proxy, 'n:' .. s, '0')
+      call('ZADD', kBeats, ms(now), ms(s))
+      return s
     end
   end
-  -- Lost (lapsed, cleaned, or another agent's now): the caller claims a new slot.
-  if not owns(kAgents, kBeats, proxy, slot) then return { 'SLOT' } end
+  return err(F, 'no free slot: ' .. MAX_SLOTS .. ' proxies hold one already (raise MAX_SLOTS in lua/redis/ws_admission.lua)')
+end
 
-  if mode == 'commit' then
-    local old = call('HGET', kAgents, 'p:' .. proxy)
-    call('HSET', kAgents, 'p:' .. proxy, ms(slot))
-    -- The proxy's previous slot (an agent restart) is cleaned by the beats.
-    if old and tonumber(old) ~= slot then call('ZADD', kBeats, 'XX', '0', old) end
-    return { 'OK', tonumber(call('HGET', kAgents, 'n:' .. slot)) }
-  end
-  local on, changed = mode == 'add', 0
+-- commit: the slot becomes the proxy's for admissions.
+local function commit_slot(kAgents, kBeats, proxy, slot)
+  local old = call('HGET', kAgents, 'p:' .. proxy)
+  call('HSET', kAgents, 'p:' .. proxy, ms(slot))
+  -- The proxy's previous slot (an agent restart) is cleaned by the beats.
+  if old and tonumber(old) ~= slot then call('ZADD', kBeats, 'XX', '0', old) end
+  return { 'OK', tonumber(call('HGET', kAgents, 'n:' .. slot)) }
+end
+
+-- add (on) or remove: the slot's bit on each pod of arguments 4 on; how many changed.
+local function set_reach(kReach, kLoad, kDown, slot, args, on)
+  local changed = 0
   for i = 4, #args do
     local pod = args[i]
     local mask = call('HGET', kReach, pod)
@@ -518,6 +537,36 @@ local function hosts(keys, args)
       end
     end
   end
+  return changed
+end
+
+local function hosts(keys, args)
+  local F = 'ws_hosts'
+  local bad = expect_counts(F, keys, 5, args, 2, 3 + MAX_ITEMS)
+  if bad then return bad end
+  local kAgents, kBeats, kReach, kLoad, kDown = keys[1], keys[2], keys[3], keys[4], keys[5]
+  local mode = args[1]
+  local proxy, e1 = proxy_arg(F, args, 2)
+  if not proxy then return e1 end
+  local now = now_ms()
+
+  if mode == 'claim' then return claim_slot(F, kAgents, kBeats, proxy, now) end
+  if mode ~= 'add' and mode ~= 'remove' and mode ~= 'commit' then
+    return err(F, format("argument 1 (mode) must be claim, add, remove or commit, got '%s'", shown(mode)))
+  end
+  local slot, e2 = slot_arg(F, args, 3)
+  if not slot then return e2 end
+  for i = 4, #args do
+    if not valid_pod(args[i]) then
+      return err(F, format("argument %d (pod) must be 1-%d characters without spaces, got '%s'", i, MAX_POD, shown(args[i])))
+    end
+  end
+  -- Lost (lapsed, cleaned, or another agent's now): the caller claims a new slot.
+  if not owns(kAgents, kBeats, proxy, slot) then return { 'SLOT' } end
+
+  if mode == 'commit' then return commit_slot(kAgents, kBeats, proxy, slot) end
+  local on = mode == 'add'
+  local changed = set_reach(kReach, kLoad, kDown, slot, args, on)
   call('HINCRBY', kAgents, 'n:' .. slot, ms(on and changed or -changed))
   return { 'OK', changed }
 end

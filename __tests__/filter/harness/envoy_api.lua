@@ -24,7 +24,7 @@
 --    like any other response. (docs: "respond()"; recorded from Envoy 1.40)
 --  * what reaches envoy_on_response: a backend's answer through the router (which adds
 --    x-envoy-upstream-service-time only after a complete request, so never to an
---    upgrade's answer) or the router's own local reply (driver.lua, local-reply.ts).
+--    upgrade's answer) or the router's own local reply (driver.lua, router.ts).
 --  * one Lua state per worker: the driver process is one worker; run several
 --    processes for several workers or proxies. (docs: "per worker thread")
 --

@@ -1,4 +1,4 @@
-import { PUBLIC_LISTENER, buildEnvoyBootstrap } from '../../../envoy/bootstrap';
+import { LEASE_LOG_FILE, PUBLIC_LISTENER, buildEnvoyBootstrap } from '../../../envoy/bootstrap';
 
 /**
  * What the filter's envoy_on_response sees of a routed request's answer, read from the
@@ -61,4 +61,16 @@ export function envoyLocalReply(flag: LocalReplyFlag): Array<[string, string]> {
     break;
   }
   return headers;
+}
+
+/**
+ * Whether the stack's lease log writes entries for a stream with this dynamic metadata: its
+ * `metadata_filter` (namespace, key path, exact value) applied as Envoy applies it.
+ */
+export function leaseLogged(metadata: Record<string, Record<string, unknown>> | undefined): boolean {
+  const log = publicHcm().access_log.find((a: any) => a.typed_config.path?.endsWith(`/${LEASE_LOG_FILE}`));
+  const { matcher, match_if_key_not_found: ifMissing } = log.filter.metadata_filter;
+  let value: unknown = metadata?.[matcher.filter];
+  for (const { key } of matcher.path as Array<{ key: string }>) value = (value as Record<string, unknown> | undefined)?.[key];
+  return value === undefined ? ifMissing : value === matcher.value.string_match.exact;
 }
