@@ -46,7 +46,8 @@ end
 local function read_chunks(c, body, deadline)
   while true do
     local size_line = c:receive("*l")
-    local size = size_line and tonumber(size_line:match("^(%x+)"), 16)
+    local hex = size_line and size_line:match("^(%x+)")
+    local size = hex and tonumber(hex, 16)
     if not size then return false end
     if size == 0 then return true end
     if not read_bytes(c, body, size, deadline) or c:receive("*l") ~= "" then return false end
