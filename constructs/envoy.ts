@@ -44,18 +44,10 @@ export const DRAIN_TIMEOUT_SECONDS = 20;
 
 /**
  * The preStop command: keep serving for `sleepSeconds` (the NLB deregisters the pod), then
- * release this proxy's leases (drain.lua), then the kubelet sends SIGTERM.
- *
- * Why at the END of the sleep: the slots of this proxy's WebSockets must come back when
- * SIGTERM resets them. Their end entries would release them too, through the agent, but
- * the agent is stopped with the pod; drain.lua makes it certain. For the moment between
- * the release and the reset (well under a second) another proxy may admit onto a pod that
- * still carries one of ours. drain.lua first writes $WS_STATE_DIR/draining, so the agent
- * does not renew the released leases from a periodic entry in that moment.
- *
- * drain.lua exits non-zero on failure: the kubelet then records a FailedPreStopHook event
- * with its line and still sends SIGTERM on time. `--log-file /proc/1/fd/1` copies its line
- * to Envoy's stdout (PID 1), since an exec hook's output is not in the log.
+ * release this proxy's leases (drain.lua), then the kubelet sends SIGTERM. Why at the end
+ * of the sleep, the draining marker and what a failure does: docs/operations.md, "Rollouts
+ * and leases". `--log-file /proc/1/fd/1` copies drain.lua's line to Envoy's stdout (PID 1):
+ * an exec hook's output is not in the log.
  */
 export function preStopCommand(sleepSeconds: number): string[] {
   if (!Number.isSafeInteger(sleepSeconds) || sleepSeconds < 0) {
