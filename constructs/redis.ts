@@ -193,17 +193,22 @@ export interface RedisProps {
 /**
  * The in-cluster Redis that holds the admission state: a Deployment of one replica
  * (independent Redis pods behind one Service would split the state; a replicated Redis is
- * an external one, externalRedisHost) with the `functions` container that loads the
- * ws_admission library (`ws-redis-functions` ConfigMap), a Service, two generated passwords
- * in a Secret, and a NetworkPolicy that lets only the Envoy pods reach port 6379. Without
- * `persistence` a restart starts empty and the agents put every open stream back
- * (ws_recover); with it, an AOF on a PersistentVolumeClaim keeps the state.
+ * an external one, externalRedisHost), a ClusterIP Service, and a NetworkPolicy that lets
+ * only the Envoy pods reach port 6379.
  *
- * Two ACL users, the `default` user off: `ws-proxy` (the proxies: their `{tag}:*` keys
- * and the commands of REDIS_PROXY_COMMANDS only) and `ws-admin` (the probe, operators).
- * Passwords never appear in the pod spec: the Secret carries a complete `redis.conf`
- * mounted as a file, and the probe reads the admin password through `REDISCLI_AUTH`
- * from a secretKeyRef.
+ * - ACL users, the `default` user off: `ws-proxy` (the proxies: their `{tag}:*` keys and
+ *   the commands of REDIS_PROXY_COMMANDS only) and `ws-admin` (every key and command: the
+ *   readiness probe, the library loader, an operator's `redis-cli`).
+ * - The Functions library (lua/redis/ws_admission.lua) in the `ws-redis-functions`
+ *   ConfigMap, loaded by the pod's `functions` container (functionLoaderCommand); the pod is
+ *   ready once the library is loaded.
+ * - Passwords: two generated, alphanumeric, in the `ws-redis-auth` Secret with a complete
+ *   `redis.conf` mounted as a file; never in the pod spec (the containers read the admin
+ *   password through `REDISCLI_AUTH` from a secretKeyRef). Ephemeral and write-only by
+ *   default (never in the Terraform state; Terraform >= 1.11), or `random_password`
+ *   resources in the state with `passwordInState`. `passwordRevision` rotates both.
+ * - Persistence: none by default (a restart starts empty and the agents put every open
+ *   stream back, ws_recover); with `persistence`, an AOF on a PersistentVolumeClaim.
  */
 export class Redis extends Construct {
   public readonly serviceName: string;
