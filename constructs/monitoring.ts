@@ -5,6 +5,7 @@ import { Manifest } from '@cdktf/provider-kubernetes/lib/manifest';
 import { Construct } from 'constructs';
 import { escapeTerraformTemplate } from './filter-config';
 import { METRICS_PATH } from '../envoy/bootstrap';
+import { PART_OF } from './names';
 
 /** The dashboard shipped with the repository. */
 export const DASHBOARD_FILE = path.join(__dirname, '..', 'dashboards', 'ws-admission.json');
@@ -69,7 +70,7 @@ export interface MonitoringProps {
 
 /** Labels of the dashboard ConfigMap and the ServiceMonitor. */
 const LABELS = {
-  'app.kubernetes.io/part-of': 'ws-admission',
+  'app.kubernetes.io/part-of': PART_OF,
   'app.kubernetes.io/component': 'monitoring',
   'app.kubernetes.io/managed-by': 'cdktf',
 };
