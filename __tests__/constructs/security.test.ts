@@ -4,7 +4,7 @@
 // own pods: envoy.test.ts, redis.test.ts, sample-backend.test.ts.)
 import { DeploymentV1 } from '@cdktf/provider-kubernetes/lib/deployment-v1';
 import { containerSecurityContext, podSecurityContext, resources } from '../../constructs/security';
-import { only, synthStack, testStack } from '../support/synth';
+import { RESTRICTED_CONTAINER, only, restrictedPod, synthStack, testStack } from '../support/synth';
 
 /** A Deployment of one container that uses the three helpers; its synthesized pod spec. */
 function pod(uid: number) {
@@ -36,24 +36,11 @@ describe('GIVEN a pod built with the helpers', () => {
   const spec = pod(10101);
 
   it('runs the pod as the given non-root user and group, owns its mounted files, with RuntimeDefault seccomp', () => {
-    expect(spec.security_context).toStrictEqual({
-      run_as_non_root: true,
-      run_as_user: '10101',
-      run_as_group: '10101',
-      fs_group: '10101',
-      seccomp_profile: { type: 'RuntimeDefault' },
-    });
+    expect(spec.security_context).toStrictEqual(restrictedPod(10101));
   });
 
   it('runs the container without privileges, escalation or capabilities, on a read-only root filesystem', () => {
-    expect(spec.container[0].security_context).toStrictEqual({
-      run_as_non_root: true,
-      allow_privilege_escalation: false,
-      privileged: false,
-      read_only_root_filesystem: true,
-      capabilities: { drop: ['ALL'] },
-      seccomp_profile: { type: 'RuntimeDefault' },
-    });
+    expect(spec.container[0].security_context).toStrictEqual(RESTRICTED_CONTAINER);
   });
 
   it('gives the container its requests and limits', () => {
