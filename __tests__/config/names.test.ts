@@ -1,31 +1,23 @@
 // config/names.ts: the Kubernetes names and labels of the stack's objects, which the
-// constructs use (through constructs/names.ts) and the config refuses to clash with. A
-// name here is part of the contract: changing one renames (destroys and recreates) an object.
+// constructs use (through constructs/names.ts) and the config refuses to clash with. (The
+// names themselves are pinned by the stack's snapshots, __tests__/constructs/stack.test.ts.)
 import { ENVOY_SELECTOR, NAMES, PART_OF, REDIS_SELECTOR, componentLabels, selectorLabels } from '../../config/names';
+import { dns1123LabelProblem } from '../../config/validate';
 
-it('names every object of the stack, stably', () => {
-  expect(NAMES).toStrictEqual({
-    envoy: 'ws-envoy',
-    envoyConfig: 'ws-envoy-config',
-    envoyMetrics: 'ws-envoy-metrics',
-    envoyPdb: 'ws-envoy',
-    nlb: 'ws-envoy-nlb',
-    redis: 'ws-redis',
-    redisSecret: 'ws-redis-auth',
-    redisFunctions: 'ws-redis-functions',
-    redisData: 'ws-redis-data',
-    redisPolicy: 'ws-redis-envoy-only',
-    envoyPolicy: 'ws-envoy-metrics-restricted',
-    sampleBackend: 'ws-echo',
-  });
-  expect(PART_OF).toBe('ws-admission');
+it('names every object with a DNS-1123 label, and no two objects of one kind alike', () => {
+  for (const [key, name] of Object.entries(NAMES)) expect({ key, problem: dns1123LabelProblem(name) }).toEqual({ key, problem: null });
+  const services = [NAMES.redis, NAMES.nlb, NAMES.envoyMetrics];
+  const configMaps = [NAMES.envoyConfig, NAMES.redisFunctions];
+  const deployments = [NAMES.envoy, NAMES.redis, NAMES.sampleBackend];
+  const policies = [NAMES.redisPolicy, NAMES.envoyPolicy];
+  for (const kind of [services, configMaps, deployments, policies]) expect(new Set(kind).size).toBe(kind.length);
 });
 
 it("labels a component with the recommended app.kubernetes.io labels, the stack's own part-of among them", () => {
   expect(componentLabels('ws-envoy', 'proxy')).toStrictEqual({
     'app.kubernetes.io/name': 'ws-envoy',
     'app.kubernetes.io/component': 'proxy',
-    'app.kubernetes.io/part-of': 'ws-admission',
+    'app.kubernetes.io/part-of': PART_OF,
     'app.kubernetes.io/managed-by': 'cdktf',
   });
 });
@@ -36,7 +28,7 @@ it("selects a component on a stable subset of its labels, so a selector always m
     [NAMES.redis, REDIS_SELECTOR],
   ] as const) {
     expect(selector).toStrictEqual(selectorLabels(name));
-    expect(selector).toStrictEqual({ 'app.kubernetes.io/name': name, 'app.kubernetes.io/part-of': 'ws-admission' });
+    expect(selector).toStrictEqual({ 'app.kubernetes.io/name': name, 'app.kubernetes.io/part-of': PART_OF });
     expect(componentLabels(name, 'any')).toMatchObject(selector);
   }
 });
