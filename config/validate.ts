@@ -166,185 +166,256 @@ export function fieldProblem(f: FieldSpec, value: unknown): string | null {
   }
 }
 
-/** Rules that tie fields together. */
-export function crossFieldProblems(c: StackConfig): string[] {
-  const out: string[] = [];
-  const advisory = c.externalRedisHost === '' ? redisImageAdvisory(c.redisImage) : null;
-  if (advisory) {
-    out.push(
-      `redisImage ${advisory}, got ${show(c.redisImage)}. ` +
-        'Fix: use a patched release (e.g. the default, or a later patch release of it); docs/operations.md, "Keeping Redis patched".',
-    );
-  }
-  if (c.clientIdentity === 'header' && c.clientHeader === '') {
-    out.push(
+/**
+ * A rule that ties fields together: the fields it reads, when the config breaks it, and
+ * its message (the field, the value, the fix).
+ */
+export interface CrossFieldRule {
+  readonly reads: readonly (keyof StackConfig)[];
+  readonly broken: (c: StackConfig) => boolean;
+  readonly message: (c: StackConfig) => string;
+}
+
+/** The client headers the stack removes (`x-ws-*`, the addresses) or that a client writes itself. */
+const RESERVED_CLIENT_HEADERS = ['x-forwarded-for', 'forwarded', 'x-envoy-original-dst-host'];
+/** The longest idle timeout the NLB's own TCP idle timeout (not raised by the stack) lets Envoy close first. */
+const NLB_DEFAULT_IDLE_CAP = NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS;
+
+/** The lease TTL that survives one late renewal. */
+function leaseTtlNeeded(c: StackConfig): number {
+  return 2 * c.renewIntervalSeconds + LEASE_MARGIN_SECONDS;
+}
+
+/** What else on the NLB uses nlbTlsPort, if anything. */
+function tlsPortClash(c: StackConfig): string | undefined {
+  const used: Array<[number, string]> = [];
+  if (c.nlbKeepPlainPort) used.push([80, 'the plain port (nlbKeepPlainPort)']);
+  if (c.exposeMetricsOnNlb) used.push([METRICS_PORT, 'the metrics port (exposeMetricsOnNlb)']);
+  return used.find(([p]) => p === c.nlbTlsPort)?.[1];
+}
+
+/** The NLB settings set away from their defaults. */
+function nlbOnlySettings(c: StackConfig): string[] {
+  return [
+    ...(c.nlbTls ? ['nlbTls'] : []),
+    ...(c.exposeMetricsOnNlb ? ['exposeMetricsOnNlb'] : []),
+    ...(c.nlbSourceRanges.length > 0 ? ['nlbSourceRanges'] : []),
+    ...(c.nlbScheme !== 'internet-facing' ? ['nlbScheme'] : []),
+  ];
+}
+
+/** The stack's own Services: a backend Service of the same name would make the apply fail half-way ("already exists") or, worse, replace one of them. */
+const OWN_SERVICES: readonly string[] = [NAMES.redis, NAMES.nlb, NAMES.envoyMetrics];
+
+/** Envoy would offer its own pods (or Redis) as WebSocket backends. */
+function selectsOwnPods(what: string, name: string, component: string): CrossFieldRule {
+  const podLabels: { [k: string]: string } = { ...componentLabels(name, component), ...selectorLabels(name) };
+  return {
+    reads: ['backendSelector'],
+    broken: (c) => {
+      const sel = Object.entries(c.backendSelector);
+      return sel.length > 0 && sel.every(([k, v]) => podLabels[k] === v);
+    },
+    message: (c) =>
+      `backendSelector must not select the stack's own ${what} pods, got ${show(c.backendSelector)}. ` +
+      'Fix: use labels that only the WebSocket backend pods carry, e.g. {"app.kubernetes.io/name":"ws-echo"}.',
+  };
+}
+
+/** The rules across fields, in the order their messages are reported. */
+export const CROSS_FIELD_RULES: readonly CrossFieldRule[] = [
+  {
+    reads: ['redisImage', 'externalRedisHost'],
+    broken: (c) => c.externalRedisHost === '' && redisImageAdvisory(c.redisImage) !== null,
+    message: (c) =>
+      `redisImage ${redisImageAdvisory(c.redisImage)}, got ${show(c.redisImage)}. ` +
+      'Fix: use a patched release (e.g. the default, or a later patch release of it); docs/operations.md, "Keeping Redis patched".',
+  },
+  {
+    reads: ['clientIdentity', 'clientHeader'],
+    broken: (c) => c.clientIdentity === 'header' && c.clientHeader === '',
+    message: () =>
       'clientIdentity is "header" but clientHeader is empty: the filter would not know which header names the client. ' +
-        'Fix: set clientHeader to the header your trusted layer sets (e.g. "x-user-id"), or set clientIdentity to "address".',
-    );
-  }
-  if (c.clientHeader.startsWith('x-ws-') || ['x-forwarded-for', 'forwarded', 'x-envoy-original-dst-host'].includes(c.clientHeader)) {
-    out.push(
+      'Fix: set clientHeader to the header your trusted layer sets (e.g. "x-user-id"), or set clientIdentity to "address".',
+  },
+  {
+    reads: ['clientHeader'],
+    broken: (c) => c.clientHeader.startsWith('x-ws-') || RESERVED_CLIENT_HEADERS.includes(c.clientHeader),
+    message: (c) =>
       `clientHeader must not be a header the stack removes or one a client writes, got ${show(c.clientHeader)}. ` +
-        'Fix: name the header your trusted layer sets, e.g. "x-user-id" (for addresses behind proxies use clientTrustedHops).',
-    );
-  }
-  const clientLimits = c.maxConnectionsPerClient > 0 || c.maxConnectionsPerClientPercent > 0 || c.rateLimitPerClientPerMinute > 0;
-  if (clientLimits && c.clientIdentity === 'address' && c.kubeconfigPath === '' && !c.nlbProxyProtocol && c.clientTrustedHops === 0) {
-    out.push(
+      'Fix: name the header your trusted layer sets, e.g. "x-user-id" (for addresses behind proxies use clientTrustedHops).',
+  },
+  {
+    reads: [
+      'maxConnectionsPerClient',
+      'maxConnectionsPerClientPercent',
+      'rateLimitPerClientPerMinute',
+      'clientIdentity',
+      'kubeconfigPath',
+      'nlbProxyProtocol',
+      'clientTrustedHops',
+    ],
+    broken: (c) =>
+      (c.maxConnectionsPerClient > 0 || c.maxConnectionsPerClientPercent > 0 || c.rateLimitPerClientPerMinute > 0) &&
+      c.clientIdentity === 'address' &&
+      c.kubeconfigPath === '' &&
+      !c.nlbProxyProtocol &&
+      c.clientTrustedHops === 0,
+    message: () =>
       'the per-client limits key on the client address, but nlbProxyProtocol is false and clientTrustedHops is 0: behind the NLB ' +
-        '(IP targets) every connection comes from one of its own addresses, so all clients would share one limit. ' +
-        'Fix: set nlbProxyProtocol to true (the default), or clientTrustedHops for proxies in front that set X-Forwarded-For, ' +
-        'or clientIdentity "header", or turn the per-client limits off (maxConnectionsPerClient, maxConnectionsPerClientPercent ' +
-        'and rateLimitPerClientPerMinute 0).',
-    );
-  }
-  const need = 2 * c.renewIntervalSeconds + LEASE_MARGIN_SECONDS;
-  if (c.leaseTtlSeconds < need) {
-    out.push(
+      '(IP targets) every connection comes from one of its own addresses, so all clients would share one limit. ' +
+      'Fix: set nlbProxyProtocol to true (the default), or clientTrustedHops for proxies in front that set X-Forwarded-For, ' +
+      'or clientIdentity "header", or turn the per-client limits off (maxConnectionsPerClient, maxConnectionsPerClientPercent ' +
+      'and rateLimitPerClientPerMinute 0).',
+  },
+  {
+    reads: ['leaseTtlSeconds', 'renewIntervalSeconds'],
+    broken: (c) => c.leaseTtlSeconds < leaseTtlNeeded(c),
+    message: (c) =>
       `leaseTtlSeconds must be at least 2 x renewIntervalSeconds + ${LEASE_MARGIN_SECONDS} ` +
-        `(2 x ${c.renewIntervalSeconds} + ${LEASE_MARGIN_SECONDS} = ${need}), got ${c.leaseTtlSeconds}: ` +
-        `an open connection whose renewal is one entry late would lose its lease and its slot be handed out twice. ` +
-        `Fix: raise leaseTtlSeconds to ${need} or more, or lower renewIntervalSeconds.`,
-    );
-  }
-  const nlbDefaultCap = NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS;
-  if (!c.nlbSetIdleTimeout && c.idleTimeoutSeconds > nlbDefaultCap) {
-    out.push(
-      `idleTimeoutSeconds must be at most ${nlbDefaultCap} while nlbSetIdleTimeout is false, got ${c.idleTimeoutSeconds}: ` +
-        `the NLB keeps its ${NLB_TCP_IDLE_TIMEOUT.default} s TCP idle timeout and would drop quiet WebSockets silently before Envoy closes them. ` +
-        `Fix: lower idleTimeoutSeconds to ${nlbDefaultCap} or less, or set nlbSetIdleTimeout to true.`,
-    );
-  }
-  if (c.exposeMetricsOnNlb && c.nlbScheme === 'internet-facing') {
+      `(2 x ${c.renewIntervalSeconds} + ${LEASE_MARGIN_SECONDS} = ${leaseTtlNeeded(c)}), got ${c.leaseTtlSeconds}: ` +
+      `an open connection whose renewal is one entry late would lose its lease and its slot be handed out twice. ` +
+      `Fix: raise leaseTtlSeconds to ${leaseTtlNeeded(c)} or more, or lower renewIntervalSeconds.`,
+  },
+  {
+    reads: ['idleTimeoutSeconds', 'nlbSetIdleTimeout'],
+    broken: (c) => !c.nlbSetIdleTimeout && c.idleTimeoutSeconds > NLB_DEFAULT_IDLE_CAP,
+    message: (c) =>
+      `idleTimeoutSeconds must be at most ${NLB_DEFAULT_IDLE_CAP} while nlbSetIdleTimeout is false, got ${c.idleTimeoutSeconds}: ` +
+      `the NLB keeps its ${NLB_TCP_IDLE_TIMEOUT.default} s TCP idle timeout and would drop quiet WebSockets silently before Envoy closes them. ` +
+      `Fix: lower idleTimeoutSeconds to ${NLB_DEFAULT_IDLE_CAP} or less, or set nlbSetIdleTimeout to true.`,
+  },
+  {
     // The metrics listener has no authentication: per-pod counts, proxy and worker names.
-    out.push(
+    reads: ['exposeMetricsOnNlb', 'nlbScheme'],
+    broken: (c) => c.exposeMetricsOnNlb && c.nlbScheme === 'internet-facing',
+    message: () =>
       `exposeMetricsOnNlb must be false while nlbScheme is "internet-facing", got true: the metrics port (${METRICS_PORT}) would be open to the internet without authentication. ` +
-        'Fix: set nlbScheme to "internal", or leave exposeMetricsOnNlb false and scrape through the ws-envoy-metrics Service.',
-    );
-  }
-  if (c.nlbTls && c.nlbTlsCertificateArns.length === 0) {
-    out.push(
+      'Fix: set nlbScheme to "internal", or leave exposeMetricsOnNlb false and scrape through the ws-envoy-metrics Service.',
+  },
+  {
+    reads: ['nlbTls', 'nlbTlsCertificateArns'],
+    broken: (c) => c.nlbTls && c.nlbTlsCertificateArns.length === 0,
+    message: () =>
       'nlbTls is true but nlbTlsCertificateArns is empty: a TLS listener needs a certificate. ' +
-        'Fix: set nlbTlsCertificateArns to your ACM certificate ARN(s) (aws acm list-certificates), or set nlbTls false.',
-    );
-  }
-  if (!c.nlbTls && (c.nlbTlsCertificateArns.length > 0 || c.nlbKeepPlainPort || c.nlbTlsHostname !== '')) {
-    out.push(
+      'Fix: set nlbTlsCertificateArns to your ACM certificate ARN(s) (aws acm list-certificates), or set nlbTls false.',
+  },
+  {
+    reads: ['nlbTls', 'nlbTlsCertificateArns', 'nlbKeepPlainPort', 'nlbTlsHostname'],
+    broken: (c) => !c.nlbTls && (c.nlbTlsCertificateArns.length > 0 || c.nlbKeepPlainPort || c.nlbTlsHostname !== ''),
+    message: () =>
       'nlbTlsCertificateArns / nlbKeepPlainPort / nlbTlsHostname apply only with nlbTls, which is false. ' +
-        'Fix: set nlbTls true, or leave those at their defaults.',
-    );
-  }
-  if (c.nlbTls) {
-    const used: Array<[number, string]> = [];
-    if (c.nlbKeepPlainPort) used.push([80, 'the plain port (nlbKeepPlainPort)']);
-    if (c.exposeMetricsOnNlb) used.push([METRICS_PORT, 'the metrics port (exposeMetricsOnNlb)']);
-    const clash = used.find(([p]) => p === c.nlbTlsPort);
-    if (clash) {
-      out.push(`nlbTlsPort ${c.nlbTlsPort} is also ${clash[1]} on the NLB. Fix: choose another nlbTlsPort, e.g. 443.`);
-    }
+      'Fix: set nlbTls true, or leave those at their defaults.',
+  },
+  {
+    reads: ['nlbTls', 'nlbTlsPort', 'nlbKeepPlainPort', 'exposeMetricsOnNlb'],
+    broken: (c) => c.nlbTls && tlsPortClash(c) !== undefined,
+    message: (c) => `nlbTlsPort ${c.nlbTlsPort} is also ${tlsPortClash(c)} on the NLB. Fix: choose another nlbTlsPort, e.g. 443.`,
+  },
+  {
     // AWS: "The connection idle timeout for TLS listeners is 350 seconds and can't be
     // modified" (Network Load Balancers, "Update the TCP idle timeout").
-    if (c.idleTimeoutSeconds + NLB_IDLE_MARGIN_SECONDS > NLB_TCP_IDLE_TIMEOUT.default) {
-      out.push(
-        `idleTimeoutSeconds must be at most ${NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS} with nlbTls, got ${c.idleTimeoutSeconds}: an NLB TLS listener drops a flow idle for ${NLB_TCP_IDLE_TIMEOUT.default} s (fixed by AWS), and Envoy must close a quiet WebSocket ${NLB_IDLE_MARGIN_SECONDS} s before that. ` +
-          `Fix: lower idleTimeoutSeconds to ${NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS} or less (clients can keep a connection with pings).`,
-      );
-    }
-  }
-  if (c.installLbController && c.kubeconfigPath !== '') {
-    out.push(
+    reads: ['nlbTls', 'idleTimeoutSeconds'],
+    broken: (c) => c.nlbTls && c.idleTimeoutSeconds + NLB_IDLE_MARGIN_SECONDS > NLB_TCP_IDLE_TIMEOUT.default,
+    message: (c) =>
+      `idleTimeoutSeconds must be at most ${NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS} with nlbTls, got ${c.idleTimeoutSeconds}: an NLB TLS listener drops a flow idle for ${NLB_TCP_IDLE_TIMEOUT.default} s (fixed by AWS), and Envoy must close a quiet WebSocket ${NLB_IDLE_MARGIN_SECONDS} s before that. ` +
+      `Fix: lower idleTimeoutSeconds to ${NLB_TCP_IDLE_TIMEOUT.default - NLB_IDLE_MARGIN_SECONDS} or less (clients can keep a connection with pings).`,
+  },
+  {
+    reads: ['installLbController', 'kubeconfigPath'],
+    broken: (c) => c.installLbController && c.kubeconfigPath !== '',
+    message: () =>
       'installLbController needs the EKS cluster (its OIDC provider, VPC and region), but kubeconfigPath is set. ' +
-        'Fix: install the controller yourself on that cluster, or deploy in EKS mode (clear kubeconfigPath).',
-    );
-  }
-  if (c.installLbController !== (c.lbControllerIamPolicyFile !== '')) {
-    out.push(
-      c.installLbController
-        ? "installLbController is true but lbControllerIamPolicyFile is empty: the controller's IAM role needs its policy. " +
-            'Fix: download docs/install/iam_policy.json of kubernetes-sigs/aws-load-balancer-controller v3.5.0 and set lbControllerIamPolicyFile to its path.'
-        : `lbControllerIamPolicyFile is set (${JSON.stringify(c.lbControllerIamPolicyFile)}) but installLbController is false. Fix: set installLbController true, or clear lbControllerIamPolicyFile.`,
-    );
-  }
-  if (c.envoyAutoscaling && c.envoyMaxReplicas < c.envoyReplicas) {
-    out.push(
+      'Fix: install the controller yourself on that cluster, or deploy in EKS mode (clear kubeconfigPath).',
+  },
+  {
+    reads: ['installLbController', 'lbControllerIamPolicyFile'],
+    broken: (c) => c.installLbController && c.lbControllerIamPolicyFile === '',
+    message: () =>
+      "installLbController is true but lbControllerIamPolicyFile is empty: the controller's IAM role needs its policy. " +
+      'Fix: download docs/install/iam_policy.json of kubernetes-sigs/aws-load-balancer-controller v3.5.0 and set lbControllerIamPolicyFile to its path.',
+  },
+  {
+    reads: ['installLbController', 'lbControllerIamPolicyFile'],
+    broken: (c) => !c.installLbController && c.lbControllerIamPolicyFile !== '',
+    message: (c) =>
+      `lbControllerIamPolicyFile is set (${JSON.stringify(c.lbControllerIamPolicyFile)}) but installLbController is false. Fix: set installLbController true, or clear lbControllerIamPolicyFile.`,
+  },
+  {
+    reads: ['envoyAutoscaling', 'envoyMaxReplicas', 'envoyReplicas'],
+    broken: (c) => c.envoyAutoscaling && c.envoyMaxReplicas < c.envoyReplicas,
+    message: (c) =>
       `envoyMaxReplicas (${c.envoyMaxReplicas}) is below envoyReplicas (${c.envoyReplicas}), the autoscaler's minimum. ` +
-        `Fix: raise envoyMaxReplicas to ${c.envoyReplicas} or more, or lower envoyReplicas.`,
-    );
-  }
-  if (c.publicServiceType !== 'LoadBalancer') {
-    if (c.kubeconfigPath === '') {
-      out.push(
-        `publicServiceType ${show(c.publicServiceType)} applies only with kubeconfigPath: in EKS mode the public Service is the NLB (type LoadBalancer). ` +
-          'Fix: leave publicServiceType at "LoadBalancer", or deploy through a kubeconfig (kubeconfigPath) to a cluster without a load balancer controller.',
-      );
-    }
-    const nlbOnly = [
-      ...(c.nlbTls ? ['nlbTls'] : []),
-      ...(c.exposeMetricsOnNlb ? ['exposeMetricsOnNlb'] : []),
-      ...(c.nlbSourceRanges.length > 0 ? ['nlbSourceRanges'] : []),
-      ...(c.nlbScheme !== 'internet-facing' ? ['nlbScheme'] : []),
-    ];
-    if (nlbOnly.length > 0) {
-      out.push(
+      `Fix: raise envoyMaxReplicas to ${c.envoyReplicas} or more, or lower envoyReplicas.`,
+  },
+  {
+    reads: ['publicServiceType', 'kubeconfigPath'],
+    broken: (c) => c.publicServiceType !== 'LoadBalancer' && c.kubeconfigPath === '',
+    message: (c) =>
+      `publicServiceType ${show(c.publicServiceType)} applies only with kubeconfigPath: in EKS mode the public Service is the NLB (type LoadBalancer). ` +
+      'Fix: leave publicServiceType at "LoadBalancer", or deploy through a kubeconfig (kubeconfigPath) to a cluster without a load balancer controller.',
+  },
+  {
+    reads: ['publicServiceType', 'nlbTls', 'exposeMetricsOnNlb', 'nlbSourceRanges', 'nlbScheme'],
+    broken: (c) => c.publicServiceType !== 'LoadBalancer' && nlbOnlySettings(c).length > 0,
+    message: (c) => {
+      const nlbOnly = nlbOnlySettings(c);
+      return (
         `${nlbOnly.join(', ')} ${nlbOnly.length === 1 ? 'is a setting' : 'are settings'} of the NLB, which publicServiceType ${show(c.publicServiceType)} does not create. ` +
-          'Fix: set publicServiceType to "LoadBalancer", or leave those at their defaults.',
+        'Fix: set publicServiceType to "LoadBalancer", or leave those at their defaults.'
       );
-    }
-  }
-  if (c.kubeContext !== '' && c.kubeconfigPath === '') {
-    out.push(
+    },
+  },
+  {
+    reads: ['kubeContext', 'kubeconfigPath'],
+    broken: (c) => c.kubeContext !== '' && c.kubeconfigPath === '',
+    message: (c) =>
       `kubeContext applies only with kubeconfigPath, but kubeconfigPath is empty (kubeContext is ${show(c.kubeContext)}). ` +
-        'Fix: set kubeconfigPath to the kubeconfig file holding that context, or leave kubeContext empty for the EKS cluster clusterName.',
-    );
-  }
-  if (c.redisPersistence === 'none' && c.redisStorageClass !== '') {
-    out.push(
+      'Fix: set kubeconfigPath to the kubeconfig file holding that context, or leave kubeContext empty for the EKS cluster clusterName.',
+  },
+  {
+    reads: ['redisPersistence', 'redisStorageClass'],
+    broken: (c) => c.redisPersistence === 'none' && c.redisStorageClass !== '',
+    message: (c) =>
       `redisStorageClass is set (${JSON.stringify(c.redisStorageClass)}) but redisPersistence is "none": no volume would use it. ` +
-        'Fix: set redisPersistence to "aof", or clear redisStorageClass.',
-    );
-  }
-  if (c.redisPersistence === 'aof' && c.externalRedisHost !== '') {
-    out.push(
+      'Fix: set redisPersistence to "aof", or clear redisStorageClass.',
+  },
+  {
+    reads: ['redisPersistence', 'externalRedisHost'],
+    broken: (c) => c.redisPersistence === 'aof' && c.externalRedisHost !== '',
+    message: () =>
       'redisPersistence "aof" applies to the in-cluster Redis, but externalRedisHost is set (that Redis persists as its owner configured it). ' +
-        'Fix: set redisPersistence to "none", or clear externalRedisHost.',
-    );
-  }
-  if (c.externalRedisHost === '' && (c.externalRedisTls || c.externalRedisPasswordSecret !== '' || c.externalRedisUsername !== '')) {
-    out.push(
+      'Fix: set redisPersistence to "none", or clear externalRedisHost.',
+  },
+  {
+    reads: ['externalRedisHost', 'externalRedisTls', 'externalRedisPasswordSecret', 'externalRedisUsername'],
+    broken: (c) =>
+      c.externalRedisHost === '' && (c.externalRedisTls || c.externalRedisPasswordSecret !== '' || c.externalRedisUsername !== ''),
+    message: () =>
       `externalRedisTls / externalRedisPasswordSecret / externalRedisUsername apply only to an external Redis, but externalRedisHost is empty. ` +
-        'Fix: set externalRedisHost, or leave those at their defaults for the in-cluster Redis.',
-    );
-  }
-  if (c.externalRedisUsername !== '' && c.externalRedisPasswordSecret === '') {
-    out.push(
+      'Fix: set externalRedisHost, or leave those at their defaults for the in-cluster Redis.',
+  },
+  {
+    reads: ['externalRedisUsername', 'externalRedisPasswordSecret'],
+    broken: (c) => c.externalRedisUsername !== '' && c.externalRedisPasswordSecret === '',
+    message: (c) =>
       `externalRedisUsername is set (${JSON.stringify(c.externalRedisUsername)}) but externalRedisPasswordSecret is empty: an ACL user needs its password. ` +
-        "Fix: set externalRedisPasswordSecret to the Secret holding that user's password, or clear externalRedisUsername.",
-    );
-  }
-  // The stack's own Services: a backend Service of the same name would make the apply fail
-  // half-way ("already exists") or, worse, replace one of them.
-  const ownServices = [NAMES.redis, NAMES.nlb, NAMES.envoyMetrics];
-  if ((ownServices as readonly string[]).includes(c.backendServiceName)) {
-    out.push(
-      `backendServiceName must not be the name of a Service the stack creates itself (${ownServices.map((n) => show(n)).join(', ')}), ` +
-        `got ${show(c.backendServiceName)}. Fix: choose another name, e.g. "ws-backend".`,
-    );
-  }
-  // Envoy would offer its own pods (or Redis) as WebSocket backends.
-  for (const [what, name, component] of [
-    ['Envoy', NAMES.envoy, 'proxy'],
-    ['Redis', NAMES.redis, 'state'],
-  ] as const) {
-    const podLabels: { [k: string]: string } = { ...componentLabels(name, component), ...selectorLabels(name) };
-    const sel = Object.entries(c.backendSelector);
-    if (sel.length > 0 && sel.every(([k, v]) => podLabels[k] === v)) {
-      out.push(
-        `backendSelector must not select the stack's own ${what} pods, got ${show(c.backendSelector)}. ` +
-          'Fix: use labels that only the WebSocket backend pods carry, e.g. {"app.kubernetes.io/name":"ws-echo"}.',
-      );
-    }
-  }
-  return out;
+      "Fix: set externalRedisPasswordSecret to the Secret holding that user's password, or clear externalRedisUsername.",
+  },
+  {
+    reads: ['backendServiceName'],
+    broken: (c) => OWN_SERVICES.includes(c.backendServiceName),
+    message: (c) =>
+      `backendServiceName must not be the name of a Service the stack creates itself (${OWN_SERVICES.map((n) => show(n)).join(', ')}), ` +
+      `got ${show(c.backendServiceName)}. Fix: choose another name, e.g. "ws-backend".`,
+  },
+  selectsOwnPods('Envoy', NAMES.envoy, 'proxy'),
+  selectsOwnPods('Redis', NAMES.redis, 'state'),
+];
+
+/** The message of every cross-field rule the config breaks, in table order. */
+export function crossFieldProblems(c: StackConfig): string[] {
+  return CROSS_FIELD_RULES.filter((rule) => rule.broken(c)).map((rule) => rule.message(c));
 }
 
 /** Every problem of a complete config (field by field, then across fields). */

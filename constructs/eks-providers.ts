@@ -5,6 +5,7 @@ import { KubernetesProvider } from '@cdktf/provider-kubernetes/lib/provider';
 import { RandomProvider } from '@cdktf/provider-random/lib/provider';
 import { Fn } from 'cdktf';
 import { Construct } from 'constructs';
+import { PART_OF } from './names';
 
 /** The exec credential API both providers ask `aws eks get-token` for. */
 export const EXEC_API_VERSION = 'client.authentication.k8s.io/v1beta1';
@@ -53,7 +54,7 @@ export class EksProviders extends Construct implements ClusterProviders {
     }
     new AwsProvider(this, 'aws', {
       region: props.region,
-      defaultTags: [{ tags: { 'app.kubernetes.io/part-of': 'ws-admission', ...(props.tags ?? {}) } }],
+      defaultTags: [{ tags: { 'app.kubernetes.io/part-of': PART_OF, ...(props.tags ?? {}) } }],
     });
     this.cluster = new DataAwsEksCluster(this, 'cluster', { name: props.clusterName });
     const exec = {

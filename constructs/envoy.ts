@@ -1,4 +1,10 @@
-import { DeploymentV1 } from '@cdktf/provider-kubernetes/lib/deployment-v1';
+import {
+  DeploymentV1,
+  DeploymentV1SpecTemplateSpec,
+  DeploymentV1SpecTemplateSpecContainer,
+  DeploymentV1SpecTemplateSpecContainerVolumeMount,
+  DeploymentV1SpecTemplateSpecVolume,
+} from '@cdktf/provider-kubernetes/lib/deployment-v1';
 import { HorizontalPodAutoscalerV2 } from '@cdktf/provider-kubernetes/lib/horizontal-pod-autoscaler-v2';
 import { NetworkPolicyV1 } from '@cdktf/provider-kubernetes/lib/network-policy-v1';
 import { PodDisruptionBudgetV1 } from '@cdktf/provider-kubernetes/lib/pod-disruption-budget-v1';
@@ -44,24 +50,21 @@ export const DRAIN_TIMEOUT_SECONDS = 20;
 
 /**
  * The preStop command: keep serving for `sleepSeconds` (the NLB deregisters the pod), then
- * release this proxy's leases (drain.lua), then the kubelet sends SIGTERM.
- *
- * Why at the END of the sleep: the slots of this proxy's WebSockets must come back when
- * SIGTERM resets them. Their end entries would release them too, through the agent, but
- * the agent is stopped with the pod; drain.lua makes it certain. For the moment between
- * the release and the reset (well under a second) another proxy may admit onto a pod that
- * still carries one of ours. drain.lua first writes $WS_STATE_DIR/draining, so the agent
- * does not renew the released leases from a periodic entry in that moment.
- *
- * drain.lua exits non-zero on failure: the kubelet then records a FailedPreStopHook event
- * with its line and still sends SIGTERM on time. `--log-file /proc/1/fd/1` copies its line
- * to Envoy's stdout (PID 1), since an exec hook's output is not in the log.
+ * release this proxy's leases (drain.lua), then the kubelet sends SIGTERM. Why at the end
+ * of the sleep, the draining marker and what a failure does: docs/operations.md, "Rollouts
+ * and leases". `--log-file /proc/1/fd/1` copies drain.lua's line to Envoy's stdout (PID 1):
+ * an exec hook's output is not in the log.
  */
 export function preStopCommand(sleepSeconds: number): string[] {
+  checkPreStopSleep(sleepSeconds);
+  return ['sh', '-c', `sleep ${sleepSeconds}; exec timeout ${DRAIN_TIMEOUT_SECONDS} luajit ${DRAIN_LUA} --log-file /proc/1/fd/1`];
+}
+
+/** The sleep goes into `sh -c`: an integer >= 0 only. */
+function checkPreStopSleep(sleepSeconds: number): void {
   if (!Number.isSafeInteger(sleepSeconds) || sleepSeconds < 0) {
     throw new Error(`EnvoyProxy: preStopSleepSeconds must be an integer >= 0, got ${sleepSeconds}; use e.g. 15`);
   }
-  return ['sh', '-c', `sleep ${sleepSeconds}; exec timeout ${DRAIN_TIMEOUT_SECONDS} luajit ${DRAIN_LUA} --log-file /proc/1/fd/1`];
 }
 
 /**
@@ -139,12 +142,19 @@ export interface EnvoyProxyProps {
    * Deployment then leaves its replica count to the autoscaler.
    * @default - a fixed replica count
    */
-  readonly autoscaling?: { readonly maxReplicas: number; readonly targetCpuPercent: number };
+  readonly autoscaling?: EnvoyAutoscaling;
   /**
    * Created after these (e.g. the load balancer controller, whose webhook admits the pods).
    * @default - after the ConfigMap only
    */
   readonly dependsOn?: ITerraformDependable[];
+}
+
+export interface EnvoyAutoscaling {
+  /** The most replicas the autoscaler may run (at least `replicas`, its minimum). */
+  readonly maxReplicas: number;
+  /** Average CPU use, in percent of the request, it keeps the fleet at. */
+  readonly targetCpuPercent: number;
 }
 
 export interface MetricsSources {
@@ -154,15 +164,21 @@ export interface MetricsSources {
   readonly namespaceLabels: { readonly [key: string]: string };
 }
 
+/** Labels of the fleet's objects (the metrics Service has its own, metricsServiceLabels). */
+const LABELS = { ...componentLabels(NAMES.envoy, 'proxy'), ...ENVOY_SELECTOR };
+
 /**
- * The Envoy fleet: Deployment (config checksum on the pod template, probes on the
- * metrics listener, zone and host spread, restricted security context, Prometheus
- * scrape annotations), a PodDisruptionBudget, and a ClusterIP Service
- * `ws-envoy-metrics` for the metrics listener (port-forward, ServiceMonitor).
+ * The Envoy fleet: a Deployment of Envoy with its agent sidecar (config checksum on the pod
+ * template, probes on the metrics listener, zone and host spread, restricted security
+ * context, Prometheus scrape annotations, the preStop drain), a PodDisruptionBudget, a
+ * ClusterIP Service `ws-envoy-metrics` for the metrics listener (port-forward,
+ * ServiceMonitor), and optionally a CPU autoscaler and a NetworkPolicy on the metrics port.
  */
 export class EnvoyProxy extends Construct {
   public readonly replicas: number;
   public readonly concurrency: number;
+  /** Seconds Envoy and its agent keep serving once the pod is told to stop (then the drain). */
+  public readonly preStopSleepSeconds: number;
   /** Labels the Envoy pods carry and every selector uses. */
   public readonly selector: { readonly [key: string]: string };
   public readonly deployment: DeploymentV1;
@@ -179,6 +195,19 @@ export class EnvoyProxy extends Construct {
     super(scope, id);
     this.replicas = props.replicas ?? 2;
     this.concurrency = props.concurrency ?? 2;
+    this.preStopSleepSeconds = props.preStopSleepSeconds ?? 15;
+    this.validate(props);
+    this.selector = ENVOY_SELECTOR;
+    this.metricsServiceLabels = componentLabels(NAMES.envoy, 'metrics');
+
+    this.deployment = this.renderDeployment(props);
+    if (props.autoscaling) this.autoscaler = this.renderAutoscaler(props.namespace, props.autoscaling);
+    this.pdb = this.renderPdb(props.namespace);
+    if (props.metricsSources) this.networkPolicy = this.renderNetworkPolicy(props.namespace, props.metricsSources);
+    this.metricsService = this.renderMetricsService(props.namespace);
+  }
+
+  private validate(props: EnvoyProxyProps): void {
     for (const [field, value] of [
       ['replicas', this.replicas],
       ['concurrency', this.concurrency],
@@ -189,47 +218,16 @@ export class EnvoyProxy extends Construct {
     }
     const imageErr = imageProblem(props.image);
     if (imageErr) throw new Error(`EnvoyProxy: image ${imageErr}, got ${JSON.stringify(props.image)}`);
-    const preStop = props.preStopSleepSeconds ?? 15;
-    const preStopCmd = preStopCommand(preStop);
+    checkPreStopSleep(this.preStopSleepSeconds);
+    const maxReplicas = props.autoscaling?.maxReplicas;
+    if (maxReplicas !== undefined && (!Number.isInteger(maxReplicas) || maxReplicas < this.replicas)) {
+      throw new Error(`EnvoyProxy: autoscaling.maxReplicas must be an integer >= replicas (${this.replicas}), got ${maxReplicas}`);
+    }
+  }
 
-    this.selector = ENVOY_SELECTOR;
-    const labels = { ...componentLabels(NAMES.envoy, 'proxy'), ...ENVOY_SELECTOR };
-    const metadata = { name: NAMES.envoy, namespace: props.namespace, labels };
-
-    const volumes = [
-      {
-        name: 'config',
-        configMap: {
-          name: props.config.name,
-          defaultMode: '0444',
-          items: props.config.items.map((i) => ({ key: i.key, path: i.path })),
-        },
-      },
-      { name: 'state', emptyDir: { sizeLimit: '16Mi' } },
-      { name: 'tmp', emptyDir: { sizeLimit: '64Mi' } },
-      ...(props.redisPassword
-        ? [
-            {
-              name: 'redis-auth',
-              secret: {
-                secretName: props.redisPassword.secretName,
-                defaultMode: '0400',
-                items: [{ key: props.redisPassword.key, path: 'password' }],
-              },
-            },
-          ]
-        : []),
-    ];
-    const mounts = [
-      { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
-      { name: 'state', mountPath: STATE_DIR },
-      { name: 'tmp', mountPath: '/tmp' },
-      ...(props.redisPassword ? [{ name: 'redis-auth', mountPath: REDIS_PASSWORD_FILE.replace(/\/[^/]+$/, ''), readOnly: true }] : []),
-    ];
-    const probe = (path: string) => ({ httpGet: { path, port: String(METRICS_PORT) } });
-
-    this.deployment = new DeploymentV1(this, 'deployment', {
-      metadata,
+  private renderDeployment(props: EnvoyProxyProps): DeploymentV1 {
+    return new DeploymentV1(this, 'deployment', {
+      metadata: { name: NAMES.envoy, namespace: props.namespace, labels: LABELS },
       spec: {
         // With an autoscaler the count is its own: set here, every apply would scale the
         // fleet back to `replicas`, dropping WebSockets.
@@ -238,7 +236,7 @@ export class EnvoyProxy extends Construct {
         strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: '1', maxUnavailable: '0' } },
         template: {
           metadata: {
-            labels,
+            labels: LABELS,
             annotations: {
               // Any change of envoy.yaml, settings.lua or a Lua file rolls the pods.
               'checksum/config': props.config.checksum,
@@ -247,150 +245,202 @@ export class EnvoyProxy extends Construct {
               'prometheus.io/path': METRICS_PATH,
             },
           },
-          spec: {
-            automountServiceAccountToken: false,
-            enableServiceLinks: false,
-            terminationGracePeriodSeconds: preStop + 30,
-            securityContext: podSecurityContext(ENVOY_UID),
-            topologySpreadConstraint: [
-              {
-                maxSkew: 1,
-                topologyKey: 'topology.kubernetes.io/zone',
-                whenUnsatisfiable: 'ScheduleAnyway',
-                labelSelector: [{ matchLabels: ENVOY_SELECTOR }],
-              },
-              {
-                maxSkew: 1,
-                topologyKey: 'kubernetes.io/hostname',
-                whenUnsatisfiable: 'ScheduleAnyway',
-                labelSelector: [{ matchLabels: ENVOY_SELECTOR }],
-              },
-            ],
-            container: [
-              {
-                name: 'envoy',
-                image: props.image,
-                command: ['envoy'],
-                args: envoyArgs(`${CONFIG_DIR}/envoy.yaml`, this.concurrency),
-                port: [
-                  { name: 'http', containerPort: PUBLIC_PORT, protocol: 'TCP' },
-                  { name: 'metrics', containerPort: METRICS_PORT, protocol: 'TCP' },
-                ],
-                env: [
-                  { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
-                  { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
-                  { name: 'WS_LUA_DIR', value: LUA_DIR },
-                  { name: 'WS_STATE_DIR', value: STATE_DIR },
-                ],
-                resources: resources(
-                  props.resources ?? {
-                    cpuRequest: `${250 * this.concurrency}m`,
-                    memoryRequest: '128Mi',
-                    cpuLimit: `${1000 * this.concurrency + 500}m`,
-                    memoryLimit: `${EDGE.memoryLimitMiB}Mi`,
-                  },
-                ),
-                securityContext: containerSecurityContext(),
-                // Ready: Envoy's admin says so and the agent runs (ready.lua). Live: Envoy's admin
-                // alone; a restart drops every WebSocket of the proxy.
-                readinessProbe: { ...probe(READY_PATH), periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 2 },
-                livenessProbe: { ...probe(LIVE_PATH), initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 2, failureThreshold: 3 },
-                // Sleep, then release this proxy's leases right before SIGTERM (preStopCommand).
-                lifecycle: { preStop: [{ exec: { command: preStopCmd } }] },
-                volumeMount: mounts,
-              },
-              {
-                // Keeps Redis's record of this proxy true to Envoy's own (lua/cli/agent.lua):
-                // renews and releases leases from the lease log, registers the healthy
-                // hosts, puts everything back after a Redis state loss, and snapshots the
-                // metrics. Same image (luajit + luasocket), same settings and password.
-                name: 'agent',
-                image: props.image,
-                command: agentCommand(),
-                env: [
-                  { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
-                  { name: 'WS_LUA_DIR', value: LUA_DIR },
-                  { name: 'WS_STATE_DIR', value: STATE_DIR },
-                  // The host list and log rotation come from Envoy's admin (same pod: loopback).
-                  { name: 'WS_ENVOY_ADMIN', value: `${ADMIN_ADDRESS}:${ADMIN_PORT}` },
-                ],
-                resources: resources({ cpuRequest: '20m', memoryRequest: '32Mi', cpuLimit: '500m', memoryLimit: '128Mi' }),
-                securityContext: containerSecurityContext(),
-                // No readiness probe of its own: ready.lua makes Envoy's readiness follow the
-                // agent's heartbeat. Liveness: the heartbeat is fresh (a hung loop restarts).
-                livenessProbe: {
-                  exec: { command: agentLivenessCommand() },
-                  initialDelaySeconds: 10,
-                  periodSeconds: 5,
-                  timeoutSeconds: 3,
-                  failureThreshold: 2,
-                },
-                // The kubelet stops every container of the pod at once, but Envoy keeps
-                // serving through its preStop sleep: keep renewing and releasing until then
-                // (drain.lua releases whatever is left at its end).
-                lifecycle: { preStop: [{ exec: { command: ['sleep', String(preStop)] } }] },
-                volumeMount: mounts.filter((m) => m.name !== 'tmp'),
-              },
-            ],
-            volume: volumes,
-          },
+          spec: this.renderPodSpec(props),
         },
       },
       dependsOn: [props.config.configMap, ...(props.dependsOn ?? [])],
     });
+  }
 
-    if (props.autoscaling) {
-      const { maxReplicas, targetCpuPercent } = props.autoscaling;
-      if (!Number.isInteger(maxReplicas) || maxReplicas < this.replicas) {
-        throw new Error(`EnvoyProxy: autoscaling.maxReplicas must be an integer >= replicas (${this.replicas}), got ${maxReplicas}`);
-      }
-      this.autoscaler = new HorizontalPodAutoscalerV2(this, 'hpa', {
-        metadata: { name: NAMES.envoy, namespace: props.namespace, labels },
-        spec: {
-          scaleTargetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: this.deployment.metadata.name },
-          minReplicas: this.replicas,
-          maxReplicas,
-          metric: [{ type: 'Resource', resource: { name: 'cpu', target: { type: 'Utilization', averageUtilization: targetCpuPercent } } }],
-          // Up as fast as Kubernetes likes; down slowly, one proxy per 5 minutes after 10
-          // quiet minutes: every proxy removed drains and closes its WebSockets.
-          behavior: {
-            scaleDown: [{ stabilizationWindowSeconds: 600, selectPolicy: 'Min', policy: [{ type: 'Pods', value: 1, periodSeconds: 300 }] }],
-          },
+  private renderPodSpec(props: EnvoyProxyProps): DeploymentV1SpecTemplateSpec {
+    const mounts = this.renderVolumeMounts(props.redisPassword !== undefined);
+    return {
+      automountServiceAccountToken: false,
+      enableServiceLinks: false,
+      terminationGracePeriodSeconds: this.preStopSleepSeconds + 30,
+      securityContext: podSecurityContext(ENVOY_UID),
+      topologySpreadConstraint: ['topology.kubernetes.io/zone', 'kubernetes.io/hostname'].map((topologyKey) => ({
+        maxSkew: 1,
+        topologyKey,
+        whenUnsatisfiable: 'ScheduleAnyway',
+        labelSelector: [{ matchLabels: ENVOY_SELECTOR }],
+      })),
+      container: [this.renderEnvoyContainer(props, mounts), this.renderAgentContainer(props.image, mounts)],
+      volume: this.renderVolumes(props.config, props.redisPassword),
+    };
+  }
+
+  private renderEnvoyContainer(
+    props: EnvoyProxyProps,
+    mounts: DeploymentV1SpecTemplateSpecContainerVolumeMount[],
+  ): DeploymentV1SpecTemplateSpecContainer {
+    return {
+      name: 'envoy',
+      image: props.image,
+      command: ['envoy'],
+      args: envoyArgs(`${CONFIG_DIR}/envoy.yaml`, this.concurrency),
+      port: [
+        { name: 'http', containerPort: PUBLIC_PORT, protocol: 'TCP' },
+        { name: 'metrics', containerPort: METRICS_PORT, protocol: 'TCP' },
+      ],
+      env: [
+        { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+        { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+        { name: 'WS_LUA_DIR', value: LUA_DIR },
+        { name: 'WS_STATE_DIR', value: STATE_DIR },
+      ],
+      resources: resources(
+        props.resources ?? {
+          cpuRequest: `${250 * this.concurrency}m`,
+          memoryRequest: '128Mi',
+          cpuLimit: `${1000 * this.concurrency + 500}m`,
+          memoryLimit: `${EDGE.memoryLimitMiB}Mi`,
         },
-      });
-    }
+      ),
+      securityContext: containerSecurityContext(),
+      ...this.renderEnvoyProbes(),
+      // Sleep, then release this proxy's leases right before SIGTERM (preStopCommand).
+      lifecycle: { preStop: [{ exec: { command: preStopCommand(this.preStopSleepSeconds) } }] },
+      volumeMount: mounts,
+    };
+  }
 
-    this.pdb = new PodDisruptionBudgetV1(this, 'pdb', {
-      metadata: { name: NAMES.envoyPdb, namespace: props.namespace, labels },
+  /**
+   * Ready: Envoy's admin says so and the agent runs (ready.lua). Live: Envoy's admin alone;
+   * a restart drops every WebSocket of the proxy.
+   */
+  private renderEnvoyProbes(): Pick<DeploymentV1SpecTemplateSpecContainer, 'readinessProbe' | 'livenessProbe'> {
+    const probe = (path: string) => ({ httpGet: { path, port: String(METRICS_PORT) } });
+    return {
+      readinessProbe: { ...probe(READY_PATH), periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 2 },
+      livenessProbe: { ...probe(LIVE_PATH), initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 2, failureThreshold: 3 },
+    };
+  }
+
+  /**
+   * Keeps Redis's record of this proxy true to Envoy's own (lua/cli/agent.lua): renews and
+   * releases leases from the lease log, registers the healthy hosts, puts everything back
+   * after a Redis state loss, and snapshots the metrics. Same image (luajit + luasocket),
+   * same settings and password.
+   */
+  private renderAgentContainer(
+    image: string,
+    mounts: DeploymentV1SpecTemplateSpecContainerVolumeMount[],
+  ): DeploymentV1SpecTemplateSpecContainer {
+    return {
+      name: 'agent',
+      image,
+      command: agentCommand(),
+      env: [
+        { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+        { name: 'WS_LUA_DIR', value: LUA_DIR },
+        { name: 'WS_STATE_DIR', value: STATE_DIR },
+        // The host list and log rotation come from Envoy's admin (same pod: loopback).
+        { name: 'WS_ENVOY_ADMIN', value: `${ADMIN_ADDRESS}:${ADMIN_PORT}` },
+      ],
+      resources: resources({ cpuRequest: '20m', memoryRequest: '32Mi', cpuLimit: '500m', memoryLimit: '128Mi' }),
+      securityContext: containerSecurityContext(),
+      // No readiness probe of its own: ready.lua makes Envoy's readiness follow the
+      // agent's heartbeat. Liveness: the heartbeat is fresh (a hung loop restarts).
+      livenessProbe: {
+        exec: { command: agentLivenessCommand() },
+        initialDelaySeconds: 10,
+        periodSeconds: 5,
+        timeoutSeconds: 3,
+        failureThreshold: 2,
+      },
+      // The kubelet stops every container of the pod at once, but Envoy keeps serving
+      // through its preStop sleep: keep renewing and releasing until then (drain.lua
+      // releases whatever is left at its end).
+      lifecycle: { preStop: [{ exec: { command: ['sleep', String(this.preStopSleepSeconds)] } }] },
+      volumeMount: mounts.filter((m) => m.name !== 'tmp'),
+    };
+  }
+
+  /** The config read-only, the state shared with the agent, /tmp, and the Redis password when there is one. */
+  private renderVolumes(config: FilterConfig, redisPassword?: RedisPasswordSource): DeploymentV1SpecTemplateSpecVolume[] {
+    return [
+      {
+        name: 'config',
+        configMap: { name: config.name, defaultMode: '0444', items: config.items.map((i) => ({ key: i.key, path: i.path })) },
+      },
+      { name: 'state', emptyDir: { sizeLimit: '16Mi' } },
+      { name: 'tmp', emptyDir: { sizeLimit: '64Mi' } },
+      ...(redisPassword
+        ? [
+            {
+              name: 'redis-auth',
+              secret: {
+                secretName: redisPassword.secretName,
+                defaultMode: '0400',
+                items: [{ key: redisPassword.key, path: 'password' }],
+              },
+            },
+          ]
+        : []),
+    ];
+  }
+
+  /** Envoy's mounts; the agent takes them all but /tmp. */
+  private renderVolumeMounts(redisPassword: boolean): DeploymentV1SpecTemplateSpecContainerVolumeMount[] {
+    return [
+      { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
+      { name: 'state', mountPath: STATE_DIR },
+      { name: 'tmp', mountPath: '/tmp' },
+      ...(redisPassword ? [{ name: 'redis-auth', mountPath: REDIS_PASSWORD_FILE.replace(/\/[^/]+$/, ''), readOnly: true }] : []),
+    ];
+  }
+
+  private renderAutoscaler(namespace: string, { maxReplicas, targetCpuPercent }: EnvoyAutoscaling): HorizontalPodAutoscalerV2 {
+    return new HorizontalPodAutoscalerV2(this, 'hpa', {
+      metadata: { name: NAMES.envoy, namespace, labels: LABELS },
+      spec: {
+        scaleTargetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: this.deployment.metadata.name },
+        minReplicas: this.replicas,
+        maxReplicas,
+        metric: [{ type: 'Resource', resource: { name: 'cpu', target: { type: 'Utilization', averageUtilization: targetCpuPercent } } }],
+        // Up as fast as Kubernetes likes; down slowly, one proxy per 5 minutes after 10
+        // quiet minutes: every proxy removed drains and closes its WebSockets.
+        behavior: {
+          scaleDown: [{ stabilizationWindowSeconds: 600, selectPolicy: 'Min', policy: [{ type: 'Pods', value: 1, periodSeconds: 300 }] }],
+        },
+      },
+    });
+  }
+
+  private renderPdb(namespace: string): PodDisruptionBudgetV1 {
+    return new PodDisruptionBudgetV1(this, 'pdb', {
+      metadata: { name: NAMES.envoyPdb, namespace, labels: LABELS },
       spec: { maxUnavailable: '1', selector: { matchLabels: ENVOY_SELECTOR } },
     });
+  }
 
-    if (props.metricsSources) {
-      const from = [
-        ...props.metricsSources.cidrs.map((cidr) => ({ ipBlock: { cidr } })),
-        ...(Object.keys(props.metricsSources.namespaceLabels).length > 0
-          ? [{ namespaceSelector: { matchLabels: { ...props.metricsSources.namespaceLabels } } }]
-          : []),
-      ];
-      // Enforced only where the CNI implements NetworkPolicy (as for Redis's). The agent
-      // sidecar and the preStop drain reach the admin over the pod's loopback, which no
-      // NetworkPolicy filters.
-      this.networkPolicy = new NetworkPolicyV1(this, 'network-policy', {
-        metadata: { name: NAMES.envoyPolicy, namespace: props.namespace, labels },
-        spec: {
-          podSelector: { matchLabels: ENVOY_SELECTOR },
-          policyTypes: ['Ingress'],
-          ingress: [
-            { ports: [{ port: String(PUBLIC_PORT), protocol: 'TCP' }] },
-            ...(from.length > 0 ? [{ from, ports: [{ port: String(METRICS_PORT), protocol: 'TCP' }] }] : []),
-          ],
-        },
-      });
-    }
+  /**
+   * The public port open to all, the metrics port to `sources` only. Enforced only where the
+   * CNI implements NetworkPolicy (as for Redis's). The agent sidecar and the preStop drain
+   * reach the admin over the pod's loopback, which no NetworkPolicy filters.
+   */
+  private renderNetworkPolicy(namespace: string, sources: MetricsSources): NetworkPolicyV1 {
+    const from = [
+      ...sources.cidrs.map((cidr) => ({ ipBlock: { cidr } })),
+      ...(Object.keys(sources.namespaceLabels).length > 0 ? [{ namespaceSelector: { matchLabels: { ...sources.namespaceLabels } } }] : []),
+    ];
+    return new NetworkPolicyV1(this, 'network-policy', {
+      metadata: { name: NAMES.envoyPolicy, namespace, labels: LABELS },
+      spec: {
+        podSelector: { matchLabels: ENVOY_SELECTOR },
+        policyTypes: ['Ingress'],
+        ingress: [
+          { ports: [{ port: String(PUBLIC_PORT), protocol: 'TCP' }] },
+          ...(from.length > 0 ? [{ from, ports: [{ port: String(METRICS_PORT), protocol: 'TCP' }] }] : []),
+        ],
+      },
+    });
+  }
 
-    this.metricsServiceLabels = componentLabels(NAMES.envoy, 'metrics');
-    this.metricsService = new ServiceV1(this, 'metrics-service', {
-      metadata: { name: NAMES.envoyMetrics, namespace: props.namespace, labels: this.metricsServiceLabels },
+  private renderMetricsService(namespace: string): ServiceV1 {
+    return new ServiceV1(this, 'metrics-service', {
+      metadata: { name: NAMES.envoyMetrics, namespace, labels: this.metricsServiceLabels },
       spec: {
         type: 'ClusterIP',
         selector: ENVOY_SELECTOR,

@@ -5,6 +5,7 @@ import { Manifest } from '@cdktf/provider-kubernetes/lib/manifest';
 import { Construct } from 'constructs';
 import { escapeTerraformTemplate } from './filter-config';
 import { METRICS_PATH } from '../envoy/bootstrap';
+import { PART_OF } from './names';
 
 /** The dashboard shipped with the repository. */
 export const DASHBOARD_FILE = path.join(__dirname, '..', 'dashboards', 'ws-admission.json');
@@ -67,6 +68,13 @@ export interface MonitoringProps {
   readonly scrapeInterval?: string;
 }
 
+/** Labels of the dashboard ConfigMap and the ServiceMonitor. */
+const LABELS = {
+  'app.kubernetes.io/part-of': PART_OF,
+  'app.kubernetes.io/component': 'monitoring',
+  'app.kubernetes.io/managed-by': 'cdktf',
+};
+
 /**
  * Monitoring wiring for the admission metrics: the Grafana dashboard as a ConfigMap
  * for the Grafana sidecar, and optionally a ServiceMonitor.
@@ -94,46 +102,42 @@ export class Monitoring extends Construct {
         'Monitoring: envoyServiceLabels must not be empty when serviceMonitor is on (an empty selector would scrape every Service in the namespace)',
       );
     }
-    const labels = {
-      'app.kubernetes.io/part-of': 'ws-admission',
-      'app.kubernetes.io/component': 'monitoring',
-      'app.kubernetes.io/managed-by': 'cdktf',
-    };
+    if (this.dashboardEnabled) this.dashboardConfigMap = this.renderDashboard(props);
+    if (this.serviceMonitorEnabled) this.serviceMonitorManifest = this.renderServiceMonitor(props, scrapeInterval);
+  }
 
-    if (this.dashboardEnabled) {
-      const file = props.dashboardFile ?? DASHBOARD_FILE;
-      const json = readDashboard(file);
-      this.dashboardConfigMap = new ConfigMapV1(this, 'dashboard', {
+  private renderDashboard(props: MonitoringProps): ConfigMapV1 {
+    const json = readDashboard(props.dashboardFile ?? DASHBOARD_FILE);
+    return new ConfigMapV1(this, 'dashboard', {
+      metadata: {
+        name: 'ws-admission-dashboard',
+        namespace: props.dashboardNamespace ?? props.namespace,
+        labels: { ...LABELS, grafana_dashboard: '1' },
+        annotations: props.dashboardFolder ? { grafana_folder: props.dashboardFolder } : undefined,
+      },
+      // Grafana's own `${datasource}` variables would otherwise be read by Terraform as
+      // interpolations (and fail the plan); escaped, Terraform writes them as is.
+      data: { 'ws-admission.json': escapeTerraformTemplate(json) },
+    });
+  }
+
+  private renderServiceMonitor(props: MonitoringProps, scrapeInterval: string): Manifest {
+    return new Manifest(this, 'service-monitor', {
+      manifest: {
+        apiVersion: 'monitoring.coreos.com/v1',
+        kind: 'ServiceMonitor',
         metadata: {
-          name: 'ws-admission-dashboard',
-          namespace: props.dashboardNamespace ?? props.namespace,
-          labels: { ...labels, grafana_dashboard: '1' },
-          annotations: props.dashboardFolder ? { grafana_folder: props.dashboardFolder } : undefined,
+          name: 'ws-envoy',
+          namespace: props.namespace,
+          labels: { ...LABELS, ...(props.serviceMonitorLabels ?? {}) },
         },
-        // Grafana's own `${datasource}` variables would otherwise be read by Terraform as
-        // interpolations (and fail the plan); escaped, Terraform writes them as is.
-        data: { 'ws-admission.json': escapeTerraformTemplate(json) },
-      });
-    }
-
-    if (this.serviceMonitorEnabled) {
-      this.serviceMonitorManifest = new Manifest(this, 'service-monitor', {
-        manifest: {
-          apiVersion: 'monitoring.coreos.com/v1',
-          kind: 'ServiceMonitor',
-          metadata: {
-            name: 'ws-envoy',
-            namespace: props.namespace,
-            labels: { ...labels, ...(props.serviceMonitorLabels ?? {}) },
-          },
-          spec: {
-            selector: { matchLabels: { ...props.envoyServiceLabels } },
-            namespaceSelector: { matchNames: [props.namespace] },
-            endpoints: [{ port: props.metricsPortName ?? 'metrics', path: METRICS_PATH, interval: scrapeInterval, honorLabels: true }],
-          },
+        spec: {
+          selector: { matchLabels: { ...props.envoyServiceLabels } },
+          namespaceSelector: { matchNames: [props.namespace] },
+          endpoints: [{ port: props.metricsPortName ?? 'metrics', path: METRICS_PATH, interval: scrapeInterval, honorLabels: true }],
         },
-      });
-    }
+      },
+    });
   }
 }
 

@@ -1,4 +1,4 @@
-import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
+import { ServiceV1, ServiceV1SpecPort } from '@cdktf/provider-kubernetes/lib/service-v1';
 import { Fn, ITerraformDependable, Token } from 'cdktf';
 import { Construct } from 'constructs';
 import { NLB_TCP_IDLE_TIMEOUT, NlbScheme, PublicServiceType } from '../config/schema';
@@ -91,7 +91,17 @@ export class Nlb extends Construct {
 
   constructor(scope: Construct, id: string, props: NlbProps) {
     super(scope, id);
+    this.type = props.type ?? 'LoadBalancer';
     const delay = props.deregistrationDelaySeconds ?? 30;
+    this.validate(props, delay);
+    const ports = renderPorts(props);
+    const lb = this.type === 'LoadBalancer';
+    this.annotations = lb ? renderAnnotations(props, delay, ports) : {};
+    this.service = this.renderService(props, ports);
+    this.hostname = lb ? Token.asString(Fn.try([this.service.status.get(0).loadBalancer.get(0).ingress.get(0).hostname, ''])) : '';
+  }
+
+  private validate(props: NlbProps, delay: number): void {
     if (!Number.isInteger(delay) || delay < 0 || delay > 3600) {
       throw new Error(`Nlb: deregistrationDelaySeconds must be an integer between 0 and 3600, got ${delay}`);
     }
@@ -101,12 +111,9 @@ export class Nlb extends Construct {
         `Nlb: tcpIdleTimeoutSeconds must be an integer between ${NLB_TCP_IDLE_TIMEOUT.min} and ${NLB_TCP_IDLE_TIMEOUT.max} (the NLB's range), got ${idle}`,
       );
     }
-    const tls = props.tls;
-    this.type = props.type ?? 'LoadBalancer';
-    const lb = this.type === 'LoadBalancer';
-    if (!lb) {
+    if (this.type !== 'LoadBalancer') {
       const nlbOnly = Object.entries({
-        tls: tls !== undefined,
+        tls: props.tls !== undefined,
         exposeMetrics: props.exposeMetrics === true,
         proxyProtocol: props.proxyProtocol === true,
         sourceRanges: (props.sourceRanges ?? []).length > 0,
@@ -119,58 +126,18 @@ export class Nlb extends Construct {
         );
       }
     }
-    if (tls && tls.certificateArns.length === 0) throw new Error('Nlb: tls.certificateArns must name at least one ACM certificate');
-    // The listeners the NLB publishes. TLS terminates at the NLB: its port goes to Envoy's
-    // plain listener too.
-    const plain = { name: 'http', port: NLB_PLAIN_PORT, targetPort: 'http', protocol: 'TCP' };
-    const ports = [
-      ...(!tls || tls.keepPlainPort ? [plain] : []),
-      ...(tls ? [{ name: 'https', port: tls.port, targetPort: 'http', protocol: 'TCP' }] : []),
-      ...(props.exposeMetrics ? [{ name: 'metrics', port: METRICS_PORT, targetPort: 'metrics', protocol: 'TCP' }] : []),
-    ];
-    if (new Set(ports.map((p) => p.port)).size !== ports.length) {
-      throw new Error(`Nlb: two listeners on one port (${ports.map((p) => `${p.name} ${p.port}`).join(', ')}); choose another tls.port`);
-    }
-    // A TLS listener's idle timeout is fixed at 350 s by AWS: the attribute is for TCP
-    // listeners only.
-    const tcpListeners = ports.filter((p) => p.name !== 'https');
-    const annotations = {
-      [`${ANNOTATION}-type`]: 'external',
-      [`${ANNOTATION}-nlb-target-type`]: 'ip',
-      [`${ANNOTATION}-scheme`]: props.scheme ?? 'internet-facing',
-      [`${ANNOTATION}-attributes`]: 'load_balancing.cross_zone.enabled=true',
-      [`${ANNOTATION}-target-group-attributes`]: `deregistration_delay.timeout_seconds=${delay}`,
-      // Needs a controller that knows listener attributes (v2.9.0+); an older one ignores
-      // the annotation and the NLB keeps 350 s.
-      ...Object.fromEntries(
-        idle === undefined
-          ? []
-          : tcpListeners.map((p) => [`${ANNOTATION}-listener-attributes.${p.protocol}-${p.port}`, `tcp.idle_timeout.seconds=${idle}`]),
-      ),
-      ...(tls
-        ? {
-            [`${ANNOTATION}-ssl-cert`]: tls.certificateArns.join(','),
-            [`${ANNOTATION}-ssl-ports`]: String(tls.port),
-            [`${ANNOTATION}-ssl-negotiation-policy`]: tls.policy,
-          }
-        : {}),
-      [`${ANNOTATION}-healthcheck-protocol`]: 'HTTP',
-      [`${ANNOTATION}-healthcheck-port`]: String(METRICS_PORT),
-      // The readiness path: a proxy whose agent is down takes no new clients (ready.lua).
-      [`${ANNOTATION}-healthcheck-path`]: READY_PATH,
-      [`${ANNOTATION}-healthcheck-interval`]: '10',
-      [`${ANNOTATION}-healthcheck-timeout`]: '5',
-      [`${ANNOTATION}-healthcheck-healthy-threshold`]: '2',
-      [`${ANNOTATION}-healthcheck-unhealthy-threshold`]: '2',
-      ...(props.proxyProtocol ? { [`${ANNOTATION}-proxy-protocol`]: '*' } : {}),
-    };
-    this.annotations = lb ? annotations : {};
-    this.service = new ServiceV1(this, 'service', {
+    if (props.tls && props.tls.certificateArns.length === 0)
+      throw new Error('Nlb: tls.certificateArns must name at least one ACM certificate');
+  }
+
+  private renderService(props: NlbProps, ports: ServiceV1SpecPort[]): ServiceV1 {
+    const lb = this.type === 'LoadBalancer';
+    return new ServiceV1(this, 'service', {
       metadata: {
         name: NAMES.nlb,
         namespace: props.namespace,
         labels: componentLabels(NAMES.envoy, 'load-balancer'),
-        ...(lb ? { annotations } : {}),
+        ...(lb ? { annotations: this.annotations } : {}),
       },
       spec: {
         type: this.type,
@@ -182,6 +149,62 @@ export class Nlb extends Construct {
       waitForLoadBalancer: lb,
       ...(props.dependsOn ? { dependsOn: props.dependsOn } : {}),
     });
-    this.hostname = lb ? Token.asString(Fn.try([this.service.status.get(0).loadBalancer.get(0).ingress.get(0).hostname, ''])) : '';
   }
+}
+
+/**
+ * The listeners the NLB publishes. TLS terminates at the NLB: its port goes to Envoy's
+ * plain listener too. Refuses two on one port.
+ */
+function renderPorts(props: NlbProps): ServiceV1SpecPort[] {
+  const tls = props.tls;
+  const plain = { name: 'http', port: NLB_PLAIN_PORT, targetPort: 'http', protocol: 'TCP' };
+  const ports = [
+    ...(!tls || tls.keepPlainPort ? [plain] : []),
+    ...(tls ? [{ name: 'https', port: tls.port, targetPort: 'http', protocol: 'TCP' }] : []),
+    ...(props.exposeMetrics ? [{ name: 'metrics', port: METRICS_PORT, targetPort: 'metrics', protocol: 'TCP' }] : []),
+  ];
+  if (new Set(ports.map((p) => p.port)).size !== ports.length) {
+    throw new Error(`Nlb: two listeners on one port (${ports.map((p) => `${p.name} ${p.port}`).join(', ')}); choose another tls.port`);
+  }
+  return ports;
+}
+
+/** The AWS Load Balancer Controller's annotations: the NLB, its listeners and its health check. */
+function renderAnnotations(props: NlbProps, delay: number, ports: ServiceV1SpecPort[]): { [key: string]: string } {
+  const tls = props.tls;
+  const idle = props.tcpIdleTimeoutSeconds;
+  // A TLS listener's idle timeout is fixed at 350 s by AWS: the attribute is for TCP
+  // listeners only.
+  const tcpListeners = ports.filter((p) => p.name !== 'https');
+  return {
+    [`${ANNOTATION}-type`]: 'external',
+    [`${ANNOTATION}-nlb-target-type`]: 'ip',
+    [`${ANNOTATION}-scheme`]: props.scheme ?? 'internet-facing',
+    [`${ANNOTATION}-attributes`]: 'load_balancing.cross_zone.enabled=true',
+    [`${ANNOTATION}-target-group-attributes`]: `deregistration_delay.timeout_seconds=${delay}`,
+    // Needs a controller that knows listener attributes (v2.9.0+); an older one ignores
+    // the annotation and the NLB keeps 350 s.
+    ...Object.fromEntries(
+      idle === undefined
+        ? []
+        : tcpListeners.map((p) => [`${ANNOTATION}-listener-attributes.${p.protocol}-${p.port}`, `tcp.idle_timeout.seconds=${idle}`]),
+    ),
+    ...(tls
+      ? {
+          [`${ANNOTATION}-ssl-cert`]: tls.certificateArns.join(','),
+          [`${ANNOTATION}-ssl-ports`]: String(tls.port),
+          [`${ANNOTATION}-ssl-negotiation-policy`]: tls.policy,
+        }
+      : {}),
+    [`${ANNOTATION}-healthcheck-protocol`]: 'HTTP',
+    [`${ANNOTATION}-healthcheck-port`]: String(METRICS_PORT),
+    // The readiness path: a proxy whose agent is down takes no new clients (ready.lua).
+    [`${ANNOTATION}-healthcheck-path`]: READY_PATH,
+    [`${ANNOTATION}-healthcheck-interval`]: '10',
+    [`${ANNOTATION}-healthcheck-timeout`]: '5',
+    [`${ANNOTATION}-healthcheck-healthy-threshold`]: '2',
+    [`${ANNOTATION}-healthcheck-unhealthy-threshold`]: '2',
+    ...(props.proxyProtocol ? { [`${ANNOTATION}-proxy-protocol`]: '*' } : {}),
+  };
 }

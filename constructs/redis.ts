@@ -2,7 +2,11 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { ConfigMapV1 } from '@cdktf/provider-kubernetes/lib/config-map-v1';
-import { DeploymentV1 } from '@cdktf/provider-kubernetes/lib/deployment-v1';
+import {
+  DeploymentV1,
+  DeploymentV1SpecTemplateSpecContainer,
+  DeploymentV1SpecTemplateSpecVolume,
+} from '@cdktf/provider-kubernetes/lib/deployment-v1';
 import { NetworkPolicyV1 } from '@cdktf/provider-kubernetes/lib/network-policy-v1';
 import { PersistentVolumeClaimV1 } from '@cdktf/provider-kubernetes/lib/persistent-volume-claim-v1';
 import { SecretV1 } from '@cdktf/provider-kubernetes/lib/secret-v1';
@@ -190,20 +194,36 @@ export interface RedisProps {
   readonly resources?: ResourceSpec;
 }
 
+/** Labels of every object of the Redis. */
+const LABELS = { ...componentLabels(NAMES.redis, 'state'), ...REDIS_SELECTOR };
+/** The admin password, from the Secret, for `redis-cli --user ws-admin` in the pod (probe, loader, an operator's exec). */
+const ADMIN_AUTH_ENV = { name: 'REDISCLI_AUTH', valueFrom: { secretKeyRef: { name: NAMES.redisSecret, key: 'admin-password' } } };
+
+/** The Secret with both passwords and the redis.conf that holds them, and the checksum that rolls the pod when any changes. */
+interface RenderedSecret {
+  readonly secret: SecretV1;
+  readonly confChecksum: string;
+}
+
 /**
  * The in-cluster Redis that holds the admission state: a Deployment of one replica
  * (independent Redis pods behind one Service would split the state; a replicated Redis is
- * an external one, externalRedisHost) with the `functions` container that loads the
- * ws_admission library (`ws-redis-functions` ConfigMap), a Service, two generated passwords
- * in a Secret, and a NetworkPolicy that lets only the Envoy pods reach port 6379. Without
- * `persistence` a restart starts empty and the agents put every open stream back
- * (ws_recover); with it, an AOF on a PersistentVolumeClaim keeps the state.
+ * an external one, externalRedisHost), a ClusterIP Service, and a NetworkPolicy that lets
+ * only the Envoy pods reach port 6379.
  *
- * Two ACL users, the `default` user off: `ws-proxy` (the proxies: their `{tag}:*` keys
- * and the commands of REDIS_PROXY_COMMANDS only) and `ws-admin` (the probe, operators).
- * Passwords never appear in the pod spec: the Secret carries a complete `redis.conf`
- * mounted as a file, and the probe reads the admin password through `REDISCLI_AUTH`
- * from a secretKeyRef.
+ * - ACL users, the `default` user off: `ws-proxy` (the proxies: their `{tag}:*` keys and
+ *   the commands of REDIS_PROXY_COMMANDS only) and `ws-admin` (every key and command: the
+ *   readiness probe, the library loader, an operator's `redis-cli`).
+ * - The Functions library (lua/redis/ws_admission.lua) in the `ws-redis-functions`
+ *   ConfigMap, loaded by the pod's `functions` container (functionLoaderCommand); the pod is
+ *   ready once the library is loaded.
+ * - Passwords: two generated, alphanumeric, in the `ws-redis-auth` Secret with a complete
+ *   `redis.conf` mounted as a file; never in the pod spec (the containers read the admin
+ *   password through `REDISCLI_AUTH` from a secretKeyRef). Ephemeral and write-only by
+ *   default (never in the Terraform state; Terraform >= 1.11), or `random_password`
+ *   resources in the state with `passwordInState`. `passwordRevision` rotates both.
+ * - Persistence: none by default (a restart starts empty and the agents put every open
+ *   stream back, ws_recover); with `persistence`, an AOF on a PersistentVolumeClaim.
  */
 export class Redis extends Construct {
   public readonly serviceName: string;
@@ -224,190 +244,233 @@ export class Redis extends Construct {
     super(scope, id);
     const imageErr = imageProblem(props.image);
     if (imageErr) throw new Error(`Redis: image ${imageErr}, got ${JSON.stringify(props.image)}`);
-
-    const labels = { ...componentLabels(NAMES.redis, 'state'), ...REDIS_SELECTOR };
-    const metadata = { name: NAMES.redis, namespace: props.namespace, labels };
-    this.serviceName = NAMES.redis;
-    this.secretName = NAMES.redisSecret;
-    this.host = `${NAMES.redis}.${props.namespace}.svc.cluster.local`;
-
-    // Alphanumeric only: the value goes into redis.conf unquoted and into a file read by Lua.
-    const confWith = (proxyPassword: string, adminPass: string) =>
-      redisConf({
-        port: REDIS_PORT,
-        bind: '0.0.0.0',
-        maxMemory: props.maxMemory ?? '192mb',
-        dir: '/data',
-        hashTag: props.hashTag ?? 'ws',
-        proxyPassword,
-        adminPassword: adminPass,
-        appendOnly: props.persistence !== undefined,
-      });
-    const settingsHash = createHash('sha256').update(confWith('PROXYPASSWORD', 'ADMINPASSWORD')).digest('hex');
-    this.functions = new ConfigMapV1(this, 'functions', {
-      metadata: { name: NAMES.redisFunctions, namespace: props.namespace, labels },
-      // Terraform reads every string as a template: a `${` or `%{` of the Lua must stay text.
-      data: { [path.basename(FUNCTION_LIBRARY.file)]: escapeTerraformTemplate(readFunctionLibrary()) },
-    });
     const revision = props.passwordRevision ?? 1;
     if (!Number.isSafeInteger(revision) || revision < 1) {
       throw new Error(`Redis: passwordRevision must be an integer >= 1, got ${revision}`);
     }
+    this.serviceName = NAMES.redis;
+    this.secretName = NAMES.redisSecret;
+    this.host = `${NAMES.redis}.${props.namespace}.svc.cluster.local`;
 
-    let confChecksum: string;
-    if (props.passwordInState) {
-      // Alphanumeric only: the value goes into redis.conf unquoted and into a file read by Lua.
-      const password = new Password(this, 'password', { length: 40, special: false, keepers: { revision: String(revision) } });
-      const adminPassword = new Password(this, 'admin-password', { length: 40, special: false, keepers: { revision: String(revision) } });
-      this.secret = new SecretV1(this, 'secret', {
-        metadata: { name: NAMES.redisSecret, namespace: props.namespace, labels },
-        type: 'Opaque',
-        data: {
-          password: password.result,
-          'admin-password': adminPassword.result,
-          'redis.conf': confWith(password.result, adminPassword.result),
-        },
-      });
-      // The settings and the passwords (hashed by Terraform): a new password rolls the pod.
-      confChecksum = Fn.sha256(`${settingsHash}:${password.result}:${adminPassword.result}`);
-    } else {
-      // Passwords that never reach the Terraform state (or a plan): ephemeral values
-      // (Terraform >= 1.10) written through the Secret's write-only `data_wo` (>= 1.11),
-      // which the provider sends on create and when data_wo_revision changes, and never
-      // stores. Alphanumeric, as above.
-      const ephemeral = (name: string) => {
-        TerraformStack.of(this).addOverride(`ephemeral.random_password.${name}`, { length: 40, special: false });
-        return `\${ephemeral.random_password.${name}.result}`;
-      };
-      // Older Terraform would fail at `ephemeral` with a less clear message.
-      TerraformStack.of(this).addOverride('terraform.required_version', '>= 1.11.0');
-      const proxyPassword = ephemeral(`${EPHEMERAL_PREFIX}proxy`);
-      const adminPass = ephemeral(`${EPHEMERAL_PREFIX}admin`);
-      this.secret = new SecretV1(this, 'secret', {
-        metadata: { name: NAMES.redisSecret, namespace: props.namespace, labels },
-        type: 'Opaque',
-        dataWo: { password: proxyPassword, 'admin-password': adminPass, 'redis.conf': confWith(proxyPassword, adminPass) },
-        dataWoRevision: revision,
-      });
-      // The settings, the revision (a rotation) and the Secret's uid (a Secret created
-      // again has new passwords): any of them rolls the pod, which reads them at start.
-      confChecksum = Fn.sha256(`${settingsHash}:${revision}:${this.secret.metadata.uid}`);
-    }
+    this.functions = this.renderFunctions(props.namespace);
+    const { secret, confChecksum } = props.passwordInState
+      ? this.renderPasswordsInState(props, revision)
+      : this.renderEphemeralPasswords(props, revision);
+    this.secret = secret;
+    if (props.persistence) this.volumeClaim = this.renderVolumeClaim(props.namespace, props.persistence);
+    this.deployment = this.renderDeployment(props, confChecksum);
+    this.service = this.renderService(props.namespace);
+    this.networkPolicy = this.renderNetworkPolicy(props.namespace, props.clientSelector);
+  }
 
-    if (props.persistence) {
-      this.volumeClaim = new PersistentVolumeClaimV1(this, 'data', {
-        metadata: { name: NAMES.redisData, namespace: props.namespace, labels },
-        spec: {
-          accessModes: ['ReadWriteOnce'],
-          resources: { requests: { storage: props.persistence.size } },
-          ...(props.persistence.storageClass ? { storageClassName: props.persistence.storageClass } : {}),
-        },
-        // A WaitForFirstConsumer class (gp3 of the EBS CSI driver) binds only once the
-        // pod is scheduled, which comes after this resource: waiting would never end.
-        waitUntilBound: false,
-      });
-    }
+  /** redis.conf with these passwords (alphanumeric only: unquoted in the file, and read by Lua from a file). */
+  private renderConf(props: RedisProps, proxyPassword: string, adminPassword: string): string {
+    return redisConf({
+      port: REDIS_PORT,
+      bind: '0.0.0.0',
+      maxMemory: props.maxMemory ?? '192mb',
+      dir: '/data',
+      hashTag: props.hashTag ?? 'ws',
+      proxyPassword,
+      adminPassword,
+      appendOnly: props.persistence !== undefined,
+    });
+  }
 
-    this.deployment = new DeploymentV1(this, 'deployment', {
-      metadata,
+  /** sha256 of redis.conf without its passwords: the settings part of the pod's checksum. */
+  private settingsHash(props: RedisProps): string {
+    return createHash('sha256')
+      .update(this.renderConf(props, 'PROXYPASSWORD', 'ADMINPASSWORD'))
+      .digest('hex');
+  }
+
+  private renderFunctions(namespace: string): ConfigMapV1 {
+    return new ConfigMapV1(this, 'functions', {
+      metadata: { name: NAMES.redisFunctions, namespace, labels: LABELS },
+      // Terraform reads every string as a template: a `${` or `%{` of the Lua must stay text.
+      data: { [path.basename(FUNCTION_LIBRARY.file)]: escapeTerraformTemplate(readFunctionLibrary()) },
+    });
+  }
+
+  /** `random_password` resources and the Secret's `data`: in the Terraform state, as Terraform < 1.11 needs. */
+  private renderPasswordsInState(props: RedisProps, revision: number): RenderedSecret {
+    const password = new Password(this, 'password', { length: 40, special: false, keepers: { revision: String(revision) } });
+    const adminPassword = new Password(this, 'admin-password', { length: 40, special: false, keepers: { revision: String(revision) } });
+    const secret = new SecretV1(this, 'secret', {
+      metadata: { name: NAMES.redisSecret, namespace: props.namespace, labels: LABELS },
+      type: 'Opaque',
+      data: {
+        password: password.result,
+        'admin-password': adminPassword.result,
+        'redis.conf': this.renderConf(props, password.result, adminPassword.result),
+      },
+    });
+    // The settings and the passwords (hashed by Terraform): a new password rolls the pod.
+    return { secret, confChecksum: Fn.sha256(`${this.settingsHash(props)}:${password.result}:${adminPassword.result}`) };
+  }
+
+  /**
+   * Passwords that never reach the Terraform state (or a plan): ephemeral values (Terraform
+   * >= 1.10) written through the Secret's write-only `data_wo` (>= 1.11), which the provider
+   * sends on create and when data_wo_revision changes, and never stores.
+   */
+  private renderEphemeralPasswords(props: RedisProps, revision: number): RenderedSecret {
+    const stack = TerraformStack.of(this);
+    const ephemeral = (name: string) => {
+      stack.addOverride(`ephemeral.random_password.${name}`, { length: 40, special: false });
+      return `\${ephemeral.random_password.${name}.result}`;
+    };
+    // Older Terraform would fail at `ephemeral` with a less clear message.
+    stack.addOverride('terraform.required_version', '>= 1.11.0');
+    const proxyPassword = ephemeral(`${EPHEMERAL_PREFIX}proxy`);
+    const adminPassword = ephemeral(`${EPHEMERAL_PREFIX}admin`);
+    const secret = new SecretV1(this, 'secret', {
+      metadata: { name: NAMES.redisSecret, namespace: props.namespace, labels: LABELS },
+      type: 'Opaque',
+      dataWo: {
+        password: proxyPassword,
+        'admin-password': adminPassword,
+        'redis.conf': this.renderConf(props, proxyPassword, adminPassword),
+      },
+      dataWoRevision: revision,
+    });
+    // The settings, the revision (a rotation) and the Secret's uid (a Secret created
+    // again has new passwords): any of them rolls the pod, which reads them at start.
+    return { secret, confChecksum: Fn.sha256(`${this.settingsHash(props)}:${revision}:${secret.metadata.uid}`) };
+  }
+
+  private renderVolumeClaim(namespace: string, persistence: NonNullable<RedisProps['persistence']>): PersistentVolumeClaimV1 {
+    return new PersistentVolumeClaimV1(this, 'data', {
+      metadata: { name: NAMES.redisData, namespace, labels: LABELS },
+      spec: {
+        accessModes: ['ReadWriteOnce'],
+        resources: { requests: { storage: persistence.size } },
+        ...(persistence.storageClass ? { storageClassName: persistence.storageClass } : {}),
+      },
+      // A WaitForFirstConsumer class (gp3 of the EBS CSI driver) binds only once the
+      // pod is scheduled, which comes after this resource: waiting would never end.
+      waitUntilBound: false,
+    });
+  }
+
+  private renderDeployment(props: RedisProps, confChecksum: string): DeploymentV1 {
+    return new DeploymentV1(this, 'deployment', {
+      metadata: { name: NAMES.redis, namespace: props.namespace, labels: LABELS },
       spec: {
         replicas: '1',
         // Recreate: two Redis pods must never serve at once (two states).
         strategy: { type: 'Recreate' },
         selector: { matchLabels: REDIS_SELECTOR },
         template: {
-          metadata: {
-            labels,
-            annotations: { 'checksum/config': confChecksum },
-          },
+          metadata: { labels: LABELS, annotations: { 'checksum/config': confChecksum } },
           spec: {
             automountServiceAccountToken: false,
             enableServiceLinks: false,
             securityContext: podSecurityContext(REDIS_UID),
-            container: [
-              {
-                name: 'redis',
-                image: props.image,
-                command: ['redis-server'],
-                args: ['/etc/redis/redis.conf'],
-                port: [{ name: 'redis', containerPort: REDIS_PORT, protocol: 'TCP' }],
-                // For the probe and `kubectl exec ... redis-cli --user ws-admin`.
-                env: [{ name: 'REDISCLI_AUTH', valueFrom: { secretKeyRef: { name: NAMES.redisSecret, key: 'admin-password' } } }],
-                resources: resources(
-                  props.resources ?? { cpuRequest: '100m', memoryRequest: '256Mi', cpuLimit: '1', memoryLimit: '256Mi' },
-                ),
-                securityContext: containerSecurityContext(),
-                // Ready once the library is loaded: a Redis without it answers every FCALL with
-                // an error, so the Service sends no proxy to it before.
-                readinessProbe: {
-                  exec: {
-                    command: [
-                      'sh',
-                      '-c',
-                      `redis-cli --no-auth-warning --user ${REDIS_ADMIN_USER} -h 127.0.0.1 FUNCTION LIST LIBRARYNAME ${FUNCTION_LIBRARY.name} | grep -q ${FUNCTION_LIBRARY.name}`,
-                    ],
-                  },
-                  periodSeconds: 5,
-                  timeoutSeconds: 2,
-                  failureThreshold: 3,
-                },
-                livenessProbe: {
-                  tcpSocket: [{ port: String(REDIS_PORT) }],
-                  initialDelaySeconds: 10,
-                  periodSeconds: 10,
-                  timeoutSeconds: 2,
-                  failureThreshold: 3,
-                },
-                volumeMount: [
-                  { name: 'config', mountPath: '/etc/redis', readOnly: true },
-                  { name: 'data', mountPath: '/data' },
-                ],
-              },
-              {
-                name: 'functions',
-                image: props.image,
-                command: functionLoaderCommand(`${FUNCTIONS_DIR}/${path.basename(FUNCTION_LIBRARY.file)}`),
-                env: [{ name: 'REDISCLI_AUTH', valueFrom: { secretKeyRef: { name: NAMES.redisSecret, key: 'admin-password' } } }],
-                resources: resources({ cpuRequest: '10m', memoryRequest: '16Mi', cpuLimit: '100m', memoryLimit: '32Mi' }),
-                securityContext: containerSecurityContext(),
-                volumeMount: [{ name: 'functions', mountPath: FUNCTIONS_DIR, readOnly: true }],
-              },
-            ],
-            volume: [
-              {
-                name: 'config',
-                secret: { secretName: NAMES.redisSecret, defaultMode: '0400', items: [{ key: 'redis.conf', path: 'redis.conf' }] },
-              },
-              this.volumeClaim
-                ? { name: 'data', persistentVolumeClaim: { claimName: this.volumeClaim.metadata.name } }
-                : { name: 'data', emptyDir: { sizeLimit: '256Mi' } },
-              { name: 'functions', configMap: { name: this.functions.metadata.name, defaultMode: '0444' } },
-            ],
+            container: [this.renderRedisContainer(props), this.renderFunctionsContainer(props.image)],
+            volume: this.renderVolumes(),
           },
         },
       },
       dependsOn: [this.secret, this.functions],
     });
+  }
 
-    this.service = new ServiceV1(this, 'service', {
-      metadata,
+  private renderRedisContainer(props: RedisProps): DeploymentV1SpecTemplateSpecContainer {
+    return {
+      name: 'redis',
+      image: props.image,
+      command: ['redis-server'],
+      args: ['/etc/redis/redis.conf'],
+      port: [{ name: 'redis', containerPort: REDIS_PORT, protocol: 'TCP' }],
+      // For the probe and `kubectl exec ... redis-cli --user ws-admin`.
+      env: [ADMIN_AUTH_ENV],
+      resources: resources(props.resources ?? { cpuRequest: '100m', memoryRequest: '256Mi', cpuLimit: '1', memoryLimit: '256Mi' }),
+      securityContext: containerSecurityContext(),
+      ...this.renderProbes(),
+      volumeMount: [
+        { name: 'config', mountPath: '/etc/redis', readOnly: true },
+        { name: 'data', mountPath: '/data' },
+      ],
+    };
+  }
+
+  /**
+   * Ready once the library is loaded: a Redis without it answers every FCALL with an
+   * error, so the Service sends no proxy to it before. Live: the port answers.
+   */
+  private renderProbes(): Pick<DeploymentV1SpecTemplateSpecContainer, 'readinessProbe' | 'livenessProbe'> {
+    return {
+      readinessProbe: {
+        exec: {
+          command: [
+            'sh',
+            '-c',
+            `redis-cli --no-auth-warning --user ${REDIS_ADMIN_USER} -h 127.0.0.1 FUNCTION LIST LIBRARYNAME ${FUNCTION_LIBRARY.name} | grep -q ${FUNCTION_LIBRARY.name}`,
+          ],
+        },
+        periodSeconds: 5,
+        timeoutSeconds: 2,
+        failureThreshold: 3,
+      },
+      livenessProbe: {
+        tcpSocket: [{ port: String(REDIS_PORT) }],
+        initialDelaySeconds: 10,
+        periodSeconds: 10,
+        timeoutSeconds: 2,
+        failureThreshold: 3,
+      },
+    };
+  }
+
+  /** The library loader (functionLoaderCommand), as `ws-admin`. */
+  private renderFunctionsContainer(image: string): DeploymentV1SpecTemplateSpecContainer {
+    return {
+      name: 'functions',
+      image,
+      command: functionLoaderCommand(`${FUNCTIONS_DIR}/${path.basename(FUNCTION_LIBRARY.file)}`),
+      env: [ADMIN_AUTH_ENV],
+      resources: resources({ cpuRequest: '10m', memoryRequest: '16Mi', cpuLimit: '100m', memoryLimit: '32Mi' }),
+      securityContext: containerSecurityContext(),
+      volumeMount: [{ name: 'functions', mountPath: FUNCTIONS_DIR, readOnly: true }],
+    };
+  }
+
+  /** redis.conf from the Secret, the data directory (the claim, else an emptyDir), the library. */
+  private renderVolumes(): DeploymentV1SpecTemplateSpecVolume[] {
+    return [
+      {
+        name: 'config',
+        secret: { secretName: NAMES.redisSecret, defaultMode: '0400', items: [{ key: 'redis.conf', path: 'redis.conf' }] },
+      },
+      this.volumeClaim
+        ? { name: 'data', persistentVolumeClaim: { claimName: this.volumeClaim.metadata.name } }
+        : { name: 'data', emptyDir: { sizeLimit: '256Mi' } },
+      { name: 'functions', configMap: { name: this.functions.metadata.name, defaultMode: '0444' } },
+    ];
+  }
+
+  private renderService(namespace: string): ServiceV1 {
+    return new ServiceV1(this, 'service', {
+      metadata: { name: NAMES.redis, namespace, labels: LABELS },
       spec: {
         type: 'ClusterIP',
         selector: REDIS_SELECTOR,
         port: [{ name: 'redis', port: REDIS_PORT, targetPort: 'redis', protocol: 'TCP' }],
       },
     });
+  }
 
-    // Enforced only where the CNI implements NetworkPolicy (EKS: VPC CNI with network
-    // policy enabled, or Calico/Cilium).
-    this.networkPolicy = new NetworkPolicyV1(this, 'network-policy', {
-      metadata: { name: NAMES.redisPolicy, namespace: props.namespace, labels },
+  /** Enforced only where the CNI implements NetworkPolicy (EKS: VPC CNI with network policy enabled, or Calico/Cilium). */
+  private renderNetworkPolicy(namespace: string, clientSelector: RedisProps['clientSelector']): NetworkPolicyV1 {
+    return new NetworkPolicyV1(this, 'network-policy', {
+      metadata: { name: NAMES.redisPolicy, namespace, labels: LABELS },
       spec: {
         podSelector: { matchLabels: REDIS_SELECTOR },
         policyTypes: ['Ingress'],
         ingress: [
           {
-            from: [{ podSelector: { matchLabels: { ...props.clientSelector } } }],
+            from: [{ podSelector: { matchLabels: { ...clientSelector } } }],
             ports: [{ port: String(REDIS_PORT), protocol: 'TCP' }],
           },
         ],

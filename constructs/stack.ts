@@ -1,5 +1,7 @@
+import * as fs from 'fs';
+import { DataAwsVpc } from '@cdktf/provider-aws/lib/data-aws-vpc';
 import { NamespaceV1 } from '@cdktf/provider-kubernetes/lib/namespace-v1';
-import { TerraformOutput, TerraformStack } from 'cdktf';
+import { ITerraformDependable, TerraformOutput, TerraformStack } from 'cdktf';
 import { Construct } from 'constructs';
 import { NLB_IDLE_MARGIN_SECONDS, NLB_TCP_IDLE_TIMEOUT, StackConfig } from '../config/schema';
 import { RedisEndpoint, renderSettingsLua } from '../config/settings';
@@ -7,15 +9,13 @@ import { validateConfig } from '../config/validate';
 import { buildEnvoyBootstrap, METRICS_PORT } from '../envoy/bootstrap';
 import { bootstrapToYaml } from '../envoy/yaml';
 import { BackendService } from './backend-service';
-import * as fs from 'fs';
-import { DataAwsVpc } from '@cdktf/provider-aws/lib/data-aws-vpc';
 import { ClusterProviders, EksProviders } from './eks-providers';
 import { EnvoyProxy, MetricsSources, RedisPasswordSource } from './envoy';
 import { FilterConfig } from './filter-config';
 import { LbController } from './lb-controller';
 import { Monitoring } from './monitoring';
-import { ENVOY_SELECTOR, NAMES, PART_OF } from './names';
 import { KubeconfigProviders } from './kubeconfig-providers';
+import { ENVOY_SELECTOR, NAMES, PART_OF } from './names';
 import { Nlb } from './nlb';
 import { REDIS_PROXY_USER, Redis } from './redis';
 import { configureRemoteState } from './remote-state';
@@ -56,6 +56,15 @@ export function websocketUrl(c: Pick<StackConfig, 'nlbTls' | 'nlbTlsPort' | 'nlb
   return c.nlbTlsPort === 443 ? `wss://${host}/` : `wss://${host}:${c.nlbTlsPort}/`;
 }
 
+/**
+ * The PROXY protocol header on Envoy's public listener: only an NLB puts one in front of
+ * every connection; without one a client could send its own and choose the address it is
+ * counted as.
+ */
+function proxyProtocol(c: StackConfig): boolean {
+  return c.nlbProxyProtocol && c.publicServiceType === 'LoadBalancer';
+}
+
 /** Namespace label that makes the AWS Load Balancer Controller inject NLB target-health readiness gates. */
 export const POD_READINESS_GATE_LABEL = 'elbv2.k8s.aws/pod-readiness-gate-inject';
 
@@ -73,9 +82,10 @@ export interface WsAdmissionStackProps {
 }
 
 /**
- * The whole deployment: providers from the EKS cluster (or a kubeconfig context), Redis (or an external one),
- * the backend's headless Service, the optional sample backend, the Envoy fleet with its
- * generated config, the NLB, and the outputs.
+ * The whole deployment: providers from the EKS cluster (or a kubeconfig context), the
+ * namespace, Redis (or an external one), the backend's headless Service, the optional
+ * sample backend, the Envoy fleet with its generated config, the optional AWS Load
+ * Balancer Controller, the NLB, the monitoring, and the outputs.
  */
 export class WsAdmissionStack extends TerraformStack {
   public readonly config: StackConfig;
@@ -97,68 +107,92 @@ export class WsAdmissionStack extends TerraformStack {
       region: c.remoteStateRegion || c.region,
       lockfile: c.remoteStateLockfile,
     });
-    // A kubeconfig connection needs no AWS at all; the EKS lookup needs the aws provider.
-    this.providers =
-      c.kubeconfigPath !== ''
-        ? new KubeconfigProviders(this, 'kubeconfig', { path: c.kubeconfigPath, context: c.kubeContext || undefined })
-        : new EksProviders(this, 'eks', { clusterName: c.clusterName, region: c.region, helm: c.installLbController });
+    this.providers = this.renderProviders(c);
+    const namespace = this.renderNamespace(c);
+    if (c.externalRedisHost === '') this.redis = this.renderRedis(c, namespace);
+    const redis = this.redisConnection(c);
+    this.backend = this.renderBackend(c, namespace);
+    this.filterConfig = this.renderFilterConfig(c, namespace, redis.endpoint, props.luaDirs);
+    const lbRelease = this.renderLbController(c);
+    this.envoy = this.renderEnvoy(c, namespace, redis.password, lbRelease);
+    this.nlb = this.renderNlb(c, namespace, lbRelease);
+    if (c.grafanaDashboard || c.serviceMonitor) this.renderMonitoring(c, namespace);
+    this.outputs(c, redis.endpoint);
+  }
 
-    // With createNamespace, referencing the resource's name orders everything after it.
-    const namespace = c.createNamespace
-      ? new NamespaceV1(this, 'ns', {
-          metadata: {
-            name: c.namespace,
-            labels: {
-              'app.kubernetes.io/part-of': PART_OF,
-              // Every pod of the stack meets "restricted"; warn (not enforce) because the
-              // user's backend pods live in this namespace too (the Service selects here).
-              'pod-security.kubernetes.io/warn': 'restricted',
-              'pod-security.kubernetes.io/audit': 'restricted',
-              // The NLB sends to pod IPs: without the controller's readiness gate a rollout
-              // (every config change) can stop old Envoys before the new ones are healthy
-              // targets, leaving the NLB no healthy target for a minute or two.
-              // @see https://kubernetes-sigs.github.io/aws-load-balancer-controller/latest/deploy/pod_readiness_gate/
-              [POD_READINESS_GATE_LABEL]: 'enabled',
-            },
-          },
-        }).metadata.name
-      : c.namespace;
+  /** A kubeconfig connection needs no AWS at all; the EKS lookup needs the aws provider. */
+  private renderProviders(c: StackConfig): ClusterProviders {
+    return c.kubeconfigPath !== ''
+      ? new KubeconfigProviders(this, 'kubeconfig', { path: c.kubeconfigPath, context: c.kubeContext || undefined })
+      : new EksProviders(this, 'eks', { clusterName: c.clusterName, region: c.region, helm: c.installLbController });
+  }
 
-    let redisEndpoint: RedisEndpoint;
-    let redisPassword: RedisPasswordSource | undefined;
-    if (c.externalRedisHost === '') {
-      this.redis = new Redis(this, 'redis', {
-        namespace,
-        image: c.redisImage,
-        clientSelector: ENVOY_SELECTOR,
-        hashTag: c.hashTag,
-        passwordInState: c.redisPasswordInState,
-        passwordRevision: c.redisPasswordRevision,
-        persistence: c.redisPersistence === 'aof' ? { size: c.redisVolumeSize, storageClass: c.redisStorageClass || undefined } : undefined,
-      });
-      // Fully qualified, with the trailing dot: the filter resolves it on an Envoy worker
-      // (getaddrinfo has no timeout), and with the pod's `ndots:5` a name of 4 dots is
-      // first tried under every search domain, each a DNS round trip that stalls the worker.
-      redisEndpoint = {
-        host: `${NAMES.redis}.${c.namespace}.svc.cluster.local.`,
-        port: this.redis.port,
-        tls: false,
-        auth: true,
-        username: REDIS_PROXY_USER,
+  /** The namespace's name; with createNamespace, a reference to the resource, which orders everything after it. */
+  private renderNamespace(c: StackConfig): string {
+    if (!c.createNamespace) return c.namespace;
+    return new NamespaceV1(this, 'ns', {
+      metadata: {
+        name: c.namespace,
+        labels: {
+          'app.kubernetes.io/part-of': PART_OF,
+          // Every pod of the stack meets "restricted"; warn (not enforce) because the
+          // user's backend pods live in this namespace too (the Service selects here).
+          'pod-security.kubernetes.io/warn': 'restricted',
+          'pod-security.kubernetes.io/audit': 'restricted',
+          // The NLB sends to pod IPs: without the controller's readiness gate a rollout
+          // (every config change) can stop old Envoys before the new ones are healthy
+          // targets, leaving the NLB no healthy target for a minute or two.
+          // @see https://kubernetes-sigs.github.io/aws-load-balancer-controller/latest/deploy/pod_readiness_gate/
+          [POD_READINESS_GATE_LABEL]: 'enabled',
+        },
+      },
+    }).metadata.name;
+  }
+
+  private renderRedis(c: StackConfig, namespace: string): Redis {
+    return new Redis(this, 'redis', {
+      namespace,
+      image: c.redisImage,
+      clientSelector: ENVOY_SELECTOR,
+      hashTag: c.hashTag,
+      passwordInState: c.redisPasswordInState,
+      passwordRevision: c.redisPasswordRevision,
+      persistence: c.redisPersistence === 'aof' ? { size: c.redisVolumeSize, storageClass: c.redisStorageClass || undefined } : undefined,
+    });
+  }
+
+  /** Where the filter reaches Redis (the in-cluster one, else externalRedisHost), and the Secret of its password (none: no AUTH). */
+  private redisConnection(c: StackConfig): { endpoint: RedisEndpoint; password?: RedisPasswordSource } {
+    if (this.redis) {
+      return {
+        // Fully qualified, with the trailing dot: the filter resolves it on an Envoy worker
+        // (getaddrinfo has no timeout), and with the pod's `ndots:5` a name of 4 dots is
+        // first tried under every search domain, each a DNS round trip that stalls the worker.
+        endpoint: {
+          host: `${NAMES.redis}.${c.namespace}.svc.cluster.local.`,
+          port: this.redis.port,
+          tls: false,
+          auth: true,
+          username: REDIS_PROXY_USER,
+        },
+        password: { secretName: this.redis.secretName, key: 'password' },
       };
-      redisPassword = { secretName: this.redis.secretName, key: 'password' };
-    } else {
-      redisEndpoint = {
+    }
+    return {
+      endpoint: {
         host: c.externalRedisHost,
         port: c.externalRedisPort,
         tls: c.externalRedisTls,
         auth: c.externalRedisPasswordSecret !== '',
         username: c.externalRedisUsername,
-      };
-      redisPassword = c.externalRedisPasswordSecret !== '' ? { secretName: c.externalRedisPasswordSecret, key: 'password' } : undefined;
-    }
+      },
+      password: c.externalRedisPasswordSecret !== '' ? { secretName: c.externalRedisPasswordSecret, key: 'password' } : undefined,
+    };
+  }
 
-    this.backend = new BackendService(this, 'backend-service', {
+  /** The headless Service over the user's backend pods, and the sample backend when asked. */
+  private renderBackend(c: StackConfig, namespace: string): BackendService {
+    const backend = new BackendService(this, 'backend-service', {
       namespace,
       name: c.backendServiceName,
       selector: c.backendSelector,
@@ -174,7 +208,11 @@ export class WsAdmissionStack extends TerraformStack {
         healthCheckPath: c.backendHealthCheckPath,
       });
     }
+    return backend;
+  }
 
+  /** The Envoy ConfigMap: envoy.yaml and settings.lua generated from the config, and the Lua files. */
+  private renderFilterConfig(c: StackConfig, namespace: string, redis: RedisEndpoint, luaDirs?: readonly string[]): FilterConfig {
     const bootstrap = buildEnvoyBootstrap({
       // The plain string (not the namespace token): envoy.yaml must be known at synth time.
       backendHost: `${c.backendServiceName}.${c.namespace}.svc.cluster.local`,
@@ -185,29 +223,39 @@ export class WsAdmissionStack extends TerraformStack {
       renewIntervalSeconds: c.renewIntervalSeconds,
       handshakeTimeoutSeconds: c.handshakeTimeoutSeconds,
       trustedHops: c.clientTrustedHops,
-      // Only an NLB puts the PROXY header in front of every connection; without one a
-      // client could send its own and choose the address it is counted as.
-      proxyProtocol: c.nlbProxyProtocol && c.publicServiceType === 'LoadBalancer',
+      proxyProtocol: proxyProtocol(c),
       maxDownstreamConnections: c.envoyMaxConnections,
     });
-    this.filterConfig = new FilterConfig(this, 'filter-config', {
+    return new FilterConfig(this, 'filter-config', {
       namespace,
       envoyYaml: bootstrapToYaml(bootstrap),
-      settingsLua: renderSettingsLua(c, redisEndpoint),
-      luaDirs: props.luaDirs,
+      settingsLua: renderSettingsLua(c, redis),
+      luaDirs,
     });
-    // The controller's webhooks (pod readiness gates, Services) must answer before the
-    // pods and the Service they act on are created.
-    const lbRelease =
-      c.installLbController && this.providers instanceof EksProviders
-        ? new LbController(this, 'lb-controller', {
-            cluster: this.providers.cluster,
-            region: c.region,
-            iamPolicyJson: readIamPolicy(c.lbControllerIamPolicyFile),
-            namePrefix: `${c.clusterName}-${c.namespace}`.slice(0, 40),
-          }).release
-        : undefined;
-    this.envoy = new EnvoyProxy(this, 'envoy', {
+  }
+
+  /**
+   * The AWS Load Balancer Controller, with installLbController on EKS: its Helm release,
+   * which the Envoy pods and the NLB Service wait for (the controller's webhooks, pod
+   * readiness gates and Services, must answer before what they act on is created).
+   */
+  private renderLbController(c: StackConfig): ITerraformDependable | undefined {
+    if (!c.installLbController || !(this.providers instanceof EksProviders)) return undefined;
+    return new LbController(this, 'lb-controller', {
+      cluster: this.providers.cluster,
+      region: c.region,
+      iamPolicyJson: readIamPolicy(c.lbControllerIamPolicyFile),
+      namePrefix: `${c.clusterName}-${c.namespace}`.slice(0, 40),
+    }).release;
+  }
+
+  private renderEnvoy(
+    c: StackConfig,
+    namespace: string,
+    redisPassword?: RedisPasswordSource,
+    lbRelease?: ITerraformDependable,
+  ): EnvoyProxy {
+    return new EnvoyProxy(this, 'envoy', {
       namespace,
       image: c.envoyImage,
       config: this.filterConfig,
@@ -218,12 +266,15 @@ export class WsAdmissionStack extends TerraformStack {
       autoscaling: c.envoyAutoscaling ? { maxReplicas: c.envoyMaxReplicas, targetCpuPercent: c.envoyTargetCpuPercent } : undefined,
       dependsOn: lbRelease ? [lbRelease] : undefined,
     });
-    this.nlb = new Nlb(this, 'nlb', {
+  }
+
+  private renderNlb(c: StackConfig, namespace: string, lbRelease?: ITerraformDependable): Nlb {
+    return new Nlb(this, 'nlb', {
       namespace,
       selector: this.envoy.selector,
       type: c.publicServiceType,
       scheme: c.nlbScheme,
-      proxyProtocol: c.nlbProxyProtocol && c.publicServiceType === 'LoadBalancer',
+      proxyProtocol: proxyProtocol(c),
       exposeMetrics: c.exposeMetricsOnNlb,
       tls: c.nlbTls
         ? { certificateArns: c.nlbTlsCertificateArns, port: c.nlbTlsPort, policy: c.nlbTlsPolicy, keepPlainPort: c.nlbKeepPlainPort }
@@ -237,19 +288,17 @@ export class WsAdmissionStack extends TerraformStack {
           ? Math.max(NLB_TCP_IDLE_TIMEOUT.min, c.idleTimeoutSeconds + NLB_IDLE_MARGIN_SECONDS)
           : undefined,
     });
+  }
 
-    if (c.grafanaDashboard || c.serviceMonitor) {
-      new Monitoring(this, 'monitoring', {
-        namespace,
-        envoyServiceLabels: this.envoy.metricsServiceLabels, // only ws-envoy-metrics has them
-        metricsPortName: 'metrics',
-        dashboard: c.grafanaDashboard,
-        serviceMonitor: c.serviceMonitor,
-        serviceMonitorLabels: c.serviceMonitorLabels,
-      });
-    }
-
-    this.outputs(c, redisEndpoint);
+  private renderMonitoring(c: StackConfig, namespace: string): Monitoring {
+    return new Monitoring(this, 'monitoring', {
+      namespace,
+      envoyServiceLabels: this.envoy.metricsServiceLabels, // only ws-envoy-metrics has them
+      metricsPortName: 'metrics',
+      dashboard: c.grafanaDashboard,
+      serviceMonitor: c.serviceMonitor,
+      serviceMonitorLabels: c.serviceMonitorLabels,
+    });
   }
 
   /**

@@ -3,8 +3,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { loadConfig } from '../../config/load';
-import { defaults } from '../../config/schema';
-import { imageProblem, validateConfig } from '../../config/validate';
+import { StackConfig, defaults } from '../../config/schema';
+import { CROSS_FIELD_RULES, crossFieldProblems, imageProblem, validateConfig } from '../../config/validate';
 
 const bad = (overrides: Record<string, unknown>) => () => validateConfig({ ...defaults(), ...overrides });
 
@@ -312,6 +312,63 @@ describe('rules across fields', () => {
     expect(bad({ externalRedisHost: 'redis.example.com', externalRedisUsername: 'a b', externalRedisPasswordSecret: 's' })).toThrow(
       'externalRedisUsername',
     );
+  });
+});
+
+describe('the table of rules across fields', () => {
+  /** A config that records the name of every field read from it. */
+  const recording = (c: StackConfig, read: Set<string>): StackConfig =>
+    new Proxy(c, {
+      get: (target, key) => {
+        read.add(String(key));
+        return target[key as keyof StackConfig];
+      },
+    });
+
+  it('each rule reads only the fields it names, whether it holds or not', () => {
+    const configs: StackConfig[] = [
+      defaults(),
+      {
+        ...defaults(),
+        clientIdentity: 'header',
+        nlbProxyProtocol: false,
+        nlbTls: true,
+        nlbKeepPlainPort: true,
+        nlbTlsPort: 80,
+        exposeMetricsOnNlb: true,
+        installLbController: true,
+        envoyAutoscaling: true,
+        publicServiceType: 'NodePort',
+        kubeContext: 'staging',
+        redisStorageClass: 'gp3',
+        externalRedisUsername: 'user',
+        backendSelector: {},
+      },
+    ];
+    for (const [i, rule] of CROSS_FIELD_RULES.entries()) {
+      for (const c of configs) {
+        const read = new Set<string>();
+        rule.broken(recording(c, read));
+        rule.message(recording(c, read));
+        expect({ rule: i, extra: [...read].filter((k) => !(rule.reads as readonly string[]).includes(k)) }).toEqual({ rule: i, extra: [] });
+      }
+    }
+  });
+
+  it('reports every rule a config breaks, in the order of the table', () => {
+    const problems = crossFieldProblems({
+      ...defaults(),
+      backendServiceName: 'ws-redis',
+      kubeContext: 'staging',
+      leaseTtlSeconds: 20,
+      clientHeader: 'forwarded',
+    });
+    expect(problems.map((p) => p.split(' ').slice(0, 2).join(' '))).toEqual([
+      'clientHeader must',
+      'leaseTtlSeconds must',
+      'kubeContext applies',
+      'backendServiceName must',
+    ]);
   });
 });
 

@@ -33,7 +33,17 @@ import {
   STATE_FILES,
   envoyArgs,
 } from '../../envoy/bootstrap';
-import { Json, ROOT, fixtureFilterConfig, only, resources, synthStack, testStack } from '../support/synth';
+import {
+  Json,
+  RESTRICTED_CONTAINER,
+  ROOT,
+  fixtureFilterConfig,
+  only,
+  resources,
+  restrictedPod,
+  synthStack,
+  testStack,
+} from '../support/synth';
 
 const IMAGE = 'ws-envoy-lua:1.40.0-1';
 
@@ -158,26 +168,10 @@ describe('GIVEN the defaults', () => {
   });
 
   it("runs restricted: the image's non-root user, read-only root, no escalation, no capabilities, RuntimeDefault seccomp, no token", () => {
-    expect(pod.security_context).toMatchObject({
-      run_as_non_root: true,
-      run_as_user: '10101',
-      run_as_group: '10101',
-      fs_group: '10101',
-      seccomp_profile: { type: 'RuntimeDefault' },
-    });
+    expect(pod.security_context).toMatchObject(restrictedPod(10101));
     expect(pod.automount_service_account_token).toBe(false);
     for (const c of pod.container) {
-      expect({ c: c.name, sc: c.security_context }).toEqual({
-        c: c.name,
-        sc: {
-          run_as_non_root: true,
-          allow_privilege_escalation: false,
-          privileged: false,
-          read_only_root_filesystem: true,
-          capabilities: { drop: ['ALL'] },
-          seccomp_profile: { type: 'RuntimeDefault' },
-        },
-      });
+      expect({ c: c.name, sc: c.security_context }).toEqual({ c: c.name, sc: RESTRICTED_CONTAINER });
       expect(c.resources.requests.cpu).toBeDefined();
       expect(c.resources.limits.memory).toBeDefined();
       expect(c.liveness_probe).toBeDefined();

@@ -16,7 +16,7 @@ import {
   readFunctionLibrary,
 } from '../../constructs/redis';
 import { REDIS_SELECTOR } from '../../constructs/names';
-import { Json, only, synthStack, testStack, unescapeTemplate } from '../support/synth';
+import { Json, RESTRICTED_CONTAINER, only, restrictedPod, synthStack, testStack, unescapeTemplate } from '../support/synth';
 
 const CLIENTS = { 'app.kubernetes.io/name': 'ws-envoy', 'app.kubernetes.io/part-of': 'ws-admission' };
 
@@ -125,17 +125,10 @@ describe('GIVEN the defaults', () => {
   });
 
   it('runs both containers restricted, with requests and limits', () => {
-    expect(pod.security_context).toMatchObject({ run_as_non_root: true, seccomp_profile: { type: 'RuntimeDefault' } });
+    expect(pod.security_context).toMatchObject(restrictedPod(999));
     expect(pod.automount_service_account_token).toBe(false);
     for (const c of pod.container) {
-      expect(c.security_context).toEqual({
-        run_as_non_root: true,
-        allow_privilege_escalation: false,
-        privileged: false,
-        read_only_root_filesystem: true,
-        capabilities: { drop: ['ALL'] },
-        seccomp_profile: { type: 'RuntimeDefault' },
-      });
+      expect(c.security_context).toEqual(RESTRICTED_CONTAINER);
       expect(c.resources.requests.cpu).toBeDefined();
       expect(c.resources.limits.memory).toBeDefined();
     }

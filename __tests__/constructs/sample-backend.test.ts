@@ -1,7 +1,7 @@
 // constructs/sample-backend.ts (SampleBackend), built in a small test chart: the optional
 // WebSocket echo backend, so a default deploy works end to end.
 import { SampleBackend, SampleBackendProps } from '../../constructs/sample-backend';
-import { only, synthStack, testStack } from '../support/synth';
+import { RESTRICTED_CONTAINER, only, restrictedPod, synthStack, testStack } from '../support/synth';
 
 const LABELS = { 'app.kubernetes.io/name': 'ws-echo' };
 
@@ -34,12 +34,8 @@ describe('GIVEN the defaults', () => {
   it('probes the health check path, and runs restricted as nobody', () => {
     expect(echo.readiness_probe.http_get).toEqual({ path: '/', port: '8080' });
     expect(echo.liveness_probe.http_get).toEqual({ path: '/', port: '8080' });
-    expect(deployment.spec.template.spec.security_context).toMatchObject({ run_as_non_root: true, run_as_user: '65534' });
-    expect(echo.security_context).toMatchObject({
-      read_only_root_filesystem: true,
-      allow_privilege_escalation: false,
-      capabilities: { drop: ['ALL'] },
-    });
+    expect(deployment.spec.template.spec.security_context).toEqual(restrictedPod(65534));
+    expect(echo.security_context).toEqual(RESTRICTED_CONTAINER);
   });
 });
 

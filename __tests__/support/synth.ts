@@ -78,6 +78,25 @@ export function unescapeTemplate(text: string): string {
   return text.replace(/\$\$\{/g, '${').replace(/%%\{/g, '%{');
 }
 
+/**
+ * A container's security context under the "restricted" Pod Security Standard, as the
+ * stack synthesizes it (constructs/security.ts, containerSecurityContext).
+ */
+export const RESTRICTED_CONTAINER = {
+  run_as_non_root: true,
+  allow_privilege_escalation: false,
+  privileged: false,
+  read_only_root_filesystem: true,
+  capabilities: { drop: ['ALL'] },
+  seccomp_profile: { type: 'RuntimeDefault' },
+};
+
+/** A pod's security context under "restricted", for the user and group `uid` (podSecurityContext). */
+export function restrictedPod(uid: number) {
+  const id = String(uid);
+  return { run_as_non_root: true, run_as_user: id, run_as_group: id, fs_group: id, seccomp_profile: { type: 'RuntimeDefault' } };
+}
+
 /** A temporary copy of the fixture Lua directories, to change files in. */
 export function tempLuaDirs(): { dirs: string[]; root: string } {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'stack-lua-'));
