@@ -51,6 +51,12 @@ export const LEASE_LOG_FILE = STATE_FILES.lease_log;
 /** Dynamic metadata namespace of the filter (lua/envoy/filter.lua, NS). */
 export const FILTER_METADATA_NAMESPACE = 'ws.admission';
 /**
+ * The value of the metadata key `lease` while the stream holds its lease (filter.lua's
+ * LEASE_HELD): only such streams are in the lease log. A test runs the filter's metadata
+ * through this log's filter (__tests__/filter/filter.admission.test.ts).
+ */
+export const LEASE_HELD = 'held';
+/**
  * How often Envoy writes its access log files (`--file-flush-interval-msec`; Envoy's
  * default is 10 s): a closed connection's lease is back this long after it ended, plus
  * the agent's poll.
@@ -312,7 +318,7 @@ function leaseLog(stateDir: string): AccessLog {
         matcher: {
           filter: FILTER_METADATA_NAMESPACE,
           path: [{ key: 'lease' }],
-          value: { string_match: { exact: 'held' } },
+          value: { string_match: { exact: LEASE_HELD } },
         },
         match_if_key_not_found: false,
       },
