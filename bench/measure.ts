@@ -4,7 +4,7 @@
  * commands it has run).
  */
 import * as fs from 'fs';
-import { LocalRig } from '../tools/lib/local-rig';
+import { LocalRig } from '../tools/rig/rig';
 
 /**
  * Config overrides for a rig whose clients all connect from 127.0.0.1, i.e. are one

@@ -12,7 +12,7 @@
  */
 import WebSocket from 'ws';
 import { loadConfig } from '../config/load';
-import { LocalRig } from '../tools/lib/local-rig';
+import { LocalRig } from '../tools/rig/rig';
 import { rssBytes, ONE_CLIENT } from './measure';
 import { openMany } from './ws';
 

@@ -36,7 +36,7 @@ import * as path from 'path';
 import WebSocket from 'ws';
 import { loadConfig } from '../config/load';
 import { FIELDS, StackConfig } from '../config/schema';
-import { LocalRig, localRedis } from '../tools/lib/local-rig';
+import { LocalRig, localRedis } from '../tools/rig/rig';
 import {
   RedisMonitor,
   commandDelta,

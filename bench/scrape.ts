@@ -15,7 +15,7 @@
  * 200), BENCH_SCRAPE_PHASES (pairs, default 2).
  */
 import { loadConfig } from '../config/load';
-import { LocalRig } from '../tools/lib/local-rig';
+import { LocalRig } from '../tools/rig/rig';
 import { ONE_CLIENT, commandDelta, redisCommandCalls } from './measure';
 import { upgradeOnce } from './ws';
 import { METRICS_SCRAPE_LIMIT } from '../envoy/bootstrap';

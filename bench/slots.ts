@@ -12,7 +12,7 @@
 import WebSocket from 'ws';
 import { loadConfig } from '../config/load';
 import { FILE_FLUSH_INTERVAL_MS } from '../envoy/bootstrap';
-import { LocalRig } from '../tools/lib/local-rig';
+import { LocalRig } from '../tools/rig/rig';
 import { openWebSocket } from './ws';
 import { ONE_CLIENT } from './measure';
 

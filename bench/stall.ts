@@ -14,9 +14,9 @@
  */
 import WebSocket from 'ws';
 import { loadConfig } from '../config/load';
-import { LocalRig } from '../tools/lib/local-rig';
+import { LocalRig } from '../tools/rig/rig';
 import { openWebSocket } from './ws';
-import { wsText } from '../tools/lib/ws-data';
+import { wsText } from '../tools/rig/ws-data';
 import { ONE_CLIENT } from './measure';
 
 const OPEN = 10;

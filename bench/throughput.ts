@@ -25,7 +25,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { stringify } from 'yaml';
 import { loadConfig } from '../config/load';
-import { LocalRig, localLayout } from '../tools/lib/local-rig';
+import { LocalRig, localLayout } from '../tools/rig/rig';
 import { cpuSeconds, pidOfRedis, ONE_CLIENT } from './measure';
 import { RigVariants, publicHcm, withoutAdmission } from './variants';
 import { UPGRADE, untilUpgraded, upgradeOnce } from './ws';

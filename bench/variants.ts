@@ -9,8 +9,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { parse, stringify } from 'yaml';
 import { EnvoyLayout, LEASE_LOG_FILE, PUBLIC_LISTENER, envoyArgs } from '../envoy/bootstrap';
-import { DEBIAN_LUA_ENV, envoyBinary } from '../tools/lib/envoy-bin';
-import { LocalRig, localLayout, proxyName, renderLocalFiles } from '../tools/lib/local-rig';
+import { DEBIAN_LUA_ENV, envoyBinary } from '../tools/rig/envoy-bin';
+import { LocalRig, localLayout, proxyName, renderLocalFiles } from '../tools/rig/rig';
 
 /** Envoy's bootstrap, as parsed YAML. */
 export type Json = any; // (untyped on purpose: a few paths of a large document are edited)

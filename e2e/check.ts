@@ -19,10 +19,10 @@ import * as path from 'path';
 import Redis from 'ioredis';
 import WebSocket from 'ws';
 import { READY_PATH } from '../envoy/bootstrap';
-import { parseExposition, SampleSet } from '../tools/lib/prometheus';
-import { METRICS } from '../tools/lib/metrics-contract';
+import { parseExposition, SampleSet } from '../tools/metrics/prometheus';
+import { METRICS } from '../lua/envoy/metrics-contract';
 import type { Expectations } from './generate';
-import { wsText } from '../tools/lib/ws-data';
+import { wsText } from '../tools/rig/ws-data';
 
 interface Opened {
   readonly status: number;

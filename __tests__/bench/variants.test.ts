@@ -2,7 +2,7 @@
 import { parse } from 'yaml';
 import { withoutAdmission, publicHcm } from '../../bench/variants';
 import { loadConfig } from '../../config/load';
-import { renderLocalFiles } from '../../tools/lib/local-rig';
+import { renderLocalFiles } from '../../tools/rig/rig';
 
 type Json = any;
 

@@ -11,11 +11,12 @@ import { StackConfig } from '../../config/schema';
 import { DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
 import { ENVOY_SELECTOR, NAMES, PART_OF, REDIS_SELECTOR } from '../../constructs/names';
 import { LIVE_PATH, READY_PATH } from '../../envoy/bootstrap';
-import { ClusterState, CONTEXT, kubectl, NODE_NAME, startCluster, stopCluster } from '../../tools/cluster/cluster';
+import { startCluster, stopCluster } from '../../tools/cluster/cluster';
+import { ClusterState, CONTEXT, kubectl, NODE_NAME } from '../../tools/cluster/common';
 import { findInstalled } from '../../tools/cluster/toolchain';
-import { NodeProcessRunner } from '../../tools/lib/process';
-import { MemoryReporter } from '../../tools/lib/progress';
-import { realProbes, waitForLoadBalancer, waitForRollouts } from '../../tools/lib/verify';
+import { NodeProcessRunner } from '../../tools/common/process';
+import { MemoryReporter } from '../../tools/common/progress';
+import { realProbes, waitForLoadBalancer, waitForRollouts } from '../../tools/deploy/verify';
 import { byName, EVERYTHING_CHANGED, Json, unescapeTemplate } from '../support/synth';
 import { synthInto, tfAsync, tfAsyncOk, tfOk } from './support';
 

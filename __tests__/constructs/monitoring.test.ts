@@ -1,13 +1,13 @@
 // constructs/monitoring.ts (Monitoring), built in a small test chart: the Grafana dashboard
 // ConfigMap and the ServiceMonitor; and the dashboard it ships (dashboards/ws-admission.json):
-// every query valid PromQL on the metric contract (tools/lib/metrics-contract.ts).
+// every query valid PromQL on the metric contract (lua/envoy/metrics-contract.ts).
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { parser as promql } from '@prometheus-io/lezer-promql';
 import { Testing } from 'cdktf';
 import { DASHBOARD_FILE, Monitoring } from '../../constructs/monitoring';
-import { EXPORTED_METRICS } from '../../tools/lib/metrics-contract';
+import { EXPORTED_METRICS } from '../../lua/envoy/metrics-contract';
 
 const DASHBOARD = DASHBOARD_FILE;
 const LABELS = { 'app.kubernetes.io/name': 'ws-envoy', 'app.kubernetes.io/part-of': 'ws-admission' };

@@ -1,7 +1,7 @@
 // Backends that come and go, through real Envoy: a backend that dies is not chosen again
 // after the first upgrade it fails (every proxy passes over it), failed upgrades spend no
 // rate budget, and a rolling update of the backends with traffic fails almost nothing.
-import { LocalRig } from '../../tools/lib/local-rig';
+import { LocalRig } from '../../tools/rig/rig';
 import { Opened, Refused, closeFromClient, connect, metrics, startRig, waitUntil } from './support';
 
 jest.setTimeout(180000);

@@ -4,7 +4,7 @@
 import * as fs from 'fs';
 import * as net from 'net';
 import { METRICS_SCRAPE_LIMIT } from '../../envoy/bootstrap';
-import { LocalRig } from '../../tools/lib/local-rig';
+import { LocalRig } from '../../tools/rig/rig';
 import { Opened, closeAll, connect, echo, rawRequest, startRig, statusOf, waitUntil } from './support';
 
 jest.setTimeout(60000);

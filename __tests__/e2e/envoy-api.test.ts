@@ -14,9 +14,9 @@ import * as path from 'path';
 import WebSocket from 'ws';
 import { buildEnvoyBootstrap, envoyArgs, LEASE_LOG_FILE, LOCAL_REPLY_HEADER } from '../../envoy/bootstrap';
 import { bootstrapToYaml } from '../../envoy/yaml';
-import { EchoBackends, backendAddress } from '../../tools/lib/echo-backend';
-import { DEBIAN_LUA_ENV, envoyBinary } from '../../tools/lib/envoy-bin';
-import { localLayout } from '../../tools/lib/local-rig';
+import { EchoBackends, backendAddress } from '../../tools/rig/echo';
+import { DEBIAN_LUA_ENV, envoyBinary } from '../../tools/rig/envoy-bin';
+import { localLayout } from '../../tools/rig/rig';
 import { rawRequest, statusOf, waitUntil } from './support';
 
 jest.setTimeout(60000);

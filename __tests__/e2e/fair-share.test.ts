@@ -1,7 +1,7 @@
 // Fair share through real Envoy (issue 21): one greedy client against ten polite ones, over
 // two proxies with two workers each, each client its own loopback address. The same
 // scenario runs without the per-client limits (the lock-out) and with the defaults.
-import { LocalRig } from '../../tools/lib/local-rig';
+import { LocalRig } from '../../tools/rig/rig';
 import {
   Opened,
   Refused,

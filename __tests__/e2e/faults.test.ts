@@ -4,7 +4,7 @@
 // down (fail open or closed), the agent down (the bound on a lease), the lease log rotated.
 import * as fs from 'fs';
 import * as path from 'path';
-import { LocalRig } from '../../tools/lib/local-rig';
+import { LocalRig } from '../../tools/rig/rig';
 import { Opened, Refused, closeAll, closeFromClient, connect, metrics, startRig, sum, upgradeUntilAdmitted, waitUntil } from './support';
 
 jest.setTimeout(180000);

@@ -1,6 +1,6 @@
 // Hostile input through the real public listener: nothing a client sends picks a pod,
 // reaches a Redis key name, or stalls the worker.
-import { LocalRig } from '../../tools/lib/local-rig';
+import { LocalRig } from '../../tools/rig/rig';
 import { Opened, closeAll, closeFromClient, connect, echo, rawRequest, startRig, statusOf, waitUntil } from './support';
 
 jest.setTimeout(120000);

@@ -1,5 +1,5 @@
 // The limits through real Envoy: two proxies, three backends, the stack's config.
-import { LocalRig } from '../../tools/lib/local-rig';
+import { LocalRig } from '../../tools/rig/rig';
 import { Opened, Refused, closeAll, connect, echo, metrics, startRig, waitUntil } from './support';
 
 jest.setTimeout(120000);

@@ -4,7 +4,7 @@
 // end entry, read by the proxy's agent.
 import * as fs from 'fs';
 import * as path from 'path';
-import { LocalRig } from '../../tools/lib/local-rig';
+import { LocalRig } from '../../tools/rig/rig';
 import { Opened, closeFromClient, connect, startRig, upgradeUntilAdmitted, waitUntil } from './support';
 
 jest.setTimeout(120000);

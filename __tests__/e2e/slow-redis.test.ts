@@ -1,9 +1,9 @@
-// A slow Redis through real Envoy: a fault proxy (tools/lib/fault-proxy.ts) between the
+// A slow Redis through real Envoy: a fault proxy (tools/rig/fault-proxy.ts) between the
 // filter and a real redis-server holds Redis's replies, so the filter's read times out
 // while Redis still runs the call: the admission it gave up on did take a lease (a phantom,
 // no stream behind it). Nothing renews a phantom: it is back within one lease TTL. The
 // worker's stall is bounded by the read timeout.
-import { LocalRig } from '../../tools/lib/local-rig';
+import { LocalRig } from '../../tools/rig/rig';
 import { Opened, closeFromClient, connect, startRig, upgradeUntilAdmitted, waitUntil } from './support';
 
 jest.setTimeout(60000);

@@ -1,5 +1,5 @@
 /**
- * End-to-end tests through real Envoy: the local rig (tools/lib/local-rig.ts) with the
+ * End-to-end tests through real Envoy: the local rig (tools/rig/rig.ts) with the
  * stack's generated config, and a real WebSocket client (ws).
  */
 import * as net from 'net';
@@ -7,8 +7,8 @@ import WebSocket from 'ws';
 import { loadConfig } from '../../config/load';
 import { StackConfig } from '../../config/schema';
 import { LuaScalar } from '../../config/lua';
-import { LocalRig } from '../../tools/lib/local-rig';
-import { wsText } from '../../tools/lib/ws-data';
+import { LocalRig } from '../../tools/rig/rig';
+import { wsText } from '../../tools/rig/ws-data';
 
 /** A config for tests: defaults with these values, nothing from the environment. */
 export function testConfig(overrides: Partial<StackConfig>): StackConfig {

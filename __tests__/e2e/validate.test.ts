@@ -8,8 +8,8 @@ import * as path from 'path';
 import { parse, stringify } from 'yaml';
 import { DEFAULT_LUA_DIRS, ENVOY_YAML_KEY } from '../../constructs/filter-config';
 import { LUA_DIR, STATE_DIR } from '../../envoy/bootstrap';
-import { DEBIAN_LUA_ENV, envoyBinary } from '../../tools/lib/envoy-bin';
-import { DEFAULT_BASE_PORT, localLayout, renderLocalFiles } from '../../tools/lib/local-rig';
+import { DEBIAN_LUA_ENV, envoyBinary } from '../../tools/rig/envoy-bin';
+import { DEFAULT_BASE_PORT, localLayout, renderLocalFiles } from '../../tools/rig/rig';
 import { EVERYTHING_CHANGED, Json, byName, synth, unescapeTemplate } from '../stack/support/synth';
 import { testConfig } from './support';
 

@@ -20,8 +20,8 @@ import {
   pinnedEnvoyBase,
   readEnvoyRelease,
 } from '../../envoy/release';
-import { defaultEnvoyBase } from '../../tools/image';
-import { DEBIAN_LUA_ENV, envoyBinary } from '../../tools/lib/envoy-bin';
+import { defaultEnvoyBase } from '../../tools/deploy/image';
+import { DEBIAN_LUA_ENV, envoyBinary } from '../../tools/rig/envoy-bin';
 
 const ROOT = path.join(__dirname, '..', '..');
 const read = (...p: string[]): string => fs.readFileSync(path.join(ROOT, ...p), 'utf8');
@@ -137,7 +137,7 @@ describe('every place that names the Envoy version agrees with envoy/release.jso
   });
 
   it('docs and examples name no other Envoy version', () => {
-    const files = ['README.md', 'docs/operations.md', 'envoy/Dockerfile', 'config/example.json', 'tools/image.ts'];
+    const files = ['README.md', 'docs/operations.md', 'envoy/Dockerfile', 'config/example.json', 'tools/deploy/image.ts'];
     const found: string[] = [];
     for (const f of files) {
       const text = read(f);

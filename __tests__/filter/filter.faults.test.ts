@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
-import { FaultProxy } from '../../tools/lib/fault-proxy';
+import { FaultProxy } from '../../tools/rig/fault-proxy';
 import { loadLibrary } from '../redis/support/functions';
 import { PODS, PROXY, useAdmissionRig } from '../support/admission-rig';
 import { freePort } from '../support/redis-server';

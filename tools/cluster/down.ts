@@ -1,7 +1,8 @@
 /** npm run cluster:down [-- --dir DIR]: stops the cluster `cluster:up` started there and removes its folder. */
 import * as fs from 'fs';
 import { parseArgs } from 'util';
-import { DEFAULT_DIR, readState, stopCluster } from './cluster';
+import { DEFAULT_DIR } from './common';
+import { readState, stopCluster } from './cluster';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { dir: { type: 'string' } } });

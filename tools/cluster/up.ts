@@ -7,7 +7,8 @@
  * by itself after --lifetime (default 2 h).
  */
 import { parseArgs } from 'util';
-import { DEFAULT_BASE_PORT, DEFAULT_DIR, startCluster } from './cluster';
+import { startCluster } from './cluster';
+import { DEFAULT_BASE_PORT, DEFAULT_DIR } from './common';
 import { findImages, imageRefs } from './images';
 import { findInstalled } from './toolchain';
 

@@ -6,8 +6,8 @@
  */
 import * as http from 'http';
 import { WebSocket } from 'ws';
-import type { BackendReport } from '../../../tools/lib/echo-backend';
-import { parseExposition } from '../../../tools/lib/prometheus';
+import type { BackendReport } from '../../../tools/rig/echo';
+import { parseExposition } from '../../../tools/metrics/prometheus';
 
 export interface Upgrade {
   /** 101, or the refusal's status (429, 503). */
@@ -62,7 +62,7 @@ export function httpGet(url: string, timeoutMs = 5000): Promise<{ status: number
   });
 }
 
-/** An echo backend's own view (tools/lib/echo-backend.ts, GET /counts). */
+/** An echo backend's own view (tools/rig/echo.ts, GET /counts). */
 export async function backendReport(podIp: string, port: number): Promise<BackendReport> {
   const r = await httpGet(`http://${podIp}:${port}/counts`);
   if (r.status !== 200) throw new Error(`backend ${podIp}:${port} /counts answered ${r.status}`);

@@ -1,10 +1,10 @@
 /**
  * The echo stand-in image's program (echo.Containerfile): one backend of the local rig
- * (tools/lib/echo-backend.ts) on this pod's own address and `$PORT`, so it names itself
+ * (tools/rig/echo.ts) on this pod's own address and `$PORT`, so it names itself
  * `<pod ip>:<port>` exactly as Envoy lists it. `GET /counts` answers with its counts.
  */
 import * as os from 'os';
-import { EchoBackends } from '../../lib/echo-backend';
+import { EchoBackends } from '../../rig/echo';
 
 function podAddress(): string {
   for (const addresses of Object.values(os.networkInterfaces())) {

@@ -4,6 +4,7 @@
  * server's client certificate only, every folder inside the cluster's.
  * @see https://kubernetes.io/docs/reference/config-api/kubelet-config.v1beta1/
  */
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { startProcess } from '../process';
@@ -93,4 +94,22 @@ export function startKubelet(o: KubeletOptions, pids: Record<string, number>): v
     ],
     o.lifetimeSeconds,
   );
+}
+
+/**
+ * The kubelet's own iptables chains (KUBE-FIREWALL, which drops non-loopback traffic to
+ * 127.0.0.0/8, its KUBE-KUBELET-CANARY chains and the KUBE-IPTABLES-HINT mark); nothing
+ * else removes them.
+ */
+export function cleanupKubelet(): void {
+  for (const bin of ['iptables', 'ip6tables']) {
+    const ipt = (args: string[]) => spawnSync(bin, ['-w', '5', ...args], { timeout: 30_000 });
+    for (const chain of ['INPUT', 'OUTPUT']) ipt(['-t', 'filter', '-D', chain, '-j', 'KUBE-FIREWALL']);
+    for (const table of ['filter', 'nat', 'mangle']) {
+      for (const chain of ['KUBE-FIREWALL', 'KUBE-KUBELET-CANARY', 'KUBE-IPTABLES-HINT']) {
+        ipt(['-t', table, '-F', chain]);
+        ipt(['-t', table, '-X', chain]);
+      }
+    }
+  }
 }

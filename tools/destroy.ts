@@ -1,4 +1,0 @@
-/** `npm run destroy`: see tools/deploy.ts. */
-import { main } from './deploy';
-
-void main(process.argv.slice(2), 'destroy').then((code) => process.exit(code));
