@@ -58,6 +58,7 @@ import { freePort } from '../__tests__/support/redis-server';
 import { Functions } from '../__tests__/redis/support/functions';
 import { BEFORE_COMMIT, beforeFile, beforeKeys, beforeScript } from './before';
 import { respBytes } from './measure';
+import { runAlone } from './alone';
 
 const PROXIES = 20;
 const QUIET_PODS = 10;
@@ -1359,12 +1360,4 @@ export async function run(): Promise<Record<string, unknown>> {
   };
 }
 
-if (require.main === module) {
-  run().then(
-    (r) => console.log(JSON.stringify(r, null, 2)),
-    (e) => {
-      console.error(e);
-      process.exit(1);
-    },
-  );
-}
+runAlone(module, run);

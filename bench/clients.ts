@@ -14,6 +14,7 @@ import Redis from 'ioredis';
 import { startRedis } from '../__tests__/support/redis-server';
 import { Functions } from '../__tests__/redis/support/functions';
 import { commandUsec, respBytes } from './measure';
+import { runAlone } from './alone';
 
 const TAG = 'c';
 const PROXY = 'ws-envoy-6f7c9d8b5d-x7k2p';
@@ -156,12 +157,4 @@ export async function run(): Promise<Record<string, unknown>> {
   }
 }
 
-if (require.main === module) {
-  run().then(
-    (r) => console.log(JSON.stringify(r, null, 2)),
-    (e) => {
-      console.error(e);
-      process.exit(1);
-    },
-  );
-}
+runAlone(module, run);

@@ -20,6 +20,7 @@ import Redis from 'ioredis';
 import { startRedis } from '../__tests__/support/redis-server';
 import { loadLibrary } from '../__tests__/redis/support/functions';
 import { Worker, defaultSettings, makeLuaDir, makeStateDir } from '../__tests__/filter/harness/worker';
+import { runAlone } from './alone';
 
 const PODS = ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'];
 
@@ -87,13 +88,4 @@ export async function run(): Promise<Record<string, unknown>> {
   }
 }
 
-if (require.main === module) {
-  run()
-    .then((r) => {
-      process.stdout.write(JSON.stringify(r, null, 2) + '\n');
-    })
-    .catch((e: Error) => {
-      process.stderr.write(`${e.stack ?? e.message}\n`);
-      process.exit(1);
-    });
-}
+runAlone(module, run);

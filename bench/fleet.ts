@@ -31,6 +31,7 @@ import { METRICS_SNAPSHOT_MS } from '../envoy/bootstrap';
 import { startRedis } from '../__tests__/support/redis-server';
 import { Functions, LeaseOp } from '../__tests__/redis/support/functions';
 import { commandUsec } from './measure';
+import { runAlone } from './alone';
 
 const PROXIES = 100;
 const WORKERS = 2;
@@ -268,12 +269,4 @@ export async function run(): Promise<Record<string, unknown>> {
   }
 }
 
-if (require.main === module) {
-  run().then(
-    (r) => console.log(JSON.stringify(r, null, 2)),
-    (e) => {
-      console.error(e);
-      process.exit(1);
-    },
-  );
-}
+runAlone(module, run);

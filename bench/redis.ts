@@ -22,6 +22,7 @@ import * as path from 'path';
 import Redis from 'ioredis';
 import { freePort, startRedis } from '../__tests__/support/redis-server';
 import { Functions, LIBRARY_FILE } from '../__tests__/redis/support/functions';
+import { runAlone } from './alone';
 
 // BENCH_REDIS_LIBRARY: benchmark another copy of the library (A/B against a previous version).
 const LIBRARY = process.env.BENCH_REDIS_LIBRARY ?? LIBRARY_FILE;
@@ -457,15 +458,4 @@ function report(r: Record<string, unknown>): string {
   return lines.join('\n');
 }
 
-if (require.main === module) {
-  run().then(
-    (r) => {
-      console.log(report(r));
-      if (process.argv.includes('--json')) console.log(JSON.stringify(r, null, 2));
-    },
-    (e) => {
-      console.error(e);
-      process.exit(1);
-    },
-  );
-}
+runAlone(module, run, (r) => (process.argv.includes('--json') ? `${report(r)}\n${JSON.stringify(r, null, 2)}` : report(r)));

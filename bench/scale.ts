@@ -21,6 +21,7 @@ import { startRedis } from '../__tests__/support/redis-server';
 import { Functions } from '../__tests__/redis/support/functions';
 import { BEFORE_COMMIT, beforeKeys, beforeScript } from './before';
 import { commandUsec, respBytes } from './measure';
+import { runAlone } from './alone';
 
 const TAG = 'b';
 const PROXY = 'ws-envoy-6f7c9d8b5d-x7k2p'; // a proxy id as the filter takes it from POD_NAME
@@ -254,12 +255,4 @@ export async function run(): Promise<Record<string, unknown>> {
   }
 }
 
-if (require.main === module) {
-  run().then(
-    (r) => console.log(JSON.stringify(r, null, 2)),
-    (e) => {
-      console.error(e);
-      process.exit(1);
-    },
-  );
-}
+runAlone(module, run);

@@ -19,6 +19,7 @@ import { LocalRig } from '../tools/rig/rig';
 import { ONE_CLIENT, commandDelta, redisCommandCalls } from './measure';
 import { upgradeOnce } from './ws';
 import { METRICS_SCRAPE_LIMIT } from '../envoy/bootstrap';
+import { runAlone } from './alone';
 
 const SCRAPERS = 8;
 /** Each phase lasts at least this long. */
@@ -169,12 +170,4 @@ export async function run(): Promise<Record<string, unknown>> {
   }
 }
 
-if (require.main === module) {
-  run().then(
-    (r) => console.log(JSON.stringify(r, null, 2)),
-    (e) => {
-      console.error(e);
-      process.exit(1);
-    },
-  );
-}
+runAlone(module, run);

@@ -2,6 +2,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { runAlone } from './alone';
 
 /**
  * Synth benchmark: the compiled app run with plain node (what `npm run synth` runs,
@@ -77,11 +78,4 @@ export async function run(options: SynthBenchOptions = {}): Promise<Record<strin
   };
 }
 
-if (require.main === module) {
-  run()
-    .then((r) => process.stdout.write(JSON.stringify(r, null, 2) + '\n'))
-    .catch((e: Error) => {
-      process.stderr.write(`${e.message}\n`);
-      process.exit(1);
-    });
-}
+runAlone(module, run);

@@ -11,8 +11,11 @@ import type { AddressInfo } from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { collectLuaFiles, DEFAULT_LUA_DIRS } from '../../constructs/filter-config';
+import Redis from 'ioredis';
 import { STATE_FILES } from '../../envoy/bootstrap';
 import { defaultSettings, settingsLua, Settings } from '../filter/harness/worker';
+import { Functions, lease } from '../redis/support/functions';
+import { RedisServer, startRedis } from '../support/redis-server';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -213,4 +216,61 @@ export async function waitFor(pred: () => boolean | Promise<boolean>, timeoutMs 
     await new Promise((r) => setTimeout(r, 25));
   }
   return Date.now() - start;
+}
+
+export const P1 = '10.0.0.1:8080';
+export const P2 = '10.0.0.2:8080';
+export const P3 = '10.0.0.3:8080';
+const PASSWORD = 'agent-s3cret';
+
+/**
+ * What every agent test file stands on: a real redis-server with a password and the
+ * ws_admission library, an Envoy admin stand-in reporting P1 and P2 healthy, and the
+ * pod's Lua folder with settings pointing at both. Made in beforeAll, emptied before each
+ * test, stopped after all.
+ */
+export class AgentRig {
+  server!: RedisServer;
+  redis!: Redis;
+  f!: Functions;
+  admin!: FakeAdmin;
+  luaDir!: string;
+  pwFile!: string;
+
+  /** A lease's expiry (ms), 0 when there is none. */
+  expiry = async (id: string, pod: string) => Number(await this.redis.zscore(this.f.keys.leases, lease(id, pod)));
+  /** One counter of the stats hash. */
+  stat = async (name: string) => Number((await this.redis.hget(this.f.keys.stats, name)) ?? 0);
+  /** Admits connection `n` of `proxy` directly (generous limits). */
+  admitAs = (proxy: string, n: number) =>
+    this.f.admitOnce({ rateLimit: 100, windowMs: 60000, maxPerPod: 10, ttlMs: 30000, id: `${proxy}|00aa00|${n}|0000${n}` });
+  /** The slot Redis gave `proxy`, null before its first beat. */
+  slotOf = async (proxy: string) => this.redis.hget(this.f.keys.agents, `p:${proxy}`);
+}
+
+/** Registers the hooks that make, reset and stop an AgentRig for the calling test file. */
+export function agentRig(): AgentRig {
+  const rig = new AgentRig();
+  beforeAll(async () => {
+    rig.server = await startRedis({ password: PASSWORD });
+    rig.redis = new Redis({ host: rig.server.host, port: rig.server.port, password: PASSWORD, lazyConnect: true, maxRetriesPerRequest: 0 });
+    await rig.redis.connect();
+    rig.f = await Functions.load(rig.redis, 'ws');
+    rig.admin = await FakeAdmin.start();
+    rig.pwFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ws-agent-auth-')), 'password');
+    fs.writeFileSync(rig.pwFile, PASSWORD, { mode: 0o400 });
+    rig.luaDir = podLuaDir(agentSettings(rig.server.port, rig.pwFile));
+  });
+  afterAll(async () => {
+    rig.redis?.disconnect();
+    await rig.admin?.stop();
+    await rig.server?.stop();
+  });
+  beforeEach(async () => {
+    await rig.redis.flushall('SYNC');
+    rig.f.forget();
+    await rig.f.start();
+    rig.admin.healthy(P1, P2);
+  });
+  return rig;
 }
