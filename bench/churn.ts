@@ -45,16 +45,15 @@
  * BENCH_CHURN_MINUTES (simulated minutes of each rollout, default 11), BENCH_CHURN_SIZES
  * (default 1000,10000), BENCH_CHURN_SEED (default 18).
  */
-import { ChildProcess, spawn, spawnSync } from 'child_process';
+import { spawnSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
-import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import Redis from 'ioredis';
-import { REDIS_ADMIN_USER, readFunctionLibrary, redisConf } from '../constructs/redis';
+import { readFunctionLibrary } from '../constructs/redis';
 import { BACKEND_PENALTY_MS } from '../envoy/bootstrap';
-import { freePort } from '../__tests__/support/redis-server';
+import { RedisServer, startRedis } from '../tools/rig/redis-server';
 import { Functions } from '../__tests__/redis/support/functions';
 import { BEFORE_COMMIT, beforeFile, beforeKeys, beforeScript } from './before';
 import { respBytes } from './measure';
@@ -101,71 +100,32 @@ function seeded(seed: number): () => number {
 }
 
 // ---------------------------------------------------------------------------
-// A redis-server with the stack's redis.conf, stopped by its pid.
+// A redis-server with the stack's redis.conf and ACL, and the admin's connection to it.
 // ---------------------------------------------------------------------------
-
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > until) throw new Error(`redis-server did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`);
-    await sleep(25);
-  }
-}
 
 class RedisProc {
   private constructor(
-    readonly proc: ChildProcess,
+    private readonly server: RedisServer,
     readonly redis: Redis,
-    readonly dir: string,
   ) {}
 
-  static async start(label: string): Promise<RedisProc> {
-    const port = await freePort();
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `ws-churn-${label}-`));
-    const adminPassword = crypto.randomBytes(16).toString('hex');
-    const conf = path.join(dir, 'redis.conf');
-    const text = redisConf({
-      port,
-      bind: '127.0.0.1',
-      maxMemory: MAX_MEMORY,
-      dir,
-      hashTag: TAG,
-      proxyPassword: crypto.randomBytes(16).toString('hex'),
-      adminPassword,
-    });
-    fs.writeFileSync(conf, text, { mode: 0o600 });
-    const proc = spawn('redis-server', [conf], { stdio: 'ignore' });
-    const redis = new Redis({ host: '127.0.0.1', port, username: REDIS_ADMIN_USER, password: adminPassword, lazyConnect: true });
-    const r = new RedisProc(proc, redis, dir);
+  static async start(): Promise<RedisProc> {
+    const server = await startRedis({ acl: { hashTag: TAG }, maxMemory: MAX_MEMORY });
+    const admin = server.users!.admin;
+    const redis = new Redis({ host: server.host, port: server.port, username: admin.name, password: admin.password, lazyConnect: true });
     try {
-      await waitForPort(port, 10000);
       await redis.connect();
     } catch (e) {
-      await r.stop();
+      await server.stop();
       throw e;
     }
-    return r;
+    return new RedisProc(server, redis);
   }
 
   async stop(): Promise<void> {
     this.redis.disconnect();
-    if (this.proc.exitCode === null && this.proc.signalCode === null) {
-      const gone = new Promise<void>((r) => this.proc.once('exit', () => r()));
-      this.proc.kill('SIGTERM');
-      const t = setTimeout(() => this.proc.kill('SIGKILL'), 3000);
-      await gone;
-      clearTimeout(t);
-    }
-    fs.rmSync(this.dir, { recursive: true, force: true });
+    await this.server.stop();
+    fs.rmSync(this.server.dir, { recursive: true, force: true });
   }
 }
 
@@ -1016,7 +976,7 @@ interface DesignRun extends DesignResult {
 async function runDesign(which: 'before' | 'after', pods: number, quiet: boolean, o: Options): Promise<DesignRun> {
   const s = new Schedule(o.seed + pods, pods);
   const wall0 = Date.now();
-  const server = await RedisProc.start(which);
+  const server = await RedisProc.start();
   try {
     const d: Design = which === 'before' ? new Before(server, s, o.speedup) : new After(server, s, o.speedup);
     await d.init();

@@ -11,7 +11,7 @@
  * BENCH_CLIENTS_CALLS (default 300 calls per figure).
  */
 import Redis from 'ioredis';
-import { startRedis } from '../__tests__/support/redis-server';
+import { startRedis } from '../tools/rig/redis-server';
 import { Functions } from '../__tests__/redis/support/functions';
 import { commandUsec, respBytes } from './measure';
 import { runAlone } from './alone';

@@ -17,7 +17,7 @@
  */
 import * as os from 'os';
 import Redis from 'ioredis';
-import { startRedis } from '../__tests__/support/redis-server';
+import { startRedis } from '../tools/rig/redis-server';
 import { loadLibrary } from '../__tests__/redis/support/functions';
 import { Worker, defaultSettings, makeLuaDir, makeStateDir } from '../__tests__/filter/harness/worker';
 import { runAlone } from './alone';

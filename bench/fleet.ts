@@ -28,7 +28,7 @@ import * as os from 'os';
 import Redis from 'ioredis';
 import { loadConfig } from '../config/load';
 import { METRICS_SNAPSHOT_MS } from '../envoy/bootstrap';
-import { startRedis } from '../__tests__/support/redis-server';
+import { startRedis } from '../tools/rig/redis-server';
 import { Functions, LeaseOp } from '../__tests__/redis/support/functions';
 import { commandUsec } from './measure';
 import { runAlone } from './alone';

@@ -20,7 +20,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import Redis from 'ioredis';
-import { freePort, startRedis } from '../__tests__/support/redis-server';
+import { freePort, startRedis } from '../tools/rig/redis-server';
 import { Functions, LIBRARY_FILE } from '../__tests__/redis/support/functions';
 import { runAlone } from './alone';
 

@@ -17,7 +17,7 @@
  * 10,100,1000,10000), BENCH_SCALE_CALLS (default 200 calls per figure).
  */
 import Redis from 'ioredis';
-import { startRedis } from '../__tests__/support/redis-server';
+import { startRedis } from '../tools/rig/redis-server';
 import { Functions } from '../__tests__/redis/support/functions';
 import { BEFORE_COMMIT, beforeKeys, beforeScript } from './before';
 import { commandUsec, respBytes } from './measure';

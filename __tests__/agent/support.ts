@@ -15,7 +15,7 @@ import Redis from 'ioredis';
 import { STATE_FILES } from '../../envoy/bootstrap';
 import { defaultSettings, settingsLua, Settings } from '../filter/harness/worker';
 import { Functions, lease } from '../redis/support/functions';
-import { RedisServer, startRedis } from '../support/redis-server';
+import { RedisServer, startRedis } from '../../tools/rig/redis-server';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 

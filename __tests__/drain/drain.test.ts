@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { STATE_FILES } from '../../envoy/bootstrap';
 import { useAdmissionRig } from '../support/admission-rig';
-import { freePort } from '../support/redis-server';
+import { freePort } from '../../tools/rig/redis-server';
 import { Settings, UPGRADE, defaultSettings, makeLuaDir, openSocket } from '../filter/harness/worker';
 
 const ROOT = path.resolve(__dirname, '..', '..');

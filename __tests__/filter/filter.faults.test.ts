@@ -9,7 +9,7 @@ import * as path from 'path';
 import { FaultProxy } from '../../tools/rig/fault-proxy';
 import { loadLibrary } from '../redis/support/functions';
 import { PODS, PROXY, useAdmissionRig } from '../support/admission-rig';
-import { freePort } from '../support/redis-server';
+import { freePort } from '../../tools/rig/redis-server';
 import { PLAIN, UPGRADE, Worker, admission, defaultSettings, openSocket } from './harness/worker';
 
 const rig = useAdmissionRig();

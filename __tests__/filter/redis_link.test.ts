@@ -4,7 +4,7 @@
 // worker one bounded stall per back-off, never one per request. The clock is driven.
 import * as net from 'net';
 import { useAdmissionRig } from '../support/admission-rig';
-import { freePort } from '../support/redis-server';
+import { freePort } from '../../tools/rig/redis-server';
 import { luaAsync, luaString } from '../support/luajit';
 import { defaultSettings, makeLuaDir } from './harness/worker';
 

@@ -3,7 +3,7 @@
 // ws_admission library: FCALL entries, AUTH as an ACL user, timeouts, name resolution.
 import * as net from 'net';
 import { loadLibrary } from '../redis/support/functions';
-import { RedisServer, startRedis } from '../support/redis-server';
+import { RedisServer, startRedis } from '../../tools/rig/redis-server';
 import { lua, luaAsync, luaString } from '../support/luajit';
 import Redis from 'ioredis';
 

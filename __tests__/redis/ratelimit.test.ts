@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import Redis from 'ioredis';
-import { startRedis, RedisServer } from '../support/redis-server';
+import { startRedis, RedisServer } from '../../tools/rig/redis-server';
 import { Functions } from './support/functions';
 import { buildWorker, recordCommands, runWorkers } from './support/workers';
 

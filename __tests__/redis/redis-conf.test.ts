@@ -23,7 +23,7 @@ import {
   readFunctionLibrary,
   redisConf,
 } from '../../constructs/redis';
-import { freePort } from '../support/redis-server';
+import { freePort } from '../../tools/rig/redis-server';
 import { Functions, lease } from './support/functions';
 import { recordCommands } from './support/workers';
 

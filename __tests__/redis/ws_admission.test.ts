@@ -2,7 +2,7 @@
 // its contract (lua/redis/README.md): each function's replies and writes, the invariants
 // after every step, and the exact error of every bad call.
 import Redis from 'ioredis';
-import { startRedis, RedisServer } from '../support/redis-server';
+import { startRedis, RedisServer } from '../../tools/rig/redis-server';
 import { AdmitRequest, Functions, lease } from './support/functions';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

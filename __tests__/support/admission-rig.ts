@@ -3,7 +3,7 @@ import { Functions, loadLibrary } from '../redis/support/functions';
 import { Fleet, Settings, Worker, defaultSettings, makeLuaDir } from '../filter/harness/worker';
 import { luaAsync, luaString } from './luajit';
 import { Monitor } from './monitor';
-import { RedisServer, startRedis } from './redis-server';
+import { RedisServer, startRedis } from '../../tools/rig/redis-server';
 
 /** The backend pods a proxy reports healthy unless a test says otherwise. */
 export const PODS = ['10.0.0.1:8080', '10.0.0.2:8080'] as const;

@@ -1,6 +1,6 @@
 import { spawn, ChildProcess } from 'child_process';
 import Redis from 'ioredis';
-import { RedisServer } from './redis-server';
+import { RedisServer } from '../../tools/rig/redis-server';
 
 /** One command Redis ran, as MONITOR shows it. */
 export interface Seen {

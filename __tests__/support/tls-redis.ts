@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
-import { freePort } from './redis-server';
+import { freePort } from '../../tools/rig/redis-server';
 
 /**
  * A real TLS `redis-server` on a free loopback port, with a throwaway CA (openssl) whose

@@ -5,6 +5,16 @@ import * as os from 'os';
 import * as path from 'path';
 import { REDIS_ADMIN_USER, REDIS_PROXY_USER, redisConf } from '../../constructs/redis';
 
+/** What startRedis is asked for. */
+export interface RedisOptions {
+  /** `requirepass` of a plain server (no ACL). */
+  readonly password?: string;
+  /** The stack's redis.conf and ACL for keys under `{<hashTag>}`. */
+  readonly acl?: { readonly hashTag: string };
+  /** maxmemory with `acl`. @default '128mb' */
+  readonly maxMemory?: string;
+}
+
 /** An ACL user of a Redis started with the production ACL, and its password in a file (as the Secret is mounted). */
 export interface RedisUser {
   readonly name: string;
@@ -14,7 +24,7 @@ export interface RedisUser {
 }
 
 /**
- * A real `redis-server` on a free loopback port, for one test file.
+ * A real `redis-server` on a free loopback port, for one test file or bench part.
  * No persistence, no password unless asked, its own temporary directory.
  */
 export interface RedisServer {
@@ -72,12 +82,7 @@ function user(dir: string, name: string, password: string): RedisUser {
 }
 
 /** redis-server's arguments: the stack's redis.conf with `acl`, else a plain server. */
-function serverArgs(
-  port: number,
-  dir: string,
-  opts: { password?: string; acl?: { hashTag: string } },
-  users: RedisServer['users'],
-): string[] {
+function serverArgs(port: number, dir: string, opts: RedisOptions, users: RedisServer['users']): string[] {
   if (opts.acl && users) {
     const conf = path.join(dir, 'redis.conf');
     fs.writeFileSync(
@@ -85,7 +90,7 @@ function serverArgs(
       redisConf({
         port,
         bind: '127.0.0.1',
-        maxMemory: '128mb',
+        maxMemory: opts.maxMemory ?? '128mb',
         dir,
         hashTag: opts.acl.hashTag,
         proxyPassword: users.proxy.password,
@@ -118,7 +123,7 @@ function serverArgs(
  * opts.acl: the production ACL (constructs/redis.ts) for keys under `{<hashTag>}`; the
  * proxies' and the admin's passwords are generated (alphanumeric, as the stack's).
  */
-export async function startRedis(opts: { password?: string; acl?: { hashTag: string } } = {}): Promise<RedisServer> {
+export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> {
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-redis-'));
   const secret = () => Math.random().toString(36).slice(2) + Date.now().toString(36);
