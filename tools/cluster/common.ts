@@ -148,3 +148,9 @@ export function writeKubeconfig(file: string, server: string, caFile: string, us
   };
   fs.writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
 }
+
+/** Whether node `name` reports the Ready condition True. */
+export function nodeIsReady(s: Starting, name: string): boolean {
+  const jsonpath = 'jsonpath={.status.conditions[?(@.type=="Ready")].status}';
+  return kubectl(s.o.toolchain, s.kubeconfig, ['get', 'node', name, '-o', jsonpath]).stdout === 'True';
+}

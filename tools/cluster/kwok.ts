@@ -1,7 +1,7 @@
 /** The fake node: kwok keeps a Node and its pods Ready without a container runtime (the API suite). */
 import * as fs from 'fs';
 import * as path from 'path';
-import { kubectl, NODE_NAME, Starting } from './common';
+import { kubectl, NODE_NAME, nodeIsReady, Starting } from './common';
 import { startProcess, waitFor } from './process';
 
 const KWOK_ANNOTATION = 'kwok.x-k8s.io/node';
@@ -44,12 +44,5 @@ export async function addKwok(s: Starting): Promise<void> {
     30_000,
     async () => kubectl(t, s.kubeconfig, ['apply', '-f', path.join(s.dir, 'node.json')]).status === 0,
   );
-  await waitFor(
-    `node ${NODE_NAME} Ready (kwok)`,
-    60_000,
-    async () =>
-      kubectl(t, s.kubeconfig, ['get', 'node', NODE_NAME, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}']).stdout ===
-      'True',
-    s.log('kwok'),
-  );
+  await waitFor(`node ${NODE_NAME} Ready (kwok)`, 60_000, async () => nodeIsReady(s, NODE_NAME), s.log('kwok'));
 }

@@ -2,7 +2,7 @@
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { ClusterState, kubectl, POD_CGROUP_ROOT, REAL_NODE_NAME, Starting, writeKubeconfig } from '../common';
+import { ClusterState, kubectl, nodeIsReady, POD_CGROUP_ROOT, REAL_NODE_NAME, Starting, writeKubeconfig } from '../common';
 import { alive, httpGet, waitFor } from '../process';
 import { Containerd, CRI_NAMESPACE, runtimePids, startContainerd } from './containerd';
 import { corednsManifests } from './coredns';
@@ -66,14 +66,7 @@ async function addKubeletAndProxy(s: Starting, containerd: Containerd): Promise<
     s.pids,
   );
   s.save();
-  await waitFor(
-    `node ${REAL_NODE_NAME} Ready (kubelet)`,
-    120_000,
-    async () =>
-      kubectl(t, s.kubeconfig, ['get', 'node', REAL_NODE_NAME, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}']).stdout ===
-      'True',
-    s.log('kubelet'),
-  );
+  await waitFor(`node ${REAL_NODE_NAME} Ready (kubelet)`, 120_000, async () => nodeIsReady(s, REAL_NODE_NAME), s.log('kubelet'));
 }
 
 /**
