@@ -18,28 +18,36 @@ async function runMain(env: { [name: string]: string }) {
   Object.assign(process.env, env, { CDKTF_OUTDIR: outdir });
   const exit = jest.spyOn(process, 'exit').mockImplementation((() => undefined) as never);
   const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+  const stdout = jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
   try {
     await jest.isolateModulesAsync(async () => {
       await import('../../main');
     });
-    return { outdir, exits: exit.mock.calls.map(([code]) => code), stderr: stderr.mock.calls.map(([text]) => String(text)).join('') };
+    const text = (spy: typeof stderr) => spy.mock.calls.map(([t]) => String(t)).join('');
+    return { outdir, exits: exit.mock.calls.map(([code]) => code), stderr: text(stderr), stdout: text(stdout) };
   } finally {
     exit.mockRestore();
     stderr.mockRestore();
+    stdout.mockRestore();
     process.env = saved;
   }
 }
 
 it('synthesizes the stack on the defaults', async () => {
-  const { outdir, exits, stderr } = await runMain({});
+  const { outdir, exits, stderr, stdout } = await runMain({});
   expect({ exits, stderr }).toStrictEqual({ exits: [], stderr: '' });
-  const json = JSON.parse(fs.readFileSync(path.join(outdir, 'stacks', STACK_NAME, 'cdk.tf.json'), 'utf8'));
+  const file = path.join(outdir, 'stacks', STACK_NAME, 'cdk.tf.json');
+  // It says what it wrote.
+  expect(stdout).toMatch(/^synth: wrote \S*cdk\.tf\.json /);
+  expect(path.resolve(stdout.split(' ')[2])).toBe(fs.realpathSync(file));
+  const json = JSON.parse(fs.readFileSync(file, 'utf8'));
   expect(Object.keys(json.resource)).toContain('kubernetes_deployment_v1');
 });
 
 it('prints the problems of a refused configuration and exits 1, writing no stack', async () => {
-  const { outdir, exits, stderr } = await runMain({ WS_ADMISSION_MAX_CONNECTIONS_PER_POD: '0' });
+  const { outdir, exits, stderr, stdout } = await runMain({ WS_ADMISSION_MAX_CONNECTIONS_PER_POD: '0' });
   expect(exits).toStrictEqual([1]);
+  expect(stdout).toBe('');
   expect(stderr).toBe(
     'Invalid configuration: maxConnectionsPerPod must be a positive integer, got 0. Fix: use a value of at least 1 (default 2).\n',
   );
