@@ -11,9 +11,15 @@ jest.setTimeout(60000);
 
 let rig: LocalRig;
 const LIMIT = 3;
+/** The route's response timeout (handshakeTimeoutSeconds): short, so a socket can outlive it here. */
+const HANDSHAKE_S = 1;
 
 beforeAll(async () => {
-  rig = await startRig(21900, { maxConnectionsPerPod: 10, rateLimitPerMinute: 0, envoyMaxConnections: LIMIT }, { proxies: 1, backends: 1 });
+  rig = await startRig(
+    21900,
+    { maxConnectionsPerPod: 10, rateLimitPerMinute: 0, envoyMaxConnections: LIMIT, handshakeTimeoutSeconds: HANDSHAKE_S },
+    { proxies: 1, backends: 1 },
+  );
 });
 afterAll(async () => rig?.stop());
 
@@ -35,6 +41,19 @@ it('past envoyMaxConnections open connections a new one is closed at once, while
   // Below the limit again: a connection is served.
   await new Promise((r) => setTimeout(r, 300));
   expect((await connect(rig.proxies[0].publicUrl)).kind).toBe('open');
+});
+
+it('an open WebSocket outlives the handshake timeout: the 101 ends the route timeout', async () => {
+  const o = await connect(rig.proxies[0].publicUrl);
+  expect(o.kind).toBe('open');
+  const opened = o as Opened;
+  try {
+    await new Promise((r) => setTimeout(r, HANDSHAKE_S * 1000 * 2.5));
+    expect(opened.ws.readyState).toBe(opened.ws.OPEN);
+    expect(await echo(opened, 'still here')).toBe('still here');
+  } finally {
+    closeAll([opened]);
+  }
 });
 
 it('client Forwarded, X-Forwarded-Host and underscored header names never reach the backend', async () => {
