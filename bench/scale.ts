@@ -83,21 +83,29 @@ function after(redis: Redis): Contract {
       '0',
       '0',
     ],
-    async undo(id, pod) {
-      await redis
-        .multi()
-        .zrem(k.leases, `${id} ${pod}`)
-        .zincrby(k.load, -1, pod)
-        .zrem(k.rate, id)
-        .hincrby(k.stats, `leases:${PROXY}`, -1)
-        .exec();
-    },
+    undo: (id, pod) => undoAdmission(redis, k, id, pod),
     async reset() {
       await redis.flushall();
       f.forget();
       await f.start();
     },
   };
+}
+
+/** Takes one admission back with plain commands (both contracts keep the same lease, load, rate and stats keys). */
+async function undoAdmission(
+  redis: Redis,
+  k: { leases: string; load: string; rate: string; stats: string },
+  id: string,
+  pod: string,
+): Promise<void> {
+  await redis
+    .multi()
+    .zrem(k.leases, `${id} ${pod}`)
+    .zincrby(k.load, -1, pod)
+    .zrem(k.rate, id)
+    .hincrby(k.stats, `leases:${PROXY}`, -1)
+    .exec();
 }
 
 /** The contract before: admit.lua with 6 keys and the caller's view id (its pods registered once with register_view.lua). */
@@ -127,15 +135,7 @@ function before(redis: Redis, sha: { admit: string; registerView: string }): Con
       VIEW,
       'e1',
     ],
-    async undo(id, pod) {
-      await redis
-        .multi()
-        .zrem(k.leases, `${id} ${pod}`)
-        .zincrby(k.load, -1, pod)
-        .zrem(k.rate, id)
-        .hincrby(k.stats, `leases:${PROXY}`, -1)
-        .exec();
-    },
+    undo: (id, pod) => undoAdmission(redis, k, id, pod),
     async reset() {
       await redis.flushall();
       await redis.hset(k.stats, 'epoch:id', 'e1');
