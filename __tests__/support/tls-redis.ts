@@ -1,9 +1,8 @@
 import { spawn, spawnSync, ChildProcess } from 'child_process';
 import * as fs from 'fs';
-import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
-import { freePort } from '../../tools/rig/redis-server';
+import { freePort, waitForPort } from '../../tools/rig/redis-server';
 
 /**
  * A real TLS `redis-server` on a free loopback port, with a throwaway CA (openssl) whose
@@ -72,21 +71,11 @@ export async function startTlsRedis(opts: { password?: string } = {}): Promise<T
     ],
     { cwd: dir, stdio: 'ignore' },
   );
-  for (let i = 0; ; i++) {
-    const up = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        r(true);
-      });
-      s.once('error', () => r(false));
-    });
-    if (up) break;
-    if (i >= 200) {
-      server.kill('SIGKILL');
-      throw new Error(`TLS redis-server did not listen on 127.0.0.1:${port}`);
-    }
-    await new Promise((r) => setTimeout(r, 25));
+  try {
+    await waitForPort(port, 5000);
+  } catch (e) {
+    server.kill('SIGKILL');
+    throw new Error(`TLS ${e instanceof Error ? e.message : String(e)}`);
   }
   return {
     port,
