@@ -4,8 +4,6 @@
  * use only these; tests check that metrics.lua exports exactly these and that
  * docs/internals.md names each one.
  */
-export const METRIC_PREFIX = 'ws_admission_';
-
 export const METRICS = {
   activeConnections: 'ws_admission_active_connections',
   activeConnectionsByProxy: 'ws_admission_active_connections_by_proxy',
