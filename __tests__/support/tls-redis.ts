@@ -75,7 +75,7 @@ export async function startTlsRedis(opts: { password?: string } = {}): Promise<T
     await waitForPort(port, 5000);
   } catch (e) {
     server.kill('SIGKILL');
-    throw new Error(`TLS ${e instanceof Error ? e.message : String(e)}`);
+    throw new Error(`TLS ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   }
   return {
     port,
